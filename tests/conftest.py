@@ -1,0 +1,51 @@
+"""Shared fixtures: configs that bind to loopback only, and a leak check for child processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zswarm.config import Config, parse_config
+
+
+def _children() -> set[int]:
+    pid = os.getpid()
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children():
+    """Fail a test that leaves child processes (workers, nodes) behind."""
+    before = _children()
+    yield
+    leaked = _children() - before
+    assert not leaked, f"test left child processes behind: {sorted(leaked)}"
+
+
+def make_config(tmp_path: Path, **sections: dict) -> Config:
+    data: dict = {"node": {"name": "test", "bind": "127.0.0.1", "state_dir": str(tmp_path / "state")},
+                  "ports": {"rpc": 0, "pub": 0, "http": 0}}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data, source="test.toml")
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path):
+    def factory(**sections: dict) -> Config:
+        return make_config(tmp_path, **sections)
+
+    return factory

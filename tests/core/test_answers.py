@@ -1,0 +1,18 @@
+import pytest
+
+from zswarm.core.answers import answer_key
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Paris", "Paris."), ("paris", "The capital of France is Paris."), ("five", "5"),
+    ("2 + 3 = 5", "The answer is 5."), ("5.0", "5"), ("forty-two", "7 * 6 = 42."),
+    ("(B)", "Answer: b"), ("To solve this, add 2 to 3. 2 + 3 equals 5.", "5"),
+])
+def test_same_answers_agree(a, b):
+    assert answer_key(a) == answer_key(b)
+
+
+@pytest.mark.parametrize(("a", "b"), [("Paris", "Berlin"), ("5", "6"), ("(A)", "(B)"),
+                                      ("red", "blue")])
+def test_different_answers_differ(a, b):
+    assert answer_key(a) != answer_key(b)

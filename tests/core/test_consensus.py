@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zswarm.core.consensus import STRATEGIES, Validation, build_report, decide
+from zswarm.core.messages import Candidate
+from zswarm.errors import NoQuorum
+
+
+def cand(text: str, *, node: str = "a", finish: str = "stop", lp: float | None = None) -> Candidate:
+    return Candidate(text=text, finish_reason=finish, mean_logprob=lp, node=node, worker="w0")  # type: ignore[arg-type]
+
+
+def test_first_valid_skips_invalid_and_stops_early():
+    cands = [cand("", finish="stop"), cand("boom", finish="error"), cand("Paris")]
+    d = decide("first_valid", cands, expected=5, final=False)
+    assert d is not None and d.winner == 2
+
+
+def test_first_valid_can_refuse_truncated():
+    cands = [cand("Par", finish="length"), cand("Paris.")]
+    d = decide("first_valid", cands, expected=2, final=True,
+               validation=Validation(allow_truncated=False))
+    assert d is not None and d.winner == 1
+
+
+def test_first_valid_regex_and_json_checks():
+    cands = [cand("no number"), cand("it is 42")]
+    d = decide("first_valid", cands, expected=2, final=True, validation=Validation(regex=r"\d+"))
+    assert d is not None and d.winner == 1
+    cands = [cand("{bad"), cand('{"a": 1}')]
+    d = decide("first_valid", cands, expected=2, final=True, validation=Validation(require_json=True))
+    assert d is not None and d.winner == 1
+
+
+def test_best_of_n_waits_then_picks_highest_logprob():
+    cands = [cand("x", lp=-2.0), cand("y", lp=-0.5)]
+    assert decide("best_of_n", cands, expected=3, final=False) is None
+    d = decide("best_of_n", cands, expected=3, final=True)
+    assert d is not None and d.winner == 1 and d.scores[1] == -0.5
+
+
+def test_best_of_n_falls_back_to_agreement_without_logprobs():
+    cands = [cand("Paris is the capital"), cand("Berlin"), cand("Paris is the capital.")]
+    d = decide("best_of_n", cands, expected=3, final=True)
+    assert d is not None and d.winner in (0, 2) and "agreement" in d.note
+
+
+def test_majority_normalises_answers():
+    cands = [cand("Paris"), cand("Berlin"), cand("The capital of France is Paris."),
+             cand("paris"), cand("Paris.")]
+    d = decide("majority", cands, expected=5, final=True)
+    assert d is not None and d.winner == 0 and d.agreement == pytest.approx(0.8)
+
+
+def test_majority_numbers_agree_across_forms():
+    cands = [cand("five"), cand("2 + 3 = 5"), cand("6")]
+    d = decide("majority", cands, expected=3, final=True)
+    assert d is not None and d.winner == 0 and d.agreement == pytest.approx(2 / 3)
+
+
+def test_majority_early_stop_only_when_decided():
+    cands = [cand("5"), cand("5")]
+    assert decide("majority", cands, expected=4, final=False) is None
+    cands.append(cand("5"))
+    d = decide("majority", cands, expected=4, final=False)
+    assert d is not None and d.winner == 0
+
+
+def test_majority_weights_break_ties():
+    cands = [cand("4", node="a"), cand("5", node="b")]
+    d = decide("majority", cands, expected=2, final=True, weights={"b": 2.0})
+    assert d is not None and d.winner == 1
+
+
+def test_majority_tie_goes_to_earlier_arrival():
+    d = decide("majority", [cand("4"), cand("5")], expected=2, final=True)
+    assert d is not None and d.winner == 0
+
+
+def test_weighted_vote_picks_medoid():
+    cands = [cand("the sky is blue"), cand("bananas are yellow"), cand("the sky is blue today"),
+             cand("the sky is so blue")]
+    d = decide("weighted_vote", cands, expected=4, final=True)
+    assert d is not None and d.winner in (0, 2, 3) and d.winner != 1
+
+
+def test_weighted_vote_early_stop_is_sound():
+    same = [cand("red") for _ in range(6)]
+    d = decide("weighted_vote", same, expected=7, final=False)
+    # 6 identical: the leader has 5.0, any newcomer at most 6.0 -> cannot stop yet
+    assert d is None
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_empty_or_all_invalid_raises_no_quorum(strategy):
+    with pytest.raises(NoQuorum):
+        decide(strategy, [], expected=0, final=True)
+    with pytest.raises(NoQuorum):
+        decide(strategy, [cand("", finish="error")], expected=1, final=True)
+
+
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        decide("nope", [cand("x")], expected=1, final=True)
+
+
+def test_report_shape():
+    cands = [cand("5", node="n1"), cand("5", node="n2")]
+    d = decide("majority", cands, expected=2, final=True)
+    assert d is not None
+    rep = build_report("majority", cands, d, expected=2, timings={"total_ms": 3.0})
+    assert rep.winner == 0 and rep.candidates[1].node == "n2"
+    assert rep.candidates[0].answer_key == "num:5" and rep.timings["total_ms"] == 3.0
+
+
+texts = st.sampled_from(["5", "five", "6", "Paris", "paris.", "Berlin", "red", "blue", "", "42"])
+cand_lists = st.lists(
+    st.builds(lambda t, node, lp: cand(t, node=node, lp=lp), texts,
+              st.sampled_from(["a", "b", "c"]),
+              st.one_of(st.none(), st.floats(-5, 0))),
+    min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cand_lists, st.sampled_from(STRATEGIES))
+def test_winner_is_a_valid_candidate(cands, strategy):
+    try:
+        d = decide(strategy, cands, expected=len(cands), final=True)
+    except NoQuorum:
+        assert all(not c.text.strip() for c in cands)
+        return
+    assert d is not None
+    assert 0 <= d.winner < len(cands) and cands[d.winner].text.strip()
+    assert 0.0 <= d.agreement <= 1.0 + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(cand_lists, st.randoms(use_true_random=False))
+def test_majority_answer_independent_of_arrival_order_without_ties(cands, rnd: random.Random):
+    try:
+        d1 = decide("majority", cands, expected=len(cands), final=True)
+    except NoQuorum:
+        return
+    assert d1 is not None
+    weights = sorted((s for s in d1.scores if s is not None), reverse=True)
+    shuffled = list(cands)
+    rnd.shuffle(shuffled)
+    d2 = decide("majority", shuffled, expected=len(cands), final=True)
+    assert d2 is not None
+    key1 = d1.answer_keys[d1.winner]
+    key2 = d2.answer_keys[d2.winner]
+    # only a tie between groups may change the outcome (documented tie-break: arrival)
+    top = weights[0]
+    tied_groups = {d1.answer_keys[i] for i, s in enumerate(d1.scores) if s == top}
+    if len(tied_groups) == 1:
+        assert key1 == key2
+
+
+@settings(max_examples=100, deadline=None)
+@given(cand_lists)
+def test_duplicates_count_as_agreement(cands):
+    valid = [c for c in cands if c.text.strip()]
+    if not valid:
+        return
+    target = valid[0]
+    boosted = list(cands) + [target] * (len(cands) + 1)
+    d = decide("majority", boosted, expected=len(boosted), final=True)
+    assert d is not None
+    from zswarm.core.answers import answer_key
+    assert answer_key(boosted[d.winner].text) == answer_key(target.text)

@@ -1,0 +1,5 @@
+"""python -m zswarm"""
+
+from zswarm.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Normalising a free-text answer to a short key, so that equal answers compare equal.
+
+Used by the ``majority`` strategy (self-consistency). The rules, in order:
+
+1. An option letter ("(B)", "B)", "Answer: b") becomes ``option:b``.
+2. Otherwise a number (digits or an English number word up to ninety-nine) becomes
+   ``num:<value>``: the last number stated after "=", "is", "equals" or "answer" in
+   the first sentence that has one; failing that, the last number of the first
+   sentence with a number. "5", "5.0", "five", "2 + 3 = 5" and "The answer is 5.
+   Adding 2 and 3 ..." agree.
+3. Otherwise a short phrase: the part after the last "is"/"are"/"=" of the first
+   sentence, lower-cased, with articles and punctuation removed: "Paris", "Paris.",
+   "paris" and "The capital of France is Paris." all become ``text:paris``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_WORD_VALUES: dict[str, int] = {w: i for i, w in enumerate(_UNITS)}
+_WORD_VALUES.update({w: 20 + 10 * i for i, w in enumerate(_TENS)})
+for _t, _tv in list(_WORD_VALUES.items())[20:]:
+    for _u in range(1, 10):
+        _WORD_VALUES[f"{_t}-{_UNITS[_u]}"] = _tv + _u
+        _WORD_VALUES[f"{_t} {_UNITS[_u]}"] = _tv + _u
+
+_NUMBER_WORDS = "|".join(sorted((re.escape(w) for w in _WORD_VALUES), key=len, reverse=True))
+_NUMBER_RE = re.compile(rf"-?\d+(?:[.,]\d+)*|\b(?:{_NUMBER_WORDS})\b", re.IGNORECASE)
+_STATED_RE = re.compile(
+    rf"(?:=|\bis\b|\bequals\b|\banswer\b:?)\W*?(-?\d+(?:[.,]\d+)*|\b(?:{_NUMBER_WORDS})\b)",
+    re.IGNORECASE,
+)
+_OPTION_RE = re.compile(
+    r"^\s*\(?([a-e])\)?\s*(?:[).:]|$)|\b(?:answer|option)\s*(?:is)?\s*:?\s*\(?([a-e])\b\)?",
+    re.IGNORECASE,
+)
+_COPULA_RE = re.compile(r"\b(?:is|are|was|were)\b|=", re.IGNORECASE)
+_ARTICLES = {"the", "a", "an"}
+
+
+def _number_key(token: str) -> str:
+    lowered = token.lower()
+    if lowered in _WORD_VALUES:
+        return f"num:{_WORD_VALUES[lowered]}"
+    cleaned = lowered.replace(",", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return f"num:{cleaned}"
+    return f"num:{int(value)}" if value.is_integer() else f"num:{value:g}"
+
+
+def _first_sentence(text: str) -> str:
+    parts = re.split(r"(?<=[.!?])\s+|\n", text.strip(), maxsplit=1)
+    return parts[0] if parts else ""
+
+
+def answer_key(text: str) -> str:
+    """The normalised key of an answer (see the module docstring for the rules)."""
+    stripped = text.strip()
+    option = _OPTION_RE.search(stripped)
+    if option:
+        return f"option:{(option.group(1) or option.group(2)).lower()}"
+    sentences = [p for p in re.split(r"(?<=[.!?])\s+|\n+", stripped) if p.strip()]
+    for sentence in sentences:
+        stated = _STATED_RE.findall(sentence)
+        if stated:
+            return _number_key(stated[-1])
+    for sentence in sentences:
+        numbers = _NUMBER_RE.findall(sentence)
+        if numbers:
+            return _number_key(numbers[-1])
+    sentence = _first_sentence(stripped)
+    pieces = _COPULA_RE.split(sentence)
+    phrase = pieces[-1] if len(pieces) > 1 and pieces[-1].strip() else sentence
+    words = re.findall(r"[^\W_]+", phrase.lower())
+    while words and words[0] in _ARTICLES:
+        words = words[1:]
+    return "text:" + " ".join(words)

@@ -1,0 +1,235 @@
+"""Consensus strategies: turn candidates into one answer and a report. Pure functions.
+
+``decide(...)`` is called each time a candidate arrives (``final=False``) and once
+more when no more can arrive (``final=True``). It returns a Decision as soon as the
+strategy can no longer change its mind (early stop), else None; with ``final=True``
+it always decides or raises NoQuorum.
+
+- first_valid: the first candidate (in arrival order) that passes validation.
+- best_of_n: the highest mean token log-probability; when an engine reports none,
+  the fallback score is the weighted_vote agreement score. Waits for all.
+- weighted_vote: each candidate scores its weighted text similarity (rapidfuzz
+  ratio on normalised text) to the others; the medoid wins. Stops early once no
+  remaining candidate could change the winner.
+- majority: candidates are grouped by their normalised answer (core/answers.py);
+  the group with most weight wins; ties go to more weight, then earlier arrival.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rapidfuzz import fuzz
+
+from zswarm.core.answers import answer_key
+from zswarm.core.messages import Candidate, Report, ReportCandidate
+from zswarm.errors import NoQuorum
+
+STRATEGIES = ("first_valid", "best_of_n", "weighted_vote", "majority")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What makes a candidate valid. Errors, cancellations and empty texts never are."""
+
+    allow_truncated: bool = True
+    regex: str | None = None
+    require_json: bool = False
+
+    def accepts(self, cand: Candidate) -> bool:
+        if cand.finish_reason in ("error", "cancelled") or not cand.text.strip():
+            return False
+        if cand.finish_reason == "length" and not self.allow_truncated:
+            return False
+        if self.regex is not None and re.search(self.regex, cand.text) is None:
+            return False
+        if self.require_json:
+            try:
+                json.loads(cand.text)
+            except ValueError:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Decision:
+    winner: int
+    scores: list[float | None]
+    agreement: float
+    answer_keys: list[str | None] = field(default_factory=list)
+    note: str = ""
+
+
+def _weight(weights: Mapping[str, float], cand: Candidate) -> float:
+    return float(weights.get(cand.node, 1.0))
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def similarity_matrix(texts: Sequence[str]) -> list[list[float]]:
+    """Pairwise similarity in [0, 1] (rapidfuzz ratio of normalised texts)."""
+    normed = [_norm(t) for t in texts]
+    return [[fuzz.ratio(a, b) / 100.0 for b in normed] for a in normed]
+
+
+def decide(
+    strategy: str,
+    candidates: Sequence[Candidate],
+    *,
+    expected: int,
+    final: bool,
+    weights: Mapping[str, float] | None = None,
+    validation: Validation | None = None,
+) -> Decision | None:
+    """Decide now if the strategy allows it; see the module docstring."""
+    weights = weights or {}
+    validation = validation or Validation()
+    valid = [i for i, c in enumerate(candidates) if validation.accepts(c)]
+    remaining = max(0, expected - len(candidates))
+    if not valid:
+        if final or remaining == 0:
+            raise NoQuorum(f"none of {len(candidates)} candidates passed validation")
+        return None
+    if strategy == "first_valid":
+        return _first_valid(candidates, valid)
+    if strategy == "best_of_n":
+        if remaining and not final:
+            return None
+        return _best_of_n(candidates, valid, weights)
+    if strategy == "weighted_vote":
+        return _weighted_vote(candidates, valid, weights, remaining=0 if final else remaining)
+    if strategy == "majority":
+        return _majority(candidates, valid, weights, remaining=0 if final else remaining)
+    raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _first_valid(candidates: Sequence[Candidate], valid: list[int]) -> Decision:
+    winner = valid[0]
+    scores: list[float | None] = [None] * len(candidates)
+    scores[winner] = 1.0
+    return Decision(winner=winner, scores=scores, agreement=1.0 / len(valid))
+
+
+def _vote_scores(
+    candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float]
+) -> tuple[dict[int, float], list[list[float]]]:
+    sim = similarity_matrix([candidates[i].text for i in valid])
+    raw: dict[int, float] = {}
+    for a, i in enumerate(valid):
+        raw[i] = sum(
+            _weight(weights, candidates[j]) * sim[a][b] for b, j in enumerate(valid) if j != i
+        )
+    return raw, sim
+
+
+def _agreement(sim: list[list[float]], pos: int) -> float:
+    others = [s for b, s in enumerate(sim[pos]) if b != pos]
+    return sum(others) / len(others) if others else 1.0
+
+
+def _best_of_n(
+    candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float]
+) -> Decision:
+    raw, sim = _vote_scores(candidates, valid, weights)
+    have_logprobs = all(candidates[i].mean_logprob is not None for i in valid)
+    scores: list[float | None] = [None] * len(candidates)
+    for i in valid:
+        lp = candidates[i].mean_logprob
+        scores[i] = float(lp) if have_logprobs and lp is not None else raw[i]
+    winner = max(valid, key=lambda i: (scores[i], -i))
+    note = "" if have_logprobs else "no log-probabilities: scored by agreement"
+    return Decision(winner, scores, _agreement(sim, valid.index(winner)), note=note)
+
+
+def _weighted_vote(
+    candidates: Sequence[Candidate],
+    valid: list[int],
+    weights: Mapping[str, float],
+    *,
+    remaining: int,
+) -> Decision | None:
+    raw, sim = _vote_scores(candidates, valid, weights)
+    ranked = sorted(valid, key=lambda i: (-raw[i], i))
+    leader = ranked[0]
+    if remaining:
+        # Each unseen candidate adds at most w_max to any score, and itself can
+        # score at most the total weight of everyone else. Unknown peers weigh 1.
+        w_max = max([1.0, *weights.values()])
+        runner_up = raw[ranked[1]] if len(ranked) > 1 else 0.0
+        newcomer_max = sum(_weight(weights, candidates[i]) for i in valid) + w_max * (remaining - 1)
+        if raw[leader] - runner_up <= remaining * w_max or raw[leader] <= newcomer_max:
+            return None
+    scores: list[float | None] = [None] * len(candidates)
+    for i in valid:
+        scores[i] = raw[i]
+    return Decision(leader, scores, _agreement(sim, valid.index(leader)))
+
+
+def _majority(
+    candidates: Sequence[Candidate],
+    valid: list[int],
+    weights: Mapping[str, float],
+    *,
+    remaining: int,
+) -> Decision | None:
+    keys: list[str | None] = [None] * len(candidates)
+    group_weight: dict[str, float] = {}
+    first_seen: dict[str, int] = {}
+    for i in valid:
+        key = answer_key(candidates[i].text)
+        keys[i] = key
+        group_weight[key] = group_weight.get(key, 0.0) + _weight(weights, candidates[i])
+        first_seen.setdefault(key, i)
+    ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
+    best = ranked[0]
+    if remaining:
+        w_max = max([1.0, *weights.values()])
+        second = group_weight[ranked[1]] if len(ranked) > 1 else 0.0
+        if group_weight[best] - second <= remaining * w_max:
+            return None
+    total = sum(group_weight.values())
+    scores: list[float | None] = [None] * len(candidates)
+    for i in valid:
+        key = keys[i]
+        assert key is not None
+        scores[i] = group_weight[key] / total
+    return Decision(first_seen[best], scores, group_weight[best] / total, answer_keys=keys)
+
+
+def build_report(
+    strategy: str,
+    candidates: Sequence[Candidate],
+    decision: Decision,
+    *,
+    expected: int,
+    timings: Mapping[str, float] | None = None,
+    note: str = "",
+) -> Report:
+    """The report returned with every answer: who said what, scores, agreement, timings."""
+    keys = decision.answer_keys or [None] * len(candidates)
+    return Report(
+        strategy=strategy,
+        winner=decision.winner,
+        agreement=round(decision.agreement, 4),
+        candidates=[
+            ReportCandidate(
+                node=c.node,
+                worker=c.worker,
+                text=c.text,
+                score=None if s is None else round(s, 4),
+                finish_reason=c.finish_reason,
+                latency_ms=round(c.latency_ms, 2),
+                tokens=c.tokens,
+                answer_key=k,
+            )
+            for c, s, k in zip(candidates, decision.scores, keys)
+        ],
+        timings=dict(timings or {}),
+        expected=expected,
+        note="; ".join(n for n in (decision.note, note) if n),
+    )

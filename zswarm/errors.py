@@ -1,0 +1,97 @@
+"""The zswarm error tree: every failure a user or peer can see has a type here.
+
+Adapters translate library errors into these (``raise X(...) from exc``);
+nothing outside this module invents new top-level exceptions.
+"""
+
+from __future__ import annotations
+
+
+class ZswarmError(Exception):
+    """Root of every error zswarm raises on purpose."""
+
+    #: short machine-readable kind, used on the wire and in HTTP error bodies
+    kind = "error"
+
+
+class ConfigError(ZswarmError):
+    """The configuration is invalid; the message names the file and the key."""
+
+    kind = "config"
+
+
+class LocalProtocolError(ZswarmError):
+    """We misused a protocol or state machine (a bug on our side)."""
+
+    kind = "local_protocol"
+
+
+class RemoteProtocolError(ZswarmError):
+    """A peer or client sent bytes we cannot accept (malformed, wrong version, too big)."""
+
+    kind = "protocol"
+
+
+class PeerUnavailable(ZswarmError):
+    """A peer or node could not be reached, or it went away mid-request."""
+
+    kind = "unavailable"
+
+
+class NoQuorum(ZswarmError):
+    """No usable candidate arrived, so no decision could be made."""
+
+    kind = "no_quorum"
+
+
+class Overloaded(ZswarmError):
+    """Backpressure: the admission queue is full. Retry after ``retry_after_s``."""
+
+    kind = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ZswarmError):
+    """The request's deadline passed before it could be answered."""
+
+    kind = "deadline"
+
+
+class InferenceError(ZswarmError):
+    """The engine or its worker process failed while generating."""
+
+    kind = "inference"
+
+
+class ModelNotFound(ZswarmError):
+    """The model file does not exist, is unreadable or is not a model we can load."""
+
+    kind = "model_not_found"
+
+
+ERROR_KINDS: dict[str, type[ZswarmError]] = {
+    cls.kind: cls
+    for cls in (
+        ZswarmError,
+        ConfigError,
+        LocalProtocolError,
+        RemoteProtocolError,
+        PeerUnavailable,
+        NoQuorum,
+        Overloaded,
+        DeadlineExceeded,
+        InferenceError,
+        ModelNotFound,
+    )
+}
+
+
+def error_from_kind(kind: str, message: str) -> ZswarmError:
+    """Rebuild an error received over the wire; unknown kinds become ZswarmError."""
+    cls = ERROR_KINDS.get(kind, ZswarmError)
+    if cls is Overloaded:
+        return Overloaded(message)
+    return cls(message)

@@ -1,0 +1,1 @@
+"""I/O adapters: each wraps one library, translates its errors, decides nothing."""

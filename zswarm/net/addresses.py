@@ -1,0 +1,45 @@
+"""Choosing the bind address: a private LAN address, else 127.0.0.1; never 0.0.0.0 by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+_PRIVATE = [ipaddress.ip_network(n) for n in
+            ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
+
+
+def is_private_lan(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in _PRIVATE)
+
+
+def _candidate_addresses() -> list[str]:
+    found: list[str] = []
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        found.extend(str(info[4][0]) for info in infos)
+    except OSError:
+        pass
+    try:
+        # A UDP "connect" sends no packet; it only asks the kernel which source
+        # address it would use for a private-range destination.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            found.append(s.getsockname()[0])
+    except OSError:
+        pass
+    return found
+
+
+def choose_bind_address(setting: str) -> str:
+    """``auto`` -> the first private LAN address of this host, else 127.0.0.1."""
+    if setting != "auto":
+        return setting
+    for address in _candidate_addresses():
+        if is_private_lan(address):
+            return address
+    return "127.0.0.1"

@@ -1,0 +1,134 @@
+"""pyzmq sockets usable from trio, and the one place every zmq socket is opened.
+
+ZMQ_FD is edge-triggered: it signals that ZMQ_EVENTS may have changed, and any
+operation on the socket (including another task's send) can consume that signal.
+So this adapter (a) tries the operation without blocking first, (b) re-reads
+ZMQ_EVENTS after every send and wakes the reader if input is now pending, and
+(c) lets exactly one task (the reader) wait on the fd. Sends never wait: a full
+send queue raises PeerUnavailable (backpressure is the caller's decision).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import trio
+import zmq
+
+from zswarm.core.messages import MAX_FRAME_BYTES
+from zswarm.errors import LocalProtocolError, PeerUnavailable
+
+log = logging.getLogger(__name__)
+
+_context: zmq.Context[zmq.Socket[bytes]] | None = None
+
+
+def context() -> zmq.Context[zmq.Socket[bytes]]:
+    """The process-wide zmq context (created on first use)."""
+    global _context
+    if _context is None or _context.closed:
+        _context = zmq.Context()
+    return _context
+
+
+def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES) -> zmq.Socket[bytes]:
+    """Open a blocking zmq socket with the project's options (the hook for CURVE later)."""
+    sock = context().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
+    sock.setsockopt(zmq.SNDHWM, 10_000)
+    sock.setsockopt(zmq.RCVHWM, 10_000)
+    return sock
+
+
+class TrioSocket:
+    """A zmq socket driven from trio: any task may send, one task receives."""
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+        self._fd: int = sock.getsockopt(zmq.FD)
+        self._wake: trio.CancelScope | None = None
+        self._receiving = False
+        self.closed = False
+
+    @classmethod
+    def open(cls, kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES) -> TrioSocket:
+        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes))
+
+    def bind(self, endpoint: str) -> str:
+        """Bind and return the resolved endpoint (with the real port for tcp://host:0)."""
+        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+            port = self.sock.bind_to_random_port(endpoint[: endpoint.rindex(":")])
+            return f"{endpoint[: endpoint.rindex(':')]}:{port}"
+        self.sock.bind(endpoint)
+        return str(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    def connect(self, endpoint: str) -> None:
+        self.sock.connect(endpoint)
+
+    def _kick(self) -> None:
+        """After any socket operation: wake the reader if input became pending."""
+        if self._wake is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._wake.cancel()
+
+    def send_multipart(self, frames: Iterable[bytes]) -> None:
+        """Queue a message without blocking; PeerUnavailable if the queue is full."""
+        if self.closed:
+            raise trio.ClosedResourceError("socket is closed")
+        try:
+            self.sock.send_multipart(list(frames), flags=zmq.NOBLOCK)
+        except zmq.Again as exc:
+            raise PeerUnavailable("send queue full (peer gone or too slow)") from exc
+        except zmq.ZMQError as exc:
+            raise PeerUnavailable(f"send failed: {exc}") from exc
+        finally:
+            if not self.closed:
+                self._kick()
+
+    async def send(self, frames: Iterable[bytes]) -> None:
+        """send_multipart plus a checkpoint, for use in loops."""
+        self.send_multipart(frames)
+        await trio.lowlevel.checkpoint()
+
+    async def recv_multipart(self) -> list[bytes]:
+        if self._receiving:
+            raise LocalProtocolError("two tasks are receiving on one zmq socket")
+        self._receiving = True
+        try:
+            while True:
+                if self.closed:
+                    raise trio.ClosedResourceError("socket is closed")
+                try:
+                    frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+                else:
+                    await trio.lowlevel.checkpoint()
+                    return frames
+                if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    continue
+                with trio.CancelScope() as scope:
+                    self._wake = scope
+                    try:
+                        await trio.lowlevel.wait_readable(self._fd)
+                    finally:
+                        self._wake = None
+        finally:
+            self._receiving = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            trio.lowlevel.notify_closing(self._fd)
+        except RuntimeError:
+            pass  # not inside trio (closing at interpreter shutdown)
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> TrioSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

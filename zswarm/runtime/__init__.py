@@ -1,0 +1,1 @@
+"""trio glue: nurseries, channels, cancel scopes; carries out what core decides."""

@@ -1,0 +1,150 @@
+"""The inside of one worker process: load an engine, serve WorkGenerate over zmq ipc.
+
+Run as ``python -m zswarm.runtime.worker_process``; started and supervised by
+runtime/workers.py. Blocking code on purpose (no trio): one request at a time,
+and between tokens a non-blocking look at the socket for WorkCancel, so
+cancellation stops the generation within one token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import resource
+import signal
+import sys
+from typing import Any
+
+import msgspec
+import zmq
+
+from zswarm.config import ModelConfig
+from zswarm.core import codec
+from zswarm.core.messages import (
+    Candidate,
+    Error,
+    WorkCancel,
+    WorkCandidate,
+    WorkDone,
+    WorkGenerate,
+    WorkReady,
+    WorkToken,
+)
+from zswarm.errors import RemoteProtocolError, ZswarmError
+
+log = logging.getLogger("zswarm.worker")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the node that started it dies."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() == 1:
+            os._exit(0)
+
+
+class _Link:
+    def __init__(self, endpoint: str, name: str) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.ROUTING_ID, name.encode())
+        self.sock.connect(endpoint)
+        self.pending: list[Any] = []
+
+    def send(self, msg: Any) -> None:
+        self.sock.send(codec.encode(msg))
+
+    def recv(self, timeout_ms: int | None) -> Any | None:
+        if self.pending:
+            return self.pending.pop(0)
+        if timeout_ms is not None and not self.sock.poll(timeout_ms):
+            return None
+        data = self.sock.recv()
+        try:
+            return codec.decode(data)
+        except RemoteProtocolError as exc:
+            log.warning("worker: dropping malformed message from node: %s", exc)
+            return None
+
+
+def _serve_one(link: _Link, engine: Any, msg: WorkGenerate) -> None:
+    rid = msg.request_id
+    cancelled = False
+
+    def should_stop() -> bool:
+        nonlocal cancelled
+        while not cancelled:
+            other = link.recv(0)
+            if other is None:
+                return False
+            if isinstance(other, WorkCancel) and other.request_id in (rid, "*"):
+                cancelled = True
+            elif isinstance(other, WorkGenerate):
+                link.send(Error(request_id=other.request_id, kind="overloaded",
+                                message="worker is busy"))
+        return cancelled
+
+    def on_token(index: int, text: str) -> None:
+        link.send(WorkToken(request_id=rid, index=index, text=text))
+
+    def on_candidate(index: int, cand: Candidate) -> None:
+        link.send(WorkCandidate(request_id=rid, index=index, candidate=cand))
+
+    try:
+        engine.generate(
+            msg.request,
+            on_token=on_token if msg.stream else None,
+            on_candidate=on_candidate,
+            should_stop=should_stop,
+        )
+    except ZswarmError as exc:
+        link.send(Error(request_id=rid, kind=exc.kind, message=str(exc)[:4000]))
+        return
+    except (RuntimeError, ValueError, MemoryError) as exc:
+        link.send(Error(request_id=rid, kind="inference", message=f"engine failed: {exc}"[:4000]))
+        return
+    link.send(WorkDone(request_id=rid))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zswarm-worker")
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--model", required=True, help="ModelConfig as JSON")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {args.name}: %(message)s")
+    _die_with_parent()
+    model_cfg = msgspec.json.decode(args.model.encode(), type=ModelConfig)
+    if model_cfg.memory_limit_mib > 0:
+        limit = model_cfg.memory_limit_mib * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    link = _Link(args.endpoint, args.name)
+    from zswarm.engines.loader import load_engine
+
+    try:
+        engine = load_engine(model_cfg, threads=args.threads)
+    except ZswarmError as exc:
+        link.send(Error(request_id=None, kind=exc.kind, message=str(exc)[:4000]))
+        link.sock.close(linger=1000)
+        return 3
+    link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid()))
+    while True:
+        msg = link.recv(None)
+        if isinstance(msg, WorkGenerate):
+            _serve_one(link, engine, msg)
+        elif isinstance(msg, WorkCancel) and msg.request_id == "*shutdown*":
+            break
+    engine.close()
+    link.sock.close(linger=1000)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
