@@ -117,6 +117,7 @@ class Coordinator:
         def on_event(event: WorkToken | WorkCandidate) -> None:
             nonlocal produced
             if isinstance(event, WorkToken):
+                produced += 1  # text reached the client: a retry would repeat it
                 if on_token is not None:
                     on_token(index_offset + event.index, event.text)
                 return

@@ -13,12 +13,17 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+import sys
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import trio
 import zmq
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from zswarm.config import Config
 from zswarm.core import codec
@@ -51,11 +56,35 @@ class LocalSwarm:
     coordinator: Coordinator
 
 
+@contextmanager
+def single_errors() -> Iterator[None]:
+    """Unwrap an exception group that holds exactly one ZswarmError (trio wraps nursery errors)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(ZswarmError)
+        if matched is not None and rest is None and len(matched.exceptions) == 1:
+            leaf = matched.exceptions[0]
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            if isinstance(leaf, ZswarmError):
+                raise leaf from None
+        raise
+
+
 @asynccontextmanager
 async def local_swarm(config: Config) -> AsyncIterator[LocalSwarm]:
     """Workers loaded and a scheduler running, for the duration of the block."""
     scheduler = Scheduler(max_queue=config.scheduler.max_queue)
     pool = WorkerPool(config, scheduler)
+    with single_errors():
+        async with _local_swarm(config, scheduler, pool) as swarm:
+            yield swarm
+
+
+@asynccontextmanager
+async def _local_swarm(config: Config, scheduler: Scheduler, pool: WorkerPool
+                       ) -> AsyncIterator[LocalSwarm]:
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.serve)
         coordinator = Coordinator(node_name=config.node.name, pool=pool, scheduler=scheduler,
@@ -192,6 +221,12 @@ async def run_node(config: Config, *,
     node_id = load_node_id(config)
     host = choose_bind_address(config.node.bind)
     info_path = config.state_path / "node.json"
+    with single_errors():
+        await _run_node(config, node_id, host, info_path, task_status)
+
+
+async def _run_node(config: Config, node_id: str, host: str, info_path: Path,
+                    task_status: trio.TaskStatus[NodeInfo]) -> None:
     async with local_swarm(config) as swarm, trio.open_nursery() as nursery:
         rpc = await nursery.start(serve_rpc, swarm, node_id, f"tcp://{host}:{config.ports.rpc}")
         info = NodeInfo(node_id=node_id, name=config.node.name, rpc_endpoint=rpc,

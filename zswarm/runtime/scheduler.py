@@ -78,10 +78,14 @@ class Scheduler:
     async def acquire(self, priority: int = 0) -> str:
         """Wait for an idle worker (FIFO per priority); Overloaded if the queue is full."""
         if self._idle and self.queue_depth == 0:
-            await trio.lowlevel.checkpoint()
-            self.admitted += 1
             name = self._idle.popleft()
             self._busy.add(name)
+            try:
+                await trio.lowlevel.checkpoint()
+            except BaseException:
+                self.release(name)
+                raise
+            self.admitted += 1
             return name
         if self.queue_depth >= self.max_queue:
             self.rejected += 1

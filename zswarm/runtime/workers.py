@@ -96,16 +96,24 @@ class WorkerPool:
                 sock.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 sock.bind(self._endpoint)
                 self._sock = sock
+                startup_error: ZswarmError | None = None
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._receive_loop, sock)
                         for name in self.workers:
                             nursery.start_soon(self._supervise, name)
-                        await self._wait_first_start()
-                        task_status.started(self)
+                        try:
+                            await self._wait_first_start()
+                        except ZswarmError as exc:
+                            startup_error = exc
+                            nursery.cancel_scope.cancel()
+                        else:
+                            task_status.started(self)
                 finally:
                     self._stopping = True
                     self._sock = None
+                if startup_error is not None:
+                    raise startup_error
 
     async def _wait_first_start(self) -> None:
         timeout_s = self.config.scheduler.worker_start_timeout_ms / 1000

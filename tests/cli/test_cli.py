@@ -1,0 +1,130 @@
+"""The CLI through typer's runner, and a real node + client in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from zswarm.cli import app
+
+pytestmark = pytest.mark.model
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "swarm.toml"
+    path.write_text(
+        f'[node]\nname = "cli-test"\nbind = "127.0.0.1"\nstate_dir = "{tmp_path / "state"}"\n'
+        f"[ports]\nrpc = 0\npub = 0\nhttp = 0\n{extra}")
+    return path
+
+
+def test_ask_local_plain(tmp_path):
+    cfg = write_config(tmp_path)
+    result = runner.invoke(app, ["ask", "What is the capital of France?", "--config", str(cfg),
+                                 "--local", "--temperature", "0", "--max-tokens", "24"])
+    assert result.exit_code == 0, result.output
+    assert "Paris" in result.output
+
+
+def test_ask_json_report(tmp_path):
+    cfg = write_config(tmp_path)
+    result = runner.invoke(app, ["ask", "Name a primary colour.", "--n", "3", "--strategy",
+                                 "weighted_vote", "--json", "--config", str(cfg), "--local",
+                                 "--max-tokens", "24", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert set(report) >= {"answer", "strategy", "winner", "agreement", "candidates", "timings"}
+    assert report["strategy"] == "weighted_vote" and len(report["candidates"]) == 3
+    assert report["answer"] == report["candidates"][report["winner"]]["text"]
+    for c in report["candidates"]:
+        assert set(c) == {"node", "worker", "text", "score", "finish_reason", "latency_ms"}
+        assert c["node"] == "cli-test" and c["worker"] == "w0"
+
+
+def test_ask_explain_and_seed_determinism(tmp_path):
+    cfg = write_config(tmp_path)
+    args = ["ask", "What is 2 + 3?", "--n", "4", "--strategy", "majority", "--explain",
+            "--config", str(cfg), "--local", "--max-tokens", "24", "--seed", "11",
+            "--temperature", "0.9"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "strategy majority" in first.output and "cli-test/w0" in first.output
+    second = runner.invoke(app, args)
+    strip = [ln for ln in first.output.splitlines() if "timings" not in ln]
+    assert [ln[:40] for ln in strip] == [
+        ln[:40] for ln in second.output.splitlines() if "timings" not in ln]
+
+
+def test_bad_config_is_exit_2_with_the_key(tmp_path):
+    cfg = write_config(tmp_path, "[scheduler]\nmax_qeue = 3\n")
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--local"])
+    assert result.exit_code == 2
+    assert "scheduler.max_qeue" in result.output
+
+
+def test_bad_options_are_clear(tmp_path):
+    cfg = write_config(tmp_path)
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--strategy", "best"])
+    assert result.exit_code == 2 and "must be one of" in result.output
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--n", "0", "--local"])
+    assert result.exit_code == 2 and "invalid option" in result.output
+
+
+def test_unknown_model_file(tmp_path):
+    cfg = write_config(tmp_path, f'[model]\npath = "{tmp_path / "nope.gguf"}"\n')
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--local"])
+    assert result.exit_code == 1 and "nope.gguf" in result.output
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "node exited"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear within {timeout_s} s")
+
+
+def test_node_subprocess_and_ask_through_it(tmp_path):
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace('[node]\n', '[node]\nworkers = 2\n'))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    node = subprocess.Popen([sys.executable, "-m", "zswarm", "node", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        info = _wait_for_file(tmp_path / "state" / "node.json", node)
+        assert info["rpc_endpoint"].startswith("tcp://127.0.0.1:")
+        out = subprocess.run(
+            [sys.executable, "-m", "zswarm", "ask", "What is 2 + 3?", "--config", str(cfg),
+             "--n", "2", "--strategy", "best_of_n", "--json", "--max-tokens", "24"],
+            capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert {c["worker"] for c in report["candidates"]} == {"w0", "w1"}
+        out = subprocess.run(
+            [sys.executable, "-m", "zswarm", "ask", "hi", "--node", info["rpc_endpoint"],
+             "--max-tokens", "5000"], capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 1 and "max_tokens=5000 exceeds" in out.stderr
+        assert node.poll() is None  # bad input did not hurt the node
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=20)
+        finally:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+            if node.stderr:
+                node.stderr.close()
+    assert not (tmp_path / "state" / "node.json").exists()

@@ -1,0 +1,118 @@
+"""The llama.cpp engine with the real default model (SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.engines.llamacpp import LlamaCppEngine
+from zswarm.engines.models import resolve_model
+from zswarm.errors import ModelNotFound
+
+pytestmark = pytest.mark.model
+SYSTEM = ChatMessage(role="system", content="You are a helpful AI assistant. Answer concisely.")
+
+
+def ask(q: str, **params) -> GenerateRequest:
+    n = params.pop("n", 1)
+    return GenerateRequest(messages=(SYSTEM, ChatMessage(role="user", content=q)),
+                           params=SamplingParams(**params), n=n)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2)
+    yield eng
+    eng.close()
+
+
+def test_answers_a_simple_question(engine):
+    [c] = engine.generate(ask("What is the capital of France?", temperature=0, max_tokens=24))
+    assert "Paris" in c.text
+    assert c.finish_reason == "stop" and c.tokens > 0
+    assert c.mean_logprob is not None and c.mean_logprob < 0
+
+
+def test_model_id_is_name_and_sha256(engine):
+    assert engine.model_id.startswith("SmolLM2-135M-Instruct.Q4_1.gguf@")
+    assert len(engine.model_id.split("@")[1]) == 16
+
+
+def test_same_seed_same_output(engine):
+    req = ask("Tell me a fact about cats.", temperature=1.0, max_tokens=24, seed=7, n=2)
+    a = [c.text for c in engine.generate(req)]
+    b = [c.text for c in engine.generate(req)]
+    assert a == b
+    other = [c.text for c in engine.generate(ask("Tell me a fact about cats.", temperature=1.0,
+                                                 max_tokens=24, seed=8, n=2))]
+    assert other != a
+
+
+def test_batch_of_candidates_differ_and_all_arrive(engine):
+    cands = engine.generate(ask("Write one word.", temperature=1.2, max_tokens=8, seed=1, n=4))
+    assert len(cands) == 4
+    assert len({c.text for c in cands}) > 1
+
+
+def test_streaming_pieces_add_up_to_the_text(engine):
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    cands = engine.generate(ask("Count from one to five.", max_tokens=20, seed=3, n=2),
+                            on_token=lambda i, t: pieces[i].append(t))
+    for i, c in enumerate(cands):
+        assert "".join(pieces[i]) == c.text
+        assert len(pieces[i]) > 1
+
+
+def test_max_tokens_and_ignore_eos(engine):
+    [c] = engine.generate(ask("Hi", max_tokens=30, ignore_eos=True, seed=1))
+    assert c.tokens == 30 and c.finish_reason == "length"
+
+
+def test_stop_strings_end_the_text(engine):
+    [c] = engine.generate(ask("Count from 1 to 10, separated by commas.", temperature=0,
+                              max_tokens=40, stop=("4",)))
+    assert c.finish_reason == "stop" and "4" not in c.text
+
+
+def test_cancel_mid_generation_stops_within_one_second(engine):
+    stop = threading.Event()
+    stopped_at: list[float] = []
+
+    def should_stop() -> bool:
+        if stop.is_set() and not stopped_at:
+            stopped_at.append(time.perf_counter())
+        return stop.is_set()
+
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    t0 = time.perf_counter()
+    cands = engine.generate(ask("Write a long story.", max_tokens=2000, ignore_eos=True),
+                            should_stop=should_stop)
+    end = time.perf_counter()
+    timer.join()
+    assert cands[0].finish_reason == "cancelled"
+    assert 0 < cands[0].tokens < 2000
+    assert end - stopped_at[0] < 1.0 and end - t0 < 5
+
+
+def test_prompt_longer_than_context_is_a_clear_error(engine):
+    from zswarm.errors import InferenceError
+
+    with pytest.raises(InferenceError, match="does not fit the context"):
+        engine.generate(GenerateRequest(prompt="word " * 5000))
+
+
+def test_missing_and_corrupt_model_files_are_named(tmp_path):
+    with pytest.raises(ModelNotFound, match="nope.gguf"):
+        resolve_model(str(tmp_path / "nope.gguf"))
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelNotFound, match="junk.gguf"):
+        resolve_model(str(junk))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(resolve_model("default").path.read_bytes()[:4096])
+    with pytest.raises(ModelNotFound, match="truncated.gguf"):
+        LlamaCppEngine(resolve_model(str(truncated)))

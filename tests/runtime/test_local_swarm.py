@@ -1,0 +1,138 @@
+"""Node-local runtime with real worker processes and the real default model."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import trio
+
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.errors import DeadlineExceeded, ModelNotFound, Overloaded
+from zswarm.runtime.node import local_swarm
+
+pytestmark = pytest.mark.model
+
+
+def req(q: str, *, n: int = 1, **params) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage(role="user", content=q),), n=n,
+                           params=SamplingParams(**params))
+
+
+async def wait_for(predicate, timeout_s: float = 10.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+async def test_ask_with_candidates_from_two_workers(config_factory):
+    cfg = config_factory(node={"workers": 2})
+    async with local_swarm(cfg) as swarm:
+        answer, report = await swarm.coordinator.ask(
+            req("What is 2 + 3?", n=4, max_tokens=24, seed=1), strategy="majority", deadline_s=60)
+        assert answer == report.candidates[report.winner].text
+        assert {c.worker for c in report.candidates} == {"w0", "w1"}
+        assert len(report.candidates) >= 3 and report.strategy == "majority"
+        assert all(c.node == "test" for c in report.candidates)
+
+
+async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(config_factory):
+    cfg = config_factory(node={"workers": 2}, scheduler={"restart_backoff_initial_ms": 50})
+    async with local_swarm(cfg) as swarm:
+        pool = swarm.pool
+        result: list[object] = []
+
+        async def long_request():
+            result.append(await swarm.coordinator.ask(
+                req("Write a long story.", max_tokens=400, ignore_eos=True, seed=2),
+                strategy="first_valid", deadline_s=60))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(long_request)
+            await wait_for(lambda: any(w.request_id for w in pool.workers.values()))
+            busy = [w for w in pool.workers.values() if w.request_id is not None]
+            assert len(busy) == 1
+            os.kill(busy[0].pid, signal.SIGKILL)
+        answer, report = result[0]
+        # nothing had reached the client yet, so the request was retried on the other worker
+        assert report.candidates[0].worker != busy[0].name
+        assert report.candidates[0].tokens == 400
+        await wait_for(lambda: swarm.scheduler.workers_ready == 2)
+        assert busy[0].restarts == 1
+        answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8), strategy="first_valid",
+                                                deadline_s=30)
+        assert answer
+
+
+async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
+    cfg = config_factory(scheduler={"restart_backoff_initial_ms": 50})
+    async with local_swarm(cfg) as swarm:
+        tokens: list[str] = []
+        errors: list[BaseException] = []
+
+        async def long_request():
+            try:
+                await swarm.coordinator.ask(req("Write a long story.", max_tokens=400,
+                                                ignore_eos=True), strategy="first_valid",
+                                            deadline_s=60, on_token=lambda i, t: tokens.append(t))
+            except Exception as exc:  # noqa: BLE001 - the test inspects it
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(long_request)
+            await wait_for(lambda: len(tokens) > 0)
+            os.kill(swarm.pool.workers["w0"].pid, signal.SIGKILL)
+        assert len(errors) == 1 and "died" in str(errors[0]) and "SIGKILL" in str(errors[0])
+        answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8), strategy="first_valid",
+                                                deadline_s=30)
+        assert answer
+
+
+async def test_overload_fails_fast(config_factory):
+    cfg = config_factory(scheduler={"max_queue": 1})
+    async with local_swarm(cfg) as swarm:
+        long = req("Write a long story.", max_tokens=2000, ignore_eos=True)
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):  # one runs, one waits in the queue
+                nursery.start_soon(lambda: swarm.coordinator.ask(long, strategy="first_valid",
+                                                                 deadline_s=60))
+            await wait_for(lambda: swarm.scheduler.queue_depth == 1)
+            with trio.fail_after(2), pytest.raises(Overloaded, match="queue full"):
+                await swarm.coordinator.ask(long, strategy="first_valid", deadline_s=60)
+            nursery.cancel_scope.cancel()
+
+
+async def test_deadline_cancels_the_worker_and_frees_it(config_factory):
+    cfg = config_factory()
+    async with local_swarm(cfg) as swarm:
+        with pytest.raises(DeadlineExceeded):
+            await swarm.coordinator.ask(req("Write a long story.", max_tokens=4000,
+                                            ignore_eos=True), strategy="first_valid", deadline_s=0.5)
+        # the worker confirmed the cancel before the call returned: it is idle again
+        with trio.fail_after(1):
+            await wait_for(lambda: swarm.scheduler.idle_workers == 1)
+        answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8),
+                                                strategy="first_valid", deadline_s=30)
+        assert answer
+
+
+async def test_cancel_of_caller_stops_generation_within_a_second(config_factory):
+    cfg = config_factory()
+    async with local_swarm(cfg) as swarm:
+        tokens: list[str] = []
+        with trio.move_on_after(0.5):
+            await swarm.coordinator.ask(req("Write a long story.", max_tokens=4000,
+                                            ignore_eos=True), strategy="first_valid",
+                                        deadline_s=60, on_token=lambda i, t: tokens.append(t))
+        count = len(tokens)
+        assert swarm.scheduler.idle_workers == 1
+        await trio.sleep(0.3)  # measuring that nothing more arrives, not synchronising
+        assert len(tokens) == count
+
+
+async def test_missing_model_is_a_clear_startup_error(config_factory, tmp_path):
+    cfg = config_factory(model={"path": str(tmp_path / "missing.gguf")})
+    with pytest.raises(ModelNotFound, match="missing.gguf"):
+        async with local_swarm(cfg):
+            pass

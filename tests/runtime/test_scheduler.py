@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from zswarm.errors import Overloaded
+from zswarm.runtime.scheduler import Scheduler
+
+
+async def test_fifo_within_priority_and_priority_first(autojump_clock):
+    sched = Scheduler(max_queue=10)
+    sched.worker_ready("w0")
+    order: list[str] = []
+
+    async def user(tag: str, prio: int, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async with sched.slot(prio):
+            order.append(tag)
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(user, "first", 5)
+        for tag, prio in [("b1", 1), ("b2", 1), ("a1", 0), ("b3", 1)]:
+            await nursery.start(user, tag, prio)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sched.queue_depth == 4
+    assert order == ["first", "a1", "b1", "b2", "b3"]
+
+
+async def test_full_queue_fails_fast(autojump_clock):
+    sched = Scheduler(max_queue=1)
+    sched.worker_ready("w0")
+    holder = await sched.acquire()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sched.acquire)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(Overloaded):
+            await sched.acquire()
+        assert sched.rejected == 1
+        sched.release(holder)
+    assert sched.queue_depth == 0
+
+
+async def test_cancelled_waiter_leaves_the_queue(autojump_clock):
+    sched = Scheduler(max_queue=5)
+    sched.worker_ready("w0")
+    holder = await sched.acquire()
+    with trio.move_on_after(2):
+        await sched.acquire()
+    assert sched.queue_depth == 0
+    sched.release(holder)
+    assert sched.idle_workers == 1
+
+
+async def test_lost_worker_is_not_handed_out_and_comes_back(autojump_clock):
+    sched = Scheduler(max_queue=5)
+    sched.worker_ready("w0")
+    name = await sched.acquire()
+    sched.worker_lost(name)
+    sched.worker_ready(name)  # restarted while the old request still holds it
+    sched.release(name)
+    assert sched.idle_workers == 1
+    await sched.acquire()
+    assert sched.idle_workers == 0
+
+
+async def test_no_worker_waits_until_deadline(autojump_clock):
+    sched = Scheduler(max_queue=5)
+    with trio.move_on_after(3) as scope:
+        await sched.acquire()
+    assert scope.cancelled_caught and sched.queue_depth == 0
