@@ -9,11 +9,9 @@ cancellation stops the generation within one token.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import resource
-import signal
 import sys
 from typing import Any
 
@@ -37,16 +35,13 @@ from zswarm.errors import RemoteProtocolError, ZswarmError
 log = logging.getLogger("zswarm.worker")
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the node that started it dies."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-        if os.getppid() == 1:
-            os._exit(0)
+def _parent_gone(parent_pid: int) -> bool:
+    """True once the node that started us has died (we were re-parented).
+
+    (PR_SET_PDEATHSIG is not used: it fires when the parent *thread* that forked
+    us exits, and trio starts processes from a worker thread that comes and goes.)
+    """
+    return os.getppid() != parent_pid
 
 
 class _Link:
@@ -120,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {args.name}: %(message)s")
-    _die_with_parent()
+    parent_pid = int(os.environ.get("ZSWARM_NODE_PID", os.getppid()))
+    if _parent_gone(parent_pid):
+        return 0
     model_cfg = msgspec.json.decode(args.model.encode(), type=ModelConfig)
     if model_cfg.memory_limit_mib > 0:
         limit = model_cfg.memory_limit_mib * 1024 * 1024
@@ -135,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         link.sock.close(linger=1000)
         return 3
     link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid()))
-    while True:
-        msg = link.recv(None)
+    while not _parent_gone(parent_pid):
+        msg = link.recv(1000)
         if isinstance(msg, WorkGenerate):
             _serve_one(link, engine, msg)
         elif isinstance(msg, WorkCancel) and msg.request_id == "*shutdown*":

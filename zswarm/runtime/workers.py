@@ -140,7 +140,8 @@ class WorkerPool:
         backoff_s = cfg.restart_backoff_initial_ms / 1000
         while True:
             proc = await trio.lowlevel.open_process(
-                self._command(name), stdin=subprocess.DEVNULL, start_new_session=False
+                self._command(name), stdin=subprocess.DEVNULL,
+                env={**os.environ, "ZSWARM_NODE_PID": str(os.getpid())},
             )
             worker.pid = proc.pid
             log.debug("worker %s started (pid %d)", name, proc.pid)

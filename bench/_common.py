@@ -1,0 +1,27 @@
+"""Shared helpers for bench scripts: timing, medians, result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def write_results(name: str, figures: dict[str, Any], table: list[tuple[str, str]]) -> None:
+    """bench/results/NAME.json (full figures) and NAME.md (a short table)."""
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
+            "python": platform.python_version()}
+    (RESULTS / f"{name}.json").write_text(json.dumps({**figures, "meta": meta}, indent=2) + "\n")
+    lines = [f"# {name}", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in table]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
