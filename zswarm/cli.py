@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import msgspec
 import trio
@@ -25,7 +24,7 @@ log = logging.getLogger("zswarm")
 ConfigOpt = typer.Option(None, "--config", "-c", help="swarm.toml (default: built-in defaults)")
 
 
-def _load(config: Optional[Path]) -> Config:
+def _load(config: Path | None) -> Config:
     try:
         return load_config(config)
     except ZswarmError as exc:
@@ -39,7 +38,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @app.command()
-def node(config: Optional[Path] = ConfigOpt,
+def node(config: Path | None = ConfigOpt,
          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run a node: load the model into workers and serve until Ctrl-C."""
     _setup_logging(verbose)
@@ -101,15 +100,15 @@ def _as_json(answer: str, report: Report) -> str:
 @app.command()
 def ask(
     prompt: str = typer.Argument(..., help="the question"),
-    n: Optional[int] = typer.Option(None, "--n", help="candidates to generate"),
-    strategy: Optional[str] = typer.Option(None, "--strategy",
+    n: int | None = typer.Option(None, "--n", help="candidates to generate"),
+    strategy: str | None = typer.Option(None, "--strategy",
                                            help=f"one of {', '.join(STRATEGIES)}"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
-    temperature: Optional[float] = typer.Option(None, "--temperature"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="same seed, same output"),
-    system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
-    config: Optional[Path] = ConfigOpt,
-    node_endpoint: Optional[str] = typer.Option(None, "--node", help="tcp://host:port of a node"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens"),
+    temperature: float | None = typer.Option(None, "--temperature"),
+    seed: int | None = typer.Option(None, "--seed", help="same seed, same output"),
+    system: str | None = typer.Option(None, "--system", help="system prompt"),
+    config: Path | None = ConfigOpt,
+    node_endpoint: str | None = typer.Option(None, "--node", help="tcp://host:port of a node"),
     local: bool = typer.Option(False, "--local", help="run in-process, no node needed"),
     explain: bool = typer.Option(False, "--explain", help="show candidates and scores"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),

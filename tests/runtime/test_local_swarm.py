@@ -22,7 +22,7 @@ def req(q: str, *, n: int = 1, **params) -> GenerateRequest:
 
 async def wait_for(predicate, timeout_s: float = 10.0) -> None:
     with trio.fail_after(timeout_s):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polls a condition, bounded by fail_after
             await trio.sleep(0.01)
 
 
@@ -136,3 +136,19 @@ async def test_missing_model_is_a_clear_startup_error(config_factory, tmp_path):
     with pytest.raises(ModelNotFound, match="missing.gguf"):
         async with local_swarm(cfg):
             pass
+
+
+async def test_ctransformers_backend_through_a_worker(config_factory, tmp_path):
+    pytest.importorskip("ctransformers")
+    from zswarm.testing.tiny_gpt2 import write_tiny_gpt2
+
+    tiny = write_tiny_gpt2(tmp_path / "tiny.bin")
+    cfg = config_factory(model={"path": str(tiny.path), "backend": "ctransformers",
+                                "model_type": "gpt2", "memory_limit_mib": 4096})
+    async with local_swarm(cfg) as swarm:
+        answer, report = await swarm.coordinator.ask(
+            GenerateRequest(prompt="abc", n=2, params=SamplingParams(max_tokens=6, seed=1,
+                                                                      ignore_eos=True)),
+            strategy="best_of_n", deadline_s=30)
+        assert len(report.candidates) == 2 and all(c.tokens == 6 for c in report.candidates)
+        assert swarm.pool.model_id.startswith("tiny.bin@")

@@ -227,7 +227,7 @@ def build_report(
                 tokens=c.tokens,
                 answer_key=k,
             )
-            for c, s, k in zip(candidates, decision.scores, keys)
+            for c, s, k in zip(candidates, decision.scores, keys, strict=True)
         ],
         timings=dict(timings or {}),
         expected=expected,

@@ -8,7 +8,7 @@ cross the network.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -168,19 +168,10 @@ class WorkDone(_Msg, tag="work_done"):
     request_id: ShortText
 
 
-Message = Union[
-    ClientRequest,
-    ClientReply,
-    StatusRequest,
-    Status,
-    Error,
-    WorkGenerate,
-    WorkCancel,
-    WorkReady,
-    WorkToken,
-    WorkCandidate,
-    WorkDone,
-]
+Message = (
+    ClientRequest | ClientReply | StatusRequest | Status | Error
+    | WorkGenerate | WorkCancel | WorkReady | WorkToken | WorkCandidate | WorkDone
+)
 
 
 def validate_request(obj: object) -> GenerateRequest:

@@ -13,11 +13,11 @@ import dataclasses
 import json
 import logging
 import os
-from pathlib import Path
-from collections.abc import AsyncIterator, Iterator
 import sys
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 import zmq
@@ -231,16 +231,26 @@ async def _run_node(config: Config, node_id: str, host: str, info_path: Path,
         rpc = await nursery.start(serve_rpc, swarm, node_id, f"tcp://{host}:{config.ports.rpc}")
         info = NodeInfo(node_id=node_id, name=config.node.name, rpc_endpoint=rpc,
                         model_id=swarm.pool.model_id, workers=len(swarm.pool.workers))
-        info_path.write_text(json.dumps({**dataclasses.asdict(info),
-                                         "pid": os.getpid()}))
+        _write_node_json(info_path, info)
         log.info("node %s (%s) serving %s on %s with %d worker(s)", info.name, node_id,
                  info.model_id, rpc, info.workers)
         task_status.started(info)
         try:
             await trio.sleep_forever()
         finally:
-            try:
-                if json.loads(info_path.read_text()).get("pid") == os.getpid():
-                    info_path.unlink()
-            except (OSError, ValueError):
-                pass
+            _remove_node_json(info_path)
+
+
+def _write_node_json(path: Path, info: NodeInfo) -> None:
+    """Tell local clients where this node listens (a few bytes: written synchronously)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**dataclasses.asdict(info), "pid": os.getpid()}))
+    tmp.replace(path)
+
+
+def _remove_node_json(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
