@@ -98,24 +98,24 @@ class _Msg(Struct, frozen=True, kw_only=True, tag_field="type"):
 # --- client <-> node (zswarm ask, zswarm peers) ---------------------------------
 
 
-class ClientRequest(_Msg, tag="client_request"):
+class ClientRequest(_Msg, frozen=True, tag="client_request"):
     request_id: ShortText
     request: GenerateRequest
     strategy: ShortText | None = None
     deadline_ms: Annotated[int, Meta(ge=1, le=3_600_000)] | None = None
 
 
-class ClientReply(_Msg, tag="client_reply"):
+class ClientReply(_Msg, frozen=True, tag="client_reply"):
     request_id: ShortText
     answer: str
     report: Report
 
 
-class StatusRequest(_Msg, tag="status_request"):
+class StatusRequest(_Msg, frozen=True, tag="status_request"):
     request_id: ShortText
 
 
-class Status(_Msg, tag="status"):
+class Status(_Msg, frozen=True, tag="status"):
     request_id: ShortText
     node_id: ShortText
     name: ShortText
@@ -127,7 +127,7 @@ class Status(_Msg, tag="status"):
     state: ShortText = "ready"
 
 
-class Error(_Msg, tag="error"):
+class Error(_Msg, frozen=True, tag="error"):
     request_id: ShortText | None
     kind: ShortText
     message: Annotated[str, Meta(max_length=4096)]
@@ -136,35 +136,35 @@ class Error(_Msg, tag="error"):
 # --- node <-> local worker processes (ipc://) ----------------------------------
 
 
-class WorkGenerate(_Msg, tag="work_generate"):
+class WorkGenerate(_Msg, frozen=True, tag="work_generate"):
     request_id: ShortText
     request: GenerateRequest
     stream: bool = False
 
 
-class WorkCancel(_Msg, tag="work_cancel"):
+class WorkCancel(_Msg, frozen=True, tag="work_cancel"):
     request_id: ShortText
 
 
-class WorkReady(_Msg, tag="work_ready"):
+class WorkReady(_Msg, frozen=True, tag="work_ready"):
     worker: ShortText
     model_id: ShortText
     pid: int
 
 
-class WorkToken(_Msg, tag="work_token"):
+class WorkToken(_Msg, frozen=True, tag="work_token"):
     request_id: ShortText
     index: int
     text: str
 
 
-class WorkCandidate(_Msg, tag="work_candidate"):
+class WorkCandidate(_Msg, frozen=True, tag="work_candidate"):
     request_id: ShortText
     index: int
     candidate: Candidate
 
 
-class WorkDone(_Msg, tag="work_done"):
+class WorkDone(_Msg, frozen=True, tag="work_done"):
     request_id: ShortText
 
 

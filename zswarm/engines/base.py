@@ -22,7 +22,10 @@ StopCheck = Callable[[], bool]
 class Engine(Protocol):
     """A loaded model that can generate candidates."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str:
+        """File name + sha256 prefix of the loaded model."""
+        ...
 
     def generate(
         self,
