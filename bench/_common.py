@@ -25,3 +25,20 @@ def write_results(name: str, figures: dict[str, Any], table: list[tuple[str, str
     lines = [f"# {name}", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in table]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def bench_config() -> Any:
+    """One worker on loopback, state in /tmp: the node setup every bench measures."""
+    from zswarm.config import parse_config
+
+    return parse_config({"node": {"workers": 1, "bind": "127.0.0.1",
+                                  "state_dir": "/tmp/zswarm-bench-state"}})
+
+
+def story_request(*, n: int = 1, tokens: int, **params: Any) -> Any:
+    """A request that generates exactly ``tokens`` tokens per candidate (EOS ignored)."""
+    from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+
+    return GenerateRequest(
+        messages=(ChatMessage(role="user", content="Write a story about a lighthouse."),),
+        params=SamplingParams(max_tokens=tokens, ignore_eos=True, **params), n=n)

@@ -17,10 +17,8 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from _common import bench_config, median, story_request, write_results  # noqa: E402
 
-from zswarm.config import parse_config  # noqa: E402
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
 from zswarm.engines.loader import load_engine  # noqa: E402
 from zswarm.runtime.node import local_swarm  # noqa: E402
 
@@ -30,11 +28,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     reps, tokens = (3, 128) if args.quick else (7, 256)
-    cfg = parse_config({"node": {"workers": 1, "bind": "127.0.0.1",
-                                 "state_dir": "/tmp/zswarm-bench-state"}})
-    request = GenerateRequest(
-        messages=(ChatMessage(role="user", content="Write a story about a lighthouse."),),
-        params=SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True))
+    cfg = bench_config()
+    request = story_request(tokens=tokens, temperature=0.0)
     engine = load_engine(cfg.model, threads=2)
     direct: list[float] = []
     node: list[float] = []

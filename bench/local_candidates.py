@@ -16,11 +16,11 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from zswarm.core.messages import GenerateRequest
 
-from zswarm.config import parse_config  # noqa: E402
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_config, median, story_request, write_results  # noqa: E402
+
 from zswarm.engines.loader import load_engine  # noqa: E402
 from zswarm.runtime.node import local_swarm  # noqa: E402
 
@@ -28,9 +28,7 @@ NS = (1, 2, 4)
 
 
 def request(n: int, tokens: int) -> GenerateRequest:
-    return GenerateRequest(
-        messages=(ChatMessage(role="user", content="Write a story about a lighthouse."),),
-        params=SamplingParams(max_tokens=tokens, temperature=0.8, seed=5, ignore_eos=True), n=n)
+    return story_request(n=n, tokens=tokens, temperature=0.8, seed=5)
 
 
 def main() -> None:
@@ -38,8 +36,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     reps, tokens = (3, 96) if args.quick else (5, 192)
-    cfg = parse_config({"node": {"workers": 1, "bind": "127.0.0.1",
-                                 "state_dir": "/tmp/zswarm-bench-state"}})
+    cfg = bench_config()
     node_times: dict[int, list[float]] = {n: [] for n in NS}
     direct_times: dict[int, list[float]] = {n: [] for n in NS}
 

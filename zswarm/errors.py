@@ -91,7 +91,4 @@ ERROR_KINDS: dict[str, type[ZswarmError]] = {
 
 def error_from_kind(kind: str, message: str) -> ZswarmError:
     """Rebuild an error received over the wire; unknown kinds become ZswarmError."""
-    cls = ERROR_KINDS.get(kind, ZswarmError)
-    if cls is Overloaded:
-        return Overloaded(message)
-    return cls(message)
+    return ERROR_KINDS.get(kind, ZswarmError)(message)

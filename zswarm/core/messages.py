@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
 PROTOCOL_VERSION = 1
@@ -173,7 +172,3 @@ Message = (
     | WorkGenerate | WorkCancel | WorkReady | WorkToken | WorkCandidate | WorkDone
 )
 
-
-def validate_request(obj: object) -> GenerateRequest:
-    """Check a GenerateRequest built in-process against the same limits as decoding."""
-    return msgspec.convert(msgspec.to_builtins(obj), GenerateRequest)

@@ -41,9 +41,6 @@ def split_n(n: int, workers: int) -> list[int]:
 class _Round:
     strategy: str
     expected: int
-    weights: dict[str, float]
-    validation: Validation
-    node_name: str
     candidates: list[Candidate] = field(default_factory=list)
     decision: Decision | None = None
     errors: list[ZswarmError] = field(default_factory=list)
@@ -70,7 +67,7 @@ class Coordinator:
     ) -> tuple[str, Report]:
         """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError."""
         t0 = time.perf_counter()
-        rnd = _Round(strategy, request.n, self.weights, self.validation, self.node_name)
+        rnd = _Round(strategy, request.n)
         parts = split_n(request.n, max(1, len(self.pool.workers)))
         with trio.move_on_after(deadline_s) as deadline_scope:
             async with trio.open_nursery() as nursery:
@@ -116,13 +113,12 @@ class Coordinator:
 
         def on_event(event: WorkToken | WorkCandidate) -> None:
             nonlocal produced
+            produced += 1  # something reached the caller: a retry would repeat it
             if isinstance(event, WorkToken):
-                produced += 1  # text reached the client: a retry would repeat it
                 if on_token is not None:
                     on_token(index_offset + event.index, event.text)
                 return
-            produced += 1
-            cand = msgspec.structs.replace(event.candidate, node=rnd.node_name, worker=worker,
+            cand = msgspec.structs.replace(event.candidate, node=self.node_name, worker=worker,
                                            latency_ms=(time.perf_counter() - t0) * 1000)
             rnd.candidates.append(cand)
             if rnd.first_candidate_ms is None:
@@ -130,8 +126,8 @@ class Coordinator:
             if rnd.decision is None:
                 try:
                     rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
-                                          final=False, weights=rnd.weights,
-                                          validation=rnd.validation)
+                                          final=False, weights=self.weights,
+                                          validation=self.validation)
                 except NoQuorum:
                     rnd.decision = None
                 if rnd.decision is not None:

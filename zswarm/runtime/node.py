@@ -36,7 +36,6 @@ from zswarm.core.messages import (
     Message,
     Status,
     StatusRequest,
-    validate_request,
 )
 from zswarm.errors import ConfigError, RemoteProtocolError, ZswarmError
 from zswarm.net.addresses import choose_bind_address
@@ -151,7 +150,7 @@ async def _handle_client(swarm: LocalSwarm, sock: TrioSocket, ident: bytes, msg:
         strategy = msg.strategy or config.consensus.strategy
         deadline_s = (msg.deadline_ms or config.scheduler.default_deadline_ms) / 1000
         answer, report = await swarm.coordinator.ask(
-            validate_request(msg.request), strategy=strategy, deadline_s=deadline_s)
+            msg.request, strategy=strategy, deadline_s=deadline_s)
         reply: Message = ClientReply(request_id=msg.request_id, answer=answer, report=report)
     except ZswarmError as exc:
         log.info("request %s failed: %s: %s", msg.request_id, exc.kind, exc)

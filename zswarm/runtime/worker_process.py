@@ -50,14 +50,11 @@ class _Link:
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.setsockopt(zmq.ROUTING_ID, name.encode())
         self.sock.connect(endpoint)
-        self.pending: list[Any] = []
 
     def send(self, msg: Any) -> None:
         self.sock.send(codec.encode(msg))
 
     def recv(self, timeout_ms: int | None) -> Any | None:
-        if self.pending:
-            return self.pending.pop(0)
         if timeout_ms is not None and not self.sock.poll(timeout_ms):
             return None
         data = self.sock.recv()

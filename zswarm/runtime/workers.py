@@ -84,7 +84,6 @@ class WorkerPool:
         self._sock: TrioSocket | None = None
         self._endpoint = ""
         self.model_id = ""
-        self._stopping = False
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -110,7 +109,6 @@ class WorkerPool:
                         else:
                             task_status.started(self)
                 finally:
-                    self._stopping = True
                     self._sock = None
                 if startup_error is not None:
                     raise startup_error
@@ -287,10 +285,6 @@ class WorkerPool:
                         os.kill(worker.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in self.workers.values() if w.pid is not None]
 
 
 def _describe_exit(rc: int) -> str:
