@@ -1,9 +1,10 @@
-"""The zswarm command line (typer): node, ask. Parses, then calls into the runtime."""
+"""The zswarm command line (typer): node, ask, peers. Parses, then calls into the runtime."""
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import typer
 
 from zswarm import client
 from zswarm.config import Config, load_config
-from zswarm.core.consensus import STRATEGIES
-from zswarm.core.messages import ChatMessage, GenerateRequest, Report, SamplingParams
+from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
+from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ZswarmError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -37,6 +38,15 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+    """SIGTERM is a clean stop (goodbyes sent), like Ctrl-C."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("SIGTERM: leaving the swarm")
+            scope.cancel()
+            return
+
+
 @app.command()
 def node(config: Path | None = ConfigOpt,
          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
@@ -47,10 +57,16 @@ def node(config: Path | None = ConfigOpt,
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
             info = await nursery.start(run_node, cfg)
+            fed = cfg.federation
+            federation = (f"on, discovery {fed.discovery}, swarm {fed.swarm!r}"
+                          if info.federation else "off")
             typer.echo(f"zswarm node {info.name} ({info.node_id}) ready\n"
-                       f"  model   {info.model_id}\n  workers {info.workers}\n"
-                       f"  rpc     {info.rpc_endpoint}", err=True)
+                       f"  address {info.host}\n  model   {info.model_id}\n"
+                       f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
+                       f"  pub     {info.pub_endpoint or '-'}\n  federation {federation}\n"
+                       "  peers are logged as they join, die and leave", err=True)
 
     try:
         trio.run(main)
@@ -76,6 +92,10 @@ def _explain(answer: str, report: Report) -> str:
                      f"{c.latency_ms:>8.0f}  {text}")
     timings = ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items())
     lines.append(f"timings: {timings}")
+    for p in report.participants:
+        detail = f" ({p.detail})" if p.detail else ""
+        lines.append(f"node {p.node}: asked {p.requested}, got {p.received}, {p.outcome}"
+                     f"{detail}")
     if report.note:
         lines.append(f"note: {report.note}")
     return "\n".join(lines)
@@ -94,6 +114,7 @@ def _as_json(answer: str, report: Report) -> str:
         ],
         "timings": report.timings,
         "note": report.note,
+        "participants": [msgspec.to_builtins(p) for p in report.participants],
     }, ensure_ascii=False)
 
 
@@ -102,7 +123,7 @@ def ask(
     prompt: str = typer.Argument(..., help="the question"),
     n: int | None = typer.Option(None, "--n", help="candidates to generate"),
     strategy: str | None = typer.Option(None, "--strategy",
-                                           help=f"one of {', '.join(STRATEGIES)}"),
+                                           help=f"one of {', '.join(ASK_STRATEGIES)}"),
     max_tokens: int | None = typer.Option(None, "--max-tokens"),
     temperature: float | None = typer.Option(None, "--temperature"),
     seed: int | None = typer.Option(None, "--seed", help="same seed, same output"),
@@ -120,8 +141,8 @@ def ask(
     cfg = _load(config)
     gen = cfg.generation
     strategy = strategy or cfg.consensus.strategy
-    if strategy not in STRATEGIES:
-        typer.echo(f"error: --strategy must be one of {', '.join(STRATEGIES)}", err=True)
+    if strategy not in ASK_STRATEGIES:
+        typer.echo(f"error: --strategy must be one of {', '.join(ASK_STRATEGIES)}", err=True)
         raise typer.Exit(2)
     system_prompt = gen.system_prompt if system is None else system
     messages = ((ChatMessage(role="system", content=system_prompt),) if system_prompt else ()) + (
@@ -145,6 +166,9 @@ def ask(
             reply = client.ask(endpoint, request, strategy=strategy, deadline_ms=deadline_ms)
             answer, report = reply.answer, reply.report
         else:
+            from zswarm.runtime.rpc import check_request
+
+            check_request(cfg, request, strategy)
             answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms / 1000)
     except ZswarmError as exc:
         typer.echo(f"error: {exc.kind}: {exc}", err=True)
@@ -163,6 +187,72 @@ async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
 
     async with local_swarm(cfg) as swarm:
         return await swarm.coordinator.ask(request, strategy=strategy, deadline_s=deadline_s)
+
+
+def _peer_rows(peers: list[PeerInfo]) -> str:
+    head = ("id", "name", "address", "state", "model", "load", "last seen", "rtt")
+    rows = [head]
+    for p in peers:
+        load = (f"q{p.load.queue_depth} idle {p.load.idle_workers}/{p.load.workers_ready}"
+                if p.state in ("alive", "suspect") else "-")
+        rows.append((p.node_id[:12] or "-", p.name or "-", p.address, p.state,
+                     p.model_id[:32] or "-", load,
+                     "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
+                     "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _peer_json(p: PeerInfo) -> dict[str, object]:
+    return {"id": p.node_id, "name": p.name, "address": p.address, "state": p.state,
+            "model": p.model_id, "load": msgspec.to_builtins(p.load),
+            "last_seen_s": p.last_seen_s, "rtt_ms": p.rtt_ms, "source": p.source,
+            "detail": p.detail}
+
+
+@app.command()
+def peers(
+    config: Path | None = ConfigOpt,
+    node_endpoint: str | None = typer.Option(None, "--node", help="tcp://host:port of a node"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON array"),
+    browse: float | None = typer.Option(None, "--browse", metavar="SECONDS",
+                                        help="no node needed: browse mDNS this long"),
+) -> None:
+    """List the peers a node knows (or, with --browse, every node answering mDNS)."""
+    cfg = _load(config)
+    if browse is not None:
+        found = _browse(cfg, browse)
+    else:
+        endpoint = node_endpoint or client.running_node_endpoint(cfg)
+        if endpoint is None:
+            typer.echo(f"error: no node is running with {cfg.source} (start one with "
+                       "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
+            raise typer.Exit(1)
+        try:
+            found = client.peers(endpoint).peers
+        except ZswarmError as exc:
+            typer.echo(f"error: {exc.kind}: {exc}", err=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps([_peer_json(p) for p in found], ensure_ascii=False))
+    elif found:
+        typer.echo(_peer_rows(found))
+    else:
+        typer.echo("no peers")
+
+
+def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
+    from zswarm.core.messages import Load
+    from zswarm.net.addresses import choose_bind_address
+    from zswarm.net.mdns import browse_for
+
+    address = choose_bind_address(cfg.node.bind)
+    return [PeerInfo(node_id=f.card.node_id, name=f.card.name, address=f.address,
+                     state="advertised", model_id=f.card.model_id, load=Load(),
+                     last_seen_s=None, rtt_ms=None, source="mdns", rpc=f.card.rpc,
+                     detail=f"swarm {f.card.swarm}, protocol {f.proto}, {f.card.hardware}")
+            for f in browse_for(address, seconds)]
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from zswarm.core.messages import (
     Error,
     GenerateRequest,
     Message,
+    PeersReply,
+    PeersRequest,
     Status,
     StatusRequest,
 )
@@ -42,6 +44,13 @@ def status(endpoint: str, *, timeout_s: float = 2.0) -> Status:
     reply = _exchange(endpoint, StatusRequest(request_id=new_request_id()), timeout_s)
     if not isinstance(reply, Status):
         raise RemoteProtocolError(f"expected Status, got {type(reply).__name__}")
+    return reply
+
+
+def peers(endpoint: str, *, timeout_s: float = 2.0) -> PeersReply:
+    reply = _exchange(endpoint, PeersRequest(request_id=new_request_id()), timeout_s)
+    if not isinstance(reply, PeersReply):
+        raise RemoteProtocolError(f"expected PeersReply, got {type(reply).__name__}")
     return reply
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from zswarm.core.consensus import STRATEGIES
+from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -39,7 +39,8 @@ class NodeConfig:
 class ModelConfig:
     #: "default" = the packaged SmolLM2-135M-Instruct Q4_1, or a path to a model file
     path: str = "default"
-    backend: Literal["llamacpp", "ctransformers"] = "llamacpp"
+    #: "scripted" = zswarm.testing's engine with known answers (tests, benches)
+    backend: Literal["llamacpp", "ctransformers", "scripted"] = "llamacpp"
     #: context size in tokens, shared by the parallel candidates of one request
     n_ctx: int = 4096
     #: CPU threads per worker; 0 = cores / workers
@@ -86,6 +87,25 @@ class ConsensusConfig:
 
 
 @dataclass(frozen=True)
+class FederationConfig:
+    #: join the swarm: advertise, discover, heartbeat, send and serve votes
+    enabled: bool = True
+    #: "mdns", "static" (only the peers below) or "both"
+    discovery: Literal["mdns", "static", "both"] = "both"
+    #: RPC endpoints of peers to use without mDNS, e.g. ["tcp://192.168.1.20:17617"]
+    peers: list[str] = field(default_factory=list)
+    #: nodes only federate with nodes of the same swarm name (several swarms on one LAN)
+    swarm: str = "default"
+    #: time a peer gets to answer a vote (capped by the request's own deadline)
+    deadline_ms: int = 30_000
+    heartbeat_interval_ms: int = 1000
+    #: a peer silent for heartbeat_interval_ms x liveness is DEAD
+    liveness: int = 3
+    #: ask only peers that serve the same model (same file hash)
+    same_model_only: bool = True
+
+
+@dataclass(frozen=True)
 class PortsConfig:
     http: int = 17615
     pub: int = 17616
@@ -99,6 +119,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     ports: PortsConfig = field(default_factory=PortsConfig)
     #: where the config came from (for error messages); not a TOML key
     source: str = field(default="<defaults>", compare=False)
@@ -180,8 +201,20 @@ def _validate(cfg: Config) -> None:
         port = getattr(cfg.ports, key)
         if not 0 <= port <= 65535:
             raise bad(f"ports.{key}", "expected a port from 0 to 65535 (0 = ephemeral)")
-    if cfg.consensus.strategy not in STRATEGIES:
-        raise bad("consensus.strategy", f"expected one of {', '.join(STRATEGIES)}")
+    if cfg.consensus.strategy not in ASK_STRATEGIES:
+        raise bad("consensus.strategy", f"expected one of {', '.join(ASK_STRATEGIES)}")
+    fed = cfg.federation
+    if not 50 <= fed.heartbeat_interval_ms <= 60_000:
+        raise bad("federation.heartbeat_interval_ms", "expected 50 to 60000")
+    if not 2 <= fed.liveness <= 100:
+        raise bad("federation.liveness", "expected 2 to 100")
+    if not 1 <= fed.deadline_ms <= 3_600_000:
+        raise bad("federation.deadline_ms", "expected 1 to 3600000")
+    for i, peer in enumerate(fed.peers):
+        if not peer.startswith("tcp://") or ":" not in peer[6:]:
+            raise bad(f"federation.peers[{i}]", f"expected tcp://host:port, got {peer!r}")
+    if not fed.swarm or len(fed.swarm) > 64:
+        raise bad("federation.swarm", "expected a name of 1 to 64 characters")
     if not 1 <= cfg.consensus.n <= cfg.generation.max_n:
         raise bad("consensus.n", f"expected 1 to generation.max_n ({cfg.generation.max_n})")
     if cfg.model.n_ctx < 64:

@@ -78,6 +78,20 @@ class ReportCandidate(Struct, frozen=True, kw_only=True):
     answer_key: str | None = None
 
 
+Outcome = Literal["answered", "partial", "timeout", "failed", "cancelled"]
+
+
+class Participant(Struct, frozen=True, kw_only=True):
+    """What one node (this one or a peer) was asked for and what came of it."""
+
+    node: str
+    requested: int
+    received: int
+    outcome: Outcome
+    detail: str = ""
+    latency_ms: float = 0.0
+
+
 class Report(Struct, frozen=True, kw_only=True):
     """Who said what, and how the strategy chose: returned with every answer."""
 
@@ -88,6 +102,37 @@ class Report(Struct, frozen=True, kw_only=True):
     timings: dict[str, float] = {}
     expected: int = 0
     note: str = ""
+    participants: list[Participant] = []
+
+
+NodeState = Literal["loading", "ready", "draining", "leaving"]
+
+
+class NodeCard(Struct, frozen=True, kw_only=True):
+    """Who a node is and where to reach it (advertised over mDNS, heartbeats and Status)."""
+
+    node_id: ShortText
+    name: ShortText
+    model_id: ShortText
+    workers: Annotated[int, Meta(ge=0, le=1024)]
+    rpc: ShortText
+    pub: ShortText
+    #: HTTP port of the node's shim; 0 = none
+    http: Annotated[int, Meta(ge=0, le=65535)] = 0
+    swarm: ShortText = "default"
+    hardware: ShortText = ""
+
+
+class Load(Struct, frozen=True, kw_only=True):
+    """How busy a node is right now."""
+
+    state: NodeState = "ready"
+    workers_ready: Annotated[int, Meta(ge=0)] = 0
+    idle_workers: Annotated[int, Meta(ge=0)] = 0
+    queue_depth: Annotated[int, Meta(ge=0)] = 0
+    max_queue: Annotated[int, Meta(ge=0)] = 0
+    #: tokens generated per second over the last few seconds
+    tokens_per_s: Annotated[float, Meta(ge=0.0)] = 0.0
 
 
 class _Msg(Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -116,14 +161,64 @@ class StatusRequest(_Msg, frozen=True, tag="status_request"):
 
 class Status(_Msg, frozen=True, tag="status"):
     request_id: ShortText
+    card: NodeCard
+    load: Load
+
+
+class PeersRequest(_Msg, frozen=True, tag="peers_request"):
+    request_id: ShortText
+
+
+class PeerInfo(Struct, frozen=True, kw_only=True):
+    node_id: str
+    name: str
+    address: str
+    state: str
+    model_id: str
+    load: Load
+    last_seen_s: float | None
+    rtt_ms: float | None
+    source: str
+    rpc: str = ""
+    detail: str = ""
+
+
+class PeersReply(_Msg, frozen=True, tag="peers_reply"):
+    request_id: ShortText
+    node: NodeCard
+    peers: list[PeerInfo]
+
+
+# --- node <-> node (federation) -------------------------------------------------
+
+
+class Heartbeat(_Msg, frozen=True, tag="heartbeat"):
+    card: NodeCard
+    seq: Annotated[int, Meta(ge=0)]
+    load: Load
+    interval_ms: Annotated[int, Meta(ge=1, le=3_600_000)] = 1000
+
+
+class VoteRequest(_Msg, frozen=True, tag="vote_request"):
+    """Generate candidates locally (never fanned out again) and answer with a Vote."""
+
+    request_id: ShortText
+    request: GenerateRequest
+    #: time left for this vote when it was sent; past it the vote is not started
+    deadline_ms: Annotated[int, Meta(ge=1, le=3_600_000)]
+    origin: ShortText = ""
+
+
+class Vote(_Msg, frozen=True, tag="vote"):
+    request_id: ShortText
     node_id: ShortText
     name: ShortText
-    model_id: ShortText
-    workers: int
-    workers_ready: int
-    queue_depth: int
-    max_queue: int
-    state: ShortText = "ready"
+    candidates: list[Candidate]
+    elapsed_ms: float = 0.0
+
+
+class Cancel(_Msg, frozen=True, tag="cancel"):
+    request_id: ShortText
 
 
 class Error(_Msg, frozen=True, tag="error"):
@@ -168,7 +263,8 @@ class WorkDone(_Msg, frozen=True, tag="work_done"):
 
 
 Message = (
-    ClientRequest | ClientReply | StatusRequest | Status | Error
+    ClientRequest | ClientReply | StatusRequest | Status | Error | PeersRequest | PeersReply
+    | Heartbeat | VoteRequest | Vote | Cancel
     | WorkGenerate | WorkCancel | WorkReady | WorkToken | WorkCandidate | WorkDone
 )
 

@@ -9,6 +9,12 @@ from zswarm.engines.models import resolve_model
 
 def load_engine(cfg: ModelConfig, *, threads: int) -> Engine:
     """Load the configured model; raises ModelNotFound or InferenceError with the file named."""
+    if cfg.backend == "scripted":
+        from pathlib import Path
+
+        from zswarm.testing.scripted import ScriptedEngine
+
+        return ScriptedEngine(Path(cfg.path).expanduser())
     model = resolve_model(cfg.path)
     if cfg.backend == "ctransformers":
         from zswarm.engines.ctransformers import CTransformersEngine

@@ -117,7 +117,8 @@ class TrioSocket:
         finally:
             self._receiving = False
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close now; with ``linger_ms`` queued messages still go out in the background."""
         if self.closed:
             return
         self.closed = True
@@ -125,7 +126,7 @@ class TrioSocket:
             trio.lowlevel.notify_closing(self._fd)
         except RuntimeError:
             pass  # not inside trio (closing at interpreter shutdown)
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger_ms)
 
     def __enter__(self) -> TrioSocket:
         return self

@@ -1,0 +1,195 @@
+"""mDNS (python-zeroconf): advertise this node as ``_zswarm._tcp.local.`` and browse for others.
+
+Owns the Zeroconf instance, the TXT record format and the translation of
+zeroconf's callbacks (which run in zeroconf's threads) into Found/Gone events on
+a trio channel. Decides nothing about peers (core/peers.py does).
+
+Zeroconf listens and sends only on the node's bind address, never on every
+interface. Registration skips name probing (``cooperating_responders=True``):
+probing costs ~1.3 s before a node can be seen, and instance names here are
+unique by construction (they contain the node id), so there is nothing to probe
+for. That is how discovery gets under 0.5 s (measured in bench/consensus_latency.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+
+from zswarm.core.messages import PROTOCOL_VERSION, NodeCard
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_zswarm._tcp.local."
+
+
+@dataclass(frozen=True)
+class Found:
+    card: NodeCard
+    address: str
+    proto: int
+    service: str
+
+
+@dataclass(frozen=True)
+class Gone:
+    service: str
+
+
+MdnsEvent = Found | Gone
+MdnsEventSink = Callable[[MdnsEvent], None]
+
+
+def service_name(card: NodeCard) -> str:
+    label = re.sub(r"[^A-Za-z0-9-]", "-", card.name)[:40].strip("-") or "node"
+    return f"{label}-{card.node_id[:12]}.{SERVICE_TYPE}"
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def txt_record(card: NodeCard) -> dict[str, str]:
+    return {"id": card.node_id, "name": card.name, "proto": str(PROTOCOL_VERSION),
+            "model": card.model_id, "workers": str(card.workers), "hw": card.hardware,
+            "pub": str(_port(card.pub)), "rpc": str(_port(card.rpc)), "http": str(card.http),
+            "swarm": card.swarm}
+
+
+def card_from_info(info: ServiceInfo) -> tuple[NodeCard, str, int]:
+    """(card, address, protocol version) from a resolved service; ValueError if unusable."""
+    props = {k.decode(errors="replace"): (v or b"").decode(errors="replace")
+             for k, v in info.properties.items()}
+    addresses = info.parsed_addresses(IPVersion.V4Only)
+    if not addresses:
+        raise ValueError("no IPv4 address")
+    address = addresses[0]
+    try:
+        card = NodeCard(node_id=props["id"], name=props.get("name", ""),
+                        model_id=props.get("model", ""), workers=int(props.get("workers", 0)),
+                        rpc=f"tcp://{address}:{int(props['rpc'])}",
+                        pub=f"tcp://{address}:{int(props['pub'])}",
+                        http=int(props.get("http", 0)), swarm=props.get("swarm", "default"),
+                        hardware=props.get("hw", ""))
+        return card, address, int(props.get("proto", 0))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"bad TXT record: {exc}") from exc
+
+
+class Mdns:
+    """One Zeroconf instance on one interface address; blocking calls, run them in a thread."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+        self._browser: ServiceBrowser | None = None
+        self._closed = threading.Event()
+
+    def advertise(self, card: NodeCard) -> None:
+        host = socket.inet_aton(_host(card.rpc))
+        info = ServiceInfo(SERVICE_TYPE, service_name(card), addresses=[host],
+                           port=_port(card.rpc), properties=txt_record(card),
+                           server=f"zswarm-{card.node_id[:16]}.local.")
+        self.zc.register_service(info, cooperating_responders=True)
+
+    def browse(self, on_event: MdnsEventSink) -> None:
+        def on_change(zeroconf: Zeroconf, service_type: str, name: str,
+                      state_change: ServiceStateChange) -> None:
+            if self._closed.is_set():
+                return
+            if state_change is ServiceStateChange.Removed:
+                on_event(Gone(name))
+                return
+            info = zeroconf.get_service_info(service_type, name, timeout=2000)
+            if info is None:
+                log.debug("mdns: %s did not resolve", name)
+                return
+            try:
+                card, address, proto = card_from_info(info)
+            except ValueError as exc:
+                log.info("mdns: ignoring %s: %s", name, exc)
+                return
+            on_event(Found(card, address, proto, name))
+
+        self._browser = ServiceBrowser(self.zc, SERVICE_TYPE, handlers=[on_change])
+
+    def close(self) -> None:
+        """Stop browsing, send goodbyes for our records, close the sockets."""
+        self._closed.set()
+        if self._browser is not None:
+            self._browser.cancel()
+        self.zc.unregister_all_services()
+        self.zc.close()
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
+
+
+async def serve_mdns(address: str, card: NodeCard | None,
+                     events: trio.MemorySendChannel[MdnsEvent], *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Advertise ``card`` (unless None) and browse; events go to ``events`` until cancelled."""
+    token = trio.lowlevel.current_trio_token()
+
+    def post(event: MdnsEvent) -> None:
+        try:
+            trio.from_thread.run_sync(events.send_nowait, event, trio_token=token)
+        except (trio.RunFinishedError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def start() -> Mdns:
+        mdns = Mdns(address)
+        try:
+            mdns.browse(post)
+            if card is not None:
+                mdns.advertise(card)
+        except BaseException:
+            mdns.close()
+            raise
+        return mdns
+
+    try:
+        mdns = await trio.to_thread.run_sync(start)
+    except OSError as exc:
+        log.error("mdns: cannot start on %s: %s; discovery is off (static peers still work)",
+                  address, exc)
+        task_status.started()
+        await trio.sleep_forever()
+        return
+    task_status.started()
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await trio.to_thread.run_sync(mdns.close, abandon_on_cancel=True)
+
+
+def browse_for(address: str, seconds: float) -> list[Found]:
+    """Blocking: browse for ``seconds`` and return every node that answered (zswarm peers --browse)."""
+    found: dict[str, Found] = {}
+    lock = threading.Lock()
+
+    def on_event(event: MdnsEvent) -> None:
+        with lock:
+            if isinstance(event, Found):
+                found[event.service] = event
+            else:
+                found.pop(event.service, None)
+
+    mdns = Mdns(address)
+    try:
+        mdns.browse(on_event)
+        time.sleep(seconds)  # the user asked to listen this long
+    finally:
+        mdns.close()
+    with lock:
+        return list(found.values())

@@ -1,0 +1,172 @@
+"""Helpers to run several nodes for tests, benches and examples.
+
+- ``node_config(...)``: a swarm.toml for a node on loopback (or a given address) with
+  ephemeral ports and, optionally, the scripted engine with known answers.
+- ``NodeProcess``: ``zswarm node`` in a child process (optionally inside a network
+  namespace via ``ip netns exec``), ready once its RPC endpoint answers; stopped
+  with SIGTERM (a clean leave) and killed by PID only if it does not exit.
+- ``wait_until`` / ``wait_until_async``: wait for a condition with a timeout (never
+  a bare sleep as synchronisation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from zswarm.testing.scripted import write_script
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(data: dict[str, dict[str, Any]]) -> str:
+    """A two-level TOML writer: enough for swarm.toml ([section] and [section.table])."""
+    out: list[str] = []
+    for section, values in data.items():
+        out.append(f"[{section}]")
+        tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in tables]
+        for key, table in tables.items():
+            out.append(f"[{section}.{key}]")
+            out += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(out) + "\n"
+
+
+def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | None = None,
+                delay_ms: float = 0, model_id: str = "scripted", bind: str = "127.0.0.1",
+                **sections: dict[str, Any]) -> Path:
+    """Write ``directory/name/swarm.toml`` and return its path."""
+    home = directory / name
+    home.mkdir(parents=True, exist_ok=True)
+    data: dict[str, dict[str, Any]] = {
+        "node": {"name": name, "bind": bind, "state_dir": str(home / "state")},
+        "ports": {"rpc": 0, "pub": 0, "http": 0},
+        "federation": {"swarm": swarm, "heartbeat_interval_ms": 200},
+    }
+    if answers is not None:
+        script = write_script(home / "script.json", answers, delay_ms=delay_ms, model_id=model_id)
+        data["model"] = {"backend": "scripted", "path": str(script)}
+    for key, values in sections.items():
+        data.setdefault(key, {}).update(values)
+    path = home / "swarm.toml"
+    path.write_text(to_toml(data))
+    return path
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, *, what: str = "condition",
+               interval_s: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; TimeoutError after timeout_s."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what} not reached within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+async def wait_until_async(predicate: Callable[[], Any], timeout_s: float, *,
+                           what: str = "condition", interval_s: float = 0.02) -> Any:
+    with trio.move_on_after(timeout_s):
+        while True:
+            value = predicate()
+            if value:
+                return value
+            await trio.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s} s")
+
+
+async def wait_for(make: Callable[[], Awaitable[Any]], timeout_s: float) -> Any:
+    with trio.fail_after(timeout_s):
+        return await make()
+
+
+class NodeProcess:
+    """``python -m zswarm node --config PATH`` as a child process."""
+
+    def __init__(self, config: Path, *, netns: str | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.netns = netns
+        cmd = [sys.executable, "-m", "zswarm", "node", "--config", str(config)]
+        if netns is not None:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        self.log_path = log_path or config.with_name("node.log")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.info: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def rpc(self) -> str:
+        return str(self.info["rpc_endpoint"])
+
+    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        path = self.config.parent / "state" / "node.json"
+
+        def ready() -> dict[str, Any] | None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log()}")
+            try:
+                info: dict[str, Any] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            return info if info.get("pid") == self.proc.pid or self.netns else None
+
+        self.info = wait_until(ready, timeout_s, what=f"node {self.config.parent.name} ready")
+        return self.info
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM (clean leave with goodbyes), then SIGKILL if it does not exit."""
+        try:
+            if self.proc.poll() is None:
+                self.signal(signal.SIGCONT)
+                self.signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

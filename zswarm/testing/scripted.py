@@ -1,0 +1,86 @@
+"""A scripted engine whose answers are known: for end-to-end consensus tests and benches.
+
+The model file is a JSON script::
+
+    {"answers": ["42", "41"], "delay_ms": 0, "model_id": "scripted", "mean_logprob": [-0.1]}
+
+Candidate i of a request (counting from the request's ``first_index``) answers
+``answers[i % len(answers)]`` after ``delay_ms`` (cancellable while it waits), with
+``mean_logprob[i % len]`` as its score when given. ``"finish_reason"`` may force
+"length" or "error". Select it with ``[model] backend = "scripted"`` and
+``path = "script.json"``; it runs in the normal worker processes, so everything
+around the engine is the real node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from zswarm.core.messages import Candidate, GenerateRequest
+from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
+from zswarm.errors import InferenceError
+
+
+def write_script(path: Path, answers: list[str], *, delay_ms: float = 0.0,
+                 model_id: str = "scripted", **extra: Any) -> Path:
+    path.write_text(json.dumps({"answers": answers, "delay_ms": delay_ms,
+                                "model_id": model_id, **extra}))
+    return path
+
+
+class ScriptedEngine:
+    def __init__(self, path: Path) -> None:
+        try:
+            script = json.loads(Path(path).read_text())
+            self.answers = [str(a) for a in script["answers"]]
+            self.delay_s = float(script.get("delay_ms", 0)) / 1000
+            self._model_id = str(script.get("model_id", "scripted"))
+            self.logprobs = [float(x) for x in script.get("mean_logprob", [])]
+            self.finish = str(script.get("finish_reason", "stop"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InferenceError(f"{path}: not a valid engine script: {exc}") from exc
+        if not self.answers:
+            raise InferenceError(f"{path}: the script has no answers")
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def generate(self, request: GenerateRequest, *, on_token: TokenCallback | None = None,
+                 on_candidate: CandidateCallback | None = None,
+                 should_stop: StopCheck | None = None) -> list[Candidate]:
+        t0 = time.perf_counter()
+        stopped = _wait(self.delay_s, should_stop)
+        out: list[Candidate] = []
+        for i in range(request.n):
+            k = request.first_index + i
+            text = "" if stopped else self.answers[k % len(self.answers)]
+            if text and on_token is not None:
+                on_token(i, text)
+            cand = Candidate(
+                text=text, finish_reason="cancelled" if stopped else self.finish,  # type: ignore[arg-type]
+                tokens=len(text.split()),
+                mean_logprob=self.logprobs[k % len(self.logprobs)] if self.logprobs else None,
+                latency_ms=(time.perf_counter() - t0) * 1000)
+            out.append(cand)
+            if on_candidate is not None:
+                on_candidate(i, cand)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _wait(seconds: float, should_stop: StopCheck | None) -> bool:
+    """Sleep up to ``seconds``; True if told to stop first."""
+    end = time.monotonic() + seconds
+    while True:
+        if should_stop is not None and should_stop():
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, 0.005))
