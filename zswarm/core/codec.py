@@ -12,7 +12,7 @@ _decoder = msgspec.msgpack.Decoder(Message)
 
 
 class _Envelope(msgspec.Struct):
-    v: int = 0
+    v: int | None = None
     type: str = ""
 
 

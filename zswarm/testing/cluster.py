@@ -53,7 +53,7 @@ def to_toml(data: dict[str, dict[str, Any]]) -> str:
 
 def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | None = None,
                 delay_ms: float = 0, model_id: str = "scripted", bind: str = "127.0.0.1",
-                **sections: dict[str, Any]) -> Path:
+                script: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Path:
     """Write ``directory/name/swarm.toml`` and return its path."""
     home = directory / name
     home.mkdir(parents=True, exist_ok=True)
@@ -63,8 +63,9 @@ def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | 
         "federation": {"swarm": swarm, "heartbeat_interval_ms": 200},
     }
     if answers is not None:
-        script = write_script(home / "script.json", answers, delay_ms=delay_ms, model_id=model_id)
-        data["model"] = {"backend": "scripted", "path": str(script)}
+        path = write_script(home / "script.json", answers, delay_ms=delay_ms, model_id=model_id,
+                            **(script or {}))
+        data["model"] = {"backend": "scripted", "path": str(path)}
     for key, values in sections.items():
         data.setdefault(key, {}).update(values)
     path = home / "swarm.toml"

@@ -1,0 +1,52 @@
+"""core/plan.py: who generates how many candidates."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zswarm.core.plan import ROUTE, SELF, NodeLoad, plan
+
+ME = NodeLoad(SELF, workers_ready=1, idle_workers=1, queue_depth=0)
+
+
+def peer(name: str, queue: int = 0, idle: int = 1, ready: int = 1) -> NodeLoad:
+    return NodeLoad(name, workers_ready=ready, idle_workers=idle, queue_depth=queue)
+
+
+def test_no_peers_is_local_only():
+    assert plan(4, "majority", ME, []).parts == {SELF: 4}
+
+
+def test_n1_stays_local_for_consensus_strategies():
+    assert plan(1, "first_valid", ME, [peer("a")]).parts == {SELF: 1}
+
+
+def test_candidates_spread_over_distinct_nodes_least_loaded_first():
+    parts = plan(3, "majority", ME, [peer("busy", queue=5, idle=0), peer("a"), peer("b")]).parts
+    assert parts == {SELF: 1, "a": 1, "b": 1}
+
+
+def test_more_candidates_than_nodes_round_robin():
+    assert plan(5, "best_of_n", ME, [peer("a")]).parts == {SELF: 3, "a": 2}
+
+
+def test_local_without_ready_worker_is_skipped():
+    down = NodeLoad(SELF, 0, 0, 0)
+    assert plan(2, "majority", down, [peer("a")]).parts == {"a": 2}
+    assert plan(2, "majority", down, []).parts == {}
+
+
+def test_route_picks_least_loaded_including_self():
+    busy_me = NodeLoad(SELF, 1, 0, 3)
+    assert plan(1, ROUTE, busy_me, [peer("a", queue=1, idle=0), peer("b")]).parts == {"b": 1}
+    assert plan(1, ROUTE, ME, [peer("a")]).parts == {SELF: 1}  # tie: this node first
+
+
+@given(st.integers(1, 32), st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4),
+                                              st.integers(0, 9)), max_size=8))
+def test_plan_covers_exactly_n(n, loads):
+    peers = [peer(f"p{i}", queue=q, idle=min(i_, r), ready=r) for i, (r, i_, q) in enumerate(loads)]
+    parts = plan(n, "weighted_vote", ME, peers).parts
+    assert sum(parts.values()) == n
+    assert len(parts) == min(n, 1 + sum(1 for p in peers if p.workers_ready > 0))

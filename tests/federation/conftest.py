@@ -1,0 +1,77 @@
+"""Nodes in this test process (real sockets, real mDNS on 127.0.0.1, scripted engines)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from zswarm import client
+from zswarm.config import load_config
+from zswarm.core.messages import PeerInfo
+from zswarm.runtime.node import NodeInfo, run_node
+from zswarm.testing.cluster import node_config, wait_until_async
+
+
+class Cluster:
+    """Start and stop in-process nodes of one private swarm."""
+
+    def __init__(self, nursery: trio.Nursery, directory: Path) -> None:
+        self.nursery = nursery
+        self.directory = directory
+        self.swarm = "test-" + secrets.token_hex(6)  # other test runs on this host stay apart
+        self.scopes: dict[str, trio.CancelScope] = {}
+
+    async def start(self, name: str, answers: list[str] | None = None, **kw: Any) -> NodeInfo:
+        cfg = load_config(node_config(self.directory, name, swarm=self.swarm, answers=answers,
+                                      **kw))
+        scope = trio.CancelScope()
+
+        async def run(task_status: trio.TaskStatus[NodeInfo]) -> None:
+            with scope:
+                await run_node(cfg, task_status=task_status)
+
+        info: NodeInfo = await self.nursery.start(run)
+        self.scopes[name] = scope
+        return info
+
+    def stop(self, name: str) -> None:
+        self.scopes.pop(name).cancel()
+
+
+async def peers_of(info: NodeInfo) -> list[PeerInfo]:
+    reply = await trio.to_thread.run_sync(client.peers, info.rpc_endpoint)
+    return reply.peers
+
+
+async def wait_peers(info: NodeInfo, check: Callable[[dict[str, str]], bool],
+                     timeout_s: float = 10.0) -> dict[str, str]:
+    """Wait until ``check({peer name: state})`` holds for the node's peer list."""
+    async def states() -> dict[str, str] | None:
+        table = {p.name: p.state for p in await peers_of(info)}
+        return table if check(table) else None
+
+    last: dict[str, str] = {}
+    with trio.move_on_after(timeout_s):
+        while True:
+            found = await states()
+            if found is not None:
+                return found
+            last = {p.name: p.state for p in await peers_of(info)}
+            await trio.sleep(0.02)
+    raise TimeoutError(f"peer states not reached within {timeout_s} s; last seen {last}")
+
+
+@pytest.fixture
+async def cluster(tmp_path, nursery):
+    c = Cluster(nursery, tmp_path)
+    yield c
+    for scope in c.scopes.values():
+        scope.cancel()
+
+
+__all__ = ["Cluster", "peers_of", "wait_peers", "wait_until_async"]

@@ -1,0 +1,206 @@
+"""Several nodes in one test process on loopback: real mDNS, heartbeats, votes, scripted engines.
+
+The scripted engines' answers are known, so each strategy's choice across nodes is
+asserted exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import msgspec
+import pytest
+import trio
+import zmq
+from zeroconf import IPVersion, ServiceInfo, Zeroconf
+
+from zswarm import client
+from zswarm.core import codec
+from zswarm.core.messages import ChatMessage, ClientRequest, Error, GenerateRequest, Report
+from zswarm.net.mdns import SERVICE_TYPE
+from zswarm.net.zmq_trio import TrioSocket
+from zswarm.runtime.node import NodeInfo
+
+from .conftest import peers_of, wait_peers, wait_until_async
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def request(n: int) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 * 7?"),), n=n)
+
+
+async def ask(info: NodeInfo, n: int, strategy: str, deadline_ms: int = 20_000
+              ) -> tuple[str, Report]:
+    reply = await trio.to_thread.run_sync(
+        lambda: client.ask(info.rpc_endpoint, request(n), strategy=strategy,
+                           deadline_ms=deadline_ms))
+    return reply.answer, reply.report
+
+
+def alive(*names: str):
+    return lambda table: all(table.get(n) == "alive" for n in names)
+
+
+async def test_two_nodes_discover_each_other_vote_and_leave_with_goodbye(cluster):
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    b = await cluster.start("b", ["41"], federation={"discovery": "mdns"})
+    await wait_peers(a, alive("b"))
+    await wait_peers(b, alive("a"))
+    (peer,) = await peers_of(a)
+    assert peer.node_id == b.node_id and peer.source == "mdns" and peer.rtt_ms is not None
+    answer, report = await ask(a, 2, "best_of_n")
+    assert sorted(c.node for c in report.candidates) == ["a", "b"]
+    assert {c.text for c in report.candidates} == {"42", "41"}
+    assert {p.node: p.outcome for p in report.participants} == {"a": "answered", "b": "answered"}
+    t0 = trio.current_time()
+    cluster.stop("b")
+    await wait_peers(a, lambda t: t.get("b") == "left", timeout_s=5)
+    assert trio.current_time() - t0 < 0.6  # the goodbye, not the 0.6 s liveness timeout
+    answer, report = await ask(a, 2, "majority")
+    assert [c.node for c in report.candidates] == ["a", "a"]  # b is gone: local only
+
+
+async def three(cluster, specs: dict[str, dict], **common) -> list[NodeInfo]:
+    """Start nodes a, b, c (answers and options per node) and wait until a sees b and c."""
+    infos = [await cluster.start(name, **spec, **common) for name, spec in specs.items()]
+    await wait_peers(infos[0], alive(*list(specs)[1:]))
+    return infos
+
+
+async def test_majority_follows_the_peers_and_their_weights(cluster):
+    weights = {"consensus": {"weights": {"a": 5.0}}}
+    a, _, _ = await three(cluster, {"a": {"answers": ["41"]}, "b": {"answers": ["42"]},
+                                    "c": {"answers": ["The answer is 42"]}})
+    answer, report = await ask(a, 3, "majority")
+    assert report.candidates[report.winner].node in ("b", "c") and "42" in answer
+    assert {c.node for c in report.candidates} == {"a", "b", "c"}
+    cluster.directory = cluster.directory / "weighted"
+    for name in ("a", "b", "c"):
+        cluster.stop(name)
+    a, _, _ = await three(cluster, {"a": {"answers": ["41"], **weights},
+                                    "b": {"answers": ["42"]}, "c": {"answers": ["42"]}})
+    answer, report = await ask(a, 3, "majority")
+    assert answer == "41"  # a's weight 5 outvotes two peers of weight 1
+
+
+async def test_best_of_n_takes_the_most_confident_node(cluster):
+    a, _, _ = await three(cluster, {
+        "a": {"answers": ["A"], "script": {"mean_logprob": [-2.0]}},
+        "b": {"answers": ["B"], "script": {"mean_logprob": [-0.1]}},
+        "c": {"answers": ["C"], "script": {"mean_logprob": [-1.0]}}})
+    answer, report = await ask(a, 3, "best_of_n")
+    assert answer == "B" and report.candidates[report.winner].node == "b"
+    assert len(report.candidates) == 3
+
+
+async def test_weighted_vote_picks_the_medoid_not_the_outlier(cluster):
+    a, _, _ = await three(cluster, {"a": {"answers": ["Lyon, I think"]},
+                                    "b": {"answers": ["Paris"]}, "c": {"answers": ["Paris"]}})
+    answer, report = await ask(a, 3, "weighted_vote")
+    assert answer == "Paris" and report.candidates[report.winner].node in ("b", "c")
+
+
+async def test_first_valid_takes_the_fastest_node_and_cancels_the_rest(cluster):
+    a, _, _ = await three(cluster, {"a": {"answers": ["slow a"], "delay_ms": 3000},
+                                    "b": {"answers": ["fast b"]},
+                                    "c": {"answers": ["mid c"], "delay_ms": 3000}})
+    t0 = trio.current_time()
+    answer, report = await ask(a, 3, "first_valid")
+    assert answer == "fast b"
+    assert trio.current_time() - t0 < 2.0  # did not wait for the slow ones
+    outcomes = {p.node: p.outcome for p in report.participants}
+    assert outcomes == {"a": "cancelled", "b": "answered", "c": "cancelled"}
+
+
+async def test_route_sends_the_request_to_an_idle_node(cluster):
+    a, _, _ = await three(cluster, {"a": {"answers": ["from a"], "delay_ms": 2000},
+                                    "b": {"answers": ["from b"]}, "c": {"answers": ["from c"]}})
+    answer, report = await ask(a, 1, "route")
+    assert answer == "from a"  # all idle: the tie goes to the node itself
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, a, 1, "first_valid")  # keeps a's only worker busy
+        with trio.fail_after(5):
+            while True:  # wait until a's worker is taken
+                status = await trio.to_thread.run_sync(client.status, a.rpc_endpoint)
+                if status.load.idle_workers == 0:
+                    break
+                await trio.sleep(0.01)
+        answer, report = await ask(a, 1, "route")
+    assert answer in ("from b", "from c") and report.strategy == "route"
+
+
+async def test_slow_peer_times_out_and_the_report_says_so(cluster):
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns", "deadline_ms": 500})
+    await cluster.start("b", ["42"], delay_ms=30_000, federation={"discovery": "mdns"})
+    await wait_peers(a, alive("b"))
+    t0 = trio.current_time()
+    answer, report = await ask(a, 2, "majority")
+    assert trio.current_time() - t0 < 2.0
+    assert answer == "42" and [c.node for c in report.candidates] == ["a"]
+    (slow,) = [p for p in report.participants if p.node == "b"]
+    assert slow.outcome == "timeout" and "b: timeout" in report.note
+
+
+async def test_static_peers_without_mdns(cluster):
+    b = await cluster.start("b", ["from b"], federation={"discovery": "static"})
+    a = await cluster.start("a", ["from a"],
+                            federation={"discovery": "static", "peers": [b.rpc_endpoint,
+                                                                          "tcp://127.0.0.1:9"]})
+    table = await wait_peers(a, alive("b"))
+    assert table["b"] == "alive"
+    unreachable = [p for p in await peers_of(a) if p.state == "unreachable"]
+    assert [p.address for p in unreachable] == ["tcp://127.0.0.1:9"]
+    answer, report = await ask(a, 2, "best_of_n")
+    assert {c.node for c in report.candidates} == {"a", "b"}
+
+
+async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(cluster):
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    zc = await trio.to_thread.run_sync(
+        lambda: Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only))
+    try:
+        info = ServiceInfo(SERVICE_TYPE, f"future-{cluster.swarm}.{SERVICE_TYPE}",
+                           addresses=[socket.inet_aton("127.0.0.1")], port=9,
+                           properties={"id": "f" * 16, "name": "future", "proto": "99",
+                                       "model": "scripted", "workers": "1", "pub": "9",
+                                       "rpc": "9", "swarm": cluster.swarm},
+                           server="future.local.")
+        await trio.to_thread.run_sync(
+            lambda: zc.register_service(info, cooperating_responders=True))
+        await wait_peers(a, lambda t: t.get("future") == "incompatible")
+        answer, report = await ask(a, 2, "majority")
+        assert [c.node for c in report.candidates] == ["a", "a"]
+    finally:
+        await trio.to_thread.run_sync(zc.close)
+
+
+async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
+    a = await cluster.start("a", ["42"], federation={"discovery": "static"})
+    with TrioSocket.open(zmq.DEALER) as sock:
+        sock.connect(a.rpc_endpoint)
+        future = msgspec.to_builtins(ClientRequest(request_id="x", request=request(1)))
+        future["v"] = 7
+        bad = {b"\xc1": "malformed", b"\x80": "malformed", b"{" * 10_000: "malformed",
+               msgspec.msgpack.encode(future): "protocol version 7 is not supported"}
+        for frame, why in bad.items():
+            await sock.send([frame])
+            with trio.fail_after(5):
+                (reply,) = await sock.recv_multipart()
+            err = codec.decode(reply)
+            assert isinstance(err, Error) and err.kind == "protocol" and why in err.message
+        await sock.send([b"a", b"b", b"c"])  # wrong frame count: dropped, no reply
+    answer, _ = await ask(a, 1, "first_valid")
+    assert answer == "42"
+
+
+async def test_duplicate_node_id_is_logged_loudly(cluster, caplog):
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    twin_state = cluster.directory / "twin" / "state"
+    twin_state.mkdir(parents=True)
+    (twin_state / "node_id").write_text(a.node_id + "\n")
+    with caplog.at_level(logging.ERROR, logger="zswarm"):
+        await cluster.start("twin", ["42"], federation={"discovery": "mdns"})
+        await wait_until_async(lambda: "DUPLICATE NODE ID" in caplog.text, 10,
+                               what="duplicate id logged")
