@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def no_leaked_children():
 
 def make_config(tmp_path: Path, **sections: dict) -> Config:
     data: dict = {"node": {"name": "test", "bind": "127.0.0.1", "state_dir": str(tmp_path / "state")},
-                  "ports": {"rpc": 0, "pub": 0, "http": 0}}
+                  "ports": {"rpc": 0, "pub": 0, "http": 0},
+                  # a private swarm: other nodes on this host (other test runs) stay apart
+                  "federation": {"swarm": f"test-{secrets.token_hex(6)}"}}
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return parse_config(data, source="test.toml")

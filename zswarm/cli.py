@@ -217,7 +217,8 @@ def peers(
     node_endpoint: str | None = typer.Option(None, "--node", help="tcp://host:port of a node"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON array"),
     browse: float | None = typer.Option(None, "--browse", metavar="SECONDS",
-                                        help="no node needed: browse mDNS this long"),
+                                        help="no node needed: browse mDNS this long (2 s or more: "
+                                        "responders answer a record at most once a second)"),
 ) -> None:
     """List the peers a node knows (or, with --browse, every node answering mDNS)."""
     cfg = _load(config)

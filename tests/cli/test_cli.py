@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "swarm.toml"
     path.write_text(
         f'[node]\nname = "cli-test"\nbind = "127.0.0.1"\nstate_dir = "{tmp_path / "state"}"\n'
-        f"[ports]\nrpc = 0\npub = 0\nhttp = 0\n{extra}")
+        f"[ports]\nrpc = 0\npub = 0\nhttp = 0\n"
+        f'[federation]\nswarm = "cli-{secrets.token_hex(6)}"\n{extra}')
     return path
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import socket
+import struct
+
+_SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
 
 _PRIVATE = [ipaddress.ip_network(n) for n in
             ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
@@ -17,19 +21,39 @@ def is_private_lan(address: str) -> bool:
     return any(ip in net for net in _PRIVATE)
 
 
-def _candidate_addresses() -> list[str]:
+def _interface_addresses() -> list[str]:
+    """IPv4 addresses of this host's interfaces (Linux ioctl; empty elsewhere)."""
     found: list[str] = []
     try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-        found.extend(str(info[4][0]) for info in infos)
+        names = [name for _, name in socket.if_nameindex()]
     except OSError:
-        pass
+        return found
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for name in names:
+            try:
+                packed = fcntl.ioctl(s.fileno(), _SIOCGIFADDR,
+                                     struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue  # no IPv4 address on this interface
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found
+
+
+def _candidate_addresses() -> list[str]:
+    """Addresses to consider, best first: the default route's source, then every interface."""
+    found: list[str] = []
     try:
         # A UDP "connect" sends no packet; it only asks the kernel which source
         # address it would use for a private-range destination.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect(("10.255.255.255", 1))
             found.append(s.getsockname()[0])
+    except OSError:
+        pass
+    found += _interface_addresses()
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        found.extend(str(info[4][0]) for info in infos)
     except OSError:
         pass
     return found

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import trio
@@ -92,6 +93,8 @@ class Mdns:
         self.zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
         self._browser: ServiceBrowser | None = None
         self._closed = threading.Event()
+        # resolving a service can wait on the network: never block zeroconf's browser thread
+        self._resolvers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zswarm-mdns")
 
     def advertise(self, card: NodeCard) -> None:
         host = socket.inet_aton(_host(card.rpc))
@@ -101,16 +104,12 @@ class Mdns:
         self.zc.register_service(info, cooperating_responders=True)
 
     def browse(self, on_event: MdnsEventSink) -> None:
-        def on_change(zeroconf: Zeroconf, service_type: str, name: str,
-                      state_change: ServiceStateChange) -> None:
-            if self._closed.is_set():
-                return
-            if state_change is ServiceStateChange.Removed:
-                on_event(Gone(name))
-                return
-            info = zeroconf.get_service_info(service_type, name, timeout=2000)
-            if info is None:
+        def resolve(name: str) -> None:
+            info = ServiceInfo(SERVICE_TYPE, name)
+            if not info.load_from_cache(self.zc) and not info.request(self.zc, 2000):
                 log.debug("mdns: %s did not resolve", name)
+                return
+            if self._closed.is_set():
                 return
             try:
                 card, address, proto = card_from_info(info)
@@ -119,6 +118,15 @@ class Mdns:
                 return
             on_event(Found(card, address, proto, name))
 
+        def on_change(zeroconf: Zeroconf, service_type: str, name: str,
+                      state_change: ServiceStateChange) -> None:
+            if self._closed.is_set():
+                return
+            if state_change is ServiceStateChange.Removed:
+                on_event(Gone(name))
+            else:
+                self._resolvers.submit(resolve, name)
+
         self._browser = ServiceBrowser(self.zc, SERVICE_TYPE, handlers=[on_change])
 
     def close(self) -> None:
@@ -126,6 +134,7 @@ class Mdns:
         self._closed.set()
         if self._browser is not None:
             self._browser.cancel()
+        self._resolvers.shutdown(wait=True, cancel_futures=True)
         self.zc.unregister_all_services()
         self.zc.close()
 

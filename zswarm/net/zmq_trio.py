@@ -39,6 +39,13 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES) -> zmq.Socke
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
     sock.setsockopt(zmq.SNDHWM, 10_000)
     sock.setsockopt(zmq.RCVHWM, 10_000)
+    # Find dead TCP connections (a pulled cable sends no RST) and reconnect promptly
+    # when the network heals, instead of waiting out TCP's retransmission backoff.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, 500)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
     return sock
 
 

@@ -1,0 +1,85 @@
+"""A private LAN of network namespaces for tests (root only; see ENVIRONMENT.md).
+
+A bridge namespace holds br0 (multicast snooping off); each host namespace gets a
+veth ``eth0`` into the bridge, an address from 10.77.0.0/24, ``lo`` up and a
+multicast route for mDNS. Nothing is attached to the root namespace; everything is
+deleted on exit. ``split(host)`` / ``heal(host)`` take a host's link down and up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+SUBNET = "10.77.0"
+
+
+def netns_available() -> str | None:
+    """None if namespaces can be built here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "building network namespaces needs root"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is not installed"
+    probe = f"zsprobe{os.getpid()}"
+    try:
+        subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        return f"`ip netns add` failed: {exc.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@dataclass
+class Lan:
+    hosts: int
+    prefix: str = field(default_factory=lambda: f"zs{os.getpid() % 100000}")
+    names: list[str] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}br"
+
+    def _veth(self, host: str) -> str:
+        return f"v{host}"[-15:]
+
+    def __enter__(self) -> Lan:
+        try:
+            _ip("netns", "add", self.bridge)
+            _ip("-n", self.bridge, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.bridge, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+            _ip("-n", self.bridge, "link", "set", "br0", "up")
+            for i in range(self.hosts):
+                host = f"{self.prefix}h{i}"
+                _ip("netns", "add", host)
+                self.names.append(host)
+                _ip("-n", self.bridge, "link", "add", self._veth(host), "type", "veth",
+                    "peer", "name", "eth0", "netns", host)
+                _ip("-n", self.bridge, "link", "set", self._veth(host), "master", "br0", "up")
+                address = f"{SUBNET}.{i + 2}"
+                self.addresses[host] = address
+                _ip("-n", host, "addr", "add", f"{address}/24", "dev", "eth0")
+                _ip("-n", host, "link", "set", "eth0", "up")
+                _ip("-n", host, "link", "set", "lo", "up")
+                _ip("-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def split(self, host: str) -> None:
+        _ip("-n", self.bridge, "link", "set", self._veth(host), "down")
+
+    def heal(self, host: str) -> None:
+        _ip("-n", self.bridge, "link", "set", self._veth(host), "up")
+
+    def __exit__(self, *exc: object) -> None:
+        for host in [*self.names, self.bridge]:
+            subprocess.run(["ip", "netns", "del", host], capture_output=True, timeout=10)
+        self.names.clear()
