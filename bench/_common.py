@@ -16,6 +16,13 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def percentile(xs: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of xs."""
+    ordered = sorted(xs)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return float(ordered[k])
+
+
 def write_results(name: str, figures: dict[str, Any], table: list[tuple[str, str]]) -> None:
     """bench/results/NAME.json (full figures) and NAME.md (a short table)."""
     RESULTS.mkdir(exist_ok=True)

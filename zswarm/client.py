@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import TypeVar
 
 import zmq
 
@@ -25,43 +27,82 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError, error_from_kind
 from zswarm.net.zmq_trio import open_socket
 
 
-def _exchange(endpoint: str, msg: Message, timeout_s: float) -> Message:
-    sock = open_socket(zmq.DEALER)
-    try:
-        sock.connect(endpoint)
-        sock.send(codec.encode(msg))
-        if not sock.poll(int(timeout_s * 1000)):
-            raise PeerUnavailable(f"no answer from the node at {endpoint} within {timeout_s:.1f} s")
-        reply = codec.decode(sock.recv())
-    finally:
-        sock.close(linger=0)
-    if isinstance(reply, Error):
-        raise error_from_kind(reply.kind, reply.message)
+class NodeClient:
+    """One DEALER connection to a node's RPC endpoint, reused across calls (blocking).
+
+    >>> with NodeClient("tcp://127.0.0.1:17617") as node:
+    ...     reply = node.ask(request, strategy="majority", deadline_ms=60_000)
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.sock = open_socket(zmq.DEALER)
+        self.sock.connect(endpoint)
+
+    def exchange(self, msg: Message, request_id: str, timeout_s: float) -> Message:
+        """Send and wait for the reply to ``request_id`` (late replies to others are skipped)."""
+        self.sock.send(codec.encode(msg))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not self.sock.poll(left_ms):
+                raise PeerUnavailable(
+                    f"no answer from the node at {self.endpoint} within {timeout_s:.1f} s")
+            reply = codec.decode(self.sock.recv())
+            if getattr(reply, "request_id", request_id) in (request_id, None):
+                break
+        if isinstance(reply, Error):
+            raise error_from_kind(reply.kind, reply.message)
+        return reply
+
+    def status(self, *, timeout_s: float = 2.0) -> Status:
+        rid = new_request_id()
+        return _expect(self.exchange(StatusRequest(request_id=rid), rid, timeout_s), Status)
+
+    def peers(self, *, timeout_s: float = 2.0) -> PeersReply:
+        rid = new_request_id()
+        return _expect(self.exchange(PeersRequest(request_id=rid), rid, timeout_s), PeersReply)
+
+    def ask(self, request: GenerateRequest, *, strategy: str | None,
+            deadline_ms: int) -> ClientReply:
+        rid = new_request_id()
+        msg = ClientRequest(request_id=rid, request=request, strategy=strategy,
+                            deadline_ms=deadline_ms)
+        return _expect(self.exchange(msg, rid, deadline_ms / 1000 + 5.0), ClientReply)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+T = TypeVar("T")
+
+
+def _expect(reply: Message, kind: type[T]) -> T:
+    if not isinstance(reply, kind):
+        raise RemoteProtocolError(f"expected {kind.__name__}, got {type(reply).__name__}")
     return reply
 
 
 def status(endpoint: str, *, timeout_s: float = 2.0) -> Status:
-    reply = _exchange(endpoint, StatusRequest(request_id=new_request_id()), timeout_s)
-    if not isinstance(reply, Status):
-        raise RemoteProtocolError(f"expected Status, got {type(reply).__name__}")
-    return reply
+    with NodeClient(endpoint) as node:
+        return node.status(timeout_s=timeout_s)
 
 
 def peers(endpoint: str, *, timeout_s: float = 2.0) -> PeersReply:
-    reply = _exchange(endpoint, PeersRequest(request_id=new_request_id()), timeout_s)
-    if not isinstance(reply, PeersReply):
-        raise RemoteProtocolError(f"expected PeersReply, got {type(reply).__name__}")
-    return reply
+    with NodeClient(endpoint) as node:
+        return node.peers(timeout_s=timeout_s)
 
 
 def ask(endpoint: str, request: GenerateRequest, *, strategy: str | None,
         deadline_ms: int) -> ClientReply:
-    msg = ClientRequest(request_id=new_request_id(), request=request, strategy=strategy,
-                        deadline_ms=deadline_ms)
-    reply = _exchange(endpoint, msg, deadline_ms / 1000 + 5.0)
-    if not isinstance(reply, ClientReply):
-        raise RemoteProtocolError(f"expected ClientReply, got {type(reply).__name__}")
-    return reply
+    with NodeClient(endpoint) as node:
+        return node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
 
 
 def running_node_endpoint(config: Config) -> str | None:

@@ -158,7 +158,9 @@ def test_sigstop_of_a_peer_respects_the_deadline(nodes):
         t0 = time.monotonic()
         report = ask(swarm.hosts["a"], swarm["a"], 3, "best_of_n")
         took = time.monotonic() - t0
-        assert sorted(c["node"] for c in report["candidates"]) == ["a", "b"]
+        # c is either already DEAD when the request is planned (a and b share its share)
+        # or asked and never answers (timeout, or failed once it is declared DEAD)
+        assert {c["node"] for c in report["candidates"]} == {"a", "b"}
         (c,) = [p for p in report["participants"] if p["node"] == "c"] or [None]
         assert c is None or c["outcome"] in ("timeout", "failed")
         assert took < 1.5 + 1.0  # the vote deadline (plus the CLI's own start-up)

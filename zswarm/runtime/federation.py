@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: ping every peer for its round-trip time every this many heartbeats
 PING_EVERY = 5
+#: the peer table is checked this many times per heartbeat interval
+TICKS_PER_INTERVAL = 4
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Federation:
         self._subscribed: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self._seq = 0
+        self._busy: set[str] = set()
         self.state = "ready"
 
     # --- services -----------------------------------------------------------------
@@ -119,20 +122,32 @@ class Federation:
                          interval_ms=self.config.federation.heartbeat_interval_ms)
 
     async def _heartbeats(self) -> None:
+        """Publish every interval; check silences four times per interval (DEAD on time)."""
+        assert self._nursery is not None
         ticks = 0
         while True:
-            self.publisher.publish(self._heartbeat())
+            if ticks % TICKS_PER_INTERVAL == 0:
+                beat = ticks // TICKS_PER_INTERVAL
+                self.publisher.publish(self._heartbeat())
+                for endpoint, why in self.static.items():
+                    if why and endpoint not in self._busy:
+                        self._nursery.start_soon(self._once, endpoint, self._probe_static)
+                for peer in list(self.table.peers.values()):
+                    node_id = peer.card.node_id
+                    if node_id not in self._busy and (peer.state is PeerState.DISCOVERED or (
+                            beat % PING_EVERY == 0 and peer.state is PeerState.ALIVE)):
+                        self._nursery.start_soon(self._once, node_id, self._ping)
             self._apply(self.table.tick(trio.current_time()))
-            assert self._nursery is not None
-            for endpoint, why in self.static.items():
-                if why:
-                    self._nursery.start_soon(self._probe_static, endpoint)
-            for peer in list(self.table.peers.values()):
-                if peer.state is PeerState.DISCOVERED or (
-                        ticks % PING_EVERY == 0 and peer.state is PeerState.ALIVE):
-                    self._nursery.start_soon(self._ping, peer.card.node_id)
             ticks += 1
-            await trio.sleep(self.interval_s)
+            await trio.sleep(self.interval_s / TICKS_PER_INTERVAL)
+
+    async def _once(self, key: str, job: Callable[[str], Awaitable[None]]) -> None:
+        """Run a probe or ping unless one for the same key is still running."""
+        self._busy.add(key)
+        try:
+            await job(key)
+        finally:
+            self._busy.discard(key)
 
     async def _mdns_events(self, receive: trio.MemoryReceiveChannel[MdnsEvent]) -> None:
         names: dict[str, str] = {}  # service name -> node id

@@ -1,0 +1,197 @@
+"""Vote round trip between two processes: ZeroMQ + msgpack vs an HTTP + JSON baseline.
+
+A server process holds one node's vote path - RpcServer -> Coordinator.gather_local
+-> Scheduler -> a zero-time in-process engine (zswarm.testing.inline) - and serves
+the same exchange twice: as a VoteRequest on the node's ZMQ ROUTER endpoint, and as
+POST /v1/federation/vote (JSON) on hypercorn + Starlette. The client process sends
+votes over a PeerLink (the federation's DEALER) and over httpx, 1 and 16 in flight,
+in the same run. Goals: zmq p50 <= 0.5 ms at 1 in flight, >= 5x faster than HTTP,
+>= 10,000 votes/s at 16 in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import percentile, write_results  # noqa: E402
+
+from zswarm.core.ids import new_request_id  # noqa: E402
+from zswarm.core.messages import (  # noqa: E402
+    ChatMessage,
+    GenerateRequest,
+    NodeCard,
+    Vote,
+    VoteRequest,
+)
+
+REQUEST = GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 * 7?"),), n=1)
+
+
+async def serve() -> None:
+    import hypercorn.config
+    import hypercorn.trio
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from zswarm.config import parse_config
+    from zswarm.runtime.coordinator import Coordinator
+    from zswarm.runtime.node import LocalSwarm
+    from zswarm.runtime.rpc import RpcServer
+    from zswarm.runtime.scheduler import Scheduler
+    from zswarm.testing.inline import InlinePool
+
+    cfg = parse_config({"node": {"name": "server", "bind": "127.0.0.1",
+                                 "state_dir": "/tmp/zswarm-bench-vote"},
+                        "federation": {"enabled": False}})
+    scheduler = Scheduler(max_queue=1024)
+    pool = InlinePool(scheduler, workers=32)
+    coordinator = Coordinator(node_name="server", pool=pool, scheduler=scheduler)  # type: ignore[arg-type]
+    swarm = LocalSwarm(cfg, pool, scheduler, coordinator)  # type: ignore[arg-type]
+
+    async def vote_http(request: Request) -> JSONResponse:
+        body = await request.json()
+        req = msgspec.convert(body["request"], GenerateRequest)
+        cands = await coordinator.gather_local(req, deadline_s=body["deadline_ms"] / 1000)
+        return JSONResponse({"type": "vote", "request_id": body["request_id"], "node_id": "s",
+                             "name": "server", "candidates": msgspec.to_builtins(cands)})
+
+    app = Starlette(routes=[Route("/v1/federation/vote", vote_http, methods=["POST"])])
+    hc = hypercorn.config.Config()
+    hc.bind = ["127.0.0.1:0"]
+    hc.accesslog = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.serve)
+        rpc = RpcServer(swarm, "tcp://127.0.0.1:0")
+        rpc.card = NodeCard(node_id="s", name="server", model_id="scripted", workers=32,
+                            rpc=rpc.endpoint, pub="")
+        await nursery.start(rpc.serve)
+        binds = await nursery.start(hypercorn.trio.serve, app, hc)
+        print(json.dumps({"zmq": rpc.endpoint, "http": binds[0]}), flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)  # until the client closes our stdin
+        nursery.cancel_scope.cancel()
+
+
+def _vote_msg() -> tuple[str, VoteRequest]:
+    rid = new_request_id()
+    return rid, VoteRequest(request_id=rid, request=REQUEST, deadline_ms=5000, origin="bench")
+
+
+async def bench_zmq(endpoint: str, sequential: int, concurrent: int) -> tuple[list[float], float]:
+    from zswarm.net.bus import PeerLink
+
+    link = PeerLink(endpoint, "server")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.serve)
+        latencies = []
+        for i in range(sequential + 200):
+            rid, msg = _vote_msg()
+            t0 = time.perf_counter()
+            reply = await link.request(msg, rid, 5.0)
+            if i >= 200:  # the first 200 warm up
+                latencies.append((time.perf_counter() - t0) * 1000)
+            assert isinstance(reply, Vote) and reply.candidates[0].text == "42"
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                rid, msg = _vote_msg()
+                await link.request(msg, rid, 5.0)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as clients:
+            for _ in range(16):
+                clients.start_soon(worker, concurrent // 16)
+        rate = (concurrent // 16 * 16) / (time.perf_counter() - t0)
+        nursery.cancel_scope.cancel()
+    return latencies, rate
+
+
+async def bench_http(base: str, sequential: int, concurrent: int) -> tuple[list[float], float]:
+    import httpx
+
+    def body() -> dict[str, object]:
+        return {"request_id": new_request_id(), "deadline_ms": 5000,
+                "request": msgspec.to_builtins(REQUEST)}
+
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        latencies = []
+        for i in range(sequential + 50):
+            t0 = time.perf_counter()
+            r = await http.post("/v1/federation/vote", json=body())
+            if i >= 50:
+                latencies.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200 and r.json()["candidates"][0]["text"] == "42"
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                r = await http.post("/v1/federation/vote", json=body())
+                assert r.status_code == 200
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as clients:
+            for _ in range(16):
+                clients.start_soon(worker, concurrent // 16)
+        rate = (concurrent // 16 * 16) / (time.perf_counter() - t0)
+    return latencies, rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        trio.run(serve)
+        return
+    seq, conc, http_seq, http_conc = ((2000, 32000, 400, 1600) if args.quick
+                                      else (10000, 160000, 2000, 8000))
+    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        endpoints = json.loads(server.stdout.readline())
+        zmq_lat, zmq_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
+        http_lat, http_rate = trio.run(bench_http, endpoints["http"], http_seq, http_conc)
+    finally:
+        if server.stdin:
+            server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    figures = {
+        "zmq_p50_ms": round(percentile(zmq_lat, 50), 3),
+        "zmq_p99_ms": round(percentile(zmq_lat, 99), 3),
+        "http_p50_ms": round(percentile(http_lat, 50), 3),
+        "http_p99_ms": round(percentile(http_lat, 99), 3),
+        "zmq_votes_per_s_c16": round(zmq_rate),
+        "http_votes_per_s_c16": round(http_rate),
+    }
+    figures["speedup_vs_http"] = round(figures["http_p50_ms"] / figures["zmq_p50_ms"], 2)
+    figures["throughput_ratio_c16"] = round(zmq_rate / http_rate, 2)
+    write_results("vote_rtt", {**figures, "sequential": seq, "concurrent": conc}, [
+        ("zmq vote p50 / p99, 1 in flight (goal p50 <= 0.5 ms)",
+         f"{figures['zmq_p50_ms']} / {figures['zmq_p99_ms']} ms"),
+        ("http+json vote p50 / p99, 1 in flight",
+         f"{figures['http_p50_ms']} / {figures['http_p99_ms']} ms"),
+        ("speedup at p50 (goal >= 5x)", f"{figures['speedup_vs_http']}x"),
+        ("zmq votes/s, 16 in flight (goal >= 10,000)", f"{figures['zmq_votes_per_s_c16']}"),
+        ("http votes/s, 16 in flight", f"{figures['http_votes_per_s_c16']}"),
+    ])
+    print(json.dumps({k: figures[k] for k in ("zmq_p50_ms", "http_p50_ms", "speedup_vs_http",
+                                               "zmq_votes_per_s_c16")}))
+
+
+if __name__ == "__main__":
+    main()
