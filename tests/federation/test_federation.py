@@ -204,3 +204,19 @@ async def test_duplicate_node_id_is_logged_loudly(cluster, caplog):
         await cluster.start("twin", ["42"], federation={"discovery": "mdns"})
         await wait_until_async(lambda: "DUPLICATE NODE ID" in caplog.text, 10,
                                what="duplicate id logged")
+
+
+async def test_many_quick_rounds_with_stragglers_keep_the_node_serving(cluster):
+    # zero-time engines: peers' votes and local candidates race the early stop
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    await cluster.start("b", ["42"], federation={"discovery": "mdns"})
+    await cluster.start("c", ["41"], federation={"discovery": "mdns"})
+    await wait_peers(a, alive("b", "c"))
+    with client.NodeClient(a.rpc_endpoint) as node:
+        for strategy in ("first_valid", "majority", "weighted_vote", "best_of_n"):
+            for _ in range(25):
+                reply = await trio.to_thread.run_sync(
+                    lambda s=strategy: node.ask(request(3), strategy=s, deadline_ms=5000))
+                report = reply.report
+                assert reply.answer == report.candidates[report.winner].text
+                assert sum(p.received for p in report.participants) >= len(report.candidates)

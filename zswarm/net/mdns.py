@@ -96,12 +96,13 @@ class Mdns:
         # resolving a service can wait on the network: never block zeroconf's browser thread
         self._resolvers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zswarm-mdns")
 
-    def advertise(self, card: NodeCard) -> None:
+    def advertise(self, card: NodeCard, *, probe: bool = False) -> None:
+        """Register our record; ``probe=True`` is zeroconf's default name probing (slower)."""
         host = socket.inet_aton(_host(card.rpc))
         info = ServiceInfo(SERVICE_TYPE, service_name(card), addresses=[host],
                            port=_port(card.rpc), properties=txt_record(card),
                            server=f"zswarm-{card.node_id[:16]}.local.")
-        self.zc.register_service(info, cooperating_responders=True)
+        self.zc.register_service(info, cooperating_responders=not probe)
 
     def browse(self, on_event: MdnsEventSink) -> None:
         def resolve(name: str) -> None:

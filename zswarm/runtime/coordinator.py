@@ -220,13 +220,15 @@ class Coordinator:
 
     def _add(self, rnd: _Round, asked: _Asked, cand: Candidate, round_scope: trio.CancelScope,
              t0: float) -> None:
+        if rnd.decision is not None:
+            return  # a straggler: the winner was decided (and the report built) without it
         latency_ms = (time.perf_counter() - t0) * 1000
         rnd.candidates.append(msgspec.structs.replace(cand, latency_ms=latency_ms))
         asked.received += 1
         asked.latency_ms = latency_ms
         if rnd.first_candidate_ms is None:
             rnd.first_candidate_ms = latency_ms
-        if rnd.decision is None and rnd.strategy is not None:
+        if rnd.strategy is not None:
             try:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,

@@ -140,6 +140,9 @@ class RpcServer:
         except ZswarmError as exc:
             log.info("request %s failed: %s: %s", msg.request_id, exc.kind, exc)
             reply = Error(request_id=msg.request_id, kind=exc.kind, message=str(exc)[:4000])
+        except Exception as exc:  # a bug must cost one request, not the node
+            log.exception("request %s: internal error", msg.request_id)
+            reply = Error(request_id=msg.request_id, kind="internal", message=f"internal error: {exc!r}")
         finally:
             self._in_flight.release_on_behalf_of(msg.request_id)
         self._reply(ident, reply)
@@ -162,6 +165,9 @@ class RpcServer:
         except ZswarmError as exc:
             log.info("vote %s for %s failed: %s: %s", msg.request_id, msg.origin, exc.kind, exc)
             reply = Error(request_id=msg.request_id, kind=exc.kind, message=str(exc)[:4000])
+        except Exception as exc:  # a bug must cost one vote, not the node
+            log.exception("vote %s: internal error", msg.request_id)
+            reply = Error(request_id=msg.request_id, kind="internal", message=f"internal error: {exc!r}")
         finally:
             self._votes.pop(key, None)
             self._in_flight.release_on_behalf_of(msg.request_id)
