@@ -160,8 +160,6 @@ async def serve_mdns(address: str, card: NodeCard | None,
         mdns = Mdns(address)
         try:
             mdns.browse(post)
-            if card is not None:
-                mdns.advertise(card)
         except BaseException:
             mdns.close()
             raise
@@ -175,8 +173,11 @@ async def serve_mdns(address: str, card: NodeCard | None,
         task_status.started()
         await trio.sleep_forever()
         return
-    task_status.started()
+    task_status.started()  # browsing; the node need not wait for its announcements to go out
     try:
+        if card is not None:
+            await trio.to_thread.run_sync(mdns.advertise, card)
+            log.debug("mdns: advertising %s on %s", service_name(card), address)
         await trio.sleep_forever()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -83,4 +83,4 @@ def _wait(seconds: float, should_stop: StopCheck | None) -> bool:
         left = end - time.monotonic()
         if left <= 0:
             return False
-        time.sleep(min(left, 0.005))
+        time.sleep(min(left, 0.02))  # cancellation is checked every 20 ms
