@@ -13,6 +13,7 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     defaults = parse_config({})
     assert cfg.model == defaults.model and cfg.scheduler == defaults.scheduler
     assert cfg.generation == defaults.generation and cfg.ports == defaults.ports
+    assert cfg.federation == defaults.federation and cfg.consensus == defaults.consensus
 
 
 @pytest.mark.parametrize(("text", "match"), [
@@ -24,6 +25,11 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     ("[node\n", r"not valid TOML"),
     ("node = 3\n", r"node: expected a table"),
     ("[generation]\ntemperature = true\n", r"generation.temperature: expected float"),
+    ("[federation]\ndiscovery = \"dns\"\n", r"federation.discovery: expected 'mdns'"),
+    ("[federation]\npeers = [\"10.0.0.2\"]\n", r"federation.peers\[0\]: expected tcp://host:port"),
+    ("[federation]\nliveness = 1\n", r"federation.liveness: expected 2 to 100"),
+    ("[federation]\nheartbeat_interval_ms = 5\n", r"federation.heartbeat_interval_ms"),
+    ("[federation]\nswarm = \"\"\n", r"federation.swarm"),
 ])
 def test_bad_config_names_file_key_and_type(tmp_path, text, match):
     path = tmp_path / "swarm.toml"

@@ -130,3 +130,10 @@ def test_node_subprocess_and_ask_through_it(tmp_path):
             if node.stderr:
                 node.stderr.close()
     assert not (tmp_path / "state" / "node.json").exists()
+
+
+def test_peers_without_a_running_node_says_what_to_do(tmp_path):
+    cfg = write_config(tmp_path)
+    result = runner.invoke(app, ["peers", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "no node is running" in result.output and "--browse" in result.output

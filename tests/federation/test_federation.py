@@ -103,7 +103,7 @@ async def test_weighted_vote_picks_the_medoid_not_the_outlier(cluster):
 
 
 async def test_first_valid_takes_the_fastest_node_and_cancels_the_rest(cluster):
-    a, _, _ = await three(cluster, {"a": {"answers": ["slow a"], "delay_ms": 3000},
+    a, _, c = await three(cluster, {"a": {"answers": ["slow a"], "delay_ms": 3000},
                                     "b": {"answers": ["fast b"]},
                                     "c": {"answers": ["mid c"], "delay_ms": 3000}})
     t0 = trio.current_time()
@@ -112,6 +112,13 @@ async def test_first_valid_takes_the_fastest_node_and_cancels_the_rest(cluster):
     assert trio.current_time() - t0 < 2.0  # did not wait for the slow ones
     outcomes = {p.node: p.outcome for p in report.participants}
     assert outcomes == {"a": "cancelled", "b": "answered", "c": "cancelled"}
+    # the Cancel reached c: its only worker is free long before its 3 s answer was due
+    with trio.fail_after(1.0):
+        while True:
+            status = await trio.to_thread.run_sync(client.status, c.rpc_endpoint)
+            if status.load.idle_workers == 1:
+                break
+            await trio.sleep(0.01)
 
 
 async def test_route_sends_the_request_to_an_idle_node(cluster):
@@ -191,6 +198,9 @@ async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
             err = codec.decode(reply)
             assert isinstance(err, Error) and err.kind == "protocol" and why in err.message
         await sock.send([b"a", b"b", b"c"])  # wrong frame count: dropped, no reply
+    with TrioSocket.open(zmq.DEALER) as big:  # over ZMQ_MAXMSGSIZE: zmq drops the connection
+        big.connect(a.rpc_endpoint)
+        await big.send([b"\x00" * (9 * 1024 * 1024)])
     answer, _ = await ask(a, 1, "first_valid")
     assert answer == "42"
 

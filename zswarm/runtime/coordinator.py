@@ -199,6 +199,14 @@ class Coordinator:
     async def _gather(self, rnd: _Round, request: GenerateRequest, fanout: Plan, deadline: float,
                       on_token: TokenSink | None, priority: int) -> None:
         t0 = time.perf_counter()
+        local_n = fanout.parts.get(SELF, 0)
+        if local_n and len(fanout.parts) == 1 and len(split_n(local_n, len(self.pool.workers))) == 1:
+            # one local part (n=1, or one worker): no nursery and no extra task needed
+            with trio.CancelScope(deadline=deadline) as deadline_scope:
+                with trio.CancelScope() as round_scope:
+                    await self._run_local(request, rnd, round_scope, on_token, 0, priority, t0)
+            rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
+            return
         with trio.CancelScope(deadline=deadline) as deadline_scope:
             async with trio.open_nursery() as nursery:
                 first = request.first_index
