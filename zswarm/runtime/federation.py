@@ -134,8 +134,9 @@ class Federation:
                         self._nursery.start_soon(self._once, endpoint, self._probe_static)
                 for peer in list(self.table.peers.values()):
                     node_id = peer.card.node_id
+                    due = beat % PING_EVERY == 0 or peer.rtt_ms is None
                     if node_id not in self._busy and (peer.state is PeerState.DISCOVERED or (
-                            beat % PING_EVERY == 0 and peer.state is PeerState.ALIVE)):
+                            due and peer.state is PeerState.ALIVE)):
                         self._nursery.start_soon(self._once, node_id, self._ping)
             self._apply(self.table.tick(trio.current_time()))
             ticks += 1
