@@ -171,7 +171,7 @@ class Coordinator:
         return rnd.candidates
 
     def _nothing_arrived(self, rnd: _Round, deadline_s: float, note: str) -> ZswarmError:
-        peers_asked = any(name != self.node_name for name in rnd.asked)
+        peers_asked = any(key != SELF for key in rnd.asked)
         if rnd.errors and not peers_asked:
             return rnd.errors[0]
         if rnd.deadline_hit and not peers_asked:
@@ -246,15 +246,16 @@ class Coordinator:
             if rnd.decision is not None:
                 round_scope.cancel()
 
-    def _asked(self, rnd: _Round, node: str, count: int) -> _Asked:
-        asked = rnd.asked.setdefault(node, _Asked(node))
+    def _asked(self, rnd: _Round, key: str, node: str, count: int) -> _Asked:
+        """The report entry of one node (keyed by id: two peers may share a name)."""
+        asked = rnd.asked.setdefault(key, _Asked(node))
         asked.requested += count
         return asked
 
     async def _run_local(self, part: GenerateRequest, rnd: _Round, round_scope: trio.CancelScope,
                          on_token: TokenSink | None, index_offset: int, priority: int,
                          t0: float) -> None:
-        asked = self._asked(rnd, self.node_name, part.n)
+        asked = self._asked(rnd, SELF, self.node_name, part.n)
         produced = 0
         worker = ""
 
@@ -292,7 +293,7 @@ class Coordinator:
         assert fed is not None
         peer = fed.table.peers.get(node_id)
         name = peer.card.name if peer is not None else node_id
-        asked = self._asked(rnd, name, part.n)
+        asked = self._asked(rnd, node_id, name, part.n)
         vote_deadline_s = min(deadline - trio.current_time(), self.vote_deadline_s)
         with trio.move_on_after(vote_deadline_s) as vote_scope:
             try:

@@ -302,7 +302,8 @@ class Federation:
         self.in_flight[node_id] = self.in_flight.get(node_id, 0) + 1
         done = False
         try:
-            reply = await link.request(msg, rid, deadline_s)
+            # the caller's cancel scope enforces the deadline; this timeout is a backstop
+            reply = await link.request(msg, rid, deadline_s + 1.0)
             done = True
         finally:
             self.in_flight[node_id] -= 1

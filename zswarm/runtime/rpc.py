@@ -122,8 +122,10 @@ class RpcServer:
                 self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
                                          message="too many requests in flight"))
                 return
-            handler = self._client if isinstance(msg, ClientRequest) else self._vote
-            nursery.start_soon(handler, ident, msg)
+            if isinstance(msg, ClientRequest):
+                nursery.start_soon(self._client, ident, msg)
+            else:
+                nursery.start_soon(self._vote, ident, msg)
         else:
             self.drops.drop("unexpected", type(msg).__name__)
             self._reply(ident, Error(request_id=None, kind="protocol",
