@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import trio
+from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
 from zswarm.core.messages import PROTOCOL_VERSION, NodeCard
@@ -176,8 +177,12 @@ async def serve_mdns(address: str, card: NodeCard | None,
     task_status.started()  # browsing; the node need not wait for its announcements to go out
     try:
         if card is not None:
-            await trio.to_thread.run_sync(mdns.advertise, card)
-            log.debug("mdns: advertising %s on %s", service_name(card), address)
+            try:
+                await trio.to_thread.run_sync(mdns.advertise, card)
+                log.debug("mdns: advertising %s on %s", service_name(card), address)
+            except (OSError, ZeroconfError) as exc:
+                log.error("mdns: cannot advertise on %s: %s; peers will not find this node "
+                          "by mDNS (it still finds them, and static peers work)", address, exc)
         await trio.sleep_forever()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
