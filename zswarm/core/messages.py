@@ -60,6 +60,7 @@ class Candidate(Struct, frozen=True, kw_only=True):
     text: str
     finish_reason: FinishReason
     tokens: int = 0
+    prompt_tokens: int = 0
     #: mean log-probability of the generated tokens, when the engine reports it
     mean_logprob: float | None = None
     latency_ms: float = 0.0

@@ -156,7 +156,8 @@ class CTransformersEngine:
             if tail and on_token is not None:
                 on_token(i, tail)
             cand = Candidate(text=stream.text, finish_reason=reason,  # type: ignore[arg-type]
-                             tokens=count, mean_logprob=lp_sum / count if count else None,
+                             tokens=count, prompt_tokens=len(prompt),
+                             mean_logprob=lp_sum / count if count else None,
                              latency_ms=(time.perf_counter() - t0) * 1000)
             out.append(cand)
             if on_candidate is not None:

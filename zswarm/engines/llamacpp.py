@@ -236,6 +236,7 @@ class LlamaCppEngine:
                 text=streams[s].text,
                 finish_reason=reason,  # type: ignore[arg-type]
                 tokens=n_tokens[s],
+                prompt_tokens=len(prompt),
                 mean_logprob=mean,
                 latency_ms=(time.perf_counter() - t0) * 1000.0,
             )

@@ -37,6 +37,7 @@ from zswarm.core.messages import (
 from zswarm.core.plan import ROUTE, SELF, NodeLoad, Plan, plan
 from zswarm.errors import DeadlineExceeded, NoQuorum, ZswarmError
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.stats import NodeStats
 from zswarm.runtime.workers import WorkerCrashed, WorkerPool
 
 if TYPE_CHECKING:
@@ -106,30 +107,44 @@ class Coordinator:
         self.federation = federation
         self.vote_deadline_s = vote_deadline_s
         self.tokens = RateMeter()
+        self.stats = NodeStats()
 
     def local_load(self) -> NodeLoad:
         s = self.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
-    def _peer_loads(self) -> list[NodeLoad]:
-        if self.federation is None:
+    def _peer_loads(self, model_id: str, peers: list[str] | None) -> list[NodeLoad]:
+        """ALIVE peers that serve ``model_id``; ``peers`` limits them (names or ids; [] = none)."""
+        if self.federation is None or peers == []:
             return []
         fed = self.federation
         return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
                          p.load.queue_depth + fed.in_flight.get(p.card.node_id, 0))
-                for p in fed.candidates_for(self.pool.model_id)
-                if p.load.state == "ready"]
+                for p in fed.candidates_for(model_id)
+                if p.load.state == "ready"
+                and (peers is None or p.card.name in peers or p.card.node_id in peers)]
 
     async def ask(self, request: GenerateRequest, *, strategy: str, deadline_s: float,
-                  on_token: TokenSink | None = None, priority: int = 0) -> tuple[str, Report]:
-        """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError."""
+                  on_token: TokenSink | None = None, priority: int = 0,
+                  model_id: str | None = None, peers: list[str] | None = None
+                  ) -> tuple[str, Report]:
+        """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
+
+        ``model_id`` other than this node's sends the request to peers serving that model;
+        ``peers`` limits which peers may be asked (node names or ids; [] = this node only).
+        """
         t0 = time.perf_counter()
         deadline = trio.current_time() + deadline_s
         route = strategy == ROUTE
         if route:
             request = msgspec.structs.replace(request, n=1)
-        fanout = plan(request.n, strategy, self.local_load(), self._peer_loads())
+        local_model = model_id in (None, self.pool.model_id)
+        local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
+        fanout = plan(request.n, strategy, local, self._peer_loads(
+            self.pool.model_id if model_id is None else model_id, peers))
         if not fanout.parts:
+            if not local_model:
+                raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
         rnd = _Round("first_valid" if route else strategy, request.n)
         await self._gather(rnd, request, fanout, deadline, on_token, priority)
@@ -158,6 +173,7 @@ class Coordinator:
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
         report = msgspec.structs.replace(report, participants=participants)
+        self.stats.agreement.observe(report.agreement)
         return rnd.candidates[decision.winner].text, report
 
     async def gather_local(self, request: GenerateRequest, *, deadline_s: float
@@ -267,6 +283,7 @@ class Coordinator:
                     on_token(index_offset + event.index, event.text)
                 return
             self.tokens.add(event.candidate.tokens)
+            self.stats.tokens_generated += event.candidate.tokens
             cand = msgspec.structs.replace(event.candidate, node=self.node_name, worker=worker)
             self._add(rnd, asked, cand, round_scope, t0)
 
@@ -295,17 +312,26 @@ class Coordinator:
         name = peer.card.name if peer is not None else node_id
         asked = self._asked(rnd, node_id, name, part.n)
         vote_deadline_s = min(deadline - trio.current_time(), self.vote_deadline_s)
-        with trio.move_on_after(vote_deadline_s) as vote_scope:
-            try:
-                vote = await fed.vote(node_id, part, vote_deadline_s)
-            except ZswarmError as exc:
-                asked.outcome, asked.detail = "failed", str(exc)
-                log.info("vote from %s failed: %s", name, exc)
+        sent = time.perf_counter()
+        self.stats.votes_sent += 1
+        answered = False
+        try:
+            with trio.move_on_after(vote_deadline_s) as vote_scope:
+                try:
+                    vote = await fed.vote(node_id, part, vote_deadline_s)
+                except ZswarmError as exc:
+                    asked.outcome, asked.detail = "failed", str(exc)
+                    log.info("vote from %s failed: %s", name, exc)
+                    return
+            if vote_scope.cancelled_caught:
+                asked.outcome = "timeout"
+                asked.detail = f"no vote within {vote_deadline_s:.1f} s"
                 return
-        if vote_scope.cancelled_caught:
-            asked.outcome = "timeout"
-            asked.detail = f"no vote within {vote_deadline_s:.1f} s"
-            return
+            answered = True
+            self.stats.vote_rtt_s.observe(time.perf_counter() - sent)
+        finally:
+            if not answered:
+                self.stats.votes_unanswered[asked.outcome or "cancelled"] += 1
         for cand in vote.candidates:
             self._add(rnd, asked, msgspec.structs.replace(cand, node=cand.node or vote.name),
                       round_scope, t0)

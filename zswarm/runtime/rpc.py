@@ -140,6 +140,7 @@ class RpcServer:
                 msg.request, strategy=strategy, deadline_s=deadline_s)
             reply: Message = ClientReply(request_id=msg.request_id, answer=answer, report=report)
         except ZswarmError as exc:
+            self.swarm.coordinator.stats.errors[exc.kind] += 1
             log.info("request %s failed: %s: %s", msg.request_id, exc.kind, exc)
             reply = Error(request_id=msg.request_id, kind=exc.kind, message=str(exc)[:4000])
         except Exception as exc:  # a bug must cost one request, not the node
@@ -152,6 +153,7 @@ class RpcServer:
     async def _vote(self, ident: bytes, msg: VoteRequest) -> None:
         """Serve a peer's vote from the local workers; nothing is sent if it was cancelled."""
         t0 = time.perf_counter()
+        self.swarm.coordinator.stats.votes_received += 1
         key = (ident, msg.request_id)
         reply: Message | None = None
         try:

@@ -63,6 +63,7 @@ class ScriptedEngine:
             cand = Candidate(
                 text=text, finish_reason="cancelled" if stopped else self.finish,  # type: ignore[arg-type]
                 tokens=len(text.split()),
+                prompt_tokens=sum(len(m.content.split()) for m in request.messages),
                 mean_logprob=self.logprobs[k % len(self.logprobs)] if self.logprobs else None,
                 latency_ms=(time.perf_counter() - t0) * 1000)
             out.append(cand)
