@@ -62,10 +62,12 @@ def node(config: Path | None = ConfigOpt,
             fed = cfg.federation
             federation = (f"on, discovery {fed.discovery}, swarm {fed.swarm!r}"
                           if info.federation else "off")
+            http = f"http://{info.host}:{info.http_port}/v1" if info.http_port else "-"
             typer.echo(f"zswarm node {info.name} ({info.node_id}) ready\n"
                        f"  address {info.host}\n  model   {info.model_id}\n"
                        f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
-                       f"  pub     {info.pub_endpoint or '-'}\n  federation {federation}\n"
+                       f"  pub     {info.pub_endpoint or '-'}\n"
+                       f"  http    {http}\n  federation {federation}\n"
                        "  peers are logged as they join, die and leave", err=True)
 
     try:

@@ -106,6 +106,20 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    #: serve the OpenAI-compatible API and the federation routes on ports.http
+    enabled: bool = True
+    #: accepted "Authorization: Bearer <key>" values; empty (and no key file) = no auth
+    api_keys: list[str] = field(default_factory=list)
+    #: a file with one API key per line (added to api_keys)
+    api_key_file: str = ""
+    #: origins allowed by CORS, e.g. ["http://localhost:3000"]; empty = CORS off
+    cors_origins: list[str] = field(default_factory=list)
+    #: request bodies larger than this are refused with 413
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
 class PortsConfig:
     http: int = 17615
     pub: int = 17616
@@ -120,6 +134,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     ports: PortsConfig = field(default_factory=PortsConfig)
     #: where the config came from (for error messages); not a TOML key
     source: str = field(default="<defaults>", compare=False)
@@ -127,6 +142,19 @@ class Config:
     @property
     def state_path(self) -> Path:
         return Path(os.path.expanduser(self.node.state_dir))
+
+    def api_keys(self) -> frozenset[str]:
+        """The HTTP API keys from config and the key file (ConfigError if it is unreadable)."""
+        keys = set(self.http.api_keys)
+        if self.http.api_key_file:
+            path = Path(os.path.expanduser(self.http.api_key_file))
+            try:
+                keys |= {line.strip() for line in path.read_text().splitlines()
+                         if line.strip() and not line.startswith("#")}
+            except OSError as exc:
+                raise ConfigError(f"{self.source}: http.api_key_file: cannot read {path}: "
+                                  f"{exc.strerror or exc}") from exc
+        return frozenset(keys)
 
 
 def _type_name(tp: Any) -> str:
@@ -213,6 +241,8 @@ def _validate(cfg: Config) -> None:
     for i, peer in enumerate(fed.peers):
         if not peer.startswith("tcp://") or ":" not in peer[6:]:
             raise bad(f"federation.peers[{i}]", f"expected tcp://host:port, got {peer!r}")
+    if not 1024 <= cfg.http.max_body_bytes <= 64 * 1024 * 1024:
+        raise bad("http.max_body_bytes", "expected 1024 to 67108864")
     if not fed.swarm or len(fed.swarm) > 64:
         raise bad("federation.swarm", "expected a name of 1 to 64 characters")
     if not 1 <= cfg.consensus.n <= cfg.generation.max_n:

@@ -225,6 +225,7 @@ def build_report(
                 finish_reason=c.finish_reason,
                 latency_ms=round(c.latency_ms, 2),
                 tokens=c.tokens,
+                prompt_tokens=c.prompt_tokens,
                 answer_key=k,
             )
             for c, s, k in zip(candidates, decision.scores, keys, strict=True)

@@ -76,6 +76,7 @@ class ReportCandidate(Struct, frozen=True, kw_only=True):
     finish_reason: FinishReason
     latency_ms: float
     tokens: int = 0
+    prompt_tokens: int = 0
     answer_key: str | None = None
 
 

@@ -28,6 +28,7 @@ from zswarm.config import Config
 from zswarm.core.ids import NodeId, new_node_id
 from zswarm.core.messages import NodeCard
 from zswarm.errors import ConfigError, ZswarmError
+from zswarm.http.app import HttpNode, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.runtime.coordinator import Coordinator
@@ -115,6 +116,7 @@ class NodeInfo:
     host: str
     rpc_endpoint: str
     pub_endpoint: str
+    http_port: int
     model_id: str
     workers: int
     federation: bool
@@ -137,23 +139,28 @@ async def _run_node(config: Config, node_id: str, host: str, info_path: Path,
         rpc = RpcServer(swarm, f"tcp://{host}:{config.ports.rpc}")
         publisher = Publisher(f"tcp://{host}:{config.ports.pub}") if fed_cfg.enabled else None
         try:
+            web = HttpNode(config, swarm.coordinator, rpc.load, nursery)
+            http_port = 0
+            if config.http.enabled:
+                http_port = await nursery.start(serve_http, web, host, config.ports.http)
             card = NodeCard(node_id=node_id, name=config.node.name, model_id=swarm.pool.model_id,
                             workers=len(swarm.pool.workers), rpc=rpc.endpoint,
-                            pub=publisher.endpoint if publisher else "", swarm=fed_cfg.swarm,
-                            hardware=hardware_summary())
-            rpc.card = card
+                            pub=publisher.endpoint if publisher else "", http=http_port,
+                            swarm=fed_cfg.swarm, hardware=hardware_summary())
+            rpc.card = web.card = card
             await nursery.start(rpc.serve)
             if publisher is not None:
                 federation = Federation(config, card, publisher, rpc.load, mdns_address=host)
                 await nursery.start(federation.serve)
-                rpc.federation = swarm.coordinator.federation = federation
+                rpc.federation = web.federation = swarm.coordinator.federation = federation
             info = NodeInfo(node_id=node_id, name=card.name, host=host, rpc_endpoint=rpc.endpoint,
-                            pub_endpoint=card.pub, model_id=card.model_id, workers=card.workers,
-                            federation=publisher is not None)
+                            pub_endpoint=card.pub, http_port=http_port, model_id=card.model_id,
+                            workers=card.workers, federation=publisher is not None)
             _write_node_json(info_path, info)
-            log.info("node %s (%s) on %s: rpc %s, pub %s, model %s, %d worker(s), federation %s",
-                     info.name, node_id, host, rpc.endpoint, card.pub or "-", info.model_id,
-                     info.workers, f"on ({fed_cfg.discovery})" if info.federation else "off")
+            log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
+                     "federation %s", info.name, node_id, host, rpc.endpoint, card.pub or "-",
+                     http_port or "-", info.model_id, info.workers,
+                     f"on ({fed_cfg.discovery})" if info.federation else "off")
             task_status.started(info)
             try:
                 await trio.sleep_forever()

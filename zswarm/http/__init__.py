@@ -1,0 +1,1 @@
+"""The HTTP shim: OpenAI-compatible API, federation routes and metrics (Starlette on hypercorn)."""

@@ -1,0 +1,269 @@
+"""OpenAI request and response shapes <-> zswarm requests and reports.
+
+Owns: decoding request bodies (type errors name the field: 400), range checks
+against the node's limits (422), turning a request into a GenerateRequest plus
+the zswarm options (strategy, candidates, deadline, peers), and building
+completion objects, stream chunks and OpenAI-shaped errors. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from zswarm.config import Config
+from zswarm.core.messages import (
+    MAX_STOP_STRINGS,
+    ChatMessage,
+    GenerateRequest,
+    Report,
+    ReportCandidate,
+    SamplingParams,
+)
+from zswarm.core.plan import ASK_STRATEGIES
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "code", "param"}}."""
+
+    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code,
+                          "param": self.param}}
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+class ContentPart(msgspec.Struct):
+    type: str = "text"
+    text: str = ""
+
+
+class MessageIn(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ZswarmOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """The ``zswarm`` extension object of a request."""
+
+    strategy: str | None = None
+    n: int | None = None
+    deadline_ms: int | None = None
+    #: "all", "none", or the names or ids of the peers that may be asked
+    peers: str | list[str] = "all"
+
+
+class _Common(msgspec.Struct, kw_only=True):
+    model: str = ""
+    n: int = 1
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    zswarm: ZswarmOptions | None = None
+
+
+class ChatCompletionRequest(_Common, kw_only=True):
+    messages: list[MessageIn]
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+
+
+class CompletionRequest(_Common, kw_only=True):
+    prompt: str | list[str]
+    logprobs: int | None = None
+
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def decode(body: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
+    """Bytes -> request struct; ApiError 400 naming the field for bad JSON or types."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else None
+        raise ApiError(400, f"invalid request: {text}", param=param) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What the coordinator is asked to do for one HTTP request."""
+
+    request: GenerateRequest
+    strategy: str
+    deadline_ms: int
+    #: None = every peer; [] = this node only; else peer names or ids
+    peers: list[str] | None
+    #: OpenAI ``n``: how many choices the response carries
+    choices: int
+    stream: bool
+    model: str
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def _unprocessable(message: str, param: str) -> ApiError:
+    return ApiError(422, message, param=param, code="invalid_value")
+
+
+def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> Ask:
+    """Check ranges against this node's limits (422) and build the generate request."""
+    gen = config.generation
+    opts = req.zswarm or ZswarmOptions()
+    max_tokens = req.max_tokens
+    if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
+        max_tokens = req.max_completion_tokens
+    max_tokens = gen.max_tokens if max_tokens is None else max_tokens
+    if not 1 <= max_tokens <= gen.max_tokens_limit:
+        raise _unprocessable(f"max_tokens must be 1 to {gen.max_tokens_limit}", "max_tokens")
+    if not 1 <= req.n <= gen.max_n:
+        raise _unprocessable(f"n must be 1 to {gen.max_n}", "n")
+    n = opts.n if opts.n is not None else (req.n if req.n > 1 else config.consensus.n)
+    if not 1 <= n <= gen.max_n or n < req.n:
+        raise _unprocessable(f"zswarm.n must be {req.n} to {gen.max_n}", "zswarm.n")
+    temperature = gen.temperature if req.temperature is None else req.temperature
+    if not 0.0 <= temperature <= 2.0:
+        raise _unprocessable("temperature must be 0 to 2", "temperature")
+    top_p = gen.top_p if req.top_p is None else req.top_p
+    if not 0.0 < top_p <= 1.0:
+        raise _unprocessable("top_p must be more than 0 and at most 1", "top_p")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > MAX_STOP_STRINGS or any(len(s) > 256 for s in stop):
+        raise _unprocessable(f"at most {MAX_STOP_STRINGS} stop strings of 256 characters",
+                             "stop")
+    if req.seed is not None and not 0 <= req.seed < 2**63:
+        raise _unprocessable("seed must be 0 to 2**63 - 1", "seed")
+    strategy = opts.strategy or ("best_of_n" if req.n > 1 else config.consensus.strategy)
+    if strategy not in ASK_STRATEGIES:
+        raise _unprocessable(f"zswarm.strategy must be one of {', '.join(ASK_STRATEGIES)}",
+                             "zswarm.strategy")
+    deadline_ms = opts.deadline_ms or config.scheduler.default_deadline_ms
+    if not 1 <= deadline_ms <= 3_600_000:
+        raise _unprocessable("zswarm.deadline_ms must be 1 to 3600000", "zswarm.deadline_ms")
+    peers: list[str] | None
+    if isinstance(opts.peers, list):
+        peers = list(opts.peers)
+    elif opts.peers in ("all", "none"):
+        peers = None if opts.peers == "all" else []
+    else:
+        raise _unprocessable('zswarm.peers must be "all", "none" or a list of node names',
+                             "zswarm.peers")
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                            top_k=gen.top_k, stop=tuple(stop), seed=req.seed)
+    if isinstance(req, ChatCompletionRequest):
+        messages = _messages(req, config)
+        request = GenerateRequest(messages=messages, params=params, n=n)
+    else:
+        prompt = req.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise _unprocessable("send one prompt per request (lists of prompts are not "
+                                     "supported)", "prompt")
+            prompt = prompt[0]
+        request = GenerateRequest(prompt=prompt, params=params, n=n)
+    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
+    if chars > gen.max_prompt_chars:
+        raise _unprocessable(f"the prompt has {chars} characters; this node's limit is "
+                             f"{gen.max_prompt_chars}", "messages")
+    return Ask(request=request, strategy=strategy, deadline_ms=deadline_ms, peers=peers,
+               choices=req.n, stream=req.stream, model=req.model)
+
+
+def _messages(req: ChatCompletionRequest, config: Config) -> tuple[ChatMessage, ...]:
+    if not req.messages:
+        raise _unprocessable("messages must not be empty", "messages")
+    out: list[ChatMessage] = []
+    for i, m in enumerate(req.messages):
+        role = _ROLES.get(m.role)
+        if role is None:
+            raise _unprocessable(f"messages[{i}].role {m.role!r} is not supported (system, "
+                                 "developer, user, assistant)", f"messages[{i}].role")
+        if isinstance(m.content, list):
+            text = "".join(p.text for p in m.content if p.type == "text")
+        else:
+            text = m.content or ""
+        out.append(ChatMessage(role=role, content=text))  # type: ignore[arg-type]
+    if config.generation.system_prompt and out[0].role != "system":
+        out.insert(0, ChatMessage(role="system", content=config.generation.system_prompt))
+    return tuple(out)
+
+
+# --- responses -----------------------------------------------------------------------
+
+
+def _finish(c: ReportCandidate) -> str:
+    return "length" if c.finish_reason == "length" else "stop"
+
+
+def ordered_choices(report: Report, count: int) -> list[ReportCandidate]:
+    """The winner first, then the other candidates in arrival order, at most ``count``."""
+    rest = [c for i, c in enumerate(report.candidates) if i != report.winner]
+    return [report.candidates[report.winner], *rest][:count]
+
+
+def usage(report: Report) -> dict[str, int]:
+    prompt = max((c.prompt_tokens for c in report.candidates), default=0)
+    completion = sum(c.tokens for c in report.candidates)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def report_json(report: Report) -> dict[str, object]:
+    out: dict[str, object] = msgspec.to_builtins(report)
+    out["nodes"] = sorted({c.node for c in report.candidates})
+    return out
+
+
+def completion_object(kind: str, rid: str, model: str, report: Report, count: int
+                      ) -> dict[str, object]:
+    """A chat.completion or text_completion object with the zswarm report."""
+    choices: list[dict[str, object]] = []
+    for i, c in enumerate(ordered_choices(report, count)):
+        if kind == "chat":
+            choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
+                            "finish_reason": _finish(c), "logprobs": None})
+        else:
+            choices.append({"index": i, "text": c.text, "finish_reason": _finish(c),
+                            "logprobs": None})
+    return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": model, "choices": choices,
+            "usage": usage(report), "zswarm": report_json(report)}
+
+
+def chunk(kind: str, rid: str, model: str, index: int, *, text: str | None = None,
+          role: bool = False, finish: str | None = None) -> dict[str, object]:
+    """One server-sent event of a stream."""
+    if kind == "chat":
+        delta: dict[str, object] = {}
+        if role:
+            delta["role"] = "assistant"
+        if text is not None:
+            delta["content"] = text
+        choice: dict[str, object] = {"index": index, "delta": delta, "finish_reason": finish,
+                                     "logprobs": None}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": index, "text": text or "", "finish_reason": finish,
+                  "logprobs": None}
+        obj = "text_completion"
+    return {"id": rid, "object": obj, "created": int(time.time()), "model": model,
+            "choices": [choice]}
