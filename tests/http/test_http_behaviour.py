@@ -1,0 +1,203 @@
+"""Raw HTTP against nodes with scripted engines: errors, limits, auth, cancellation, load."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from zswarm.client import NodeClient
+from zswarm.testing.cluster import wait_until
+
+from .conftest import start_node
+
+pytestmark = pytest.mark.timeout(120)
+
+CHAT = {"model": "default", "messages": [{"role": "user", "content": "What is 6 * 7?"}]}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    with start_node(tmp_path_factory.mktemp("raw"), answers=["42"],
+                    http={"max_body_bytes": 4096}) as n:
+        yield n
+
+
+def error_of(r: httpx.Response) -> dict:
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code", "param"}
+    assert "Traceback" not in r.text
+    return body["error"]
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"messages": "hi"}', 400, "$.messages"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "n": "two"}', 400, "$.n"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": 3}', 400, "$.stream"),
+    (b'{"model": "default"}', 400, "messages"),
+    (b'[1, 2]', 400, "Expected `object`"),
+    (b'{"messages": []}', 422, "must not be empty"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', 422, "max_tokens"),
+])
+def test_malformed_bodies(node, body, status, needle):
+    r = httpx.post(f"{node.base}/chat/completions", content=body,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == status
+    assert needle in error_of(r)["message"]
+
+
+def test_body_limits_and_content_types(node):
+    big = json.dumps({**CHAT, "pad": "x" * 10_000}).encode()
+    r = httpx.post(f"{node.base}/chat/completions", content=big,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds" in error_of(r)["message"]
+
+    def chunks():  # no Content-Length: the cap applies while reading
+        for _ in range(10):
+            yield b" " * 1000
+        yield json.dumps(CHAT).encode()
+
+    r = httpx.post(f"{node.base}/chat/completions", content=chunks(),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = httpx.post(f"{node.base}/chat/completions", content=b"messages=hi",
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and "application/json" in error_of(r)["message"]
+    huge_prompt = {"model": "default", "messages": [{"role": "user", "content": "y" * 3000}]}
+    assert httpx.post(f"{node.base}/chat/completions", json=huge_prompt).status_code == 200
+
+
+def test_unknown_routes_and_methods(node):
+    r = httpx.get(f"{node.base}/engines")
+    assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+    r = httpx.get(f"{node.base}/chat/completions")
+    assert r.status_code == 405
+    error_of(r)
+
+
+def test_health_metrics_and_federation_routes(node):
+    assert httpx.get(f"{node.root}/health").json()["status"] == "ready"
+    httpx.post(f"{node.base}/chat/completions", json=CHAT)
+    text = httpx.get(f"{node.root}/metrics").text
+    for name in ("zswarm_http_requests_total", "zswarm_request_errors_total",
+                 "zswarm_tokens_generated_total", "zswarm_queue_depth", "zswarm_votes_sent_total",
+                 "zswarm_peers", "zswarm_consensus_agreement_bucket",
+                 "zswarm_vote_rtt_seconds_bucket", "zswarm_tokens_per_second"):
+        assert name in text, name
+    assert 'zswarm_http_requests_total{code="200",route="/v1/chat/completions"}' in text
+    health = httpx.get(f"{node.base}/federation/health").json()
+    assert health["node"]["name"] == "h" and health["load"]["workers_ready"] == 1
+    assert httpx.get(f"{node.base}/federation/peers").json() == []
+    vote = httpx.post(f"{node.base}/federation/vote", json={
+        "request": {"messages": [{"role": "user", "content": "q"}], "n": 2},
+        "deadline_ms": 5000}).json()
+    assert vote["type"] == "vote" and [c["text"] for c in vote["candidates"]] == ["42", "42"]
+
+
+def test_slow_client_does_not_block_others(node):
+    host, port = node.root.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
+                     b"Content-Type: application/json\r\n\r\n{\"messa")
+        t0 = time.monotonic()
+        r = httpx.post(f"{node.base}/chat/completions", json=CHAT, timeout=10)
+        assert r.status_code == 200 and time.monotonic() - t0 < 2
+
+
+def test_api_keys(tmp_path):
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("# one per line\nk-from-file\n")
+    with start_node(tmp_path, answers=["42"], http={"api_keys": ["k1"],
+                                                    "api_key_file": str(keyfile)}) as n:
+        r = httpx.post(f"{n.base}/chat/completions", json=CHAT)
+        assert r.status_code == 401 and error_of(r)["code"] == "invalid_api_key"
+        assert httpx.get(f"{n.root}/metrics", headers={"authorization": "Bearer no"}
+                         ).status_code == 401
+        assert httpx.get(f"{n.root}/health").status_code == 200  # stays open
+        for key in ("k1", "k-from-file"):
+            with openai.OpenAI(base_url=n.base, api_key=key, max_retries=0) as c:
+                assert c.chat.completions.create(**CHAT).choices[0].message.content == "42"
+        with openai.OpenAI(base_url=n.base, api_key="wrong", max_retries=0) as c, \
+                pytest.raises(openai.AuthenticationError):
+            c.chat.completions.create(**CHAT)
+
+
+def test_cors_when_configured(tmp_path):
+    with start_node(tmp_path, answers=["42"],
+                    http={"cors_origins": ["http://localhost:3000"]}) as n:
+        r = httpx.options(f"{n.base}/chat/completions", headers={
+            "origin": "http://localhost:3000", "access-control-request-method": "POST"})
+        assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+        r = httpx.options(f"{n.base}/chat/completions", headers={
+            "origin": "http://evil.example", "access-control-request-method": "POST"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_deadline_is_504_and_full_queue_is_503_with_retry_after(tmp_path):
+    with start_node(tmp_path, answers=["42"], delay_ms=1500, scheduler={"max_queue": 1}) as n:
+        r = httpx.post(f"{n.base}/chat/completions", timeout=10,
+                       json={**CHAT, "zswarm": {"deadline_ms": 100}})
+        assert r.status_code == 504 and error_of(r)["code"] == "deadline"
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: httpx.post(f"{n.base}/chat/completions",
+                                                         json=CHAT, timeout=30), range(6)))
+        codes = sorted(r.status_code for r in results)
+        assert codes.count(200) >= 2 and set(codes) <= {200, 503}, codes
+        refused = [r for r in results if r.status_code == 503]
+        assert refused and all(int(r.headers["retry-after"]) >= 1 for r in refused)
+        assert all(error_of(r)["code"] == "overloaded" for r in refused)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_disconnect_frees_the_worker_within_a_second(tmp_path, stream):
+    with start_node(tmp_path, answers=["42"], delay_ms=20_000) as n, NodeClient(n.rpc) as rpc:
+        with pytest.raises(httpx.ReadTimeout):
+            with httpx.stream("POST", f"{n.base}/chat/completions", timeout=1.0,
+                              json={**CHAT, "stream": stream}) as r:
+                r.read()
+        assert rpc.status().load.idle_workers == 0  # still generating when the client left
+        left = time.monotonic()
+        wait_until(lambda: rpc.status().load.idle_workers == 1, 1.0, what="worker free")
+        assert time.monotonic() - left < 1.0
+
+
+def test_50_concurrent_clients_are_answered_or_refused(tmp_path):
+    with start_node(tmp_path, answers=["42"], delay_ms=50, scheduler={"max_queue": 10}) as n:
+        rss_before = _rss_kib(n.proc.pid)
+
+        def one(_: int) -> int:
+            return httpx.post(f"{n.base}/chat/completions", json=CHAT, timeout=60).status_code
+
+        for _ in range(3):
+            with ThreadPoolExecutor(50) as pool:
+                codes = list(pool.map(one, range(50)))
+            assert len(codes) == 50 and set(codes) <= {200, 503}, codes
+            assert codes.count(200) >= 11
+        assert _rss_kib(n.proc.pid) - rss_before < 50_000  # KiB: no growth with the load
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_federated_request_over_http(tmp_path):
+    with start_node(tmp_path, "a", answers=["42"], swarm="fed-http-x") as a, \
+            start_node(tmp_path, "b", answers=["41"], swarm="fed-http-x"):
+        wait_until(lambda: [p["state"] for p in httpx.get(f"{a.base}/federation/peers").json()]
+                   == ["alive"], 10, what="b alive")
+        r = httpx.post(f"{a.base}/chat/completions", json={**CHAT, "n": 2})
+        body = r.json()
+        assert body["zswarm"]["nodes"] == ["a", "b"] and r.headers["x-zswarm-nodes"] == "a,b"
+        assert sorted(c["message"]["content"] for c in body["choices"]) == ["41", "42"]
+        alone = httpx.post(f"{a.base}/chat/completions",
+                           json={**CHAT, "n": 2, "zswarm": {"peers": "none"}}).json()
+        assert alone["zswarm"]["nodes"] == ["a"]
+        models = httpx.get(f"{a.base}/models").json()["data"]
+        assert [m["id"] for m in models] == ["scripted"]
