@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -31,6 +32,9 @@ from zswarm.core.messages import (
     WorkToken,
 )
 from zswarm.errors import RemoteProtocolError, ZswarmError
+
+#: streamed text is batched for at most this long (a few tokens) per message
+TOKEN_FLUSH_S = 0.02
 
 log = logging.getLogger("zswarm.worker")
 
@@ -82,10 +86,27 @@ def _serve_one(link: _Link, engine: Any, msg: WorkGenerate) -> None:
                                 message="worker is busy"))
         return cancelled
 
+    # Streamed text is sent at most every TOKEN_FLUSH_S per candidate (and always before
+    # the candidate ends): one message per token costs the node more CPU than it is worth.
+    pending: dict[int, list[str]] = {}
+    last_flush = time.monotonic()
+
+    def flush(index: int) -> None:
+        parts = pending.pop(index, None)
+        if parts:
+            link.send(WorkToken(request_id=rid, index=index, text="".join(parts)))
+
     def on_token(index: int, text: str) -> None:
-        link.send(WorkToken(request_id=rid, index=index, text=text))
+        nonlocal last_flush
+        pending.setdefault(index, []).append(text)
+        now = time.monotonic()
+        if now - last_flush >= TOKEN_FLUSH_S:
+            for i in list(pending):
+                flush(i)
+            last_flush = now
 
     def on_candidate(index: int, cand: Candidate) -> None:
+        flush(index)
         link.send(WorkCandidate(request_id=rid, index=index, candidate=cand))
 
     try:
