@@ -112,3 +112,15 @@ def test_closing_a_stream_midway_frees_the_worker_within_a_second(real_node):
         left = time.monotonic()  # closed: the client is gone
         wait_until(lambda: rpc.status().load.idle_workers == 1, 1.0, what="worker free")
         assert time.monotonic() - left < 1.0
+
+
+def test_logprobs_per_token(client):
+    r = client.chat.completions.create(model="default", messages=QUESTION, temperature=0,
+                                       max_tokens=12, logprobs=True)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    assert all(t.logprob <= 0.0 for t in content) and len(content) == r.usage.completion_tokens
+    t = client.completions.create(model="default", prompt="The capital of France is",
+                                  max_tokens=6, temperature=0, logprobs=1)
+    assert "".join(t.choices[0].logprobs.tokens) == t.choices[0].text
+    assert t.choices[0].logprobs.text_offset[0] == 0

@@ -227,6 +227,7 @@ def build_report(
                 tokens=c.tokens,
                 prompt_tokens=c.prompt_tokens,
                 answer_key=k,
+                token_logprobs=c.token_logprobs,
             )
             for c, s, k in zip(candidates, decision.scores, keys, strict=True)
         ],

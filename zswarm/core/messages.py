@@ -41,6 +41,15 @@ class SamplingParams(Struct, frozen=True, kw_only=True):
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     #: generate exactly max_tokens (benchmarks); end-of-generation tokens are skipped
     ignore_eos: bool = False
+    #: report every generated token with its log-probability
+    logprobs: bool = False
+
+
+class TokenLogprob(Struct, frozen=True, array_like=True):
+    """One generated token (its text) and its log-probability under the model."""
+
+    token: str
+    logprob: float
 
 
 class GenerateRequest(Struct, frozen=True, kw_only=True):
@@ -66,6 +75,8 @@ class Candidate(Struct, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     node: str = ""
     worker: str = ""
+    #: per token, when the request asked for logprobs
+    token_logprobs: list[TokenLogprob] | None = None
 
 
 class ReportCandidate(Struct, frozen=True, kw_only=True):
@@ -78,6 +89,7 @@ class ReportCandidate(Struct, frozen=True, kw_only=True):
     tokens: int = 0
     prompt_tokens: int = 0
     answer_key: str | None = None
+    token_logprobs: list[TokenLogprob] | None = None
 
 
 Outcome = Literal["answered", "partial", "timeout", "failed", "cancelled"]

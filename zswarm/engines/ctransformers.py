@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest
+from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback
 from zswarm.engines.models import ModelFile
 from zswarm.engines.sampling import make_rng, sample
@@ -134,6 +134,7 @@ class CTransformersEngine:
             self.reset()
             self._llm.eval(prompt)
             reason, count, lp_sum = "length", 0, 0.0
+            per_token: list[TokenLogprob] | None = [] if params.logprobs else None
             while count < budget:
                 if should_stop is not None and should_stop():
                     reason = "cancelled"
@@ -144,7 +145,10 @@ class CTransformersEngine:
                     break
                 count += 1
                 lp_sum += lp
-                piece = stream.feed(self._llm.ctransformers_llm_detokenize(token))
+                raw = self._llm.ctransformers_llm_detokenize(token)
+                if per_token is not None:
+                    per_token.append(TokenLogprob(raw.decode(errors="replace"), lp))
+                piece = stream.feed(raw)
                 if piece and on_token is not None:
                     on_token(i, piece)
                 if stream.stopped:
@@ -158,6 +162,7 @@ class CTransformersEngine:
             cand = Candidate(text=stream.text, finish_reason=reason,  # type: ignore[arg-type]
                              tokens=count, prompt_tokens=len(prompt),
                              mean_logprob=lp_sum / count if count else None,
+                             token_logprobs=per_token,
                              latency_ms=(time.perf_counter() - t0) * 1000)
             out.append(cand)
             if on_candidate is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest
+from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback
 from zswarm.engines.models import ModelFile
 from zswarm.engines.sampling import make_rng, sample
@@ -225,6 +225,8 @@ class LlamaCppEngine:
         results: list[Candidate | None] = [None] * count
         logits_for: dict[int, Any] = dict.fromkeys(range(count), first_logits)
         pos = len(prompt)
+        per_token: list[list[TokenLogprob]] | None = (
+            [[] for _ in range(count)] if params.logprobs else None)
 
         def close(s: int, reason: str) -> None:
             finish[s] = reason
@@ -238,6 +240,7 @@ class LlamaCppEngine:
                 tokens=n_tokens[s],
                 prompt_tokens=len(prompt),
                 mean_logprob=mean,
+                token_logprobs=None if per_token is None else per_token[s],
                 latency_ms=(time.perf_counter() - t0) * 1000.0,
             )
             results[s] = cand
@@ -260,7 +263,10 @@ class LlamaCppEngine:
                     continue
                 n_tokens[s] += 1
                 logprob_sum[s] += logprob
-                text = streams[s].feed(self._token_bytes(token))
+                piece = self._token_bytes(token)
+                if per_token is not None:
+                    per_token[s].append(TokenLogprob(piece.decode(errors="replace"), logprob))
+                text = streams[s].feed(piece)
                 if text and on_token is not None:
                     on_token(first + s, text)
                 if streams[s].stopped:

@@ -83,6 +83,8 @@ class ChatCompletionRequest(_Common, kw_only=True):
     messages: list[MessageIn]
     max_completion_tokens: int | None = None
     logprobs: bool | None = None
+    #: accepted; the engines report only the chosen token, so top_logprobs lists are empty
+    top_logprobs: int | None = None
 
 
 class CompletionRequest(_Common, kw_only=True):
@@ -167,8 +169,10 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
     else:
         raise _unprocessable('zswarm.peers must be "all", "none" or a list of node names',
                              "zswarm.peers")
+    logprobs = bool(req.logprobs) if isinstance(req, ChatCompletionRequest) \
+        else req.logprobs is not None
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                            top_k=gen.top_k, stop=tuple(stop), seed=req.seed)
+                            top_k=gen.top_k, stop=tuple(stop), seed=req.seed, logprobs=logprobs)
     if isinstance(req, ChatCompletionRequest):
         messages = _messages(req, config)
         request = GenerateRequest(messages=messages, params=params, n=n)
@@ -240,13 +244,33 @@ def completion_object(kind: str, rid: str, model: str, report: Report, count: in
     for i, c in enumerate(ordered_choices(report, count)):
         if kind == "chat":
             choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
-                            "finish_reason": _finish(c), "logprobs": None})
+                            "finish_reason": _finish(c), "logprobs": _chat_logprobs(c)})
         else:
             choices.append({"index": i, "text": c.text, "finish_reason": _finish(c),
-                            "logprobs": None})
+                            "logprobs": _text_logprobs(c)})
     return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
             "created": int(time.time()), "model": model, "choices": choices,
             "usage": usage(report), "zswarm": report_json(report)}
+
+
+def _chat_logprobs(c: ReportCandidate) -> dict[str, object] | None:
+    if c.token_logprobs is None:
+        return None
+    return {"content": [{"token": t.token, "logprob": t.logprob,
+                         "bytes": list(t.token.encode()), "top_logprobs": []}
+                        for t in c.token_logprobs], "refusal": None}
+
+
+def _text_logprobs(c: ReportCandidate) -> dict[str, object] | None:
+    if c.token_logprobs is None:
+        return None
+    offsets, at = [], 0
+    for t in c.token_logprobs:
+        offsets.append(at)
+        at += len(t.token)
+    return {"tokens": [t.token for t in c.token_logprobs],
+            "token_logprobs": [t.logprob for t in c.token_logprobs],
+            "top_logprobs": None, "text_offset": offsets}
 
 
 def chunk(kind: str, rid: str, model: str, index: int, *, text: str | None = None,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zswarm.core.messages import Candidate, GenerateRequest
+from zswarm.core.messages import Candidate, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
 from zswarm.errors import InferenceError
 
@@ -60,12 +60,15 @@ class ScriptedEngine:
             text = "" if stopped else self.answers[k % len(self.answers)]
             if text and on_token is not None:
                 on_token(i, text)
+            score = self.logprobs[k % len(self.logprobs)] if self.logprobs else -0.5
+            per_token = ([TokenLogprob(w, score) for w in text.split()]
+                         if request.params.logprobs else None)
             cand = Candidate(
                 text=text, finish_reason="cancelled" if stopped else self.finish,  # type: ignore[arg-type]
                 tokens=len(text.split()),
                 prompt_tokens=sum(len(m.content.split()) for m in request.messages),
                 mean_logprob=self.logprobs[k % len(self.logprobs)] if self.logprobs else None,
-                latency_ms=(time.perf_counter() - t0) * 1000)
+                latency_ms=(time.perf_counter() - t0) * 1000, token_logprobs=per_token)
             out.append(cand)
             if on_candidate is not None:
                 on_candidate(i, cand)
