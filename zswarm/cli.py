@@ -38,13 +38,17 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
-    """SIGTERM is a clean stop (goodbyes sent), like Ctrl-C."""
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            log.info("SIGTERM: leaving the swarm")
-            scope.cancel()
-            return
+async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
+    """First SIGTERM or Ctrl-C: drain (finish what is in flight). Second: stop now."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for sig in signals:
+            if not drain.is_set():
+                log.info("%s: draining, then leaving the swarm (again to stop now)",
+                         signal.Signals(sig).name)
+                drain.set()
+            else:
+                scope.cancel()
+                return
 
 
 @app.command()
@@ -53,12 +57,18 @@ def node(config: Path | None = ConfigOpt,
     """Run a node: load the model into workers and serve until Ctrl-C."""
     _setup_logging(verbose)
     cfg = _load(config)
-    from zswarm.runtime.node import run_node
+    from zswarm.runtime.node import NodeInfo, run_node
 
     async def main() -> None:
+        drain = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
-            info = await nursery.start(run_node, cfg)
+            nursery.start_soon(_stop_on_signals, drain, nursery.cancel_scope)
+
+            async def serve(task_status: trio.TaskStatus[NodeInfo]) -> None:
+                await run_node(cfg, drain=drain, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop listening for signals
+
+            info = await nursery.start(serve)
             fed = cfg.federation
             federation = (f"on, discovery {fed.discovery}, swarm {fed.swarm!r}"
                           if info.federation else "off")
@@ -72,6 +82,7 @@ def node(config: Path | None = ConfigOpt,
 
     try:
         trio.run(main)
+        typer.echo("stopped", err=True)
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
     except ZswarmError as exc:

@@ -33,6 +33,8 @@ class NodeConfig:
     state_dir: str = "~/.local/state/zswarm"
     #: local inference worker processes
     workers: int = 1
+    #: on SIGTERM / Ctrl-C, requests in flight get this long to finish (a second signal stops now)
+    drain_timeout_ms: int = 30_000
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ import openai
 import pytest
 
 from zswarm.client import NodeClient
-from zswarm.testing.cluster import wait_until
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 from .conftest import start_node
 
@@ -201,3 +202,47 @@ def test_a_federated_request_over_http(tmp_path):
         assert alone["zswarm"]["nodes"] == ["a"]
         models = httpx.get(f"{a.base}/models").json()["data"]
         assert [m["id"] for m in models] == ["scripted"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_health_is_503_while_the_model_loads(tmp_path):
+    port = _free_port()
+    proc = NodeProcess(node_config(tmp_path, "slow", swarm="load-" + str(port), answers=["42"],
+                                   script={"load_delay_ms": 3000}, ports={"http": port}))
+    try:
+        def loading() -> dict | None:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            except httpx.TransportError:
+                return None
+            return r.json() if r.status_code == 503 else None
+
+        assert wait_until(loading, 10, what="503 while loading")["status"] == "loading"
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT)
+        assert r.status_code == 503 and error_of(r)["code"] == "loading"
+        proc.wait_ready(30)
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    finally:
+        proc.stop()
+
+
+def test_sigterm_drains_then_leaves(tmp_path):
+    with start_node(tmp_path, answers=["42"], delay_ms=1500) as n:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, f"{n.base}/chat/completions", json=CHAT,
+                                  timeout=30)
+            with NodeClient(n.rpc) as rpc:
+                wait_until(lambda: rpc.status().load.idle_workers == 0, 5, what="busy")
+            n.proc.signal(signal.SIGTERM)
+            wait_until(lambda: httpx.get(f"{n.root}/health").status_code == 503, 5,
+                       what="draining")
+            assert httpx.get(f"{n.root}/health").json()["status"] == "draining"
+            r = httpx.post(f"{n.base}/chat/completions", json=CHAT)
+            assert r.status_code == 503 and error_of(r)["code"] == "draining"
+            assert running.result().status_code == 200  # the request in flight finished
+        assert n.proc.proc.wait(timeout=10) == 0

@@ -54,13 +54,27 @@ class HttpNode:
     """What the HTTP routes need from the node (set up by runtime/node.py)."""
 
     config: Config
-    coordinator: Coordinator
+    #: None while the workers load the model
+    coordinator: Coordinator | None
     load: Callable[[], Load]
     nursery: trio.Nursery
     card: NodeCard | None = None
     federation: Federation | None = None
     #: the Prometheus registry of this node's /metrics (made on first scrape)
     registry: Any = None
+    draining: bool = False
+    #: completion requests being answered (streams until their last event)
+    in_flight: int = 0
+
+    def ready(self) -> Coordinator:
+        """The coordinator, or 503 while the model loads or the node drains."""
+        if self.coordinator is None:
+            raise ApiError(503, "the node is loading its model", type_="server_error",
+                           code="loading", headers={"Retry-After": "2"})
+        if self.draining:
+            raise ApiError(503, "the node is draining (shutting down)", type_="server_error",
+                           code="draining", headers={"Retry-After": "5"})
+        return self.coordinator
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -122,7 +136,8 @@ class CountRequests:
             await self.app(scope, receive, counting_send)
         finally:
             route = scope["path"] if scope["path"] in _KNOWN else "other"
-            self.node.coordinator.stats.http_requests[(route, status)] += 1
+            if self.node.coordinator is not None:
+                self.node.coordinator.stats.http_requests[(route, status)] += 1
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -145,7 +160,7 @@ async def read_body(request: Request, cap: int) -> bytes:
 
 def resolve_model(node: HttpNode, name: str) -> str | None:
     """The model id to ask for (None = this node's), or 404 if nobody serves it."""
-    local = node.coordinator.pool.model_id
+    local = node.ready().pool.model_id
     if name in ("", "default", "zswarm", local, local.split("@")[0]):
         return None
     if node.federation is not None:
@@ -175,12 +190,25 @@ def _headers(report: Report) -> dict[str, str]:
 
 async def _completions(request: Request, kind: str) -> Response:
     node: HttpNode = request.app.state.node
+    node.ready()
+    node.in_flight += 1
+    streaming = False
+    try:
+        response = await _answer(request, node, kind)
+        streaming = isinstance(response, StreamingResponse)
+        return response
+    finally:
+        if not streaming:  # a stream counts itself down when it ends
+            node.in_flight -= 1
+
+
+async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
     body = await read_body(request, node.config.http.max_body_bytes)
     shape = openai.ChatCompletionRequest if kind == "chat" else openai.CompletionRequest
     req = openai.decode(body, shape)
     ask = openai.to_ask(req, node.config)  # type: ignore[arg-type]
     model_id = resolve_model(node, ask.model)
-    model = model_id or node.coordinator.pool.model_id
+    model = model_id or node.ready().pool.model_id
     rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id()
     if ask.stream:
         return await _stream(request, node, ask, kind, rid, model, model_id)
@@ -209,12 +237,13 @@ async def _completions(request: Request, kind: str) -> Response:
 
 async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
                on_token: Callable[[int, str], None] | None) -> tuple[str, Report]:
+    coordinator = node.ready()
     try:
-        return await node.coordinator.ask(
+        return await coordinator.ask(
             ask.request, strategy=ask.strategy, deadline_s=ask.deadline_ms / 1000,
             on_token=on_token, model_id=model_id, peers=ask.peers)
     except ZswarmError as exc:
-        node.coordinator.stats.errors[exc.kind] += 1
+        coordinator.stats.errors[exc.kind] += 1
         raise
 
 
@@ -257,6 +286,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
         raise from_zswarm(first[1])
 
     async def events() -> AsyncIterator[str]:
+        node.in_flight += 1
         try:
             yield _sse(openai.chunk(kind, rid, model, 0, role=True, text="" if kind == "chat"
                                     else None))
@@ -277,6 +307,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
             yield "data: [DONE]\n\n"
         finally:
             scope.cancel()  # the client went away (or we are done): stop the generation
+            node.in_flight -= 1
 
     def from_report(report: Report) -> str:
         out = []
@@ -310,7 +341,7 @@ async def completions(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     node: HttpNode = request.app.state.node
-    seen = {node.coordinator.pool.model_id: node.config.node.name}
+    seen = {node.ready().pool.model_id: node.config.node.name}
     if node.federation is not None:
         for peer in node.federation.table.alive():
             seen.setdefault(peer.card.model_id, peer.card.name)
@@ -322,6 +353,12 @@ async def models(request: Request) -> Response:
 async def health(request: Request) -> Response:
     node: HttpNode = request.app.state.node
     load = node.load()
+    if node.coordinator is None:
+        return JSONResponse({"status": "loading", "reason": "the workers are loading the model"},
+                            status_code=503, headers={"Retry-After": "2"})
+    if node.draining:
+        return JSONResponse({"status": "draining", "reason": "the node is shutting down"},
+                            status_code=503, headers={"Retry-After": "5"})
     if load.workers_ready == 0:
         return JSONResponse({"status": "unavailable", "reason": "no worker has the model loaded "
                              "(starting or restarting)"}, status_code=503,
@@ -349,9 +386,10 @@ async def federation_vote(request: Request) -> Response:
     assert isinstance(vote, VoteIn)
     from zswarm.runtime.rpc import check_request
 
+    coordinator = node.ready()
     try:
         check_request(node.config, vote.request)
-        candidates = await node.coordinator.gather_local(
+        candidates = await coordinator.gather_local(
             vote.request, deadline_s=min(vote.deadline_ms, 3_600_000) / 1000)
     except ZswarmError as exc:
         raise from_zswarm(exc) from None

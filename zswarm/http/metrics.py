@@ -38,6 +38,8 @@ class NodeCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
+        if self.node.coordinator is None:
+            return  # still loading: nothing counted yet
         stats = self.node.coordinator.stats
         load = self.node.load()
         requests = CounterMetricFamily("zswarm_http_requests", "HTTP requests answered",

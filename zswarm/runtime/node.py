@@ -26,7 +26,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from zswarm.config import Config
 from zswarm.core.ids import NodeId, new_node_id
-from zswarm.core.messages import NodeCard
+from zswarm.core.messages import Load, NodeCard
 from zswarm.errors import ConfigError, ZswarmError
 from zswarm.http.app import HttpNode, serve_http
 from zswarm.net.addresses import choose_bind_address
@@ -122,53 +122,84 @@ class NodeInfo:
     federation: bool
 
 
-async def run_node(config: Config, *,
+async def run_node(config: Config, *, drain: trio.Event | None = None,
                    task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a node until cancelled: workers, scheduler, RPC endpoint, federation, node.json."""
+    """Run a node: HTTP (503 while loading), workers, scheduler, RPC, federation, node.json.
+
+    Serves until cancelled, or until ``drain`` is set: then it refuses new requests,
+    tells peers it is draining, lets the requests in flight finish (at most
+    ``node.drain_timeout_ms``) and returns.
+    """
     node_id = load_node_id(config)
     host = choose_bind_address(config.node.bind)
     info_path = config.state_path / "node.json"
     with single_errors():
-        await _run_node(config, node_id, host, info_path, task_status)
+        await _run_node(config, node_id, host, info_path,
+                        drain if drain is not None else trio.Event(), task_status)
 
 
-async def _run_node(config: Config, node_id: str, host: str, info_path: Path,
+async def _run_node(config: Config, node_id: str, host: str, info_path: Path, drain: trio.Event,
                     task_status: trio.TaskStatus[NodeInfo]) -> None:
     fed_cfg = config.federation
-    async with local_swarm(config) as swarm, trio.open_nursery() as nursery:
-        rpc = RpcServer(swarm, f"tcp://{host}:{config.ports.rpc}")
-        publisher = Publisher(f"tcp://{host}:{config.ports.pub}") if fed_cfg.enabled else None
-        try:
-            web = HttpNode(config, swarm.coordinator, rpc.load, nursery)
-            http_port = 0
-            if config.http.enabled:
-                http_port = await nursery.start(serve_http, web, host, config.ports.http)
-            card = NodeCard(node_id=node_id, name=config.node.name, model_id=swarm.pool.model_id,
-                            workers=len(swarm.pool.workers), rpc=rpc.endpoint,
-                            pub=publisher.endpoint if publisher else "", http=http_port,
-                            swarm=fed_cfg.swarm, hardware=hardware_summary())
-            rpc.card = web.card = card
-            await nursery.start(rpc.serve)
-            if publisher is not None:
-                federation = Federation(config, card, publisher, rpc.load, mdns_address=host)
-                await nursery.start(federation.serve)
-                rpc.federation = web.federation = swarm.coordinator.federation = federation
-            info = NodeInfo(node_id=node_id, name=card.name, host=host, rpc_endpoint=rpc.endpoint,
-                            pub_endpoint=card.pub, http_port=http_port, model_id=card.model_id,
-                            workers=card.workers, federation=publisher is not None)
-            _write_node_json(info_path, info)
-            log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
-                     "federation %s", info.name, node_id, host, rpc.endpoint, card.pub or "-",
-                     http_port or "-", info.model_id, info.workers,
-                     f"on ({fed_cfg.discovery})" if info.federation else "off")
-            task_status.started(info)
+    async with trio.open_nursery() as outer:
+        web = HttpNode(config, None, lambda: Load(state="loading"), outer)
+        http_port = 0
+        if config.http.enabled:  # up first, so /health can say "loading"
+            http_port = await outer.start(serve_http, web, host, config.ports.http)
+        async with local_swarm(config) as swarm, trio.open_nursery() as nursery:
+            rpc = RpcServer(swarm, f"tcp://{host}:{config.ports.rpc}")
+            publisher = Publisher(f"tcp://{host}:{config.ports.pub}") if fed_cfg.enabled else None
             try:
-                await trio.sleep_forever()
+                card = NodeCard(node_id=node_id, name=config.node.name,
+                                model_id=swarm.pool.model_id, workers=len(swarm.pool.workers),
+                                rpc=rpc.endpoint, pub=publisher.endpoint if publisher else "",
+                                http=http_port, swarm=fed_cfg.swarm, hardware=hardware_summary())
+                rpc.card = web.card = card
+                web.coordinator, web.load = swarm.coordinator, rpc.load
+                await nursery.start(rpc.serve)
+                federation = None
+                if publisher is not None:
+                    federation = Federation(config, card, publisher, rpc.load, mdns_address=host)
+                    await nursery.start(federation.serve)
+                    rpc.federation = web.federation = swarm.coordinator.federation = federation
+                info = NodeInfo(node_id=node_id, name=card.name, host=host,
+                                rpc_endpoint=rpc.endpoint, pub_endpoint=card.pub,
+                                http_port=http_port, model_id=card.model_id,
+                                workers=card.workers, federation=publisher is not None)
+                _write_node_json(info_path, info)
+                log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
+                         "federation %s", info.name, node_id, host, rpc.endpoint,
+                         card.pub or "-", http_port or "-", info.model_id, info.workers,
+                         f"on ({fed_cfg.discovery})" if info.federation else "off")
+                task_status.started(info)
+                try:
+                    await drain.wait()
+                    await _drain(config, rpc, web, federation)
+                finally:
+                    _remove_node_json(info_path)
+                nursery.cancel_scope.cancel()
             finally:
-                _remove_node_json(info_path)
-        finally:
-            if publisher is not None:
-                publisher.close()
+                if publisher is not None:
+                    publisher.close()
+        outer.cancel_scope.cancel()
+
+
+async def _drain(config: Config, rpc: RpcServer, web: HttpNode,
+                 federation: Federation | None) -> None:
+    """Refuse new work, tell peers, and wait (bounded) for the requests in flight."""
+    rpc.draining = web.draining = True
+    if federation is not None:
+        federation.state = "draining"
+    timeout_s = config.node.drain_timeout_ms / 1000
+    log.info("draining: refusing new requests, waiting up to %.0f s for %d in flight",
+             timeout_s, rpc.in_flight + web.in_flight)
+    with trio.move_on_after(timeout_s) as scope:
+        # two counters owned by two servers: polling them 20 times a second is simplest
+        while rpc.in_flight + web.in_flight:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    if scope.cancelled_caught:
+        log.warning("drain timeout: stopping with %d request(s) in flight",
+                    rpc.in_flight + web.in_flight)
 
 
 def _write_node_json(path: Path, info: NodeInfo) -> None:

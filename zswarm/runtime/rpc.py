@@ -78,10 +78,17 @@ class RpcServer:
         self._votes: dict[tuple[bytes, str], trio.CancelScope] = {}
         workers = len(swarm.pool.workers)
         self._in_flight = trio.CapacityLimiter(self.config.scheduler.max_queue + workers * 4)
+        #: set while the node drains: new requests and votes are refused
+        self.draining = False
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._in_flight.borrowed_tokens)
 
     def load(self) -> Load:
         s = self.swarm.scheduler
-        return Load(state="ready", workers_ready=s.workers_ready, idle_workers=s.idle_workers,
+        return Load(state="draining" if self.draining else "ready",
+                    workers_ready=s.workers_ready, idle_workers=s.idle_workers,
                     queue_depth=s.queue_depth, max_queue=s.max_queue,
                     tokens_per_s=self.swarm.coordinator.tokens.rate())
 
@@ -116,6 +123,10 @@ class RpcServer:
             if scope is not None:
                 scope.cancel()
         elif isinstance(msg, (ClientRequest, VoteRequest)):
+            if self.draining:
+                self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
+                                         message="the node is draining (shutting down)"))
+                return
             try:
                 self._in_flight.acquire_on_behalf_of_nowait(msg.request_id)
             except trio.WouldBlock:

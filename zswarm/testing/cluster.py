@@ -58,7 +58,8 @@ def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | 
     home = directory / name
     home.mkdir(parents=True, exist_ok=True)
     data: dict[str, dict[str, Any]] = {
-        "node": {"name": name, "bind": bind, "state_dir": str(home / "state")},
+        "node": {"name": name, "bind": bind, "state_dir": str(home / "state"),
+                 "drain_timeout_ms": 3000},
         "ports": {"rpc": 0, "pub": 0, "http": 0},
         "federation": {"swarm": swarm, "heartbeat_interval_ms": 200},
     }

@@ -40,10 +40,12 @@ class ScriptedEngine:
             self._model_id = str(script.get("model_id", "scripted"))
             self.logprobs = [float(x) for x in script.get("mean_logprob", [])]
             self.finish = str(script.get("finish_reason", "stop"))
+            load_delay_s = float(script.get("load_delay_ms", 0)) / 1000
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InferenceError(f"{path}: not a valid engine script: {exc}") from exc
         if not self.answers:
             raise InferenceError(f"{path}: the script has no answers")
+        time.sleep(load_delay_s)  # a slow model load, for tests of the loading state
 
     @property
     def model_id(self) -> str:
