@@ -1,12 +1,12 @@
 """Vote round trip between two processes: ZeroMQ + msgpack vs an HTTP + JSON baseline.
 
-A server process holds one node's vote path - RpcServer -> Coordinator.gather_local
--> Scheduler -> a zero-time in-process engine (zswarm.testing.inline) - and serves
-the same exchange twice: as a VoteRequest on the node's ZMQ ROUTER endpoint, and as
-POST /v1/federation/vote (JSON) on hypercorn + Starlette. The client process sends
-votes over a PeerLink (the federation's DEALER) and over httpx, 1 and 16 in flight,
-in the same run. Goals: zmq p50 <= 0.5 ms at 1 in flight, >= 5x faster than HTTP,
->= 10,000 votes/s at 16 in flight.
+A server process holds one node's vote path - Coordinator.gather_local -> Scheduler
+-> a zero-time in-process engine (zswarm.testing.inline) - behind the node's two
+front doors: a VoteRequest on its ZMQ ROUTER endpoint (runtime/rpc.py), and
+POST /v1/federation/vote (JSON) on its HTTP shim (http/app.py: hypercorn + Starlette).
+The client process sends votes over a PeerLink (the federation's DEALER) and over
+httpx, 1 and 16 in flight, in the same run. Goals: zmq p50 <= 0.5 ms at 1 in
+flight, >= 5x faster than HTTP, >= 10,000 votes/s at 16 in flight.
 """
 
 from __future__ import annotations
@@ -37,14 +37,8 @@ REQUEST = GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 
 
 
 async def serve() -> None:
-    import hypercorn.config
-    import hypercorn.trio
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
     from zswarm.config import parse_config
+    from zswarm.http.app import HttpNode, serve_http
     from zswarm.runtime.coordinator import Coordinator
     from zswarm.runtime.node import LocalSwarm
     from zswarm.runtime.rpc import RpcServer
@@ -58,26 +52,15 @@ async def serve() -> None:
     pool = InlinePool(scheduler, workers=32)
     coordinator = Coordinator(node_name="server", pool=pool, scheduler=scheduler)  # type: ignore[arg-type]
     swarm = LocalSwarm(cfg, pool, scheduler, coordinator)  # type: ignore[arg-type]
-
-    async def vote_http(request: Request) -> JSONResponse:
-        body = await request.json()
-        req = msgspec.convert(body["request"], GenerateRequest)
-        cands = await coordinator.gather_local(req, deadline_s=body["deadline_ms"] / 1000)
-        return JSONResponse({"type": "vote", "request_id": body["request_id"], "node_id": "s",
-                             "name": "server", "candidates": msgspec.to_builtins(cands)})
-
-    app = Starlette(routes=[Route("/v1/federation/vote", vote_http, methods=["POST"])])
-    hc = hypercorn.config.Config()
-    hc.bind = ["127.0.0.1:0"]
-    hc.accesslog = None
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.serve)
         rpc = RpcServer(swarm, "tcp://127.0.0.1:0")
         rpc.card = NodeCard(node_id="s", name="server", model_id="scripted", workers=32,
                             rpc=rpc.endpoint, pub="")
         await nursery.start(rpc.serve)
-        binds = await nursery.start(hypercorn.trio.serve, app, hc)
-        print(json.dumps({"zmq": rpc.endpoint, "http": binds[0]}), flush=True)
+        web = HttpNode(cfg, coordinator, rpc.load, nursery, card=rpc.card)
+        port = await nursery.start(serve_http, web, "127.0.0.1", 0)
+        print(json.dumps({"zmq": rpc.endpoint, "http": f"http://127.0.0.1:{port}"}), flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)  # until the client closes our stdin
         nursery.cancel_scope.cancel()
 

@@ -246,3 +246,16 @@ def test_sigterm_drains_then_leaves(tmp_path):
             assert r.status_code == 503 and error_of(r)["code"] == "draining"
             assert running.result().status_code == 200  # the request in flight finished
         assert n.proc.proc.wait(timeout=10) == 0
+
+
+def test_client_disconnect_cancels_the_vote_on_the_peer(tmp_path):
+    with start_node(tmp_path, "a", answers=["42"], swarm="fed-cancel-x") as a, \
+            start_node(tmp_path, "b", answers=["41"], delay_ms=20_000, swarm="fed-cancel-x") as b, \
+            NodeClient(b.rpc) as peer:
+        wait_until(lambda: [p["state"] for p in httpx.get(f"{a.base}/federation/peers").json()]
+                   == ["alive"], 10, what="b alive")
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{a.base}/chat/completions", timeout=1.0,
+                       json={**CHAT, "n": 2, "zswarm": {"strategy": "best_of_n"}})
+        assert peer.status().load.idle_workers == 0  # b is still working on its vote
+        wait_until(lambda: peer.status().load.idle_workers == 1, 1.0, what="b's worker free")
