@@ -259,3 +259,15 @@ def test_client_disconnect_cancels_the_vote_on_the_peer(tmp_path):
                        json={**CHAT, "n": 2, "zswarm": {"strategy": "best_of_n"}})
         assert peer.status().load.idle_workers == 0  # b is still working on its vote
         wait_until(lambda: peer.status().load.idle_workers == 1, 1.0, what="b's worker free")
+
+
+def test_finished_streams_do_not_hold_up_a_drain(tmp_path):
+    with start_node(tmp_path, answers=["42"]) as n:
+        for _ in range(3):
+            with httpx.stream("POST", f"{n.base}/chat/completions",
+                              json={**CHAT, "stream": True}) as r:
+                assert r.read().endswith(b"data: [DONE]\n\n")
+        t0 = time.monotonic()
+        n.proc.signal(signal.SIGTERM)
+        assert n.proc.proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 2.5  # the drain found nothing in flight (limit: 3 s)

@@ -8,6 +8,7 @@ response shapes live in http/openai.py; what a request means is the Coordinator'
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -191,15 +192,11 @@ def _headers(report: Report) -> dict[str, str]:
 async def _completions(request: Request, kind: str) -> Response:
     node: HttpNode = request.app.state.node
     node.ready()
-    node.in_flight += 1
-    streaming = False
+    node.in_flight += 1  # a stream's generation is counted by its own task (see _stream)
     try:
-        response = await _answer(request, node, kind)
-        streaming = isinstance(response, StreamingResponse)
-        return response
+        return await _answer(request, node, kind)
     finally:
-        if not streaming:  # a stream counts itself down when it ends
-            node.in_flight -= 1
+        node.in_flight -= 1
 
 
 async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
@@ -261,13 +258,19 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
             pass
 
     async def work() -> None:
-        with scope:
-            try:
-                send.send_nowait(("done", await _ask(node, ask, model_id,
-                                                     on_token if live else None)))
-            except ZswarmError as exc:
-                send.send_nowait(("error", exc))
-        send.close()
+        node.in_flight += 1  # until the generation ends, even after the response is sent
+        try:
+            with scope:
+                try:
+                    event: tuple[str, Any] = ("done", await _ask(node, ask, model_id,
+                                                                 on_token if live else None))
+                except ZswarmError as exc:
+                    event = ("error", exc)
+                with contextlib.suppress(trio.BrokenResourceError):  # the stream is gone
+                    send.send_nowait(event)
+        finally:
+            send.close()
+            node.in_flight -= 1
 
     node.nursery.start_soon(work)
     first: tuple[str, Any] | None = None
@@ -286,7 +289,6 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
         raise from_zswarm(first[1])
 
     async def events() -> AsyncIterator[str]:
-        node.in_flight += 1
         try:
             yield _sse(openai.chunk(kind, rid, model, 0, role=True, text="" if kind == "chat"
                                     else None))
@@ -307,7 +309,6 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
             yield "data: [DONE]\n\n"
         finally:
             scope.cancel()  # the client went away (or we are done): stop the generation
-            node.in_flight -= 1
 
     def from_report(report: Report) -> str:
         out = []
