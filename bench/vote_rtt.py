@@ -38,7 +38,8 @@ REQUEST = GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 
 
 async def serve() -> None:
     from zswarm.config import parse_config
-    from zswarm.http.app import HttpNode, serve_http
+    from zswarm.http.app import serve_http
+    from zswarm.http.base import HttpNode
     from zswarm.runtime.coordinator import Coordinator
     from zswarm.runtime.node import LocalSwarm
     from zswarm.runtime.rpc import RpcServer

@@ -1,22 +1,17 @@
 """The node's HTTP shim: a Starlette app served by hypercorn's trio worker in the node's trio run.
 
-Owns the routes (OpenAI API, /health, /metrics, the federation routes), API-key
-auth, CORS, the body size cap, the mapping of zswarm errors to HTTP statuses,
-and cancelling a request's generation when its client goes away. Request and
-response shapes live in http/openai.py; what a request means is the Coordinator's.
+Owns the app (routes, API-key auth, CORS, request counting, error handlers), the
+small routes (/v1/models, /health, /metrics, the federation routes) and serving it.
+The completion routes live in http/completions.py, request and response shapes in
+http/openai.py; what a request means is the Coordinator's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-import json
 import logging
-import math
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import hypercorn.config
 import hypercorn.trio
@@ -27,69 +22,23 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zswarm.config import Config
 from zswarm.core.ids import new_request_id
-from zswarm.core.messages import GenerateRequest, Load, NodeCard, Report
+from zswarm.core.messages import GenerateRequest
 from zswarm.errors import ZswarmError
 from zswarm.http import openai
+from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
+from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
-from zswarm.http.openai import ApiError, Ask
+from zswarm.http.openai import ApiError
 
 if TYPE_CHECKING:
-    from zswarm.runtime.coordinator import Coordinator
-    from zswarm.runtime.federation import Federation
+    pass
 
 log = logging.getLogger(__name__)
-
-#: zswarm error kind -> HTTP status (anything else is a 500 server_error)
-STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
-          "unavailable": 503, "model_not_found": 404}
-
-
-@dataclass
-class HttpNode:
-    """What the HTTP routes need from the node (set up by runtime/node.py)."""
-
-    config: Config
-    #: None while the workers load the model
-    coordinator: Coordinator | None
-    load: Callable[[], Load]
-    nursery: trio.Nursery
-    card: NodeCard | None = None
-    federation: Federation | None = None
-    #: the Prometheus registry of this node's /metrics (made on first scrape)
-    registry: Any = None
-    draining: bool = False
-    #: completion requests being answered (streams until their last event)
-    in_flight: int = 0
-
-    def ready(self) -> Coordinator:
-        """The coordinator, or 503 while the model loads or the node drains."""
-        if self.coordinator is None:
-            raise ApiError(503, "the node is loading its model", type_="server_error",
-                           code="loading", headers={"Retry-After": "2"})
-        if self.draining:
-            raise ApiError(503, "the node is draining (shutting down)", type_="server_error",
-                           code="draining", headers={"Retry-After": "5"})
-        return self.coordinator
-
-
-def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-def from_zswarm(exc: ZswarmError) -> ApiError:
-    status = STATUS.get(exc.kind, 500)
-    headers = {}
-    if status == 503:
-        headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
-    type_ = "server_error" if status >= 500 else "invalid_request_error"
-    return ApiError(status, str(exc), type_=type_, code=exc.kind, headers=headers)
-
 
 # --- middleware -------------------------------------------------------------------------
 
@@ -142,202 +91,6 @@ class CountRequests:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-async def read_body(request: Request, cap: int) -> bytes:
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if ctype.lower() != "application/json":
-        raise ApiError(415, f"expected Content-Type: application/json, got {ctype!r}")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise ApiError(413, f"request body of {length} bytes exceeds the limit of {cap}")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > cap:
-            raise ApiError(413, f"request body exceeds the limit of {cap} bytes")
-    return bytes(body)
-
-
-def resolve_model(node: HttpNode, name: str) -> str | None:
-    """The model id to ask for (None = this node's), or 404 if nobody serves it."""
-    local = node.ready().pool.model_id
-    if name in ("", "default", "zswarm", local, local.split("@")[0]):
-        return None
-    if node.federation is not None:
-        for peer in node.federation.table.alive():
-            if name in (peer.card.model_id, peer.card.model_id.split("@")[0]):
-                return peer.card.model_id
-    raise ApiError(404, f"model {name!r} is not served by this swarm (GET /v1/models)",
-                   code="model_not_found", param="model")
-
-
-async def until_disconnect(request: Request, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` when the client goes away (the body has been read already)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
-def _headers(report: Report) -> dict[str, str]:
-    return {"x-zswarm-strategy": report.strategy,
-            "x-zswarm-nodes": ",".join(sorted({c.node for c in report.candidates}))}
-
-
-# --- the OpenAI routes -----------------------------------------------------------------
-
-
-async def _completions(request: Request, kind: str) -> Response:
-    node: HttpNode = request.app.state.node
-    node.ready()
-    node.in_flight += 1  # a stream's generation is counted by its own task (see _stream)
-    try:
-        return await _answer(request, node, kind)
-    finally:
-        node.in_flight -= 1
-
-
-async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
-    body = await read_body(request, node.config.http.max_body_bytes)
-    shape = openai.ChatCompletionRequest if kind == "chat" else openai.CompletionRequest
-    req = openai.decode(body, shape)
-    ask = openai.to_ask(req, node.config)  # type: ignore[arg-type]
-    model_id = resolve_model(node, ask.model)
-    model = model_id or node.ready().pool.model_id
-    rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id()
-    if ask.stream:
-        return await _stream(request, node, ask, kind, rid, model, model_id)
-    result: list[tuple[str, Report]] = []
-    errors: list[ZswarmError] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(until_disconnect, request, nursery.cancel_scope)
-
-        async def work() -> None:
-            try:
-                result.append(await _ask(node, ask, model_id, None))
-            except ZswarmError as exc:
-                errors.append(exc)
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(work)
-    if errors:
-        raise from_zswarm(errors[0])
-    if not result:
-        log.info("%s: the client went away; generation cancelled", rid)
-        return Response(status_code=499)
-    _, report = result[0]
-    return JSONResponse(openai.completion_object(kind, rid, model, report, ask.choices),
-                        headers=_headers(report))
-
-
-async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
-               on_token: Callable[[int, str], None] | None) -> tuple[str, Report]:
-    coordinator = node.ready()
-    try:
-        return await coordinator.ask(
-            ask.request, strategy=ask.strategy, deadline_s=ask.deadline_ms / 1000,
-            on_token=on_token, model_id=model_id, peers=ask.peers)
-    except ZswarmError as exc:
-        coordinator.stats.errors[exc.kind] += 1
-        raise
-
-
-async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: str, model: str,
-                  model_id: str | None) -> Response:
-    """Server-sent events: tokens as they come (one candidate), else the choices at the end."""
-    send, receive = trio.open_memory_channel[tuple[str, Any]](math.inf)
-    scope = trio.CancelScope()
-    live = ask.request.n == 1
-
-    def on_token(index: int, text: str) -> None:
-        try:
-            send.send_nowait(("token", text))
-        except trio.BrokenResourceError:
-            pass
-
-    async def work() -> None:
-        node.in_flight += 1  # until the generation ends, even after the response is sent
-        try:
-            with scope:
-                try:
-                    event: tuple[str, Any] = ("done", await _ask(node, ask, model_id,
-                                                                 on_token if live else None))
-                except ZswarmError as exc:
-                    event = ("error", exc)
-                with contextlib.suppress(trio.BrokenResourceError):  # the stream is gone
-                    send.send_nowait(event)
-        finally:
-            send.close()
-            node.in_flight -= 1
-
-    node.nursery.start_soon(work)
-    first: tuple[str, Any] | None = None
-    with trio.CancelScope() as wait_scope:  # until the first event, or the client leaves
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(until_disconnect, request, wait_scope)
-            try:
-                first = await receive.receive()
-            except trio.EndOfChannel:
-                first = None
-            nursery.cancel_scope.cancel()
-    if first is None:
-        scope.cancel()
-        return Response(status_code=499)
-    if first[0] == "error":
-        raise from_zswarm(first[1])
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            yield _sse(openai.chunk(kind, rid, model, 0, role=True, text="" if kind == "chat"
-                                    else None))
-            event: tuple[str, Any] | None = first
-            while event is not None:
-                what, value = event
-                if what == "token":
-                    yield _sse(openai.chunk(kind, rid, model, 0, text=value))
-                elif what == "error":  # after the stream began: an error event, then the end
-                    err = from_zswarm(value)
-                    yield _sse(err.body())
-                else:
-                    yield from_report(value[1])
-                try:
-                    event = await receive.receive()
-                except trio.EndOfChannel:
-                    event = None
-            yield "data: [DONE]\n\n"
-        finally:
-            scope.cancel()  # the client went away (or we are done): stop the generation
-
-    def from_report(report: Report) -> str:
-        out = []
-        for i, c in enumerate(openai.ordered_choices(report, ask.choices)):
-            if not live:
-                out.append(_sse(openai.chunk(kind, rid, model, i, text=c.text)))
-            last = openai.chunk(kind, rid, model, i, finish="length"
-                                if c.finish_reason == "length" else "stop")
-            if i == 0:
-                last["usage"] = openai.usage(report)
-                last["zswarm"] = openai.report_json(report)
-            out.append(_sse(last))
-        return "".join(out)
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache",
-                                      "x-zswarm-strategy": ask.strategy})
-
-
-def _sse(obj: dict[str, object]) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-async def chat_completions(request: Request) -> Response:
-    return await _completions(request, "chat")
-
-
-async def completions(request: Request) -> Response:
-    return await _completions(request, "text")
 
 
 async def models(request: Request) -> Response:

@@ -24,7 +24,7 @@ from zswarm.core.peers import PeerState
 from zswarm.runtime.stats import Histogram
 
 if TYPE_CHECKING:
-    from zswarm.http.app import HttpNode
+    from zswarm.http.base import HttpNode
 
 
 def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:

@@ -28,7 +28,8 @@ from zswarm.config import Config
 from zswarm.core.ids import NodeId, new_node_id
 from zswarm.core.messages import Load, NodeCard
 from zswarm.errors import ConfigError, ZswarmError
-from zswarm.http.app import HttpNode, serve_http
+from zswarm.http.app import serve_http
+from zswarm.http.base import HttpNode
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.runtime.coordinator import Coordinator

@@ -1,0 +1,81 @@
+"""What every HTTP route shares: the node's handles, reading bodies, mapping errors to statuses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from zswarm.config import Config
+from zswarm.core.messages import Load, NodeCard
+from zswarm.errors import ZswarmError
+from zswarm.http.openai import ApiError
+
+if TYPE_CHECKING:
+    from zswarm.runtime.coordinator import Coordinator
+    from zswarm.runtime.federation import Federation
+
+#: zswarm error kind -> HTTP status (anything else is a 500 server_error)
+STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
+          "unavailable": 503, "model_not_found": 404}
+
+
+@dataclass
+class HttpNode:
+    """What the HTTP routes need from the node (set up by runtime/node.py)."""
+
+    config: Config
+    #: None while the workers load the model
+    coordinator: Coordinator | None
+    load: Callable[[], Load]
+    nursery: trio.Nursery
+    card: NodeCard | None = None
+    federation: Federation | None = None
+    #: the Prometheus registry of this node's /metrics (made on first scrape)
+    registry: Any = None
+    draining: bool = False
+    #: completion requests being answered (streams until their last event)
+    in_flight: int = 0
+
+    def ready(self) -> Coordinator:
+        """The coordinator, or 503 while the model loads or the node drains."""
+        if self.coordinator is None:
+            raise ApiError(503, "the node is loading its model", type_="server_error",
+                           code="loading", headers={"Retry-After": "2"})
+        if self.draining:
+            raise ApiError(503, "the node is draining (shutting down)", type_="server_error",
+                           code="draining", headers={"Retry-After": "5"})
+        return self.coordinator
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def from_zswarm(exc: ZswarmError) -> ApiError:
+    status = STATUS.get(exc.kind, 500)
+    headers = {}
+    if status == 503:
+        headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
+    type_ = "server_error" if status >= 500 else "invalid_request_error"
+    return ApiError(status, str(exc), type_=type_, code=exc.kind, headers=headers)
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if ctype.lower() != "application/json":
+        raise ApiError(415, f"expected Content-Type: application/json, got {ctype!r}")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        raise ApiError(413, f"request body of {length} bytes exceeds the limit of {cap}")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > cap:
+            raise ApiError(413, f"request body exceeds the limit of {cap} bytes")
+    return bytes(body)
