@@ -271,3 +271,26 @@ def test_finished_streams_do_not_hold_up_a_drain(tmp_path):
         n.proc.signal(signal.SIGTERM)
         assert n.proc.proc.wait(timeout=10) == 0
         assert time.monotonic() - t0 < 2.5  # the drain found nothing in flight (limit: 3 s)
+
+
+def test_statuses_through_the_openai_client(tmp_path):
+    with start_node(tmp_path, answers=["42"], delay_ms=1500, scheduler={"max_queue": 0},
+                    http={"max_body_bytes": 4096}) as n, \
+            openai.OpenAI(base_url=n.base, api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(**CHAT, extra_body={"zswarm": {"deadline_ms": 50}})
+        assert caught.value.status_code == 504 and caught.value.body["code"] == "deadline"
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="default", messages=[
+                {"role": "user", "content": "z" * 5000}])
+        assert caught.value.status_code == 413
+        with ThreadPoolExecutor(2) as pool:  # one is served, the other finds the queue full
+            futures = [pool.submit(client.chat.completions.create, **CHAT) for _ in range(2)]
+            outcomes = []
+            for f in futures:
+                try:
+                    outcomes.append(f.result().choices[0].message.content)
+                except openai.InternalServerError as exc:
+                    assert exc.status_code == 503 and exc.response.headers["retry-after"]
+                    outcomes.append(exc.body["code"])
+        assert sorted(outcomes) == ["42", "overloaded"]
