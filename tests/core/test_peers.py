@@ -121,3 +121,14 @@ def test_every_change_follows_the_transition_table(events):
         peer = t.peers.get("a")
         if kind == "tick" and peer is not None and peer.state is S.ALIVE:
             assert now - peer.since <= 1.5 + 1e-9  # ALIVE only while heard recently
+
+
+def test_a_full_table_refuses_newcomers_and_says_so_once(monkeypatch):
+    monkeypatch.setattr("zswarm.core.peers.MAX_PEERS", 2)
+    t = table()
+    t.heard(card("a"), Load(), now=0)
+    t.heard(card("b"), Load(), now=0)
+    assert [c.kind for c in t.heard(card("c"), Load(), now=0)] == ["full"]
+    assert t.discovered(card("c"), "10.0.0.3", "mdns", now=1) == []
+    assert set(t.peers) == {"a", "b"}
+    assert states(t.heard(card("a"), Load(), now=2)) == []  # known peers still update

@@ -54,6 +54,9 @@ TRANSITIONS: dict[tuple[PeerState, Event], PeerState] = {
     **{(s, E.MISMATCH): S.INCOMPATIBLE for s in PeerState},
 }
 
+#: the table stops taking new peers beyond this (a flood of mDNS records cannot eat memory)
+MAX_PEERS = 1024
+
 #: states in which a peer is silent-checked by tick()
 _WATCHED = (S.DISCOVERED, S.ALIVE, S.SUSPECT)
 
@@ -75,7 +78,7 @@ class Peer:
 
 @dataclass(frozen=True)
 class Change:
-    """What an event did to one peer. ``kind``: state, endpoints, duplicate."""
+    """What an event did to one peer. ``kind``: state, endpoints, duplicate, full."""
 
     kind: str
     peer: Peer
@@ -90,6 +93,7 @@ class PeerTable:
         self.liveness = liveness
         self.peers: dict[str, Peer] = {}
         self._duplicates: set[str] = set()
+        self._refused: set[str] = set()
 
     # --- events -------------------------------------------------------------------
 
@@ -101,6 +105,8 @@ class PeerTable:
         peer = self.peers.get(card.node_id)
         changes: list[Change] = []
         if peer is None:
+            if len(self.peers) >= MAX_PEERS:
+                return self._full(card, address, source)
             peer = Peer(card=card, address=address, source=source, since=now,
                         interval_s=self.interval_s)
             self.peers[card.node_id] = peer
@@ -124,6 +130,8 @@ class PeerTable:
         peer = self.peers.get(card.node_id)
         changes: list[Change] = []
         if peer is None:
+            if len(self.peers) >= MAX_PEERS:
+                return self._full(card, address, source)
             peer = Peer(card=card, address=address or _host(card.rpc), source=source, since=now)
             self.peers[card.node_id] = peer
             changes.append(Change("state", peer, None, peer.state))
@@ -185,6 +193,14 @@ class PeerTable:
         peer.card = card
         peer.address = address or peer.address
         return [Change("endpoints", peer)] if moved else []
+
+    def _full(self, card: NodeCard, address: str, source: str) -> list[Change]:
+        """The table is full: the newcomer is refused (reported once per node id)."""
+        if card.node_id in self._refused:
+            return []
+        self._refused.add(card.node_id)
+        return [Change("full", Peer(card=card, address=address or _host(card.rpc),
+                                    source=source))]
 
     def _duplicate(self, card: NodeCard) -> list[Change]:
         """Our own id: our own echo (same endpoint) is ignored, anyone else is reported once."""

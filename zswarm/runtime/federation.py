@@ -31,7 +31,7 @@ from zswarm.core.messages import (
     Vote,
     VoteRequest,
 )
-from zswarm.core.peers import Change, Peer, PeerState, PeerTable
+from zswarm.core.peers import MAX_PEERS, Change, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import PeerLink, Publisher, Subscriber
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
@@ -219,6 +219,10 @@ class Federation:
                 log.error("DUPLICATE NODE ID %s: the node at %s uses this node's id. Was the "
                           "state dir (%s) copied? Delete node_id there on one of them.",
                           card.node_id, card.rpc, self.config.node.state_dir)
+                continue
+            if change.kind == "full":
+                log.warning("peer table full (%d peers): ignoring %s (%s) at %s", MAX_PEERS,
+                            card.name, card.node_id, card.rpc)
                 continue
             if change.kind == "endpoints":
                 log.info("peer %s moved to %s", card.name, card.rpc)
