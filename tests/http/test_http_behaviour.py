@@ -296,3 +296,21 @@ def test_statuses_through_the_openai_client(tmp_path):
         assert sorted(outcomes) == ["42", "overloaded"]
         assert [(e.status_code, e.response.headers["retry-after"]) for e in refused] == [
             (503, "1")]
+
+
+def test_a_peer_only_model_is_answered_by_the_peer_also_in_a_stream(tmp_path):
+    with start_node(tmp_path, "a", answers=["from a"], model_id="model-a",
+                    swarm="fed-model-x") as a, \
+            start_node(tmp_path, "b", answers=["from b"], model_id="model-b",
+                       swarm="fed-model-x"):
+        wait_until(lambda: [p["state"] for p in httpx.get(f"{a.base}/federation/peers").json()]
+                   == ["alive"], 10, what="b alive")
+        assert sorted(m["id"] for m in httpx.get(f"{a.base}/models").json()["data"]) == [
+            "model-a", "model-b"]
+        body = httpx.post(f"{a.base}/chat/completions", json={**CHAT, "model": "model-b"}).json()
+        assert body["choices"][0]["message"]["content"] == "from b" and body["model"] == "model-b"
+        with openai.OpenAI(base_url=a.base, api_key="x", max_retries=0) as client:
+            chunks = list(client.chat.completions.create(
+                model="model-b", messages=CHAT["messages"], stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "from b"
+        assert chunks[-1].model_extra["zswarm"]["nodes"] == ["b"]

@@ -158,7 +158,10 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
     if first[0] == "error":
         raise from_zswarm(first[1])
 
+    streamed = False  # did any token go out? (not when the answer came from a peer)
+
     async def events() -> AsyncIterator[str]:
+        nonlocal streamed
         try:
             yield _sse(openai.chunk(kind, rid, model, 0, role=True, text="" if kind == "chat"
                                     else None))
@@ -166,6 +169,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
             while event is not None:
                 what, value = event
                 if what == "token":
+                    streamed = True
                     yield _sse(openai.chunk(kind, rid, model, 0, text=value))
                 elif what == "error":  # after the stream began: an error event, then the end
                     err = from_zswarm(value)
@@ -183,7 +187,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
     def from_report(report: Report) -> str:
         out = []
         for i, c in enumerate(openai.ordered_choices(report, ask.choices)):
-            if not live:
+            if not streamed:  # the text arrives whole: consensus over n, or a peer's vote
                 out.append(_sse(openai.chunk(kind, rid, model, i, text=c.text)))
             last = openai.chunk(kind, rid, model, i, finish="length"
                                 if c.finish_reason == "length" else "stop")
