@@ -49,3 +49,23 @@ def story_request(*, n: int = 1, tokens: int, **params: Any) -> Any:
     return GenerateRequest(
         messages=(ChatMessage(role="user", content="Write a story about a lighthouse."),),
         params=SamplingParams(max_tokens=tokens, ignore_eos=True, **params), n=n)
+
+
+def report_tok_s_ratio(name: str, *, direct: list[float], other: list[float], key: str,
+                       label: str, tokens: int, tokens_label: str, reps: int) -> None:
+    """Results of a "path X vs the engine called directly" bench: files + the JSON line.
+
+    ``key`` names the other path in the figures (``{key}_tok_s``, ``{key}_all``).
+    """
+    figures = {"ratio": round(median(other) / median(direct), 3),
+               "direct_tok_s": round(median(direct), 1), f"{key}_tok_s": round(median(other), 1),
+               "tokens": tokens, "reps": reps, "direct_all": [round(x, 1) for x in direct],
+               f"{key}_all": [round(x, 1) for x in other]}
+    write_results(name, figures, [
+        ("direct engine, tok/s (median)", f"{figures['direct_tok_s']}"),
+        (f"{label}, tok/s (median)", f"{figures[f'{key}_tok_s']}"),
+        ("ratio (goal >= 0.95)", f"{figures['ratio']}"),
+        (f"{tokens_label} / runs", f"{tokens} / {reps}"),
+    ])
+    print(json.dumps({"ratio": figures["ratio"], "direct_tok_s": figures["direct_tok_s"],
+                      f"{key}_tok_s": figures[f"{key}_tok_s"]}))

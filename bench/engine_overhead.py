@@ -9,7 +9,6 @@ Goal: ratio (node tok/s / direct tok/s) >= 0.95.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_config, median, story_request, write_results  # noqa: E402
+from _common import bench_config, report_tok_s_ratio, story_request  # noqa: E402
 
 from zswarm.engines.loader import load_engine  # noqa: E402
 from zswarm.runtime.node import local_swarm  # noqa: E402
@@ -49,19 +48,9 @@ def main() -> None:
 
     trio.run(run)
     engine.close()
-    ratio = median(node) / median(direct)
-    figures = {"ratio": round(ratio, 3), "direct_tok_s": round(median(direct), 1),
-               "node_tok_s": round(median(node), 1), "tokens": tokens, "reps": reps,
-               "direct_all": [round(x, 1) for x in direct], "node_all": [round(x, 1) for x in node]}
-    write_results("engine_overhead", figures, [
-        ("direct engine, tok/s (median)", f"{figures['direct_tok_s']}"),
-        ("node + scheduler + worker, tok/s (median)", f"{figures['node_tok_s']}"),
-        ("ratio (goal >= 0.95)", f"{figures['ratio']}"),
-        ("tokens per run / runs", f"{tokens} / {reps}"),
-    ])
-    print(json.dumps({"ratio": figures["ratio"], "direct_tok_s": figures["direct_tok_s"],
-                      "node_tok_s": figures["node_tok_s"]}))
-
+    report_tok_s_ratio("engine_overhead", direct=direct, other=node, key="node",
+                       label="node + scheduler + worker", tokens=tokens,
+                       tokens_label="tokens per run", reps=reps)
 
 if __name__ == "__main__":
     main()

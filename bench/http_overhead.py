@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from _common import report_tok_s_ratio  # noqa: E402
 
 from zswarm.config import load_config  # noqa: E402
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
@@ -73,19 +73,9 @@ def main() -> None:
         finally:
             node.stop()
             engine.close()
-    ratio = median(http) / median(direct)
-    figures = {"ratio": round(ratio, 3), "direct_tok_s": round(median(direct), 1),
-               "http_tok_s": round(median(http), 1), "tokens": tokens, "reps": reps,
-               "direct_all": [round(x, 1) for x in direct], "http_all": [round(x, 1) for x in http]}
-    write_results("http_overhead", figures, [
-        ("direct engine, tok/s (median)", f"{figures['direct_tok_s']}"),
-        ("streamed over HTTP (SSE) through the node, tok/s (median)", f"{figures['http_tok_s']}"),
-        ("ratio (goal >= 0.95)", f"{figures['ratio']}"),
-        ("max tokens per run / runs", f"{tokens} / {reps}"),
-    ])
-    print(json.dumps({"ratio": figures["ratio"], "direct_tok_s": figures["direct_tok_s"],
-                      "http_tok_s": figures["http_tok_s"]}))
-
+    report_tok_s_ratio("http_overhead", direct=direct, other=http, key="http",
+                       label="streamed over HTTP (SSE) through the node", tokens=tokens,
+                       tokens_label="max tokens per run", reps=reps)
 
 if __name__ == "__main__":
     main()

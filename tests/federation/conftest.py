@@ -14,7 +14,7 @@ from zswarm import client
 from zswarm.config import load_config
 from zswarm.core.messages import PeerInfo
 from zswarm.runtime.node import NodeInfo, run_node
-from zswarm.testing.cluster import node_config, wait_until_async
+from zswarm.testing.cluster import node_config
 
 
 class Cluster:
@@ -51,19 +51,14 @@ async def peers_of(info: NodeInfo) -> list[PeerInfo]:
 async def wait_peers(info: NodeInfo, check: Callable[[dict[str, str]], bool],
                      timeout_s: float = 10.0) -> dict[str, str]:
     """Wait until ``check({peer name: state})`` holds for the node's peer list."""
-    async def states() -> dict[str, str] | None:
-        table = {p.name: p.state for p in await peers_of(info)}
-        return table if check(table) else None
-
-    last: dict[str, str] = {}
+    table: dict[str, str] = {}
     with trio.move_on_after(timeout_s):
         while True:
-            found = await states()
-            if found is not None:
-                return found
-            last = {p.name: p.state for p in await peers_of(info)}
+            table = {p.name: p.state for p in await peers_of(info)}
+            if check(table):
+                return table
             await trio.sleep(0.02)
-    raise TimeoutError(f"peer states not reached within {timeout_s} s; last seen {last}")
+    raise TimeoutError(f"peer states not reached within {timeout_s} s; last seen {table}")
 
 
 @pytest.fixture
@@ -72,6 +67,3 @@ async def cluster(tmp_path, nursery):
     yield c
     for scope in c.scopes.values():
         scope.cancel()
-
-
-__all__ = ["Cluster", "peers_of", "wait_peers", "wait_until_async"]

@@ -21,8 +21,9 @@ from zswarm.core.messages import ChatMessage, ClientRequest, Error, GenerateRequ
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.node import NodeInfo
+from zswarm.testing.cluster import wait_until_async
 
-from .conftest import peers_of, wait_peers, wait_until_async
+from .conftest import peers_of, wait_peers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,6 +11,7 @@ import trio
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
 from zswarm.errors import DeadlineExceeded, ModelNotFound, Overloaded
 from zswarm.runtime.node import local_swarm
+from zswarm.testing.cluster import wait_until_async
 
 pytestmark = pytest.mark.model
 
@@ -18,12 +19,6 @@ pytestmark = pytest.mark.model
 def req(q: str, *, n: int = 1, **params) -> GenerateRequest:
     return GenerateRequest(messages=(ChatMessage(role="user", content=q),), n=n,
                            params=SamplingParams(**params))
-
-
-async def wait_for(predicate, timeout_s: float = 10.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls a condition, bounded by fail_after
-            await trio.sleep(0.01)
 
 
 async def test_ask_with_candidates_from_two_workers(config_factory):
@@ -50,7 +45,7 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_request)
-            await wait_for(lambda: any(w.request_id for w in pool.workers.values()))
+            await wait_until_async(lambda: any(w.request_id for w in pool.workers.values()), 10.0)
             busy = [w for w in pool.workers.values() if w.request_id is not None]
             assert len(busy) == 1
             os.kill(busy[0].pid, signal.SIGKILL)
@@ -58,7 +53,7 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
         # nothing had reached the client yet, so the request was retried on the other worker
         assert report.candidates[0].worker != busy[0].name
         assert report.candidates[0].tokens == 400
-        await wait_for(lambda: swarm.scheduler.workers_ready == 2)
+        await wait_until_async(lambda: swarm.scheduler.workers_ready == 2, 10.0)
         assert busy[0].restarts == 1
         answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8), strategy="first_valid",
                                                 deadline_s=30)
@@ -81,7 +76,7 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_request)
-            await wait_for(lambda: len(tokens) > 0)
+            await wait_until_async(lambda: len(tokens) > 0, 10.0)
             os.kill(swarm.pool.workers["w0"].pid, signal.SIGKILL)
         assert len(errors) == 1 and "died" in str(errors[0]) and "SIGKILL" in str(errors[0])
         answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8), strategy="first_valid",
@@ -97,7 +92,7 @@ async def test_overload_fails_fast(config_factory):
             for _ in range(2):  # one runs, one waits in the queue
                 nursery.start_soon(lambda: swarm.coordinator.ask(long, strategy="first_valid",
                                                                  deadline_s=60))
-            await wait_for(lambda: swarm.scheduler.queue_depth == 1)
+            await wait_until_async(lambda: swarm.scheduler.queue_depth == 1, 10.0)
             with trio.fail_after(2), pytest.raises(Overloaded, match="queue full"):
                 await swarm.coordinator.ask(long, strategy="first_valid", deadline_s=60)
             nursery.cancel_scope.cancel()
@@ -111,7 +106,7 @@ async def test_deadline_cancels_the_worker_and_frees_it(config_factory):
                                             ignore_eos=True), strategy="first_valid", deadline_s=0.5)
         # the worker confirmed the cancel before the call returned: it is idle again
         with trio.fail_after(1):
-            await wait_for(lambda: swarm.scheduler.idle_workers == 1)
+            await wait_until_async(lambda: swarm.scheduler.idle_workers == 1, 10.0)
         answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8),
                                                 strategy="first_valid", deadline_s=30)
         assert answer

@@ -100,19 +100,10 @@ class PeerTable:
     def discovered(self, card: NodeCard, address: str, source: str, now: float,
                    proto: int = PROTOCOL_VERSION) -> list[Change]:
         """mDNS or a static peer introduced a node."""
-        if card.node_id == self.me.node_id:
-            return self._duplicate(card)
-        peer = self.peers.get(card.node_id)
-        changes: list[Change] = []
+        peer, changes, new = self._admit(card, address, source, now)
         if peer is None:
-            if len(self.peers) >= MAX_PEERS:
-                return self._full(card, address, source)
-            peer = Peer(card=card, address=address, source=source, since=now,
-                        interval_s=self.interval_s)
-            self.peers[card.node_id] = peer
-            changes.append(Change("state", peer, None, peer.state))
-        else:
-            changes += self._update_card(peer, card, address)
+            return changes
+        if not new:
             old = peer.state
             changes += self._apply(peer, Event.DISCOVER)
             if peer.state is not old:
@@ -125,19 +116,8 @@ class PeerTable:
     def heard(self, card: NodeCard, load: Load, now: float, *, address: str = "",
               interval_s: float | None = None, source: str = "heartbeat") -> list[Change]:
         """A heartbeat or a status reply arrived from this node."""
-        if card.node_id == self.me.node_id:
-            return self._duplicate(card)
-        peer = self.peers.get(card.node_id)
-        changes: list[Change] = []
-        if peer is None:
-            if len(self.peers) >= MAX_PEERS:
-                return self._full(card, address, source)
-            peer = Peer(card=card, address=address or _host(card.rpc), source=source, since=now)
-            self.peers[card.node_id] = peer
-            changes.append(Change("state", peer, None, peer.state))
-        else:
-            changes += self._update_card(peer, card, address or peer.address)
-        if peer.state is PeerState.INCOMPATIBLE:
+        peer, changes, _ = self._admit(card, address, source, now)
+        if peer is None or peer.state is PeerState.INCOMPATIBLE:
             return changes
         peer.load = load
         peer.last_heard = peer.since = now
@@ -181,6 +161,24 @@ class PeerTable:
 
     # --- internals ----------------------------------------------------------------
 
+    def _admit(self, card: NodeCard, address: str, source: str, now: float
+               ) -> tuple[Peer | None, list[Change], bool]:
+        """(peer, changes, is_new): the known peer with its card updated, or a new one.
+
+        None when the card is this node's own id or the table is full.
+        """
+        if card.node_id == self.me.node_id:
+            return None, self._duplicate(card), False
+        peer = self.peers.get(card.node_id)
+        if peer is not None:
+            return peer, self._update_card(peer, card, address), False
+        if len(self.peers) >= MAX_PEERS:
+            return None, self._full(card, address, source), False
+        peer = Peer(card=card, address=address or endpoint_host(card.rpc), source=source,
+                    since=now, interval_s=self.interval_s)
+        self.peers[card.node_id] = peer
+        return peer, [Change("state", peer, None, peer.state)], True
+
     def _apply(self, peer: Peer, event: Event) -> list[Change]:
         new = TRANSITIONS.get((peer.state, event), peer.state)
         if new is peer.state:
@@ -199,7 +197,7 @@ class PeerTable:
         if card.node_id in self._refused:
             return []
         self._refused.add(card.node_id)
-        return [Change("full", Peer(card=card, address=address or _host(card.rpc),
+        return [Change("full", Peer(card=card, address=address or endpoint_host(card.rpc),
                                     source=source))]
 
     def _duplicate(self, card: NodeCard) -> list[Change]:
@@ -207,10 +205,10 @@ class PeerTable:
         if card.rpc == self.me.rpc or card.rpc in self._duplicates:
             return []
         self._duplicates.add(card.rpc)
-        return [Change("duplicate", Peer(card=card, address=_host(card.rpc), source="?"))]
+        return [Change("duplicate", Peer(card=card, address=endpoint_host(card.rpc), source="?"))]
 
 
-def _host(endpoint: str) -> str:
+def endpoint_host(endpoint: str) -> str:
     """'tcp://10.0.0.2:17617' -> '10.0.0.2'."""
     rest = endpoint.split("://", 1)[-1]
     return rest.rsplit(":", 1)[0].strip("[]")

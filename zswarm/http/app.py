@@ -34,6 +34,7 @@ from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
 from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
+from zswarm.runtime.rpc import check_request
 
 if TYPE_CHECKING:
     pass
@@ -138,8 +139,6 @@ async def federation_vote(request: Request) -> Response:
     body = await read_body(request, node.config.http.max_body_bytes)
     vote = openai.decode(body, VoteIn)
     assert isinstance(vote, VoteIn)
-    from zswarm.runtime.rpc import check_request
-
     coordinator = node.ready()
     try:
         check_request(node.config, vote.request)

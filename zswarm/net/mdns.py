@@ -27,6 +27,7 @@ from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
 from zswarm.core.messages import PROTOCOL_VERSION, NodeCard
+from zswarm.core.peers import endpoint_host
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Mdns:
 
     def advertise(self, card: NodeCard, *, probe: bool = False) -> None:
         """Register our record; ``probe=True`` is zeroconf's default name probing (slower)."""
-        host = socket.inet_aton(_host(card.rpc))
+        host = socket.inet_aton(endpoint_host(card.rpc))
         info = ServiceInfo(SERVICE_TYPE, service_name(card), addresses=[host],
                            port=_port(card.rpc), properties=txt_record(card),
                            server=f"zswarm-{card.node_id[:16]}.local.")
@@ -139,10 +140,6 @@ class Mdns:
         self._resolvers.shutdown(wait=True, cancel_futures=True)
         self.zc.unregister_all_services()
         self.zc.close()
-
-
-def _host(endpoint: str) -> str:
-    return endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
 
 
 async def serve_mdns(address: str, card: NodeCard | None,

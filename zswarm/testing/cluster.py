@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +96,6 @@ async def wait_until_async(predicate: Callable[[], Any], timeout_s: float, *,
                 return value
             await trio.sleep(interval_s)
     raise TimeoutError(f"{what} not reached within {timeout_s} s")
-
-
-async def wait_for(make: Callable[[], Awaitable[Any]], timeout_s: float) -> Any:
-    with trio.fail_after(timeout_s):
-        return await make()
 
 
 class NodeProcess:
