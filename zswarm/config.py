@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from zswarm.core.messages import MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ConfigError
 
@@ -105,6 +106,8 @@ class FederationConfig:
     liveness: int = 3
     #: ask only peers that serve the same model (same file hash)
     same_model_only: bool = True
+    #: a DEAD or LEFT peer is forgotten after this long (it is found again when it returns)
+    forget_after_ms: int = 300_000
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,19 @@ class HttpConfig:
     cors_origins: list[str] = field(default_factory=list)
     #: request bodies larger than this are refused with 413
     max_body_bytes: int = 1_048_576
+    #: a client gets this long to send its request headers (a new or idle connection)
+    header_timeout_ms: int = 10_000
+    #: ...and this long to send its body (408 after); waiting for the answer has no limit
+    #: but the request's own deadline
+    body_timeout_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    #: the swarm key (``zswarm keygen --out FILE``): with it every TCP socket between
+    #: nodes and clients is CURVE-encrypted and only holders of the key get in;
+    #: "" = an open swarm (anyone on the LAN can join, vote and ask)
+    swarm_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,7 @@ class Config:
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     ports: PortsConfig = field(default_factory=PortsConfig)
     #: where the config came from (for error messages); not a TOML key
     source: str = field(default="<defaults>", compare=False)
@@ -243,6 +260,11 @@ def _validate(cfg: Config) -> None:
     for i, peer in enumerate(fed.peers):
         if not peer.startswith("tcp://") or ":" not in peer[6:]:
             raise bad(f"federation.peers[{i}]", f"expected tcp://host:port, got {peer!r}")
+    if not 1000 <= fed.forget_after_ms <= 86_400_000:
+        raise bad("federation.forget_after_ms", "expected 1000 to 86400000")
+    for key in ("header_timeout_ms", "body_timeout_ms"):
+        if not 100 <= getattr(cfg.http, key) <= 3_600_000:
+            raise bad(f"http.{key}", "expected 100 to 3600000")
     if not 1024 <= cfg.http.max_body_bytes <= 64 * 1024 * 1024:
         raise bad("http.max_body_bytes", "expected 1024 to 67108864")
     if not fed.swarm or len(fed.swarm) > 64:
@@ -261,6 +283,12 @@ def _validate(cfg: Config) -> None:
         raise bad("generation.top_p", "expected more than 0.0, at most 1.0")
     if not 1 <= cfg.generation.max_tokens <= cfg.generation.max_tokens_limit:
         raise bad("generation.max_tokens", "expected 1 to generation.max_tokens_limit")
+    # a node's limits may be tighter than the wire's, never looser: a request the node
+    # accepted must also be one its workers and peers can decode
+    for key, wire in (("max_n", MAX_N), ("max_tokens_limit", MAX_TOKENS_LIMIT),
+                      ("max_prompt_chars", MAX_PROMPT_CHARS)):
+        if not 1 <= getattr(cfg.generation, key) <= wire:
+            raise bad(f"generation.{key}", f"expected 1 to {wire} (the protocol's limit)")
 
 
 def parse_config(data: dict[str, Any], *, source: str = "<string>") -> Config:

@@ -27,9 +27,33 @@ class LocalProtocolError(ZswarmError):
 
 
 class RemoteProtocolError(ZswarmError):
-    """A peer or client sent bytes we cannot accept (malformed, wrong version, too big)."""
+    """A peer or client sent bytes we cannot accept (malformed, wrong version, too big).
+
+    ``reason`` is the short label the frame is counted under in
+    ``zswarm_frames_dropped_total{socket, reason}``.
+    """
 
     kind = "protocol"
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DuplicateRequest(RemoteProtocolError):
+    """A sender reused a request id that is still in flight from the same sender."""
+
+    kind = "duplicate_request"
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message, reason="duplicate")
+        self.request_id = request_id
+
+
+class InternalError(ZswarmError):
+    """A bug on this node; it costs the one request that met it, never the node."""
+
+    kind = "internal"
 
 
 class PeerUnavailable(ZswarmError):
@@ -79,6 +103,8 @@ ERROR_KINDS: dict[str, type[ZswarmError]] = {
         ConfigError,
         LocalProtocolError,
         RemoteProtocolError,
+        DuplicateRequest,
+        InternalError,
         PeerUnavailable,
         NoQuorum,
         Overloaded,

@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zswarm.core.messages import Load, NodeCard
-from zswarm.core.peers import TRANSITIONS, PeerState, PeerTable
+from zswarm.core.peers import (
+    MAX_DEMOTION_S,
+    TRANSITIONS,
+    ChangeKind,
+    PeerState,
+    PeerTable,
+)
 
 S = PeerState
 
@@ -21,29 +27,101 @@ def table() -> PeerTable:
 
 
 def states(changes):
-    return [(c.peer.card.node_id, c.old, c.new) for c in changes if c.kind == "state"]
+    return [(c.peer.card.node_id, c.old, c.new) for c in changes if c.kind is ChangeKind.STATE]
+
+
+def kinds(changes):
+    return [c.kind for c in changes]
 
 
 def test_lifecycle_discovered_alive_suspect_dead_back_left():
     t = table()
     assert states(t.discovered(card("a"), "10.0.0.2", "mdns", now=0)) == [("a", None, S.DISCOVERED)]
     assert states(t.heard(card("a"), Load(), now=0.5)) == [("a", S.DISCOVERED, S.ALIVE)]
+    assert t.peers["a"].address == "10.0.0.2"
     assert t.tick(1.9) == []  # within 1.5 intervals
     assert states(t.tick(2.1)) == [("a", S.ALIVE, S.SUSPECT)]
     assert t.alive() == []
     assert states(t.heard(card("a"), Load(), now=2.2)) == [("a", S.SUSPECT, S.ALIVE)]
     assert states(t.tick(5.3)) == [("a", S.ALIVE, S.DEAD)]  # silent > 3 intervals
-    assert t.tick(100) == []  # dead stays dead
+    assert t.tick(100) == []  # dead stays dead (until forgotten)
     assert states(t.heard(card("a"), Load(), now=101)) == [("a", S.DEAD, S.ALIVE)]
     assert states(t.goodbye("a", now=102)) == [("a", S.ALIVE, S.LEFT)]
     assert states(t.discovered(card("a"), "10.0.0.2", "mdns", now=103)) == [
         ("a", S.LEFT, S.DISCOVERED)]
 
 
-def test_heartbeat_with_leaving_state_is_a_goodbye():
+def known(t, node_id, now=0.0, **kw):
+    t.discovered(card(node_id, **kw), "10.0.0.2", "mdns", now)
+    return t.heard(card(node_id, **kw), Load(), now)
+
+
+def test_heartbeat_with_leaving_state_is_a_goodbye_and_a_forged_one_is_undone():
     t = table()
-    t.heard(card("a"), Load(), now=0)
+    known(t, "a")
     assert states(t.heard(card("a"), Load(state="leaving"), now=1)) == [("a", S.ALIVE, S.LEFT)]
+    assert t.due_probes(now=2) == []  # a LEFT peer is probed again, a little later
+    assert [p.card.node_id for p in t.due_probes(now=4.5)] == ["a"]
+    assert states(t.heard(card("a"), Load(), now=4.6)) == [("a", S.LEFT, S.ALIVE)]
+
+
+def test_heartbeats_never_introduce_a_peer_nor_move_one():
+    t = table()
+    assert t.heard(card("a"), Load(), now=0) == []
+    assert "a" not in t.peers
+    known(t, "a")
+    assert t.heard(card("a", "tcp://10.6.6.6:1"), Load(workers_ready=1), now=1) == []
+    assert t.peers["a"].card.rpc == card("a").rpc
+    assert t.peers["a"].load.workers_ready == 1
+
+
+def test_a_record_cannot_move_a_live_peer_only_claim_it():
+    t = table()
+    known(t, "a")
+    elsewhere = card("a", "tcp://10.6.6.6:1")
+    changes = t.discovered(elsewhere, "10.6.6.6", "mdns", now=1)
+    assert kinds(changes) == [ChangeKind.MOVE_CLAIMED] and changes[0].claim == elsewhere
+    assert t.peers["a"].card.rpc == card("a").rpc
+    assert kinds(t.moved("a", elsewhere, "10.6.6.6")) == [ChangeKind.ENDPOINTS]
+    assert t.peers["a"].card.rpc == "tcp://10.6.6.6:1" and t.peers["a"].address == "10.6.6.6"
+
+
+def test_a_dead_peer_that_restarts_elsewhere_is_accepted_at_once():
+    t = table()
+    known(t, "a")
+    t.tick(10)
+    moved = card("a", "tcp://10.0.0.2:9")
+    changes = t.discovered(moved, "10.0.0.2", "mdns", now=11)
+    assert kinds(changes) == [ChangeKind.ENDPOINTS, ChangeKind.STATE]
+    assert states(changes) == [("a", S.DEAD, S.DISCOVERED)]
+
+
+def test_stale_entries_are_forgotten_and_due_probes_back_off():
+    t = PeerTable(card("me", "tcp://10.0.0.1:1"), interval_s=1.0, liveness=3,
+                  forget_after_s=60)
+    known(t, "a")
+    t.tick(4)  # DEAD at 4
+    probes = [now for now in range(4, 40) if t.due_probes(now)]
+    assert probes[:4] == [5, 6, 8, 12]  # 1, 2, 4, 8 s apart
+    assert t.tick(59.5) == []  # forgotten 60 s after it was last heard
+    assert kinds(t.tick(60.5)) == [ChangeKind.FORGOTTEN]
+    assert t.peers == {}
+
+
+def test_demotion_doubles_and_ends():
+    t = table()
+    known(t, "a")
+    assert kinds(t.demote("a", now=1, reason="no vote")) == [ChangeKind.DEMOTED]
+    assert t.alive() == [] and "no vote" in t.peers["a"].detail
+    t.heard(card("a"), Load(), now=10.9)  # still ALIVE, still demoted
+    assert t.tick(10.95) == [] and t.alive() == []
+    assert kinds(t.tick(11)) == [ChangeKind.RESTORED]
+    assert [p.card.node_id for p in t.alive()] == ["a"]
+    t.demote("a", now=11, reason="again")
+    assert t.peers["a"].demoted_until == 31  # 20 s: the second strike
+    for _ in range(20):
+        t.demote("a", now=11, reason="again")
+    assert t.peers["a"].demoted_until == 11 + MAX_DEMOTION_S
 
 
 def test_discovered_never_heard_expires():
@@ -65,32 +143,26 @@ def test_own_echo_ignored_and_duplicate_id_reported_once():
     t = table()
     assert t.discovered(card("me", "tcp://10.0.0.1:1"), "10.0.0.1", "mdns", now=0) == []
     dup = t.heard(card("me", "tcp://10.0.0.7:1"), Load(), now=0)
-    assert [c.kind for c in dup] == ["duplicate"]
+    assert kinds(dup) == [ChangeKind.DUPLICATE]
     assert t.heard(card("me", "tcp://10.0.0.7:1"), Load(), now=1) == []
     assert "me" not in t.peers
 
 
-def test_moved_endpoints_are_reported():
-    t = table()
-    t.heard(card("a", "tcp://10.0.0.2:1"), Load(), now=0)
-    changes = t.heard(card("a", "tcp://10.0.0.2:5"), Load(), now=1)
-    assert [c.kind for c in changes] == ["endpoints"]
-    assert t.peers["a"].card.rpc == "tcp://10.0.0.2:5"
-
-
 def test_alive_filters_by_model_and_swarm():
     t = table()
-    t.heard(card("a"), Load(), now=0)
-    t.heard(NodeCard(node_id="b", name="B", model_id="other", workers=1, rpc="tcp://h:1",
-                     pub="tcp://h:2"), Load(), now=0)
-    t.heard(card("c", swarm="elsewhere"), Load(), now=0)
+    known(t, "a")
+    other = NodeCard(node_id="b", name="B", model_id="other", workers=1, rpc="tcp://10.0.0.5:1",
+                     pub="tcp://10.0.0.5:2")
+    t.discovered(other, "10.0.0.5", "static", 0)
+    t.heard(other, Load(), now=0)
+    known(t, "c", swarm="elsewhere")
     assert {p.card.node_id for p in t.alive()} == {"a", "b"}
     assert {p.card.node_id for p in t.alive(model_id="m")} == {"a"}
 
 
 def test_rtt_is_smoothed():
     t = table()
-    t.heard(card("a"), Load(), now=0)
+    known(t, "a")
     t.rtt("a", 10.0)
     t.rtt("a", 20.0)
     assert t.peers["a"].rtt_ms == 13.0
@@ -116,19 +188,44 @@ def test_every_change_follows_the_transition_table(events):
         else:
             changes = t.tick(now)
         for c in changes:
-            if c.kind == "state" and c.old is not None:
+            if c.kind is ChangeKind.STATE and c.old is not None:
                 assert (c.old, c.new) in ALLOWED, (c.old, c.new)
         peer = t.peers.get("a")
         if kind == "tick" and peer is not None and peer.state is S.ALIVE:
             assert now - peer.since <= 1.5 + 1e-9  # ALIVE only while heard recently
 
 
-def test_a_full_table_refuses_newcomers_and_says_so_once(monkeypatch):
+def test_a_full_table_makes_room_from_stale_entries_and_refuses_only_when_all_live(
+        monkeypatch):
     monkeypatch.setattr("zswarm.core.peers.MAX_PEERS", 2)
     t = table()
-    t.heard(card("a"), Load(), now=0)
-    t.heard(card("b"), Load(), now=0)
-    assert [c.kind for c in t.heard(card("c"), Load(), now=0)] == ["full"]
-    assert t.discovered(card("c"), "10.0.0.3", "mdns", now=1) == []
+    known(t, "a")
+    known(t, "b")
+    assert kinds(t.discovered(card("c"), "10.0.0.3", "mdns", now=0)) == [ChangeKind.FULL]
+    assert t.discovered(card("c"), "10.0.0.3", "mdns", now=1) == []  # said once
     assert set(t.peers) == {"a", "b"}
     assert states(t.heard(card("a"), Load(), now=2)) == []  # known peers still update
+    t.heard(card("a"), Load(), now=4)
+    t.tick(4)  # b is DEAD now: a newcomer takes its place
+    changes = t.discovered(card("cc"), "10.0.0.3", "mdns", now=5)
+    assert kinds(changes) == [ChangeKind.FORGOTTEN, ChangeKind.STATE]
+    assert set(t.peers) == {"a", "cc"}
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["disc", "heard", "tick"])),
+                max_size=200))
+def test_the_table_never_exceeds_its_cap_and_live_peers_are_never_displaced(events):
+    import zswarm.core.peers as peers_mod
+
+    t = table()
+    now = 0.0
+    for i, what in events:
+        now += 0.5
+        node = f"n{i}"
+        if what == "disc":
+            t.discovered(card(node), "10.0.0.2", "mdns", now)
+        elif what == "heard":
+            t.heard(card(node), Load(), now)
+        else:
+            t.tick(now)
+        assert len(t.peers) <= peers_mod.MAX_PEERS

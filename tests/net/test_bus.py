@@ -18,7 +18,8 @@ from zswarm.core.messages import (
     StatusRequest,
 )
 from zswarm.errors import Overloaded, PeerUnavailable
-from zswarm.net.bus import DropCounter, PeerLink, Publisher, Subscriber
+from zswarm.net.bus import PeerLink, Publisher, Subscriber
+from zswarm.net.guard import DropCounter
 from zswarm.net.zmq_trio import TrioSocket
 
 CARD = NodeCard(node_id="n1", name="one", model_id="m", workers=1, rpc="tcp://127.0.0.1:1",

@@ -1,4 +1,11 @@
-"""Bytes <-> messages (msgpack via msgspec). Bad bytes raise RemoteProtocolError, never crash."""
+"""Bytes <-> messages (msgpack via msgspec). Bad bytes raise RemoteProtocolError, never crash.
+
+This is the one place where untrusted bytes become messages: every exception the
+decoder can raise (msgspec's DecodeError and ValidationError, but also the
+UnicodeDecodeError it raises for strings that are not UTF-8, recursion and
+overflow errors) becomes a RemoteProtocolError whose ``reason`` labels the drop.
+The property tests in tests/core/test_codec.py hold this to "any bytes".
+"""
 
 from __future__ import annotations
 
@@ -30,25 +37,32 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     protocol version, unknown type, or a field of the wrong type or out of range.
     """
     if len(data) > max_bytes:
-        raise RemoteProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
+        raise RemoteProtocolError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}",
+                                  reason="too-big")
     try:
         msg = _decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except Exception as exc:  # any decoder failure is the sender's (see the docstring)
         version = _peek_version(data)
         if version is not None and version != PROTOCOL_VERSION:
             raise RemoteProtocolError(
-                f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})"
-            ) from exc
-        raise RemoteProtocolError(f"malformed message: {exc}") from exc
+                f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})",
+                reason="wrong-version") from exc
+        raise RemoteProtocolError(f"malformed message: {_describe(exc)}") from exc
     if msg.v != PROTOCOL_VERSION:
         raise RemoteProtocolError(
-            f"protocol version {msg.v} is not supported (this node speaks {PROTOCOL_VERSION})"
-        )
+            f"protocol version {msg.v} is not supported (this node speaks {PROTOCOL_VERSION})",
+            reason="wrong-version")
     return msg
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, msgspec.DecodeError):
+        return str(exc)[:300]
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _peek_version(data: bytes) -> int | None:
     try:
         return _envelope_decoder.decode(data).v
-    except msgspec.DecodeError:
+    except Exception:  # only a hint for the error message
         return None

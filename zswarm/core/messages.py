@@ -20,9 +20,25 @@ MAX_N = 32
 MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_STRINGS = 8
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: the longest candidate text a peer may send (a 4096-token answer is ~20,000 characters)
+MAX_CANDIDATE_CHARS = 200_000
+#: the longest deadline anyone may ask for (one hour), in ms
+MAX_DEADLINE_MS = 3_600_000
+#: heartbeats may claim an interval up to this (config's own limit)
+MAX_HEARTBEAT_INTERVAL_MS = 60_000
+#: Load figures above these are not believed
+MAX_WORKERS = 1024
+MAX_QUEUE = 1_000_000
+MAX_TOKENS_PER_S = 1_000_000.0
 
 Text = Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)]
 ShortText = Annotated[str, Meta(max_length=256)]
+#: a node id: 1 to 64 letters, digits, '-' or '_' (ours are 16 hex digits)
+NodeIdText = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+#: a log-probability: finite (NaN fails every range check) and at most 0
+LogProb = Annotated[float, Meta(ge=-1e9, le=0.0)]
+#: milliseconds as a finite, non-negative float
+Millis = Annotated[float, Meta(ge=0.0, le=1e9)]
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -48,8 +64,8 @@ class SamplingParams(Struct, frozen=True, kw_only=True):
 class TokenLogprob(Struct, frozen=True, array_like=True):
     """One generated token (its text) and its log-probability under the model."""
 
-    token: str
-    logprob: float
+    token: Annotated[str, Meta(max_length=1024)]
+    logprob: LogProb
 
 
 class GenerateRequest(Struct, frozen=True, kw_only=True):
@@ -66,17 +82,17 @@ class GenerateRequest(Struct, frozen=True, kw_only=True):
 class Candidate(Struct, frozen=True, kw_only=True):
     """One generated answer and where it came from."""
 
-    text: str
+    text: Annotated[str, Meta(max_length=MAX_CANDIDATE_CHARS)]
     finish_reason: FinishReason
-    tokens: int = 0
-    prompt_tokens: int = 0
+    tokens: Annotated[int, Meta(ge=0, le=MAX_TOKENS_LIMIT)] = 0
+    prompt_tokens: Annotated[int, Meta(ge=0, le=10 * MAX_PROMPT_CHARS)] = 0
     #: mean log-probability of the generated tokens, when the engine reports it
-    mean_logprob: float | None = None
-    latency_ms: float = 0.0
-    node: str = ""
-    worker: str = ""
+    mean_logprob: LogProb | None = None
+    latency_ms: Millis = 0.0
+    node: ShortText = ""
+    worker: ShortText = ""
     #: per token, when the request asked for logprobs
-    token_logprobs: list[TokenLogprob] | None = None
+    token_logprobs: Annotated[list[TokenLogprob], Meta(max_length=MAX_TOKENS_LIMIT)] | None = None
 
 
 class ReportCandidate(Struct, frozen=True, kw_only=True):
@@ -125,28 +141,30 @@ NodeState = Literal["loading", "ready", "draining", "leaving"]
 class NodeCard(Struct, frozen=True, kw_only=True):
     """Who a node is and where to reach it (advertised over mDNS, heartbeats and Status)."""
 
-    node_id: ShortText
+    node_id: NodeIdText
     name: ShortText
     model_id: ShortText
-    workers: Annotated[int, Meta(ge=0, le=1024)]
+    workers: Annotated[int, Meta(ge=0, le=MAX_WORKERS)]
     rpc: ShortText
     pub: ShortText
     #: HTTP port of the node's shim; 0 = none
     http: Annotated[int, Meta(ge=0, le=65535)] = 0
     swarm: ShortText = "default"
     hardware: ShortText = ""
+    #: fingerprint of the swarm key this node uses ("" = none: an open swarm); public
+    key: ShortText = ""
 
 
 class Load(Struct, frozen=True, kw_only=True):
     """How busy a node is right now."""
 
     state: NodeState = "ready"
-    workers_ready: Annotated[int, Meta(ge=0)] = 0
-    idle_workers: Annotated[int, Meta(ge=0)] = 0
-    queue_depth: Annotated[int, Meta(ge=0)] = 0
-    max_queue: Annotated[int, Meta(ge=0)] = 0
+    workers_ready: Annotated[int, Meta(ge=0, le=MAX_WORKERS)] = 0
+    idle_workers: Annotated[int, Meta(ge=0, le=MAX_WORKERS)] = 0
+    queue_depth: Annotated[int, Meta(ge=0, le=MAX_QUEUE)] = 0
+    max_queue: Annotated[int, Meta(ge=0, le=MAX_QUEUE)] = 0
     #: tokens generated per second over the last few seconds
-    tokens_per_s: Annotated[float, Meta(ge=0.0)] = 0.0
+    tokens_per_s: Annotated[float, Meta(ge=0.0, le=MAX_TOKENS_PER_S)] = 0.0
 
 
 class _Msg(Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -160,7 +178,7 @@ class ClientRequest(_Msg, frozen=True, tag="client_request"):
     request_id: ShortText
     request: GenerateRequest
     strategy: ShortText | None = None
-    deadline_ms: Annotated[int, Meta(ge=1, le=3_600_000)] | None = None
+    deadline_ms: Annotated[int, Meta(ge=1, le=MAX_DEADLINE_MS)] | None = None
 
 
 class ClientReply(_Msg, frozen=True, tag="client_reply"):
@@ -210,7 +228,7 @@ class Heartbeat(_Msg, frozen=True, tag="heartbeat"):
     card: NodeCard
     seq: Annotated[int, Meta(ge=0)]
     load: Load
-    interval_ms: Annotated[int, Meta(ge=1, le=3_600_000)] = 1000
+    interval_ms: Annotated[int, Meta(ge=1, le=MAX_HEARTBEAT_INTERVAL_MS)] = 1000
 
 
 class VoteRequest(_Msg, frozen=True, tag="vote_request"):
@@ -219,16 +237,16 @@ class VoteRequest(_Msg, frozen=True, tag="vote_request"):
     request_id: ShortText
     request: GenerateRequest
     #: time left for this vote when it was sent; past it the vote is not started
-    deadline_ms: Annotated[int, Meta(ge=1, le=3_600_000)]
+    deadline_ms: Annotated[int, Meta(ge=1, le=MAX_DEADLINE_MS)]
     origin: ShortText = ""
 
 
 class Vote(_Msg, frozen=True, tag="vote"):
     request_id: ShortText
-    node_id: ShortText
+    node_id: NodeIdText
     name: ShortText
-    candidates: list[Candidate]
-    elapsed_ms: float = 0.0
+    candidates: Annotated[list[Candidate], Meta(max_length=MAX_N)]
+    elapsed_ms: Millis = 0.0
 
 
 class Cancel(_Msg, frozen=True, tag="cancel"):

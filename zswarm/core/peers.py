@@ -2,18 +2,37 @@
 
 States: DISCOVERED (mDNS or static config, not heard yet) -> ALIVE (heartbeat or
 status reply heard) -> SUSPECT (a heartbeat missed) -> DEAD (silent for
-interval x liveness) -> ALIVE when heard again; LEFT after a goodbye;
+interval x liveness) -> ALIVE when heard again; LEFT after a goodbye heartbeat;
 INCOMPATIBLE when the peer speaks another protocol version (never sent votes).
 mDNS only introduces peers; only hearing from a peer keeps it alive.
 
-Driven by events and ``tick(now)``; every call returns the Changes it caused,
-so the runtime (runtime/federation.py) can connect, close links and log once.
+Rules against a hostile LAN, all here so they hold whatever transport brought the event:
+- a peer's endpoints come from where it was discovered, never from its heartbeats;
+  a record that moves a live (ALIVE/SUSPECT) peer elsewhere is only a claim
+  (MOVE_CLAIMED): the runtime probes the new endpoint and calls ``moved()`` when the
+  same node answers there;
+- heartbeats refresh known peers only; they never introduce one;
+- bounded state: DEAD/LEFT/INCOMPATIBLE entries are forgotten after
+  ``forget_after_s``; a full table makes room by forgetting the stalest peer that is
+  not alive, and refuses a newcomer only when every entry is alive; the sets of
+  refused and duplicate ids are capped;
+- a peer that breaks the protocol or leaves a vote unanswered is demoted: still
+  watched, but not asked for votes until ``tick`` passes its ``demoted_until``
+  (each strike doubles the time, up to MAX_DEMOTION_S);
+- DEAD and LEFT peers are not listened to, but probed again with a doubling
+  back-off (``due_probes``): a peer that comes back is found, a forged goodbye is
+  undone, and a bogus record costs one probe now and then.
+
+Driven by events and ``tick(now)``; every call returns the Changes it caused, so
+the runtime (runtime/federation.py) can connect, close links and log once.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+
+import msgspec
 
 from zswarm.core.messages import PROTOCOL_VERSION, Load, NodeCard
 
@@ -54,11 +73,32 @@ TRANSITIONS: dict[tuple[PeerState, Event], PeerState] = {
     **{(s, E.MISMATCH): S.INCOMPATIBLE for s in PeerState},
 }
 
-#: the table stops taking new peers beyond this (a flood of mDNS records cannot eat memory)
+#: the table holds at most this many peers (a flood of mDNS records cannot eat memory)
 MAX_PEERS = 1024
+#: at most this many refused or duplicate ids are remembered (to log each once)
+MAX_REMEMBERED = 1024
+#: a demotion lasts this long at first, doubling per strike up to MAX_DEMOTION_S
+DEMOTION_S = 10.0
+MAX_DEMOTION_S = 300.0
+#: DEAD peers are probed after this, doubling up to MAX_PROBE_BACKOFF_S
+PROBE_BACKOFF_S = 1.0
+MAX_PROBE_BACKOFF_S = 30.0
 
 #: states in which a peer is silent-checked by tick()
 _WATCHED = (S.DISCOVERED, S.ALIVE, S.SUSPECT)
+#: states whose entries are forgotten after forget_after_s, or to make room
+_STALE = (S.DEAD, S.LEFT, S.INCOMPATIBLE)
+
+
+class ChangeKind(enum.Enum):
+    STATE = "state"            # old -> new state
+    ENDPOINTS = "endpoints"    # the peer's endpoints changed (resubscribe, reconnect)
+    MOVE_CLAIMED = "move_claimed"  # a record puts a live peer elsewhere: probe ``claim``
+    DUPLICATE = "duplicate"    # another node uses this node's id
+    FULL = "full"              # the table is full of live peers: newcomer refused
+    FORGOTTEN = "forgotten"    # the entry was removed (stale, or to make room)
+    DEMOTED = "demoted"        # not asked for votes for a while (``peer.detail`` says why)
+    RESTORED = "restored"      # the demotion ended
 
 
 @dataclass
@@ -68,29 +108,39 @@ class Peer:
     source: str
     state: PeerState = PeerState.DISCOVERED
     load: Load = field(default_factory=Load)
-    #: when the peer was last heard, or first discovered while never heard
+    #: when the peer was last heard, or entered its current state while never heard
     since: float = 0.0
     last_heard: float | None = None
     rtt_ms: float | None = None
     interval_s: float = 1.0
     detail: str = ""
+    #: not asked for votes before this time (None = not demoted)
+    demoted_until: float | None = None
+    strikes: int = 0
+    #: DEAD: the next probe is due at this time, after probe_backoff_s
+    probe_at: float = 0.0
+    probe_backoff_s: float = PROBE_BACKOFF_S
 
 
 @dataclass(frozen=True)
 class Change:
-    """What an event did to one peer. ``kind``: state, endpoints, duplicate, full."""
+    """What an event did to one peer."""
 
-    kind: str
+    kind: ChangeKind
     peer: Peer
     old: PeerState | None = None
     new: PeerState | None = None
+    #: MOVE_CLAIMED: the card the record claims (endpoints to probe)
+    claim: NodeCard | None = None
 
 
 class PeerTable:
-    def __init__(self, me: NodeCard, *, interval_s: float, liveness: int) -> None:
+    def __init__(self, me: NodeCard, *, interval_s: float, liveness: int,
+                 forget_after_s: float = 300.0) -> None:
         self.me = me
         self.interval_s = interval_s
         self.liveness = liveness
+        self.forget_after_s = forget_after_s
         self.peers: dict[str, Peer] = {}
         self._duplicates: set[str] = set()
         self._refused: set[str] = set()
@@ -99,39 +149,79 @@ class PeerTable:
 
     def discovered(self, card: NodeCard, address: str, source: str, now: float,
                    proto: int = PROTOCOL_VERSION) -> list[Change]:
-        """mDNS or a static peer introduced a node."""
-        peer, changes, new = self._admit(card, address, source, now)
+        """mDNS or a static peer introduced a node (its endpoints are at ``address``)."""
+        if card.node_id == self.me.node_id:
+            return self._duplicate(card)
+        peer = self.peers.get(card.node_id)
+        changes: list[Change] = []
         if peer is None:
-            return changes
-        if not new:
-            old = peer.state
-            changes += self._apply(peer, Event.DISCOVER)
-            if peer.state is not old:
-                peer.since = now
+            peer, changes = self._add(card, address, source, now)
+            if peer is None:
+                return changes
+        elif (card.rpc, card.pub) != (peer.card.rpc, peer.card.pub):
+            if peer.state in (S.ALIVE, S.SUSPECT):
+                return [Change(ChangeKind.MOVE_CLAIMED, peer, claim=card)]
+            changes += self._move(peer, card, address)
+        else:
+            peer.card = card
+        old = peer.state
+        changes += self._apply(peer, Event.DISCOVER)
+        if peer.state is not old:
+            peer.since = now
         if proto != PROTOCOL_VERSION:
             peer.detail = f"speaks protocol {proto}, this node {PROTOCOL_VERSION}"
             changes += self._apply(peer, Event.MISMATCH)
         return changes
 
-    def heard(self, card: NodeCard, load: Load, now: float, *, address: str = "",
-              interval_s: float | None = None, source: str = "heartbeat") -> list[Change]:
-        """A heartbeat or a status reply arrived from this node."""
-        peer, changes, _ = self._admit(card, address, source, now)
+    def heard(self, card: NodeCard, load: Load, now: float, *,
+              interval_s: float | None = None) -> list[Change]:
+        """A heartbeat or a status reply from a known node (unknown ids are ignored).
+
+        The card's endpoints are not taken: a peer is reached where it was discovered.
+        """
+        if card.node_id == self.me.node_id:
+            return self._duplicate(card)
+        peer = self.peers.get(card.node_id)
         if peer is None or peer.state is PeerState.INCOMPATIBLE:
-            return changes
+            return []
+        peer.card = msgspec.structs.replace(card, rpc=peer.card.rpc, pub=peer.card.pub)
         peer.load = load
         peer.last_heard = peer.since = now
         peer.interval_s = max(interval_s or self.interval_s, self.interval_s)
+        peer.probe_backoff_s = PROBE_BACKOFF_S
         if load.state == "leaving":
-            return changes + self._apply(peer, Event.GOODBYE)
-        return changes + self._apply(peer, Event.HEARD)
+            return self._left(peer, now)
+        return self._apply(peer, Event.HEARD)
+
+    def moved(self, node_id: str, card: NodeCard, address: str) -> list[Change]:
+        """The node answered at the endpoints a record claimed: it lives there now."""
+        peer = self.peers.get(node_id)
+        if peer is None or card.node_id != node_id:
+            return []
+        return self._move(peer, card, address)
 
     def goodbye(self, node_id: str, now: float) -> list[Change]:
         peer = self.peers.get(node_id)
         if peer is None:
             return []
-        peer.since = now
-        return self._apply(peer, Event.GOODBYE)
+        return self._left(peer, now)
+
+    def demote(self, node_id: str, now: float, reason: str) -> list[Change]:
+        """The peer broke a rule or left a vote unanswered: no votes for it for a while."""
+        peer = self.peers.get(node_id)
+        if peer is None:
+            return []
+        seconds = min(DEMOTION_S * 2 ** min(peer.strikes, 16), MAX_DEMOTION_S)
+        peer.strikes += 1
+        peer.demoted_until = now + seconds
+        peer.detail = f"demoted for {seconds:.0f} s: {reason}"[:300]
+        return [Change(ChangeKind.DEMOTED, peer)]
+
+    def vote_answered(self, node_id: str) -> None:
+        """A good vote: the strikes count again from zero."""
+        peer = self.peers.get(node_id)
+        if peer is not None and peer.demoted_until is None:
+            peer.strikes = 0
 
     def rtt(self, node_id: str, rtt_ms: float) -> None:
         peer = self.peers.get(node_id)
@@ -139,14 +229,23 @@ class PeerTable:
             peer.rtt_ms = rtt_ms if peer.rtt_ms is None else 0.7 * peer.rtt_ms + 0.3 * rtt_ms
 
     def tick(self, now: float) -> list[Change]:
-        """Time passed: silent peers become SUSPECT, then DEAD."""
+        """Time passed: silent peers become SUSPECT, then DEAD; demotions end; stale go."""
         changes: list[Change] = []
-        for peer in self.peers.values():
+        for node_id, peer in list(self.peers.items()):
+            if peer.state in _STALE and now - peer.since > self.forget_after_s:
+                del self.peers[node_id]
+                changes.append(Change(ChangeKind.FORGOTTEN, peer))
+                continue
+            if peer.demoted_until is not None and now >= peer.demoted_until:
+                peer.demoted_until = None
+                peer.detail = ""
+                changes.append(Change(ChangeKind.RESTORED, peer))
             if peer.state not in _WATCHED:
                 continue
             silent = now - peer.since
             if silent > peer.interval_s * self.liveness:
                 changes += self._apply(peer, Event.EXPIRED)
+                peer.probe_at = now + peer.probe_backoff_s
             elif silent > peer.interval_s * 1.5 and peer.state is PeerState.ALIVE:
                 changes += self._apply(peer, Event.MISSED)
         return changes
@@ -154,58 +253,81 @@ class PeerTable:
     # --- queries ------------------------------------------------------------------
 
     def alive(self, *, model_id: str | None = None) -> list[Peer]:
-        """Peers that may be sent votes (ALIVE, same swarm, optionally same model)."""
+        """Peers that may be sent votes (ALIVE, not demoted, same swarm, optionally model)."""
         return [p for p in self.peers.values()
-                if p.state is PeerState.ALIVE and p.card.swarm == self.me.swarm
+                if p.state is PeerState.ALIVE and p.demoted_until is None
+                and p.card.swarm == self.me.swarm
                 and (model_id is None or p.card.model_id == model_id)]
+
+    def due_probes(self, now: float) -> list[Peer]:
+        """DEAD and LEFT peers whose next probe is due; each call doubles their back-off."""
+        due = []
+        for peer in self.peers.values():
+            if peer.state in (S.DEAD, S.LEFT) and now >= peer.probe_at:
+                due.append(peer)
+                peer.probe_at = now + peer.probe_backoff_s
+                peer.probe_backoff_s = min(peer.probe_backoff_s * 2, MAX_PROBE_BACKOFF_S)
+        return due
 
     # --- internals ----------------------------------------------------------------
 
-    def _admit(self, card: NodeCard, address: str, source: str, now: float
-               ) -> tuple[Peer | None, list[Change], bool]:
-        """(peer, changes, is_new): the known peer with its card updated, or a new one.
-
-        None when the card is this node's own id or the table is full.
-        """
-        if card.node_id == self.me.node_id:
-            return None, self._duplicate(card), False
-        peer = self.peers.get(card.node_id)
-        if peer is not None:
-            return peer, self._update_card(peer, card, address), False
+    def _add(self, card: NodeCard, address: str, source: str, now: float
+             ) -> tuple[Peer | None, list[Change]]:
+        changes: list[Change] = []
         if len(self.peers) >= MAX_PEERS:
-            return None, self._full(card, address, source), False
-        peer = Peer(card=card, address=address or endpoint_host(card.rpc), source=source,
-                    since=now, interval_s=self.interval_s)
+            stale = [p for p in self.peers.values() if p.state not in (S.ALIVE, S.SUSPECT)]
+            if not stale:
+                return None, self._full(card, address, source)
+            victim = min(stale, key=lambda p: p.since)
+            del self.peers[victim.card.node_id]
+            changes.append(Change(ChangeKind.FORGOTTEN, victim))
+        peer = Peer(card=card, address=address, source=source, since=now,
+                    interval_s=self.interval_s)
         self.peers[card.node_id] = peer
-        return peer, [Change("state", peer, None, peer.state)], True
+        changes.append(Change(ChangeKind.STATE, peer, None, peer.state))
+        return peer, changes
+
+    def _left(self, peer: Peer, now: float) -> list[Change]:
+        """A goodbye. Probed again later (``due_probes``): a forged goodbye is undone."""
+        changes = self._apply(peer, Event.GOODBYE)
+        if changes:
+            peer.since = now
+            peer.probe_at = now + self.interval_s * self.liveness
+        return changes
 
     def _apply(self, peer: Peer, event: Event) -> list[Change]:
         new = TRANSITIONS.get((peer.state, event), peer.state)
         if new is peer.state:
             return []
         old, peer.state = peer.state, new
-        return [Change("state", peer, old, new)]
+        return [Change(ChangeKind.STATE, peer, old, new)]
 
-    def _update_card(self, peer: Peer, card: NodeCard, address: str) -> list[Change]:
+    def _move(self, peer: Peer, card: NodeCard, address: str) -> list[Change]:
         moved = (card.rpc, card.pub) != (peer.card.rpc, peer.card.pub)
         peer.card = card
         peer.address = address or peer.address
-        return [Change("endpoints", peer)] if moved else []
+        return [Change(ChangeKind.ENDPOINTS, peer)] if moved else []
 
     def _full(self, card: NodeCard, address: str, source: str) -> list[Change]:
-        """The table is full: the newcomer is refused (reported once per node id)."""
+        """The table is full of live peers: the newcomer is refused (reported once per id)."""
         if card.node_id in self._refused:
             return []
-        self._refused.add(card.node_id)
-        return [Change("full", Peer(card=card, address=address or endpoint_host(card.rpc),
-                                    source=source))]
+        _remember(self._refused, card.node_id)
+        return [Change(ChangeKind.FULL, Peer(card=card, address=address, source=source))]
 
     def _duplicate(self, card: NodeCard) -> list[Change]:
         """Our own id: our own echo (same endpoint) is ignored, anyone else is reported once."""
         if card.rpc == self.me.rpc or card.rpc in self._duplicates:
             return []
-        self._duplicates.add(card.rpc)
-        return [Change("duplicate", Peer(card=card, address=endpoint_host(card.rpc), source="?"))]
+        _remember(self._duplicates, card.rpc)
+        return [Change(ChangeKind.DUPLICATE, Peer(card=card, address=endpoint_host(card.rpc),
+                                                  source="?"))]
+
+
+def _remember(seen: set[str], key: str) -> None:
+    if len(seen) >= MAX_REMEMBERED:
+        seen.clear()  # forgetting only means one more log line
+    seen.add(key)
 
 
 def endpoint_host(endpoint: str) -> str:

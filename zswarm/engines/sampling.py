@@ -37,7 +37,7 @@ def sample(
     logz = top + float(np.log(np.exp(x - top).sum(dtype=np.float64)))
     if params.temperature <= 0.0 or params.top_k == 1:
         token = int(np.argmax(x))
-        return token, float(x[token]) - logz
+        return token, _logprob(float(x[token]) - logz)
     k = params.top_k if 0 < params.top_k < x.size else x.size
     idx = np.argpartition(x, -k)[-k:] if k < x.size else np.arange(x.size)
     scaled = x[idx].astype(np.float64) / params.temperature
@@ -50,4 +50,9 @@ def sample(
         cdf = cdf[:keep] / cdf[keep - 1]
     pick = min(int(np.searchsorted(cdf, rng.random(), side="right")), cdf.size - 1)
     token = int(idx[pick])
-    return token, float(x[token]) - logz
+    return token, _logprob(float(x[token]) - logz)
+
+
+def _logprob(value: float) -> float:
+    """Within the wire's range for a log-probability (finite, at most 0)."""
+    return max(-1e9, min(0.0, value)) if value == value else -1e9

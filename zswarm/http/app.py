@@ -136,7 +136,7 @@ class VoteIn(msgspec.Struct):
 async def federation_vote(request: Request) -> Response:
     """The VoteRequest of the ZMQ protocol as JSON: served locally, never fanned out."""
     node: HttpNode = request.app.state.node
-    body = await read_body(request, node.config.http.max_body_bytes)
+    body = await read_body(request, node.config.http)
     vote = openai.decode(body, VoteIn)
     assert isinstance(vote, VoteIn)
     coordinator = node.ready()
@@ -225,7 +225,12 @@ async def serve_http(node: HttpNode, host: str, port: int, *,
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("zswarm.http.server")
-    config.read_timeout = 60  # a client that stalls mid-request is dropped
+    # No read timeout: hypercorn applies it to every read, including while a client
+    # quietly waits for a long generation. Headers get header_timeout_ms instead
+    # (hypercorn's keep-alive timer runs until a request's headers are complete),
+    # bodies body_timeout_ms (http/base.py read_body); the answer has the request's deadline.
+    config.read_timeout = None
+    config.keep_alive_timeout = node.config.http.header_timeout_ms / 1000
     config.include_server_header = False
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn.trio.serve, build_app(node), config,

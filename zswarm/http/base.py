@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from zswarm.config import Config
+from zswarm.config import Config, HttpConfig
 from zswarm.core.messages import Load, NodeCard
 from zswarm.errors import ZswarmError
 from zswarm.http.openai import ApiError
+from zswarm.net.guard import FrameDrops
 
 if TYPE_CHECKING:
     from zswarm.runtime.coordinator import Coordinator
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 #: zswarm error kind -> HTTP status (anything else is a 500 server_error)
 STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
-          "unavailable": 503, "model_not_found": 404}
+          "unavailable": 503, "model_not_found": 404, "duplicate_request": 409}
 
 
 @dataclass
@@ -41,6 +42,8 @@ class HttpNode:
     draining: bool = False
     #: completion requests being answered (streams until their last event)
     in_flight: int = 0
+    #: the node's tally of dropped frames (for /metrics)
+    drops: FrameDrops = field(default_factory=FrameDrops)
 
     def ready(self) -> Coordinator:
         """The coordinator, or 503 while the model loads or the node drains."""
@@ -66,7 +69,9 @@ def from_zswarm(exc: ZswarmError) -> ApiError:
     return ApiError(status, str(exc), type_=type_, code=exc.kind, headers=headers)
 
 
-async def read_body(request: Request, cap: int) -> bytes:
+async def read_body(request: Request, limits: HttpConfig) -> bytes:
+    """The JSON body: 415 for another type, 413 above the cap, 408 if it takes too long."""
+    cap, timeout_s = limits.max_body_bytes, limits.body_timeout_ms / 1000
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if ctype.lower() != "application/json":
         raise ApiError(415, f"expected Content-Type: application/json, got {ctype!r}")
@@ -74,8 +79,11 @@ async def read_body(request: Request, cap: int) -> bytes:
     if length is not None and length.isdigit() and int(length) > cap:
         raise ApiError(413, f"request body of {length} bytes exceeds the limit of {cap}")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > cap:
-            raise ApiError(413, f"request body exceeds the limit of {cap} bytes")
-    return bytes(body)
+    with trio.move_on_after(timeout_s):
+        async for part in request.stream():
+            body += part
+            if len(body) > cap:
+                raise ApiError(413, f"request body exceeds the limit of {cap} bytes")
+        return bytes(body)
+    raise ApiError(408, f"the request body did not arrive within {timeout_s:.0f} s",
+                   headers={"Connection": "close"})

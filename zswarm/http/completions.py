@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import trio
 from starlette.requests import Request
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
-from zswarm.errors import ZswarmError
+from zswarm.errors import InternalError, ZswarmError
 from zswarm.http import openai
 from zswarm.http.base import HttpNode, from_zswarm, read_body
 from zswarm.http.openai import ApiError, Ask
@@ -52,8 +53,10 @@ async def until_disconnect(request: Request, scope: trio.CancelScope) -> None:
 
 
 def _headers(report: Report) -> dict[str, str]:
-    return {"x-zswarm-strategy": report.strategy,
-            "x-zswarm-nodes": ",".join(sorted({c.node for c in report.candidates}))}
+    """Headers carry ASCII only: node names (peer-chosen text) are percent-encoded."""
+    nodes = sorted({c.node for c in report.candidates})
+    return {"x-zswarm-strategy": quote(report.strategy, safe=""),
+            "x-zswarm-nodes": ",".join(quote(n, safe=" -_.:@()") for n in nodes)}
 
 
 # --- the OpenAI routes -----------------------------------------------------------------
@@ -70,7 +73,7 @@ async def _completions(request: Request, kind: str) -> Response:
 
 
 async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
-    body = await read_body(request, node.config.http.max_body_bytes)
+    body = await read_body(request, node.config.http)
     shape = openai.ChatCompletionRequest if kind == "chat" else openai.CompletionRequest
     req = openai.decode(body, shape)
     ask = openai.to_ask(req, node.config)  # type: ignore[arg-type]
@@ -136,6 +139,9 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
                                                                  on_token if live else None))
                 except ZswarmError as exc:
                     event = ("error", exc)
+                except Exception:  # a bug costs this stream (an error event), never the node
+                    log.exception("%s: internal error", rid)
+                    event = ("error", InternalError("internal error (logged on the node)"))
                 with contextlib.suppress(trio.BrokenResourceError):  # the stream is gone
                     send.send_nowait(event)
         finally:

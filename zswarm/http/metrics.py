@@ -76,6 +76,12 @@ class NodeCollector(Collector):
         for state in PeerState:
             peers.add_metric([state.value], by_state.get(state, 0))
         yield peers
+        dropped = CounterMetricFamily("zswarm_frames_dropped",
+                                      "frames and messages dropped, by socket and reason",
+                                      labels=["socket", "reason"])
+        for (socket, reason), n in sorted(self.node.drops.counts.items()):
+            dropped.add_metric([socket, reason], n)
+        yield dropped
         yield _histogram("zswarm_consensus_agreement", "agreement ratio of answered requests",
                          stats.agreement)
         yield _histogram("zswarm_vote_rtt_seconds", "round trip of answered votes",

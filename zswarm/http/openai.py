@@ -8,19 +8,20 @@ completion objects, stream chunks and OpenAI-shaped errors. Pure: no I/O.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
 from zswarm.config import Config
 from zswarm.core.messages import (
+    MAX_MESSAGES,
     MAX_STOP_STRINGS,
-    ChatMessage,
     GenerateRequest,
     Report,
     ReportCandidate,
-    SamplingParams,
 )
 from zswarm.core.plan import ASK_STRATEGIES
 
@@ -103,8 +104,8 @@ def decode(body: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
         text = str(exc)
         param = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else None
         raise ApiError(400, f"invalid request: {text}", param=param) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, f"the body is not valid JSON (UTF-8): {str(exc)[:300]}") from None
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,10 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                              "zswarm.peers")
     logprobs = bool(req.logprobs) if isinstance(req, ChatCompletionRequest) \
         else req.logprobs is not None
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                            top_k=gen.top_k, stop=tuple(stop), seed=req.seed, logprobs=logprobs)
+    params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+              "top_k": gen.top_k, "stop": stop, "seed": req.seed, "logprobs": logprobs}
     if isinstance(req, ChatCompletionRequest):
-        messages = _messages(req, config)
-        request = GenerateRequest(messages=messages, params=params, n=n)
+        fields: dict[str, object] = {"messages": _messages(req, config)}
     else:
         prompt = req.prompt
         if isinstance(prompt, list):
@@ -183,7 +183,8 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                 raise _unprocessable("send one prompt per request (lists of prompts are not "
                                      "supported)", "prompt")
             prompt = prompt[0]
-        request = GenerateRequest(prompt=prompt, params=params, n=n)
+        fields = {"prompt": prompt}
+    request = _wire_request({**fields, "params": params, "n": n})
     chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
     if chars > gen.max_prompt_chars:
         raise _unprocessable(f"the prompt has {chars} characters; this node's limit is "
@@ -192,10 +193,29 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                choices=req.n, stream=req.stream, model=req.model)
 
 
-def _messages(req: ChatCompletionRequest, config: Config) -> tuple[ChatMessage, ...]:
+def _wire_request(fields: dict[str, object]) -> GenerateRequest:
+    """The GenerateRequest, checked against every wire limit (422 naming the field).
+
+    Built with msgspec.convert, never the bare constructor (which skips the
+    constraints): a request the workers could not decode must not reach them.
+    """
+    try:
+        return msgspec.convert(fields, GenerateRequest)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else None
+        param = {"params.max_tokens": "max_tokens", "params.stop": "stop"}.get(
+            (param or "").split("[")[0], param)
+        raise _unprocessable(f"invalid request: {text}", param or "messages") from None
+
+
+def _messages(req: ChatCompletionRequest, config: Config) -> list[dict[str, str]]:
     if not req.messages:
         raise _unprocessable("messages must not be empty", "messages")
-    out: list[ChatMessage] = []
+    if len(req.messages) > MAX_MESSAGES:
+        raise _unprocessable(f"at most {MAX_MESSAGES} messages per request, got "
+                             f"{len(req.messages)}", "messages")
+    out: list[dict[str, str]] = []
     for i, m in enumerate(req.messages):
         role = _ROLES.get(m.role)
         if role is None:
@@ -205,10 +225,10 @@ def _messages(req: ChatCompletionRequest, config: Config) -> tuple[ChatMessage, 
             text = "".join(p.text for p in m.content if p.type == "text")
         else:
             text = m.content or ""
-        out.append(ChatMessage(role=role, content=text))  # type: ignore[arg-type]
-    if config.generation.system_prompt and out[0].role != "system":
-        out.insert(0, ChatMessage(role="system", content=config.generation.system_prompt))
-    return tuple(out)
+        out.append({"role": role, "content": text})
+    if config.generation.system_prompt and out[0]["role"] != "system":
+        out.insert(0, {"role": "system", "content": config.generation.system_prompt})
+    return out
 
 
 # --- responses -----------------------------------------------------------------------
@@ -232,9 +252,21 @@ def usage(report: Report) -> dict[str, int]:
 
 
 def report_json(report: Report) -> dict[str, object]:
-    out: dict[str, object] = msgspec.to_builtins(report)
+    out: dict[str, object] = json_safe(msgspec.to_builtins(report))
     out["nodes"] = sorted({c.node for c in report.candidates})
     return out
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become None: JSON has no such numbers (a backstop; peers' scores
+    are checked where they arrive)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def completion_object(kind: str, rid: str, model: str, report: Report, count: int
@@ -256,7 +288,7 @@ def completion_object(kind: str, rid: str, model: str, report: Report, count: in
 def _chat_logprobs(c: ReportCandidate) -> dict[str, object] | None:
     if c.token_logprobs is None:
         return None
-    return {"content": [{"token": t.token, "logprob": t.logprob,
+    return {"content": [{"token": t.token, "logprob": json_safe(t.logprob),
                          "bytes": list(t.token.encode()), "top_logprobs": []}
                         for t in c.token_logprobs], "refusal": None}
 
@@ -269,7 +301,7 @@ def _text_logprobs(c: ReportCandidate) -> dict[str, object] | None:
         offsets.append(at)
         at += len(t.token)
     return {"tokens": [t.token for t in c.token_logprobs],
-            "token_logprobs": [t.logprob for t in c.token_logprobs],
+            "token_logprobs": [json_safe(t.logprob) for t in c.token_logprobs],
             "top_logprobs": None, "text_offset": offsets}
 
 

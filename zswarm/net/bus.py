@@ -2,17 +2,15 @@
 
 Owns the sockets and the matching of replies to requests; decides nothing
 (runtime/federation.py does). Every socket is opened through net/zmq_trio.py.
-Malformed frames are dropped, counted and logged at most once per 10 s per
-reason, so a noisy peer cannot flood the log or stop the node.
+Each received frame is handled inside net/guard.py's MessageGuard: a bad one is
+dropped, counted and logged at most once per 10 s per reason, so a noisy peer
+cannot flood the log or stop the node.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 import zmq
@@ -20,45 +18,18 @@ import zmq
 from zswarm.core import codec
 from zswarm.core.messages import Cancel, Error, Heartbeat, Message
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError, error_from_kind
+from zswarm.net.guard import DropCounter, MessageGuard
+from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DropCounter:
-    """Counts dropped frames by reason; logs each reason at most every ``every_s`` seconds."""
-
-    where: str
-    every_s: float = 10.0
-    counts: dict[str, int] = field(default_factory=dict)
-    _last_log: dict[str, float] = field(default_factory=dict)
-    _unlogged: dict[str, int] = field(default_factory=dict)
-
-    def drop(self, reason: str, detail: str = "") -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
-        now = time.monotonic()
-        if now - self._last_log.get(reason, -math.inf) >= self.every_s:
-            n = self._unlogged.pop(reason)
-            log.warning("%s: dropped %d %s frame(s)%s", self.where, n, reason,
-                        f": {detail}" if detail else "")
-            self._last_log[reason] = now
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-def _reason(exc: RemoteProtocolError) -> str:
-    return "wrong-version" if "protocol version" in str(exc) else "malformed"
-
-
 class Publisher:
     """This node's heartbeat PUB socket."""
 
-    def __init__(self, endpoint: str) -> None:
-        self.sock = TrioSocket.open(zmq.PUB)
+    def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
+        self.sock = TrioSocket.open(zmq.PUB, role="server", key=key)
         self.endpoint = self.sock.bind(endpoint)
 
     def publish(self, hb: Heartbeat) -> None:
@@ -72,14 +43,16 @@ class Publisher:
 class Subscriber:
     """One SUB socket connected to every known peer's PUB endpoint."""
 
-    def __init__(self, on_heartbeat: Callable[[Heartbeat], None]) -> None:
-        self.sock = TrioSocket.open(zmq.SUB)
+    def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *,
+                 drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
+        self.sock = TrioSocket.open(zmq.SUB, role="client", key=key)
         self.sock.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.on_heartbeat = on_heartbeat
         self.endpoints: set[str] = set()
-        self.drops = DropCounter("heartbeats")
+        self.drops = drops or DropCounter("heartbeats")
 
     def connect(self, endpoint: str) -> None:
+        """Subscribe to one more publisher; PeerUnavailable if zmq refuses the endpoint."""
         if endpoint not in self.endpoints:
             self.sock.connect(endpoint)
             self.endpoints.add(endpoint)
@@ -98,32 +71,35 @@ class Subscriber:
         try:
             while True:
                 frames = await self.sock.recv_multipart()
-                if len(frames) != 1:
-                    self.drops.drop("multi-frame")
-                    continue
-                try:
-                    msg = codec.decode(frames[0])
-                except RemoteProtocolError as exc:
-                    self.drops.drop(_reason(exc), str(exc))
-                    continue
-                if not isinstance(msg, Heartbeat):
-                    self.drops.drop("unexpected", type(msg).__name__)
-                    continue
-                self.on_heartbeat(msg)
+                with MessageGuard(self.drops):
+                    self._handle(frames)
         finally:
             self.sock.close()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            raise RemoteProtocolError(f"{len(frames)} frames", reason="multi-frame")
+        msg = codec.decode(frames[0])
+        if not isinstance(msg, Heartbeat):
+            raise RemoteProtocolError(type(msg).__name__, reason="unexpected")
+        self.on_heartbeat(msg)
 
 
 class PeerLink:
     """A DEALER to one peer's RPC endpoint: requests with matched replies, and cancels."""
 
-    def __init__(self, endpoint: str, name: str) -> None:
+    def __init__(self, endpoint: str, name: str, *, drops: DropCounter | None = None,
+                 key: SwarmKey | None = None) -> None:
         self.endpoint = endpoint
         self.name = name
-        self.sock = TrioSocket.open(zmq.DEALER)
-        self.sock.connect(endpoint)
+        self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key)
+        try:
+            self.sock.connect(endpoint)
+        except BaseException:
+            self.sock.close()
+            raise
         self._waiting: dict[str, trio.MemorySendChannel[Message | ZswarmError]] = {}
-        self.drops = DropCounter(f"link to {name}")
+        self.drops = drops or DropCounter("votes")
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -132,19 +108,20 @@ class PeerLink:
         try:
             while True:
                 frames = await self.sock.recv_multipart()
-                try:
-                    msg = codec.decode(frames[-1])
-                except RemoteProtocolError as exc:
-                    self.drops.drop(_reason(exc), str(exc))
-                    continue
-                rid = getattr(msg, "request_id", None)
-                waiter = self._waiting.pop(rid, None) if isinstance(rid, str) else None
-                if waiter is None:
-                    continue  # a reply to a request that gave up (late vote)
-                waiter.send_nowait(msg)
+                with MessageGuard(self.drops):
+                    self._handle(frames)
         finally:
             self.fail_all(PeerUnavailable(f"link to {self.name} closed"))
             self.sock.close()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            raise RemoteProtocolError(f"{len(frames)} frames", reason="multi-frame")
+        msg = codec.decode(frames[0])
+        rid = getattr(msg, "request_id", None)
+        waiter = self._waiting.pop(rid, None) if isinstance(rid, str) else None
+        if waiter is not None:  # else a reply to a request that gave up (a late vote)
+            waiter.send_nowait(msg)
 
     async def request(self, msg: Message, request_id: str, timeout_s: float) -> Message:
         """Send and wait for the reply with the same request id.

@@ -4,6 +4,13 @@ Owns the Zeroconf instance, the TXT record format and the translation of
 zeroconf's callbacks (which run in zeroconf's threads) into Found/Gone events on
 a trio channel. Decides nothing about peers (core/peers.py does).
 
+Records are untrusted: a card is built from a TXT record only through
+core/claims.py (msgspec constraints, endpoints at the resolved IPv4 address with
+ports 1-65535); a bad record is dropped and counted. At most MAX_PENDING services
+are being resolved at once and the trio channel is bounded: a flood of records
+costs records, not memory. The TXT record carries no secret: at most the public
+fingerprint of the swarm key (``key``), so a node can tell "another swarm".
+
 Zeroconf listens and sends only on the node's bind address, never on every
 interface. Registration skips name probing (``cooperating_responders=True``):
 probing costs ~1.3 s before a node can be seen, and instance names here are
@@ -26,12 +33,17 @@ import trio
 from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
+from zswarm.core.claims import card_from_txt
 from zswarm.core.messages import PROTOCOL_VERSION, NodeCard
 from zswarm.core.peers import endpoint_host
+from zswarm.errors import RemoteProtocolError
+from zswarm.net.guard import DropCounter, MessageGuard
 
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_zswarm._tcp.local."
+#: services being resolved at once; more are dropped until some finish
+MAX_PENDING = 64
 
 
 @dataclass(frozen=True)
@@ -64,37 +76,31 @@ def txt_record(card: NodeCard) -> dict[str, str]:
     return {"id": card.node_id, "name": card.name, "proto": str(PROTOCOL_VERSION),
             "model": card.model_id, "workers": str(card.workers), "hw": card.hardware,
             "pub": str(_port(card.pub)), "rpc": str(_port(card.rpc)), "http": str(card.http),
-            "swarm": card.swarm}
+            "swarm": card.swarm, **({"key": card.key} if card.key else {})}
 
 
 def card_from_info(info: ServiceInfo) -> tuple[NodeCard, str, int]:
-    """(card, address, protocol version) from a resolved service; ValueError if unusable."""
+    """(card, address, protocol version) from a resolved service; RemoteProtocolError if bad."""
     props = {k.decode(errors="replace"): (v or b"").decode(errors="replace")
-             for k, v in info.properties.items()}
+             for k, v in (info.properties or {}).items() if isinstance(k, bytes)}
     addresses = info.parsed_addresses(IPVersion.V4Only)
     if not addresses:
-        raise ValueError("no IPv4 address")
-    address = addresses[0]
-    try:
-        card = NodeCard(node_id=props["id"], name=props.get("name", ""),
-                        model_id=props.get("model", ""), workers=int(props.get("workers", 0)),
-                        rpc=f"tcp://{address}:{int(props['rpc'])}",
-                        pub=f"tcp://{address}:{int(props['pub'])}",
-                        http=int(props.get("http", 0)), swarm=props.get("swarm", "default"),
-                        hardware=props.get("hw", ""))
-        return card, address, int(props.get("proto", 0))
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"bad TXT record: {exc}") from exc
+        raise RemoteProtocolError("no IPv4 address", reason="bad-record")
+    card, proto = card_from_txt(props, addresses[0])
+    return card, addresses[0], proto
 
 
 class Mdns:
     """One Zeroconf instance on one interface address; blocking calls, run them in a thread."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, drops: DropCounter | None = None) -> None:
         self.address = address
+        self.drops = drops or DropCounter("mdns")
         self.zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
         self._browser: ServiceBrowser | None = None
         self._closed = threading.Event()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
         # resolving a service can wait on the network: never block zeroconf's browser thread
         self._resolvers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zswarm-mdns")
 
@@ -108,26 +114,34 @@ class Mdns:
 
     def browse(self, on_event: MdnsEventSink) -> None:
         def resolve(name: str) -> None:
-            info = ServiceInfo(SERVICE_TYPE, name)
-            if not info.load_from_cache(self.zc) and not info.request(self.zc, 2000):
-                log.debug("mdns: %s did not resolve", name)
-                return
-            if self._closed.is_set():
-                return
             try:
-                card, address, proto = card_from_info(info)
-            except ValueError as exc:
-                log.info("mdns: ignoring %s: %s", name, exc)
-                return
-            on_event(Found(card, address, proto, name))
+                with MessageGuard(self.drops):
+                    info = ServiceInfo(SERVICE_TYPE, name)
+                    if not info.load_from_cache(self.zc) and not info.request(self.zc, 2000):
+                        log.debug("mdns: %s did not resolve", name)
+                        return
+                    if not self._closed.is_set():
+                        card, address, proto = card_from_info(info)
+                        on_event(Found(card, address, proto, name))
+            finally:
+                with self._lock:
+                    self._pending.discard(name)
 
         def on_change(zeroconf: Zeroconf, service_type: str, name: str,
                       state_change: ServiceStateChange) -> None:
             if self._closed.is_set():
                 return
-            if state_change is ServiceStateChange.Removed:
-                on_event(Gone(name))
-            else:
+            with MessageGuard(self.drops):
+                if state_change is ServiceStateChange.Removed:
+                    on_event(Gone(name))
+                    return
+                with self._lock:
+                    if name in self._pending:
+                        return
+                    if len(self._pending) >= MAX_PENDING:
+                        raise RemoteProtocolError(f"{MAX_PENDING} services resolving already",
+                                                  reason="flood")
+                    self._pending.add(name)
                 self._resolvers.submit(resolve, name)
 
         self._browser = ServiceBrowser(self.zc, SERVICE_TYPE, handlers=[on_change])
@@ -143,19 +157,25 @@ class Mdns:
 
 
 async def serve_mdns(address: str, card: NodeCard | None,
-                     events: trio.MemorySendChannel[MdnsEvent], *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Advertise ``card`` (unless None) and browse; events go to ``events`` until cancelled."""
+                     events: trio.MemorySendChannel[MdnsEvent], drops: DropCounter | None = None,
+                     *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Advertise ``card`` (unless None) and browse; events go to ``events`` until cancelled.
+
+    When ``events`` is full, further events are dropped (counted as ``queue-full``).
+    """
     token = trio.lowlevel.current_trio_token()
+    drops = drops or DropCounter("mdns")
 
     def post(event: MdnsEvent) -> None:
         try:
             trio.from_thread.run_sync(events.send_nowait, event, trio_token=token)
+        except trio.WouldBlock:
+            drops.drop("queue-full")
         except (trio.RunFinishedError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
     def start() -> Mdns:
-        mdns = Mdns(address)
+        mdns = Mdns(address, drops)
         try:
             mdns.browse(post)
         except BaseException:

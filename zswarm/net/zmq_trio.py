@@ -18,6 +18,7 @@ import zmq
 
 from zswarm.core.messages import MAX_FRAME_BYTES
 from zswarm.errors import LocalProtocolError, PeerUnavailable
+from zswarm.net.security import SwarmKey, secure_client, secure_server
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,22 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
     return _context
 
 
-def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES) -> zmq.Socket[bytes]:
-    """Open a blocking zmq socket with the project's options (the hook for CURVE later)."""
+def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
+                role: str = "", key: SwarmKey | None = None) -> zmq.Socket[bytes]:
+    """Open a blocking zmq socket with the project's options.
+
+    With a swarm ``key``, ``role`` "server" (will bind) or "client" (will connect)
+    makes it a CURVE socket (net/security.py); no key = plain (an open swarm).
+    """
     sock = context().socket(kind)
+    if key is not None:
+        if role == "server":
+            secure_server(sock, key)
+        elif role == "client":
+            secure_client(sock, key)
+        else:
+            sock.close()
+            raise LocalProtocolError("a keyed socket must be a server or a client")
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
     sock.setsockopt(zmq.SNDHWM, 10_000)
@@ -60,8 +74,9 @@ class TrioSocket:
         self.closed = False
 
     @classmethod
-    def open(cls, kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES) -> TrioSocket:
-        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes))
+    def open(cls, kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES, role: str = "",
+             key: SwarmKey | None = None) -> TrioSocket:
+        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes, role=role, key=key))
 
     def bind(self, endpoint: str) -> str:
         """Bind and return the resolved endpoint (with the real port for tcp://host:0)."""
@@ -72,7 +87,11 @@ class TrioSocket:
         return str(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def connect(self, endpoint: str) -> None:
-        self.sock.connect(endpoint)
+        """Connect (zmq connects in the background); PeerUnavailable if zmq refuses the endpoint."""
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise PeerUnavailable(f"cannot connect to {endpoint!r}: {exc}") from exc
 
     def _kick(self) -> None:
         """After any socket operation: wake the reader if input became pending."""

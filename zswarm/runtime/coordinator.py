@@ -308,17 +308,17 @@ class Coordinator:
                         round_scope: trio.CancelScope, deadline: float, t0: float) -> None:
         fed = self.federation
         assert fed is not None
-        peer = fed.table.peers.get(node_id)
-        name = peer.card.name if peer is not None else node_id
+        name = fed.peer_name(node_id)
         asked = self._asked(rnd, node_id, name, part.n)
-        vote_deadline_s = min(deadline - trio.current_time(), self.vote_deadline_s)
+        # never negative: a round whose deadline is already spent asks with no time at all
+        vote_deadline_s = max(0.0, min(deadline - trio.current_time(), self.vote_deadline_s))
         sent = time.perf_counter()
         self.stats.votes_sent += 1
         answered = False
         try:
             with trio.move_on_after(vote_deadline_s) as vote_scope:
                 try:
-                    vote = await fed.vote(node_id, part, vote_deadline_s)
+                    candidates = await fed.vote(node_id, part, vote_deadline_s)
                 except ZswarmError as exc:
                     asked.outcome, asked.detail = "failed", str(exc)
                     log.info("vote from %s failed: %s", name, exc)
@@ -326,12 +326,12 @@ class Coordinator:
             if vote_scope.cancelled_caught:
                 asked.outcome = "timeout"
                 asked.detail = f"no vote within {vote_deadline_s:.1f} s"
+                fed.unanswered(node_id, asked.detail)
                 return
             answered = True
             self.stats.vote_rtt_s.observe(time.perf_counter() - sent)
         finally:
             if not answered:
                 self.stats.votes_unanswered[asked.outcome or "cancelled"] += 1
-        for cand in vote.candidates:
-            self._add(rnd, asked, msgspec.structs.replace(cand, node=cand.node or vote.name),
-                      round_scope, t0)
+        for cand in candidates:
+            self._add(rnd, asked, cand, round_scope, t0)

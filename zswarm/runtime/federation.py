@@ -1,11 +1,15 @@
 """The node's view of the swarm: discovery, heartbeats, peer links and votes.
 
 Owns: the PeerTable (core/peers.py) and carrying out what its changes mean -
-subscribing to a peer's heartbeats, opening and closing vote links, logging
-joins, deaths and leaves once each; publishing this node's heartbeat; probing
-static peers; pinging peers for their round-trip time; and sending one
-VoteRequest to one peer (``vote``). It must not: decide fan-out (core/plan.py)
-or combine candidates (coordinator + core/consensus.py).
+subscribing to a peer's heartbeats (never to DEAD, LEFT or forgotten ones),
+opening and closing vote links, probing a claimed move and DEAD, LEFT and static
+peers, logging joins, deaths, leaves and demotions once each; publishing this
+node's heartbeat; pinging peers for their round-trip time; and sending one
+VoteRequest to one peer (``vote``), whose answer is checked (core/claims.py)
+before anyone uses it. What arrives from peers is handled inside the guard of
+the loop that read it (net/guard.py), and a library error while acting on one
+peer's data costs that peer. It must not: decide fan-out (core/plan.py) or
+combine candidates (coordinator + core/consensus.py).
 """
 
 from __future__ import annotations
@@ -19,22 +23,28 @@ from dataclasses import dataclass
 import trio
 
 from zswarm.config import Config
+from zswarm.core import claims
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
+    Candidate,
     GenerateRequest,
     Heartbeat,
     Load,
+    Message,
     NodeCard,
+    NodeState,
     PeerInfo,
     Status,
     StatusRequest,
     Vote,
     VoteRequest,
 )
-from zswarm.core.peers import MAX_PEERS, Change, Peer, PeerState, PeerTable
+from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import PeerLink, Publisher, Subscriber
+from zswarm.net.guard import FrameDrops, MessageGuard
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
+from zswarm.net.security import SwarmKey
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +74,35 @@ class Federation:
     """Start with ``await nursery.start(federation.serve)``; then ``vote()`` and ``peers()``."""
 
     def __init__(self, config: Config, me: NodeCard, publisher: Publisher,
-                 load: Callable[[], Load], *, mdns_address: str) -> None:
+                 load: Callable[[], Load], *, mdns_address: str,
+                 drops: FrameDrops | None = None, key: SwarmKey | None = None) -> None:
         fed = config.federation
         self.config = config
         self.me = me
         self.publisher = publisher
         self.load = load
         self.mdns_address = mdns_address
+        self.drops = drops or FrameDrops()
+        self.key = key
         self.interval_s = fed.heartbeat_interval_ms / 1000
-        self.table = PeerTable(me, interval_s=self.interval_s, liveness=fed.liveness)
-        self.subscriber = Subscriber(self._on_heartbeat)
+        self.table = PeerTable(me, interval_s=self.interval_s, liveness=fed.liveness,
+                               forget_after_s=fed.forget_after_ms / 1000)
+        self.subscriber = Subscriber(self._on_heartbeat, drops=self.drops.counter("heartbeats"),
+                                     key=key)
         self.links: dict[str, _Link] = {}
         self.in_flight: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
         self.static: dict[str, str] = {}
         if fed.discovery in ("static", "both"):
             self.static = dict.fromkeys(fed.peers, "not answered yet")
+        self._static_ids: dict[str, str] = {}  # node id -> static endpoint
         self._subscribed: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self._seq = 0
         self._busy: set[str] = set()
-        self.state = "ready"
+        self._mdns_drops = self.drops.counter("mdns")
+        self._vote_drops = self.drops.counter("votes")
+        self.state: NodeState = "ready"
 
     # --- services -----------------------------------------------------------------
 
@@ -94,9 +112,11 @@ class Federation:
             self._nursery = nursery
             await nursery.start(self.subscriber.serve)
             if self.config.federation.discovery in ("mdns", "both"):
-                send, receive = trio.open_memory_channel[MdnsEvent](1000)
+                # bounded: a flood of records waits in zeroconf's threads, then is dropped
+                send, receive = trio.open_memory_channel[MdnsEvent](MAX_PEERS)
                 nursery.start_soon(self._mdns_events, receive)
-                await nursery.start(serve_mdns, self.mdns_address, self.me, send)
+                await nursery.start(serve_mdns, self.mdns_address, self.me, send,
+                                    self._mdns_drops)
             nursery.start_soon(self._heartbeats)
             task_status.started()
             try:
@@ -117,142 +137,221 @@ class Federation:
         self._seq += 1
         load = self.load()
         if self.state != "ready":
-            load = Load(state=self.state, max_queue=load.max_queue)  # type: ignore[arg-type]
+            load = Load(state=self.state, max_queue=load.max_queue)
         return Heartbeat(card=self.me, seq=self._seq, load=load,
                          interval_ms=self.config.federation.heartbeat_interval_ms)
 
     async def _heartbeats(self) -> None:
         """Publish every interval; check silences four times per interval (DEAD on time)."""
-        assert self._nursery is not None
         ticks = 0
         while True:
             if ticks % TICKS_PER_INTERVAL == 0:
-                beat = ticks // TICKS_PER_INTERVAL
                 self.publisher.publish(self._heartbeat())
-                for endpoint, why in self.static.items():
-                    if why and endpoint not in self._busy:
-                        self._nursery.start_soon(self._once, endpoint, self._probe_static)
-                for peer in list(self.table.peers.values()):
-                    node_id = peer.card.node_id
-                    due = beat % PING_EVERY == 0 or peer.rtt_ms is None
-                    if node_id not in self._busy and (peer.state is PeerState.DISCOVERED or (
-                            due and peer.state is PeerState.ALIVE)):
-                        self._nursery.start_soon(self._once, node_id, self._ping)
+                self._probes(ticks // TICKS_PER_INTERVAL)
             self._apply(self.table.tick(trio.current_time()))
             ticks += 1
             await trio.sleep(self.interval_s / TICKS_PER_INTERVAL)
 
-    async def _once(self, key: str, job: Callable[[str], Awaitable[None]]) -> None:
+    def _probes(self, beat: int) -> None:
+        """Static peers not in the table, DEAD and LEFT peers (backed off), pings for RTT."""
+        for endpoint, why in self.static.items():
+            if why:
+                self._spawn(endpoint, self._probe_static, endpoint)
+        for peer in self.table.due_probes(trio.current_time()):
+            self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
+        for peer in list(self.table.peers.values()):
+            due = beat % PING_EVERY == 0 or peer.rtt_ms is None
+            if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
+                self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
+
+    def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run a probe or ping unless one for the same key is still running."""
+        if key in self._busy or self._nursery is None:
+            return
         self._busy.add(key)
-        try:
-            await job(key)
-        finally:
-            self._busy.discard(key)
+
+        async def once() -> None:
+            try:
+                await job(*args)
+            finally:
+                self._busy.discard(key)
+
+        self._nursery.start_soon(once)
 
     async def _mdns_events(self, receive: trio.MemoryReceiveChannel[MdnsEvent]) -> None:
-        names: dict[str, str] = {}  # service name -> node id
         async for event in receive:
-            now = trio.current_time()
-            if isinstance(event, Found):
-                if event.card.swarm != self.me.swarm:
-                    continue
-                names[event.service] = event.card.node_id
-                self._apply(self.table.discovered(event.card, event.address, "mdns", now,
-                                                  proto=event.proto))
-            elif event.service in names:
-                self._apply(self.table.goodbye(names.pop(event.service), now))
+            with MessageGuard(self._mdns_drops):
+                self._on_mdns(event)
+
+    def _on_mdns(self, event: MdnsEvent) -> None:
+        # A removal is advisory (anyone can send one, a crashed node never does):
+        # only heartbeats, or their absence, change a known peer's state.
+        if not isinstance(event, Found):
+            return
+        card = event.card
+        if card.swarm != self.me.swarm or card.key != self.me.key:
+            return  # another swarm, or another (or no) swarm key: never a peer
+        self._apply(self.table.discovered(card, event.address, "mdns", trio.current_time(),
+                                          proto=event.proto))
 
     def _on_heartbeat(self, hb: Heartbeat) -> None:
         if hb.card.swarm != self.me.swarm:
             return
-        self._apply(self.table.heard(hb.card, hb.load, trio.current_time(),
-                                     interval_s=hb.interval_ms / 1000))
+        self._apply(self.table.heard(hb.card, claims.believable_load(hb.load, hb.card),
+                                     trio.current_time(),
+                                     interval_s=claims.believable_interval_s(
+                                         hb.interval_ms, self.interval_s)))
 
-    async def _probe_static(self, endpoint: str) -> None:
-        link = PeerLink(endpoint, endpoint)
+    async def _status(self, endpoint: str, name: str) -> tuple[Status, float]:
+        """One StatusRequest over a short-lived link: (reply, round trip in ms)."""
+        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key)
         rid = new_request_id()
+        result: Message | ZswarmError
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(link.serve)
                 t0 = time.perf_counter()
                 try:
-                    reply = await link.request(StatusRequest(request_id=rid), rid, self.interval_s)
+                    result = await link.request(StatusRequest(request_id=rid), rid,
+                                                self.interval_s)
                 except ZswarmError as exc:
-                    self.static[endpoint] = str(exc)
-                    return
-                finally:
-                    nursery.cancel_scope.cancel()
+                    result = exc
+                nursery.cancel_scope.cancel()
         finally:
             link.sock.close()
-        if not isinstance(reply, Status):
-            self.static[endpoint] = f"answered {type(reply).__name__}, not Status"
+        if isinstance(result, ZswarmError):
+            raise result
+        if not isinstance(result, Status):
+            raise RemoteProtocolError(f"answered {type(result).__name__}, not Status")
+        return result, (time.perf_counter() - t0) * 1000
+
+    async def _probe_static(self, endpoint: str) -> None:
+        try:
+            host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+            infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
+            address = claims.ipv4_literal(str(infos[0][4][0]))
+            reply, rtt_ms = await self._status(claims.tcp_endpoint(address, port), endpoint)
+            card = claims.card_at(reply.card, address)
+        except (OSError, ValueError, ZswarmError) as exc:
+            self.static[endpoint] = str(exc) or type(exc).__name__
+            return
+        if card.swarm != self.me.swarm:
+            self.static[endpoint] = f"in swarm {card.swarm!r}, not {self.me.swarm!r}"
             return
         self.static[endpoint] = ""
-        self._apply(self.table.heard(reply.card, reply.load, trio.current_time(),
-                                     source="static"))
-        self.table.rtt(reply.card.node_id, (time.perf_counter() - t0) * 1000)
+        self._static_ids[card.node_id] = endpoint
+        now = trio.current_time()
+        self._apply(self.table.discovered(card, address, "static", now))
+        self._apply(self.table.heard(card, claims.believable_load(reply.load, card), now))
+        self.table.rtt(card.node_id, rtt_ms)
 
     async def _ping(self, node_id: str) -> None:
         peer = self.table.peers.get(node_id)
         if peer is None:
             return
-        rid = new_request_id()
-        t0 = time.perf_counter()
         try:
-            reply = await self._link(peer).request(StatusRequest(request_id=rid), rid,
-                                                   self.interval_s)
+            if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
+                rid = new_request_id()
+                t0 = time.perf_counter()
+                reply = await self._link(peer).request(StatusRequest(request_id=rid), rid,
+                                                       self.interval_s)
+                if not isinstance(reply, Status):
+                    raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
+                rtt_ms = (time.perf_counter() - t0) * 1000
+            else:  # DISCOVERED, DEAD, LEFT: no standing link to a node that may not be there
+                reply, rtt_ms = await self._status(peer.card.rpc, peer.card.name)
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
-        if isinstance(reply, Status) and reply.card.node_id == node_id:
-            self.table.rtt(node_id, (time.perf_counter() - t0) * 1000)
-            self._apply(self.table.heard(reply.card, reply.load, trio.current_time()))
+        if reply.card.node_id == node_id:
+            self.table.rtt(node_id, rtt_ms)
+            self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
+                                         trio.current_time()))
+
+    async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
+        """A record says a live peer moved: believe it once the node answers there."""
+        try:
+            reply, _ = await self._status(claim.rpc, claim.name)
+        except ZswarmError as exc:
+            log.info("a record says %s moved to %s; it does not answer there: %s",
+                     node_id, claim.rpc, exc)
+            return
+        if reply.card.node_id != node_id:
+            log.warning("a record says %s moved to %s, but %s answers there: ignored",
+                        node_id, claim.rpc, reply.card.node_id)
+            return
+        self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
 
     # --- carrying out the table's changes -----------------------------------------
 
     def _apply(self, changes: list[Change]) -> None:
         for change in changes:
-            peer = change.peer
-            card = peer.card
-            if change.kind == "duplicate":
-                log.error("DUPLICATE NODE ID %s: the node at %s uses this node's id. Was the "
-                          "state dir (%s) copied? Delete node_id there on one of them.",
-                          card.node_id, card.rpc, self.config.node.state_dir)
-                continue
-            if change.kind == "full":
-                log.warning("peer table full (%d peers): ignoring %s (%s) at %s", MAX_PEERS,
-                            card.name, card.node_id, card.rpc)
-                continue
-            if change.kind == "endpoints":
-                log.info("peer %s moved to %s", card.name, card.rpc)
-                self._close_link(card.node_id, "peer moved")
+            try:
+                self._carry_out(change)
+            except ZswarmError as exc:  # zmq refused this peer's endpoint: it costs the peer
+                log.warning("peer %s at %s: %s", change.peer.card.name, change.peer.card.rpc, exc)
+                self._forget_links(change.peer.card.node_id, str(exc))
+
+    def _carry_out(self, change: Change) -> None:
+        peer = change.peer
+        card = peer.card
+        kind = change.kind
+        if kind is ChangeKind.DUPLICATE:
+            log.error("DUPLICATE NODE ID %s: the node at %s uses this node's id. Was the "
+                      "state dir (%s) copied? Delete node_id there on one of them.",
+                      card.node_id, card.rpc, self.config.node.state_dir)
+        elif kind is ChangeKind.FULL:
+            log.warning("peer table full (%d live peers): ignoring %s (%s) at %s", MAX_PEERS,
+                        card.name, card.node_id, card.rpc)
+        elif kind is ChangeKind.FORGOTTEN:
+            log.debug("peer %s (%s) forgotten (%s)", card.name, card.node_id, peer.state.value)
+            self._forget_links(card.node_id, f"peer {card.name} forgotten")
+        elif kind is ChangeKind.MOVE_CLAIMED:
+            assert change.claim is not None
+            self._spawn(f"move:{card.node_id}", self._confirm_move, card.node_id, change.claim)
+        elif kind is ChangeKind.ENDPOINTS:
+            log.info("peer %s moved to %s", card.name, card.rpc)
+            self._close_link(card.node_id, "peer moved")
+            if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT):
                 self._subscribe(peer)
-                continue
-            new = change.new
-            if new is PeerState.DISCOVERED:
-                log.info("peer found: %s (%s) at %s via %s", card.name, card.node_id,
-                         peer.address, peer.source)
-                self._subscribe(peer)
-            elif new is PeerState.ALIVE:
-                verb = "is back" if change.old is PeerState.DEAD else "joined"
-                if change.old is not PeerState.SUSPECT:
-                    log.info("peer %s %s: %s at %s, model %s, %d worker(s)", card.name, verb,
-                             card.node_id, card.rpc, card.model_id, card.workers)
-                self._subscribe(peer)
-            elif new is PeerState.DEAD:
-                why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
-                log.warning("peer %s (%s) is dead: %s", card.name, card.node_id, why)
-                self._close_link(card.node_id, f"peer {card.name} died ({why})")
-            elif new is PeerState.LEFT:
-                log.info("peer %s (%s) left", card.name, card.node_id)
-                self._close_link(card.node_id, f"peer {card.name} left")
-                self._unsubscribe(card.node_id)
-            elif new is PeerState.INCOMPATIBLE:
-                log.warning("peer %s (%s) is incompatible: %s; it is never sent votes",
-                            card.name, card.node_id, peer.detail)
-                self._close_link(card.node_id, f"peer {card.name} is incompatible")
-                self._unsubscribe(card.node_id)
+        elif kind is ChangeKind.DEMOTED:
+            log.warning("peer %s (%s) %s", card.name, card.node_id, peer.detail)
+        elif kind is ChangeKind.RESTORED:
+            log.info("peer %s (%s) may be asked for votes again", card.name, card.node_id)
+        else:
+            self._state_changed(change)
+
+    def _state_changed(self, change: Change) -> None:
+        peer, card, new = change.peer, change.peer.card, change.new
+        if new is PeerState.DISCOVERED:
+            log.info("peer found: %s (%s) at %s via %s", card.name, card.node_id,
+                     peer.address, peer.source)
+            self._subscribe(peer)
+        elif new is PeerState.ALIVE:
+            verb = "is back" if change.old in (PeerState.DEAD, PeerState.LEFT) else "joined"
+            if change.old is not PeerState.SUSPECT:
+                log.info("peer %s %s: %s at %s, model %s, %d worker(s)", card.name, verb,
+                         card.node_id, card.rpc, card.model_id, card.workers)
+            self._subscribe(peer)
+        elif new is PeerState.DEAD:
+            why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
+            log.warning("peer %s (%s) is dead: %s", card.name, card.node_id, why)
+            self._forget_links(card.node_id, f"peer {card.name} died ({why})")
+            self._static_lost(card.node_id, "dead: " + why)
+        elif new is PeerState.LEFT:
+            log.info("peer %s (%s) left", card.name, card.node_id)
+            self._forget_links(card.node_id, f"peer {card.name} left")
+            self._static_lost(card.node_id, "left")
+        elif new is PeerState.INCOMPATIBLE:
+            log.warning("peer %s (%s) is incompatible: %s; it is never sent votes",
+                        card.name, card.node_id, peer.detail)
+            self._forget_links(card.node_id, f"peer {card.name} is incompatible")
+
+    def _static_lost(self, node_id: str, why: str) -> None:
+        """A static peer died or left: probe its endpoint again (it may come back elsewhere)."""
+        endpoint = self._static_ids.get(node_id)
+        if endpoint is not None and endpoint in self.static:
+            self.static[endpoint] = why
 
     def _subscribe(self, peer: Peer) -> None:
         node_id, pub = peer.card.node_id, peer.card.pub
@@ -261,12 +360,14 @@ class Federation:
             return
         if old is not None:
             self.subscriber.disconnect(old)
-        self._subscribed[node_id] = pub
         self.subscriber.connect(pub)
+        self._subscribed[node_id] = pub
 
-    def _unsubscribe(self, node_id: str) -> None:
+    def _forget_links(self, node_id: str, why: str) -> None:
+        """No vote link and no subscription: a dead or bogus endpoint is not reconnected to."""
+        self._close_link(node_id, why)
         old = self._subscribed.pop(node_id, None)
-        if old is not None:
+        if old is not None and old not in self._subscribed.values():
             self.subscriber.disconnect(old)
 
     def _link(self, peer: Peer) -> PeerLink:
@@ -275,7 +376,7 @@ class Federation:
             return entry.link
         if self._nursery is None:
             raise PeerUnavailable("federation is not running")
-        link = PeerLink(peer.card.rpc, peer.card.name)
+        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key)
         entry = _Link(link, trio.CancelScope())
         self.links[peer.card.node_id] = entry
         self._nursery.start_soon(_run_link, entry)
@@ -294,8 +395,21 @@ class Federation:
         same = model_id if self.config.federation.same_model_only else None
         return self.table.alive(model_id=same)
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float) -> Vote:
-        """Ask one peer for ``request.n`` candidates; Cancel is sent if we stop waiting."""
+    def peer_name(self, node_id: str) -> str:
+        peer = self.table.peers.get(node_id)
+        return peer.card.name if peer is not None else node_id
+
+    def unanswered(self, node_id: str, why: str) -> None:
+        """A vote sent to this peer was not answered in time: ask others for a while."""
+        self._apply(self.table.demote(node_id, trio.current_time(), why))
+
+    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+                   ) -> list[Candidate]:
+        """Ask one peer for ``request.n`` candidates; Cancel is sent if we stop waiting.
+
+        The answer is checked before it is returned (core/claims.py): a peer that
+        breaks the rules is demoted and its vote counts as failed.
+        """
         peer = self.table.peers.get(node_id)
         if peer is None or peer.state is not PeerState.ALIVE:
             raise PeerUnavailable(f"peer {node_id} is not alive")
@@ -311,12 +425,22 @@ class Federation:
             done = True
         finally:
             self.in_flight[node_id] -= 1
+            if not self.in_flight[node_id]:
+                del self.in_flight[node_id]
             if not done:
                 link.cancel(rid)
-        if not isinstance(reply, Vote):
-            raise RemoteProtocolError(f"{peer.card.name} answered {type(reply).__name__}, "
-                                      "not a Vote")
-        return reply
+        try:
+            if not isinstance(reply, Vote):
+                raise RemoteProtocolError(f"answered {type(reply).__name__}, not a Vote",
+                                          reason="bad-vote")
+            candidates = claims.accept_vote(reply, node_id=node_id, name=peer.card.name,
+                                            asked=request.n)
+        except RemoteProtocolError as exc:
+            self._vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
+            self._apply(self.table.demote(node_id, trio.current_time(), str(exc)))
+            raise
+        self.table.vote_answered(node_id)
+        return candidates
 
     def peers(self) -> list[PeerInfo]:
         now = trio.current_time()

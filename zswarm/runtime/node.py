@@ -32,6 +32,8 @@ from zswarm.http.app import serve_http
 from zswarm.http.base import HttpNode
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
+from zswarm.net.guard import FrameDrops
+from zswarm.net.security import SwarmKey, swarm_key
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation, hardware_summary
 from zswarm.runtime.rpc import RpcServer
@@ -66,10 +68,11 @@ def single_errors() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def local_swarm(config: Config) -> AsyncIterator[LocalSwarm]:
+async def local_swarm(config: Config, drops: FrameDrops | None = None
+                      ) -> AsyncIterator[LocalSwarm]:
     """Workers loaded and a scheduler running, for the duration of the block."""
     scheduler = Scheduler(max_queue=config.scheduler.max_queue)
-    pool = WorkerPool(config, scheduler)
+    pool = WorkerPool(config, scheduler, drops=(drops or FrameDrops()).counter("workers"))
     with single_errors():
         async with _local_swarm(config, scheduler, pool) as swarm:
             yield swarm
@@ -121,6 +124,8 @@ class NodeInfo:
     model_id: str
     workers: int
     federation: bool
+    #: fingerprint of the swarm key ("" = an open swarm)
+    swarm_key: str = ""
 
 
 async def run_node(config: Config, *, drain: trio.Event | None = None,
@@ -132,41 +137,51 @@ async def run_node(config: Config, *, drain: trio.Event | None = None,
     ``node.drain_timeout_ms``) and returns.
     """
     node_id = load_node_id(config)
+    key = swarm_key(config.security.swarm_key_file, source=config.source)
+    if key is None and config.federation.enabled:
+        log.warning("OPEN SWARM: no [security] swarm_key_file, so any host on this LAN can "
+                    "join, read votes and ask this node to generate (zswarm keygen makes a key)")
     host = choose_bind_address(config.node.bind)
     info_path = config.state_path / "node.json"
     with single_errors():
         await _run_node(config, node_id, host, info_path,
-                        drain if drain is not None else trio.Event(), task_status)
+                        drain if drain is not None else trio.Event(), key, task_status)
 
 
 async def _run_node(config: Config, node_id: str, host: str, info_path: Path, drain: trio.Event,
-                    task_status: trio.TaskStatus[NodeInfo]) -> None:
+                    key: SwarmKey | None, task_status: trio.TaskStatus[NodeInfo]) -> None:
     fed_cfg = config.federation
+    drops = FrameDrops()
     async with trio.open_nursery() as outer:
-        web = HttpNode(config, None, lambda: Load(state="loading"), outer)
+        web = HttpNode(config, None, lambda: Load(state="loading"), outer, drops=drops)
         http_port = 0
         if config.http.enabled:  # up first, so /health can say "loading"
             http_port = await outer.start(serve_http, web, host, config.ports.http)
-        async with local_swarm(config) as swarm, trio.open_nursery() as nursery:
-            rpc = RpcServer(swarm, f"tcp://{host}:{config.ports.rpc}")
-            publisher = Publisher(f"tcp://{host}:{config.ports.pub}") if fed_cfg.enabled else None
+        async with local_swarm(config, drops) as swarm, trio.open_nursery() as nursery:
+            rpc = RpcServer(swarm, f"tcp://{host}:{config.ports.rpc}", key=key,
+                            drops=drops.counter("rpc"))
+            publisher = (Publisher(f"tcp://{host}:{config.ports.pub}", key=key)
+                         if fed_cfg.enabled else None)
             try:
                 card = NodeCard(node_id=node_id, name=config.node.name,
                                 model_id=swarm.pool.model_id, workers=len(swarm.pool.workers),
                                 rpc=rpc.endpoint, pub=publisher.endpoint if publisher else "",
-                                http=http_port, swarm=fed_cfg.swarm, hardware=hardware_summary())
+                                http=http_port, swarm=fed_cfg.swarm, hardware=hardware_summary(),
+                                key=key.fingerprint if key else "")
                 rpc.card = web.card = card
                 web.coordinator, web.load = swarm.coordinator, rpc.load
                 await nursery.start(rpc.serve)
                 federation = None
                 if publisher is not None:
-                    federation = Federation(config, card, publisher, rpc.load, mdns_address=host)
+                    federation = Federation(config, card, publisher, rpc.load, mdns_address=host,
+                                            drops=drops, key=key)
                     await nursery.start(federation.serve)
                     rpc.federation = web.federation = swarm.coordinator.federation = federation
                 info = NodeInfo(node_id=node_id, name=card.name, host=host,
                                 rpc_endpoint=rpc.endpoint, pub_endpoint=card.pub,
                                 http_port=http_port, model_id=card.model_id,
-                                workers=card.workers, federation=publisher is not None)
+                                workers=card.workers, federation=publisher is not None,
+                                swarm_key=card.key)
                 _write_node_json(info_path, info)
                 log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
                          "federation %s", info.name, node_id, host, rpc.endpoint,

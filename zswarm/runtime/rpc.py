@@ -1,10 +1,12 @@
 """The node's RPC endpoint (ZMQ ROUTER): clients' requests and peers' votes.
 
-Owns: decoding each frame (bad ones get an Error reply and a rate-limited log
-line), the node's limits on requests, one task per request bounded by a
-capacity limiter (Overloaded beyond it), serving VoteRequests from the local
-workers only (one hop) and stopping them on Cancel, and answering Status and
-Peers requests. It must not: plan fan-out or decide (the Coordinator does).
+Owns: decoding each frame inside net/guard.py's MessageGuard (a bad one gets an
+Error reply, a drop counter and a rate-limited log line, never the loop), the
+node's limits on requests, one task per request bounded by a capacity limiter
+(Overloaded beyond it), request ids scoped per sender (a duplicate of one in
+flight gets ``Error(kind="duplicate_request")``), serving VoteRequests from the
+local workers only (one hop) and stopping them on Cancel, and answering Status
+and Peers requests. It must not: plan fan-out or decide (the Coordinator does).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from zswarm.core.messages import (
     VoteRequest,
 )
 from zswarm.core.plan import ASK_STRATEGIES
-from zswarm.errors import RemoteProtocolError, ZswarmError
-from zswarm.net.bus import DropCounter
+from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
+from zswarm.net.guard import DropCounter, MessageGuard
+from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
 
 if TYPE_CHECKING:
@@ -67,15 +70,17 @@ def check_request(config: Config, req: GenerateRequest, strategy: str | None = N
 class RpcServer:
     """Bind at construction (so the endpoint can be advertised), then ``nursery.start(serve)``."""
 
-    def __init__(self, swarm: LocalSwarm, endpoint: str) -> None:
+    def __init__(self, swarm: LocalSwarm, endpoint: str, *,
+                 drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
         self.swarm = swarm
         self.config = swarm.config
-        self.sock = TrioSocket.open(zmq.ROUTER)
+        self.sock = TrioSocket.open(zmq.ROUTER, role="server", key=key)
         self.endpoint = self.sock.bind(endpoint)
         self.card: NodeCard | None = None
         self.federation: Federation | None = None
-        self.drops = DropCounter("rpc")
-        self._votes: dict[tuple[bytes, str], trio.CancelScope] = {}
+        self.drops = drops or DropCounter("rpc")
+        #: requests in flight by (sender, request id): the ids of two senders never collide
+        self._active: dict[tuple[bytes, str], trio.CancelScope] = {}
         workers = len(swarm.pool.workers)
         self._in_flight = trio.CapacityLimiter(self.config.scheduler.max_queue + workers * 4)
         #: set while the node drains: new requests and votes are refused
@@ -100,18 +105,17 @@ class RpcServer:
             async with trio.open_nursery() as nursery:
                 while True:
                     frames = await self.sock.recv_multipart()
-                    if len(frames) != 2:
-                        self.drops.drop("multi-frame", f"{len(frames)} frames")
-                        continue
-                    self._dispatch(nursery, *frames)
+                    with MessageGuard(self.drops) as guard:
+                        self._dispatch(nursery, frames)
+                    if guard.error is not None and len(frames) >= 2:
+                        rid = getattr(guard.error, "request_id", None)
+                        self._reply(frames[0], error_reply(rid, guard.error))
 
-    def _dispatch(self, nursery: trio.Nursery, ident: bytes, data: bytes) -> None:
-        try:
-            msg = codec.decode(data)
-        except RemoteProtocolError as exc:
-            self.drops.drop("malformed", str(exc))
-            self._reply(ident, Error(request_id=None, kind=exc.kind, message=str(exc)))
-            return
+    def _dispatch(self, nursery: trio.Nursery, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            raise RemoteProtocolError(f"{len(frames) - 1} frames", reason="multi-frame")
+        ident, data = frames
+        msg = codec.decode(data)
         assert self.card is not None
         if isinstance(msg, StatusRequest):
             self._reply(ident, Status(request_id=msg.request_id, card=self.card, load=self.load()))
@@ -119,78 +123,89 @@ class RpcServer:
             peers = self.federation.peers() if self.federation is not None else []
             self._reply(ident, PeersReply(request_id=msg.request_id, node=self.card, peers=peers))
         elif isinstance(msg, Cancel):
-            scope = self._votes.get((ident, msg.request_id))
+            scope = self._active.get((ident, msg.request_id))
             if scope is not None:
                 scope.cancel()
         elif isinstance(msg, (ClientRequest, VoteRequest)):
-            if self.draining:
-                self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
-                                         message="the node is draining (shutting down)"))
-                return
-            try:
-                self._in_flight.acquire_on_behalf_of_nowait(msg.request_id)
-            except trio.WouldBlock:
-                self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
-                                         message="too many requests in flight"))
-                return
-            if isinstance(msg, ClientRequest):
-                nursery.start_soon(self._client, ident, msg)
-            else:
-                nursery.start_soon(self._vote, ident, msg)
+            self._admit(nursery, ident, msg)
         else:
-            self.drops.drop("unexpected", type(msg).__name__)
-            self._reply(ident, Error(request_id=None, kind="protocol",
-                                     message=f"unexpected message type {type(msg).__name__}"))
+            raise RemoteProtocolError(f"unexpected message type {type(msg).__name__}",
+                                      reason="unexpected")
 
-    async def _client(self, ident: bytes, msg: ClientRequest) -> None:
+    def _admit(self, nursery: trio.Nursery, ident: bytes, msg: ClientRequest | VoteRequest
+               ) -> None:
+        key = (ident, msg.request_id)
+        if key in self._active:
+            raise DuplicateRequest(f"request id {msg.request_id!r} is already in flight "
+                                   "from this sender", request_id=msg.request_id)
+        if self.draining:
+            self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
+                                     message="the node is draining (shutting down)"))
+            return
         try:
-            check_request(self.config, msg.request, msg.strategy)
-            strategy = msg.strategy or self.config.consensus.strategy
-            deadline_s = (msg.deadline_ms or self.config.scheduler.default_deadline_ms) / 1000
-            answer, report = await self.swarm.coordinator.ask(
-                msg.request, strategy=strategy, deadline_s=deadline_s)
-            reply: Message = ClientReply(request_id=msg.request_id, answer=answer, report=report)
-        except ZswarmError as exc:
-            self.swarm.coordinator.stats.errors[exc.kind] += 1
-            log.info("request %s failed: %s: %s", msg.request_id, exc.kind, exc)
-            reply = Error(request_id=msg.request_id, kind=exc.kind, message=str(exc)[:4000])
-        except Exception as exc:  # a bug must cost one request, not the node
-            log.exception("request %s: internal error", msg.request_id)
-            reply = Error(request_id=msg.request_id, kind="internal", message=f"internal error: {exc!r}")
-        finally:
-            self._in_flight.release_on_behalf_of(msg.request_id)
-        self._reply(ident, reply)
+            self._in_flight.acquire_on_behalf_of_nowait(key)
+        except trio.WouldBlock:
+            self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
+                                     message="too many requests in flight"))
+            return
+        scope = self._active[key] = trio.CancelScope()
+        nursery.start_soon(self._serve_one, ident, msg, scope)
 
-    async def _vote(self, ident: bytes, msg: VoteRequest) -> None:
-        """Serve a peer's vote from the local workers; nothing is sent if it was cancelled."""
-        t0 = time.perf_counter()
-        self.swarm.coordinator.stats.votes_received += 1
+    async def _serve_one(self, ident: bytes, msg: ClientRequest | VoteRequest,
+                         scope: trio.CancelScope) -> None:
+        """Answer one request; any failure costs this request only (an Error reply)."""
         key = (ident, msg.request_id)
         reply: Message | None = None
         try:
-            with trio.CancelScope() as scope:
-                self._votes[key] = scope
-                check_request(self.config, msg.request)
-                candidates = await self.swarm.coordinator.gather_local(
-                    msg.request, deadline_s=msg.deadline_ms / 1000)
-                assert self.card is not None
-                reply = Vote(request_id=msg.request_id, node_id=self.card.node_id,
-                             name=self.card.name, candidates=candidates,
-                             elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
-        except ZswarmError as exc:
-            log.info("vote %s for %s failed: %s: %s", msg.request_id, msg.origin, exc.kind, exc)
-            reply = Error(request_id=msg.request_id, kind=exc.kind, message=str(exc)[:4000])
-        except Exception as exc:  # a bug must cost one vote, not the node
-            log.exception("vote %s: internal error", msg.request_id)
-            reply = Error(request_id=msg.request_id, kind="internal", message=f"internal error: {exc!r}")
+            with scope:
+                if isinstance(msg, ClientRequest):
+                    reply = await self._client(msg)
+                else:
+                    reply = await self._vote(msg)
+        except Exception as exc:  # ZswarmErrors, and a bug: one request's loss, not the node's
+            if not isinstance(exc, ZswarmError):
+                log.exception("request %s: internal error", msg.request_id)
+            elif isinstance(msg, ClientRequest):
+                self.swarm.coordinator.stats.errors[exc.kind] += 1
+            log.info("%s %s failed: %s", type(msg).__name__, msg.request_id, exc)
+            reply = error_reply(msg.request_id, exc)
         finally:
-            self._votes.pop(key, None)
-            self._in_flight.release_on_behalf_of(msg.request_id)
-        if reply is not None:
+            self._active.pop(key, None)
+            self._in_flight.release_on_behalf_of(key)
+        if reply is not None:  # None: a vote cancelled by its sender gets no answer
             self._reply(ident, reply)
 
+    async def _client(self, msg: ClientRequest) -> Message:
+        check_request(self.config, msg.request, msg.strategy)
+        strategy = msg.strategy or self.config.consensus.strategy
+        deadline_s = (msg.deadline_ms or self.config.scheduler.default_deadline_ms) / 1000
+        answer, report = await self.swarm.coordinator.ask(
+            msg.request, strategy=strategy, deadline_s=deadline_s)
+        return ClientReply(request_id=msg.request_id, answer=answer, report=report)
+
+    async def _vote(self, msg: VoteRequest) -> Message:
+        """Serve a peer's vote from the local workers (never fanned out again)."""
+        t0 = time.perf_counter()
+        self.swarm.coordinator.stats.votes_received += 1
+        check_request(self.config, msg.request)
+        candidates = await self.swarm.coordinator.gather_local(
+            msg.request, deadline_s=msg.deadline_ms / 1000)
+        assert self.card is not None
+        return Vote(request_id=msg.request_id, node_id=self.card.node_id,
+                    name=self.card.name, candidates=candidates,
+                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
+
     def _reply(self, ident: bytes, msg: Message) -> None:
+        """Send to one sender; a sender that is gone or too slow costs nothing here."""
         try:
             self.sock.send_multipart([ident, codec.encode(msg)])
         except (ZswarmError, trio.ClosedResourceError) as exc:
             log.info("rpc: could not reply: %s", exc)
+
+
+def error_reply(request_id: str | None, exc: Exception) -> Error:
+    """The Error message that answers a failed request (a bug is reported as ``internal``)."""
+    if isinstance(exc, ZswarmError):
+        return Error(request_id=request_id, kind=exc.kind, message=str(exc)[:4000])
+    return Error(request_id=request_id, kind="internal",
+                 message=f"internal error (logged on the node): {type(exc).__name__}")

@@ -65,8 +65,27 @@ class _Link:
         try:
             return codec.decode(data)
         except RemoteProtocolError as exc:
-            log.warning("worker: dropping malformed message from node: %s", exc)
+            # Never drop a request silently: whoever waits for it gets an error at once.
+            rid = _request_id_of(data)
+            log.warning("worker: cannot decode a message from the node (request %s): %s",
+                        rid, exc)
+            if rid is not None:
+                self.send(Error(request_id=rid, kind=exc.kind,
+                                message=f"the worker cannot decode the request: {exc}"[:4000]))
             return None
+
+
+class _RequestId(msgspec.Struct):
+    request_id: str | None = None
+
+
+def _request_id_of(data: bytes) -> str | None:
+    """The request id of a frame that did not decode as a whole, if it has a readable one."""
+    try:
+        rid = msgspec.msgpack.decode(data, type=_RequestId).request_id
+    except Exception:  # only a best effort to answer the right request
+        return None
+    return rid if rid is not None and len(rid) <= 256 else None
 
 
 def _serve_one(link: _Link, engine: Any, msg: WorkGenerate) -> None:

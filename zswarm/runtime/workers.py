@@ -46,6 +46,7 @@ from zswarm.errors import (
     ZswarmError,
     error_from_kind,
 )
+from zswarm.net.guard import DropCounter, MessageGuard
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.scheduler import Scheduler
 
@@ -73,9 +74,11 @@ class _Worker:
 class WorkerPool:
     """The node's local workers. Start with ``await nursery.start(pool.serve)``."""
 
-    def __init__(self, config: Config, scheduler: Scheduler) -> None:
+    def __init__(self, config: Config, scheduler: Scheduler, *,
+                 drops: DropCounter | None = None) -> None:
         self.config = config
         self.scheduler = scheduler
+        self.drops = drops or DropCounter("workers")
         count = config.node.workers
         self.workers = {f"w{i}": _Worker(f"w{i}") for i in range(count)}
         cfg_threads = config.model.threads
@@ -184,18 +187,16 @@ class WorkerPool:
     async def _receive_loop(self, sock: TrioSocket) -> None:
         while True:
             frames = await sock.recv_multipart()
-            if len(frames) != 2:
-                log.warning("worker link: dropping message of %d frames", len(frames))
-                continue
-            name = frames[0].decode(errors="replace")
-            worker = self.workers.get(name)
-            try:
-                msg = codec.decode(frames[1])
-            except RemoteProtocolError as exc:
-                log.warning("worker link: malformed message from %s: %s", name, exc)
-                continue
-            if worker is not None:
-                self._on_message(worker, msg)
+            with MessageGuard(self.drops):
+                self._handle(frames)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            raise RemoteProtocolError(f"{len(frames) - 1} frames", reason="multi-frame")
+        worker = self.workers.get(frames[0].decode(errors="replace"))
+        if worker is None:
+            raise RemoteProtocolError("a message from an unknown worker", reason="unexpected")
+        self._on_message(worker, codec.decode(frames[1]))
 
     def _on_message(self, worker: _Worker, msg: Message) -> None:
         if isinstance(msg, WorkReady):

@@ -1,0 +1,118 @@
+"""What a peer may claim: pure checks on mDNS records, heartbeats and votes.
+
+Everything a peer says about itself is untrusted. These functions turn it into
+something the node may act on, or raise RemoteProtocolError with a ``reason``
+(the label under which the message is counted as dropped):
+
+- endpoints are only ``tcp://<IPv4 literal>:<1-65535>``, and a peer's endpoints are
+  built from the address mDNS (or the static config) resolved, never taken from
+  what the peer wrote;
+- cards are built with ``msgspec.convert`` so every constraint of NodeCard holds
+  (a bare constructor skips them);
+- a vote must come from the node it was sent to, with at most the candidates asked
+  for; each candidate is named after the link it came over, not after itself;
+- load figures and heartbeat intervals are clamped to what the node can believe.
+
+Pure: no I/O; the runtime (runtime/federation.py) calls these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+import msgspec
+
+from zswarm.core.messages import Candidate, Load, NodeCard, Vote
+from zswarm.errors import RemoteProtocolError
+
+#: a peer's heartbeat interval is believed up to this (or this node's own, if longer)
+MAX_PEER_INTERVAL_S = 10.0
+
+
+def ipv4_literal(host: str) -> str:
+    """``host`` if it is a dotted IPv4 address (no names, no IPv6, no wildcards)."""
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise RemoteProtocolError(f"not an IPv4 address: {host[:64]!r}", reason="bad-endpoint"
+                                  ) from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise RemoteProtocolError(f"not a unicast address: {host}", reason="bad-endpoint")
+    return str(ip)
+
+
+def port_number(value: object) -> int:
+    """A TCP port 1-65535 from an int or a decimal string."""
+    text = str(value)
+    if not text.isdigit() or len(text) > 5 or not 1 <= int(text) <= 65535:
+        raise RemoteProtocolError(f"not a port (1-65535): {text[:16]!r}", reason="bad-endpoint")
+    return int(text)
+
+
+def tcp_endpoint(host: str, port: object) -> str:
+    return f"tcp://{ipv4_literal(host)}:{port_number(port)}"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """'tcp://10.0.0.2:17617' -> ('10.0.0.2', 17617); RemoteProtocolError for anything else."""
+    if not endpoint.startswith("tcp://") or ":" not in endpoint[6:]:
+        raise RemoteProtocolError(f"not a tcp://host:port endpoint: {endpoint[:80]!r}",
+                                  reason="bad-endpoint")
+    host, port = endpoint[6:].rsplit(":", 1)
+    return ipv4_literal(host), port_number(port)
+
+
+def card_at(card: NodeCard, address: str) -> NodeCard:
+    """The card with its endpoints moved to ``address`` (the ports are the peer's)."""
+    _, rpc_port = split_endpoint(card.rpc)
+    _, pub_port = split_endpoint(card.pub)
+    return msgspec.structs.replace(card, rpc=tcp_endpoint(address, rpc_port),
+                                   pub=tcp_endpoint(address, pub_port))
+
+
+def card_from_txt(props: Mapping[str, str], address: str) -> tuple[NodeCard, int]:
+    """(card, protocol version) from an mDNS TXT record resolved at ``address``."""
+    proto_text = props.get("proto", "0")
+    proto = int(proto_text) if proto_text.isdigit() and len(proto_text) <= 6 else -1
+    try:
+        fields = {
+            "node_id": props["id"], "name": props.get("name", ""),
+            "model_id": props.get("model", ""), "workers": int(props.get("workers", "0")),
+            "rpc": tcp_endpoint(address, props["rpc"]), "pub": tcp_endpoint(address, props["pub"]),
+            "http": int(props.get("http", "0")), "swarm": props.get("swarm", "default"),
+            "hardware": props.get("hw", ""), "key": props.get("key", ""),
+        }
+        return msgspec.convert(fields, NodeCard), proto
+    except (KeyError, ValueError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(f"bad TXT record: {type(exc).__name__}: {str(exc)[:200]}",
+                                  reason="bad-record") from None
+
+
+def believable_load(load: Load, card: NodeCard) -> Load:
+    """No more ready or idle workers than the card says the node has."""
+    ready = min(load.workers_ready, card.workers)
+    idle = min(load.idle_workers, ready)
+    if (ready, idle) == (load.workers_ready, load.idle_workers):
+        return load
+    return msgspec.structs.replace(load, workers_ready=ready, idle_workers=idle)
+
+
+def believable_interval_s(claimed_ms: int, own_s: float) -> float:
+    """A peer's heartbeat interval, at least ours and at most MAX_PEER_INTERVAL_S (or ours)."""
+    return min(max(claimed_ms / 1000, own_s), max(own_s, MAX_PEER_INTERVAL_S))
+
+
+def accept_vote(vote: Vote, *, node_id: str, name: str, asked: int) -> list[Candidate]:
+    """The candidates of a vote from ``node_id``, each named ``name``; or RemoteProtocolError.
+
+    The codec has checked every field's range (finite log-probabilities <= 0, text
+    length); this checks what only the asker knows.
+    """
+    if vote.node_id != node_id:
+        raise RemoteProtocolError(f"a vote signed {vote.node_id!r} came over the link to "
+                                  f"{node_id!r}", reason="bad-vote")
+    if len(vote.candidates) > asked:
+        raise RemoteProtocolError(f"{len(vote.candidates)} candidates for {asked} asked",
+                                  reason="bad-vote")
+    return [msgspec.structs.replace(c, node=name) for c in vote.candidates]

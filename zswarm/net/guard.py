@@ -1,0 +1,94 @@
+"""The one rule for input from outside: a bad message costs that message, never the loop.
+
+Every loop that reads from the network or from a worker (RPC, heartbeat SUB, vote
+links, the worker link, mDNS handlers) handles each message inside
+``with MessageGuard(drops) as guard:``. Whatever the handling raises - the codec's
+RemoteProtocolError, a library error on a peer's data, a bug - is caught there,
+counted by socket and reason (``zswarm_frames_dropped_total{socket, reason}``) and
+logged at most once per reason every ten seconds; the caller may then answer the
+sender with ``guard.error``. Cancellation and other BaseExceptions pass through.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from zswarm.errors import RemoteProtocolError
+
+log = logging.getLogger(__name__)
+
+#: at most this many distinct (socket, reason) pairs are counted (names come from us)
+MAX_COUNTERS = 256
+
+
+class FrameDrops:
+    """A node's tally of dropped frames, by (socket, reason); read by /metrics."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, socket: str, reason: str) -> None:
+        key = (socket, reason)
+        if key in self.counts or len(self.counts) < MAX_COUNTERS:
+            self.counts[key] += 1
+        else:
+            self.counts[(socket, "other")] += 1
+
+    def counter(self, socket: str) -> DropCounter:
+        return DropCounter(socket, sink=self)
+
+
+@dataclass
+class DropCounter:
+    """Dropped frames of one socket by reason; logs each reason at most every ``every_s``."""
+
+    where: str
+    every_s: float = 10.0
+    sink: FrameDrops | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    _last_log: dict[str, float] = field(default_factory=dict)
+    _unlogged: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, detail: str = "", *, exc: BaseException | None = None) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.sink is not None:
+            self.sink.add(self.where, reason)
+        self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last_log.get(reason, -math.inf) >= self.every_s:
+            n = self._unlogged.pop(reason)
+            log.warning("%s: dropped %d %s frame(s)%s", self.where, n, reason,
+                        f": {detail[:300]}" if detail else "", exc_info=exc)
+            self._last_log[reason] = now
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class MessageGuard:
+    """``with MessageGuard(drops) as guard: handle(frame)``; then ``guard.error`` if it failed."""
+
+    def __init__(self, drops: DropCounter) -> None:
+        self.drops = drops
+        self.error: Exception | None = None
+
+    def __enter__(self) -> MessageGuard:
+        self.error = None
+        return self
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False  # nothing happened, or a cancellation: let it through
+        self.error = exc
+        if isinstance(exc, RemoteProtocolError):
+            self.drops.drop(exc.reason, str(exc))
+        else:  # a library error on a peer's data, or a bug: still only this message's loss
+            self.drops.drop("handler-error", repr(exc), exc=exc)
+        return True
