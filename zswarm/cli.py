@@ -17,17 +17,28 @@ from zswarm.config import Config, load_config
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ZswarmError
+from zswarm.net.security import SwarmKey, swarm_key, write_key_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Join the local LLMs on your LAN into one swarm.")
 log = logging.getLogger("zswarm")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="swarm.toml (default: built-in defaults)")
+KeyOutOpt = typer.Option(..., "--out", "-o", help="the key file to create")
 
 
 def _load(config: Path | None) -> Config:
     try:
         return load_config(config)
+    except ZswarmError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _key(cfg: Config) -> SwarmKey | None:
+    """The swarm key of the config (exit 2 naming the problem if the file is bad)."""
+    try:
+        return swarm_key(cfg.security.swarm_key_file, source=cfg.source)
     except ZswarmError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -78,6 +89,7 @@ def node(config: Path | None = ConfigOpt,
                        f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
                        f"  pub     {info.pub_endpoint or '-'}\n"
                        f"  http    {http}\n  federation {federation}\n"
+                       f"  swarm key {_key_state(info.swarm_key)}\n"
                        "  peers are logged as they join, die and leave", err=True)
 
     try:
@@ -173,10 +185,12 @@ def ask(
         typer.echo(f"error: invalid option: {exc}", err=True)
         raise typer.Exit(2) from None
     deadline_ms = cfg.scheduler.default_deadline_ms
+    key = _key(cfg)
     try:
-        endpoint = node_endpoint or (None if local else client.running_node_endpoint(cfg))
+        endpoint = node_endpoint or (None if local else client.running_node_endpoint(cfg, key=key))
         if endpoint is not None:
-            reply = client.ask(endpoint, request, strategy=strategy, deadline_ms=deadline_ms)
+            reply = client.ask(endpoint, request, strategy=strategy, deadline_ms=deadline_ms,
+                               key=key)
             answer, report = reply.answer, reply.report
         else:
             from zswarm.runtime.rpc import check_request
@@ -238,22 +252,48 @@ def peers(
     if browse is not None:
         found = _browse(cfg, browse)
     else:
-        endpoint = node_endpoint or client.running_node_endpoint(cfg)
+        key = _key(cfg)
+        endpoint = node_endpoint or client.running_node_endpoint(cfg, key=key)
         if endpoint is None:
             typer.echo(f"error: no node is running with {cfg.source} (start one with "
                        "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
             raise typer.Exit(1)
         try:
-            found = client.peers(endpoint).peers
+            reply = client.peers(endpoint, key=key)
+            found = reply.peers
         except ZswarmError as exc:
             typer.echo(f"error: {exc.kind}: {exc}", err=True)
             raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps([_peer_json(p) for p in found], ensure_ascii=False))
-    elif found:
-        typer.echo(_peer_rows(found))
-    else:
-        typer.echo("no peers")
+        return
+    if browse is None:
+        typer.echo(f"swarm key {_key_state(reply.node.key)}")
+    typer.echo(_peer_rows(found) if found else "no peers")
+
+
+def _key_state(fingerprint: str) -> str:
+    return (f"on (fingerprint {fingerprint})" if fingerprint else
+            "OFF: an open swarm, any host on the LAN can join and ask (see zswarm keygen)")
+
+
+@app.command()
+def keygen(out: Path = KeyOutOpt) -> None:
+    """Make a new swarm key: CURVE encryption and membership for every node and client."""
+    try:
+        key = write_key_file(out)
+    except ZswarmError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {out} (mode 0600), fingerprint {key.fingerprint}\n"
+               "Next, on every machine of the swarm:\n"
+               f"  1. copy the file, keeping it private:  scp -p {out} HOST:~/.config/zswarm/\n"
+               "  2. in swarm.toml:  [security]\n"
+               '                     swarm_key_file = "~/.config/zswarm/'
+               f'{out.name}"\n'
+               "  3. restart zswarm node. Nodes and clients without this key can no longer\n"
+               "     join, read, vote or ask. To rotate the key or revoke one machine, make a\n"
+               "     new key and copy it to the machines that stay.")
 
 
 def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
@@ -262,10 +302,23 @@ def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
     from zswarm.net.mdns import browse_for
 
     address = choose_bind_address(cfg.node.bind)
+    key = _key(cfg)
+    mine = key.fingerprint if key else ""
+
+    def verdict(card_swarm: str, card_key: str) -> str:
+        if card_swarm != cfg.federation.swarm:
+            return "another swarm"
+        if card_key == mine:
+            return "same swarm" + (", same key" if mine else " (open)")
+        if not card_key:
+            return "same swarm name, but no swarm key (not a peer)"
+        return "same swarm name, another swarm key (not a peer)"
+
     return [PeerInfo(node_id=f.card.node_id, name=f.card.name, address=f.address,
                      state="advertised", model_id=f.card.model_id, load=Load(),
                      last_seen_s=None, rtt_ms=None, source="mdns", rpc=f.card.rpc,
-                     detail=f"swarm {f.card.swarm}, protocol {f.proto}, {f.card.hardware}")
+                     detail=f"{verdict(f.card.swarm, f.card.key)}: swarm {f.card.swarm}, "
+                     f"protocol {f.proto}, {f.card.hardware}")
             for f in browse_for(address, seconds)]
 
 

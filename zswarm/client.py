@@ -1,4 +1,9 @@
-"""A blocking client for a node's RPC endpoint (used by the CLI; no trio needed)."""
+"""A blocking client for a node's RPC endpoint (used by the CLI; no trio needed).
+
+With the swarm's key (``key=``, from ``[security] swarm_key_file``) the connection
+is CURVE-encrypted; a node with a key refuses clients without it (the request
+then times out: ZeroMQ does not tell a refused client why).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from zswarm.core.messages import (
     StatusRequest,
 )
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, error_from_kind
+from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import open_socket
 
 
@@ -34,10 +40,14 @@ class NodeClient:
     ...     reply = node.ask(request, strategy="majority", deadline_ms=60_000)
     """
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
         self.endpoint = endpoint
-        self.sock = open_socket(zmq.DEALER)
-        self.sock.connect(endpoint)
+        self.sock = open_socket(zmq.DEALER, role="client", key=key)
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.sock.close(linger=0)
+            raise PeerUnavailable(f"cannot connect to {endpoint!r}: {exc}") from exc
 
     def exchange(self, msg: Message, request_id: str, timeout_s: float) -> Message:
         """Send and wait for the reply to ``request_id`` (late replies to others are skipped)."""
@@ -89,23 +99,23 @@ def _expect(reply: Message, kind: type[T]) -> T:
     return reply
 
 
-def status(endpoint: str, *, timeout_s: float = 2.0) -> Status:
-    with NodeClient(endpoint) as node:
+def status(endpoint: str, *, timeout_s: float = 2.0, key: SwarmKey | None = None) -> Status:
+    with NodeClient(endpoint, key=key) as node:
         return node.status(timeout_s=timeout_s)
 
 
-def peers(endpoint: str, *, timeout_s: float = 2.0) -> PeersReply:
-    with NodeClient(endpoint) as node:
+def peers(endpoint: str, *, timeout_s: float = 2.0, key: SwarmKey | None = None) -> PeersReply:
+    with NodeClient(endpoint, key=key) as node:
         return node.peers(timeout_s=timeout_s)
 
 
 def ask(endpoint: str, request: GenerateRequest, *, strategy: str | None,
-        deadline_ms: int) -> ClientReply:
-    with NodeClient(endpoint) as node:
+        deadline_ms: int, key: SwarmKey | None = None) -> ClientReply:
+    with NodeClient(endpoint, key=key) as node:
         return node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
 
 
-def running_node_endpoint(config: Config) -> str | None:
+def running_node_endpoint(config: Config, *, key: SwarmKey | None = None) -> str | None:
     """The RPC endpoint of a node started with this config, if one answers right now."""
     path: Path = config.state_path / "node.json"
     try:
@@ -114,7 +124,7 @@ def running_node_endpoint(config: Config) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        status(endpoint, timeout_s=0.5)
+        status(endpoint, timeout_s=0.5, key=key)
     except (PeerUnavailable, RemoteProtocolError):
         return None
     return endpoint

@@ -157,43 +157,45 @@ async def _run_node(config: Config, node_id: str, host: str, info_path: Path, dr
         http_port = 0
         if config.http.enabled:  # up first, so /health can say "loading"
             http_port = await outer.start(serve_http, web, host, config.ports.http)
-        async with local_swarm(config, drops) as swarm, trio.open_nursery() as nursery:
+        async with local_swarm(config, drops) as swarm:
             rpc = RpcServer(swarm, f"tcp://{host}:{config.ports.rpc}", key=key,
                             drops=drops.counter("rpc"))
             publisher = (Publisher(f"tcp://{host}:{config.ports.pub}", key=key)
                          if fed_cfg.enabled else None)
-            try:
-                card = NodeCard(node_id=node_id, name=config.node.name,
-                                model_id=swarm.pool.model_id, workers=len(swarm.pool.workers),
-                                rpc=rpc.endpoint, pub=publisher.endpoint if publisher else "",
-                                http=http_port, swarm=fed_cfg.swarm, hardware=hardware_summary(),
-                                key=key.fingerprint if key else "")
-                rpc.card = web.card = card
-                web.coordinator, web.load = swarm.coordinator, rpc.load
-                await nursery.start(rpc.serve)
-                federation = None
-                if publisher is not None:
-                    federation = Federation(config, card, publisher, rpc.load, mdns_address=host,
-                                            drops=drops, key=key)
-                    await nursery.start(federation.serve)
-                    rpc.federation = web.federation = swarm.coordinator.federation = federation
-                info = NodeInfo(node_id=node_id, name=card.name, host=host,
-                                rpc_endpoint=rpc.endpoint, pub_endpoint=card.pub,
-                                http_port=http_port, model_id=card.model_id,
-                                workers=card.workers, federation=publisher is not None,
-                                swarm_key=card.key)
-                _write_node_json(info_path, info)
-                log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
-                         "federation %s", info.name, node_id, host, rpc.endpoint,
-                         card.pub or "-", http_port or "-", info.model_id, info.workers,
-                         f"on ({fed_cfg.discovery})" if info.federation else "off")
-                task_status.started(info)
-                try:
-                    await drain.wait()
-                    await _drain(config, rpc, web, federation)
-                finally:
-                    _remove_node_json(info_path)
-                nursery.cancel_scope.cancel()
+            try:  # the publisher outlives the nursery: the goodbye heartbeat goes out
+                async with trio.open_nursery() as nursery:
+                    card = NodeCard(
+                        node_id=node_id, name=config.node.name, model_id=swarm.pool.model_id,
+                        workers=len(swarm.pool.workers), rpc=rpc.endpoint,
+                        pub=publisher.endpoint if publisher else "", http=http_port,
+                        swarm=fed_cfg.swarm, hardware=hardware_summary(),
+                        key=key.fingerprint if key else "")
+                    rpc.card = web.card = card
+                    web.coordinator, web.load = swarm.coordinator, rpc.load
+                    await nursery.start(rpc.serve)
+                    federation = None
+                    if publisher is not None:
+                        federation = Federation(config, card, publisher, rpc.load,
+                                                mdns_address=host, drops=drops, key=key)
+                        await nursery.start(federation.serve)
+                        rpc.federation = web.federation = swarm.coordinator.federation = federation
+                    info = NodeInfo(node_id=node_id, name=card.name, host=host,
+                                    rpc_endpoint=rpc.endpoint, pub_endpoint=card.pub,
+                                    http_port=http_port, model_id=card.model_id,
+                                    workers=card.workers, federation=publisher is not None,
+                                    swarm_key=card.key)
+                    _write_node_json(info_path, info)
+                    log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, "
+                             "%d worker(s), federation %s", info.name, node_id, host, rpc.endpoint,
+                             card.pub or "-", http_port or "-", info.model_id, info.workers,
+                             f"on ({fed_cfg.discovery})" if info.federation else "off")
+                    task_status.started(info)
+                    try:
+                        await drain.wait()
+                        await _drain(config, rpc, web, federation)
+                    finally:
+                        _remove_node_json(info_path)
+                    nursery.cancel_scope.cancel()
             finally:
                 if publisher is not None:
                     publisher.close()
