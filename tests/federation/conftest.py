@@ -13,6 +13,7 @@ import trio
 from zswarm import client
 from zswarm.config import load_config
 from zswarm.core.messages import PeerInfo
+from zswarm.net.security import SwarmKey
 from zswarm.runtime.node import NodeInfo, run_node
 from zswarm.testing.cluster import node_config
 
@@ -43,18 +44,18 @@ class Cluster:
         self.scopes.pop(name).cancel()
 
 
-async def peers_of(info: NodeInfo) -> list[PeerInfo]:
-    reply = await trio.to_thread.run_sync(client.peers, info.rpc_endpoint)
+async def peers_of(info: NodeInfo, key: SwarmKey | None = None) -> list[PeerInfo]:
+    reply = await trio.to_thread.run_sync(lambda: client.peers(info.rpc_endpoint, key=key))
     return reply.peers
 
 
 async def wait_peers(info: NodeInfo, check: Callable[[dict[str, str]], bool],
-                     timeout_s: float = 10.0) -> dict[str, str]:
+                     timeout_s: float = 10.0, key: SwarmKey | None = None) -> dict[str, str]:
     """Wait until ``check({peer name: state})`` holds for the node's peer list."""
     table: dict[str, str] = {}
     with trio.move_on_after(timeout_s):
         while True:
-            table = {p.name: p.state for p in await peers_of(info)}
+            table = {p.name: p.state for p in await peers_of(info, key)}
             if check(table):
                 return table
             await trio.sleep(0.02)

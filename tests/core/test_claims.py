@@ -1,0 +1,74 @@
+"""core/claims.py: what a peer may claim, checked before anything acts on it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zswarm.core import claims
+from zswarm.core.messages import Candidate, Load, NodeCard, Vote
+from zswarm.errors import RemoteProtocolError
+
+GOOD = {"id": "abc123", "name": "b", "proto": "1", "model": "m", "workers": "2", "pub": "17616",
+        "rpc": "17617", "http": "17615", "swarm": "home"}
+
+
+def test_a_good_record_becomes_a_card_at_the_resolved_address():
+    card, proto = claims.card_from_txt(GOOD, "192.168.1.20")
+    assert proto == 1
+    assert (card.rpc, card.pub) == ("tcp://192.168.1.20:17617", "tcp://192.168.1.20:17616")
+    assert (card.node_id, card.workers, card.swarm) == ("abc123", 2, "home")
+
+
+@pytest.mark.parametrize("change", [
+    {"pub": "-1"}, {"rpc": "0"}, {"rpc": "65536"}, {"rpc": "1e3"}, {"id": ""}, {"id": "a/b"},
+    {"workers": "-1"}, {"workers": "99999"}, {"http": "x"}, {"id": "x" * 65},
+])
+def test_bad_records_are_refused_with_a_reason(change):
+    with pytest.raises(RemoteProtocolError) as info:
+        claims.card_from_txt({**GOOD, **change}, "192.168.1.20")
+    assert info.value.reason in ("bad-record", "bad-endpoint")
+
+
+@pytest.mark.parametrize("host", ["example.com", "::1", "0.0.0.0", "224.0.0.251", "1.2.3",
+                                  "ipc:///tmp/x", ""])
+def test_endpoints_are_ipv4_unicast_literals_only(host):
+    with pytest.raises(RemoteProtocolError):
+        claims.tcp_endpoint(host, 1)
+
+
+@settings(max_examples=500)
+@given(st.dictionaries(st.sampled_from([*GOOD, "key", "hw", "x"]), st.text(max_size=80)),
+       st.text(max_size=20))
+def test_any_record_is_a_card_or_a_remote_protocol_error(props, address):
+    try:
+        card, _ = claims.card_from_txt(props, address)
+    except RemoteProtocolError:
+        return
+    host, port = claims.split_endpoint(card.rpc)
+    assert host == address and 1 <= port <= 65535
+
+
+def vote(n: int, node_id: str = "peer") -> Vote:
+    return Vote(request_id="r", node_id=node_id, name="self-chosen",
+                candidates=[Candidate(text=str(i), finish_reason="stop", node="liar")
+                            for i in range(n)])
+
+
+def test_a_vote_is_named_after_its_link_and_bounded_by_what_was_asked():
+    got = claims.accept_vote(vote(2), node_id="peer", name="b", asked=2)
+    assert [c.node for c in got] == ["b", "b"]
+    with pytest.raises(RemoteProtocolError, match="3 candidates for 2"):
+        claims.accept_vote(vote(3), node_id="peer", name="b", asked=2)
+    with pytest.raises(RemoteProtocolError, match="came over the link"):
+        claims.accept_vote(vote(1, node_id="other"), node_id="peer", name="b", asked=2)
+
+
+def test_load_and_interval_are_clamped_to_what_can_be_believed():
+    card = NodeCard(node_id="p", name="p", model_id="m", workers=2, rpc="tcp://10.0.0.2:1",
+                    pub="tcp://10.0.0.2:2")
+    load = claims.believable_load(Load(workers_ready=900, idle_workers=900), card)
+    assert (load.workers_ready, load.idle_workers) == (2, 2)
+    assert claims.believable_interval_s(3_600_000, 1.0) == claims.MAX_PEER_INTERVAL_S
+    assert claims.believable_interval_s(10, 1.0) == 1.0

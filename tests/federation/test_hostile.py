@@ -1,0 +1,279 @@
+"""A hostile LAN against in-process nodes on loopback: real sockets, real mDNS, scripted engines.
+
+Each test sends what an attacker or a broken peer could send and checks that it
+costs that message (an error reply, a counter) and never the node.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import msgspec
+import pytest
+import trio
+import zmq
+from zeroconf import IPVersion, ServiceInfo, Zeroconf
+
+from zswarm import client
+from zswarm.core import codec
+from zswarm.core.messages import (
+    Candidate,
+    ClientReply,
+    ClientRequest,
+    Error,
+    Heartbeat,
+    Load,
+    NodeCard,
+    Status,
+    StatusRequest,
+    Vote,
+    VoteRequest,
+)
+from zswarm.errors import PeerUnavailable
+from zswarm.net.mdns import SERVICE_TYPE
+from zswarm.net.security import write_key_file
+from zswarm.net.zmq_trio import TrioSocket
+from zswarm.testing.cluster import wait_until_async
+
+from .conftest import peers_of, wait_peers
+from .test_federation import alive, ask, request
+
+pytestmark = pytest.mark.timeout(120)
+
+NASTY_FRAMES = [
+    bytes.fromhex("81a474797065a2dfdf"),  # a map whose string is not UTF-8 (killed nodes once)
+    b"\x91" * 100_000 + b"\xc0",  # nesting 100,000 deep
+    b"\xdb\xff\xff\xff\xff",  # a string that claims 4 GiB
+    b"\xdd\xff\xff\xff\xff",  # an array that claims 4 billion items
+    msgspec.msgpack.encode({"type": "client_request", "v": 1, "request_id": "r",
+                            "request": {"messages": [{"role": "user", "content": 5}]}}),
+    msgspec.msgpack.encode({"type": "vote", "v": 1, "request_id": "r", "node_id": "x",
+                            "name": "x", "candidates": [{"text": "a", "finish_reason": "stop",
+                                                         "mean_logprob": float("nan")}]}),
+    b"",
+]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (0 if absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}}") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def scrape(info) -> str:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"http://127.0.0.1:{info.http_port}/metrics")).text
+
+
+async def test_any_frame_costs_that_frame_only(cluster):
+    a = await cluster.start("a", ["42"], federation={"discovery": "static"})
+    with TrioSocket.open(zmq.DEALER) as sock:
+        sock.connect(a.rpc_endpoint)
+        for frame in NASTY_FRAMES:
+            await sock.send([frame])
+            with trio.fail_after(5):
+                (reply,) = await sock.recv_multipart()
+            err = codec.decode(reply)
+            assert isinstance(err, Error) and err.kind == "protocol", (frame[:20], err)
+    answer, _ = await ask(a, 1, "first_valid")
+    assert answer == "42"
+    text = await scrape(a)
+    assert metric(text, "zswarm_frames_dropped_total", socket="rpc", reason="malformed") \
+        == len(NASTY_FRAMES)
+
+
+async def test_request_ids_are_scoped_per_sender_and_duplicates_refused(cluster):
+    a = await cluster.start("a", ["42"], delay_ms=300, federation={"discovery": "static"})
+    msg = codec.encode(ClientRequest(request_id="same", request=request(1)))
+    with TrioSocket.open(zmq.DEALER) as one, TrioSocket.open(zmq.DEALER) as two:
+        one.connect(a.rpc_endpoint)
+        two.connect(a.rpc_endpoint)
+        await one.send([msg])
+        await one.send([msg])  # again, while the first is in flight: refused
+        await two.send([msg])  # the same id from another sender: its own request
+        replies = []
+        with trio.fail_after(10):
+            for sock, count in ((one, 2), (two, 1)):
+                for _ in range(count):
+                    (raw,) = await sock.recv_multipart()
+                    replies.append((sock is one, codec.decode(raw)))
+    kinds = sorted((first, type(r).__name__, getattr(r, "kind", "")) for first, r in replies)
+    assert kinds == [(False, "ClientReply", ""), (True, "ClientReply", ""),
+                     (True, "Error", "duplicate_request")]
+    assert all(r.request_id == "same" for _, r in replies)
+
+
+async def test_bad_mdns_records_cost_the_record_and_real_peers_still_join(cluster):
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    zc = await trio.to_thread.run_sync(
+        lambda: Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only))
+    good = {"id": "b" * 16, "name": "x", "proto": "1", "model": "scripted", "workers": "1",
+            "pub": "9", "rpc": "9", "swarm": cluster.swarm}
+    bad = [{"pub": "-1"}, {"rpc": "70000"}, {"id": ""}, {"id": "a b"}, {"workers": "-3"},
+           {"rpc": "9; rm -rf"}, {"name": "\udcff"}, {"pub": "ipc:///tmp/x"}, {"http": "x"}]
+    try:
+        for i, change in enumerate(bad):
+            props = {k: v.encode("utf-8", "surrogateescape") for k, v in
+                     {**good, "id": f"{i:016x}", **change}.items()}
+            info = ServiceInfo(SERVICE_TYPE, f"bad{i}-{cluster.swarm}.{SERVICE_TYPE}",
+                               addresses=[socket.inet_aton("127.0.0.1")], port=9,
+                               properties=props, server=f"bad{i}.local.")
+            await trio.to_thread.run_sync(
+                lambda info=info: zc.register_service(info, cooperating_responders=True))
+        await wait_until_async(lambda: True, 0.1)
+        await cluster.start("b", ["41"], federation={"discovery": "mdns"})
+        table = await wait_peers(a, alive("b"))
+        # well-formed records (port 9: never alive); a name that is not UTF-8 is replaced
+        assert set(table) <= {"b", "x", "\ufffd"}
+        text = await scrape(a)
+        dropped = sum(metric(text, "zswarm_frames_dropped_total", socket="mdns", reason=r)
+                      for r in ("bad-record", "bad-endpoint"))
+        assert dropped >= 6
+        answer, report = await ask(a, 2, "best_of_n")
+        assert {c.node for c in report.candidates} == {"a", "b"}
+    finally:
+        await trio.to_thread.run_sync(zc.close)
+
+
+class FakePeer:
+    """A peer that answers Status and heartbeats honestly and votes as told."""
+
+    def __init__(self, swarm: str, vote: str) -> None:
+        self.rpc = TrioSocket.open(zmq.ROUTER)
+        self.rpc_endpoint = self.rpc.bind("tcp://127.0.0.1:0")
+        self.pub = TrioSocket.open(zmq.PUB)
+        self.pub_endpoint = self.pub.bind("tcp://127.0.0.1:0")
+        self.card = NodeCard(node_id="fa4e" * 4, name="fake", model_id="scripted", workers=1,
+                             rpc=self.rpc_endpoint, pub=self.pub_endpoint, swarm=swarm)
+        self.vote = vote
+        self.votes_asked = 0
+        self.scope = trio.CancelScope()
+
+    async def serve(self) -> None:
+        with self.scope:
+            try:
+                await self._serve()
+            finally:
+                self.rpc.close()
+                self.pub.close()
+
+    async def _serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._beat)
+            while True:
+                ident, raw = await self.rpc.recv_multipart()
+                msg = codec.decode(raw)
+                if isinstance(msg, StatusRequest):
+                    reply = codec.encode(Status(request_id=msg.request_id, card=self.card,
+                                                load=Load(workers_ready=1, idle_workers=1)))
+                elif isinstance(msg, VoteRequest):
+                    self.votes_asked += 1
+                    reply = self._vote(msg)
+                else:
+                    continue
+                if reply:
+                    await self.rpc.send([ident, reply])
+
+    def _vote(self, msg: VoteRequest) -> bytes:
+        cand = Candidate(text="fake", finish_reason="stop", mean_logprob=-0.01)
+        if self.vote == "too_many":
+            return codec.encode(Vote(request_id=msg.request_id, node_id=self.card.node_id,
+                                     name="a", candidates=[cand] * (msg.request.n + 3)))
+        if self.vote == "nan":
+            raw = msgspec.to_builtins(Vote(request_id=msg.request_id, node_id=self.card.node_id,
+                                           name="fake", candidates=[cand]))
+            raw["candidates"][0]["mean_logprob"] = float("inf")
+            return msgspec.msgpack.encode(raw)
+        return b""  # "silent": never answers
+
+    async def _beat(self) -> None:
+        seq = 0
+        while True:
+            seq += 1
+            await self.pub.send([codec.encode(Heartbeat(
+                card=self.card, seq=seq, load=Load(workers_ready=1, idle_workers=1),
+                interval_ms=200))])
+            await trio.sleep(0.1)
+
+    def close(self) -> None:
+        self.scope.cancel()
+
+
+@pytest.mark.parametrize("vote", ["too_many", "nan", "silent"])
+async def test_a_peer_that_breaks_the_rules_is_demoted_and_not_asked_again(cluster, nursery,
+                                                                           vote):
+    fake = FakePeer(cluster.swarm, vote)
+    nursery.start_soon(fake.serve)
+    try:
+        a = await cluster.start("a", ["42"], federation={
+            "discovery": "static", "peers": [fake.rpc_endpoint], "deadline_ms": 1000})
+        await wait_peers(a, alive("fake"))
+        answer, report = await ask(a, 2, "majority")
+        assert answer == "42" and {c.node for c in report.candidates} == {"a"}
+        (fake_part,) = [p for p in report.participants if p.node == "fake"]
+        assert fake_part.outcome in ("failed", "timeout") and fake_part.received == 0
+        (info,) = [p for p in await peers_of(a) if p.name == "fake"]
+        assert info.detail.startswith("demoted"), info.detail
+        asked = fake.votes_asked
+        answer, report = await ask(a, 2, "majority")
+        assert [p.node for p in report.participants] == ["a"] and fake.votes_asked == asked
+    finally:
+        fake.close()
+
+
+async def test_a_heartbeat_cannot_move_a_peer_introduce_one_or_claim_absurd_load(
+        cluster, nursery):
+    fake = FakePeer(cluster.swarm, "silent")
+    nursery.start_soon(fake.serve)
+    try:
+        c = await cluster.start("c", ["40"], federation={
+            "discovery": "static", "peers": [fake.rpc_endpoint]})
+        await wait_peers(c, alive("fake"))
+        moved = msgspec.structs.replace(fake.card, rpc="tcp://127.0.0.1:1",
+                                        pub="tcp://127.0.0.1:2")
+        stranger = msgspec.structs.replace(fake.card, node_id="b" * 16, name="stranger")
+        greedy = Load(workers_ready=1000, idle_workers=1000)
+        for seq in range(1000, 1020):
+            for card in (moved, stranger):
+                await fake.pub.send([codec.encode(Heartbeat(card=card, seq=seq, load=greedy))])
+            await trio.sleep(0.01)
+        peers = {p.name: p for p in await peers_of(c)}
+        assert set(peers) == {"fake"}
+        assert peers["fake"].rpc == fake.rpc_endpoint
+        assert peers["fake"].load.idle_workers <= 1
+    finally:
+        fake.close()
+
+
+async def test_only_holders_of_the_swarm_key_get_in(cluster, tmp_path):
+    key_file = tmp_path / "swarm.key"
+    key = write_key_file(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    keyed = {"security": {"swarm_key_file": str(key_file)}, "federation": {"discovery": "mdns"}}
+    a = await cluster.start("a", ["42"], **keyed)
+    await cluster.start("b", ["41"], **keyed)
+    c = await cluster.start("c", ["40"], federation={"discovery": "mdns"})  # no key
+    await wait_peers(a, alive("b"), key=key)
+    answer, report = await trio.to_thread.run_sync(lambda: _ask_keyed(a.rpc_endpoint, key))
+    assert {x.node for x in report.candidates} == {"a", "b"}
+    assert {p.name for p in await peers_of(a, key)} == {"b"}  # c: another (no) key
+    assert {p.name for p in await peers_of(c)} == set()  # the open node sees no keyed peer
+    with pytest.raises(PeerUnavailable):  # no key: not even an error comes back
+        await trio.to_thread.run_sync(
+            lambda: client.status(a.rpc_endpoint, timeout_s=1.0))
+    other = write_key_file(tmp_path / "other.key")
+    with pytest.raises(PeerUnavailable):
+        await trio.to_thread.run_sync(
+            lambda: client.status(a.rpc_endpoint, timeout_s=1.0, key=other))
+    status = await trio.to_thread.run_sync(lambda: client.status(a.rpc_endpoint, key=key))
+    assert status.card.key == key.fingerprint
+
+
+def _ask_keyed(endpoint: str, key) -> tuple[str, object]:
+    reply = client.ask(endpoint, request(2), strategy="best_of_n", deadline_ms=20_000, key=key)
+    assert isinstance(reply, ClientReply)
+    return reply.answer, reply.report
