@@ -80,8 +80,7 @@ MAX_REMEMBERED = 1024
 #: a demotion lasts this long at first, doubling per strike up to MAX_DEMOTION_S
 DEMOTION_S = 10.0
 MAX_DEMOTION_S = 300.0
-#: DEAD peers are probed after this, doubling up to MAX_PROBE_BACKOFF_S
-PROBE_BACKOFF_S = 1.0
+#: DEAD and LEFT peers are probed after one heartbeat interval, doubling up to this
 MAX_PROBE_BACKOFF_S = 30.0
 
 #: states in which a peer is silent-checked by tick()
@@ -119,7 +118,7 @@ class Peer:
     strikes: int = 0
     #: DEAD: the next probe is due at this time, after probe_backoff_s
     probe_at: float = 0.0
-    probe_backoff_s: float = PROBE_BACKOFF_S
+    probe_backoff_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ class PeerTable:
         peer.load = load
         peer.last_heard = peer.since = now
         peer.interval_s = max(interval_s or self.interval_s, self.interval_s)
-        peer.probe_backoff_s = PROBE_BACKOFF_S
+        peer.probe_backoff_s = self.interval_s
         if load.state == "leaving":
             return self._left(peer, now)
         return self._apply(peer, Event.HEARD)
@@ -282,7 +281,7 @@ class PeerTable:
             del self.peers[victim.card.node_id]
             changes.append(Change(ChangeKind.FORGOTTEN, victim))
         peer = Peer(card=card, address=address, source=source, since=now,
-                    interval_s=self.interval_s)
+                    interval_s=self.interval_s, probe_backoff_s=self.interval_s)
         self.peers[card.node_id] = peer
         changes.append(Change(ChangeKind.STATE, peer, None, peer.state))
         return peer, changes

@@ -34,12 +34,15 @@ from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
 from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
+from zswarm.net.guard import QuietLog
 from zswarm.runtime.rpc import check_request
 
 if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+#: clients' mistakes are logged at most once per route and status every 10 s
+quiet = QuietLog(log)
 
 # --- middleware -------------------------------------------------------------------------
 
@@ -188,7 +191,8 @@ _KNOWN = {r.path for r in ROUTES}
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     if exc.status < 500 and exc.status not in (401, 404):
-        log.info("%s %s: %d %s", request.method, request.url.path, exc.status, exc.message)
+        quiet.info(f"{request.url.path} {exc.status}", "%s %s: %d %s", request.method,
+                   request.url.path, exc.status, exc.message)
     return error_response(exc)
 
 

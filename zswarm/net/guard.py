@@ -92,3 +92,28 @@ class MessageGuard:
         else:  # a library error on a peer's data, or a bug: still only this message's loss
             self.drops.drop("handler-error", repr(exc), exc=exc)
         return True
+
+
+class QuietLog:
+    """Log lines about what outsiders did, at most one per ``key`` every ``every_s``.
+
+    A flood of bad requests costs a line per reason every ten seconds (with the number
+    suppressed meanwhile), not a line per request (zeroconf's QuietLogger idea).
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def info(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) < self.every_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        if len(self._last) >= MAX_COUNTERS:
+            self._last.clear()
+        self._last[key] = now
+        more = self._suppressed.pop(key, 0)
+        self.logger.info(msg + (f" (and {more} more like it)" if more else ""), *args)

@@ -99,7 +99,8 @@ class Mdns:
         self.zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
         self._browser: ServiceBrowser | None = None
         self._closed = threading.Event()
-        self._pending: set[str] = set()
+        #: services being resolved -> whether another event came meanwhile (resolve again)
+        self._pending: dict[str, bool] = {}
         self._lock = threading.Lock()
         # resolving a service can wait on the network: never block zeroconf's browser thread
         self._resolvers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zswarm-mdns")
@@ -125,7 +126,11 @@ class Mdns:
                         on_event(Found(card, address, proto, name))
             finally:
                 with self._lock:
-                    self._pending.discard(name)
+                    again = self._pending.pop(name, False) and not self._closed.is_set()
+                    if again:
+                        self._pending[name] = False
+                if again:
+                    self._resolvers.submit(resolve, name)
 
         def on_change(zeroconf: Zeroconf, service_type: str, name: str,
                       state_change: ServiceStateChange) -> None:
@@ -137,11 +142,12 @@ class Mdns:
                     return
                 with self._lock:
                     if name in self._pending:
+                        self._pending[name] = True  # resolve once more when this one ends
                         return
                     if len(self._pending) >= MAX_PENDING:
                         raise RemoteProtocolError(f"{MAX_PENDING} services resolving already",
                                                   reason="flood")
-                    self._pending.add(name)
+                    self._pending[name] = False
                 self._resolvers.submit(resolve, name)
 
         self._browser = ServiceBrowser(self.zc, SERVICE_TYPE, handlers=[on_change])

@@ -38,7 +38,7 @@ from zswarm.core.messages import (
 )
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
-from zswarm.net.guard import DropCounter, MessageGuard
+from zswarm.net.guard import DropCounter, MessageGuard, QuietLog
 from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
 
@@ -79,6 +79,7 @@ class RpcServer:
         self.card: NodeCard | None = None
         self.federation: Federation | None = None
         self.drops = drops or DropCounter("rpc")
+        self._quiet = QuietLog(log)
         #: requests in flight by (sender, request id): the ids of two senders never collide
         self._active: dict[tuple[bytes, str], trio.CancelScope] = {}
         workers = len(swarm.pool.workers)
@@ -167,7 +168,8 @@ class RpcServer:
                 log.exception("request %s: internal error", msg.request_id)
             elif isinstance(msg, ClientRequest):
                 self.swarm.coordinator.stats.errors[exc.kind] += 1
-            log.info("%s %s failed: %s", type(msg).__name__, msg.request_id, exc)
+            self._quiet.info(f"{type(msg).__name__} {getattr(exc, 'kind', 'internal')}",
+                             "%s %s failed: %s", type(msg).__name__, msg.request_id, exc)
             reply = error_reply(msg.request_id, exc)
         finally:
             self._active.pop(key, None)
