@@ -16,7 +16,7 @@ from zswarm import client
 from zswarm.config import Config, load_config
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
-from zswarm.errors import ZswarmError
+from zswarm.errors import ConfigError, ZswarmError
 from zswarm.net.security import SwarmKey, swarm_key, write_key_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -68,7 +68,7 @@ def node(config: Path | None = ConfigOpt,
     """Run a node: load the model into workers and serve until Ctrl-C."""
     _setup_logging(verbose)
     cfg = _load(config)
-    from zswarm.runtime.node import NodeInfo, run_node
+    from zswarm.runtime.node import NodeInfo, run_node, single_errors
 
     async def main() -> None:
         drain = trio.Event()
@@ -93,13 +93,14 @@ def node(config: Path | None = ConfigOpt,
                        "  peers are logged as they join, die and leave", err=True)
 
     try:
-        trio.run(main)
+        with single_errors():  # one error from the node's nurseries, not a group of one
+            trio.run(main)
         typer.echo("stopped", err=True)
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
     except ZswarmError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
 
 
 def _explain(answer: str, report: Report) -> str:

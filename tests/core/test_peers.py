@@ -229,3 +229,15 @@ def test_the_table_never_exceeds_its_cap_and_live_peers_are_never_displaced(even
         else:
             t.tick(now)
         assert len(t.peers) <= peers_mod.MAX_PEERS
+
+
+def test_a_stall_of_this_node_does_not_kill_its_peers():
+    t = PeerTable(card("me", "tcp://10.0.0.1:1"), interval_s=1.0, liveness=3,
+                  tick_every_s=0.25)
+    known(t, "a")
+    t.tick(0.25)
+    assert t.tick(10.0) == []  # we were stopped for ~10 s: not a's fault
+    assert states(t.tick(10.25 + 1.5)) == [("a", S.ALIVE, S.SUSPECT)]  # but now it is late
+    for now in (12.0, 12.25, 12.5, 12.75, 13.0, 13.25, 13.5, 13.75, 14.0):
+        changes = t.tick(now)
+    assert states(changes) == [] and t.peers["a"].state is S.DEAD

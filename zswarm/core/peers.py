@@ -135,12 +135,15 @@ class Change:
 
 class PeerTable:
     def __init__(self, me: NodeCard, *, interval_s: float, liveness: int,
-                 forget_after_s: float = 300.0) -> None:
+                 forget_after_s: float = 300.0, tick_every_s: float | None = None) -> None:
         self.me = me
+        #: how often the runtime calls tick(); None = irregularly (no stall detection)
+        self.tick_every_s = tick_every_s
         self.interval_s = interval_s
         self.liveness = liveness
         self.forget_after_s = forget_after_s
         self.peers: dict[str, Peer] = {}
+        self._last_tick: float | None = None
         self._duplicates: set[str] = set()
         self._refused: set[str] = set()
 
@@ -228,8 +231,23 @@ class PeerTable:
             peer.rtt_ms = rtt_ms if peer.rtt_ms is None else 0.7 * peer.rtt_ms + 0.3 * rtt_ms
 
     def tick(self, now: float) -> list[Change]:
-        """Time passed: silent peers become SUSPECT, then DEAD; demotions end; stale go."""
+        """Time passed: silent peers become SUSPECT, then DEAD; demotions end; stale go.
+
+        With ``tick_every_s``: if this node itself stalled (no tick for a heartbeat interval
+        longer than expected: stopped, starved of CPU, swapping), the silence it measured
+        is its own. Every watched peer's clock is moved on by the stall, so heartbeats
+        still queued in our socket (or dropped at its high-water mark meanwhile) do not
+        make live peers DEAD.
+        """
         changes: list[Change] = []
+        stall = 0.0
+        if self.tick_every_s is not None and self._last_tick is not None:
+            stall = now - self._last_tick - self.tick_every_s - self.interval_s
+        self._last_tick = now
+        if stall > 0:
+            for peer in self.peers.values():
+                if peer.state in _WATCHED:
+                    peer.since += stall
         for node_id, peer in list(self.peers.items()):
             if peer.state in _STALE and now - peer.since > self.forget_after_s:
                 del self.peers[node_id]

@@ -86,7 +86,8 @@ class Federation:
         self.key = key
         self.interval_s = fed.heartbeat_interval_ms / 1000
         self.table = PeerTable(me, interval_s=self.interval_s, liveness=fed.liveness,
-                               forget_after_s=fed.forget_after_ms / 1000)
+                               forget_after_s=fed.forget_after_ms / 1000,
+                               tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
         self.subscriber = Subscriber(self._on_heartbeat, drops=self.drops.counter("heartbeats"),
                                      key=key)
         self.links: dict[str, _Link] = {}

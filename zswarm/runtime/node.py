@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -97,19 +98,25 @@ def load_node_id(config: Config) -> NodeId:
     """The node's persistent id (state_dir/node_id), created on first start."""
     path = config.state_path / "node_id"
     try:
-        text = path.read_text().strip()
+        with path.open("rb") as f:
+            text = f.read(100).decode("ascii", errors="replace").strip()
         if text:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+                raise ConfigError(f"{config.source}: node.state_dir: {path} does not hold a "
+                                  "node id (damaged?); delete it and a new id is made")
             return NodeId(text)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise ConfigError(f"{config.source}: node.state_dir: cannot read {path}: {exc}") from exc
+        raise ConfigError(f"{config.source}: node.state_dir: cannot read {path}: "
+                          f"{exc.strerror or exc}") from exc
     node_id = new_node_id()
     try:
         config.state_path.mkdir(parents=True, exist_ok=True)
         path.write_text(node_id + "\n")
     except OSError as exc:
-        raise ConfigError(f"{config.source}: node.state_dir: cannot write {path}: {exc}") from exc
+        raise ConfigError(f"{config.source}: node.state_dir: cannot write {path}: "
+                          f"{exc.strerror or exc}") from exc
     return node_id
 
 
@@ -184,7 +191,7 @@ async def _run_node(config: Config, node_id: str, host: str, info_path: Path, dr
                                     http_port=http_port, model_id=card.model_id,
                                     workers=card.workers, federation=publisher is not None,
                                     swarm_key=card.key)
-                    _write_node_json(info_path, info)
+                    _write_node_json(info_path, info, config.source)
                     log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, "
                              "%d worker(s), federation %s", info.name, node_id, host, rpc.endpoint,
                              card.pub or "-", http_port or "-", info.model_id, info.workers,
@@ -220,11 +227,15 @@ async def _drain(config: Config, rpc: RpcServer, web: HttpNode,
                     rpc.in_flight + web.in_flight)
 
 
-def _write_node_json(path: Path, info: NodeInfo) -> None:
+def _write_node_json(path: Path, info: NodeInfo, source: str) -> None:
     """Tell local clients where this node listens (a few bytes: written synchronously)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**dataclasses.asdict(info), "pid": os.getpid()}))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps({**dataclasses.asdict(info), "pid": os.getpid()}))
+        tmp.replace(path)
+    except OSError as exc:  # disk full, read-only, not a directory: say which file
+        raise ConfigError(f"{source}: node.state_dir: cannot write {tmp}: "
+                          f"{exc.strerror or exc}") from exc
 
 
 def _remove_node_json(path: Path) -> None:
