@@ -35,7 +35,7 @@ from zswarm.core.messages import (
     WorkToken,
 )
 from zswarm.core.plan import ROUTE, SELF, NodeLoad, Plan, plan
-from zswarm.errors import DeadlineExceeded, NoQuorum, ZswarmError
+from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, ZswarmError
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.stats import NodeStats
 from zswarm.runtime.workers import WorkerCrashed, WorkerPool
@@ -190,6 +190,12 @@ class Coordinator:
         peers_asked = any(key != SELF for key in rnd.asked)
         if rnd.errors and not peers_asked:
             return rnd.errors[0]
+        if rnd.errors and all(isinstance(e, Overloaded) for e in rnd.errors) \
+                and all(a.outcome == "failed" for a in rnd.asked.values()):
+            # every node asked refused for load: backpressure, not a failure to agree
+            return Overloaded("every node asked is overloaded" + (f": {note}" if note else ""),
+                              retry_after_s=max(e.retry_after_s for e in rnd.errors
+                                                if isinstance(e, Overloaded)))
         if rnd.deadline_hit and not peers_asked:
             return DeadlineExceeded(f"no candidate within the deadline of {deadline_s:.1f} s")
         return NoQuorum("no candidate arrived" + (f": {note}" if note else ""))
@@ -321,7 +327,8 @@ class Coordinator:
                     candidates = await fed.vote(node_id, part, vote_deadline_s)
                 except ZswarmError as exc:
                     asked.outcome, asked.detail = "failed", str(exc)
-                    log.info("vote from %s failed: %s", name, exc)
+                    rnd.errors.append(exc)
+                    log.debug("vote from %s failed: %s", name, exc)
                     return
             if vote_scope.cancelled_caught:
                 asked.outcome = "timeout"
