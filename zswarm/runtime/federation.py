@@ -2,8 +2,9 @@
 
 Owns: the PeerTable (core/peers.py) and carrying out what its changes mean -
 subscribing to a peer's heartbeats (never to DEAD, LEFT or forgotten ones),
-opening and closing vote links, probing a claimed move and DEAD, LEFT and static
-peers, logging joins, deaths, leaves and demotions once each; publishing this
+opening and closing vote links (both through runtime/connections.py), probing a
+claimed move and DEAD, LEFT and static peers, logging joins, deaths, leaves and
+demotions once each; publishing this
 node's heartbeat; pinging peers for their round-trip time; and sending one
 VoteRequest to one peer (``vote``), whose answer is checked (core/claims.py)
 before anyone uses it. What arrives from peers is handled inside the guard of
@@ -18,7 +19,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import trio
 
@@ -30,7 +30,6 @@ from zswarm.core.messages import (
     GenerateRequest,
     Heartbeat,
     Load,
-    Message,
     NodeCard,
     NodeState,
     PeerInfo,
@@ -41,10 +40,11 @@ from zswarm.core.messages import (
 )
 from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
-from zswarm.net.bus import PeerLink, Publisher, Subscriber
-from zswarm.net.guard import FrameDrops, MessageGuard
+from zswarm.net.bus import Publisher
+from zswarm.net.guard import FrameDrops, MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
 from zswarm.net.security import SwarmKey
+from zswarm.runtime.connections import Connections
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,6 @@ log = logging.getLogger(__name__)
 PING_EVERY = 5
 #: the peer table is checked this many times per heartbeat interval
 TICKS_PER_INTERVAL = 4
-
-
-@dataclass
-class _Link:
-    link: PeerLink
-    scope: trio.CancelScope
 
 
 def hardware_summary() -> str:
@@ -83,26 +77,24 @@ class Federation:
         self.load = load
         self.mdns_address = mdns_address
         self.drops = drops or FrameDrops()
-        self.key = key
         self.interval_s = fed.heartbeat_interval_ms / 1000
         self.table = PeerTable(me, interval_s=self.interval_s, liveness=fed.liveness,
                                forget_after_s=fed.forget_after_ms / 1000,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
-        self.subscriber = Subscriber(self._on_heartbeat, drops=self.drops.counter("heartbeats"),
-                                     key=key)
-        self.links: dict[str, _Link] = {}
+        self.peer_io = Connections(self._on_heartbeat, drops=self.drops, key=key,
+                                   probe_timeout_s=self.interval_s)
         self.in_flight: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
         self.static: dict[str, str] = {}
         if fed.discovery in ("static", "both"):
             self.static = dict.fromkeys(fed.peers, "not answered yet")
         self._static_ids: dict[str, str] = {}  # node id -> static endpoint
-        self._subscribed: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self._seq = 0
         self._busy: set[str] = set()
         self._mdns_drops = self.drops.counter("mdns")
         self._vote_drops = self.drops.counter("votes")
+        self._quiet = QuietLog(log, every_s=60.0)
         self.state: NodeState = "ready"
 
     # --- services -----------------------------------------------------------------
@@ -111,7 +103,7 @@ class Federation:
                     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self.subscriber.serve)
+            await nursery.start(self.peer_io.serve)
             if self.config.federation.discovery in ("mdns", "both"):
                 # bounded: a flood of records waits in zeroconf's threads, then is dropped
                 send, receive = trio.open_memory_channel[MdnsEvent](MAX_PEERS)
@@ -124,8 +116,6 @@ class Federation:
                 await trio.sleep_forever()
             finally:
                 self._say_goodbye()
-                for node_id in list(self.links):
-                    self._close_link(node_id, "node shutting down")
 
     def _say_goodbye(self) -> None:
         self.state = "leaving"
@@ -190,8 +180,16 @@ class Federation:
         if not isinstance(event, Found):
             return
         card = event.card
-        if card.swarm != self.me.swarm or card.key != self.me.key:
-            return  # another swarm, or another (or no) swarm key: never a peer
+        if card.swarm != self.me.swarm:
+            return  # another swarm on the same LAN: not ours to mention
+        if card.key != self.me.key:  # never a peer; said once a minute per node
+            if self.me.key:
+                why = "uses another swarm key" if card.key else "has no swarm key"
+            else:
+                why = "uses a swarm key and this node has none"
+            self._quiet.info(card.node_id, "mDNS: ignoring %s (%s) at %s: it %s", card.name,
+                             card.node_id, event.address, why)
+            return
         self._apply(self.table.discovered(card, event.address, "mdns", trio.current_time(),
                                           proto=event.proto))
 
@@ -203,35 +201,12 @@ class Federation:
                                      interval_s=claims.believable_interval_s(
                                          hb.interval_ms, self.interval_s)))
 
-    async def _status(self, endpoint: str, name: str) -> tuple[Status, float]:
-        """One StatusRequest over a short-lived link: (reply, round trip in ms)."""
-        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key)
-        rid = new_request_id()
-        result: Message | ZswarmError
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(link.serve)
-                t0 = time.perf_counter()
-                try:
-                    result = await link.request(StatusRequest(request_id=rid), rid,
-                                                self.interval_s)
-                except ZswarmError as exc:
-                    result = exc
-                nursery.cancel_scope.cancel()
-        finally:
-            link.sock.close()
-        if isinstance(result, ZswarmError):
-            raise result
-        if not isinstance(result, Status):
-            raise RemoteProtocolError(f"answered {type(result).__name__}, not Status")
-        return result, (time.perf_counter() - t0) * 1000
-
     async def _probe_static(self, endpoint: str) -> None:
         try:
             host, port = endpoint[len("tcp://"):].rsplit(":", 1)
             infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
             address = claims.ipv4_literal(str(infos[0][4][0]))
-            reply, rtt_ms = await self._status(claims.tcp_endpoint(address, port), endpoint)
+            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port), endpoint)
             card = claims.card_at(reply.card, address)
         except (OSError, ValueError, ZswarmError) as exc:
             self.static[endpoint] = str(exc) or type(exc).__name__
@@ -254,13 +229,13 @@ class Federation:
             if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
                 rid = new_request_id()
                 t0 = time.perf_counter()
-                reply = await self._link(peer).request(StatusRequest(request_id=rid), rid,
+                reply = await self.peer_io.link(peer).request(StatusRequest(request_id=rid), rid,
                                                        self.interval_s)
                 if not isinstance(reply, Status):
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000
             else:  # DISCOVERED, DEAD, LEFT: no standing link to a node that may not be there
-                reply, rtt_ms = await self._status(peer.card.rpc, peer.card.name)
+                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.name)
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
@@ -272,7 +247,7 @@ class Federation:
     async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
         """A record says a live peer moved: believe it once the node answers there."""
         try:
-            reply, _ = await self._status(claim.rpc, claim.name)
+            reply, _ = await self.peer_io.status(claim.rpc, claim.name)
         except ZswarmError as exc:
             log.info("a record says %s moved to %s; it does not answer there: %s",
                      node_id, claim.rpc, exc)
@@ -291,7 +266,7 @@ class Federation:
                 self._carry_out(change)
             except ZswarmError as exc:  # zmq refused this peer's endpoint: it costs the peer
                 log.warning("peer %s at %s: %s", change.peer.card.name, change.peer.card.rpc, exc)
-                self._forget_links(change.peer.card.node_id, str(exc))
+                self.peer_io.forget(change.peer.card.node_id, str(exc))
 
     def _carry_out(self, change: Change) -> None:
         peer = change.peer
@@ -306,15 +281,15 @@ class Federation:
                         card.name, card.node_id, card.rpc)
         elif kind is ChangeKind.FORGOTTEN:
             log.debug("peer %s (%s) forgotten (%s)", card.name, card.node_id, peer.state.value)
-            self._forget_links(card.node_id, f"peer {card.name} forgotten")
+            self.peer_io.forget(card.node_id, f"peer {card.name} forgotten")
         elif kind is ChangeKind.MOVE_CLAIMED:
             assert change.claim is not None
             self._spawn(f"move:{card.node_id}", self._confirm_move, card.node_id, change.claim)
         elif kind is ChangeKind.ENDPOINTS:
             log.info("peer %s moved to %s", card.name, card.rpc)
-            self._close_link(card.node_id, "peer moved")
+            self.peer_io.close_link(card.node_id, "peer moved")
             if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT):
-                self._subscribe(peer)
+                self.peer_io.subscribe(peer)
         elif kind is ChangeKind.DEMOTED:
             log.warning("peer %s (%s) %s", card.name, card.node_id, peer.detail)
         elif kind is ChangeKind.RESTORED:
@@ -327,67 +302,32 @@ class Federation:
         if new is PeerState.DISCOVERED:
             log.info("peer found: %s (%s) at %s via %s", card.name, card.node_id,
                      peer.address, peer.source)
-            self._subscribe(peer)
+            self.peer_io.subscribe(peer)
         elif new is PeerState.ALIVE:
             verb = "is back" if change.old in (PeerState.DEAD, PeerState.LEFT) else "joined"
             if change.old is not PeerState.SUSPECT:
                 log.info("peer %s %s: %s at %s, model %s, %d worker(s)", card.name, verb,
                          card.node_id, card.rpc, card.model_id, card.workers)
-            self._subscribe(peer)
+            self.peer_io.subscribe(peer)
         elif new is PeerState.DEAD:
             why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
             log.warning("peer %s (%s) is dead: %s", card.name, card.node_id, why)
-            self._forget_links(card.node_id, f"peer {card.name} died ({why})")
+            self.peer_io.forget(card.node_id, f"peer {card.name} died ({why})")
             self._static_lost(card.node_id, "dead: " + why)
         elif new is PeerState.LEFT:
             log.info("peer %s (%s) left", card.name, card.node_id)
-            self._forget_links(card.node_id, f"peer {card.name} left")
+            self.peer_io.forget(card.node_id, f"peer {card.name} left")
             self._static_lost(card.node_id, "left")
         elif new is PeerState.INCOMPATIBLE:
             log.warning("peer %s (%s) is incompatible: %s; it is never sent votes",
                         card.name, card.node_id, peer.detail)
-            self._forget_links(card.node_id, f"peer {card.name} is incompatible")
+            self.peer_io.forget(card.node_id, f"peer {card.name} is incompatible")
 
     def _static_lost(self, node_id: str, why: str) -> None:
         """A static peer died or left: probe its endpoint again (it may come back elsewhere)."""
         endpoint = self._static_ids.get(node_id)
         if endpoint is not None and endpoint in self.static:
             self.static[endpoint] = why
-
-    def _subscribe(self, peer: Peer) -> None:
-        node_id, pub = peer.card.node_id, peer.card.pub
-        old = self._subscribed.get(node_id)
-        if old == pub:
-            return
-        if old is not None:
-            self.subscriber.disconnect(old)
-        self.subscriber.connect(pub)
-        self._subscribed[node_id] = pub
-
-    def _forget_links(self, node_id: str, why: str) -> None:
-        """No vote link and no subscription: a dead or bogus endpoint is not reconnected to."""
-        self._close_link(node_id, why)
-        old = self._subscribed.pop(node_id, None)
-        if old is not None and old not in self._subscribed.values():
-            self.subscriber.disconnect(old)
-
-    def _link(self, peer: Peer) -> PeerLink:
-        entry = self.links.get(peer.card.node_id)
-        if entry is not None:
-            return entry.link
-        if self._nursery is None:
-            raise PeerUnavailable("federation is not running")
-        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key)
-        entry = _Link(link, trio.CancelScope())
-        self.links[peer.card.node_id] = entry
-        self._nursery.start_soon(_run_link, entry)
-        return link
-
-    def _close_link(self, node_id: str, why: str) -> None:
-        entry = self.links.pop(node_id, None)
-        if entry is not None:
-            entry.link.fail_all(PeerUnavailable(why))
-            entry.scope.cancel()
 
     # --- used by the coordinator and the rpc server --------------------------------
 
@@ -414,7 +354,7 @@ class Federation:
         peer = self.table.peers.get(node_id)
         if peer is None or peer.state is not PeerState.ALIVE:
             raise PeerUnavailable(f"peer {node_id} is not alive")
-        link = self._link(peer)
+        link = self.peer_io.link(peer)
         rid = new_request_id()
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
                           deadline_ms=max(1, int(deadline_s * 1000)))
@@ -456,8 +396,3 @@ class Federation:
                          source="static", rpc=endpoint, detail=why)
                 for endpoint, why in self.static.items() if why]
         return out
-
-
-async def _run_link(entry: _Link) -> None:
-    with entry.scope:
-        await entry.link.serve()

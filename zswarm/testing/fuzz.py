@@ -106,13 +106,13 @@ class FrameFuzzer:
         if kind == 0:
             return bytes(r.randrange(256) for _ in range(r.randrange(0, 200)))
         if kind == 1:
-            data = codec.encode(r.choice(SEEDS))
-            return data[: r.randrange(0, len(data))]
+            whole = codec.encode(r.choice(SEEDS))
+            return whole[: r.randrange(0, len(whole))]
         if kind == 2:
-            data = bytearray(codec.encode(r.choice(SEEDS)))
+            flipped = bytearray(codec.encode(r.choice(SEEDS)))
             for _ in range(r.randrange(1, 6)):
-                data[r.randrange(len(data))] = r.randrange(256)
-            return bytes(data)
+                flipped[r.randrange(len(flipped))] = r.randrange(256)
+            return bytes(flipped)
         if kind == 3:  # a str header over bytes that are not UTF-8
             return b"\x81\xa4type" + bytes([0xA0 | 2]) + bytes([0xDF, r.randrange(0x80, 0xC0)])
         if kind == 4:
