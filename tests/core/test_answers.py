@@ -16,3 +16,10 @@ def test_same_answers_agree(a, b):
                                       ("red", "blue")])
 def test_different_answers_differ(a, b):
     assert answer_key(a) != answer_key(b)
+
+
+def test_only_the_start_of_a_long_candidate_is_read():
+    from zswarm.core.answers import ANSWER_CHARS
+
+    assert answer_key("The answer is 5. " + "blah " * ANSWER_CHARS + "so it is 7.") == "num:5"
+    assert answer_key("x" * ANSWER_CHARS + " = 7") == answer_key("x" * ANSWER_CHARS)

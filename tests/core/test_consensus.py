@@ -173,3 +173,11 @@ def test_duplicates_count_as_agreement(cands):
     assert d is not None
     from zswarm.core.answers import answer_key
     assert answer_key(boosted[d.winner].text) == answer_key(target.text)
+
+
+def test_similarity_reads_a_bounded_prefix():
+    from zswarm.core.consensus import SIMILARITY_CHARS, similarity_matrix
+
+    a = "word " * SIMILARITY_CHARS
+    sim = similarity_matrix([a + "tail one", a + "a different ending altogether"])
+    assert sim[0][1] == 1.0  # the texts differ only after the compared prefix

@@ -11,11 +11,18 @@ Used by the ``majority`` strategy (self-consistency). The rules, in order:
 3. Otherwise a short phrase: the part after the last "is"/"are"/"=" of the first
    sentence, lower-cased, with articles and punctuation removed: "Paris", "Paris.",
    "paris" and "The capital of France is Paris." all become ``text:paris``.
+
+Only the first ANSWER_CHARS characters are read (a final answer comes first; a peer's
+200,000-character candidate must not cost seconds), and keys are cached.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+#: the part of a candidate that answer_key reads
+ANSWER_CHARS = 2000
 
 _UNITS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
@@ -62,6 +69,11 @@ def _first_sentence(text: str) -> str:
 
 def answer_key(text: str) -> str:
     """The normalised key of an answer (see the module docstring for the rules)."""
+    return _answer_key(text[:ANSWER_CHARS])
+
+
+@lru_cache(maxsize=4096)
+def _answer_key(text: str) -> str:
     stripped = text.strip()
     option = _OPTION_RE.search(stripped)
     if option:
@@ -81,4 +93,4 @@ def answer_key(text: str) -> str:
     words = re.findall(r"[^\W_]+", phrase.lower())
     while words and words[0] in _ARTICLES:
         words = words[1:]
-    return "text:" + " ".join(words)
+    return "text:" + " ".join(words)[:200]
