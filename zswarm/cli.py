@@ -313,6 +313,8 @@ def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
             return "same swarm" + (", same key" if mine else " (open)")
         if not card_key:
             return "same swarm name, but no swarm key (not a peer)"
+        if not mine:
+            return "same swarm name, but it has a swarm key and this config none (not a peer)"
         return "same swarm name, another swarm key (not a peer)"
 
     return [PeerInfo(node_id=f.card.node_id, name=f.card.name, address=f.address,

@@ -1,0 +1,72 @@
+"""`zswarm keygen`, and `zswarm ask` / `zswarm peers` against a node with a swarm key."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from zswarm.cli import app
+from zswarm.testing.cluster import NodeProcess, node_config
+
+runner = CliRunner()
+
+
+def zswarm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zswarm", *args], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_keygen_writes_a_private_key_once(tmp_path):
+    out = tmp_path / "swarm.key"
+    result = runner.invoke(app, ["keygen", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert "fingerprint" in result.output and "swarm_key_file" in result.output
+    secret = out.read_text()
+    assert secret.split('secret = "')[1][:40] not in result.output  # never printed
+    again = runner.invoke(app, ["keygen", "--out", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output
+    assert out.read_text() == secret
+
+
+def test_a_bad_key_file_is_exit_2_naming_it(tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text('secret = "short"\n')
+    cfg = node_config(tmp_path, "n", swarm="s", answers=["42"],
+                      security={"swarm_key_file": str(bad)})
+    run = zswarm("ask", "hi", "--config", str(cfg), "--local")
+    assert run.returncode == 2 and str(bad) in run.stderr and "zswarm keygen" in run.stderr
+
+
+def test_ask_and_peers_use_the_key_from_the_config(tmp_path):
+    key = tmp_path / "swarm.key"
+    assert runner.invoke(app, ["keygen", "--out", str(key)]).exit_code == 0
+    swarm = "keys-" + secrets.token_hex(4)
+    keyed = node_config(tmp_path, "k", swarm=swarm, answers=["42"],
+                        security={"swarm_key_file": str(key)})
+    with NodeProcess(keyed) as node:
+        info = node.wait_ready()
+        assert "swarm key on (fingerprint" in node.log()
+        asked = zswarm("ask", "6 * 7?", "--config", str(keyed))
+        assert asked.returncode == 0 and asked.stdout.strip() == "42", asked.stderr
+        peers = zswarm("peers", "--config", str(keyed))
+        assert peers.returncode == 0 and "swarm key on (fingerprint" in peers.stdout
+        open_cfg = node_config(tmp_path, "o", swarm=swarm, answers=["0"])
+        refused = zswarm("peers", "--config", str(open_cfg), "--node", info["rpc_endpoint"])
+        assert refused.returncode == 1 and "no answer" in refused.stderr
+        for cfg, verdict in ((keyed, "same swarm, same key"),
+                             (open_cfg, "it has a swarm key and this config none")):
+            seen = zswarm("peers", "--config", str(cfg), "--browse", "2", "--json")
+            (k,) = [p for p in json.loads(seen.stdout) if p["name"] == "k"]
+            assert verdict in k["detail"], k
+    with NodeProcess(node_config(tmp_path, "open", swarm=swarm, answers=["42"])) as node:
+        node.wait_ready()
+        assert "OPEN SWARM" in node.log()
+        peers = zswarm("peers", "--config", str(node.config))
+        assert "swarm key OFF: an open swarm" in peers.stdout
+    assert os.path.exists(key)
