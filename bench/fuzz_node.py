@@ -125,7 +125,7 @@ def fuzz_rpc(endpoint: str, count: int, seed: int, counter: Counter[str]) -> Non
         sock.close()
 
 
-def fuzz_http(root: str, count: int, seed: int, statuses: Counter[int]) -> None:
+def fuzz_http(root: str, count: int, seed: int, statuses: Counter[str]) -> None:
     requests = FrameFuzzer(seed).http_requests()
     with httpx.Client(timeout=30) as http:
         for _ in range(count):
@@ -133,9 +133,13 @@ def fuzz_http(root: str, count: int, seed: int, statuses: Counter[int]) -> None:
             try:
                 r = http.request(method, root + path, headers=headers,
                                  content=body if method in ("POST", "PUT") else None)
-                statuses[r.status_code] += 1
-            except httpx.HTTPError:
-                statuses[0] += 1
+                statuses[str(r.status_code)] += 1
+            except httpx.TimeoutException:  # our client gave up (a long generation)
+                statuses["client timeout (30 s)"] += 1
+            except httpx.HTTPError as exc:  # no response at all: counted against the node
+                statuses[f"no response: {type(exc).__name__}"] += 1
+                print(f"no response: {method} {path} {headers} {body[:200]!r}: {exc}",
+                      file=sys.stderr)
 
 
 def questions(endpoint: str, stop: threading.Event, result: Counter[str], model: str) -> None:
@@ -170,7 +174,7 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
         info = proc.wait_ready(120)
         rss_start = peak_rss_mib(proc.pid)
         counter: Counter[str] = Counter()
-        statuses: Counter[int] = Counter()
+        statuses: Counter[str] = Counter()
         asked: Counter[str] = Counter()
         stop_questions = threading.Event()
         asker = threading.Thread(target=questions, args=(info["rpc_endpoint"], stop_questions,
@@ -195,7 +199,8 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
             answers_status = True
         except Exception:
             answers_status = False
-        bad_5xx = sum(n for code, n in statuses.items() if code >= 500 and code not in (503, 504))
+        bad_5xx = sum(n for code, n in statuses.items() if code.startswith("no response")
+                      or (code.isdigit() and int(code) >= 500 and code not in ("503", "504")))
         failures = {k: v for k, v in asked.items() if k.startswith("failed")}
         return {
             "frames_sent": counter["frames"] + peer.sent, "rpc_frames": counter["frames"],

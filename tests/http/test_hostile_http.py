@@ -85,3 +85,21 @@ def test_a_stream_whose_deadline_is_already_spent_is_an_error_not_a_crash(node):
     health = wait_until(lambda: httpx.get(f"{node.root}/health").status_code == 200, 10,
                         what="node healthy")
     assert health
+
+
+@pytest.mark.parametrize(("method", "path", "ctype"), [
+    ("POST", "/v1/models", "application/json"), ("POST", "/nope", "application/json"),
+    ("POST", "/v1/chat/completions", "text/plain")])
+def test_a_refused_body_does_not_break_the_next_request_on_the_connection(node, method, path,
+                                                                          ctype):
+    failures = 0
+    with httpx.Client(timeout=30) as http:
+        for _ in range(30):
+            r = http.request(method, node.root + path, content=b"x" * 300_000,
+                             headers={"content-type": ctype})
+            assert r.status_code in (404, 405, 415)
+            try:
+                http.get(f"{node.root}/health")
+            except httpx.HTTPError:
+                failures += 1
+    assert failures == 0

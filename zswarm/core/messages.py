@@ -20,6 +20,11 @@ MAX_N = 32
 MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_STRINGS = 8
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: what a node's RPC socket accepts: a request's prompt is at most MAX_PROMPT_CHARS
+#: characters of up to 4 bytes (replies, up to MAX_FRAME_BYTES, only go the other way)
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+#: what a heartbeat subscriber accepts (a heartbeat is well under 2 KiB)
+MAX_HEARTBEAT_BYTES = 64 * 1024
 #: the longest candidate text a peer may send (a 4096-token answer is ~20,000 characters)
 MAX_CANDIDATE_CHARS = 200_000
 #: the longest deadline anyone may ask for (one hour), in ms

@@ -67,6 +67,48 @@ class ApiKeyAuth:
         await error_response(err)(scope, receive, send)
 
 
+class FinishBody:
+    """Read what is left of a request body before answering, so the connection stays usable.
+
+    A route that answers without reading the body (404, 405, 415, 401) would otherwise
+    leave bytes unread; hypercorn then closes the connection after the response without
+    saying so, and a keep-alive client's next request fails with no response at all
+    (found by bench/fuzz_node.py). Up to the body cap and the body timeout the rest is
+    read and dropped; beyond that the response says ``Connection: close``.
+    """
+
+    def __init__(self, app: ASGIApp, cap: int, timeout_s: float) -> None:
+        self.app = app
+        self.cap = cap
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        done = False  # the whole body has been received (or the client is gone)
+
+        async def tracking_receive() -> Message:
+            nonlocal done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        async def finishing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not done:
+                read = 0
+                with trio.move_on_after(self.timeout_s):
+                    while not done and read <= self.cap:
+                        read += len((await tracking_receive()).get("body", b""))
+                if not done:
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, tracking_receive, finishing_send)
+
+
 class CountRequests:
     """Counts answered HTTP requests by route and status for /metrics."""
 
@@ -210,7 +252,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def build_app(node: HttpNode) -> Starlette:
-    middleware = [Middleware(CountRequests, node=node)]
+    middleware = [Middleware(FinishBody, cap=node.config.http.max_body_bytes,
+                             timeout_s=node.config.http.body_timeout_ms / 1000),
+                  Middleware(CountRequests, node=node)]
     if node.config.http.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=node.config.http.cors_origins,
                                      allow_methods=["GET", "POST"],

@@ -16,7 +16,7 @@ import trio
 import zmq
 
 from zswarm.core import codec
-from zswarm.core.messages import Cancel, Error, Heartbeat, Message
+from zswarm.core.messages import MAX_HEARTBEAT_BYTES, Cancel, Error, Heartbeat, Message
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError, error_from_kind
 from zswarm.net.guard import DropCounter, MessageGuard
 from zswarm.net.security import SwarmKey
@@ -45,7 +45,8 @@ class Subscriber:
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *,
                  drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
-        self.sock = TrioSocket.open(zmq.SUB, role="client", key=key)
+        self.sock = TrioSocket.open(zmq.SUB, role="client", key=key,
+                                    max_msg_bytes=MAX_HEARTBEAT_BYTES)
         self.sock.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.on_heartbeat = on_heartbeat
         self.endpoints: set[str] = set()

@@ -52,7 +52,9 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
     sock.setsockopt(zmq.SNDHWM, 10_000)
-    sock.setsockopt(zmq.RCVHWM, 10_000)
+    # per connection: a sender that outruns the node waits in its own queue (or drops,
+    # for PUB), so a flood costs at most RCVHWM x max_msg_bytes of this node's memory
+    sock.setsockopt(zmq.RCVHWM, 1_000)
     # Find dead TCP connections (a pulled cable sends no RST) and reconnect promptly
     # when the network heals, instead of waiting out TCP's retransmission backoff.
     sock.setsockopt(zmq.HEARTBEAT_IVL, 500)

@@ -21,6 +21,7 @@ import zmq
 from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.messages import (
+    MAX_REQUEST_BYTES,
     Cancel,
     ClientReply,
     ClientRequest,
@@ -74,7 +75,8 @@ class RpcServer:
                  drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
         self.swarm = swarm
         self.config = swarm.config
-        self.sock = TrioSocket.open(zmq.ROUTER, role="server", key=key)
+        self.sock = TrioSocket.open(zmq.ROUTER, role="server", key=key,
+                                    max_msg_bytes=MAX_REQUEST_BYTES)
         self.endpoint = self.sock.bind(endpoint)
         self.card: NodeCard | None = None
         self.federation: Federation | None = None
