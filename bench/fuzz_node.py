@@ -81,7 +81,7 @@ class FakePeer(threading.Thread):
                 seq += 1
                 self.pub.send(codec.encode(Heartbeat(card=self.card, seq=seq, load=Load(
                     workers_ready=1, idle_workers=1), interval_ms=200)))
-                for _ in range(50):
+                for _ in range(500):  # faster than the node reads: its queue fills up
                     self.pub.send_multipart(next(self.fuzz.frames()))
                     self.sent += 1
                 while self.rpc.poll(0):
@@ -103,7 +103,8 @@ class FakePeer(threading.Thread):
             self.pub.close()
 
 
-def fuzz_rpc(endpoint: str, count: int, seed: int, counter: Counter[str]) -> None:
+def fuzz_rpc(endpoint: str, count: int, seed: int, counter: Counter[str],
+             stop: threading.Event) -> None:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 1000)
@@ -111,7 +112,7 @@ def fuzz_rpc(endpoint: str, count: int, seed: int, counter: Counter[str]) -> Non
     frames = FrameFuzzer(seed).frames()
     try:
         sent = 0
-        while sent < count:
+        while sent < count and not stop.is_set():
             try:
                 sock.send_multipart(next(frames), flags=zmq.NOBLOCK)
                 sent += 1
@@ -159,6 +160,15 @@ def questions(endpoint: str, stop: threading.Event, result: Counter[str], model:
             result["right"] += want.lower() in reply.answer.lower()
 
 
+def watch(proc: NodeProcess, gone: threading.Event, done: threading.Event) -> None:
+    """Stop the fuzzers if the node dies (they would wait for it forever)."""
+    while not done.is_set():
+        if proc.proc.poll() is not None:
+            gone.set()
+            return
+        time.sleep(0.2)
+
+
 def run(frames: int, http_requests: int, connections: int, model: str, seed: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="zswarm-fuzz-"))
     swarm = "fuzz-" + secrets.token_hex(4)
@@ -181,8 +191,12 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
                                                          asked, model))
         asker.start()
         t0 = time.monotonic()
+        node_gone = threading.Event()
+        watchdog = threading.Thread(target=watch, args=(proc, node_gone, stop_questions),
+                                    daemon=True)
+        watchdog.start()
         workers = [threading.Thread(target=fuzz_rpc, args=(
-            info["rpc_endpoint"], frames // connections, seed + i, counter))
+            info["rpc_endpoint"], frames // connections, seed + i, counter, node_gone))
             for i in range(connections)]
         workers.append(threading.Thread(target=fuzz_http, args=(
             f"http://127.0.0.1:{info['http_port']}", http_requests, seed, statuses)))

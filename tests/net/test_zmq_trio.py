@@ -10,7 +10,7 @@ import trio.testing
 import zmq
 
 from zswarm.errors import LocalProtocolError
-from zswarm.net.zmq_trio import TrioSocket, context
+from zswarm.net.zmq_trio import TrioSocket, context, open_socket
 
 
 def _echo_server(endpoint: str, stop: threading.Event) -> None:
@@ -109,3 +109,16 @@ async def test_close_wakes_the_reader():
             await trio.testing.wait_all_tasks_blocked()
             sock.close()
     assert len(errors) == 1
+
+
+def test_sockets_use_tcp_keepalive_not_zmtp_heartbeats():
+    # libzmq 4.3.5 aborts the process when a receive queue is full while ZMTP heartbeats
+    # are on (libzmq #3937, #4767; reproduced here with a flooding PUB and a slow SUB):
+    # a flooding peer must not be able to kill a node that way
+    for kind in (zmq.ROUTER, zmq.DEALER, zmq.SUB, zmq.PUB):
+        sock = open_socket(kind)
+        try:
+            assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 0
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
+        finally:
+            sock.close()

@@ -55,10 +55,16 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
     # per connection: a sender that outruns the node waits in its own queue (or drops,
     # for PUB), so a flood costs at most RCVHWM x max_msg_bytes of this node's memory
     sock.setsockopt(zmq.RCVHWM, 1_000)
-    # Find dead TCP connections (a pulled cable sends no RST) and reconnect promptly
-    # when the network heals, instead of waiting out TCP's retransmission backoff.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+    # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 aborts the whole process
+    # ("Assertion failed: _input_stopped", libzmq issues #3937, #4767) when a receive queue
+    # is full, i.e. whenever a peer floods us (found by bench/fuzz_node.py; reproduced
+    # with a plain PUB/SUB pair). Dead connections are found by TCP keepalive instead,
+    # and the federation closes the sockets of a peer whose heartbeats stop and
+    # reconnects afresh when a probe hears it again.
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 2)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
     sock.setsockopt(zmq.CONNECT_TIMEOUT, 500)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
