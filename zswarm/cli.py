@@ -218,15 +218,17 @@ async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
 
 
 def _peer_rows(peers: list[PeerInfo]) -> str:
-    head = ("id", "name", "address", "state", "model", "load", "last seen", "rtt")
+    head = ("id", "name", "address", "state", "model", "load", "last seen", "rtt", "note")
     rows = [head]
     for p in peers:
         load = (f"q{p.load.queue_depth} idle {p.load.idle_workers}/{p.load.workers_ready}"
                 if p.state in ("alive", "suspect") else "-")
+        note = " ".join(p.detail.split())  # demoted, incompatible, unreachable: why
         rows.append((p.node_id[:12] or "-", p.name or "-", p.address, p.state,
                      p.model_id[:32] or "-", load,
                      "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
-                     "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms"))
+                     "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms",
+                     note if len(note) <= 60 else note[:57] + "..."))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)

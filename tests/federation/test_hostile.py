@@ -277,3 +277,24 @@ def _ask_keyed(endpoint: str, key) -> tuple[str, object]:
     reply = client.ask(endpoint, request(2), strategy="best_of_n", deadline_ms=20_000, key=key)
     assert isinstance(reply, ClientReply)
     return reply.answer, reply.report
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_static_peer_that_left_is_probed_again_and_returns(cluster):
+    port = _free_port()
+    static_b = {"federation": {"discovery": "static"}, "ports": {"rpc": port}}
+    await cluster.start("b", ["41"], **static_b)
+    a = await cluster.start("a", ["42"], federation={
+        "discovery": "static", "peers": [f"tcp://127.0.0.1:{port}"]})
+    await wait_peers(a, alive("b"))
+    cluster.stop("b")  # a clean stop: b says goodbye
+    await wait_peers(a, lambda t: t.get("b") == "left")
+    await cluster.start("b", ["41"], **static_b)
+    await wait_peers(a, alive("b"))
+    answer, report = await ask(a, 2, "best_of_n")
+    assert {c.node for c in report.candidates} == {"a", "b"}
