@@ -298,3 +298,45 @@ async def test_a_static_peer_that_left_is_probed_again_and_returns(cluster):
     await wait_peers(a, alive("b"))
     answer, report = await ask(a, 2, "best_of_n")
     assert {c.node for c in report.candidates} == {"a", "b"}
+
+
+async def test_a_bogus_record_costs_a_probe_now_and_then_not_a_reconnect_storm(cluster):
+    """A record pointing at some host:port: once DEAD, nothing keeps reconnecting there."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    accepted = 0
+
+    async def count_connections() -> None:
+        nonlocal accepted
+        while True:
+            conn, _ = await listener.accept()
+            accepted += 1
+            conn.close()
+
+    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    zc = await trio.to_thread.run_sync(
+        lambda: Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_connections)
+            info = ServiceInfo(SERVICE_TYPE, f"bogus-{cluster.swarm}.{SERVICE_TYPE}",
+                               addresses=[socket.inet_aton("127.0.0.1")], port=port,
+                               properties={"id": "b0905" * 3, "name": "bogus", "proto": "1",
+                                           "model": "scripted", "workers": "1",
+                                           "pub": str(port), "rpc": str(port),
+                                           "swarm": cluster.swarm},
+                               server="bogus.local.")
+            await trio.to_thread.run_sync(
+                lambda: zc.register_service(info, cooperating_responders=True))
+            await wait_peers(a, lambda t: t.get("bogus") == "dead")
+            before = accepted
+            await trio.sleep(6)  # a measurement window, not a synchronisation
+            # one connection per probe, and probes back off (0.2, 0.4, 0.8, 1.6, 3.2 s):
+            # ZeroMQ's reconnects of a kept subscription would come every 0.1-0.5 s
+            assert accepted - before <= 6, accepted - before
+            nursery.cancel_scope.cancel()
+    finally:
+        listener.close()
+        await trio.to_thread.run_sync(zc.close)

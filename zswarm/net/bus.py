@@ -90,10 +90,10 @@ class PeerLink:
     """A DEALER to one peer's RPC endpoint: requests with matched replies, and cancels."""
 
     def __init__(self, endpoint: str, name: str, *, drops: DropCounter | None = None,
-                 key: SwarmKey | None = None) -> None:
+                 key: SwarmKey | None = None, reconnect: bool = True) -> None:
         self.endpoint = endpoint
         self.name = name
-        self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key)
+        self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key, reconnect=reconnect)
         try:
             self.sock.connect(endpoint)
         except BaseException:

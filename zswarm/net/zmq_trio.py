@@ -34,11 +34,13 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
 
 
 def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
-                role: str = "", key: SwarmKey | None = None) -> zmq.Socket[bytes]:
+                role: str = "", key: SwarmKey | None = None,
+                reconnect: bool = True) -> zmq.Socket[bytes]:
     """Open a blocking zmq socket with the project's options.
 
     With a swarm ``key``, ``role`` "server" (will bind) or "client" (will connect)
     makes it a CURVE socket (net/security.py); no key = plain (an open swarm).
+    ``reconnect=False``: one connection attempt (one-shot probes of unknown endpoints).
     """
     sock = context().socket(kind)
     if key is not None:
@@ -66,7 +68,7 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
     sock.setsockopt(zmq.CONNECT_TIMEOUT, 500)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100 if reconnect else -1)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
     return sock
 
@@ -83,8 +85,9 @@ class TrioSocket:
 
     @classmethod
     def open(cls, kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES, role: str = "",
-             key: SwarmKey | None = None) -> TrioSocket:
-        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes, role=role, key=key))
+             key: SwarmKey | None = None, reconnect: bool = True) -> TrioSocket:
+        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes, role=role, key=key,
+                               reconnect=reconnect))
 
     def bind(self, endpoint: str) -> str:
         """Bind and return the resolved endpoint (with the real port for tcp://host:0)."""

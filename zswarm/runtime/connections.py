@@ -93,8 +93,11 @@ class Connections:
             entry.scope.cancel()
 
     async def status(self, endpoint: str, name: str) -> tuple[Status, float]:
-        """One StatusRequest over a short-lived link: (reply, round trip in ms)."""
-        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key)
+        """One StatusRequest over a short-lived link: (reply, round trip in ms).
+
+        One connection attempt: probing an endpoint that may be bogus costs one connect.
+        """
+        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key, reconnect=False)
         rid = new_request_id()
         result: Message | ZswarmError
         try:
