@@ -14,6 +14,7 @@ import typer
 
 from zswarm import client
 from zswarm.config import Config, load_config
+from zswarm.core.limits import admit
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ConfigError, ZswarmError
@@ -194,9 +195,7 @@ def ask(
                                key=key)
             answer, report = reply.answer, reply.report
         else:
-            from zswarm.runtime.rpc import check_request
-
-            check_request(cfg, request, strategy)
+            admit(cfg.limits, request, strategy=strategy)
             answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms / 1000)
     except ZswarmError as exc:
         typer.echo(f"error: {exc.kind}: {exc}", err=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from zswarm.core.messages import MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
+from zswarm.core.limits import Limits
+from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ConfigError
 
@@ -159,6 +160,14 @@ class Config:
     source: str = field(default="<defaults>", compare=False)
 
     @property
+    def limits(self) -> Limits:
+        """What a request may ask of this node (core/limits.py judges requests by it)."""
+        gen = self.generation
+        return Limits(max_n=gen.max_n, max_tokens_limit=gen.max_tokens_limit,
+                      max_prompt_chars=gen.max_prompt_chars,
+                      default_deadline_ms=self.scheduler.default_deadline_ms)
+
+    @property
     def state_path(self) -> Path:
         return Path(os.path.expanduser(self.node.state_dir))
 
@@ -255,16 +264,18 @@ def _validate(cfg: Config) -> None:
         raise bad("federation.heartbeat_interval_ms", "expected 50 to 60000")
     if not 2 <= fed.liveness <= 100:
         raise bad("federation.liveness", "expected 2 to 100")
-    if not 1 <= fed.deadline_ms <= 3_600_000:
-        raise bad("federation.deadline_ms", "expected 1 to 3600000")
+    if not 1 <= fed.deadline_ms <= MAX_DEADLINE_MS:
+        raise bad("federation.deadline_ms", f"expected 1 to {MAX_DEADLINE_MS}")
+    if not 1 <= cfg.scheduler.default_deadline_ms <= MAX_DEADLINE_MS:
+        raise bad("scheduler.default_deadline_ms", f"expected 1 to {MAX_DEADLINE_MS}")
     for i, peer in enumerate(fed.peers):
         if not peer.startswith("tcp://") or ":" not in peer[6:]:
             raise bad(f"federation.peers[{i}]", f"expected tcp://host:port, got {peer!r}")
     if not 1000 <= fed.forget_after_ms <= 86_400_000:
         raise bad("federation.forget_after_ms", "expected 1000 to 86400000")
     for key in ("header_timeout_ms", "body_timeout_ms"):
-        if not 100 <= getattr(cfg.http, key) <= 3_600_000:
-            raise bad(f"http.{key}", "expected 100 to 3600000")
+        if not 100 <= getattr(cfg.http, key) <= MAX_DEADLINE_MS:
+            raise bad(f"http.{key}", f"expected 100 to {MAX_DEADLINE_MS}")
     if not 1024 <= cfg.http.max_body_bytes <= 64 * 1024 * 1024:
         raise bad("http.max_body_bytes", "expected 1024 to 67108864")
     if not fed.swarm or len(fed.swarm) > 64:

@@ -40,6 +40,14 @@ class RemoteProtocolError(ZswarmError):
         self.reason = reason
 
 
+class RequestRefused(RemoteProtocolError):
+    """A well-formed request over this node's limits (core/limits.py); ``field`` names why."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message, reason="refused")
+        self.field = field
+
+
 class DuplicateRequest(RemoteProtocolError):
     """A sender reused a request id that is still in flight from the same sender."""
 

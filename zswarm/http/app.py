@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zswarm.core.ids import new_request_id
+from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import GenerateRequest
 from zswarm.errors import ZswarmError
 from zswarm.http import openai
@@ -35,7 +36,6 @@ from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
 from zswarm.net.guard import QuietLog
-from zswarm.runtime.rpc import check_request
 
 if TYPE_CHECKING:
     pass
@@ -186,9 +186,9 @@ async def federation_vote(request: Request) -> Response:
     assert isinstance(vote, VoteIn)
     coordinator = node.ready()
     try:
-        check_request(node.config, vote.request)
+        admit(node.config.limits, vote.request)
         candidates = await coordinator.gather_local(
-            vote.request, deadline_s=min(vote.deadline_ms, 3_600_000) / 1000)
+            vote.request, deadline_s=deadline_s(node.config.limits, vote.deadline_ms))
     except ZswarmError as exc:
         raise from_zswarm(exc) from None
     card = node.card

@@ -66,7 +66,8 @@ def from_zswarm(exc: ZswarmError) -> ApiError:
     if status == 503:
         headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
     type_ = "server_error" if status >= 500 else "invalid_request_error"
-    return ApiError(status, str(exc), type_=type_, code=exc.kind, headers=headers)
+    return ApiError(status, str(exc), type_=type_, code=exc.kind, headers=headers,
+                    param=getattr(exc, "field", None))
 
 
 async def read_body(request: Request, limits: HttpConfig) -> bytes:

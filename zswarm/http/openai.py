@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from zswarm.config import Config
+from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import (
     MAX_MESSAGES,
     MAX_STOP_STRINGS,
@@ -23,7 +24,7 @@ from zswarm.core.messages import (
     Report,
     ReportCandidate,
 )
-from zswarm.core.plan import ASK_STRATEGIES
+from zswarm.errors import RequestRefused
 
 
 class ApiError(Exception):
@@ -124,6 +125,11 @@ class Ask:
     extras: dict[str, object] = field(default_factory=dict)
 
 
+#: core/limits.py's field names -> the OpenAI request's
+_PARAMS = {"n": "n", "max_tokens": "max_tokens", "prompt": "messages", "messages": "messages",
+           "strategy": "zswarm.strategy", "deadline_ms": "zswarm.deadline_ms"}
+
+
 def _unprocessable(message: str, param: str) -> ApiError:
     return ApiError(422, message, param=param, code="invalid_value")
 
@@ -136,13 +142,11 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
         max_tokens = req.max_completion_tokens
     max_tokens = gen.max_tokens if max_tokens is None else max_tokens
-    if not 1 <= max_tokens <= gen.max_tokens_limit:
-        raise _unprocessable(f"max_tokens must be 1 to {gen.max_tokens_limit}", "max_tokens")
-    if not 1 <= req.n <= gen.max_n:
-        raise _unprocessable(f"n must be 1 to {gen.max_n}", "n")
+    if req.n < 1:
+        raise _unprocessable("n must be at least 1", "n")
     n = opts.n if opts.n is not None else (req.n if req.n > 1 else config.consensus.n)
-    if not 1 <= n <= gen.max_n or n < req.n:
-        raise _unprocessable(f"zswarm.n must be {req.n} to {gen.max_n}", "zswarm.n")
+    if n < req.n:
+        raise _unprocessable(f"zswarm.n must be at least n ({req.n})", "zswarm.n")
     temperature = gen.temperature if req.temperature is None else req.temperature
     if not 0.0 <= temperature <= 2.0:
         raise _unprocessable("temperature must be 0 to 2", "temperature")
@@ -156,12 +160,6 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
     if req.seed is not None and not 0 <= req.seed < 2**63:
         raise _unprocessable("seed must be 0 to 2**63 - 1", "seed")
     strategy = opts.strategy or ("best_of_n" if req.n > 1 else config.consensus.strategy)
-    if strategy not in ASK_STRATEGIES:
-        raise _unprocessable(f"zswarm.strategy must be one of {', '.join(ASK_STRATEGIES)}",
-                             "zswarm.strategy")
-    deadline_ms = opts.deadline_ms or config.scheduler.default_deadline_ms
-    if not 1 <= deadline_ms <= 3_600_000:
-        raise _unprocessable("zswarm.deadline_ms must be 1 to 3600000", "zswarm.deadline_ms")
     peers: list[str] | None
     if isinstance(opts.peers, list):
         peers = list(opts.peers)
@@ -184,16 +182,19 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                                      "supported)", "prompt")
             prompt = prompt[0]
         fields = {"prompt": prompt}
-    request = _wire_request({**fields, "params": params, "n": n})
-    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
-    if chars > gen.max_prompt_chars:
-        raise _unprocessable(f"the prompt has {chars} characters; this node's limit is "
-                             f"{gen.max_prompt_chars}", "messages")
+    request = _wire_request({**fields, "params": params, "n": n},
+                            n_param="zswarm.n" if opts.n is not None else "n")
+    try:
+        admit(config.limits, request, strategy=strategy)
+        deadline_ms = round(deadline_s(config.limits, opts.deadline_ms) * 1000)
+    except RequestRefused as exc:
+        opts_n = opts.n is not None and exc.field == "n"
+        raise _unprocessable(str(exc), "zswarm.n" if opts_n else _PARAMS[exc.field]) from None
     return Ask(request=request, strategy=strategy, deadline_ms=deadline_ms, peers=peers,
                choices=req.n, stream=req.stream, model=req.model)
 
 
-def _wire_request(fields: dict[str, object]) -> GenerateRequest:
+def _wire_request(fields: dict[str, object], *, n_param: str) -> GenerateRequest:
     """The GenerateRequest, checked against every wire limit (422 naming the field).
 
     Built with msgspec.convert, never the bare constructor (which skips the
@@ -204,7 +205,7 @@ def _wire_request(fields: dict[str, object]) -> GenerateRequest:
     except msgspec.ValidationError as exc:
         text = str(exc)
         param = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else None
-        param = {"params.max_tokens": "max_tokens", "params.stop": "stop"}.get(
+        param = {"params.max_tokens": "max_tokens", "params.stop": "stop", "n": n_param}.get(
             (param or "").split("[")[0], param)
         raise _unprocessable(f"invalid request: {text}", param or "messages") from None
 

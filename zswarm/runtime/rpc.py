@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING
 import trio
 import zmq
 
-from zswarm.config import Config
 from zswarm.core import codec
+from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import (
     MAX_REQUEST_BYTES,
     Cancel,
     ClientReply,
     ClientRequest,
     Error,
-    GenerateRequest,
     Load,
     Message,
     NodeCard,
@@ -37,7 +36,6 @@ from zswarm.core.messages import (
     Vote,
     VoteRequest,
 )
-from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter, MessageGuard, QuietLog
 from zswarm.net.security import SwarmKey
@@ -48,24 +46,6 @@ if TYPE_CHECKING:
     from zswarm.runtime.node import LocalSwarm
 
 log = logging.getLogger(__name__)
-
-
-def check_request(config: Config, req: GenerateRequest, strategy: str | None = None) -> None:
-    """This node's limits on a request (beyond the wire limits the codec enforces)."""
-    gen = config.generation
-    if strategy is not None and strategy not in ASK_STRATEGIES:
-        raise RemoteProtocolError(f"unknown strategy {strategy!r}")
-    if req.n > gen.max_n:
-        raise RemoteProtocolError(f"n={req.n} exceeds this node's limit of {gen.max_n}")
-    if req.params.max_tokens > gen.max_tokens_limit:
-        raise RemoteProtocolError(
-            f"max_tokens={req.params.max_tokens} exceeds this node's limit of {gen.max_tokens_limit}")
-    chars = sum(len(m.content) for m in req.messages) + len(req.prompt or "")
-    if chars > gen.max_prompt_chars:
-        raise RemoteProtocolError(
-            f"prompt of {chars} characters exceeds this node's limit of {gen.max_prompt_chars}")
-    if not req.messages and req.prompt is None:
-        raise RemoteProtocolError("request has neither messages nor prompt")
 
 
 class RpcServer:
@@ -180,18 +160,18 @@ class RpcServer:
             self._reply(ident, reply)
 
     async def _client(self, msg: ClientRequest) -> Message:
-        check_request(self.config, msg.request, msg.strategy)
         strategy = msg.strategy or self.config.consensus.strategy
-        deadline_s = (msg.deadline_ms or self.config.scheduler.default_deadline_ms) / 1000
+        admit(self.config.limits, msg.request, strategy=strategy)
         answer, report = await self.swarm.coordinator.ask(
-            msg.request, strategy=strategy, deadline_s=deadline_s)
+            msg.request, strategy=strategy,
+            deadline_s=deadline_s(self.config.limits, msg.deadline_ms))
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:
         """Serve a peer's vote from the local workers (never fanned out again)."""
         t0 = time.perf_counter()
         self.swarm.coordinator.stats.votes_received += 1
-        check_request(self.config, msg.request)
+        admit(self.config.limits, msg.request)
         candidates = await self.swarm.coordinator.gather_local(
             msg.request, deadline_s=msg.deadline_ms / 1000)
         assert self.card is not None

@@ -1,0 +1,65 @@
+"""Request admission: what a request may ask of this node, in one place. Pure.
+
+The RPC server (clients' requests and peers' votes), the HTTP shim (OpenAI requests
+and /v1/federation/vote) and the CLI (`zswarm ask --local`) all judge a request
+here, so it is judged the same whichever way it came. The wire limits in
+core/messages.py bound what can be decoded at all; these are the node's own
+(``[generation]`` and ``[scheduler]`` in swarm.toml), never looser (config.py checks).
+A refusal is a RequestRefused naming the field, which RPC answers as an Error of
+kind ``protocol`` and HTTP as 422 with that field as ``param``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zswarm.core.messages import MAX_DEADLINE_MS, GenerateRequest
+from zswarm.core.plan import ASK_STRATEGIES
+from zswarm.errors import RequestRefused
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_n: int = 16
+    max_tokens_limit: int = 4096
+    max_prompt_chars: int = 64_000
+    #: a request's deadline when it brings none
+    default_deadline_ms: int = 300_000
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in ASK_STRATEGIES:
+        raise RequestRefused(f"unknown strategy {strategy!r}; choose one of "
+                             f"{', '.join(ASK_STRATEGIES)}", field="strategy")
+    return strategy
+
+
+def deadline_s(limits: Limits, deadline_ms: int | None) -> float:
+    """The request's deadline in seconds: its own (1 ms to an hour) or the node's default."""
+    ms = limits.default_deadline_ms if deadline_ms is None else deadline_ms
+    if not 1 <= ms <= MAX_DEADLINE_MS:
+        raise RequestRefused(f"deadline_ms={ms} is not 1 to {MAX_DEADLINE_MS}",
+                             field="deadline_ms")
+    return ms / 1000
+
+
+def prompt_chars(req: GenerateRequest) -> int:
+    return sum(len(m.content) for m in req.messages) + len(req.prompt or "")
+
+
+def admit(limits: Limits, req: GenerateRequest, *, strategy: str | None = None) -> None:
+    """This node's limits on a request; RequestRefused naming the first field over them."""
+    if strategy is not None:
+        check_strategy(strategy)
+    if req.n > limits.max_n:
+        raise RequestRefused(f"n={req.n} exceeds this node's limit of {limits.max_n}",
+                             field="n")
+    if req.params.max_tokens > limits.max_tokens_limit:
+        raise RequestRefused(f"max_tokens={req.params.max_tokens} exceeds this node's limit "
+                             f"of {limits.max_tokens_limit}", field="max_tokens")
+    chars = prompt_chars(req)
+    if chars > limits.max_prompt_chars:
+        raise RequestRefused(f"prompt of {chars} characters exceeds this node's limit of "
+                             f"{limits.max_prompt_chars}", field="prompt")
+    if not req.messages and req.prompt is None:
+        raise RequestRefused("request has neither messages nor prompt", field="messages")
