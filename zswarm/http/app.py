@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import hypercorn.config
 import hypercorn.trio
@@ -27,7 +27,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zswarm.core.ids import new_request_id
-from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import GenerateRequest
 from zswarm.errors import ZswarmError
 from zswarm.http import openai
@@ -36,6 +35,7 @@ from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
 from zswarm.net.guard import QuietLog
+from zswarm.runtime.votes import serve_vote
 
 if TYPE_CHECKING:
     pass
@@ -175,26 +175,28 @@ class VoteIn(msgspec.Struct):
 
     request: GenerateRequest
     deadline_ms: int = 30_000
-    request_id: str = ""
+    request_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 async def federation_vote(request: Request) -> Response:
-    """The VoteRequest of the ZMQ protocol as JSON: served locally, never fanned out."""
+    """The VoteRequest of the ZMQ protocol as JSON: served like a ZeroMQ vote (runtime/votes.py)."""
     node: HttpNode = request.app.state.node
     body = await read_body(request, node.config.http)
-    vote = openai.decode(body, VoteIn)
-    assert isinstance(vote, VoteIn)
+    vote_in = openai.decode(body, VoteIn)
+    assert isinstance(vote_in, VoteIn)
     coordinator = node.ready()
+    if node.card is None:
+        raise ApiError(503, "the node is starting", type_="server_error", code="loading")
+    node.in_flight += 1  # a drain waits for it, like any request
     try:
-        admit(node.config.limits, vote.request)
-        candidates = await coordinator.gather_local(
-            vote.request, deadline_s=deadline_s(node.config.limits, vote.deadline_ms))
+        vote = await serve_vote(coordinator, node.config.limits, node.card,
+                                request_id=vote_in.request_id or new_request_id(),
+                                request=vote_in.request, deadline_ms=vote_in.deadline_ms)
     except ZswarmError as exc:
         raise from_zswarm(exc) from None
-    card = node.card
-    return JSONResponse({"type": "vote", "request_id": vote.request_id or new_request_id(),
-                         "node_id": card.node_id if card else "", "name": node.config.node.name,
-                         "candidates": msgspec.to_builtins(candidates)})
+    finally:
+        node.in_flight -= 1
+    return JSONResponse(openai.json_safe(msgspec.to_builtins(vote)))
 
 
 async def federation_health(request: Request) -> Response:

@@ -12,7 +12,6 @@ and Peers requests. It must not: plan fan-out or decide (the Coordinator does).
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -33,13 +32,13 @@ from zswarm.core.messages import (
     PeersRequest,
     Status,
     StatusRequest,
-    Vote,
     VoteRequest,
 )
 from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter, MessageGuard, QuietLog
 from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
+from zswarm.runtime.votes import serve_vote
 
 if TYPE_CHECKING:
     from zswarm.runtime.federation import Federation
@@ -168,16 +167,10 @@ class RpcServer:
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:
-        """Serve a peer's vote from the local workers (never fanned out again)."""
-        t0 = time.perf_counter()
-        self.swarm.coordinator.stats.votes_received += 1
-        admit(self.config.limits, msg.request)
-        candidates = await self.swarm.coordinator.gather_local(
-            msg.request, deadline_s=msg.deadline_ms / 1000)
         assert self.card is not None
-        return Vote(request_id=msg.request_id, node_id=self.card.node_id,
-                    name=self.card.name, candidates=candidates,
-                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
+        return await serve_vote(self.swarm.coordinator, self.config.limits, self.card,
+                                request_id=msg.request_id, request=msg.request,
+                                deadline_ms=msg.deadline_ms)
 
     def _reply(self, ident: bytes, msg: Message) -> None:
         """Send to one sender; a sender that is gone or too slow costs nothing here."""

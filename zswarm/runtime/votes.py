@@ -1,0 +1,27 @@
+"""Serving a peer's vote: one function, whichever transport brought the request.
+
+The RPC server (VoteRequest over ZeroMQ) and the HTTP shim (POST /v1/federation/vote)
+both call ``serve_vote``: the same admission rule (core/limits.py), the same count
+of votes served, candidates from the local workers only (never fanned out again:
+one hop), and the same Vote message back.
+"""
+
+from __future__ import annotations
+
+import time
+
+from zswarm.core.limits import Limits, admit, deadline_s
+from zswarm.core.messages import GenerateRequest, NodeCard, Vote
+from zswarm.runtime.coordinator import Coordinator
+
+
+async def serve_vote(coordinator: Coordinator, limits: Limits, card: NodeCard, *,
+                     request_id: str, request: GenerateRequest, deadline_ms: int) -> Vote:
+    """Generate ``request.n`` candidates locally; raises what admission or the workers raise."""
+    t0 = time.perf_counter()
+    coordinator.stats.votes_received += 1
+    admit(limits, request)
+    candidates = await coordinator.gather_local(request,
+                                                deadline_s=deadline_s(limits, deadline_ms))
+    return Vote(request_id=request_id, node_id=card.node_id, name=card.name,
+                candidates=candidates, elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
