@@ -177,7 +177,7 @@ class RpcServer:
         try:
             self.sock.send_multipart([ident, codec.encode(msg)])
         except (ZswarmError, trio.ClosedResourceError) as exc:
-            log.info("rpc: could not reply: %s", exc)
+            self._quiet.info("reply", "rpc: could not reply: %s", exc)
 
 
 def error_reply(request_id: str | None, exc: Exception) -> Error:
