@@ -98,6 +98,12 @@ class InferenceError(ZswarmError):
     kind = "inference"
 
 
+class WorkerCrashed(InferenceError):
+    """The worker process died while it held the request (retried once if nothing was sent)."""
+
+    kind = "worker_crashed"
+
+
 class ModelNotFound(ZswarmError):
     """The model file does not exist, is unreadable or is not a model we can load."""
 
@@ -118,6 +124,7 @@ ERROR_KINDS: dict[str, type[ZswarmError]] = {
         Overloaded,
         DeadlineExceeded,
         InferenceError,
+        WorkerCrashed,
         ModelNotFound,
     )
 }

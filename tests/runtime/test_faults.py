@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_event(tmp_path
                     os.kill(worker, signal.SIGKILL)  # a worker the node started: by PID
         assert events[-1] == "[DONE]"
         error = json.loads(events[-2])
-        assert error["error"]["code"] == "inference" and "died" in error["error"]["message"]
+        assert error["error"]["code"] == "worker_crashed" and "died" in error["error"]["message"]
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{info['http_port']}/health"
                                      ).status_code == 200, 60, what="the worker restarted")
     finally:

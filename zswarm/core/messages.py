@@ -258,10 +258,18 @@ class Cancel(_Msg, frozen=True, tag="cancel"):
     request_id: ShortText
 
 
+MAX_ERROR_CHARS = 4000
+
+
 class Error(_Msg, frozen=True, tag="error"):
     request_id: ShortText | None
     kind: ShortText
     message: Annotated[str, Meta(max_length=4096)]
+
+
+def error(request_id: str | None, kind: str, message: str) -> Error:
+    """An Error whose message fits the wire (long ones are cut)."""
+    return Error(request_id=request_id, kind=kind[:256], message=message[:MAX_ERROR_CHARS])
 
 
 # --- node <-> local worker processes (ipc://) ----------------------------------

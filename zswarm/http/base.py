@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 #: zswarm error kind -> HTTP status (anything else is a 500 server_error)
 STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
-          "unavailable": 503, "model_not_found": 404, "duplicate_request": 409}
+          "unavailable": 503, "model_not_found": 404, "duplicate_request": 409,
+          "worker_crashed": 503}
 
 
 @dataclass

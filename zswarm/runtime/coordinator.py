@@ -29,16 +29,17 @@ from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
     Candidate,
     GenerateRequest,
+    Outcome,
     Participant,
     Report,
     WorkCandidate,
     WorkToken,
 )
 from zswarm.core.plan import ROUTE, SELF, NodeLoad, Plan, plan
-from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, ZswarmError
+from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, WorkerCrashed, ZswarmError
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.stats import NodeStats
-from zswarm.runtime.workers import WorkerCrashed, WorkerPool
+from zswarm.runtime.workers import WorkerPool
 
 if TYPE_CHECKING:
     from zswarm.runtime.federation import Federation
@@ -60,7 +61,8 @@ class _Asked:
     node: str
     requested: int = 0
     received: int = 0
-    outcome: str = ""
+    #: set when the part failed or timed out; else derived from what arrived
+    outcome: Outcome | None = None
     detail: str = ""
     latency_ms: float = 0.0
 
@@ -203,18 +205,19 @@ class Coordinator:
     def _participants(self, rnd: _Round) -> list[Participant]:
         out = []
         for a in rnd.asked.values():
-            outcome = a.outcome
-            if not outcome:
-                if a.received >= a.requested:
-                    outcome = "answered"
-                elif a.received:
-                    outcome = "partial"
-                elif rnd.decision is not None:
-                    outcome = "cancelled"  # stopped early: the winner was already clear
-                else:
-                    outcome = "timeout"
+            outcome: Outcome
+            if a.outcome is not None:
+                outcome = a.outcome
+            elif a.received >= a.requested:
+                outcome = "answered"
+            elif a.received:
+                outcome = "partial"
+            elif rnd.decision is not None:
+                outcome = "cancelled"  # stopped early: the winner was already clear
+            else:
+                outcome = "timeout"
             out.append(Participant(node=a.node, requested=a.requested, received=a.received,
-                                   outcome=outcome, detail=a.detail,  # type: ignore[arg-type]
+                                   outcome=outcome, detail=a.detail,
                                    latency_ms=round(a.latency_ms, 2)))
         return out
 

@@ -33,6 +33,7 @@ from zswarm.core.messages import (
     Status,
     StatusRequest,
     VoteRequest,
+    error,
 )
 from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter, MessageGuard, QuietLog
@@ -183,6 +184,6 @@ class RpcServer:
 def error_reply(request_id: str | None, exc: Exception) -> Error:
     """The Error message that answers a failed request (a bug is reported as ``internal``)."""
     if isinstance(exc, ZswarmError):
-        return Error(request_id=request_id, kind=exc.kind, message=str(exc)[:4000])
-    return Error(request_id=request_id, kind="internal",
-                 message=f"internal error (logged on the node): {type(exc).__name__}")
+        return error(request_id, exc.kind, str(exc))
+    return error(request_id, "internal",
+                 f"internal error (logged on the node): {type(exc).__name__}")

@@ -30,7 +30,9 @@ from zswarm.core.messages import (
     WorkGenerate,
     WorkReady,
     WorkToken,
+    error,
 )
+from zswarm.engines.base import Engine
 from zswarm.errors import RemoteProtocolError, ZswarmError
 
 #: streamed text is batched for at most this long (a few tokens) per message
@@ -70,8 +72,7 @@ class _Link:
             log.warning("worker: cannot decode a message from the node (request %s): %s",
                         rid, exc)
             if rid is not None:
-                self.send(Error(request_id=rid, kind=exc.kind,
-                                message=f"the worker cannot decode the request: {exc}"[:4000]))
+                self.send(error(rid, exc.kind, f"the worker cannot decode the request: {exc}"))
             return None
 
 
@@ -88,7 +89,7 @@ def _request_id_of(data: bytes) -> str | None:
     return rid if rid is not None and len(rid) <= 256 else None
 
 
-def _serve_one(link: _Link, engine: Any, msg: WorkGenerate) -> None:
+def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
     rid = msg.request_id
     cancelled = False
 
@@ -136,10 +137,10 @@ def _serve_one(link: _Link, engine: Any, msg: WorkGenerate) -> None:
             should_stop=should_stop,
         )
     except ZswarmError as exc:
-        link.send(Error(request_id=rid, kind=exc.kind, message=str(exc)[:4000]))
+        link.send(error(rid, exc.kind, str(exc)))
         return
     except (RuntimeError, ValueError, MemoryError) as exc:
-        link.send(Error(request_id=rid, kind="inference", message=f"engine failed: {exc}"[:4000]))
+        link.send(error(rid, "inference", f"engine failed: {exc}"))
         return
     link.send(WorkDone(request_id=rid))
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = load_engine(model_cfg, threads=args.threads)
     except ZswarmError as exc:
-        link.send(Error(request_id=None, kind=exc.kind, message=str(exc)[:4000]))
+        link.send(error(None, exc.kind, str(exc)))
         link.sock.close(linger=1000)
         return 3
     link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid()))

@@ -43,6 +43,7 @@ from zswarm.errors import (
     ModelNotFound,
     PeerUnavailable,
     RemoteProtocolError,
+    WorkerCrashed,
     ZswarmError,
     error_from_kind,
 )
@@ -53,10 +54,6 @@ from zswarm.runtime.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 WorkerEvent = WorkToken | WorkCandidate | WorkDone | Error
-
-
-class WorkerCrashed(InferenceError):
-    """The worker process died while it held the request."""
 
 
 @dataclass
@@ -178,7 +175,7 @@ class WorkerPool:
         if worker.request_id is not None:
             route = self._routes.get(worker.request_id)
             if route is not None:
-                route.send_nowait(Error(request_id=worker.request_id, kind="worker_crashed",
+                route.send_nowait(Error(request_id=worker.request_id, kind=WorkerCrashed.kind,
                                         message=f"worker {worker.name} died ({_describe_exit(rc)})"))
             worker.request_id = None
 
@@ -255,8 +252,6 @@ class WorkerPool:
                     return
                 if isinstance(event, Error):
                     finished = True
-                    if event.kind == "worker_crashed":
-                        raise WorkerCrashed(event.message)
                     raise error_from_kind(event.kind, event.message)
                 on_event(event)
         finally:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zswarm.config import ModelConfig
 from zswarm.core.messages import Candidate, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
 from zswarm.errors import InferenceError
@@ -90,3 +91,8 @@ def _wait(seconds: float, should_stop: StopCheck | None) -> bool:
         if left <= 0:
             return False
         time.sleep(min(left, 0.02))  # cancellation is checked every 20 ms
+
+
+def load(cfg: ModelConfig, threads: int) -> ScriptedEngine:
+    """The ``scripted`` backend (entry point ``zswarm.engines``): ``model.path`` is the script."""
+    return ScriptedEngine(Path(cfg.path).expanduser())
