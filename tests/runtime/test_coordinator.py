@@ -1,0 +1,150 @@
+"""The coordinator's rules in milliseconds: an in-process pool, scripted peers, trio's MockClock.
+
+Real sockets and processes prove the same paths elsewhere (tests/federation); these
+pin down fan-out, early stop, route fallback, outcomes and demotion requests exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, Load, NodeCard
+from zswarm.core.peers import Peer, PeerState
+from zswarm.errors import NoQuorum, Overloaded, PeerUnavailable, ZswarmError
+from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.scheduler import Scheduler
+from zswarm.testing.inline import InlinePool
+
+
+@dataclass
+class Behaviour:
+    texts: list[str] = field(default_factory=lambda: ["42"])
+    delay_s: float = 0.0
+    error: ZswarmError | None = None
+    hang: bool = False
+
+
+class ScriptedPeers:
+    """The part of Federation the coordinator uses, with peers that do as they are told."""
+
+    def __init__(self, **peers: Behaviour) -> None:
+        self.behaviour = peers
+        self.peers = {name: Peer(card=NodeCard(node_id=name, name=name, model_id="scripted",
+                                               workers=1, rpc="tcp://10.0.0.9:1",
+                                               pub="tcp://10.0.0.9:2"),
+                                 address="10.0.0.9", source="test", state=PeerState.ALIVE,
+                                 load=Load(workers_ready=1, idle_workers=1))
+                      for name in peers}
+        self.in_flight: dict[str, int] = {}
+        self.asked: list[str] = []
+        self.unanswered_calls: list[str] = []
+
+    def candidates_for(self, model_id: str) -> list[Peer]:
+        return [p for p in self.peers.values() if p.card.model_id == model_id]
+
+    def peer_name(self, node_id: str) -> str:
+        return node_id
+
+    def unanswered(self, node_id: str, why: str) -> None:
+        self.unanswered_calls.append(node_id)
+
+    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+                   ) -> list[Candidate]:
+        self.asked.append(node_id)
+        b = self.behaviour[node_id]
+        if b.hang:
+            await trio.sleep_forever()
+        await trio.sleep(b.delay_s)
+        if b.error is not None:
+            raise b.error
+        return [Candidate(text=b.texts[i % len(b.texts)], finish_reason="stop", node=node_id)
+                for i in range(request.n)]
+
+
+def ask_request(n: int) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=n)
+
+
+@pytest.fixture
+async def make(nursery):
+    async def build(peers: ScriptedPeers | None, *, local: list[str] | None = None,
+                    local_delay_s: float = 0.0, vote_deadline_s: float = 5.0) -> Coordinator:
+        scheduler = Scheduler(max_queue=4)
+        pool = InlinePool(scheduler, answers=local or ["42"], delay_s=local_delay_s)
+        await nursery.start(pool.serve)
+        return Coordinator(node_name="me", pool=pool, scheduler=scheduler,
+                           federation=peers, vote_deadline_s=vote_deadline_s)
+    return build
+
+
+async def test_majority_over_local_and_peers_reports_every_participant(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(["41"]), c=Behaviour(["41"], delay_s=0.5))
+    coordinator = await make(peers)
+    answer, report = await coordinator.ask(ask_request(3), strategy="majority", deadline_s=10)
+    assert answer == "41" and sorted(peers.asked) == ["b", "c"]
+    assert {p.node: p.outcome for p in report.participants} == {
+        "me": "answered", "b": "answered", "c": "answered"}
+
+
+async def test_first_valid_stops_early_and_cancels_the_stragglers(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(delay_s=30), c=Behaviour(delay_s=30))
+    coordinator = await make(peers)
+    t0 = trio.current_time()
+    answer, report = await coordinator.ask(ask_request(3), strategy="first_valid",
+                                           deadline_s=60)
+    assert answer == "42" and trio.current_time() - t0 < 1
+    assert {p.node: p.outcome for p in report.participants} == {
+        "me": "answered", "b": "cancelled", "c": "cancelled"}
+    assert peers.unanswered_calls == []  # stopped by us, not the peers' fault
+
+
+async def test_a_silent_peer_times_out_and_is_reported_for_demotion(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(hang=True))
+    coordinator = await make(peers, vote_deadline_s=2.0)
+    answer, report = await coordinator.ask(ask_request(2), strategy="majority", deadline_s=10)
+    assert answer == "42"
+    (b,) = [p for p in report.participants if p.node == "b"]
+    assert b.outcome == "timeout" and "b: timeout" in report.note
+    assert peers.unanswered_calls == ["b"]
+
+
+async def test_route_falls_back_to_this_node_when_the_routed_peer_fails(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(error=PeerUnavailable("gone"), delay_s=0.5))
+    coordinator = await make(peers)
+
+    async def busy_for_a_moment() -> None:  # the local worker is busy when the route is planned
+        worker = await coordinator.scheduler.acquire()
+        await trio.sleep(0.2)
+        coordinator.scheduler.release(worker)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(busy_for_a_moment)
+        await trio.testing.wait_all_tasks_blocked()
+        answer, report = await coordinator.ask(ask_request(1), strategy="route", deadline_s=10)
+    assert peers.asked == ["b"] and answer == "42"
+    assert "routed node failed; answered locally" in report.note
+    assert {p.node: p.outcome for p in report.participants} == {"b": "failed", "me": "answered"}
+
+
+async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(error=Overloaded("busy", retry_after_s=3.0)))
+    coordinator = await make(peers)
+    async with trio.open_nursery() as hold:  # fill the local worker and its queue of 4
+        for _ in range(5):
+            hold.start_soon(coordinator.scheduler.acquire)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(Overloaded) as info:
+            await coordinator.ask(ask_request(2), strategy="majority", deadline_s=10)
+        assert info.value.retry_after_s == 3.0
+        hold.cancel_scope.cancel()
+
+
+async def test_a_peer_only_model_with_no_peer_is_no_quorum(make, autojump_clock):
+    coordinator = await make(ScriptedPeers())
+    with pytest.raises(NoQuorum, match="no ALIVE peer serves the model"):
+        await coordinator.ask(ask_request(1), strategy="first_valid", deadline_s=1,
+                              model_id="other@123")
