@@ -98,6 +98,9 @@ class Mdns:
         self.drops = drops or DropCounter("mdns")
         self.zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
         self._browser: ServiceBrowser | None = None
+        #: no new events or resolutions (set first when closing)
+        self._stopping = threading.Event()
+        #: results are dropped (set once the resolutions in flight have finished)
         self._closed = threading.Event()
         #: services being resolved -> whether another event came meanwhile (resolve again)
         self._pending: dict[str, bool] = {}
@@ -126,7 +129,7 @@ class Mdns:
                         on_event(Found(card, address, proto, name))
             finally:
                 with self._lock:
-                    again = self._pending.pop(name, False) and not self._closed.is_set()
+                    again = self._pending.pop(name, False) and not self._stopping.is_set()
                     if again:
                         self._pending[name] = False
                 if again:
@@ -134,7 +137,7 @@ class Mdns:
 
         def on_change(zeroconf: Zeroconf, service_type: str, name: str,
                       state_change: ServiceStateChange) -> None:
-            if self._closed.is_set():
+            if self._stopping.is_set():
                 return
             with MessageGuard(self.drops):
                 if state_change is ServiceStateChange.Removed:
@@ -153,11 +156,13 @@ class Mdns:
         self._browser = ServiceBrowser(self.zc, SERVICE_TYPE, handlers=[on_change])
 
     def close(self) -> None:
-        """Stop browsing, send goodbyes for our records, close the sockets."""
-        self._closed.set()
+        """Stop browsing, let resolutions in flight finish (at most their 2 s), send goodbyes
+        for our records, close the sockets."""
+        self._stopping.set()
         if self._browser is not None:
             self._browser.cancel()
         self._resolvers.shutdown(wait=True, cancel_futures=True)
+        self._closed.set()
         self.zc.unregister_all_services()
         self.zc.close()
 
