@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bench_config, report_tok_s_ratio, story_request  # noqa: E402
 
 from zswarm.engines.loader import load_engine  # noqa: E402
-from zswarm.runtime.node import local_swarm  # noqa: E402
+from zswarm.runtime.swarm import local_swarm  # noqa: E402
 
 
 def main() -> None:

@@ -41,9 +41,9 @@ async def serve() -> None:
     from zswarm.http.app import serve_http
     from zswarm.http.base import HttpNode
     from zswarm.runtime.coordinator import Coordinator
-    from zswarm.runtime.node import LocalSwarm
     from zswarm.runtime.rpc import RpcServer
     from zswarm.runtime.scheduler import Scheduler
+    from zswarm.runtime.swarm import LocalSwarm
     from zswarm.testing.inline import InlinePool
 
     cfg = parse_config({"node": {"name": "server", "bind": "127.0.0.1",

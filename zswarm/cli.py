@@ -69,7 +69,8 @@ def node(config: Path | None = ConfigOpt,
     """Run a node: load the model into workers and serve until Ctrl-C."""
     _setup_logging(verbose)
     cfg = _load(config)
-    from zswarm.runtime.node import NodeInfo, run_node, single_errors
+    from zswarm.runtime.node import NodeInfo, run_node
+    from zswarm.runtime.swarm import single_errors
 
     async def main() -> None:
         drain = trio.Event()
@@ -210,7 +211,7 @@ def ask(
 
 async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
                      deadline_s: float) -> tuple[str, Report]:
-    from zswarm.runtime.node import local_swarm
+    from zswarm.runtime.swarm import local_swarm
 
     async with local_swarm(cfg) as swarm:
         return await swarm.coordinator.ask(request, strategy=strategy, deadline_s=deadline_s)

@@ -10,7 +10,7 @@ import trio
 
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
 from zswarm.errors import DeadlineExceeded, ModelNotFound, Overloaded
-from zswarm.runtime.node import local_swarm
+from zswarm.runtime.swarm import local_swarm
 from zswarm.testing.cluster import wait_until_async
 
 pytestmark = pytest.mark.model

@@ -1,9 +1,8 @@
-"""Composition root: a node's local swarm (workers, scheduler, coordinator), RPC and federation.
+"""Composition root: a node's local swarm (runtime/swarm.py), RPC, HTTP and federation.
 
 ``run_node(config, task_status=...)`` starts everything in one trio nursery,
 reports its bound endpoints via ``task_status.started`` and serves until
-cancelled. ``local_swarm(config)`` is the same local part without the network,
-for ``zswarm ask --local`` and tests. The node writes ``node.json`` (pid and RPC
+cancelled. The node writes ``node.json`` (pid and RPC
 endpoint) into its state dir so the CLI finds it.
 """
 
@@ -14,84 +13,26 @@ import json
 import logging
 import os
 import re
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
-
 from zswarm.config import Config
 from zswarm.core.ids import NodeId, new_node_id
 from zswarm.core.messages import Load, NodeCard
-from zswarm.errors import ConfigError, ZswarmError
+from zswarm.errors import ConfigError
 from zswarm.http.app import serve_http
 from zswarm.http.base import HttpNode
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.guard import FrameDrops
 from zswarm.net.security import SwarmKey, swarm_key
-from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation, hardware_summary
 from zswarm.runtime.rpc import RpcServer
-from zswarm.runtime.scheduler import Scheduler
-from zswarm.runtime.workers import WorkerPool
+from zswarm.runtime.swarm import local_swarm, single_errors
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LocalSwarm:
-    config: Config
-    pool: WorkerPool
-    scheduler: Scheduler
-    coordinator: Coordinator
-
-
-@contextmanager
-def single_errors() -> Iterator[None]:
-    """Unwrap an exception group that holds exactly one ZswarmError (trio wraps nursery errors)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        matched, rest = group.split(ZswarmError)
-        if matched is not None and rest is None and len(matched.exceptions) == 1:
-            leaf = matched.exceptions[0]
-            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-                leaf = leaf.exceptions[0]
-            if isinstance(leaf, ZswarmError):
-                raise leaf from None
-        raise
-
-
-@asynccontextmanager
-async def local_swarm(config: Config, drops: FrameDrops | None = None
-                      ) -> AsyncIterator[LocalSwarm]:
-    """Workers loaded and a scheduler running, for the duration of the block."""
-    scheduler = Scheduler(max_queue=config.scheduler.max_queue)
-    pool = WorkerPool(config, scheduler, drops=(drops or FrameDrops()).counter("workers"))
-    with single_errors():
-        async with _local_swarm(config, scheduler, pool) as swarm:
-            yield swarm
-
-
-@asynccontextmanager
-async def _local_swarm(config: Config, scheduler: Scheduler, pool: WorkerPool
-                       ) -> AsyncIterator[LocalSwarm]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.serve)
-        coordinator = Coordinator(node_name=config.node.name, pool=pool, scheduler=scheduler,
-                                  weights=config.consensus.weights,
-                                  allow_truncated=config.consensus.allow_truncated,
-                                  vote_deadline_s=config.federation.deadline_ms / 1000)
-        try:
-            yield LocalSwarm(config, pool, scheduler, coordinator)
-        finally:
-            nursery.cancel_scope.cancel()
 
 
 def load_node_id(config: Config) -> NodeId:

@@ -43,7 +43,7 @@ from zswarm.runtime.votes import serve_vote
 
 if TYPE_CHECKING:
     from zswarm.runtime.federation import Federation
-    from zswarm.runtime.node import LocalSwarm
+    from zswarm.runtime.swarm import LocalSwarm
 
 log = logging.getLogger(__name__)
 
