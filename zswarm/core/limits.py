@@ -18,13 +18,15 @@ from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import RequestRefused
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Limits:
-    max_n: int = 16
-    max_tokens_limit: int = 4096
-    max_prompt_chars: int = 64_000
+    """Built by ``Config.limits`` (the defaults live in config.py, not here)."""
+
+    max_n: int
+    max_tokens_limit: int
+    max_prompt_chars: int
     #: a request's deadline when it brings none
-    default_deadline_ms: int = 300_000
+    default_deadline_ms: int
 
 
 def check_strategy(strategy: str) -> str:

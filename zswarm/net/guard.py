@@ -51,20 +51,16 @@ class DropCounter:
     every_s: float = 10.0
     sink: FrameDrops | None = None
     counts: dict[str, int] = field(default_factory=dict)
-    _last_log: dict[str, float] = field(default_factory=dict)
-    _unlogged: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._quiet = QuietLog(log, self.every_s)
 
     def drop(self, reason: str, detail: str = "", *, exc: BaseException | None = None) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
         if self.sink is not None:
             self.sink.add(self.where, reason)
-        self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
-        now = time.monotonic()
-        if now - self._last_log.get(reason, -math.inf) >= self.every_s:
-            n = self._unlogged.pop(reason)
-            log.warning("%s: dropped %d %s frame(s)%s", self.where, n, reason,
+        self._quiet.log(logging.WARNING, reason, "%s: dropped a %s frame%s", self.where, reason,
                         f": {detail[:300]}" if detail else "", exc_info=exc)
-            self._last_log[reason] = now
 
     @property
     def total(self) -> int:
@@ -108,12 +104,18 @@ class QuietLog:
         self._suppressed: dict[str, int] = {}
 
     def info(self, key: str, msg: str, *args: object) -> None:
+        self.log(logging.INFO, key, msg, *args)
+
+    def log(self, level: int, key: str, msg: str, *args: object,
+            exc_info: BaseException | None = None) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -math.inf) < self.every_s:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
-        if len(self._last) >= MAX_COUNTERS:
+        if len(self._last) >= MAX_COUNTERS:  # keys come from outside: forget, do not grow
             self._last.clear()
+            self._suppressed.clear()
         self._last[key] = now
         more = self._suppressed.pop(key, 0)
-        self.logger.info(msg + (f" (and {more} more like it)" if more else ""), *args)
+        self.logger.log(level, msg + (f" (and {more} more like it)" if more else ""), *args,
+                        exc_info=exc_info)

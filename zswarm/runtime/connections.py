@@ -39,7 +39,8 @@ class Connections:
         self.probe_timeout_s = probe_timeout_s
         self.subscriber = Subscriber(on_heartbeat, drops=drops.counter("heartbeats"), key=key)
         self.links: dict[str, _Link] = {}
-        self._vote_drops = drops.counter("votes")
+        #: replies on vote links and probes that were dropped (the Federation adds bad votes)
+        self.vote_drops = drops.counter("votes")
         self._subscribed: dict[str, str] = {}  # node id -> PUB endpoint
         self._nursery: trio.Nursery | None = None
 
@@ -80,7 +81,7 @@ class Connections:
             return entry.link
         if self._nursery is None:
             raise PeerUnavailable("federation is not running")
-        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key)
+        link = PeerLink(peer.card.rpc, peer.card.name, drops=self.vote_drops, key=self.key)
         entry = _Link(link, trio.CancelScope())
         self.links[peer.card.node_id] = entry
         self._nursery.start_soon(_run_link, entry)
@@ -97,7 +98,7 @@ class Connections:
 
         One connection attempt: probing an endpoint that may be bogus costs one connect.
         """
-        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key, reconnect=False)
+        link = PeerLink(endpoint, name, drops=self.vote_drops, key=self.key, reconnect=False)
         rid = new_request_id()
         result: Message | ZswarmError
         try:

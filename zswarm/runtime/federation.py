@@ -93,7 +93,6 @@ class Federation:
         self._seq = 0
         self._busy: set[str] = set()
         self._mdns_drops = self.drops.counter("mdns")
-        self._vote_drops = self.drops.counter("votes")
         self._quiet = QuietLog(log, every_s=60.0)
         self.state: NodeState = "ready"
 
@@ -377,7 +376,7 @@ class Federation:
             candidates = claims.accept_vote(reply, node_id=node_id, name=peer.card.name,
                                             asked=request.n)
         except RemoteProtocolError as exc:
-            self._vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
+            self.peer_io.vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
             self._apply(self.table.demote(node_id, trio.current_time(), str(exc)))
             raise
         self.table.vote_answered(node_id)
