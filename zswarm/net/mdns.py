@@ -98,10 +98,8 @@ class Mdns:
         self.drops = drops or DropCounter("mdns")
         self.zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
         self._browser: ServiceBrowser | None = None
-        #: no new events or resolutions (set first when closing)
+        #: no new events or resolutions (closing; those in flight still deliver)
         self._stopping = threading.Event()
-        #: results are dropped (set once the resolutions in flight have finished)
-        self._closed = threading.Event()
         #: services being resolved -> whether another event came meanwhile (resolve again)
         self._pending: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -124,9 +122,8 @@ class Mdns:
                     if not info.load_from_cache(self.zc) and not info.request(self.zc, 2000):
                         log.debug("mdns: %s did not resolve", name)
                         return
-                    if not self._closed.is_set():
-                        card, address, proto = card_from_info(info)
-                        on_event(Found(card, address, proto, name))
+                    card, address, proto = card_from_info(info)
+                    on_event(Found(card, address, proto, name))
             finally:
                 with self._lock:
                     again = self._pending.pop(name, False) and not self._stopping.is_set()
@@ -162,7 +159,6 @@ class Mdns:
         if self._browser is not None:
             self._browser.cancel()
         self._resolvers.shutdown(wait=True, cancel_futures=True)
-        self._closed.set()
         self.zc.unregister_all_services()
         self.zc.close()
 

@@ -192,12 +192,12 @@ class Coordinator:
         peers_asked = any(key != SELF for key in rnd.asked)
         if rnd.errors and not peers_asked:
             return rnd.errors[0]
-        if rnd.errors and all(isinstance(e, Overloaded) for e in rnd.errors) \
+        refusals = [e for e in rnd.errors if isinstance(e, Overloaded)]
+        if refusals and len(refusals) == len(rnd.errors) \
                 and all(a.outcome == "failed" for a in rnd.asked.values()):
             # every node asked refused for load: backpressure, not a failure to agree
             return Overloaded("every node asked is overloaded" + (f": {note}" if note else ""),
-                              retry_after_s=max(e.retry_after_s for e in rnd.errors
-                                                if isinstance(e, Overloaded)))
+                              retry_after_s=max(e.retry_after_s for e in refusals))
         if rnd.deadline_hit and not peers_asked:
             return DeadlineExceeded(f"no candidate within the deadline of {deadline_s:.1f} s")
         return NoQuorum("no candidate arrived" + (f": {note}" if note else ""))
