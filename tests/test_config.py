@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zswarm.config import load_config, parse_config
 from zswarm.errors import ConfigError
@@ -30,6 +32,13 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     ("[federation]\nliveness = 1\n", r"federation.liveness: expected 2 to 100"),
     ("[federation]\nheartbeat_interval_ms = 5\n", r"federation.heartbeat_interval_ms"),
     ("[federation]\nswarm = \"\"\n", r"federation.swarm"),
+    ("[federation]\nliveness = 200\n", r"federation.liveness: expected 2 to 100, got 200"),
+    ("[consensus]\nweights = { a = \"x\" }\n", r"consensus.weights values: expected float"),
+    ("[consensus]\nn = 20\n", r"consensus.n: expected 1 to generation.max_n \(16\)"),
+    ("[generation]\nmax_n = 1000\n", r"generation.max_n: expected 1 to 32 \(the protocol's"),
+    ("[model]\nn_ctx = 3\n", r"model.n_ctx: expected at least 64, got 3"),
+    ("source = \"x\"\n", r"unknown key 'source'"),
+    ("[nodes]\n", r"unknown key 'nodes' \(known here: consensus, federation"),
 ])
 def test_bad_config_names_file_key_and_type(tmp_path, text, match):
     path = tmp_path / "swarm.toml"
@@ -45,3 +54,23 @@ def test_missing_file(tmp_path):
 
 def test_int_accepted_for_float():
     assert parse_config({"generation": {"temperature": 1}}).generation.temperature == 1.0
+
+
+toml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+keys = st.sampled_from(["node", "model", "generation", "scheduler", "consensus", "federation",
+                        "http", "security", "ports", "workers", "peers", "weights", "n"])
+
+
+@given(st.dictionaries(keys, st.dictionaries(keys | st.text(max_size=8), toml_values,
+                                             max_size=4) | toml_values, max_size=4))
+def test_any_data_gives_a_config_or_a_config_error(data):
+    try:
+        cfg = parse_config(data, source="swarm.toml")
+    except ConfigError as exc:
+        assert str(exc).startswith("swarm.toml: ")
+    else:
+        assert cfg.source == "swarm.toml"
