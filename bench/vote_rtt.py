@@ -37,33 +37,39 @@ REQUEST = GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 
 
 
 async def serve() -> None:
+    """A node whose workers answer at once (InlinePool): only the vote path is measured.
+
+    Built from the same constructors as zswarm/node.py, with the pool swapped.
+    """
     from zswarm.config import parse_config
-    from zswarm.http.app import serve_http
+    from zswarm.http.app import open_listener, serve_http
     from zswarm.http.base import HttpNode
+    from zswarm.runtime.context import NodeContext, NoPeers
     from zswarm.runtime.coordinator import Coordinator
-    from zswarm.runtime.rpc import RpcServer
+    from zswarm.runtime.rpc import RpcServer, open_endpoint
     from zswarm.runtime.scheduler import Scheduler
-    from zswarm.runtime.swarm import LocalSwarm
+    from zswarm.runtime.swarm import serving
     from zswarm.testing.inline import InlinePool
 
     cfg = parse_config({"node": {"name": "server", "bind": "127.0.0.1",
                                  "state_dir": "/tmp/zswarm-bench-vote"},
                         "federation": {"enabled": False}})
-    scheduler = Scheduler(max_queue=1024)
-    pool = InlinePool(scheduler, workers=32)
-    coordinator = Coordinator(node_name="server", pool=pool, scheduler=scheduler)  # type: ignore[arg-type]
-    swarm = LocalSwarm(cfg, pool, scheduler, coordinator)  # type: ignore[arg-type]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.serve)
-        rpc = RpcServer(swarm, "tcp://127.0.0.1:0")
-        rpc.card = NodeCard(node_id="s", name="server", model_id="scripted", workers=32,
-                            rpc=rpc.endpoint, pub="")
-        await nursery.start(rpc.serve)
-        web = HttpNode(cfg, coordinator, rpc.load, nursery, card=rpc.card)
-        port = await nursery.start(serve_http, web, "127.0.0.1", 0)
-        print(json.dumps({"zmq": rpc.endpoint, "http": f"http://127.0.0.1:{port}"}), flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)  # until the client closes our stdin
-        nursery.cancel_scope.cancel()
+    sock, endpoint = open_endpoint("tcp://127.0.0.1:0", None)
+    listener = open_listener("127.0.0.1", 0)
+    card = NodeCard(node_id="s", name="server", model_id="scripted", workers=32,
+                    rpc=endpoint, pub="", http=listener.getsockname()[1])
+    ctx = NodeContext(cfg, card, Scheduler(max_queue=1024))
+    pool = InlinePool(ctx.scheduler, workers=32)
+    coordinator = Coordinator(ctx, pool, NoPeers())
+    with sock:
+        async with trio.open_nursery() as nursery, serving(ctx, pool):
+            await nursery.start(RpcServer(ctx, sock, coordinator, NoPeers()).serve)
+            await nursery.start(serve_http, HttpNode(ctx, coordinator, NoPeers(), nursery),
+                                listener)
+            print(json.dumps({"zmq": endpoint, "http": f"http://127.0.0.1:{card.http}"}),
+                  flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)  # until the client closes our stdin
+            nursery.cancel_scope.cancel()
 
 
 def _vote_msg() -> tuple[str, VoteRequest]:

@@ -69,7 +69,7 @@ def node(config: Path | None = ConfigOpt,
     """Run a node: load the model into workers and serve until Ctrl-C."""
     _setup_logging(verbose)
     cfg = _load(config)
-    from zswarm.runtime.node import NodeInfo, run_node
+    from zswarm.node import NodeInfo, run_node
     from zswarm.runtime.swarm import single_errors
 
     async def main() -> None:
@@ -300,7 +300,8 @@ def keygen(out: Path = KeyOutOpt) -> None:
 
 
 def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
-    from zswarm.core.messages import Load
+    from zswarm.core.claims import foreign
+    from zswarm.core.messages import Load, NodeCard
     from zswarm.net.addresses import choose_bind_address
     from zswarm.net.mdns import browse_for
 
@@ -308,21 +309,18 @@ def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
     key = _key(cfg)
     mine = key.fingerprint if key else ""
 
-    def verdict(card_swarm: str, card_key: str) -> str:
-        if card_swarm != cfg.federation.swarm:
-            return "another swarm"
-        if card_key == mine:
-            return "same swarm" + (", same key" if mine else " (open)")
-        if not card_key:
-            return "same swarm name, but no swarm key (not a peer)"
-        if not mine:
-            return "same swarm name, but it has a swarm key and this config none (not a peer)"
-        return "same swarm name, another swarm key (not a peer)"
+    me = NodeCard(node_id="browser", name="", model_id="", workers=0, rpc="", pub="",
+                  swarm=cfg.federation.swarm, key=mine)
+
+    def verdict(card: NodeCard) -> str:
+        why = foreign(card, me)  # the nodes' own rule
+        return f"not a peer: it {why}" if why else \
+            "same swarm" + (", same key" if mine else " (open)")
 
     return [PeerInfo(node_id=f.card.node_id, name=f.card.name, address=f.address,
                      state="advertised", model_id=f.card.model_id, load=Load(),
                      last_seen_s=None, rtt_ms=None, source="mdns", rpc=f.card.rpc,
-                     detail=f"{verdict(f.card.swarm, f.card.key)}: swarm {f.card.swarm}, "
+                     detail=f"{verdict(f.card)}: swarm {f.card.swarm}, "
                      f"protocol {f.proto}, {f.card.hardware}")
             for f in browse_for(address, seconds)]
 

@@ -46,7 +46,7 @@ class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """A table of swarm.toml: unknown keys are errors."""
 
 
-class NodeConfig(Section):
+class NodeConfig(Section, frozen=True):
     name: str = field(default_factory=lambda: socket.gethostname() or "zswarm")
     #: "auto" = private LAN address else 127.0.0.1; or an explicit address
     bind: str = "auto"
@@ -57,7 +57,7 @@ class NodeConfig(Section):
     drain_timeout_ms: int = 30_000
 
 
-class ModelConfig(Section):
+class ModelConfig(Section, frozen=True):
     #: "default" = the packaged SmolLM2-135M-Instruct Q4_1, or a path to a model file
     path: str = "default"
     #: "scripted" = zswarm.testing's engine with known answers (tests, benches)
@@ -74,7 +74,7 @@ class ModelConfig(Section):
     memory_limit_mib: int = 0
 
 
-class GenerationConfig(Section):
+class GenerationConfig(Section, frozen=True):
     max_tokens: Annotated[int, Meta(ge=1)] = 256
     temperature: Annotated[float, _range(0.0, 5.0)] = 0.2
     top_p: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.95
@@ -88,7 +88,7 @@ class GenerationConfig(Section):
     max_prompt_chars: Annotated[int, _range(1, MAX_PROMPT_CHARS, "the protocol's limit")] = 64_000
 
 
-class SchedulerConfig(Section):
+class SchedulerConfig(Section, frozen=True):
     #: requests waiting for a worker beyond this are refused with Overloaded
     max_queue: Annotated[int, Meta(ge=0)] = 64
     default_deadline_ms: DeadlineMs = 300_000
@@ -97,7 +97,7 @@ class SchedulerConfig(Section):
     worker_start_timeout_ms: int = 60_000
 
 
-class ConsensusConfig(Section):
+class ConsensusConfig(Section, frozen=True):
     #: one of core/plan.py's ASK_STRATEGIES (checked in _validate)
     strategy: str = "first_valid"
     n: int = 1
@@ -106,7 +106,7 @@ class ConsensusConfig(Section):
     weights: dict[str, float] = field(default_factory=dict)
 
 
-class FederationConfig(Section):
+class FederationConfig(Section, frozen=True):
     #: join the swarm: advertise, discover, heartbeat, send and serve votes
     enabled: bool = True
     #: "mdns", "static" (only the peers below) or "both"
@@ -126,7 +126,7 @@ class FederationConfig(Section):
     forget_after_ms: Annotated[int, _range(1000, 86_400_000)] = 300_000
 
 
-class HttpConfig(Section):
+class HttpConfig(Section, frozen=True):
     #: serve the OpenAI-compatible API and the federation routes on ports.http
     enabled: bool = True
     #: accepted "Authorization: Bearer <key>" values; empty (and no key file) = no auth
@@ -144,20 +144,20 @@ class HttpConfig(Section):
     body_timeout_ms: ClientTimeoutMs = 30_000
 
 
-class SecurityConfig(Section):
+class SecurityConfig(Section, frozen=True):
     #: the swarm key (``zswarm keygen --out FILE``): with it every TCP socket between
     #: nodes and clients is CURVE-encrypted and only holders of the key get in;
     #: "" = an open swarm (anyone on the LAN can join, vote and ask)
     swarm_key_file: str = ""
 
 
-class PortsConfig(Section):
+class PortsConfig(Section, frozen=True):
     http: Port = 17615
     pub: Port = 17616
     rpc: Port = 17617
 
 
-class Config(Section):
+class Config(Section, frozen=True):
     node: NodeConfig = field(default_factory=NodeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -244,7 +244,8 @@ def _kind(info: Any) -> str:
         return "an array"
     if isinstance(info, mi.LiteralType):
         return " or ".join(repr(v) for v in info.values)  # in the order they are written
-    names = {mi.IntType: "int", mi.FloatType: "float", mi.StrType: "str", mi.BoolType: "bool"}
+    names: dict[type, str] = {mi.IntType: "int", mi.FloatType: "float", mi.StrType: "str",
+                              mi.BoolType: "bool"}
     return names.get(type(info), "a value")
 
 
@@ -271,7 +272,7 @@ def _explain(exc: msgspec.ValidationError, data: Any, source: str) -> ConfigErro
     info = _info_at(path)
     if isinstance(info, mi.LiteralType):  # msgspec sorts the choices; keep the written order
         parent = _info_at(path[:-1])
-        info = mi.LiteralType(typing.get_args(typing.get_type_hints(parent.cls)[path[-1]]))
+        info = mi.LiteralType(typing.get_args(typing.get_type_hints(parent.cls)[str(path[-1])]))
     if unknown:
         known = ", ".join(sorted(f.name for f in info.fields if f.name != "source"))
         name = f"{key}.{unknown[1]}" if path else unknown[1]

@@ -60,7 +60,7 @@ def test_ask_and_peers_use_the_key_from_the_config(tmp_path):
         refused = zswarm("peers", "--config", str(open_cfg), "--node", info["rpc_endpoint"])
         assert refused.returncode == 1 and "no answer" in refused.stderr
         for cfg, verdict in ((keyed, "same swarm, same key"),
-                             (open_cfg, "it has a swarm key and this config none")):
+                             (open_cfg, "not a peer: it uses a swarm key and this node has none")):
             seen = zswarm("peers", "--config", str(cfg), "--browse", "2", "--json")
             (k,) = [p for p in json.loads(seen.stdout) if p["name"] == "k"]
             assert verdict in k["detail"], k

@@ -14,7 +14,7 @@ from zswarm import client
 from zswarm.config import load_config
 from zswarm.core.messages import PeerInfo
 from zswarm.net.security import SwarmKey
-from zswarm.runtime.node import NodeInfo, run_node
+from zswarm.node import NodeInfo, run_node
 from zswarm.testing.cluster import node_config
 
 

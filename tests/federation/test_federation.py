@@ -20,7 +20,7 @@ from zswarm.core import codec
 from zswarm.core.messages import ChatMessage, ClientRequest, Error, GenerateRequest, Report
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.zmq_trio import TrioSocket
-from zswarm.runtime.node import NodeInfo
+from zswarm.node import NodeInfo
 from zswarm.testing.cluster import wait_until_async
 
 from .conftest import peers_of, wait_peers

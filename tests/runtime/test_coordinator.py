@@ -12,9 +12,12 @@ import pytest
 import trio
 import trio.testing
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, Load, NodeCard
+from zswarm.config import parse_config
+from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, Load, NodeCard, PeerInfo
 from zswarm.core.peers import Peer, PeerState
+from zswarm.core.plan import NodeLoad
 from zswarm.errors import NoQuorum, Overloaded, PeerUnavailable, ZswarmError
+from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.testing.inline import InlinePool
@@ -29,22 +32,30 @@ class Behaviour:
 
 
 class ScriptedPeers:
-    """The part of Federation the coordinator uses, with peers that do as they are told."""
+    """``Peers`` (runtime/context.py) whose peers do as they are told."""
 
     def __init__(self, **peers: Behaviour) -> None:
         self.behaviour = peers
-        self.peers = {name: Peer(card=NodeCard(node_id=name, name=name, model_id="scripted",
+        self.table = {name: Peer(card=NodeCard(node_id=name, name=name, model_id="scripted",
                                                workers=1, rpc="tcp://10.0.0.9:1",
                                                pub="tcp://10.0.0.9:2"),
                                  address="10.0.0.9", source="test", state=PeerState.ALIVE,
                                  load=Load(workers_ready=1, idle_workers=1))
                       for name in peers}
-        self.in_flight: dict[str, int] = {}
         self.asked: list[str] = []
         self.unanswered_calls: list[str] = []
 
-    def candidates_for(self, model_id: str) -> list[Peer]:
-        return [p for p in self.peers.values() if p.card.model_id == model_id]
+    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+        return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
+                         p.load.queue_depth)
+                for p in self.table.values() if p.card.model_id == model_id
+                and (allowed is None or p.card.name in allowed)]
+
+    def models(self) -> dict[str, str]:
+        return {p.card.model_id: p.card.name for p in self.table.values()}
+
+    def peers(self) -> list[PeerInfo]:
+        return []
 
     def peer_name(self, node_id: str) -> str:
         return node_id
@@ -73,11 +84,13 @@ def ask_request(n: int) -> GenerateRequest:
 async def make(nursery):
     async def build(peers: ScriptedPeers | None, *, local: list[str] | None = None,
                     local_delay_s: float = 0.0, vote_deadline_s: float = 5.0) -> Coordinator:
-        scheduler = Scheduler(max_queue=4)
-        pool = InlinePool(scheduler, answers=local or ["42"], delay_s=local_delay_s)
+        config = parse_config({"node": {"name": "me"},
+                               "federation": {"deadline_ms": int(vote_deadline_s * 1000)}})
+        card = NodeCard(node_id="me", name="me", model_id="scripted", workers=1, rpc="", pub="")
+        ctx = NodeContext(config, card, Scheduler(max_queue=4), state="ready")
+        pool = InlinePool(ctx.scheduler, answers=local or ["42"], delay_s=local_delay_s)
         await nursery.start(pool.serve)
-        return Coordinator(node_name="me", pool=pool, scheduler=scheduler,
-                           federation=peers, vote_deadline_s=vote_deadline_s)
+        return Coordinator(ctx, pool, peers if peers is not None else NoPeers())
     return build
 
 
@@ -117,9 +130,9 @@ async def test_route_falls_back_to_this_node_when_the_routed_peer_fails(make, au
     coordinator = await make(peers)
 
     async def busy_for_a_moment() -> None:  # the local worker is busy when the route is planned
-        worker = await coordinator.scheduler.acquire()
+        worker = await coordinator.ctx.scheduler.acquire()
         await trio.sleep(0.2)
-        coordinator.scheduler.release(worker)
+        coordinator.ctx.scheduler.release(worker)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(busy_for_a_moment)
@@ -135,7 +148,7 @@ async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_
     coordinator = await make(peers)
     async with trio.open_nursery() as hold:  # fill the local worker and its queue of 4
         for _ in range(5):
-            hold.start_soon(coordinator.scheduler.acquire)
+            hold.start_soon(coordinator.ctx.scheduler.acquire)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(Overloaded) as info:
             await coordinator.ask(ask_request(2), strategy="majority", deadline_s=10)

@@ -116,3 +116,18 @@ def accept_vote(vote: Vote, *, node_id: str, name: str, asked: int) -> list[Cand
         raise RemoteProtocolError(f"{len(vote.candidates)} candidates for {asked} asked",
                                   reason="bad-vote")
     return [msgspec.structs.replace(c, node=name) for c in vote.candidates]
+
+
+def foreign(card: NodeCard, me: NodeCard) -> str:
+    """Why the node of ``card`` is not of this node's swarm ("" = it is one of ours).
+
+    The one same-swarm rule: the same swarm name and the same swarm key fingerprint
+    (no key on both sides is an open swarm).
+    """
+    if card.swarm != me.swarm:
+        return f"is in swarm {card.swarm!r}, not {me.swarm!r}"
+    if card.key != me.key:
+        if me.key:
+            return "uses another swarm key" if card.key else "has no swarm key"
+        return "uses a swarm key and this node has none"
+    return ""

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from zswarm.core.claims import foreign
 from zswarm.core.messages import PROTOCOL_VERSION, Load, NodeCard
 
 
@@ -273,7 +274,7 @@ class PeerTable:
         """Peers that may be sent votes (ALIVE, not demoted, same swarm, optionally model)."""
         return [p for p in self.peers.values()
                 if p.state is PeerState.ALIVE and p.demoted_until is None
-                and p.card.swarm == self.me.swarm
+                and not foreign(p.card, self.me)
                 and (model_id is None or p.card.model_id == model_id)]
 
     def due_probes(self, now: float) -> list[Peer]:

@@ -12,6 +12,7 @@ import codecs
 from collections.abc import Callable
 from typing import Protocol
 
+from zswarm.config import ModelConfig
 from zswarm.core.messages import Candidate, GenerateRequest
 
 TokenCallback = Callable[[int, str], None]
@@ -39,6 +40,18 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A plugin engine backend (entry point group ``zswarm.engines``; engines/loader.py)."""
+
+    def model_id(self, cfg: ModelConfig) -> str:
+        """The id of the model ``cfg`` names, without loading it (cheap)."""
+        ...
+
+    def load(self, cfg: ModelConfig, threads: int) -> Engine:
+        """Load the model (in a worker process)."""
+        ...
 
 
 class TextStream:

@@ -1,23 +1,34 @@
 """Building an engine from config: picks the backend and resolves the model file.
 
 The two inference backends are built in. Other backends are plugins: an entry point
-in the group ``zswarm.engines`` names a function ``(ModelConfig, threads) -> Engine``.
-zswarm's own package registers ``scripted`` that way (``zswarm.testing.scripted``,
-the engine with known answers used by tests and benches), so production code never
-imports test support.
+in the group ``zswarm.engines`` names a module (or object) with the two functions of
+``Backend`` (engines/base.py). zswarm's own package registers ``scripted`` that way
+(``zswarm.testing.scripted``, the engine with known answers used by tests and
+benches), so production code never imports test support.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import cast
 
 from zswarm.config import ModelConfig
-from zswarm.engines.base import Engine
+from zswarm.engines.base import Backend, Engine
 from zswarm.engines.models import resolve_model
 from zswarm.errors import ConfigError
 
 PLUGIN_GROUP = "zswarm.engines"
+
+
+def model_id(cfg: ModelConfig) -> str:
+    """The id of the configured model without loading it (ModelNotFound names the file).
+
+    The node advertises it before its workers have loaded the model; the workers
+    report the id of what they loaded, and the pool checks that the two agree.
+    """
+    if cfg.backend in ("llamacpp", "ctransformers"):
+        return resolve_model(cfg.path).model_id
+    return _plugin(cfg.backend).model_id(cfg)
 
 
 def load_engine(cfg: ModelConfig, *, threads: int) -> Engine:
@@ -32,13 +43,12 @@ def load_engine(cfg: ModelConfig, *, threads: int) -> Engine:
 
         return LlamaCppEngine(resolve_model(cfg.path), n_ctx=cfg.n_ctx, threads=threads,
                               max_batch_candidates=cfg.max_batch_candidates)
-    return _plugin(cfg.backend)(cfg, threads)
+    return _plugin(cfg.backend).load(cfg, threads)
 
 
-def _plugin(name: str) -> Callable[[ModelConfig, int], Engine]:
+def _plugin(name: str) -> Backend:
     found = [ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name == name]
     if not found:
         raise ConfigError(f"model.backend: no engine backend {name!r} is installed "
                           f"(entry point group {PLUGIN_GROUP!r})")
-    factory: Callable[[ModelConfig, int], Engine] = found[0].load()
-    return factory
+    return cast(Backend, found[0].load())

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 from functools import partial
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import hypercorn.config
 import hypercorn.trio
@@ -36,9 +37,6 @@ from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
 from zswarm.net.guard import QuietLog
 from zswarm.runtime.votes import serve_vote
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 #: clients' mistakes are logged at most once per route and status every 10 s
@@ -132,8 +130,7 @@ class CountRequests:
             await self.app(scope, receive, counting_send)
         finally:
             route = scope["path"] if scope["path"] in _KNOWN else "other"
-            if self.node.coordinator is not None:
-                self.node.coordinator.stats.http_requests[(route, status)] += 1
+            self.node.ctx.stats.http_requests[(route, status)] += 1
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -141,10 +138,10 @@ class CountRequests:
 
 async def models(request: Request) -> Response:
     node: HttpNode = request.app.state.node
-    seen = {node.ready().pool.model_id: node.config.node.name}
-    if node.federation is not None:
-        for peer in node.federation.table.alive():
-            seen.setdefault(peer.card.model_id, peer.card.name)
+    node.ready()
+    seen = {node.ctx.card.model_id: node.ctx.card.name}
+    for model, owner in node.peers.models().items():
+        seen.setdefault(model, owner)
     return JSONResponse({"object": "list", "data": [
         {"id": model, "object": "model", "created": 0, "owned_by": f"zswarm:{owner}"}
         for model, owner in seen.items()]})
@@ -152,11 +149,11 @@ async def models(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     node: HttpNode = request.app.state.node
-    load = node.load()
-    if node.coordinator is None:
+    load = node.ctx.load()
+    if load.state == "loading":
         return JSONResponse({"status": "loading", "reason": "the workers are loading the model"},
                             status_code=503, headers={"Retry-After": "2"})
-    if node.draining:
+    if load.state != "ready":
         return JSONResponse({"status": "draining", "reason": "the node is shutting down"},
                             status_code=503, headers={"Retry-After": "5"})
     if load.workers_ready == 0:
@@ -185,30 +182,25 @@ async def federation_vote(request: Request) -> Response:
     vote_in = openai.decode(body, VoteIn)
     assert isinstance(vote_in, VoteIn)
     coordinator = node.ready()
-    if node.card is None:
-        raise ApiError(503, "the node is starting", type_="server_error", code="loading")
-    node.in_flight += 1  # a drain waits for it, like any request
     try:
-        vote = await serve_vote(coordinator, node.config.limits, node.card,
-                                request_id=vote_in.request_id or new_request_id(),
-                                request=vote_in.request, deadline_ms=vote_in.deadline_ms)
+        with node.ctx.requests.hold():  # a drain waits for it, like any request
+            vote = await serve_vote(node.ctx, coordinator,
+                                    request_id=vote_in.request_id or new_request_id(),
+                                    request=vote_in.request, deadline_ms=vote_in.deadline_ms)
     except ZswarmError as exc:
         raise from_zswarm(exc) from None
-    finally:
-        node.in_flight -= 1
     return JSONResponse(openai.json_safe(msgspec.to_builtins(vote)))
 
 
 async def federation_health(request: Request) -> Response:
     node: HttpNode = request.app.state.node
-    return JSONResponse({"node": msgspec.to_builtins(node.card), "load": msgspec.to_builtins(
-        node.load())})
+    return JSONResponse({"node": msgspec.to_builtins(node.ctx.card),
+                         "load": msgspec.to_builtins(node.ctx.load())})
 
 
 async def federation_peers(request: Request) -> Response:
     node: HttpNode = request.app.state.node
-    peers = node.federation.peers() if node.federation is not None else []
-    return JSONResponse(msgspec.to_builtins(peers))
+    return JSONResponse(msgspec.to_builtins(node.peers.peers()))
 
 
 async def metrics(request: Request) -> Response:
@@ -268,11 +260,24 @@ def build_app(node: HttpNode) -> Starlette:
     return app
 
 
-async def serve_http(node: HttpNode, host: str, port: int, *,
-                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; reports the bound port."""
+def open_listener(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound (so its port can be advertised before the server starts)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_http(node: HttpNode, listener: socket.socket, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve on a bound ``listener`` (``open_listener``; hypercorn takes it over) until cancelled."""
     config = hypercorn.config.Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{listener.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("zswarm.http.server")
     # No read timeout: hypercorn applies it to every read, including while a client
@@ -283,6 +288,5 @@ async def serve_http(node: HttpNode, host: str, port: int, *,
     config.keep_alive_timeout = node.config.http.header_timeout_ms / 1000
     config.include_server_header = False
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(hypercorn.trio.serve, build_app(node), config,
-                                            mode="asgi"))
-        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+        await nursery.start(partial(hypercorn.trio.serve, build_app(node), config, mode="asgi"))
+        task_status.started()

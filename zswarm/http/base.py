@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from zswarm.config import Config, HttpConfig
-from zswarm.core.messages import Load, NodeCard
 from zswarm.errors import ZswarmError
 from zswarm.http.openai import ApiError
-from zswarm.net.guard import FrameDrops
-
-if TYPE_CHECKING:
-    from zswarm.runtime.coordinator import Coordinator
-    from zswarm.runtime.federation import Federation
+from zswarm.runtime.context import NodeContext, Peers
+from zswarm.runtime.coordinator import Coordinator
 
 #: zswarm error kind -> HTTP status (anything else is a 500 server_error)
 STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
@@ -27,31 +22,28 @@ STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
           "worker_crashed": 503}
 
 
-@dataclass
+@dataclass(eq=False)
 class HttpNode:
-    """What the HTTP routes need from the node (set up by runtime/node.py)."""
+    """What the HTTP routes need from the node (built by the composition root, zswarm/node.py)."""
 
-    config: Config
-    #: None while the workers load the model
-    coordinator: Coordinator | None
-    load: Callable[[], Load]
+    ctx: NodeContext
+    coordinator: Coordinator
+    peers: Peers
+    #: runs streams' generations, which outlive the request handler
     nursery: trio.Nursery
-    card: NodeCard | None = None
-    federation: Federation | None = None
     #: the Prometheus registry of this node's /metrics (made on first scrape)
     registry: Any = None
-    draining: bool = False
-    #: completion requests being answered (streams until their last event)
-    in_flight: int = 0
-    #: the node's tally of dropped frames (for /metrics)
-    drops: FrameDrops = field(default_factory=FrameDrops)
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
 
     def ready(self) -> Coordinator:
         """The coordinator, or 503 while the model loads or the node drains."""
-        if self.coordinator is None:
+        if self.ctx.state == "loading":
             raise ApiError(503, "the node is loading its model", type_="server_error",
                            code="loading", headers={"Retry-After": "2"})
-        if self.draining:
+        if self.ctx.state != "ready":
             raise ApiError(503, "the node is draining (shutting down)", type_="server_error",
                            code="draining", headers={"Retry-After": "5"})
         return self.coordinator

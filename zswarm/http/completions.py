@@ -32,13 +32,12 @@ log = logging.getLogger(__name__)
 
 def resolve_model(node: HttpNode, name: str) -> str | None:
     """The model id to ask for (None = this node's), or 404 if nobody serves it."""
-    local = node.ready().pool.model_id
+    local = node.ctx.card.model_id
     if name in ("", "default", "zswarm", local, local.split("@")[0]):
         return None
-    if node.federation is not None:
-        for peer in node.federation.table.alive():
-            if name in (peer.card.model_id, peer.card.model_id.split("@")[0]):
-                return peer.card.model_id
+    for model_id in node.peers.models():
+        if name in (model_id, model_id.split("@")[0]):
+            return model_id
     raise ApiError(404, f"model {name!r} is not served by this swarm (GET /v1/models)",
                    code="model_not_found", param="model")
 
@@ -65,11 +64,8 @@ def _headers(report: Report) -> dict[str, str]:
 async def _completions(request: Request, kind: str) -> Response:
     node: HttpNode = request.app.state.node
     node.ready()
-    node.in_flight += 1  # a stream's generation is counted by its own task (see _stream)
-    try:
+    with node.ctx.requests.hold():  # a stream's generation is held by its own task (_stream)
         return await _answer(request, node, kind)
-    finally:
-        node.in_flight -= 1
 
 
 async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
@@ -78,7 +74,7 @@ async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
     req = openai.decode(body, shape)
     ask = openai.to_ask(req, node.config)  # type: ignore[arg-type]
     model_id = resolve_model(node, ask.model)
-    model = model_id or node.ready().pool.model_id
+    model = model_id or node.ctx.card.model_id
     rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id()
     if ask.stream:
         return await _stream(request, node, ask, kind, rid, model, model_id)
@@ -113,7 +109,7 @@ async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
             ask.request, strategy=ask.strategy, deadline_s=ask.deadline_ms / 1000,
             on_token=on_token, model_id=model_id, peers=ask.peers)
     except ZswarmError as exc:
-        coordinator.stats.errors[exc.kind] += 1
+        node.ctx.stats.errors[exc.kind] += 1
         raise
 
 
@@ -131,7 +127,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
             pass
 
     async def work() -> None:
-        node.in_flight += 1  # until the generation ends, even after the response is sent
+        node.ctx.requests.enter()  # until the generation ends, even after the response is sent
         try:
             with scope:
                 try:
@@ -146,7 +142,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
                     send.send_nowait(event)
         finally:
             send.close()
-            node.in_flight -= 1
+            node.ctx.requests.leave()
 
     node.nursery.start_soon(work)
     first: tuple[str, Any] | None = None

@@ -38,10 +38,9 @@ class NodeCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        if self.node.coordinator is None:
-            return  # still loading: nothing counted yet
-        stats = self.node.coordinator.stats
-        load = self.node.load()
+        ctx = self.node.ctx
+        stats = ctx.stats
+        load = ctx.load()
         requests = CounterMetricFamily("zswarm_http_requests", "HTTP requests answered",
                                        labels=["route", "code"])
         for (route, code), n in sorted(stats.http_requests.items()):
@@ -71,15 +70,14 @@ class NodeCollector(Collector):
             unanswered.add_metric([outcome], n)
         yield unanswered
         peers = GaugeMetricFamily("zswarm_peers", "known peers by state", labels=["state"])
-        fed = self.node.federation
-        by_state = Counter(p.state for p in fed.table.peers.values()) if fed else Counter()
+        by_state = Counter(p.state for p in self.node.peers.peers())
         for state in PeerState:
-            peers.add_metric([state.value], by_state.get(state, 0))
+            peers.add_metric([state.value], by_state.get(state.value, 0))
         yield peers
         dropped = CounterMetricFamily("zswarm_frames_dropped",
                                       "frames and messages dropped, by socket and reason",
                                       labels=["socket", "reason"])
-        for (socket, reason), n in sorted(self.node.drops.counts.items()):
+        for (socket, reason), n in sorted(ctx.drops.counts.items()):
             dropped.add_metric([socket, reason], n)
         yield dropped
         yield _histogram("zswarm_consensus_agreement", "agreement ratio of answered requests",

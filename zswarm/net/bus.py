@@ -30,7 +30,11 @@ class Publisher:
 
     def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
         self.sock = TrioSocket.open(zmq.PUB, role="server", key=key)
-        self.endpoint = self.sock.bind(endpoint)
+        try:
+            self.endpoint = self.sock.bind(endpoint)
+        except BaseException:
+            self.sock.close()
+            raise
 
     def publish(self, hb: Heartbeat) -> None:
         # PUB never blocks: past the high-water mark it drops (heartbeats repeat anyway).

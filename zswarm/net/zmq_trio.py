@@ -90,11 +90,17 @@ class TrioSocket:
                                reconnect=reconnect))
 
     def bind(self, endpoint: str) -> str:
-        """Bind and return the resolved endpoint (with the real port for tcp://host:0)."""
-        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-            port = self.sock.bind_to_random_port(endpoint[: endpoint.rindex(":")])
-            return f"{endpoint[: endpoint.rindex(':')]}:{port}"
-        self.sock.bind(endpoint)
+        """Bind and return the resolved endpoint (with the real port for tcp://host:0).
+
+        A failure (port in use, address not local) is an OSError, as for any socket.
+        """
+        try:
+            if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+                port = self.sock.bind_to_random_port(endpoint[: endpoint.rindex(":")])
+                return f"{endpoint[: endpoint.rindex(':')]}:{port}"
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, exc.strerror) from exc
         return str(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def connect(self, endpoint: str) -> None:

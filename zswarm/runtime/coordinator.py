@@ -2,7 +2,8 @@
 
 Owns: asking core/plan.py who generates how many candidates; splitting the local
 share over the local workers (each part decoded as one batch); sending VoteRequests
-to peers through the Federation; the request deadline (a cancel scope) and each
+to peers through ``Peers`` (runtime/context.py); one ``_Round`` per request holding
+its deadline, start time, token sink, early-stop scope and what arrived; each
 vote's deadline; asking the strategy after every candidate (early stop cancels the
 stragglers, local and remote); retrying a local part once when its worker crashed
 before producing anything; ``route`` mode with a local fallback; and the report of
@@ -16,10 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 import trio
@@ -37,16 +37,22 @@ from zswarm.core.messages import (
 )
 from zswarm.core.plan import ROUTE, SELF, NodeLoad, Plan, plan
 from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, WorkerCrashed, ZswarmError
-from zswarm.runtime.scheduler import Scheduler
-from zswarm.runtime.stats import NodeStats
-from zswarm.runtime.workers import WorkerPool
-
-if TYPE_CHECKING:
-    from zswarm.runtime.federation import Federation
+from zswarm.runtime.context import NodeContext, Peers
 
 log = logging.getLogger(__name__)
 
 TokenSink = Callable[[int, str], None]
+
+
+class Pool(Protocol):
+    """The local workers (runtime/workers.py; zswarm.testing.inline for benches and tests)."""
+
+    @property
+    def workers(self) -> Mapping[str, object]: ...
+
+    async def run(self, worker_name: str, request_id: str, request: GenerateRequest, *,
+                  on_event: Callable[[WorkToken | WorkCandidate], None],
+                  stream: bool = False) -> None: ...
 
 
 def split_n(n: int, workers: int) -> list[int]:
@@ -69,9 +75,19 @@ class _Asked:
 
 @dataclass
 class _Round:
+    """One request from fan-out to decision: what it may spend and what arrived."""
+
     #: None = gather every candidate (serving a vote), no strategy
     strategy: str | None
     expected: int
+    #: trio time at which the whole round ends
+    deadline: float
+    #: where streamed tokens go (candidate index, text); None = no streaming
+    on_token: TokenSink | None = None
+    #: perf_counter at the start of the current gather (candidate latencies count from it)
+    t0: float = 0.0
+    #: the current gather: cancelled once the strategy has decided (early stop)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     candidates: list[Candidate] = field(default_factory=list)
     decision: Decision | None = None
     errors: list[ZswarmError] = field(default_factory=list)
@@ -80,81 +96,49 @@ class _Round:
     deadline_hit: bool = False
 
 
-class RateMeter:
-    """Tokens generated per second over the last ``window_s`` seconds (for heartbeats)."""
-
-    def __init__(self, window_s: float = 10.0) -> None:
-        self.window_s = window_s
-        self._events: deque[tuple[float, int]] = deque()
-
-    def add(self, tokens: int) -> None:
-        self._events.append((time.monotonic(), tokens))
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        while self._events and now - self._events[0][0] > self.window_s:
-            self._events.popleft()
-        return round(sum(t for _, t in self._events) / self.window_s, 2)
-
-
 class Coordinator:
-    def __init__(self, *, node_name: str, pool: WorkerPool, scheduler: Scheduler,
-                 weights: dict[str, float] | None = None, allow_truncated: bool = True,
-                 federation: Federation | None = None, vote_deadline_s: float = 30.0) -> None:
-        self.node_name = node_name
+    def __init__(self, ctx: NodeContext, pool: Pool, peers: Peers) -> None:
+        self.ctx = ctx
         self.pool = pool
-        self.scheduler = scheduler
-        self.weights = dict(weights or {})
-        self.validation = Validation(allow_truncated=allow_truncated)
-        self.federation = federation
-        self.vote_deadline_s = vote_deadline_s
-        self.tokens = RateMeter()
-        self.stats = NodeStats()
+        self.peers = peers
+        consensus = ctx.config.consensus
+        self.weights = dict(consensus.weights)
+        self.validation = Validation(allow_truncated=consensus.allow_truncated)
+        self.vote_deadline_s = ctx.config.federation.deadline_ms / 1000
 
     def local_load(self) -> NodeLoad:
-        s = self.scheduler
+        s = self.ctx.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
-    def _peer_loads(self, model_id: str, peers: list[str] | None) -> list[NodeLoad]:
-        """ALIVE peers that serve ``model_id``; ``peers`` limits them (names or ids; [] = none)."""
-        if self.federation is None or peers == []:
-            return []
-        fed = self.federation
-        return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
-                         p.load.queue_depth + fed.in_flight.get(p.card.node_id, 0))
-                for p in fed.candidates_for(model_id)
-                if p.load.state == "ready"
-                and (peers is None or p.card.name in peers or p.card.node_id in peers)]
-
     async def ask(self, request: GenerateRequest, *, strategy: str, deadline_s: float,
-                  on_token: TokenSink | None = None, priority: int = 0,
-                  model_id: str | None = None, peers: list[str] | None = None
-                  ) -> tuple[str, Report]:
+                  on_token: TokenSink | None = None, model_id: str | None = None,
+                  peers: list[str] | None = None) -> tuple[str, Report]:
         """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
 
         ``model_id`` other than this node's sends the request to peers serving that model;
         ``peers`` limits which peers may be asked (node names or ids; [] = this node only).
         """
         t0 = time.perf_counter()
-        deadline = trio.current_time() + deadline_s
         route = strategy == ROUTE
         if route:
             request = msgspec.structs.replace(request, n=1)
-        local_model = model_id in (None, self.pool.model_id)
+        own_model = self.ctx.card.model_id
+        local_model = model_id in (None, own_model)
         local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
-        fanout = plan(request.n, strategy, local, self._peer_loads(
-            self.pool.model_id if model_id is None else model_id, peers))
+        fanout = plan(request.n, strategy, local,
+                      self.peers.peer_loads(model_id or own_model, peers))
         if not fanout.parts:
             if not local_model:
                 raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
-        rnd = _Round("first_valid" if route else strategy, request.n)
-        await self._gather(rnd, request, fanout, deadline, on_token, priority)
+        rnd = _Round("first_valid" if route else strategy, request.n,
+                     deadline=trio.current_time() + deadline_s, on_token=on_token)
+        await self._gather(rnd, request, fanout)
         notes = []
         if route and not rnd.candidates and SELF not in fanout.parts \
-                and trio.current_time() < deadline:
+                and trio.current_time() < rnd.deadline:
             notes.append("routed node failed; answered locally")
-            await self._gather(rnd, request, Plan({SELF: 1}), deadline, on_token, priority)
+            await self._gather(rnd, request, Plan({SELF: 1}))
         timings = {"total_ms": round((time.perf_counter() - t0) * 1000, 2)}
         if rnd.first_candidate_ms is not None:
             timings["first_candidate_ms"] = round(rnd.first_candidate_ms, 2)
@@ -168,22 +152,21 @@ class Coordinator:
         if decision is None:
             if not rnd.candidates:
                 raise self._nothing_arrived(rnd, deadline_s, note)
-            assert rnd.strategy is not None
+            assert rnd.strategy is not None  # None only when serving a vote
             decision = decide(rnd.strategy, rnd.candidates, expected=request.n, final=True,
                               weights=self.weights, validation=self.validation)
             assert decision is not None
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
         report = msgspec.structs.replace(report, participants=participants)
-        self.stats.agreement.observe(report.agreement)
+        self.ctx.stats.agreement.observe(report.agreement)
         return rnd.candidates[decision.winner].text, report
 
     async def gather_local(self, request: GenerateRequest, *, deadline_s: float
                            ) -> list[Candidate]:
         """Every candidate the local workers make for a peer's vote (no strategy, no fan-out)."""
-        rnd = _Round(None, request.n)
-        deadline = trio.current_time() + deadline_s
-        await self._gather(rnd, request, Plan({SELF: request.n}), deadline, None, 0)
+        rnd = _Round(None, request.n, deadline=trio.current_time() + deadline_s)
+        await self._gather(rnd, request, Plan({SELF: request.n}))
         if not rnd.candidates:
             raise self._nothing_arrived(rnd, deadline_s, "")
         return rnd.candidates
@@ -221,19 +204,20 @@ class Coordinator:
                                    latency_ms=round(a.latency_ms, 2)))
         return out
 
-    async def _gather(self, rnd: _Round, request: GenerateRequest, fanout: Plan, deadline: float,
-                      on_token: TokenSink | None, priority: int) -> None:
-        t0 = time.perf_counter()
+    async def _gather(self, rnd: _Round, request: GenerateRequest, fanout: Plan) -> None:
+        rnd.t0 = time.perf_counter()
         local_n = fanout.parts.get(SELF, 0)
         if local_n and len(fanout.parts) == 1 and len(split_n(local_n, len(self.pool.workers))) == 1:
             # one local part (n=1, or one worker): no nursery and no extra task needed
-            with trio.CancelScope(deadline=deadline) as deadline_scope:
-                with trio.CancelScope() as round_scope:
-                    await self._run_local(request, rnd, round_scope, on_token, 0, priority, t0)
+            with trio.CancelScope(deadline=rnd.deadline) as deadline_scope:
+                rnd.scope = trio.CancelScope()
+                with rnd.scope:
+                    await self._run_local(rnd, request, 0)
             rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
             return
-        with trio.CancelScope(deadline=deadline) as deadline_scope:
+        with trio.CancelScope(deadline=rnd.deadline) as deadline_scope:
             async with trio.open_nursery() as nursery:
+                rnd.scope = nursery.cancel_scope
                 first = request.first_index
                 for node_id, count in fanout.parts.items():
                     if node_id == SELF:
@@ -243,19 +227,17 @@ class Coordinator:
                     for c in counts:
                         part = msgspec.structs.replace(request, n=c, first_index=first)
                         if node_id == SELF:
-                            nursery.start_soon(self._run_local, part, rnd, nursery.cancel_scope,
-                                               on_token, first - request.first_index, priority, t0)
+                            nursery.start_soon(self._run_local, rnd, part,
+                                               first - request.first_index)
                         else:
-                            nursery.start_soon(self._run_peer, node_id, part, rnd,
-                                               nursery.cancel_scope, deadline, t0)
+                            nursery.start_soon(self._run_peer, rnd, node_id, part)
                         first += c
         rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
 
-    def _add(self, rnd: _Round, asked: _Asked, cand: Candidate, round_scope: trio.CancelScope,
-             t0: float) -> None:
+    def _add(self, rnd: _Round, asked: _Asked, cand: Candidate) -> None:
         if rnd.decision is not None:
             return  # a straggler: the winner was decided (and the report built) without it
-        latency_ms = (time.perf_counter() - t0) * 1000
+        latency_ms = (time.perf_counter() - rnd.t0) * 1000
         rnd.candidates.append(msgspec.structs.replace(cand, latency_ms=latency_ms))
         asked.received += 1
         asked.latency_ms = latency_ms
@@ -269,7 +251,7 @@ class Coordinator:
             except NoQuorum:
                 rnd.decision = None
             if rnd.decision is not None:
-                round_scope.cancel()
+                rnd.scope.cancel()
 
     def _asked(self, rnd: _Round, key: str, node: str, count: int) -> _Asked:
         """The report entry of one node (keyed by id: two peers may share a name)."""
@@ -277,10 +259,9 @@ class Coordinator:
         asked.requested += count
         return asked
 
-    async def _run_local(self, part: GenerateRequest, rnd: _Round, round_scope: trio.CancelScope,
-                         on_token: TokenSink | None, index_offset: int, priority: int,
-                         t0: float) -> None:
-        asked = self._asked(rnd, SELF, self.node_name, part.n)
+    async def _run_local(self, rnd: _Round, part: GenerateRequest, index_offset: int) -> None:
+        name = self.ctx.card.name
+        asked = self._asked(rnd, SELF, name, part.n)
         produced = 0
         worker = ""
 
@@ -288,19 +269,18 @@ class Coordinator:
             nonlocal produced
             produced += 1  # something reached the caller: a retry would repeat it
             if isinstance(event, WorkToken):
-                if on_token is not None:
-                    on_token(index_offset + event.index, event.text)
+                if rnd.on_token is not None:
+                    rnd.on_token(index_offset + event.index, event.text)
                 return
-            self.tokens.add(event.candidate.tokens)
-            self.stats.tokens_generated += event.candidate.tokens
-            cand = msgspec.structs.replace(event.candidate, node=self.node_name, worker=worker)
-            self._add(rnd, asked, cand, round_scope, t0)
+            self.ctx.stats.generated(event.candidate.tokens)
+            cand = msgspec.structs.replace(event.candidate, node=name, worker=worker)
+            self._add(rnd, asked, cand)
 
         for attempt in (1, 2):
             try:
-                async with self.scheduler.slot(priority) as worker:
+                async with self.ctx.scheduler.slot() as worker:
                     await self.pool.run(worker, new_request_id(), part, on_event=on_event,
-                                        stream=on_token is not None)
+                                        stream=rnd.on_token is not None)
                 return
             except WorkerCrashed as exc:
                 if produced or attempt == 2:
@@ -313,21 +293,19 @@ class Coordinator:
                 asked.outcome, asked.detail = "failed", str(exc)
                 return
 
-    async def _run_peer(self, node_id: str, part: GenerateRequest, rnd: _Round,
-                        round_scope: trio.CancelScope, deadline: float, t0: float) -> None:
-        fed = self.federation
-        assert fed is not None
-        name = fed.peer_name(node_id)
+    async def _run_peer(self, rnd: _Round, node_id: str, part: GenerateRequest) -> None:
+        name = self.peers.peer_name(node_id)
         asked = self._asked(rnd, node_id, name, part.n)
         # never negative: a round whose deadline is already spent asks with no time at all
-        vote_deadline_s = max(0.0, min(deadline - trio.current_time(), self.vote_deadline_s))
+        vote_deadline_s = max(0.0, min(rnd.deadline - trio.current_time(), self.vote_deadline_s))
         sent = time.perf_counter()
-        self.stats.votes_sent += 1
+        stats = self.ctx.stats
+        stats.votes_sent += 1
         answered = False
         try:
             with trio.move_on_after(vote_deadline_s) as vote_scope:
                 try:
-                    candidates = await fed.vote(node_id, part, vote_deadline_s)
+                    candidates = await self.peers.vote(node_id, part, vote_deadline_s)
                 except ZswarmError as exc:
                     asked.outcome, asked.detail = "failed", str(exc)
                     rnd.errors.append(exc)
@@ -336,12 +314,12 @@ class Coordinator:
             if vote_scope.cancelled_caught:
                 asked.outcome = "timeout"
                 asked.detail = f"no vote within {vote_deadline_s:.1f} s"
-                fed.unanswered(node_id, asked.detail)
+                self.peers.unanswered(node_id, asked.detail)
                 return
             answered = True
-            self.stats.vote_rtt_s.observe(time.perf_counter() - sent)
+            stats.vote_rtt_s.observe(time.perf_counter() - sent)
         finally:
             if not answered:
-                self.stats.votes_unanswered[asked.outcome or "cancelled"] += 1
+                stats.votes_unanswered[asked.outcome or "cancelled"] += 1
         for cand in candidates:
-            self._add(rnd, asked, cand, round_scope, t0)
+            self._add(rnd, asked, cand)

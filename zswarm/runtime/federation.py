@@ -16,13 +16,11 @@ combine candidates (coordinator + core/consensus.py).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 
 import trio
 
-from zswarm.config import Config
 from zswarm.core import claims
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
@@ -31,20 +29,20 @@ from zswarm.core.messages import (
     Heartbeat,
     Load,
     NodeCard,
-    NodeState,
     PeerInfo,
     Status,
     StatusRequest,
     Vote,
     VoteRequest,
 )
-from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, Peer, PeerState, PeerTable
+from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, PeerState, PeerTable
+from zswarm.core.plan import NodeLoad
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import Publisher
-from zswarm.net.guard import FrameDrops, MessageGuard, QuietLog
+from zswarm.net.guard import MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
-from zswarm.net.security import SwarmKey
 from zswarm.runtime.connections import Connections
+from zswarm.runtime.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -54,36 +52,28 @@ PING_EVERY = 5
 TICKS_PER_INTERVAL = 4
 
 
-def hardware_summary() -> str:
-    mem_gib = 0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = round(int(f.readline().split()[1]) / 2**20)
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{os.cpu_count() or 1} cpu, {mem_gib} GiB"
-
-
 class Federation:
-    """Start with ``await nursery.start(federation.serve)``; then ``vote()`` and ``peers()``."""
+    """``Peers`` (runtime/context.py) for a federating node; run ``nursery.start(serve)``.
 
-    def __init__(self, config: Config, me: NodeCard, publisher: Publisher,
-                 load: Callable[[], Load], *, mdns_address: str,
-                 drops: FrameDrops | None = None, key: SwarmKey | None = None) -> None:
-        fed = config.federation
-        self.config = config
-        self.me = me
+    ``peer_io`` is built here unless given (the tests give a recording one).
+    """
+
+    def __init__(self, ctx: NodeContext, publisher: Publisher, *, mdns_address: str,
+                 peer_io: Connections | None = None) -> None:
+        fed = ctx.config.federation
+        self.ctx = ctx
+        self.config = ctx.config
+        self.me = ctx.card
         self.publisher = publisher
-        self.load = load
         self.mdns_address = mdns_address
-        self.drops = drops or FrameDrops()
         self.interval_s = fed.heartbeat_interval_ms / 1000
-        self.table = PeerTable(me, interval_s=self.interval_s, liveness=fed.liveness,
+        self.table = PeerTable(self.me, interval_s=self.interval_s, liveness=fed.liveness,
                                forget_after_s=fed.forget_after_ms / 1000,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
-        self.peer_io = Connections(self._on_heartbeat, drops=self.drops, key=key,
-                                   probe_timeout_s=self.interval_s)
-        self.in_flight: dict[str, int] = {}
+        self.peer_io = peer_io or Connections(self._on_heartbeat, drops=ctx.drops, key=ctx.key,
+                                              probe_timeout_s=self.interval_s)
+        #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
+        self._votes_out: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
         self.static: dict[str, str] = {}
         if fed.discovery in ("static", "both"):
@@ -92,9 +82,8 @@ class Federation:
         self._nursery: trio.Nursery | None = None
         self._seq = 0
         self._busy: set[str] = set()
-        self._mdns_drops = self.drops.counter("mdns")
+        self._mdns_drops = ctx.drops.counter("mdns")
         self._quiet = QuietLog(log, every_s=60.0)
-        self.state: NodeState = "ready"
 
     # --- services -----------------------------------------------------------------
 
@@ -117,17 +106,16 @@ class Federation:
                 self._say_goodbye()
 
     def _say_goodbye(self) -> None:
-        self.state = "leaving"
         try:
-            self.publisher.publish(self._heartbeat())
+            self.publisher.publish(self._heartbeat(leaving=True))
         except (ZswarmError, trio.ClosedResourceError):
             pass
 
-    def _heartbeat(self) -> Heartbeat:
+    def _heartbeat(self, *, leaving: bool = False) -> Heartbeat:
         self._seq += 1
-        load = self.load()
-        if self.state != "ready":
-            load = Load(state=self.state, max_queue=load.max_queue)
+        load = self.ctx.load()
+        if leaving or load.state != "ready":  # no figures: nobody should send work
+            load = Load(state="leaving" if leaving else load.state, max_queue=load.max_queue)
         return Heartbeat(card=self.me, seq=self._seq, load=load,
                          interval_ms=self.config.federation.heartbeat_interval_ms)
 
@@ -181,11 +169,8 @@ class Federation:
         card = event.card
         if card.swarm != self.me.swarm:
             return  # another swarm on the same LAN: not ours to mention
-        if card.key != self.me.key:  # never a peer; said once a minute per node
-            if self.me.key:
-                why = "uses another swarm key" if card.key else "has no swarm key"
-            else:
-                why = "uses a swarm key and this node has none"
+        why = claims.foreign(card, self.me)
+        if why:  # never a peer; said once a minute per node
             self._quiet.info(card.node_id, "mDNS: ignoring %s (%s) at %s: it %s", card.name,
                              card.node_id, event.address, why)
             return
@@ -193,7 +178,7 @@ class Federation:
                                           proto=event.proto))
 
     def _on_heartbeat(self, hb: Heartbeat) -> None:
-        if hb.card.swarm != self.me.swarm:
+        if claims.foreign(hb.card, self.me):
             return
         self._apply(self.table.heard(hb.card, claims.believable_load(hb.load, hb.card),
                                      trio.current_time(),
@@ -210,8 +195,9 @@ class Federation:
         except (OSError, ValueError, ZswarmError) as exc:
             self.static[endpoint] = str(exc) or type(exc).__name__
             return
-        if card.swarm != self.me.swarm:
-            self.static[endpoint] = f"in swarm {card.swarm!r}, not {self.me.swarm!r}"
+        why = claims.foreign(card, self.me)
+        if why:
+            self.static[endpoint] = why
             return
         self.static[endpoint] = ""
         self._static_ids[card.node_id] = endpoint
@@ -328,12 +314,24 @@ class Federation:
         if endpoint is not None and endpoint in self.static:
             self.static[endpoint] = why
 
-    # --- used by the coordinator and the rpc server --------------------------------
+    # --- Peers: what the coordinator, the rpc server and the HTTP shim ask ------------
 
-    def candidates_for(self, model_id: str) -> list[Peer]:
-        """ALIVE peers a vote may go to (same model unless configured otherwise)."""
+    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+        """ALIVE, ready peers a vote may go to (same model unless configured otherwise)."""
+        if allowed == []:
+            return []
         same = model_id if self.config.federation.same_model_only else None
-        return self.table.alive(model_id=same)
+        return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
+                         p.load.queue_depth + self._votes_out.get(p.card.node_id, 0))
+                for p in self.table.alive(model_id=same)
+                if p.load.state == "ready"
+                and (allowed is None or p.card.name in allowed or p.card.node_id in allowed)]
+
+    def models(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for peer in self.table.alive():
+            out.setdefault(peer.card.model_id, peer.card.name)
+        return out
 
     def peer_name(self, node_id: str) -> str:
         peer = self.table.peers.get(node_id)
@@ -357,16 +355,16 @@ class Federation:
         rid = new_request_id()
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
                           deadline_ms=max(1, int(deadline_s * 1000)))
-        self.in_flight[node_id] = self.in_flight.get(node_id, 0) + 1
+        self._votes_out[node_id] = self._votes_out.get(node_id, 0) + 1
         done = False
         try:
             # the caller's cancel scope enforces the deadline; this timeout is a backstop
             reply = await link.request(msg, rid, deadline_s + 1.0)
             done = True
         finally:
-            self.in_flight[node_id] -= 1
-            if not self.in_flight[node_id]:
-                del self.in_flight[node_id]
+            self._votes_out[node_id] -= 1
+            if not self._votes_out[node_id]:
+                del self._votes_out[node_id]
             if not done:
                 link.cancel(rid)
         try:

@@ -12,7 +12,6 @@ and Peers requests. It must not: plan fan-out or decide (the Coordinator does).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import trio
 import zmq
@@ -25,9 +24,7 @@ from zswarm.core.messages import (
     ClientReply,
     ClientRequest,
     Error,
-    Load,
     Message,
-    NodeCard,
     PeersReply,
     PeersRequest,
     Status,
@@ -36,75 +33,65 @@ from zswarm.core.messages import (
     error,
 )
 from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
-from zswarm.net.guard import DropCounter, MessageGuard, QuietLog
+from zswarm.net.guard import MessageGuard, QuietLog
 from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
+from zswarm.runtime.context import NodeContext, Peers
+from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.votes import serve_vote
-
-if TYPE_CHECKING:
-    from zswarm.runtime.federation import Federation
-    from zswarm.runtime.swarm import LocalSwarm
 
 log = logging.getLogger(__name__)
 
 
-class RpcServer:
-    """Bind at construction (so the endpoint can be advertised), then ``nursery.start(serve)``."""
+def open_endpoint(endpoint: str, key: SwarmKey | None) -> tuple[TrioSocket, str]:
+    """The node's ROUTER socket, bound (so the endpoint can be advertised before serving)."""
+    sock = TrioSocket.open(zmq.ROUTER, role="server", key=key, max_msg_bytes=MAX_REQUEST_BYTES)
+    try:
+        return sock, sock.bind(endpoint)
+    except BaseException:
+        sock.close()
+        raise
 
-    def __init__(self, swarm: LocalSwarm, endpoint: str, *,
-                 drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
-        self.swarm = swarm
-        self.config = swarm.config
-        self.sock = TrioSocket.open(zmq.ROUTER, role="server", key=key,
-                                    max_msg_bytes=MAX_REQUEST_BYTES)
-        self.endpoint = self.sock.bind(endpoint)
-        self.card: NodeCard | None = None
-        self.federation: Federation | None = None
-        self.drops = drops or DropCounter("rpc")
+
+class RpcServer:
+    """Serves on a bound socket (``open_endpoint``) with ``nursery.start(serve)``."""
+
+    def __init__(self, ctx: NodeContext, sock: TrioSocket, coordinator: Coordinator,
+                 peers: Peers) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.coordinator = coordinator
+        self.peers = peers
+        self.drops = ctx.drops.counter("rpc")
         self._quiet = QuietLog(log)
         #: requests in flight by (sender, request id): the ids of two senders never collide
         self._active: dict[tuple[bytes, str], trio.CancelScope] = {}
-        workers = len(swarm.pool.workers)
-        self._in_flight = trio.CapacityLimiter(self.config.scheduler.max_queue + workers * 4)
-        #: set while the node drains: new requests and votes are refused
-        self.draining = False
-
-    @property
-    def in_flight(self) -> int:
-        return int(self._in_flight.borrowed_tokens)
-
-    def load(self) -> Load:
-        s = self.swarm.scheduler
-        return Load(state="draining" if self.draining else "ready",
-                    workers_ready=s.workers_ready, idle_workers=s.idle_workers,
-                    queue_depth=s.queue_depth, max_queue=s.max_queue,
-                    tokens_per_s=self.swarm.coordinator.tokens.rate())
+        workers = ctx.config.node.workers
+        self._capacity = trio.CapacityLimiter(ctx.config.scheduler.max_queue + workers * 4)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        assert self.card is not None, "set the node card before serving"
-        with self.sock:
-            task_status.started()
-            async with trio.open_nursery() as nursery:
-                while True:
-                    frames = await self.sock.recv_multipart()
-                    with MessageGuard(self.drops) as guard:
-                        self._dispatch(nursery, frames)
-                    if guard.error is not None and len(frames) >= 2:
-                        rid = getattr(guard.error, "request_id", None)
-                        self._reply(frames[0], error_reply(rid, guard.error))
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                frames = await self.sock.recv_multipart()
+                with MessageGuard(self.drops) as guard:
+                    self._dispatch(nursery, frames)
+                if guard.error is not None and len(frames) >= 2:
+                    rid = getattr(guard.error, "request_id", None)
+                    self._reply(frames[0], error_reply(rid, guard.error))
 
     def _dispatch(self, nursery: trio.Nursery, frames: list[bytes]) -> None:
         if len(frames) != 2:
             raise RemoteProtocolError(f"{len(frames) - 1} frames", reason="multi-frame")
         ident, data = frames
         msg = codec.decode(data)
-        assert self.card is not None
+        card = self.ctx.card
         if isinstance(msg, StatusRequest):
-            self._reply(ident, Status(request_id=msg.request_id, card=self.card, load=self.load()))
+            self._reply(ident, Status(request_id=msg.request_id, card=card, load=self.ctx.load()))
         elif isinstance(msg, PeersRequest):
-            peers = self.federation.peers() if self.federation is not None else []
-            self._reply(ident, PeersReply(request_id=msg.request_id, node=self.card, peers=peers))
+            self._reply(ident, PeersReply(request_id=msg.request_id, node=card,
+                                          peers=self.peers.peers()))
         elif isinstance(msg, Cancel):
             scope = self._active.get((ident, msg.request_id))
             if scope is not None:
@@ -121,16 +108,17 @@ class RpcServer:
         if key in self._active:
             raise DuplicateRequest(f"request id {msg.request_id!r} is already in flight "
                                    "from this sender", request_id=msg.request_id)
-        if self.draining:
+        if self.ctx.state != "ready":
             self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
                                      message="the node is draining (shutting down)"))
             return
         try:
-            self._in_flight.acquire_on_behalf_of_nowait(key)
+            self._capacity.acquire_on_behalf_of_nowait(key)
         except trio.WouldBlock:
             self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
                                      message="too many requests in flight"))
             return
+        self.ctx.requests.enter()  # left in _serve_one, whatever happens
         scope = self._active[key] = trio.CancelScope()
         nursery.start_soon(self._serve_one, ident, msg, scope)
 
@@ -149,29 +137,28 @@ class RpcServer:
             if not isinstance(exc, ZswarmError):
                 log.exception("request %s: internal error", msg.request_id)
             elif isinstance(msg, ClientRequest):
-                self.swarm.coordinator.stats.errors[exc.kind] += 1
+                self.ctx.stats.errors[exc.kind] += 1
             self._quiet.info(f"{type(msg).__name__} {getattr(exc, 'kind', 'internal')}",
                              "%s %s failed: %s", type(msg).__name__, msg.request_id, exc)
             reply = error_reply(msg.request_id, exc)
         finally:
             self._active.pop(key, None)
-            self._in_flight.release_on_behalf_of(key)
+            self._capacity.release_on_behalf_of(key)
+            self.ctx.requests.leave()
         if reply is not None:  # None: a vote cancelled by its sender gets no answer
             self._reply(ident, reply)
 
     async def _client(self, msg: ClientRequest) -> Message:
-        strategy = msg.strategy or self.config.consensus.strategy
-        admit(self.config.limits, msg.request, strategy=strategy)
-        answer, report = await self.swarm.coordinator.ask(
-            msg.request, strategy=strategy,
-            deadline_s=deadline_s(self.config.limits, msg.deadline_ms))
+        config = self.ctx.config
+        strategy = msg.strategy or config.consensus.strategy
+        admit(config.limits, msg.request, strategy=strategy)
+        answer, report = await self.coordinator.ask(
+            msg.request, strategy=strategy, deadline_s=deadline_s(config.limits, msg.deadline_ms))
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:
-        assert self.card is not None
-        return await serve_vote(self.swarm.coordinator, self.config.limits, self.card,
-                                request_id=msg.request_id, request=msg.request,
-                                deadline_ms=msg.deadline_ms)
+        return await serve_vote(self.ctx, self.coordinator, request_id=msg.request_id,
+                                request=msg.request, deadline_ms=msg.deadline_ms)
 
     def _reply(self, ident: bytes, msg: Message) -> None:
         """Send to one sender; a sender that is gone or too slow costs nothing here."""

@@ -7,7 +7,8 @@ shim turns them into Prometheus text at scrape time.
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 
@@ -38,6 +39,27 @@ class Histogram:
         return out
 
 
+class RateMeter:
+    """Tokens generated per second over the last ``window_s`` seconds (for heartbeats)."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+
+    def add(self, tokens: int) -> None:
+        now = time.monotonic()
+        self._trim(now)  # bounded even when nobody asks for the rate
+        self._events.append((now, tokens))
+
+    def rate(self) -> float:
+        self._trim(time.monotonic())
+        return round(sum(t for _, t in self._events) / self.window_s, 2)
+
+    def _trim(self, now: float) -> None:
+        while self._events and now - self._events[0][0] > self.window_s:
+            self._events.popleft()
+
+
 @dataclass
 class NodeStats:
     #: (route, status code) -> requests answered over HTTP
@@ -45,6 +67,8 @@ class NodeStats:
     #: error kind -> requests that failed with it (HTTP and ZMQ clients)
     errors: Counter[str] = field(default_factory=Counter)
     tokens_generated: int = 0
+    #: the recent rate of tokens_generated
+    tokens: RateMeter = field(default_factory=RateMeter)
     votes_sent: int = 0
     votes_received: int = 0
     #: outcome (timeout, failed, cancelled) -> votes sent that did not answer
@@ -53,3 +77,7 @@ class NodeStats:
         (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)))
     vote_rtt_s: Histogram = field(default_factory=lambda: Histogram(
         (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)))
+
+    def generated(self, tokens: int) -> None:
+        self.tokens_generated += tokens
+        self.tokens.add(tokens)

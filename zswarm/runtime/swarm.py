@@ -1,9 +1,11 @@
 """A node's local part: workers loaded, a scheduler, a coordinator (no network).
 
-``local_swarm(config)`` runs it for the duration of a block: the node (runtime/node.py)
-builds its RPC, HTTP and federation around it, and ``zswarm ask --local``, tests and
-benches use it alone. ``single_errors`` unwraps the one error a failed start-up leaves
-in trio's exception groups, so callers see a ConfigError or ModelNotFound, not a group.
+``serving(ctx, pool)`` runs the workers for the duration of a block and marks the
+node ready once they have the model; the composition root (zswarm/node.py) builds
+its servers around it. ``local_swarm(config)`` is the whole local part on its own,
+for ``zswarm ask --local``, tests and benches. ``single_errors`` unwraps the one
+error a failed start-up leaves in trio's exception groups, so callers see a
+ConfigError or ModelNotFound, not a group.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -19,19 +22,32 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 from zswarm.config import Config
+from zswarm.core.messages import NodeCard
+from zswarm.engines.loader import model_id
 from zswarm.errors import ZswarmError
-from zswarm.net.guard import FrameDrops
+from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.workers import WorkerPool
 
 
+class Servable(Protocol):
+    async def serve(self, *, task_status: trio.TaskStatus[object] = ...) -> None: ...
+
+
 @dataclass
 class LocalSwarm:
-    config: Config
+    ctx: NodeContext
     pool: WorkerPool
-    scheduler: Scheduler
     coordinator: Coordinator
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.ctx.scheduler
 
 
 @contextmanager
@@ -51,26 +67,26 @@ def single_errors() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def local_swarm(config: Config, drops: FrameDrops | None = None
-                      ) -> AsyncIterator[LocalSwarm]:
-    """Workers loaded and a scheduler running, for the duration of the block."""
-    scheduler = Scheduler(max_queue=config.scheduler.max_queue)
-    pool = WorkerPool(config, scheduler, drops=(drops or FrameDrops()).counter("workers"))
-    with single_errors():
-        async with _local_swarm(config, scheduler, pool) as swarm:
-            yield swarm
+async def serving(ctx: NodeContext, pool: Servable) -> AsyncIterator[None]:
+    """The workers running for the duration of the block; the node is ready inside it."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.serve)
+        ctx.state = "ready"
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
-async def _local_swarm(config: Config, scheduler: Scheduler, pool: WorkerPool
-                       ) -> AsyncIterator[LocalSwarm]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.serve)
-        coordinator = Coordinator(node_name=config.node.name, pool=pool, scheduler=scheduler,
-                                  weights=config.consensus.weights,
-                                  allow_truncated=config.consensus.allow_truncated,
-                                  vote_deadline_s=config.federation.deadline_ms / 1000)
-        try:
-            yield LocalSwarm(config, pool, scheduler, coordinator)
-        finally:
-            nursery.cancel_scope.cancel()
+async def local_swarm(config: Config) -> AsyncIterator[LocalSwarm]:
+    """Workers loaded and a scheduler running, for the duration of the block."""
+    with single_errors():
+        model = await trio.to_thread.run_sync(model_id, config.model)
+        card = NodeCard(node_id="local", name=config.node.name, model_id=model,
+                        workers=config.node.workers, rpc="", pub="",
+                        swarm=config.federation.swarm)
+        ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue))
+        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"))
+        async with serving(ctx, pool):
+            yield LocalSwarm(ctx, pool, Coordinator(ctx, pool, NoPeers()))

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import time
 
-from zswarm.core.limits import Limits, admit, deadline_s
-from zswarm.core.messages import GenerateRequest, NodeCard, Vote
+from zswarm.core.limits import admit, deadline_s
+from zswarm.core.messages import GenerateRequest, Vote
+from zswarm.runtime.context import NodeContext
 from zswarm.runtime.coordinator import Coordinator
 
 
-async def serve_vote(coordinator: Coordinator, limits: Limits, card: NodeCard, *,
-                     request_id: str, request: GenerateRequest, deadline_ms: int) -> Vote:
-    """Generate ``request.n`` candidates locally; raises what admission or the workers raise."""
+async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: str,
+                     request: GenerateRequest, deadline_ms: int) -> Vote:
+    """Generate ``request.n`` candidates locally; raises what admission or the workers raise.
+
+    The caller holds ``ctx.requests`` while this runs (a drain waits for it).
+    """
     t0 = time.perf_counter()
-    coordinator.stats.votes_received += 1
+    ctx.stats.votes_received += 1
+    limits = ctx.config.limits
     admit(limits, request)
     candidates = await coordinator.gather_local(request,
                                                 deadline_s=deadline_s(limits, deadline_ms))
-    return Vote(request_id=request_id, node_id=card.node_id, name=card.name,
+    return Vote(request_id=request_id, node_id=ctx.card.node_id, name=ctx.card.name,
                 candidates=candidates, elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))

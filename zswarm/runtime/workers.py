@@ -71,7 +71,7 @@ class _Worker:
 class WorkerPool:
     """The node's local workers. Start with ``await nursery.start(pool.serve)``."""
 
-    def __init__(self, config: Config, scheduler: Scheduler, *,
+    def __init__(self, config: Config, scheduler: Scheduler, model_id: str, *,
                  drops: DropCounter | None = None) -> None:
         self.config = config
         self.scheduler = scheduler
@@ -83,7 +83,8 @@ class WorkerPool:
         self._routes: dict[str, trio.MemorySendChannel[WorkerEvent]] = {}
         self._sock: TrioSocket | None = None
         self._endpoint = ""
-        self.model_id = ""
+        #: what the node advertises (engines/loader.py model_id); workers must load just that
+        self.model_id = model_id
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -197,9 +198,15 @@ class WorkerPool:
 
     def _on_message(self, worker: _Worker, msg: Message) -> None:
         if isinstance(msg, WorkReady):
+            if msg.model_id != self.model_id:  # the file changed after the node read it
+                worker.load_error = InferenceError(
+                    f"worker {worker.name} loaded {msg.model_id}, but the node advertises "
+                    f"{self.model_id} (did the model file change?); restart the node")
+                log.error("%s", worker.load_error)
+                worker.ready_event.set()
+                return
             worker.ready = True
             worker.model_id = msg.model_id
-            self.model_id = msg.model_id
             worker.ready_event.set()
             if worker.restarts:
                 log.warning("worker %s is back (pid %d)", worker.name, msg.pid)

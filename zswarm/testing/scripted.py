@@ -93,6 +93,17 @@ def _wait(seconds: float, should_stop: StopCheck | None) -> bool:
         time.sleep(min(left, 0.02))  # cancellation is checked every 20 ms
 
 
+# --- the ``scripted`` backend (entry point ``zswarm.engines``: this module) ---------------
+
+
+def model_id(cfg: ModelConfig) -> str:
+    """The script's ``model_id`` (``model.path`` is the script)."""
+    path = Path(cfg.path).expanduser()
+    try:
+        return str(json.loads(path.read_text()).get("model_id", "scripted"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InferenceError(f"{path}: not a valid engine script: {exc}") from exc
+
+
 def load(cfg: ModelConfig, threads: int) -> ScriptedEngine:
-    """The ``scripted`` backend (entry point ``zswarm.engines``): ``model.path`` is the script."""
     return ScriptedEngine(Path(cfg.path).expanduser())

@@ -1,0 +1,226 @@
+"""The composition root: builds one node from its config and runs it.
+
+Nothing else in the package wires parts together. In order, ``run_node``:
+
+1. reads the node id, the swarm key, the bind address and the model's id (an
+   unknown model fails here, before any port is taken);
+2. binds every socket (HTTP, RPC, heartbeat publisher), so the node's card -
+   who it is and where to reach it - is complete before anything serves;
+3. builds the ``NodeContext`` (runtime/context.py) and passes it, with the parts
+   each needs, into the worker pool, the federation (or ``NoPeers``), the
+   coordinator, the RPC server and the HTTP shim - constructors only, nothing is
+   set afterwards;
+4. serves HTTP at once (503 "loading"), starts the workers (the node is then
+   ready), the RPC server and the federation, and writes ``node.json`` (pid and
+   RPC endpoint, for the CLI);
+5. on ``drain``: state "draining" (new work refused, peers told), waits for the
+   requests in flight (``NodeContext.requests``, at most ``node.drain_timeout_ms``).
+
+Layering: core (pure) <- net <- runtime <- http <- node.py <- cli.py; no module
+imports one to its right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from zswarm.config import Config
+from zswarm.core.ids import NodeId, new_node_id
+from zswarm.core.messages import NodeCard
+from zswarm.engines.loader import model_id
+from zswarm.errors import ConfigError
+from zswarm.http.app import open_listener, serve_http
+from zswarm.http.base import HttpNode
+from zswarm.net.addresses import choose_bind_address
+from zswarm.net.bus import Publisher
+from zswarm.net.security import swarm_key
+from zswarm.runtime.context import NodeContext, NoPeers, Peers
+from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.federation import Federation
+from zswarm.runtime.rpc import RpcServer, open_endpoint
+from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.swarm import serving, single_errors
+from zswarm.runtime.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    name: str
+    host: str
+    rpc_endpoint: str
+    pub_endpoint: str
+    http_port: int
+    model_id: str
+    workers: int
+    federation: bool
+    #: fingerprint of the swarm key ("" = an open swarm)
+    swarm_key: str = ""
+
+
+async def run_node(config: Config, *, drain: trio.Event | None = None,
+                   task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a node until cancelled, or until ``drain`` is set (then drain and return)."""
+    with single_errors():
+        await _run_node(config, drain if drain is not None else trio.Event(), task_status)
+
+
+async def _run_node(config: Config, drain: trio.Event,
+                    task_status: trio.TaskStatus[NodeInfo]) -> None:
+    node_id = load_node_id(config)
+    key = swarm_key(config.security.swarm_key_file, source=config.source)
+    fed_cfg = config.federation
+    if key is None and fed_cfg.enabled:
+        log.warning("OPEN SWARM: no [security] swarm_key_file, so any host on this LAN can "
+                    "join, read votes and ask this node to generate (zswarm keygen makes a key)")
+    host = choose_bind_address(config.node.bind)
+    model = await trio.to_thread.run_sync(model_id, config.model)
+    ports = config.ports
+    with ExitStack() as sockets:  # every socket bound before anything serves
+        listener = None
+        if config.http.enabled:
+            with _binding(config, "http", host):
+                listener = sockets.enter_context(open_listener(host, ports.http))
+        with _binding(config, "rpc", host):
+            rpc_sock, rpc_endpoint = open_endpoint(f"tcp://{host}:{ports.rpc}", key)
+        sockets.callback(rpc_sock.close)
+        publisher = None
+        if fed_cfg.enabled:  # closed last: the goodbye heartbeat goes out before
+            with _binding(config, "pub", host):
+                publisher = Publisher(f"tcp://{host}:{ports.pub}", key=key)
+            sockets.callback(publisher.close)
+        card = NodeCard(node_id=node_id, name=config.node.name, model_id=model,
+                        workers=config.node.workers, rpc=rpc_endpoint,
+                        pub=publisher.endpoint if publisher else "",
+                        http=listener.getsockname()[1] if listener else 0,
+                        swarm=fed_cfg.swarm, hardware=hardware_summary(),
+                        key=key.fingerprint if key else "")
+        ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue),
+                          key=key)
+        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"))
+        federation = (Federation(ctx, publisher, mdns_address=host)
+                      if publisher is not None else None)
+        peers: Peers = federation if federation is not None else NoPeers()
+        coordinator = Coordinator(ctx, pool, peers)
+        rpc = RpcServer(ctx, rpc_sock, coordinator, peers)
+        async with trio.open_nursery() as nursery:
+            if listener is not None:  # first, so /health can say "loading"
+                await nursery.start(serve_http, HttpNode(ctx, coordinator, peers, nursery),
+                                    listener)
+            async with serving(ctx, pool), trio.open_nursery() as servers:
+                await servers.start(rpc.serve)
+                if federation is not None:
+                    await servers.start(federation.serve)
+                info = _announce(config, ctx, host)
+                task_status.started(info)
+                try:
+                    await drain.wait()
+                    await _drain(ctx)
+                finally:
+                    _remove_node_json(config.state_path / "node.json")
+                servers.cancel_scope.cancel()  # RPC and federation (goodbye) before the workers
+            nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _binding(config: Config, port: str, host: str) -> Iterator[None]:
+    """A port that cannot be bound is a config error naming the key (in use, not local)."""
+    try:
+        yield
+    except OSError as exc:
+        number = getattr(config.ports, port)
+        raise ConfigError(f"{config.source}: ports.{port}: cannot listen on {host}:{number}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def _announce(config: Config, ctx: NodeContext, host: str) -> NodeInfo:
+    """Write node.json and log the banner."""
+    card = ctx.card
+    info = NodeInfo(node_id=card.node_id, name=card.name, host=host, rpc_endpoint=card.rpc,
+                    pub_endpoint=card.pub, http_port=card.http, model_id=card.model_id,
+                    workers=card.workers, federation=bool(card.pub), swarm_key=card.key)
+    _write_node_json(config.state_path / "node.json", info, config.source)
+    log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
+             "federation %s", info.name, info.node_id, host, card.rpc, card.pub or "-",
+             card.http or "-", info.model_id, info.workers,
+             f"on ({config.federation.discovery})" if info.federation else "off")
+    return info
+
+
+async def _drain(ctx: NodeContext) -> None:
+    """Refuse new work, tell peers (heartbeats say "draining"), wait for the requests in flight."""
+    ctx.state = "draining"
+    timeout_s = ctx.config.node.drain_timeout_ms / 1000
+    log.info("draining: refusing new requests, waiting up to %.0f s for %d in flight",
+             timeout_s, ctx.requests.count)
+    with trio.move_on_after(timeout_s) as scope:
+        await ctx.requests.idle()
+    if scope.cancelled_caught:
+        log.warning("drain timeout: stopping with %d request(s) in flight", ctx.requests.count)
+
+
+def load_node_id(config: Config) -> NodeId:
+    """The node's persistent id (state_dir/node_id), created on first start."""
+    path = config.state_path / "node_id"
+    try:
+        with path.open("rb") as f:
+            text = f.read(100).decode("ascii", errors="replace").strip()
+        if text:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+                raise ConfigError(f"{config.source}: node.state_dir: {path} does not hold a "
+                                  "node id (damaged?); delete it and a new id is made")
+            return NodeId(text)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: node.state_dir: cannot read {path}: "
+                          f"{exc.strerror or exc}") from exc
+    node_id = new_node_id()
+    try:
+        config.state_path.mkdir(parents=True, exist_ok=True)
+        path.write_text(node_id + "\n")
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: node.state_dir: cannot write {path}: "
+                          f"{exc.strerror or exc}") from exc
+    return node_id
+
+
+def hardware_summary() -> str:
+    mem_gib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gib = round(int(f.readline().split()[1]) / 2**20)
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count() or 1} cpu, {mem_gib} GiB"
+
+
+def _write_node_json(path: Path, info: NodeInfo, source: str) -> None:
+    """Tell local clients where this node listens (a few bytes: written synchronously)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({**dataclasses.asdict(info), "pid": os.getpid()}))
+        tmp.replace(path)
+    except OSError as exc:  # disk full, read-only, not a directory: say which file
+        raise ConfigError(f"{source}: node.state_dir: cannot write {tmp}: "
+                          f"{exc.strerror or exc}") from exc
+
+
+def _remove_node_json(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,126 @@
+"""What the servers of one node share, built once by the composition root (zswarm/node.py).
+
+Owns: ``NodeContext`` - the config, this node's card, its state (loading -> ready ->
+draining), its stats and drop counters, the requests in flight (``InFlight``: a
+drain waits for its "none left" event instead of polling) and the load figures
+every server reports (``load()``); and ``Peers``, what the coordinator, the RPC
+server and the HTTP shim may ask of the swarm, with ``NoPeers`` for a node that
+does not federate. runtime/federation.py implements ``Peers``; nobody else reads
+its peer table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from zswarm.config import Config
+from zswarm.core.messages import Candidate, GenerateRequest, Load, NodeCard, NodeState, PeerInfo
+from zswarm.core.plan import NodeLoad
+from zswarm.errors import PeerUnavailable
+from zswarm.net.guard import FrameDrops
+from zswarm.net.security import SwarmKey
+from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.stats import NodeStats
+
+
+class InFlight:
+    """Requests being answered (RPC and HTTP alike); ``idle()`` returns once none are left."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        if self.count == 0:
+            self._idle = trio.Event()
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass(eq=False)
+class NodeContext:
+    config: Config
+    card: NodeCard
+    scheduler: Scheduler
+    key: SwarmKey | None = None
+    stats: NodeStats = field(default_factory=NodeStats)
+    drops: FrameDrops = field(default_factory=FrameDrops)
+    requests: InFlight = field(default_factory=InFlight)
+    #: "loading" until the workers have the model, "draining" once shutting down
+    state: NodeState = "loading"
+
+    def load(self) -> Load:
+        s = self.scheduler
+        return Load(state=self.state, workers_ready=s.workers_ready, idle_workers=s.idle_workers,
+                    queue_depth=s.queue_depth, max_queue=s.max_queue,
+                    tokens_per_s=self.stats.tokens.rate())
+
+
+class Peers(Protocol):
+    """What the rest of the node may ask of the swarm (runtime/federation.py answers)."""
+
+    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+        """ALIVE peers serving ``model_id`` that may be sent votes, with their load.
+
+        ``allowed`` limits them to these node names or ids (None = any, [] = none).
+        """
+        ...
+
+    def peer_name(self, node_id: str) -> str: ...
+
+    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+                   ) -> list[Candidate]: ...
+
+    def unanswered(self, node_id: str, why: str) -> None:
+        """A vote sent to this peer was not answered in time."""
+        ...
+
+    def models(self) -> dict[str, str]:
+        """Model id -> the name of an ALIVE peer serving it."""
+        ...
+
+    def peers(self) -> list[PeerInfo]: ...
+
+
+class NoPeers:
+    """The swarm of a node without federation: nobody to ask."""
+
+    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+        return []
+
+    def peer_name(self, node_id: str) -> str:
+        return node_id
+
+    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+                   ) -> list[Candidate]:
+        raise PeerUnavailable(f"peer {node_id} is not known (federation is off)")
+
+    def unanswered(self, node_id: str, why: str) -> None:
+        pass
+
+    def models(self) -> dict[str, str]:
+        return {}
+
+    def peers(self) -> list[PeerInfo]:
+        return []
