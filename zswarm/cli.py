@@ -14,10 +14,10 @@ import typer
 
 from zswarm import client
 from zswarm.config import Config, load_config
-from zswarm.core.limits import admit
+from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
-from zswarm.errors import ConfigError, ZswarmError
+from zswarm.errors import ConfigError, RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey, swarm_key, write_key_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -169,9 +169,11 @@ def ask(
     cfg = _load(config)
     gen = cfg.generation
     strategy = strategy or cfg.consensus.strategy
-    if strategy not in ASK_STRATEGIES:
-        typer.echo(f"error: --strategy must be one of {', '.join(ASK_STRATEGIES)}", err=True)
-        raise typer.Exit(2)
+    try:
+        check_strategy(strategy)  # before connecting: the node's own admission rule
+    except RequestRefused as exc:
+        typer.echo(f"error: --strategy: {exc}", err=True)
+        raise typer.Exit(2) from None
     system_prompt = gen.system_prompt if system is None else system
     messages = ((ChatMessage(role="system", content=system_prompt),) if system_prompt else ()) + (
         ChatMessage(role="user", content=prompt),)

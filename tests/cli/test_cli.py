@@ -76,7 +76,7 @@ def test_bad_config_is_exit_2_with_the_key(tmp_path):
 def test_bad_options_are_clear(tmp_path):
     cfg = write_config(tmp_path)
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--strategy", "best"])
-    assert result.exit_code == 2 and "must be one of" in result.output
+    assert result.exit_code == 2 and "unknown strategy 'best'; choose one of" in result.output
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--n", "0", "--local"])
     assert result.exit_code == 2 and "invalid option" in result.output
 

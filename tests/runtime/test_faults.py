@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,6 +119,19 @@ def test_a_full_disk_or_a_damaged_state_dir_at_start_up_is_a_clear_error(tmp_pat
     assert run.returncode == 2, run.stderr
     assert "No space left on device" in run.stderr and "node.tmp" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("port", ["http", "rpc", "pub"])
+def test_a_port_in_use_is_a_clear_error_naming_it(tmp_path, port):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = taken.getsockname()[1]
+        run = _node_exit(node_config(tmp_path, "x", swarm="s", answers=["42"],
+                                     ports={port: number}))
+    assert run.returncode == 2, run.stderr
+    assert f"ports.{port}: cannot listen on 127.0.0.1:{number}" in run.stderr
+    assert "Address already in use" in run.stderr and "Traceback" not in run.stderr
 
 
 def _children(pid: int) -> list[int]:

@@ -70,7 +70,7 @@ class Federation:
         self.table = PeerTable(self.me, interval_s=self.interval_s, liveness=fed.liveness,
                                forget_after_s=fed.forget_after_ms / 1000,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
-        self.peer_io = peer_io or Connections(self._on_heartbeat, drops=ctx.drops, key=ctx.key,
+        self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
                                               probe_timeout_s=self.interval_s)
         #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
         self._votes_out: dict[str, int] = {}
@@ -159,9 +159,9 @@ class Federation:
     async def _mdns_events(self, receive: trio.MemoryReceiveChannel[MdnsEvent]) -> None:
         async for event in receive:
             with MessageGuard(self._mdns_drops):
-                self._on_mdns(event)
+                self.on_mdns(event)
 
-    def _on_mdns(self, event: MdnsEvent) -> None:
+    def on_mdns(self, event: MdnsEvent) -> None:
         # A removal is advisory (anyone can send one, a crashed node never does):
         # only heartbeats, or their absence, change a known peer's state.
         if not isinstance(event, Found):
@@ -177,7 +177,7 @@ class Federation:
         self._apply(self.table.discovered(card, event.address, "mdns", trio.current_time(),
                                           proto=event.proto))
 
-    def _on_heartbeat(self, hb: Heartbeat) -> None:
+    def on_heartbeat(self, hb: Heartbeat) -> None:
         if claims.foreign(hb.card, self.me):
             return
         self._apply(self.table.heard(hb.card, claims.believable_load(hb.load, hb.card),

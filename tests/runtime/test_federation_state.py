@@ -1,0 +1,260 @@
+"""The Federation's handling of what it hears, in milliseconds: trio's MockClock, no sockets.
+
+A recording stand-in for runtime/connections.py answers status requests and votes as
+told; mDNS records and heartbeats are handed to ``on_mdns`` / ``on_heartbeat`` as the
+socket loops would. Real sockets, mDNS and processes prove the same paths in
+tests/federation and tests/e2e.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.lowlevel
+
+from zswarm.config import parse_config
+from zswarm.core.messages import (
+    Candidate,
+    ChatMessage,
+    GenerateRequest,
+    Heartbeat,
+    Load,
+    Message,
+    NodeCard,
+    Status,
+    StatusRequest,
+    Vote,
+    VoteRequest,
+)
+from zswarm.core.peers import PeerState
+from zswarm.errors import PeerUnavailable, RemoteProtocolError
+from zswarm.net.guard import FrameDrops
+from zswarm.net.mdns import Found
+from zswarm.runtime.context import NodeContext
+from zswarm.runtime.federation import Federation
+from zswarm.runtime.scheduler import Scheduler
+
+READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
+
+
+def card(name: str, *, swarm: str = "s", key: str = "", model: str = "m@1",
+         host: str = "10.0.0.2") -> NodeCard:
+    return NodeCard(node_id=name, name=name, model_id=model, workers=1,
+                    rpc=f"tcp://{host}:7001", pub=f"tcp://{host}:7002", swarm=swarm, key=key)
+
+
+@dataclass
+class FakeIO:
+    """The part of Connections the Federation uses, recording what it is asked to do."""
+
+    drops: FrameDrops = field(default_factory=FrameDrops)
+    subscribed: list[str] = field(default_factory=list)
+    forgotten: list[tuple[str, str]] = field(default_factory=list)
+    #: endpoint -> the card that answers a status request there (absent = no answer)
+    at: dict[str, NodeCard] = field(default_factory=dict)
+    #: node id -> how it answers a vote request
+    votes: dict[str, Callable[[VoteRequest], Message]] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.vote_drops = self.drops.counter("votes")
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    def subscribe(self, peer) -> None:
+        self.subscribed.append(peer.card.node_id)
+
+    def forget(self, node_id: str, why: str) -> None:
+        self.forgotten.append((node_id, why))
+
+    def close_link(self, node_id: str, why: str) -> None:
+        pass
+
+    def link(self, peer) -> FakeLink:
+        return FakeLink(self, peer.card)
+
+    async def status(self, endpoint: str, name: str) -> tuple[Status, float]:
+        if endpoint not in self.at:
+            raise PeerUnavailable(f"{name} does not answer at {endpoint}")
+        return Status(request_id="r", card=self.at[endpoint], load=READY), 0.5
+
+
+@dataclass
+class FakeLink:
+    io: FakeIO
+    peer: NodeCard
+
+    async def request(self, msg: Message, rid: str, timeout_s: float) -> Message:
+        if isinstance(msg, StatusRequest):
+            return Status(request_id=rid, card=self.peer, load=READY)
+        assert isinstance(msg, VoteRequest)
+        answer = self.io.votes.get(self.peer.node_id)
+        if answer is None:
+            await trio.sleep_forever()
+        return answer(msg)
+
+    def cancel(self, rid: str) -> None:
+        self.io.cancelled.append(rid)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.heartbeats: list[Heartbeat] = []
+
+    def publish(self, hb: Heartbeat) -> None:
+        self.heartbeats.append(hb)
+
+
+@dataclass
+class Swarm:
+    fed: Federation
+    io: FakeIO
+    published: Published
+    ctx: NodeContext
+
+    def hear(self, peer: NodeCard, load: Load = READY) -> None:
+        self.fed.on_heartbeat(Heartbeat(card=peer, seq=1, load=load, interval_ms=1000))
+
+    def state(self, node_id: str) -> PeerState | None:
+        return {p.node_id: PeerState(p.state) for p in self.fed.peers() if p.node_id}.get(node_id)
+
+
+@pytest.fixture
+async def swarm(nursery):
+    async def build(**federation: object) -> Swarm:
+        config = parse_config({"node": {"name": "me"}, "federation": {
+            "swarm": "s", "discovery": "static", **federation}})
+        ctx = NodeContext(config, card("me", host="10.0.0.1"), Scheduler(max_queue=8),
+                          state="ready")
+        io, published = FakeIO(drops=ctx.drops), Published()
+        fed = Federation(ctx, published, mdns_address="10.0.0.1", peer_io=io)  # type: ignore[arg-type]
+        await nursery.start(fed.serve)
+        return Swarm(fed, io, published, ctx)
+    return build
+
+
+def ask(n: int = 1) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=n)
+
+
+def found(peer: NodeCard) -> Found:
+    return Found(card=peer, address=peer.rpc[6:].split(":")[0], proto=1, service="x")
+
+
+async def test_a_record_of_this_swarm_is_pinged_and_joins(swarm, autojump_clock):
+    s = await swarm()
+    b = card("b")
+    s.io.at[b.rpc] = b
+    s.fed.on_mdns(found(b))
+    assert s.state("b") is PeerState.DISCOVERED and s.io.subscribed == ["b"]
+    await trio.sleep(1.5)  # the next heartbeat pings it; its Status makes it ALIVE
+    assert s.state("b") is PeerState.ALIVE
+    assert [load.node_id for load in s.fed.peer_loads("m@1", None)] == ["b"]
+
+
+async def test_records_of_another_swarm_or_key_are_never_peers(swarm, autojump_clock):
+    s = await swarm()
+    s.fed.on_mdns(found(card("x", swarm="other")))
+    s.fed.on_mdns(found(card("y", key="someone-elses-key")))
+    s.hear(card("z", swarm="other"))
+    await trio.sleep(2.0)
+    assert s.fed.peers() == [] and s.io.subscribed == []
+
+
+async def test_peer_loads_honour_model_state_allowed_and_votes_out(swarm, autojump_clock):
+    s = await swarm()
+    for name, model in (("b", "m@1"), ("c", "m@1"), ("d", "other@2")):
+        s.fed.on_mdns(found(card(name, model=model)))
+        s.hear(card(name, model=model))
+    s.hear(card("c"), Load(state="draining"))
+    assert [p.node_id for p in s.fed.peer_loads("m@1", None)] == ["b"]  # c drains, d differs
+    assert s.fed.peer_loads("m@1", []) == []
+    assert s.fed.models() == {"m@1": "b", "other@2": "d"}
+    # a vote in flight to b counts as queue there, so the planner spreads the next one
+    async with trio.open_nursery() as n:
+        n.start_soon(s.fed.vote, "b", ask(), 5.0)
+        await trio.sleep(0.1)
+        assert [(p.node_id, p.queue_depth) for p in s.fed.peer_loads("m@1", ["b"])] == [("b", 1)]
+        n.cancel_scope.cancel()
+    assert len(s.io.cancelled) == 1  # we stopped waiting: the peer is told to stop
+    assert s.fed.peer_loads("m@1", ["b"])[0].queue_depth == 0
+
+
+async def test_a_silent_peer_dies_on_time_and_its_links_go(swarm, autojump_clock):
+    s = await swarm(heartbeat_interval_ms=1000, liveness=3)
+    s.fed.on_mdns(found(card("b")))
+    s.hear(card("b"))
+    s.io.at.clear()
+    s.fed.peer_io.link = lambda peer: (_ for _ in ()).throw(PeerUnavailable("gone"))  # type: ignore[method-assign]
+    await trio.sleep(2.9)
+    assert s.state("b") is not PeerState.DEAD
+    await trio.sleep(0.4)  # interval x liveness = 3 s, checked four times per interval
+    assert s.state("b") is PeerState.DEAD
+    assert any(node == "b" and "died" in why for node, why in s.io.forgotten)
+    assert s.fed.peer_loads("m@1", None) == []
+
+
+async def test_a_vote_from_the_wrong_node_is_refused_and_demotes_the_peer(swarm, autojump_clock):
+    s = await swarm()
+    s.fed.on_mdns(found(card("b")))
+    s.hear(card("b"))
+    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id="mallory", name="m",
+                                       candidates=[Candidate(text="1", finish_reason="stop")])
+    with pytest.raises(RemoteProtocolError):
+        await s.fed.vote("b", ask(), 5.0)
+    assert s.fed.peer_loads("m@1", None) == []  # demoted: not asked for a while
+    assert sum(s.ctx.drops.counts.values()) == 1
+    (info,) = s.fed.peers()
+    assert info.state == "alive" and info.detail
+
+
+async def test_a_good_vote_is_renamed_after_the_link(swarm, autojump_clock):
+    s = await swarm()
+    s.fed.on_mdns(found(card("b")))
+    s.hear(card("b"))
+    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id="b", name="b",
+                                       candidates=[Candidate(text="42", finish_reason="stop",
+                                                             node="someone-else")])
+    (cand,) = await s.fed.vote("b", ask(), 5.0)
+    assert cand.text == "42" and cand.node == "b"
+
+
+async def test_an_unanswered_vote_demotes_for_a_while(swarm, autojump_clock):
+    s = await swarm()
+    s.fed.on_mdns(found(card("b")))
+    s.hear(card("b"))
+    s.fed.unanswered("b", "no vote within 1.0 s")
+    assert s.fed.peer_loads("m@1", None) == []
+    await trio.sleep(11.0)  # the first demotion lasts 10 s
+    s.hear(card("b"))
+    assert [p.node_id for p in s.fed.peer_loads("m@1", None)] == ["b"]
+
+
+async def test_static_peers_are_probed_and_explained_until_they_answer(swarm, autojump_clock):
+    s = await swarm(peers=["tcp://10.0.0.3:7001", "tcp://10.0.0.4:7001"])
+    s.io.at["tcp://10.0.0.3:7001"] = card("c", host="10.0.0.3")
+    s.io.at["tcp://10.0.0.4:7001"] = card("d", host="10.0.0.4", swarm="other")
+    await trio.sleep(1.5)
+    by_rpc = {p.rpc: p for p in s.fed.peers()}
+    assert by_rpc["tcp://10.0.0.3:7001"].state == "alive"
+    assert by_rpc["tcp://10.0.0.4:7001"].state == "unreachable"
+    assert "swarm 'other'" in by_rpc["tcp://10.0.0.4:7001"].detail
+
+
+async def test_heartbeats_say_draining_and_goodbye_says_leaving(swarm, nursery, autojump_clock):
+    s = await swarm()
+    await trio.sleep(1.0)
+    assert s.published.heartbeats[-1].load.state == "ready"
+    s.ctx.state = "draining"
+    await trio.sleep(1.0)
+    last = s.published.heartbeats[-1].load
+    assert last.state == "draining" and last.workers_ready == 0 and last.max_queue == 8
+    nursery.cancel_scope.cancel()
+    await trio.lowlevel.checkpoint()
+    assert s.published.heartbeats[-1].load.state == "leaving"

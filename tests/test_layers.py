@@ -1,0 +1,82 @@
+"""The package's layering, read from the source (every import, TYPE_CHECKING ones too).
+
+Each layer imports only layers below it; zswarm.testing is imported by no production
+module; and no two modules import each other, directly or in a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "zswarm"
+
+#: lower number = lower layer; a module may import its own layer's package and lower ones
+LAYERS = {
+    "errors": 0, "core": 1, "config": 2, "net": 3, "engines": 3, "runtime": 4, "http": 5,
+    "client": 5, "node": 6, "cli": 7, "__main__": 8, "testing": 8,
+    "": 3,  # zswarm/__init__.py: the version and the public config names
+}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.split(".")[0] == "zswarm":
+                for alias in node.names:  # "from zswarm.core import codec" imports a module
+                    full = f"{node.module}.{alias.name}"
+                    deps.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.split(".")[0] == "zswarm"}
+        graph[name] = deps - {name}
+    return graph
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_each_layer_imports_only_layers_below_it():
+    wrong = [f"{m} imports {d}" for m, deps in _imports().items() for d in deps
+             if _layer(d) != _layer(m) and LAYERS[_layer(d)] >= LAYERS[_layer(m)]]
+    assert wrong == []
+
+
+def test_production_code_never_imports_test_support():
+    graph = _imports()
+    wrong = [f"{m} imports {d}" for m, deps in graph.items() for d in deps
+             if d.startswith("zswarm.testing") and not m.startswith("zswarm.testing")]
+    assert wrong == []
+
+
+def test_no_import_circles():
+    graph = _imports()
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(module, ())):
+            if dep in path:
+                circles.append(" -> ".join([*path[path.index(dep):], dep]))
+            elif dep not in done:
+                visit(dep, [*path, dep])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert circles == []
+
+
+def test_every_layer_is_known():
+    assert {_layer(m) for m in _imports()} <= set(LAYERS)
