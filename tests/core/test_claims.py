@@ -72,3 +72,16 @@ def test_load_and_interval_are_clamped_to_what_can_be_believed():
     assert (load.workers_ready, load.idle_workers) == (2, 2)
     assert claims.believable_interval_s(3_600_000, 1.0) == claims.MAX_PEER_INTERVAL_S
     assert claims.believable_interval_s(10, 1.0) == 1.0
+
+
+def test_foreign_is_the_one_same_swarm_rule():
+    def card(swarm: str = "s", key: str = "") -> NodeCard:
+        return NodeCard(node_id="n", name="n", model_id="m", workers=1, rpc="", pub="",
+                        swarm=swarm, key=key)
+
+    assert claims.foreign(card(), card()) == ""
+    assert claims.foreign(card(key="k1"), card(key="k1")) == ""
+    assert "swarm 'x'" in claims.foreign(card(swarm="x"), card())
+    assert claims.foreign(card(key="k2"), card(key="k1")) == "uses another swarm key"
+    assert claims.foreign(card(), card(key="k1")) == "has no swarm key"
+    assert claims.foreign(card(key="k1"), card()) == "uses a swarm key and this node has none"
