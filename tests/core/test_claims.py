@@ -85,3 +85,12 @@ def test_foreign_is_the_one_same_swarm_rule():
     assert claims.foreign(card(key="k2"), card(key="k1")) == "uses another swarm key"
     assert claims.foreign(card(), card(key="k1")) == "has no swarm key"
     assert claims.foreign(card(key="k1"), card()) == "uses a swarm key and this node has none"
+
+
+def test_non_ascii_digits_are_not_numbers():
+    # "²".isdigit() is True but int("²") raises: found by the property test above
+    card, proto = claims.card_from_txt({"id": "n", "rpc": "7001", "pub": "7002", "proto": "²"},
+                                       "10.0.0.2")
+    assert proto == -1 and card.rpc == "tcp://10.0.0.2:7001"
+    with pytest.raises(RemoteProtocolError):
+        claims.port_number("7²")

@@ -30,6 +30,11 @@ from zswarm.errors import RemoteProtocolError
 MAX_PEER_INTERVAL_S = 10.0
 
 
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits only ("²".isdigit() is True, but int("²") raises), at most ``most``."""
+    return text.isascii() and text.isdigit() and len(text) <= most
+
+
 def ipv4_literal(host: str) -> str:
     """``host`` if it is a dotted IPv4 address (no names, no IPv6, no wildcards)."""
     try:
@@ -45,7 +50,7 @@ def ipv4_literal(host: str) -> str:
 def port_number(value: object) -> int:
     """A TCP port 1-65535 from an int or a decimal string."""
     text = str(value)
-    if not text.isdigit() or len(text) > 5 or not 1 <= int(text) <= 65535:
+    if not _digits(text, 5) or not 1 <= int(text) <= 65535:
         raise RemoteProtocolError(f"not a port (1-65535): {text[:16]!r}", reason="bad-endpoint")
     return int(text)
 
@@ -74,7 +79,7 @@ def card_at(card: NodeCard, address: str) -> NodeCard:
 def card_from_txt(props: Mapping[str, str], address: str) -> tuple[NodeCard, int]:
     """(card, protocol version) from an mDNS TXT record resolved at ``address``."""
     proto_text = props.get("proto", "0")
-    proto = int(proto_text) if proto_text.isdigit() and len(proto_text) <= 6 else -1
+    proto = int(proto_text) if _digits(proto_text, 6) else -1
     try:
         fields = {
             "node_id": props["id"], "name": props.get("name", ""),
@@ -103,8 +108,10 @@ def believable_interval_s(claimed_ms: int, own_s: float) -> float:
     return min(max(claimed_ms / 1000, own_s), max(own_s, MAX_PEER_INTERVAL_S))
 
 
-def accept_vote(vote: Vote, *, node_id: str, name: str, asked: int) -> list[Candidate]:
-    """The candidates of a vote from ``node_id``, each named ``name``; or RemoteProtocolError.
+def accept_vote(vote: Vote, *, node_id: str, name: str, asked: int, model_id: str = ""
+                ) -> list[Candidate]:
+    """The candidates of a vote from ``node_id``, each named ``name`` and marked with the
+    ``model_id`` of its card; or RemoteProtocolError.
 
     The codec has checked every field's range (finite log-probabilities <= 0, text
     length); this checks what only the asker knows.
@@ -115,7 +122,7 @@ def accept_vote(vote: Vote, *, node_id: str, name: str, asked: int) -> list[Cand
     if len(vote.candidates) > asked:
         raise RemoteProtocolError(f"{len(vote.candidates)} candidates for {asked} asked",
                                   reason="bad-vote")
-    return [msgspec.structs.replace(c, node=name) for c in vote.candidates]
+    return [msgspec.structs.replace(c, node=name, model_id=model_id) for c in vote.candidates]
 
 
 def foreign(card: NodeCard, me: NodeCard) -> str:

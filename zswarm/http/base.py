@@ -70,7 +70,7 @@ async def read_body(request: Request, limits: HttpConfig) -> bytes:
     if ctype.lower() != "application/json":
         raise ApiError(415, f"expected Content-Type: application/json, got {ctype!r}")
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > cap:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > cap:
         raise ApiError(413, f"request body of {length} bytes exceeds the limit of {cap}")
     body = bytearray()
     with trio.move_on_after(timeout_s):
