@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta, field
 from msgspec import inspect as mi
 
+from zswarm.core.consensus import DEFAULT_TAU
 from zswarm.core.limits import Limits
 from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
@@ -102,8 +103,10 @@ class ConsensusConfig(Section, frozen=True):
     strategy: str = "first_valid"
     n: int = 1
     allow_truncated: bool = True
-    #: per-node weights for weighted_vote and majority (node name -> weight)
+    #: per-node weights for weighted_vote, majority and confidence (node name -> weight)
     weights: dict[str, float] = field(default_factory=dict)
+    #: temperature of ``confidence``: lower trusts log-probabilities more, higher counts more
+    confidence_tau: Annotated[float, Meta(gt=0.0, le=10.0)] = DEFAULT_TAU
 
 
 class FederationConfig(Section, frozen=True):

@@ -6,13 +6,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zswarm.core.consensus import STRATEGIES, Validation, build_report, decide
+from zswarm.core.consensus import (
+    CONFIDENCE_FLOOR,
+    STRATEGIES,
+    Validation,
+    build_report,
+    decide,
+)
 from zswarm.core.messages import Candidate
 from zswarm.errors import NoQuorum
 
 
-def cand(text: str, *, node: str = "a", finish: str = "stop", lp: float | None = None) -> Candidate:
-    return Candidate(text=text, finish_reason=finish, mean_logprob=lp, node=node, worker="w0")  # type: ignore[arg-type]
+def cand(text: str, *, node: str = "a", finish: str = "stop", lp: float | None = None,
+         model: str = "m@1") -> Candidate:
+    return Candidate(text=text, finish_reason=finish, mean_logprob=lp, node=node, worker="w0",  # type: ignore[arg-type]
+                     model_id=model)
 
 
 def test_first_valid_skips_invalid_and_stops_early():
@@ -124,6 +132,11 @@ cand_lists = st.lists(
               st.sampled_from(["a", "b", "c"]),
               st.one_of(st.none(), st.floats(-5, 0))),
     min_size=1, max_size=8)
+mixed_lists = st.lists(
+    st.builds(lambda t, node, lp, model: cand(t, node=node, lp=lp, model=model), texts,
+              st.sampled_from(["a", "b", "c"]), st.one_of(st.none(), st.floats(-5, 0)),
+              st.sampled_from(["m@1", "m@1", "m@1", "other@2"])),
+    min_size=1, max_size=8)
 
 
 @settings(max_examples=150, deadline=None)
@@ -181,3 +194,98 @@ def test_similarity_reads_a_bounded_prefix():
     a = "word " * SIMILARITY_CHARS
     sim = similarity_matrix([a + "tail one", a + "a different ending altogether"])
     assert sim[0][1] == 1.0  # the texts differ only after the compared prefix
+
+
+# --- confidence ------------------------------------------------------------------------
+
+
+def test_confidence_lets_a_confident_minority_beat_an_unsure_majority():
+    cands = [cand("Paris", lp=-2.0), cand("paris.", lp=-2.2), cand("Paris", lp=-1.9),
+             cand("Lyon", lp=-0.1), cand("Lyon", lp=-0.15)]
+    d = decide("confidence", cands, expected=5, final=True, tau=0.5)
+    assert d is not None and d.answer_keys[d.winner] == "text:lyon"
+    assert d.winner == 3  # inside the group: its most confident candidate
+    assert decide("majority", cands, expected=5, final=True).answer_keys[0] == "text:paris"
+    # a higher tau trusts log-probabilities less: the majority wins again
+    d = decide("confidence", cands, expected=5, final=True, tau=5.0)
+    assert d is not None and d.answer_keys[d.winner] == "text:paris"
+
+
+def test_confidence_without_logprobs_is_majority_and_says_so():
+    cands = [cand("6"), cand("six"), cand("7")]
+    d = decide("confidence", cands, expected=3, final=True)
+    m = decide("majority", cands, expected=3, final=True)
+    assert d is not None and m is not None and d.winner == m.winner == 0
+    assert "no log-probabilities" in d.note
+    d = decide("confidence", [cand("6", lp=-3.0), cand("7")], expected=2, final=True)
+    assert d is not None and d.winner == 1 and "without log-probabilities counted 1" in d.note
+
+
+def test_confidence_never_compares_two_models_log_probabilities():
+    cands = [cand("6", lp=-3.0, model="a@1"), cand("6", lp=-3.0, model="a@1"),
+             cand("7", lp=-0.01, model="b@2")]
+    d = decide("confidence", cands, expected=3, final=True)
+    assert d is not None and d.answer_keys[d.winner] == "num:6" and "2 models" in d.note
+
+
+def test_confidence_ties_go_to_the_earlier_group():
+    d = decide("confidence", [cand("7", lp=-0.5), cand("6", lp=-0.5)], expected=2, final=True)
+    assert d is not None and d.winner == 0
+
+
+def test_confidence_node_weights_multiply():
+    cands = [cand("7", node="a", lp=-0.2), cand("6", node="b", lp=-0.4)]
+    d = decide("confidence", cands, expected=2, final=True, tau=0.5)
+    assert d is not None and d.winner == 0
+    d = decide("confidence", cands, expected=2, final=True, tau=0.5, weights={"b": 3.0})
+    assert d is not None and d.winner == 1
+
+
+def test_confidence_caps_what_one_candidate_can_claim():
+    # a peer claiming certainty (log-prob 0) counts as much as 1 / CONFIDENCE_FLOOR
+    # of the least confident candidates, never more
+    liar = cand("9", node="peer", lp=0.0)
+    honest = [cand("4", lp=-50.0) for _ in range(int(1 / CONFIDENCE_FLOOR) + 1)]
+    d = decide("confidence", [liar, *honest], expected=len(honest) + 1, final=True)
+    assert d is not None and d.answer_keys[d.winner] == "num:4"
+
+
+def test_confidence_stops_early_only_when_the_winner_is_settled():
+    sure = [cand("7", lp=-0.01), cand("7", lp=-0.02), cand("7", lp=-0.01)]
+    assert decide("confidence", sure[:2], expected=5, final=False) is None  # 3 could come
+    d = decide("confidence", [*sure, cand("7", lp=-0.01)], expected=5, final=False)
+    assert d is not None and d.winner == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(mixed_lists, st.sampled_from(["confidence", "majority", "weighted_vote"]),
+       st.sampled_from([0.2, 0.5, 2.0]))
+def test_an_early_stop_never_changes_the_answer(cands, strategy, tau):
+    """Whatever arrives after an early stop, the final winner's answer is the same."""
+    try:
+        final = decide(strategy, cands, expected=len(cands), final=True, tau=tau)
+    except NoQuorum:
+        return
+    assert final is not None
+    for k in range(1, len(cands)):
+        try:
+            early = decide(strategy, cands[:k], expected=len(cands), final=False, tau=tau)
+        except NoQuorum:
+            continue
+        if early is not None:
+            if strategy == "weighted_vote":
+                assert cands[early.winner].text == cands[final.winner].text
+            else:
+                assert early.answer_keys[early.winner] == final.answer_keys[final.winner]
+            break
+
+
+def test_confidence_does_not_stop_early_when_a_second_model_could_turn_it_into_counting():
+    sure, unsure = cand("7", lp=0.0), cand("6", lp=-50.0)
+    seen = [sure, sure, unsure, unsure, unsure]
+    # by confidence 7 leads by 1.85 > one outstanding candidate; but if that one comes
+    # from another model the rule becomes counting, and 6 would win 4 to 2
+    assert decide("confidence", seen, expected=6, final=False) is None
+    final = decide("confidence", [*seen, cand("6", lp=-1.0, model="other@2")], expected=6,
+                   final=True)
+    assert final is not None and final.answer_keys[final.winner] == "num:6"

@@ -14,11 +14,21 @@ it always decides or raises NoQuorum.
   remaining candidate could change the winner.
 - majority: candidates are grouped by their normalised answer (core/answers.py);
   the group with most weight wins; ties go to more weight, then earlier arrival.
+- confidence: majority's groups, each candidate weighted by its confidence
+  exp(mean log-probability / tau) (CISC, Taubenfeld et al. 2025: the softmax over the
+  candidates, whose common denominator does not change the winner), times its node's
+  weight; the heaviest group wins and, inside it, its most confident candidate.
+  A confidence is at least CONFIDENCE_FLOOR, so no candidate - whatever a peer claims -
+  counts more than 1 / CONFIDENCE_FLOOR times another of the same node weight.
+  Log-probabilities are only compared within one model: when the candidates come from
+  several models, or none has log-probabilities, every candidate counts 1 (majority),
+  and the decision's note says so; a candidate without one counts 1.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +40,12 @@ from zswarm.core.answers import answer_key
 from zswarm.core.messages import Candidate, Report, ReportCandidate
 from zswarm.errors import NoQuorum
 
-STRATEGIES = ("first_valid", "best_of_n", "weighted_vote", "majority")
+STRATEGIES = ("first_valid", "best_of_n", "weighted_vote", "majority", "confidence")
+
+#: the temperature of ``confidence`` (chosen by bench/consensus_quality.py)
+DEFAULT_TAU = 0.5
+#: the least confidence a candidate has under ``confidence`` (a cap on what one can claim)
+CONFIDENCE_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ def decide(
     final: bool,
     weights: Mapping[str, float] | None = None,
     validation: Validation | None = None,
+    tau: float = DEFAULT_TAU,
 ) -> Decision | None:
     """Decide now if the strategy allows it; see the module docstring."""
     weights = weights or {}
@@ -120,6 +136,8 @@ def decide(
         return _weighted_vote(candidates, valid, weights, remaining=0 if final else remaining)
     if strategy == "majority":
         return _majority(candidates, valid, weights, remaining=0 if final else remaining)
+    if strategy == "confidence":
+        return _confidence(candidates, valid, weights, tau, remaining=0 if final else remaining)
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
@@ -192,14 +210,8 @@ def _majority(
     *,
     remaining: int,
 ) -> Decision | None:
-    keys: list[str | None] = [None] * len(candidates)
-    group_weight: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
-    for i in valid:
-        key = answer_key(candidates[i].text)
-        keys[i] = key
-        group_weight[key] = group_weight.get(key, 0.0) + _weight(weights, candidates[i])
-        first_seen.setdefault(key, i)
+    keys, group_weight, first_seen = _groups(
+        candidates, valid, {i: _weight(weights, candidates[i]) for i in valid})
     ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
     best = ranked[0]
     if remaining:
@@ -214,6 +226,70 @@ def _majority(
         assert key is not None
         scores[i] = group_weight[key] / total
     return Decision(first_seen[best], scores, group_weight[best] / total, answer_keys=keys)
+
+
+def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
+                ) -> tuple[dict[int, float], str]:
+    """Each valid candidate's confidence in [CONFIDENCE_FLOOR, 1], and how it was found."""
+    with_lp = [i for i in valid if candidates[i].mean_logprob is not None]
+    models = {candidates[i].model_id for i in valid}
+    if not with_lp:
+        return dict.fromkeys(valid, 1.0), "no log-probabilities: counted like majority"
+    if len(models) > 1:
+        return dict.fromkeys(valid, 1.0), \
+            f"{len(models)} models: log-probabilities not comparable, counted like majority"
+    out = dict.fromkeys(valid, 1.0)
+    for i in with_lp:
+        lp = candidates[i].mean_logprob
+        assert lp is not None
+        out[i] = max(CONFIDENCE_FLOOR, math.exp(min(0.0, lp) / tau))
+    note = "" if len(with_lp) == len(valid) else \
+        f"{len(valid) - len(with_lp)} candidate(s) without log-probabilities counted 1"
+    return out, note
+
+
+def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float]
+            ) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
+    """Answer key per candidate, summed weight per key, first arrival per key."""
+    keys: list[str | None] = [None] * len(candidates)
+    total: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i in valid:
+        key = keys[i] = answer_key(candidates[i].text)
+        total[key] = total.get(key, 0.0) + weight[i]
+        first.setdefault(key, i)
+    return keys, total, first
+
+
+def _confidence(
+    candidates: Sequence[Candidate],
+    valid: list[int],
+    weights: Mapping[str, float],
+    tau: float,
+    *,
+    remaining: int,
+) -> Decision | None:
+    conf, note = confidences(candidates, valid, tau)
+    weight = {i: _weight(weights, candidates[i]) * conf[i] for i in valid}
+    keys, total, first = _groups(candidates, valid, weight)
+    ranked = sorted(total, key=lambda k: (-total[k], first[k]))
+    best = ranked[0]
+    if remaining:
+        # A newcomer adds at most w_max (confidence <= 1) to one group, and may turn the
+        # rule into counting (a second model): stop only if neither can change the winner.
+        w_max = max([1.0, *weights.values()])
+        counted = {i: _weight(weights, candidates[i]) for i in valid}
+        _, by_count, _ = _groups(candidates, valid, counted)
+        for sums in (total, by_count):
+            rest = max((v for k, v in sums.items() if k != best), default=0.0)
+            if sums[best] - rest <= remaining * w_max:
+                return None
+    winner = max((i for i in valid if keys[i] == best), key=lambda i: (weight[i], -i))
+    grand = sum(total.values())
+    scores: list[float | None] = [None] * len(candidates)
+    for i in valid:
+        scores[i] = weight[i] / grand
+    return Decision(winner, scores, total[best] / grand, answer_keys=keys, note=note)
 
 
 def build_report(
@@ -243,6 +319,8 @@ def build_report(
                 prompt_tokens=c.prompt_tokens,
                 answer_key=k,
                 token_logprobs=c.token_logprobs,
+                mean_logprob=c.mean_logprob,
+                model_id=c.model_id,
             )
             for c, s, k in zip(candidates, decision.scores, keys, strict=True)
         ],

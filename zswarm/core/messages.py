@@ -98,6 +98,9 @@ class Candidate(Struct, frozen=True, kw_only=True):
     worker: ShortText = ""
     #: per token, when the request asked for logprobs
     token_logprobs: Annotated[list[TokenLogprob], Meta(max_length=MAX_TOKENS_LIMIT)] | None = None
+    #: the model that made it (set by the asker from the node's card, never taken from a
+    #: peer's word): log-probabilities are only compared within one model
+    model_id: ShortText = ""
 
 
 class ReportCandidate(Struct, frozen=True, kw_only=True):
@@ -111,6 +114,8 @@ class ReportCandidate(Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0
     answer_key: str | None = None
     token_logprobs: list[TokenLogprob] | None = None
+    mean_logprob: float | None = None
+    model_id: str = ""
 
 
 Outcome = Literal["answered", "partial", "timeout", "failed", "cancelled"]

@@ -104,6 +104,7 @@ class Coordinator:
         consensus = ctx.config.consensus
         self.weights = dict(consensus.weights)
         self.validation = Validation(allow_truncated=consensus.allow_truncated)
+        self.tau = consensus.confidence_tau
         self.vote_deadline_s = ctx.config.federation.deadline_ms / 1000
 
     def local_load(self) -> NodeLoad:
@@ -154,7 +155,7 @@ class Coordinator:
                 raise self._nothing_arrived(rnd, deadline_s, note)
             assert rnd.strategy is not None  # None only when serving a vote
             decision = decide(rnd.strategy, rnd.candidates, expected=request.n, final=True,
-                              weights=self.weights, validation=self.validation)
+                              weights=self.weights, validation=self.validation, tau=self.tau)
             assert decision is not None
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
@@ -247,7 +248,7 @@ class Coordinator:
             try:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,
-                                      validation=self.validation)
+                                      validation=self.validation, tau=self.tau)
             except NoQuorum:
                 rnd.decision = None
             if rnd.decision is not None:
@@ -273,7 +274,8 @@ class Coordinator:
                     rnd.on_token(index_offset + event.index, event.text)
                 return
             self.ctx.stats.generated(event.candidate.tokens)
-            cand = msgspec.structs.replace(event.candidate, node=name, worker=worker)
+            cand = msgspec.structs.replace(event.candidate, node=name, worker=worker,
+                                           model_id=self.ctx.card.model_id)
             self._add(rnd, asked, cand)
 
         for attempt in (1, 2):
