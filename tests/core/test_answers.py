@@ -23,3 +23,13 @@ def test_only_the_start_of_a_long_candidate_is_read():
 
     assert answer_key("The answer is 5. " + "blah " * ANSWER_CHARS + "so it is 7.") == "num:5"
     assert answer_key("x" * ANSWER_CHARS + " = 7") == answer_key("x" * ANSWER_CHARS)
+
+
+def test_the_question_restated_is_not_the_answer():
+    q = "What is 5 x 5?"
+    assert answer_key("To calculate 5 x 5, we simply add", q) != "num:5"
+    assert answer_key("5 x 5 equals 25.", q) == answer_key("The answer is 25", q) == "num:25"
+    assert answer_key("5 x 1 = 5", "What is 5 x 1?") == "num:5"  # stated after "=": kept
+    cat = "What do you call a baby cat?"
+    assert answer_key("A baby cat is called a kitten.", cat) == answer_key("Kitten!", cat)
+    assert answer_key("A baby cat!", cat) == "text:baby cat"  # nothing else to go by

@@ -12,6 +12,11 @@ Used by the ``majority`` strategy (self-consistency). The rules, in order:
    sentence, lower-cased, with articles and punctuation removed: "Paris", "Paris.",
    "paris" and "The capital of France is Paris." all become ``text:paris``.
 
+Given the question (``answer_key(text, question)``), its own numbers and words
+restated are not taken for the answer: for "What is 5 x 5?", "To calculate 5 x 5 ..."
+states no number, and for "What do you call a baby cat?", "A baby cat is called a
+kitten" becomes ``text:kitten`` (unless nothing else is left).
+
 Only the first ANSWER_CHARS characters are read (a final answer comes first; a peer's
 200,000-character candidate must not cost seconds), and keys are cached.
 """
@@ -67,14 +72,30 @@ def _first_sentence(text: str) -> str:
     return parts[0] if parts else ""
 
 
-def answer_key(text: str) -> str:
+def answer_key(text: str, question: str = "") -> str:
     """The normalised key of an answer (see the module docstring for the rules)."""
-    return _answer_key(text[:ANSWER_CHARS])
+    return _answer_key(text[:ANSWER_CHARS], question[-ANSWER_CHARS:])
+
+
+@lru_cache(maxsize=256)
+def _question_terms(question: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The number keys and the lower-cased words of the question."""
+    numbers = frozenset(_number_key(n) for n in _NUMBER_RE.findall(question))
+    return numbers, frozenset(_stem(w) for w in re.findall(r"[^\W_]+", question.lower()))
+
+
+def _stem(word: str) -> str:
+    """A crude stem, so "called" matches the question's "call"."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) > len(suffix) + 2:
+            return word[: -len(suffix)]
+    return word
 
 
 @lru_cache(maxsize=4096)
-def _answer_key(text: str) -> str:
+def _answer_key(text: str, question: str) -> str:
     stripped = text.strip()
+    asked, asked_words = _question_terms(question)
     option = _OPTION_RE.search(stripped)
     if option:
         return f"option:{(option.group(1) or option.group(2)).lower()}"
@@ -83,14 +104,16 @@ def _answer_key(text: str) -> str:
         stated = _STATED_RE.findall(sentence)
         if stated:
             return _number_key(stated[-1])
-    for sentence in sentences:
-        numbers = _NUMBER_RE.findall(sentence)
+    for sentence in sentences:  # a number of the question, restated, is not an answer
+        numbers = [k for k in map(_number_key, _NUMBER_RE.findall(sentence)) if k not in asked]
         if numbers:
-            return _number_key(numbers[-1])
+            return numbers[-1]
     sentence = _first_sentence(stripped)
     pieces = _COPULA_RE.split(sentence)
     phrase = pieces[-1] if len(pieces) > 1 and pieces[-1].strip() else sentence
     words = re.findall(r"[^\W_]+", phrase.lower())
+    fresh = [w for w in words if _stem(w) not in asked_words and w not in _ARTICLES]
+    words = fresh or words  # "A baby cat is a kitten": the question's words are not the answer
     while words and words[0] in _ARTICLES:
         words = words[1:]
     return "text:" + " ".join(words)[:200]

@@ -116,8 +116,13 @@ def decide(
     weights: Mapping[str, float] | None = None,
     validation: Validation | None = None,
     tau: float = DEFAULT_TAU,
+    question: str = "",
 ) -> Decision | None:
-    """Decide now if the strategy allows it; see the module docstring."""
+    """Decide now if the strategy allows it; see the module docstring.
+
+    ``question`` (the prompt's last user message) helps group answers: a number or word
+    of the question, restated, is not taken for the answer (core/answers.py).
+    """
     weights = weights or {}
     validation = validation or Validation()
     valid = [i for i, c in enumerate(candidates) if validation.accepts(c)]
@@ -135,9 +140,11 @@ def decide(
     if strategy == "weighted_vote":
         return _weighted_vote(candidates, valid, weights, remaining=0 if final else remaining)
     if strategy == "majority":
-        return _majority(candidates, valid, weights, remaining=0 if final else remaining)
+        return _majority(candidates, valid, weights, question,
+                         remaining=0 if final else remaining)
     if strategy == "confidence":
-        return _confidence(candidates, valid, weights, tau, remaining=0 if final else remaining)
+        return _confidence(candidates, valid, weights, tau, question,
+                           remaining=0 if final else remaining)
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
@@ -207,11 +214,12 @@ def _majority(
     candidates: Sequence[Candidate],
     valid: list[int],
     weights: Mapping[str, float],
+    question: str,
     *,
     remaining: int,
 ) -> Decision | None:
     keys, group_weight, first_seen = _groups(
-        candidates, valid, {i: _weight(weights, candidates[i]) for i in valid})
+        candidates, valid, {i: _weight(weights, candidates[i]) for i in valid}, question)
     ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
     best = ranked[0]
     if remaining:
@@ -248,14 +256,14 @@ def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
     return out, note
 
 
-def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float]
-            ) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
+def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float],
+            question: str) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
     """Answer key per candidate, summed weight per key, first arrival per key."""
     keys: list[str | None] = [None] * len(candidates)
     total: dict[str, float] = {}
     first: dict[str, int] = {}
     for i in valid:
-        key = keys[i] = answer_key(candidates[i].text)
+        key = keys[i] = answer_key(candidates[i].text, question)
         total[key] = total.get(key, 0.0) + weight[i]
         first.setdefault(key, i)
     return keys, total, first
@@ -266,12 +274,13 @@ def _confidence(
     valid: list[int],
     weights: Mapping[str, float],
     tau: float,
+    question: str,
     *,
     remaining: int,
 ) -> Decision | None:
     conf, note = confidences(candidates, valid, tau)
     weight = {i: _weight(weights, candidates[i]) * conf[i] for i in valid}
-    keys, total, first = _groups(candidates, valid, weight)
+    keys, total, first = _groups(candidates, valid, weight, question)
     ranked = sorted(total, key=lambda k: (-total[k], first[k]))
     best = ranked[0]
     if remaining:
@@ -279,7 +288,7 @@ def _confidence(
         # rule into counting (a second model): stop only if neither can change the winner.
         w_max = max([1.0, *weights.values()])
         counted = {i: _weight(weights, candidates[i]) for i in valid}
-        _, by_count, _ = _groups(candidates, valid, counted)
+        _, by_count, _ = _groups(candidates, valid, counted, question)
         for sums in (total, by_count):
             rest = max((v for k, v in sums.items() if k != best), default=0.0)
             if sums[best] - rest <= remaining * w_max:

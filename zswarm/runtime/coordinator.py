@@ -84,6 +84,8 @@ class _Round:
     deadline: float
     #: where streamed tokens go (candidate index, text); None = no streaming
     on_token: TokenSink | None = None
+    #: the last user message: helps the strategies tell answers from restated questions
+    question: str = ""
     #: perf_counter at the start of the current gather (candidate latencies count from it)
     t0: float = 0.0
     #: the current gather: cancelled once the strategy has decided (early stop)
@@ -133,7 +135,9 @@ class Coordinator:
                 raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
         rnd = _Round("first_valid" if route else strategy, request.n,
-                     deadline=trio.current_time() + deadline_s, on_token=on_token)
+                     deadline=trio.current_time() + deadline_s, on_token=on_token,
+                     question=next((m.content for m in reversed(request.messages)
+                                    if m.role == "user"), ""))
         await self._gather(rnd, request, fanout)
         notes = []
         if route and not rnd.candidates and SELF not in fanout.parts \
@@ -155,7 +159,8 @@ class Coordinator:
                 raise self._nothing_arrived(rnd, deadline_s, note)
             assert rnd.strategy is not None  # None only when serving a vote
             decision = decide(rnd.strategy, rnd.candidates, expected=request.n, final=True,
-                              weights=self.weights, validation=self.validation, tau=self.tau)
+                              weights=self.weights, validation=self.validation, tau=self.tau,
+                              question=rnd.question)
             assert decision is not None
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
@@ -248,7 +253,8 @@ class Coordinator:
             try:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,
-                                      validation=self.validation, tau=self.tau)
+                                      validation=self.validation, tau=self.tau,
+                                      question=rnd.question)
             except NoQuorum:
                 rnd.decision = None
             if rnd.decision is not None:

@@ -1,0 +1,43 @@
+"""The scoring rule of bench/consensus_quality.py tolerates phrasing, not wrong answers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from quality import correct, load_questions  # noqa: E402
+
+CAPITAL = {"type": "text", "gold": ["paris"]}
+NUMBER = {"type": "number", "gold": ["12"], "question": "What is 3 x 4?"}
+YESNO = {"type": "yesno", "gold": ["no"]}
+CHOICE = {"type": "choice", "gold": ["b", "apple", "!carrot", "!potato"]}
+
+
+@pytest.mark.parametrize(("question", "answer", "right"), [
+    (CAPITAL, "Paris.", True), (CAPITAL, "The capital is Paris", True),
+    (CAPITAL, "paris\nLyon is bigger", True), (CAPITAL, "Lyon", False),
+    (CAPITAL, "Parisian", False), (CAPITAL, "Lyon\nParis", False),
+    (NUMBER, "12", True), (NUMBER, "12.0", True), (NUMBER, "Twelve.", True),
+    (NUMBER, "The answer is 12", True), (NUMBER, "120", False), (NUMBER, "13 or 12", False),
+    (NUMBER, "3 x 4 = 12\n\nThis is", True), (NUMBER, "3 x 4 = 7", False),
+    (NUMBER, "3 times 4 is 12", True), (NUMBER, "3 x 4 =", False),
+    (YESNO, "No.", True), (YESNO, "No, it is not", True), (YESNO, "Yes", False),
+    (YESNO, "Nothing", False),
+    (CHOICE, "b", True), (CHOICE, "(b) apple", True), (CHOICE, "B) apple", True),
+    (CHOICE, "apple", True), (CHOICE, "a", False), (CHOICE, "apple or carrot", False),
+    (CHOICE, 'The correct answer is "b"', True), (CHOICE, "The answer is (a) carrot", False),
+])
+def test_scoring(question, answer, right):
+    assert correct(question, answer) is right
+
+
+def test_the_question_set_is_large_and_every_gold_answer_scores_right():
+    questions = load_questions()
+    assert len(questions) >= 300 and len({q["id"] for q in questions}) == len(questions)
+    assert {q["kind"] for q in questions} >= {"arithmetic", "units", "capitals", "facts",
+                                              "yesno", "choice"}
+    for q in questions:
+        assert correct(q, q["gold"][0].capitalize() + "."), q
