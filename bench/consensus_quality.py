@@ -13,6 +13,9 @@ with n = 8 split over both nodes, to show that spreading the candidates does not
 change the accuracy. Also printed: a sweep of tau for ``confidence``, the effect of
 its floor, and what each n costs in tokens and time.
 
+--verify: also self-verification (p(True), CISC's best method on several models): the
+model is asked, once per distinct answer, whether it is right, and P(Yes) weighs the
+groups; its accuracy and its cost in time are printed beside the others.
 --quick: every third question (104), n = 5 and 8, no swarm; a few minutes.
 Prints one JSON line: greedy, <strategy>_n8 for every strategy, and the tau used.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import secrets
@@ -34,11 +38,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import msgspec  # noqa: E402
 from _common import RESULTS, write_results  # noqa: E402
 from quality import correct, load_questions  # noqa: E402
 
 from zswarm.client import NodeClient  # noqa: E402
 from zswarm.core import consensus  # noqa: E402
+from zswarm.core.answers import answer_key  # noqa: E402
 from zswarm.core.consensus import STRATEGIES, decide  # noqa: E402
 from zswarm.core.messages import (  # noqa: E402
     Candidate,
@@ -69,8 +75,28 @@ def _candidate(c: ReportCandidate) -> Candidate:
                      mean_logprob=c.mean_logprob, node=c.node, model_id=c.model_id)
 
 
+def p_true(node: NodeClient, question: str, answer: str) -> float:
+    """Self-verification: the model's probability that ``answer`` is right (first token).
+
+    The node reports the log-probability of the token it chose (T = 0); P(Yes) is that
+    probability for a "Yes", one minus it for a "No", and 0.5 for anything else.
+    """
+    shown = answer.strip().splitlines()[0][:200] if answer.strip() else ""
+    request = GenerateRequest(
+        messages=(ChatMessage(role="system", content="Answer with Yes or No only."),
+                  ChatMessage(role="user", content=f"Question: {question}\nProposed answer: "
+                              f"{shown}\nIs the proposed answer correct?")),
+        params=SamplingParams(max_tokens=1, temperature=0.0, logprobs=True), n=1)
+    reply = node.ask(request, strategy="first_valid", deadline_ms=60_000)
+    tokens = reply.report.candidates[0].token_logprobs or []
+    if not tokens:
+        return 0.5
+    word, p = tokens[0].token.strip().lower(), math.exp(tokens[0].logprob)
+    return p if word.startswith("yes") else 1.0 - p if word.startswith("no") else 0.5
+
+
 def collect(endpoint: str, questions: list[dict[str, Any]], *, greedy: bool,
-            temperature: float) -> list[Record]:
+            temperature: float, verify: bool = False) -> list[Record]:
     """Ask each question (greedy once if asked for, then 8 samples); keep every candidate."""
     records = []
     with NodeClient(endpoint) as node:
@@ -89,15 +115,35 @@ def collect(endpoint: str, questions: list[dict[str, Any]], *, greedy: bool,
             rec["sample_s"] = time.perf_counter() - t0
             rec["candidates"] = [_candidate(c) for c in reply.report.candidates]
             rec["nodes"] = sorted({c.node for c in reply.report.candidates})
+            if verify:  # one check per distinct answer
+                t0 = time.perf_counter()
+                checked: dict[str, float] = {}
+                for c in rec["candidates"]:
+                    key = answer_key(c.text, q["question"])
+                    if key not in checked:
+                        checked[key] = p_true(node, q["question"], c.text)
+                rec["p_true"] = [checked[answer_key(c.text, q["question"])]
+                                 for c in rec["candidates"]]
+                rec["verify_s"] = time.perf_counter() - t0
+                rec["checks"] = len(checked)
             records.append(rec)
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1}/{len(questions)} questions", file=sys.stderr)
     return records
 
 
-def _winner(strategy: str, cands: Sequence[Candidate], tau: float) -> str | None:
+def _winner(strategy: str, cands: Sequence[Candidate], tau: float, question: str
+            ) -> str | None:
+    if strategy == "p_true":  # bench-only: majority's groups weighted by P(Yes)
+        groups: dict[str, float] = {}
+        for c in cands:
+            key = answer_key(c.text, question)
+            groups[key] = groups.get(key, 0.0) + c.latency_ms  # latency_ms carries P(Yes)
+        best = max(groups, key=lambda k: groups[k])
+        return max((c for c in cands if answer_key(c.text, question) == best),
+                   key=lambda c: c.latency_ms).text
     try:
-        d = decide(strategy, cands, expected=len(cands), final=True, tau=tau)
+        d = decide(strategy, cands, expected=len(cands), final=True, tau=tau, question=question)
     except NoQuorum:
         return None
     assert d is not None
@@ -110,12 +156,16 @@ def score_at(records: list[Record], questions: dict[str, dict[str, Any]], strate
     out = []
     for rec in records:
         q, cands = questions[rec["id"]], rec["candidates"]
+        if strategy == "p_true":
+            cands = [msgspec.structs.replace(c, latency_ms=p)
+                     for c, p in zip(cands, rec["p_true"], strict=True)]
         if n >= len(cands):
             subsets = [cands]
         else:
             rnd = random.Random(f"{rec['id']}/{n}")
             subsets = [rnd.sample(cands, n) for _ in range(SUBSETS)]
-        hits = [(w := _winner(strategy, s, tau)) is not None and correct(q, w) for s in subsets]
+        hits = [(w := _winner(strategy, s, tau, q["question"])) is not None and correct(q, w)
+                for s in subsets]
         out.append(sum(hits) / len(hits))
     return out
 
@@ -185,6 +235,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--temperature", type=float, default=0.7,
                         help="of the sampled candidates (greedy is T = 0)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also measure self-verification (p(True)) and its cost")
     parser.add_argument("--swarm", action=argparse.BooleanOptionalAction, default=None,
                         help="also ask a 2-node swarm (default: on in the full run)")
     args = parser.parse_args()
@@ -200,7 +252,7 @@ def main() -> None:
         try:
             t0 = time.perf_counter()
             records = collect(procs[0].rpc, questions, greedy=True,
-                              temperature=args.temperature)
+                              temperature=args.temperature, verify=args.verify)
             one_node_s = time.perf_counter() - t0
         finally:
             procs[0].stop()
@@ -252,6 +304,13 @@ def main() -> None:
                                              / len(records), 3)},
         "one_node_run_s": round(one_node_s, 1),
     }
+    if args.verify:
+        figures["p_true"] = {str(n): bootstrap(score_at(records, by_id, "p_true", n, tau))
+                             for n in ns}
+        figures["seconds_per_question"]["p_true_checks"] = round(
+            sum(r["verify_s"] for r in records) / len(records), 3)
+        figures["p_true_checks_per_question"] = round(
+            sum(r["checks"] for r in records) / len(records), 2)
     if swarm_records:
         figures["swarm_2_nodes_n8"] = {
             s: bootstrap(score_at(swarm_records, by_id, s, 8, tau)) for s in STRATEGIES}
@@ -271,6 +330,9 @@ def main() -> None:
     rows += [(f"{kind} n=8", json.dumps(v)) for kind, v in per_kind.items()]
     rows += [("tokens per question", json.dumps(figures["tokens_per_question"])),
              ("seconds per question", json.dumps(figures["seconds_per_question"]))]
+    if args.verify:
+        rows += [(f"p_true (self-verification) n={n}", f"{v[0]} [{v[1]}, {v[2]}]")
+                 for n, v in figures["p_true"].items()]
     if swarm_records:
         rows += [(f"2-node swarm {s} n=8", f"{v[0]} [{v[1]}, {v[2]}]")
                  for s, v in figures["swarm_2_nodes_n8"].items()]

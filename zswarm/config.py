@@ -100,7 +100,7 @@ class SchedulerConfig(Section, frozen=True):
 
 class ConsensusConfig(Section, frozen=True):
     #: one of core/plan.py's ASK_STRATEGIES (checked in _validate)
-    strategy: str = "first_valid"
+    strategy: str = "confidence"
     n: int = 1
     allow_truncated: bool = True
     #: per-node weights for weighted_vote, majority and confidence (node name -> weight)

@@ -70,6 +70,13 @@ def test_n_choices_with_the_zswarm_report_and_headers(client):
     assert raw.headers["x-zswarm-nodes"] == "h"
 
 
+def test_n_choices_use_the_default_strategy_and_all_arrive(client):
+    # four equal greedy answers: confidence could stop after three, but n choices were asked
+    r = client.chat.completions.create(model="default", messages=QUESTION, n=4, max_tokens=8,
+                                       temperature=0.0)
+    assert len(r.choices) == 4 and r.model_extra["zswarm"]["strategy"] == "confidence"
+
+
 def test_consensus_candidates_with_one_answer(client):
     r = client.chat.completions.create(
         model="default", messages=QUESTION, max_tokens=24, temperature=0.7, seed=1,

@@ -147,3 +147,33 @@ async def test_ctransformers_backend_through_a_worker(config_factory, tmp_path):
             strategy="best_of_n", deadline_s=30)
         assert len(report.candidates) == 2 and all(c.tokens == 6 for c in report.candidates)
         assert swarm.pool.model_id.startswith("tiny.bin@")
+
+
+async def test_confidence_prefers_the_real_models_confident_answer_to_an_unsure_majority(
+        config_factory):
+    from msgspec.structs import replace
+
+    from zswarm.core.consensus import decide
+
+    async with local_swarm(config_factory()) as swarm:
+        ask = swarm.coordinator.ask
+        _, sure = await ask(req("What is the capital of France?", max_tokens=8, temperature=0.0),
+                            strategy="first_valid", deadline_s=60)
+        _, hot = await ask(req("What is the capital of France?", max_tokens=8, temperature=1.8,
+                               seed=3), strategy="first_valid", deadline_s=60)
+    confident, unsure = sure.candidates[0], hot.candidates[0]
+    assert confident.mean_logprob is not None and unsure.mean_logprob is not None
+    assert confident.mean_logprob - unsure.mean_logprob > 1.0, (confident, unsure)
+    cands = [replace(_candidate(c), node=f"n{i}") for i, c in
+             enumerate((unsure, unsure, confident))]
+    majority = decide("majority", cands, expected=3, final=True)
+    chosen = decide("confidence", cands, expected=3, final=True)
+    assert majority is not None and majority.winner == 0  # two unsure votes outnumber one
+    assert chosen is not None and chosen.winner == 2, chosen  # but weigh less than it
+
+
+def _candidate(c):
+    from zswarm.core.messages import Candidate
+
+    return Candidate(text=c.text, finish_reason=c.finish_reason, mean_logprob=c.mean_logprob,
+                     model_id=c.model_id)

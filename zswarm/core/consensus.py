@@ -43,7 +43,7 @@ from zswarm.errors import NoQuorum
 STRATEGIES = ("first_valid", "best_of_n", "weighted_vote", "majority", "confidence")
 
 #: the temperature of ``confidence`` (chosen by bench/consensus_quality.py)
-DEFAULT_TAU = 0.5
+DEFAULT_TAU = 1.0
 #: the least confidence a candidate has under ``confidence`` (a cap on what one can claim)
 CONFIDENCE_FLOOR = 0.05
 

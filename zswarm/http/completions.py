@@ -107,7 +107,8 @@ async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
     try:
         return await coordinator.ask(
             ask.request, strategy=ask.strategy, deadline_s=ask.deadline_ms / 1000,
-            on_token=on_token, model_id=model_id, peers=ask.peers)
+            on_token=on_token, model_id=model_id, peers=ask.peers,
+            early_stop=ask.choices <= 1)  # n choices asked for: every candidate is one
     except ZswarmError as exc:
         node.ctx.stats.errors[exc.kind] += 1
         raise

@@ -159,7 +159,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                              "stop")
     if req.seed is not None and not 0 <= req.seed < 2**63:
         raise _unprocessable("seed must be 0 to 2**63 - 1", "seed")
-    strategy = opts.strategy or ("best_of_n" if req.n > 1 else config.consensus.strategy)
+    strategy = opts.strategy or config.consensus.strategy
     peers: list[str] | None
     if isinstance(opts.peers, list):
         peers = list(opts.peers)

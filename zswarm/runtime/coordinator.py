@@ -86,6 +86,8 @@ class _Round:
     on_token: TokenSink | None = None
     #: the last user message: helps the strategies tell answers from restated questions
     question: str = ""
+    #: decide as soon as the strategy can (else only once every candidate is in)
+    early_stop: bool = True
     #: perf_counter at the start of the current gather (candidate latencies count from it)
     t0: float = 0.0
     #: the current gather: cancelled once the strategy has decided (early stop)
@@ -115,11 +117,13 @@ class Coordinator:
 
     async def ask(self, request: GenerateRequest, *, strategy: str, deadline_s: float,
                   on_token: TokenSink | None = None, model_id: str | None = None,
-                  peers: list[str] | None = None) -> tuple[str, Report]:
+                  peers: list[str] | None = None, early_stop: bool = True
+                  ) -> tuple[str, Report]:
         """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
 
         ``model_id`` other than this node's sends the request to peers serving that model;
         ``peers`` limits which peers may be asked (node names or ids; [] = this node only).
+        ``early_stop=False`` waits for every candidate (OpenAI ``n`` choices) before deciding.
         """
         t0 = time.perf_counter()
         route = strategy == ROUTE
@@ -137,7 +141,7 @@ class Coordinator:
         rnd = _Round("first_valid" if route else strategy, request.n,
                      deadline=trio.current_time() + deadline_s, on_token=on_token,
                      question=next((m.content for m in reversed(request.messages)
-                                    if m.role == "user"), ""))
+                                    if m.role == "user"), ""), early_stop=early_stop)
         await self._gather(rnd, request, fanout)
         notes = []
         if route and not rnd.candidates and SELF not in fanout.parts \
@@ -249,7 +253,7 @@ class Coordinator:
         asked.latency_ms = latency_ms
         if rnd.first_candidate_ms is None:
             rnd.first_candidate_ms = latency_ms
-        if rnd.strategy is not None:
+        if rnd.strategy is not None and rnd.early_stop:
             try:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,
