@@ -34,7 +34,7 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     ("[federation]\nswarm = \"\"\n", r"federation.swarm"),
     ("[federation]\nliveness = 200\n", r"federation.liveness: expected 2 to 100, got 200"),
     ("[consensus]\nweights = { a = \"x\" }\n", r"consensus.weights values: expected float"),
-    ("[consensus]\nweights = { a = 0 }\n", r"consensus.weights values: expected more than 0.0, at most 1000.0"),
+    ("[consensus]\nweights = { a = 0 }\n", r"consensus.weights values: expected more than 0"),
     ("[consensus]\nn = 20\n", r"consensus.n: expected 1 to generation.max_n \(16\)"),
     ("[generation]\nmax_n = 1000\n", r"generation.max_n: expected 1 to 32 \(the protocol's"),
     ("[model]\nn_ctx = 3\n", r"model.n_ctx: expected at least 64, got 3"),
