@@ -249,7 +249,7 @@ async def test_static_peers_are_probed_and_explained_until_they_answer(swarm, au
 
 async def test_heartbeats_say_draining_and_goodbye_says_leaving(swarm, nursery, autojump_clock):
     s = await swarm()
-    await trio.sleep(1.0)
+    await trio.sleep(1.5)  # between two heartbeats (every 1 s), never at the same instant
     assert s.published.heartbeats[-1].load.state == "ready"
     s.ctx.state = "draining"
     await trio.sleep(1.0)
