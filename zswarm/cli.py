@@ -7,13 +7,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import trio
 import typer
 
 from zswarm import client
-from zswarm.config import Config, load_config
+from zswarm.config import Config, load_config, override
 from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
@@ -63,12 +64,41 @@ async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
                 return
 
 
+PeerOpt = typer.Option(None, "--peer", help="a peer's RPC endpoint tcp://host:port "
+                       "(repeatable; added to the file's)")
+
+
 @app.command()
 def node(config: Path | None = ConfigOpt,
+         federation: bool | None = typer.Option(
+             None, "--federation/--no-federation", help="join the swarm (overrides "
+             "federation.enabled in the file)"),
+         name: str | None = typer.Option(None, "--name", help="this node's name"),
+         bind: str | None = typer.Option(None, "--bind", help='address to listen on, or "auto"'),
+         http_port: int | None = typer.Option(None, "--http-port", help="0 = any free port"),
+         peer: list[str] | None = PeerOpt,
          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Run a node: load the model into workers and serve until Ctrl-C."""
+    """Run a node: load the model into workers and serve until Ctrl-C. Flags win over the file."""
     _setup_logging(verbose)
     cfg = _load(config)
+    changes: dict[str, dict[str, Any]] = {"node": {}, "federation": {}, "ports": {}}
+    if federation is not None:
+        changes["federation"]["enabled"] = federation
+    if name is not None:
+        changes["node"]["name"] = name
+    if bind is not None:
+        changes["node"]["bind"] = bind
+    if http_port is not None:
+        changes["ports"]["http"] = http_port
+    if peer:
+        changes["federation"]["peers"] = [*cfg.federation.peers, *peer]
+        if cfg.federation.discovery == "mdns":  # a peer named on the command line is used
+            changes["federation"]["discovery"] = "both"
+    try:
+        cfg = override(cfg, changes)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     from zswarm.node import NodeInfo, run_node
     from zswarm.runtime.swarm import single_errors
 

@@ -325,6 +325,15 @@ def parse_config(data: dict[str, Any], *, source: str = "<string>") -> Config:
     return cfg
 
 
+def override(cfg: Config, changes: dict[str, dict[str, Any]]) -> Config:
+    """``cfg`` with some keys replaced (command-line flags), checked like the file's keys."""
+    data = msgspec.to_builtins(cfg)
+    data.pop("source")
+    for section, values in changes.items():
+        data[section] = {**data[section], **values}
+    return parse_config(data, source=f"{cfg.source} + command line")
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Load and validate a swarm.toml; ``None`` gives the defaults."""
     if path is None:

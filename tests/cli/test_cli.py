@@ -137,3 +137,31 @@ def test_peers_without_a_running_node_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["peers", "--config", str(cfg)])
     assert result.exit_code == 1
     assert "no node is running" in result.output and "--browse" in result.output
+
+
+def test_node_flags_win_over_the_file(tmp_path):
+    from zswarm.testing.cluster import NodeProcess, node_config
+
+    cfg = node_config(tmp_path, "x", swarm="flags-" + secrets.token_hex(3), answers=["42"])
+    with NodeProcess(cfg, args=("--no-federation", "--name", "flagged", "--http-port", "0",
+                                "--peer", "tcp://127.0.0.1:9")) as node:
+        info = node.wait_ready()
+        assert info["name"] == "flagged" and info["federation"] is False
+        assert info["pub_endpoint"] == "" and info["http_port"] > 0
+    assert "federation off" in node.log()
+    bad = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config", str(cfg),
+                          "--http-port", "70000"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "+ command line: ports.http: expected 0 to 65535" in bad.stderr, bad.stderr
+
+
+def test_override_checks_like_the_file():
+    from zswarm.config import override, parse_config
+    from zswarm.errors import ConfigError
+
+    cfg = parse_config({"federation": {"discovery": "mdns"}}, source="swarm.toml")
+    changed = override(cfg, {"federation": {"enabled": False, "peers": ["tcp://10.0.0.2:7"]}})
+    assert changed.federation.enabled is False and changed.federation.discovery == "mdns"
+    assert changed.source == "swarm.toml + command line" and changed.node == cfg.node
+    with pytest.raises(ConfigError, match=r"federation.peers\[0\]: expected tcp://host:port"):
+        override(cfg, {"federation": {"peers": ["10.0.0.2"]}})

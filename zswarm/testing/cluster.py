@@ -99,13 +99,13 @@ async def wait_until_async(predicate: Callable[[], Any], timeout_s: float, *,
 
 
 class NodeProcess:
-    """``python -m zswarm node --config PATH`` as a child process."""
+    """``python -m zswarm node --config PATH [ARGS]`` as a child process."""
 
     def __init__(self, config: Path, *, netns: str | None = None, log_path: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.config = config
         self.netns = netns
-        cmd = [sys.executable, "-m", "zswarm", "node", "--config", str(config)]
+        cmd = [sys.executable, "-m", "zswarm", "node", "--config", str(config), *args]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         self.log_path = log_path or config.with_name("node.log")
