@@ -118,12 +118,11 @@ def collect(endpoint: str, questions: list[dict[str, Any]], *, greedy: bool,
             if verify:  # one check per distinct answer
                 t0 = time.perf_counter()
                 checked: dict[str, float] = {}
-                for c in rec["candidates"]:
-                    key = answer_key(c.text, q["question"])
+                keys = [answer_key(c.text, q["question"]) for c in rec["candidates"]]
+                for key, c in zip(keys, rec["candidates"], strict=True):
                     if key not in checked:
                         checked[key] = p_true(node, q["question"], c.text)
-                rec["p_true"] = [checked[answer_key(c.text, q["question"])]
-                                 for c in rec["candidates"]]
+                rec["p_true"] = [checked[key] for key in keys]
                 rec["verify_s"] = time.perf_counter() - t0
                 rec["checks"] = len(checked)
             records.append(rec)
@@ -132,18 +131,19 @@ def collect(endpoint: str, questions: list[dict[str, Any]], *, greedy: bool,
     return records
 
 
-def _winner(strategy: str, cands: Sequence[Candidate], tau: float, question: str
-            ) -> str | None:
-    if strategy == "p_true":  # bench-only: majority's groups weighted by P(Yes)
-        groups: dict[str, float] = {}
-        for c in cands:
-            key = answer_key(c.text, question)
-            groups[key] = groups.get(key, 0.0) + c.latency_ms  # latency_ms carries P(Yes)
-        best = max(groups, key=lambda k: groups[k])
-        return max((c for c in cands if answer_key(c.text, question) == best),
-                   key=lambda c: c.latency_ms).text
+def _winner(strategy: str, cands: Sequence[Candidate], tau: float, question: str,
+            p_yes: Sequence[float]) -> str | None:
+    weights = None
+    if strategy == "p_true":
+        # confidence's groups with P(Yes) as each candidate's weight: every candidate is
+        # its own "node" weighted by P(Yes), and has no log-probability (confidence 1)
+        cands = [msgspec.structs.replace(c, node=str(i), mean_logprob=None)
+                 for i, c in enumerate(cands)]
+        weights = {c.node: max(p, 1e-6) for c, p in zip(cands, p_yes, strict=True)}
+        strategy = "confidence"
     try:
-        d = decide(strategy, cands, expected=len(cands), final=True, tau=tau, question=question)
+        d = decide(strategy, cands, expected=len(cands), final=True, tau=tau,
+                   question=question, weights=weights)
     except NoQuorum:
         return None
     assert d is not None
@@ -156,16 +156,16 @@ def score_at(records: list[Record], questions: dict[str, dict[str, Any]], strate
     out = []
     for rec in records:
         q, cands = questions[rec["id"]], rec["candidates"]
-        if strategy == "p_true":
-            cands = [msgspec.structs.replace(c, latency_ms=p)
-                     for c, p in zip(cands, rec["p_true"], strict=True)]
+        p_yes = rec.get("p_true", [0.5] * len(cands))
+        everyone = list(range(len(cands)))
         if n >= len(cands):
-            subsets = [cands]
+            subsets = [everyone]
         else:
             rnd = random.Random(f"{rec['id']}/{n}")
-            subsets = [rnd.sample(cands, n) for _ in range(SUBSETS)]
-        hits = [(w := _winner(strategy, s, tau, q["question"])) is not None and correct(q, w)
-                for s in subsets]
+            subsets = [rnd.sample(everyone, n) for _ in range(SUBSETS)]
+        hits = [(w := _winner(strategy, [cands[i] for i in sub], tau, q["question"],
+                              [p_yes[i] for i in sub])) is not None and correct(q, w)
+                for sub in subsets]
         out.append(sum(hits) / len(hits))
     return out
 
@@ -266,25 +266,26 @@ def main() -> None:
                 for p in procs:
                     p.stop()
 
-    greedy = bootstrap([float(correct(by_id[r["id"]], r["greedy"])) for r in records])
+    greedy_hits = [float(correct(by_id[r["id"]], r["greedy"])) for r in records]
+    greedy = bootstrap(greedy_hits)
     # tau: chosen on this set at n = 8 (reported with the others, not hidden)
     sweep = {tau: bootstrap(score_at(records, by_id, "confidence", 8, tau))[0] for tau in TAUS}
     best_tau = max(TAUS, key=lambda t: (sweep[t], -abs(t - consensus.DEFAULT_TAU)))
     tau = consensus.DEFAULT_TAU
-    table = {s: {n: bootstrap(score_at(records, by_id, s, n, tau)) for n in ns}
-             for s in STRATEGIES}
+    raw = {s: {n: score_at(records, by_id, s, n, tau) for n in ns} for s in STRATEGIES}
+    table = {s: {n: bootstrap(v) for n, v in by_n.items()} for s, by_n in raw.items()}
     floors = {f: with_floor(f, lambda: bootstrap(score_at(records, by_id, "confidence", 8,
                                                           tau))[0])
               for f in (0.0, 0.05, 0.1, 0.2)}
-    kinds = sorted({q["kind"] for q in questions})
-    per_kind = {kind: {s: round(sum(v for r, v in zip(records, score_at(
-        records, by_id, s, 8, tau), strict=True) if by_id[r["id"]]["kind"] == kind)
-        / sum(by_id[r["id"]]["kind"] == kind for r in records), 3) for s in STRATEGIES}
-        for kind in kinds}
-    for kind in kinds:
-        ks = [r for r in records if by_id[r["id"]]["kind"] == kind]
-        per_kind[kind]["greedy"] = round(sum(correct(by_id[r["id"]], r["greedy"]) for r in ks)
-                                         / len(ks), 3)
+    kind_of = [by_id[r["id"]]["kind"] for r in records]
+
+    def kind_mean(values: list[float], kind: str) -> float:
+        mine = [v for v, k in zip(values, kind_of, strict=True) if k == kind]
+        return round(sum(mine) / len(mine), 3)
+
+    per_kind = {kind: {**{s: kind_mean(raw[s][8], kind) for s in STRATEGIES},
+                       "greedy": kind_mean(greedy_hits, kind)}
+                for kind in sorted(set(kind_of))}
     tokens = {n: round(sum(sum(c.tokens for c in r["candidates"][:n]) for r in records)
                        / len(records), 1) for n in ns}
     figures: dict[str, Any] = {
