@@ -326,7 +326,12 @@ def parse_config(data: dict[str, Any], *, source: str = "<string>") -> Config:
 
 
 def override(cfg: Config, changes: dict[str, dict[str, Any]]) -> Config:
-    """``cfg`` with some keys replaced (command-line flags), checked like the file's keys."""
+    """``cfg`` with some keys replaced (command-line flags), checked like the file's keys.
+
+    Nothing to replace: ``cfg`` itself (its errors keep naming only the file).
+    """
+    if not any(changes.values()):
+        return cfg
     data = msgspec.to_builtins(cfg)
     data.pop("source")
     for section, values in changes.items():

@@ -163,5 +163,6 @@ def test_override_checks_like_the_file():
     changed = override(cfg, {"federation": {"enabled": False, "peers": ["tcp://10.0.0.2:7"]}})
     assert changed.federation.enabled is False and changed.federation.discovery == "mdns"
     assert changed.source == "swarm.toml + command line" and changed.node == cfg.node
+    assert override(cfg, {"node": {}, "ports": {}}) is cfg
     with pytest.raises(ConfigError, match=r"federation.peers\[0\]: expected tcp://host:port"):
         override(cfg, {"federation": {"peers": ["10.0.0.2"]}})
