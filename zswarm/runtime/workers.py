@@ -61,7 +61,6 @@ class _Worker:
     name: str
     pid: int | None = None
     ready: bool = False
-    model_id: str = ""
     restarts: int = 0
     request_id: str | None = None
     ready_event: trio.Event = field(default_factory=trio.Event)
@@ -206,7 +205,6 @@ class WorkerPool:
                 worker.ready_event.set()
                 return
             worker.ready = True
-            worker.model_id = msg.model_id
             worker.ready_event.set()
             if worker.restarts:
                 log.warning("worker %s is back (pid %d)", worker.name, msg.pid)
