@@ -29,12 +29,7 @@ class Publisher:
     """This node's heartbeat PUB socket."""
 
     def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
-        self.sock = TrioSocket.open(zmq.PUB, role="server", key=key)
-        try:
-            self.endpoint = self.sock.bind(endpoint)
-        except BaseException:
-            self.sock.close()
-            raise
+        self.sock, self.endpoint = TrioSocket.bound(zmq.PUB, endpoint, key=key)
 
     def publish(self, hb: Heartbeat) -> None:
         # PUB never blocks: past the high-water mark it drops (heartbeats repeat anyway).

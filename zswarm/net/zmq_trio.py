@@ -89,6 +89,17 @@ class TrioSocket:
         return cls(open_socket(kind, max_msg_bytes=max_msg_bytes, role=role, key=key,
                                reconnect=reconnect))
 
+    @classmethod
+    def bound(cls, kind: int, endpoint: str, *, max_msg_bytes: int = MAX_FRAME_BYTES,
+              role: str = "server", key: SwarmKey | None = None) -> tuple[TrioSocket, str]:
+        """A socket bound to ``endpoint`` and the endpoint it got; closed if binding fails."""
+        sock = cls.open(kind, max_msg_bytes=max_msg_bytes, role=role, key=key)
+        try:
+            return sock, sock.bind(endpoint)
+        except BaseException:
+            sock.close()
+            raise
+
     def bind(self, endpoint: str) -> str:
         """Bind and return the resolved endpoint (with the real port for tcp://host:0).
 

@@ -45,12 +45,7 @@ log = logging.getLogger(__name__)
 
 def open_endpoint(endpoint: str, key: SwarmKey | None) -> tuple[TrioSocket, str]:
     """The node's ROUTER socket, bound (so the endpoint can be advertised before serving)."""
-    sock = TrioSocket.open(zmq.ROUTER, role="server", key=key, max_msg_bytes=MAX_REQUEST_BYTES)
-    try:
-        return sock, sock.bind(endpoint)
-    except BaseException:
-        sock.close()
-        raise
+    return TrioSocket.bound(zmq.ROUTER, endpoint, key=key, max_msg_bytes=MAX_REQUEST_BYTES)
 
 
 class RpcServer:
