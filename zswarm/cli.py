@@ -13,7 +13,7 @@ import msgspec
 import trio
 import typer
 
-from zswarm import client
+from zswarm import client, views
 from zswarm.config import Config, load_config, override
 from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
@@ -121,7 +121,7 @@ def node(config: Path | None = ConfigOpt,
                        f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
                        f"  pub     {info.pub_endpoint or '-'}\n"
                        f"  http    {http}\n  federation {federation}\n"
-                       f"  swarm key {_key_state(info.swarm_key)}\n"
+                       f"  swarm key {views.key_state(info.swarm_key)}\n"
                        "  peers are logged as they join, die and leave", err=True)
 
     try:
@@ -133,47 +133,6 @@ def node(config: Path | None = ConfigOpt,
     except ZswarmError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
-
-
-def _explain(answer: str, report: Report) -> str:
-    lines = [answer, "", f"strategy {report.strategy}, winner #{report.winner}, "
-             f"agreement {report.agreement:.2f}, {len(report.candidates)} of {report.expected} "
-             "candidates"]
-    lines.append(f"{'#':>2}  {'node/worker':<20} {'score':>8} {'finish':<9} {'ms':>8}  text")
-    for i, c in enumerate(report.candidates):
-        mark = "*" if i == report.winner else " "
-        score = "-" if c.score is None else f"{c.score:.3f}"
-        text = " ".join(c.text.split())
-        text = text if len(text) <= 60 else text[:57] + "..."
-        who = f"{c.node}/{c.worker}"
-        lines.append(f"{i:>2}{mark} {who:<20} {score:>8} {c.finish_reason:<9} "
-                     f"{c.latency_ms:>8.0f}  {text}")
-    timings = ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items())
-    lines.append(f"timings: {timings}")
-    for p in report.participants:
-        detail = f" ({p.detail})" if p.detail else ""
-        lines.append(f"node {p.node}: asked {p.requested}, got {p.received}, {p.outcome}"
-                     f"{detail}")
-    if report.note:
-        lines.append(f"note: {report.note}")
-    return "\n".join(lines)
-
-
-def _as_json(answer: str, report: Report) -> str:
-    return json.dumps({
-        "answer": answer,
-        "strategy": report.strategy,
-        "winner": report.winner,
-        "agreement": report.agreement,
-        "candidates": [
-            {"node": c.node, "worker": c.worker, "text": c.text, "score": c.score,
-             "finish_reason": c.finish_reason, "latency_ms": c.latency_ms}
-            for c in report.candidates
-        ],
-        "timings": report.timings,
-        "note": report.note,
-        "participants": [msgspec.to_builtins(p) for p in report.participants],
-    }, ensure_ascii=False)
 
 
 @app.command()
@@ -234,9 +193,9 @@ def ask(
         typer.echo(f"error: {exc.kind}: {exc}", err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(_as_json(answer, report))
+        typer.echo(views.as_json(answer, report))
     elif explain:
-        typer.echo(_explain(answer, report))
+        typer.echo(views.explain(answer, report))
     else:
         typer.echo(answer.strip())
 
@@ -249,30 +208,6 @@ async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
         return await swarm.coordinator.ask(request, strategy=strategy, deadline_s=deadline_s)
 
 
-def _peer_rows(peers: list[PeerInfo]) -> str:
-    head = ("id", "name", "address", "state", "model", "load", "last seen", "rtt", "note")
-    rows = [head]
-    for p in peers:
-        load = (f"q{p.load.queue_depth} idle {p.load.idle_workers}/{p.load.workers_ready}"
-                if p.state in ("alive", "suspect") else "-")
-        note = " ".join(p.detail.split())  # demoted, incompatible, unreachable: why
-        rows.append((p.node_id[:12] or "-", p.name or "-", p.address, p.state,
-                     p.model_id[:32] or "-", load,
-                     "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
-                     "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms",
-                     note if len(note) <= 60 else note[:57] + "..."))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
-
-
-def _peer_json(p: PeerInfo) -> dict[str, object]:
-    return {"id": p.node_id, "name": p.name, "address": p.address, "state": p.state,
-            "model": p.model_id, "load": msgspec.to_builtins(p.load),
-            "last_seen_s": p.last_seen_s, "rtt_ms": p.rtt_ms, "source": p.source,
-            "detail": p.detail}
-
-
 @app.command()
 def peers(
     config: Path | None = ConfigOpt,
@@ -281,35 +216,69 @@ def peers(
     browse: float | None = typer.Option(None, "--browse", metavar="SECONDS",
                                         help="no node needed: browse mDNS this long (2 s or more: "
                                         "responders answer a record at most once a second)"),
+    watch: bool = typer.Option(False, "--watch", "-w",
+                               help="a live table, refreshed every second (Ctrl-C to stop)"),
 ) -> None:
     """List the peers a node knows (or, with --browse, every node answering mDNS)."""
     cfg = _load(config)
     if browse is not None:
         found = _browse(cfg, browse)
-    else:
-        key = _key(cfg)
-        endpoint = node_endpoint or client.running_node_endpoint(cfg, key=key)
-        if endpoint is None:
-            typer.echo(f"error: no node is running with {cfg.source} (start one with "
-                       "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
-            raise typer.Exit(1)
-        try:
-            reply = client.peers(endpoint, key=key)
-            found = reply.peers
-        except ZswarmError as exc:
-            typer.echo(f"error: {exc.kind}: {exc}", err=True)
-            raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps([_peer_json(p) for p in found], ensure_ascii=False))
+        if as_json:
+            typer.echo(json.dumps([views.peer_json(p) for p in found], ensure_ascii=False))
+        else:
+            typer.echo(views.peer_text(found) if found else
+                       f"no zswarm node answered mDNS within {browse:g} s (try zswarm doctor)")
         return
-    if browse is None:
-        typer.echo(f"swarm key {_key_state(reply.node.key)}")
-    typer.echo(_peer_rows(found) if found else "no peers")
+    key = _key(cfg)
+    endpoint = node_endpoint or client.running_node_endpoint(cfg, key=key)
+    if endpoint is None:
+        typer.echo(f"error: no node is running with {cfg.source} (start one with "
+                   "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
+        raise typer.Exit(1)
+    if watch:
+        _watch_peers(endpoint, key)
+        return
+    try:
+        reply = client.peers(endpoint, key=key)
+    except ZswarmError as exc:
+        typer.echo(f"error: {exc.kind}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps([views.peer_json(p) for p in reply.peers], ensure_ascii=False))
+        return
+    typer.echo(f"swarm key {views.key_state(reply.node.key)}")
+    typer.echo(views.peer_summary(reply.peers))
+    if reply.peers:
+        typer.echo(views.peer_text(reply.peers))
 
 
-def _key_state(fingerprint: str) -> str:
-    return (f"on (fingerprint {fingerprint})" if fingerprint else
-            "OFF: an open swarm, any host on the LAN can join and ask (see zswarm keygen)")
+def _watch_peers(endpoint: str, key: SwarmKey | None) -> None:
+    """Refresh a rich table every second until Ctrl-C; a node that stops answering is shown."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+
+    def frame() -> Table | Text:
+        try:
+            reply = client.peers(endpoint, key=key, timeout_s=1.0)
+        except ZswarmError as exc:
+            return Text(f"{time.strftime('%H:%M:%S')}  {endpoint}: {exc.kind}: {exc} "
+                        "(retrying every second)", style="red")
+        title = (f"{reply.node.name} ({reply.node.node_id}) {time.strftime('%H:%M:%S')}  "
+                 f"{views.peer_summary(reply.peers)}  swarm key "
+                 f"{'on' if reply.node.key else 'OFF'}")
+        return views.peer_table(reply.peers, title=title)
+
+    try:
+        with Live(frame(), console=Console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(1.0)  # the refresh period, not synchronisation
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

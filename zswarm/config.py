@@ -145,6 +145,9 @@ class HttpConfig(Section, frozen=True):
     #: ...and this long to send its body (408 after); waiting for the answer has no limit
     #: but the request's own deadline
     body_timeout_ms: ClientTimeoutMs = 30_000
+    #: the status page at / (this node, its peers, the last requests with their
+    #: questions and answers; behind the API key when one is set); false = off
+    status_page: bool = True
 
 
 class SecurityConfig(Section, frozen=True):

@@ -30,6 +30,7 @@ the runtime (runtime/federation.py) can connect, close links and log once.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -346,6 +347,23 @@ def _remember(seen: set[str], key: str) -> None:
     if len(seen) >= MAX_REMEMBERED:
         seen.clear()  # forgetting only means one more log line
     seen.add(key)
+
+
+#: the order states are counted and shown in ("unreachable": a static peer not heard yet)
+SHOWN_STATES = ("alive", "suspect", "discovered", "dead", "left", "incompatible", "unreachable")
+
+
+def count_states(states: Iterable[str]) -> dict[str, int]:
+    """Peers by state, every state present (zero included) in SHOWN_STATES order."""
+    counts = dict.fromkeys(SHOWN_STATES, 0)
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def summarize_states(counts: dict[str, int]) -> str:
+    """'2 alive, 1 dead' ('none' for no peers)."""
+    return ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"
 
 
 def endpoint_host(endpoint: str) -> str:

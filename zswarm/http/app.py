@@ -29,12 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import GenerateRequest
+from zswarm.core.peers import count_states
 from zswarm.errors import ZswarmError
 from zswarm.http import openai
 from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
 from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
+from zswarm.http.status import PAGE_FILES, page, status
 from zswarm.net.guard import QuietLog
 from zswarm.runtime.votes import serve_vote
 
@@ -45,15 +47,20 @@ quiet = QuietLog(log)
 # --- middleware -------------------------------------------------------------------------
 
 
+#: paths served without the API key: /health (for load balancers) and the status page's
+#: own files (no data: the page fetches /v1/status with the key)
+OPEN_PATHS = frozenset({"/health", *PAGE_FILES})
+
+
 class ApiKeyAuth:
-    """401 without ``Authorization: Bearer <key>`` when keys are configured (/health stays open)."""
+    """401 without ``Authorization: Bearer <key>`` when keys are configured (OPEN_PATHS stay open)."""
 
     def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
         self.app = app
         self.keys = [f"Bearer {k}".encode() for k in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] == "/health":
+        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
@@ -161,7 +168,11 @@ async def health(request: Request) -> Response:
                              "(starting or restarting)"}, status_code=503,
                             headers={"Retry-After": "1"})
     return JSONResponse({"status": "ready", "workers_ready": load.workers_ready,
-                         "queue_depth": load.queue_depth})
+                         "queue_depth": load.queue_depth, "peers": _peer_counts(node)})
+
+
+def _peer_counts(node: HttpNode) -> dict[str, int]:
+    return count_states(p.state for p in node.peers.peers())
 
 
 # --- federation routes ------------------------------------------------------------------
@@ -195,7 +206,8 @@ async def federation_vote(request: Request) -> Response:
 async def federation_health(request: Request) -> Response:
     node: HttpNode = request.app.state.node
     return JSONResponse({"node": msgspec.to_builtins(node.ctx.card),
-                         "load": msgspec.to_builtins(node.ctx.load())})
+                         "load": msgspec.to_builtins(node.ctx.load()),
+                         "peers": _peer_counts(node)})
 
 
 async def federation_peers(request: Request) -> Response:
@@ -220,6 +232,8 @@ ROUTES = [
     Route("/v1/federation/vote", federation_vote, methods=["POST"]),
     Route("/v1/federation/health", federation_health, methods=["GET"]),
     Route("/v1/federation/peers", federation_peers, methods=["GET"]),
+    Route("/v1/status", status, methods=["GET"]),
+    *(Route(path, page, methods=["GET"]) for path in PAGE_FILES),
 ]
 _KNOWN = {r.path for r in ROUTES}
 

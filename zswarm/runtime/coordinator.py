@@ -55,6 +55,11 @@ class Pool(Protocol):
                   stream: bool = False) -> None: ...
 
 
+def _question(request: GenerateRequest) -> str:
+    """The last user message (what the answer keys are read against, and what is recorded)."""
+    return next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+
+
 def split_n(n: int, workers: int) -> list[int]:
     """Spread n candidates over at most ``workers`` parts, as evenly as possible."""
     parts = max(1, min(n, workers))
@@ -124,7 +129,24 @@ class Coordinator:
         ``model_id`` other than this node's sends the request to peers serving that model;
         ``peers`` limits which peers may be asked (node names or ids; [] = this node only).
         ``early_stop=False`` waits for every candidate (OpenAI ``n`` choices) before deciding.
+        Every request is recorded (``NodeStats.recent``) with its report or its error.
         """
+        started = time.time()
+        question = _question(request)
+        try:
+            answer, report = await self._ask(request, strategy, deadline_s, on_token, model_id,
+                                             peers, early_stop, question)
+        except ZswarmError as exc:
+            self.ctx.stats.asked(started, question, strategy, request.n,
+                                 error=f"{exc.kind}: {exc}")
+            raise
+        self.ctx.stats.asked(started, question, strategy, request.n, answer=answer,
+                             report=report)
+        return answer, report
+
+    async def _ask(self, request: GenerateRequest, strategy: str, deadline_s: float,
+                   on_token: TokenSink | None, model_id: str | None, peers: list[str] | None,
+                   early_stop: bool, question: str) -> tuple[str, Report]:
         t0 = time.perf_counter()
         route = strategy == ROUTE
         if route:
@@ -140,8 +162,7 @@ class Coordinator:
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
         rnd = _Round("first_valid" if route else strategy, request.n,
                      deadline=trio.current_time() + deadline_s, on_token=on_token,
-                     question=next((m.content for m in reversed(request.messages)
-                                    if m.role == "user"), ""), early_stop=early_stop)
+                     question=question, early_stop=early_stop)
         await self._gather(rnd, request, fanout)
         notes = []
         if route and not rnd.candidates and SELF not in fanout.parts \

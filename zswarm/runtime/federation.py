@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from logging import ERROR, INFO, WARNING
 
 import trio
 
@@ -253,17 +254,22 @@ class Federation:
                 log.warning("peer %s at %s: %s", change.peer.card.name, change.peer.card.rpc, exc)
                 self.peer_io.forget(change.peer.card.node_id, str(exc))
 
+    def _note(self, level: int, fmt: str, *args: object) -> None:
+        """Log a change of the swarm once, and keep it for the status page."""
+        log.log(level, fmt, *args)
+        self.ctx.stats.event(logging.getLevelName(level).lower(), fmt % args)
+
     def _carry_out(self, change: Change) -> None:
         peer = change.peer
         card = peer.card
         kind = change.kind
         if kind is ChangeKind.DUPLICATE:
-            log.error("DUPLICATE NODE ID %s: the node at %s uses this node's id. Was the "
-                      "state dir (%s) copied? Delete node_id there on one of them.",
-                      card.node_id, card.rpc, self.config.node.state_dir)
+            self._note(ERROR, "DUPLICATE NODE ID %s: the node at %s uses this node's id. Was "
+                       "the state dir (%s) copied? Delete node_id there on one of them.",
+                       card.node_id, card.rpc, self.config.node.state_dir)
         elif kind is ChangeKind.FULL:
-            log.warning("peer table full (%d live peers): ignoring %s (%s) at %s", MAX_PEERS,
-                        card.name, card.node_id, card.rpc)
+            self._note(WARNING, "peer table full (%d live peers): ignoring %s (%s) at %s",
+                       MAX_PEERS, card.name, card.node_id, card.rpc)
         elif kind is ChangeKind.FORGOTTEN:
             log.debug("peer %s (%s) forgotten (%s)", card.name, card.node_id, peer.state.value)
             self.peer_io.forget(card.node_id, f"peer {card.name} forgotten")
@@ -271,41 +277,42 @@ class Federation:
             assert change.claim is not None
             self._spawn(f"move:{card.node_id}", self._confirm_move, card.node_id, change.claim)
         elif kind is ChangeKind.ENDPOINTS:
-            log.info("peer %s moved to %s", card.name, card.rpc)
+            self._note(INFO, "peer %s moved to %s", card.name, card.rpc)
             self.peer_io.close_link(card.node_id, "peer moved")
             if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT):
                 self.peer_io.subscribe(peer)
         elif kind is ChangeKind.DEMOTED:
-            log.warning("peer %s (%s) %s", card.name, card.node_id, peer.detail)
+            self._note(WARNING, "peer %s (%s) %s", card.name, card.node_id, peer.detail)
         elif kind is ChangeKind.RESTORED:
-            log.info("peer %s (%s) may be asked for votes again", card.name, card.node_id)
+            self._note(INFO, "peer %s (%s) may be asked for votes again", card.name,
+                       card.node_id)
         else:
             self._state_changed(change)
 
     def _state_changed(self, change: Change) -> None:
         peer, card, new = change.peer, change.peer.card, change.new
         if new is PeerState.DISCOVERED:
-            log.info("peer found: %s (%s) at %s via %s", card.name, card.node_id,
-                     peer.address, peer.source)
+            self._note(INFO, "peer found: %s (%s) at %s via %s", card.name, card.node_id,
+                       peer.address, peer.source)
             self.peer_io.subscribe(peer)
         elif new is PeerState.ALIVE:
             verb = "is back" if change.old in (PeerState.DEAD, PeerState.LEFT) else "joined"
             if change.old is not PeerState.SUSPECT:
-                log.info("peer %s %s: %s at %s, model %s, %d worker(s)", card.name, verb,
-                         card.node_id, card.rpc, card.model_id, card.workers)
+                self._note(INFO, "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
+                           verb, card.node_id, card.rpc, card.model_id, card.workers)
             self.peer_io.subscribe(peer)
         elif new is PeerState.DEAD:
             why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
-            log.warning("peer %s (%s) is dead: %s", card.name, card.node_id, why)
+            self._note(WARNING, "peer %s (%s) is dead: %s", card.name, card.node_id, why)
             self.peer_io.forget(card.node_id, f"peer {card.name} died ({why})")
             self._static_lost(card.node_id, "dead: " + why)
         elif new is PeerState.LEFT:
-            log.info("peer %s (%s) left", card.name, card.node_id)
+            self._note(INFO, "peer %s (%s) left", card.name, card.node_id)
             self.peer_io.forget(card.node_id, f"peer {card.name} left")
             self._static_lost(card.node_id, "left")
         elif new is PeerState.INCOMPATIBLE:
-            log.warning("peer %s (%s) is incompatible: %s; it is never sent votes",
-                        card.name, card.node_id, peer.detail)
+            self._note(WARNING, "peer %s (%s) is incompatible: %s; it is never sent votes",
+                       card.name, card.node_id, peer.detail)
             self.peer_io.forget(card.node_id, f"peer {card.name} is incompatible")
 
     def _static_lost(self, node_id: str, why: str) -> None:

@@ -11,6 +11,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from zswarm.core.messages import Report
+
+#: the status page shows this many recent requests and swarm events
+RECENT_REQUESTS = 20
+RECENT_EVENTS = 50
+#: a recorded question or answer is cut to this many characters
+RECORD_CHARS = 300
+
 
 @dataclass
 class Histogram:
@@ -60,6 +68,32 @@ class RateMeter:
             self._events.popleft()
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered (or failed) request, for the status page."""
+
+    at: float  # unix time it started
+    question: str
+    strategy: str
+    n: int
+    answer: str = ""
+    report: Report | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SwarmEvent:
+    """A peer joined, died, left, was refused...: what the log says, for the status page."""
+
+    at: float  # unix time
+    level: str  # "info", "warning", "error"
+    text: str
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= RECORD_CHARS else text[:RECORD_CHARS - 1] + "…"
+
+
 @dataclass
 class NodeStats:
     #: (route, status code) -> requests answered over HTTP
@@ -77,6 +111,18 @@ class NodeStats:
         (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)))
     vote_rtt_s: Histogram = field(default_factory=lambda: Histogram(
         (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)))
+
+    recent: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
+    events: deque[SwarmEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    started_at: float = field(default_factory=time.time)
+
+    def asked(self, t0: float, question: str, strategy: str, n: int, *, answer: str = "",
+              report: Report | None = None, error: str = "") -> None:
+        self.recent.append(RequestRecord(t0, _cut(question), strategy, n, _cut(answer), report,
+                                         _cut(error)))
+
+    def event(self, level: str, text: str) -> None:
+        self.events.append(SwarmEvent(time.time(), level, _cut(text)))
 
     def generated(self, tokens: int) -> None:
         self.tokens_generated += tokens

@@ -1,0 +1,116 @@
+"""How the command line shows things: peer tables (plain, JSON, live), reports, key state.
+
+Pure formatting over the protocol's messages (core/messages.py); cli.py decides what
+to fetch and where to print it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+from rich.table import Table
+
+from zswarm.core.messages import PeerInfo, Report
+from zswarm.core.peers import count_states, summarize_states
+
+PEER_HEAD = ("id", "name", "address", "state", "model", "load", "last seen", "rtt", "note")
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def peer_row(p: PeerInfo) -> tuple[str, ...]:
+    """One peer as table cells (the model name in full: it is how users tell models apart)."""
+    load = (f"q{p.load.queue_depth} idle {p.load.idle_workers}/{p.load.workers_ready}"
+            if p.state in ("alive", "suspect") else "-")
+    return (p.node_id[:12] or "-", p.name or "-", p.address, p.state, p.model_id or "-", load,
+            "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
+            "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms",
+            _cut(p.detail, 60))  # demoted, incompatible, unreachable: why
+
+
+def peer_text(peers: list[PeerInfo]) -> str:
+    """Aligned plain columns (stable for scripts and logs)."""
+    rows = [PEER_HEAD, *(peer_row(p) for p in peers)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(PEER_HEAD))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+_STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "unreachable": "red",
+                "incompatible": "magenta", "left": "dim", "discovered": "cyan"}
+
+
+def peer_table(peers: list[PeerInfo], *, title: str) -> Table:
+    """The same rows as a rich table (``zswarm peers --watch``)."""
+    table = Table(title=title, title_justify="left", expand=False)
+    for head in PEER_HEAD:
+        table.add_column(head, overflow="fold")
+    for p in peers:
+        cells = list(peer_row(p))
+        style = _STATE_STYLE.get(p.state)
+        if style:
+            cells[3] = f"[{style}]{cells[3]}[/]"
+        table.add_row(*cells)
+    return table
+
+
+def peer_summary(peers: list[PeerInfo]) -> str:
+    """'peers: 2 alive, 1 dead'."""
+    return f"peers: {summarize_states(count_states(p.state for p in peers))}"
+
+
+def peer_json(p: PeerInfo) -> dict[str, object]:
+    return {"id": p.node_id, "name": p.name, "address": p.address, "state": p.state,
+            "model": p.model_id, "load": msgspec.to_builtins(p.load),
+            "last_seen_s": p.last_seen_s, "rtt_ms": p.rtt_ms, "source": p.source,
+            "detail": p.detail}
+
+
+def key_state(fingerprint: str) -> str:
+    return (f"on (fingerprint {fingerprint})" if fingerprint else
+            "OFF: an open swarm, any host on the LAN can join and ask (see zswarm keygen)")
+
+
+def explain(answer: str, report: Report) -> str:
+    """``zswarm ask --explain``: the answer, then who said what."""
+    lines = [answer, "", f"strategy {report.strategy}, winner #{report.winner}, "
+             f"agreement {report.agreement:.2f}, {len(report.candidates)} of {report.expected} "
+             "candidates"]
+    lines.append(f"{'#':>2}  {'node/worker':<20} {'score':>8} {'finish':<9} {'ms':>8}  text")
+    for i, c in enumerate(report.candidates):
+        mark = "*" if i == report.winner else " "
+        score = "-" if c.score is None else f"{c.score:.3f}"
+        who = f"{c.node}/{c.worker}"
+        lines.append(f"{i:>2}{mark} {who:<20} {score:>8} {c.finish_reason:<9} "
+                     f"{c.latency_ms:>8.0f}  {_cut(c.text, 60)}")
+    timings = ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items())
+    lines.append(f"timings: {timings}")
+    for p in report.participants:
+        detail = f" ({p.detail})" if p.detail else ""
+        lines.append(f"node {p.node}: asked {p.requested}, got {p.received}, {p.outcome}"
+                     f"{detail}")
+    if report.note:
+        lines.append(f"note: {report.note}")
+    return "\n".join(lines)
+
+
+def as_json(answer: str, report: Report) -> str:
+    """``zswarm ask --json``."""
+    return json.dumps({
+        "answer": answer,
+        "strategy": report.strategy,
+        "winner": report.winner,
+        "agreement": report.agreement,
+        "candidates": [
+            {"node": c.node, "worker": c.worker, "text": c.text, "score": c.score,
+             "finish_reason": c.finish_reason, "latency_ms": c.latency_ms}
+            for c in report.candidates
+        ],
+        "timings": report.timings,
+        "note": report.note,
+        "participants": [msgspec.to_builtins(p) for p in report.participants],
+    }, ensure_ascii=False)
