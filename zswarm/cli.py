@@ -115,14 +115,18 @@ def node(config: Path | None = ConfigOpt,
             fed = cfg.federation
             federation = (f"on, discovery {fed.discovery}, swarm {fed.swarm!r}"
                           if info.federation else "off")
-            http = f"http://{info.host}:{info.http_port}/v1" if info.http_port else "-"
+            root = f"http://{info.host}:{info.http_port}" if info.http_port else ""
+            http = f"{root}/v1" if root else "-"
+            status = f"{root}/" if root and cfg.http.status_page else "-"
+            peers_line = ("  peers   reported in a moment, then logged as they join, die and leave"
+                          if info.federation else "")
             typer.echo(f"zswarm node {info.name} ({info.node_id}) ready\n"
                        f"  address {info.host}\n  model   {info.model_id}\n"
                        f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
                        f"  pub     {info.pub_endpoint or '-'}\n"
-                       f"  http    {http}\n  federation {federation}\n"
-                       f"  swarm key {views.key_state(info.swarm_key)}\n"
-                       "  peers are logged as they join, die and leave", err=True)
+                       f"  http    {http}\n  status  {status}\n  federation {federation}\n"
+                       f"  swarm key {views.key_state(info.swarm_key)}"
+                       + (f"\n{peers_line}" if peers_line else ""), err=True)
 
     try:
         with single_errors():  # one error from the node's nurseries, not a group of one

@@ -47,6 +47,7 @@ from zswarm.net.security import swarm_key
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation
+from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.swarm import serving, single_errors
@@ -123,6 +124,7 @@ async def _run_node(config: Config, drain: trio.Event,
                 await servers.start(rpc.serve)
                 if federation is not None:
                     await servers.start(federation.serve)
+                    servers.start_soon(report_first_peers, config, federation, host)
                 info = _announce(config, ctx, host)
                 task_status.started(info)
                 try:

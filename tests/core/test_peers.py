@@ -241,3 +241,13 @@ def test_a_stall_of_this_node_does_not_kill_its_peers():
     for now in (12.0, 12.25, 12.5, 12.75, 13.0, 13.25, 13.5, 13.75, 14.0):
         changes = t.tick(now)
     assert states(changes) == [] and t.peers["a"].state is S.DEAD
+
+
+def test_count_states_lists_every_state_in_order():
+    from zswarm.core.peers import SHOWN_STATES, count_states, summarize_states
+
+    counts = count_states(["dead", "alive", "alive", "unreachable"])
+    assert list(counts) == list(SHOWN_STATES)
+    assert counts["alive"] == 2 and counts["dead"] == 1 and counts["suspect"] == 0
+    assert summarize_states(counts) == "2 alive, 1 dead, 1 unreachable"
+    assert summarize_states(count_states([])) == "none"

@@ -1,0 +1,86 @@
+"""What a user sees of the swarm from a terminal: the start-up peer report, the peer
+count of `zswarm peers`, and `zswarm peers --watch` (a live table, run on a pty)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from tests.cli.test_keys import zswarm
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+
+
+def test_the_banner_reports_the_peers_found(tmp_path):
+    swarm = "view-" + secrets.token_hex(6)
+    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"])) as a, \
+            NodeProcess(node_config(tmp_path, "b", swarm=swarm, answers=["42"])) as b:
+        a.wait_ready(30)
+        b.wait_ready(30)
+        assert "status  http://127.0.0.1:" in a.log()
+        line = wait_until(lambda: next((x for x in a.log().splitlines() if "peers: " in x), None),
+                          15, what="a's peer report")
+        assert "1 alive (alive: b)" in line
+        listed = zswarm("peers", "--config", str(a.config))
+        assert listed.returncode == 0 and "peers: 1 alive" in listed.stdout
+        row = next(x for x in listed.stdout.splitlines() if " b " in f" {x} ")
+        assert "alive" in row and "scripted" in row
+
+
+def test_the_banner_says_what_to_check_when_no_peer_answers(tmp_path):
+    lonely = node_config(tmp_path, "lonely", swarm="view-" + secrets.token_hex(6),
+                         answers=["42"], federation={"discovery": "both",
+                                                     "peers": ["tcp://127.0.0.1:9"]})
+    with NodeProcess(lonely) as node:
+        node.wait_ready(30)
+        line = wait_until(lambda: next((x for x in node.log().splitlines()
+                                        if "no peers yet" in x), None), 15, what="report")
+        assert "tcp://127.0.0.1:9: unreachable" in line
+        assert "loopback" in line and "--bind auto" in line and "zswarm doctor" in line
+
+
+def _read_until(fd: int, needle: bytes, timeout_s: float) -> bytes:
+    out = b""
+    end = time.monotonic() + timeout_s
+    while needle not in out:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{needle!r} not seen in {out[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:  # the child closed the pty
+                break
+    return out
+
+
+def test_peers_watch_refreshes_a_live_table(tmp_path):
+    swarm = "watch-" + secrets.token_hex(6)
+    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"])) as a, \
+            NodeProcess(node_config(tmp_path, "b", swarm=swarm, answers=["42"])) as b:
+        a.wait_ready(30)
+        b.wait_ready(30)
+        main, child = pty.openpty()
+        watch = subprocess.Popen([sys.executable, "-m", "zswarm", "peers", "--watch",
+                                  "--config", str(a.config)], stdin=child, stdout=child,
+                                 stderr=child, env={**os.environ, "COLUMNS": "200"})
+        os.close(child)
+        try:
+            seen = _read_until(main, b"1 alive", 20)
+            seen += _read_until(main, b"scripted", 5)  # the model, in full
+            assert b"alive" in seen
+            b.stop()  # b leaves: the live table shows it without a restart
+            _read_until(main, b"1 left", 20)
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(timeout=10) == 0
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+                watch.wait()
+            os.close(main)

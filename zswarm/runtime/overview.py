@@ -1,0 +1,63 @@
+"""What a person is told about the swarm at start-up: the peers found, or what to check.
+
+``report_first_peers`` waits a couple of heartbeat intervals after the node is
+ready (a deadline, not synchronisation: mDNS answers and first heartbeats arrive
+in that time) and logs one line: the peers by state and name, or "no peers yet:"
+with the first thing to check for this configuration. ``zswarm doctor`` checks
+the same things in depth.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import trio
+
+from zswarm.config import Config
+from zswarm.core.messages import PeerInfo
+from zswarm.core.peers import count_states, summarize_states
+from zswarm.runtime.context import Peers
+
+log = logging.getLogger("zswarm.node")
+
+#: the report waits this many heartbeat intervals, and at least MIN_WAIT_S
+INTERVALS = 2
+MIN_WAIT_S = 1.5
+
+
+def peers_report(config: Config, peers: list[PeerInfo], address: str) -> str:
+    """One line: 'peers: 2 alive (b, c)' or 'no peers yet: ...; first check ...'."""
+    fed = config.federation
+    alive = [p.name for p in peers if p.state == "alive"]
+    problems = [f"{p.name or p.address}: {p.state}" + (f" ({p.detail})" if p.detail else "")
+                for p in peers if p.state in ("incompatible", "unreachable", "dead")]
+    counts = summarize_states(count_states(p.state for p in peers))
+    if alive:
+        line = f"peers: {counts} (alive: {', '.join(alive)})"
+        return line + (f"; {'; '.join(problems)}" if problems else "")
+    hints = []
+    if problems:
+        hints.append("; ".join(problems))
+    if fed.discovery != "static":
+        if ipaddress.ip_address(address).is_loopback:
+            hints.append(f"this node listens on {address} (loopback), so only nodes on this "
+                         "machine can find it: use --bind auto or [node] bind = \"auto\" to "
+                         "join the LAN")
+        key = " and the same swarm key" if config.security.swarm_key_file else ""
+        hints.append(f"no node of swarm {fed.swarm!r} answered over mDNS from {address}; "
+                     f"first check that another machine runs `zswarm node` with [federation] "
+                     f"swarm = {fed.swarm!r}{key}, then run `zswarm doctor` on both (it checks "
+                     "multicast, ports and firewalls)")
+    elif not fed.peers:
+        hints.append("discovery is \"static\" and [federation] peers is empty: add "
+                     "--peer tcp://HOST:17617 or set discovery = \"both\"")
+    return f"no peers yet ({counts}): " + "; ".join(hints)
+
+
+async def report_first_peers(config: Config, peers: Peers, address: str) -> None:
+    """Log ``peers_report`` once, a couple of heartbeat intervals after start-up."""
+    interval_s = config.federation.heartbeat_interval_ms / 1000
+    await trio.sleep(max(MIN_WAIT_S, INTERVALS * interval_s))
+    line = peers_report(config, peers.peers(), address)
+    (log.info if line.startswith("peers:") else log.warning)("%s", line)
