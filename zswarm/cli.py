@@ -304,6 +304,33 @@ def keygen(out: Path = KeyOutOpt) -> None:
                "     new key and copy it to the machines that stay.")
 
 
+@app.command()
+def doctor(
+    config: Path | None = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="one JSON object (ok, findings)"),
+    browse: float = typer.Option(2.0, "--browse", metavar="SECONDS",
+                                 help="how long to listen for other nodes over mDNS"),
+    model: bool = typer.Option(True, "--model/--no-model",
+                               help="load the model and generate one token (a few seconds)"),
+) -> None:
+    """Check this machine for the swarm: address, multicast, mDNS, ports, peers, model.
+
+    Each finding says what is wrong and how to fix it; the exit code is 1 when
+    something is wrong (warnings alone give 0).
+    """
+    cfg = _load(config)
+    from zswarm import doctor as checks
+
+    try:
+        findings = checks.run_checks(cfg, browse_s=browse, check_model=model)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(checks.to_json(findings) if as_json else
+               f"zswarm doctor ({cfg.source})\n{checks.render(findings)}")
+    raise typer.Exit(1 if checks.failed(findings) else 0)
+
+
 def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
     from zswarm.core.claims import foreign
     from zswarm.core.messages import Load, NodeCard

@@ -8,6 +8,8 @@ import socket
 import struct
 
 _SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+_SIOCGIFFLAGS = 0x8913  # Linux: an interface's flags
+IFF_UP, IFF_LOOPBACK, IFF_MULTICAST = 0x1, 0x8, 0x1000
 
 _PRIVATE = [ipaddress.ip_network(n) for n in
             ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
@@ -21,22 +23,29 @@ def is_private_lan(address: str) -> bool:
     return any(ip in net for net in _PRIVATE)
 
 
-def _interface_addresses() -> list[str]:
-    """IPv4 addresses of this host's interfaces (Linux ioctl; empty elsewhere)."""
-    found: list[str] = []
+def interfaces() -> dict[str, tuple[str, int]]:
+    """Interface name -> (its IPv4 address, its flags), for interfaces with an IPv4 address
+    (Linux ioctl; empty elsewhere)."""
+    found: dict[str, tuple[str, int]] = {}
     try:
         names = [name for _, name in socket.if_nameindex()]
     except OSError:
         return found
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for name in names:
+            request = struct.pack("256s", name[:15].encode())
             try:
-                packed = fcntl.ioctl(s.fileno(), _SIOCGIFADDR,
-                                     struct.pack("256s", name[:15].encode()))
+                packed = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, request)
+                flags = struct.unpack_from("H", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS,
+                                                            request), 16)[0]
             except OSError:
                 continue  # no IPv4 address on this interface
-            found.append(socket.inet_ntoa(packed[20:24]))
+            found[name] = (socket.inet_ntoa(packed[20:24]), flags)
     return found
+
+
+def _interface_addresses() -> list[str]:
+    return [address for address, _ in interfaces().values()]
 
 
 def _candidate_addresses() -> list[str]:

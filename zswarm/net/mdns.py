@@ -213,8 +213,9 @@ async def serve_mdns(address: str, card: NodeCard | None,
             await trio.to_thread.run_sync(mdns.close, abandon_on_cancel=True)
 
 
-def browse_for(address: str, seconds: float) -> list[Found]:
-    """Blocking: browse for ``seconds`` and return every node that answered (zswarm peers --browse)."""
+def browse_for(address: str, seconds: float, drops: DropCounter | None = None) -> list[Found]:
+    """Blocking: browse for ``seconds`` and return every node that answered (zswarm peers
+    --browse, zswarm doctor); records that do not parse are counted in ``drops``."""
     found: dict[str, Found] = {}
     lock = threading.Lock()
 
@@ -225,7 +226,7 @@ def browse_for(address: str, seconds: float) -> list[Found]:
             else:
                 found.pop(event.service, None)
 
-    mdns = Mdns(address)
+    mdns = Mdns(address, drops)
     try:
         mdns.browse(on_event)
         time.sleep(seconds)  # the user asked to listen this long

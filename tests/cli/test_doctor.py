@@ -1,0 +1,101 @@
+"""`zswarm doctor`: a healthy node passes; each kind of trouble gives its own finding.
+
+Everything stays on loopback: the nodes, the static peer that does not answer and
+the mDNS records of nodes whose RPC port is closed (the firewall symptom).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from zswarm.core.messages import NodeCard
+from zswarm.net.mdns import Mdns
+from zswarm.testing.cluster import NodeProcess, node_config
+
+
+def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
+    run = subprocess.run([sys.executable, "-m", "zswarm", "doctor", "--config", str(config),
+                          "--json", *args], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    assert run.stdout, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ok"] == (run.returncode == 0)
+    return run.returncode, report["findings"]
+
+
+def where(findings: list[dict[str, str]], check: str, status: str) -> list[str]:
+    return [f["message"] for f in findings if f["check"] == check and f["status"] == status]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_healthy_node_passes(tmp_path):
+    cfg = node_config(tmp_path, "well", swarm="doc-" + secrets.token_hex(6), answers=["42"])
+    with NodeProcess(cfg) as node:
+        node.wait_ready(30)
+        code, findings = doctor(cfg)
+    assert code == 0, findings
+    assert not [f for f in findings if f["status"] == "FAIL"]
+    assert where(findings, "bind", "warn")[0].startswith("127.0.0.1 on lo")
+    assert where(findings, "mdns", "ok") == ["this machine's node well is advertised (127.0.0.1)"]
+    assert where(findings, "model", "ok")  # loaded and generated a token in a worker
+
+
+def test_an_unreachable_static_peer_is_named(tmp_path):
+    dead = f"tcp://127.0.0.1:{closed_port()}"
+    cfg = node_config(tmp_path, "n", swarm="doc-" + secrets.token_hex(6), answers=["42"],
+                      federation={"discovery": "static", "peers": [dead]})
+    code, findings = doctor(cfg, "--no-model")
+    assert code == 1
+    (message,) = where(findings, "static peers", "FAIL")
+    assert message.startswith(f"{dead} did not answer a StatusRequest")
+
+
+def test_a_port_in_use_names_its_owner(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = node_config(tmp_path, "n", swarm="doc-" + secrets.token_hex(6), answers=["42"],
+                          ports={"rpc": port})
+        code, findings = doctor(cfg, "--no-model")
+    assert code == 1
+    (message,) = where(findings, "ports", "FAIL")
+    assert message.startswith(f"ports.rpc {port} on 127.0.0.1: Address already in use")
+    assert f"taken by pid {__import__('os').getpid()} " in message  # this test process
+
+
+def test_seen_over_mdns_but_rpc_closed_and_duplicate_ids(tmp_path):
+    swarm = "doc-" + secrets.token_hex(6)
+    node_id = secrets.token_hex(8)
+    cards = [NodeCard(node_id=node_id, name=name, model_id="scripted", workers=1,
+                      rpc=f"tcp://127.0.0.1:{closed_port()}",
+                      pub=f"tcp://127.0.0.1:{closed_port()}", swarm=swarm)
+             for name in ("walled", "twin")]
+    stranger = NodeCard(node_id=secrets.token_hex(8), name="stranger", model_id="scripted",
+                        workers=1, rpc="tcp://127.0.0.1:1", pub="tcp://127.0.0.1:2",
+                        swarm="another-swarm")
+    mdns = Mdns("127.0.0.1")
+    try:
+        for card in (*cards, stranger):
+            mdns.advertise(card)
+        cfg = node_config(tmp_path, "n", swarm=swarm, answers=["42"])
+        code, findings = doctor(cfg, "--no-model", "--browse", "3")
+    finally:
+        mdns.close()
+    assert code == 1
+    unreachable = where(findings, "reachability", "FAIL")
+    assert len(unreachable) == 2 and all("the firewall symptom" in m for m in unreachable)
+    (dup,) = where(findings, "node ids", "FAIL")
+    assert dup.startswith(f"node id {node_id} is used by 2 node(s)")
+    assert any(m.startswith("stranger") and "is in swarm 'another-swarm'" in m
+               for m in where(findings, "mdns", "info"))

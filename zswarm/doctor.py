@@ -1,0 +1,338 @@
+"""``zswarm doctor``: why two machines do not find each other, checked and explained.
+
+Owns the checks and their plain-words findings (each with a fix): the bind address
+and its interface; multicast on it and a route for 224.0.0.251 (mDNS); what answers
+mDNS within a couple of seconds and which of those nodes this one could use; the
+configured ports (free, or taken by whom); static peers answering a StatusRequest;
+discovered nodes' RPC and heartbeat ports (seen over mDNS but unreachable is the
+firewall symptom); duplicate node ids; and the model loading in a worker process and
+generating one token (a llama.cpp build for the wrong CPU dies there with SIGILL).
+
+Traffic goes only where the node itself would send it: mDNS on the bind interface,
+TCP to the configured static peers and to nodes that advertised themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import trio
+
+from zswarm import client
+from zswarm.config import Config, override
+from zswarm.core.claims import foreign
+from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
+from zswarm.engines.loader import model_id
+from zswarm.errors import ZswarmError
+from zswarm.net.addresses import IFF_LOOPBACK, IFF_MULTICAST, IFF_UP, choose_bind_address, interfaces
+from zswarm.net.guard import DropCounter
+from zswarm.net.mdns import Found, browse_for
+from zswarm.net.security import SwarmKey, swarm_key
+from zswarm.runtime.swarm import local_swarm
+
+MDNS_GROUP = "224.0.0.251"
+#: how long mDNS is browsed (responders answer a query at most once a second)
+BROWSE_S = 2.0
+#: a peer that takes longer than this to answer a StatusRequest is called unreachable
+PROBE_TIMEOUT_S = 2.0
+
+OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # ok, warn, FAIL, info
+    message: str
+    fix: str = ""
+
+
+def _bind(config: Config) -> tuple[str, Iterator[Finding]]:
+    setting = config.node.bind
+    address = choose_bind_address(setting)
+    why = ("set in [node] bind" if setting != "auto" else
+           "bind = \"auto\": the first private LAN address of this host"
+           if address != "127.0.0.1" else "bind = \"auto\" found no private LAN address")
+    fix = ("this machine has no address in 10/8, 172.16/12, 192.168/16 or 100.64/10: set "
+           "[node] bind to its LAN address" if setting == "auto" else
+           "to join other machines: --bind auto, or [node] bind = \"auto\" or this "
+           "machine's LAN address")
+    return address, _bind_findings(address, why, fix)
+
+
+def _bind_findings(address: str, why: str, loopback_fix: str) -> Iterator[Finding]:
+    named = {a: (name, flags) for name, (a, flags) in interfaces().items()}
+    if address not in named:
+        if address == "0.0.0.0":
+            yield Finding("bind", WARN, "listens on every interface (0.0.0.0); mDNS needs "
+                          "one address to advertise", "set [node] bind to this machine's LAN "
+                          "address, or \"auto\"")
+            return
+        yield Finding("bind", FAIL, f"{address} ({why}) is not an address of this machine",
+                      "set [node] bind to one of: " + ", ".join(sorted(named)) + " or \"auto\"")
+        return
+    name, flags = named[address]
+    if flags & IFF_LOOPBACK:
+        yield Finding("bind", WARN, f"{address} on {name} ({why}): loopback, so only nodes "
+                      "on this machine can find or reach this node", loopback_fix)
+        return
+    yield Finding("bind", OK, f"{address} on interface {name} ({why})")
+    if not flags & IFF_UP:
+        yield Finding("multicast", FAIL, f"interface {name} is down", f"ip link set {name} up")
+    elif not flags & IFF_MULTICAST:
+        yield Finding("multicast", FAIL, f"interface {name} has multicast off: mDNS cannot "
+                      "work on it", f"ip link set {name} multicast on")
+
+
+def _route(address: str) -> Finding:
+    """Which source address the kernel uses for the mDNS group (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((MDNS_GROUP, 5353))
+            source = s.getsockname()[0]
+    except OSError as exc:
+        return Finding("multicast", FAIL, f"no route for {MDNS_GROUP} (mDNS): "
+                       f"{exc.strerror or exc}", "add one: ip route add 224.0.0.0/4 dev "
+                       "<your LAN interface>")
+    if source != address and not ipaddress.ip_address(address).is_loopback:
+        return Finding("multicast", INFO, f"the route for {MDNS_GROUP} leaves from {source}, "
+                       f"not {address}; zswarm sends mDNS on {address}'s interface itself")
+    return Finding("multicast", OK, f"route for {MDNS_GROUP} via {source}")
+
+
+def _listeners() -> dict[int, int]:
+    """Listening TCP port -> socket inode (IPv4 and IPv6, from /proc)."""
+    out: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A":  # LISTEN
+                        out[int(fields[1].rsplit(":", 1)[1], 16)] = int(fields[9])
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    return out
+
+
+def _owner(inode: int) -> str:
+    """'pid 123 (python -m zswarm node)' for the process holding a socket, if we may look."""
+    target = f"socket:[{inode}]"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target
+                   for fd in os.listdir(f"/proc/{pid}/fd")):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {pid} ({cmd[:80]})"
+        except OSError:
+            continue
+    return "another process (not visible to this user)"
+
+
+def _ports(config: Config, address: str, running_pid: int | None) -> Iterator[Finding]:
+    wanted = {"rpc": config.ports.rpc}
+    if config.http.enabled:
+        wanted["http"] = config.ports.http
+    if config.federation.enabled:
+        wanted["pub"] = config.ports.pub
+    listening = _listeners()
+    for name, port in wanted.items():
+        if port == 0:
+            yield Finding("ports", OK, f"ports.{name} = 0: any free port")
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+                yield Finding("ports", OK, f"ports.{name} {port} is free on {address}")
+                continue
+            except OSError as exc:
+                error = exc.strerror or str(exc)
+        owner = _owner(listening[port]) if port in listening else ""
+        if running_pid is not None and owner.startswith(f"pid {running_pid} "):
+            yield Finding("ports", OK, f"ports.{name} {port} is held by the node running with "
+                          f"this config (pid {running_pid})")
+            continue
+        yield Finding("ports", FAIL, f"ports.{name} {port} on {address}: {error}"
+                      + (f", taken by {owner}" if owner else ""),
+                      f"stop that process, or set [ports] {name} to a free port (0 = any)")
+
+
+def _probe(endpoint: str, key: SwarmKey | None) -> tuple[NodeCard | None, float, str]:
+    t0 = time.perf_counter()
+    try:
+        card = client.status(endpoint, timeout_s=PROBE_TIMEOUT_S, key=key).card
+        return card, (time.perf_counter() - t0) * 1000, ""
+    except ZswarmError as exc:
+        return None, 0.0, str(exc)
+
+
+def _static_peers(config: Config, key: SwarmKey | None, me: NodeCard) -> Iterator[Finding]:
+    fed = config.federation
+    if not fed.enabled or fed.discovery == "mdns" or not fed.peers:
+        return
+    for endpoint in fed.peers:
+        card, ms, error = _probe(endpoint, key)
+        if card is None:
+            yield Finding("static peers", FAIL, f"{endpoint} did not answer a StatusRequest "
+                          f"within {PROBE_TIMEOUT_S:.0f} s ({error})",
+                          "check that `zswarm node` runs there, that its RPC port is open in "
+                          "its firewall, and that both use the same swarm key (a wrong key "
+                          "looks like no answer)")
+            continue
+        why = foreign(card, me)
+        yield (Finding("static peers", WARN, f"{endpoint} is {card.name} but not a peer: it "
+                       f"{why}", "use the same [federation] swarm and swarm key on both")
+               if why else Finding("static peers", OK, f"{endpoint} is {card.name} "
+                                   f"({card.model_id}), answered in {ms:.1f} ms"))
+
+
+def _discovered(config: Config, found: list[Found], drops: DropCounter, me: NodeCard,
+                key: SwarmKey | None, running_rpc: str | None, seconds: float
+                ) -> Iterator[Finding]:
+    fed = config.federation
+    yield Finding("mdns", INFO if found else WARN,
+                  f"{len(found)} zswarm node(s) answered mDNS within {seconds:g} s"
+                  + (f"; {drops.total} record(s) that are not zswarm's format were ignored"
+                     if drops.total else ""),
+                  "" if found else "if another machine runs a node: same LAN segment (not a "
+                  "guest Wi-Fi), UDP 5353 multicast allowed (client isolation and some "
+                  "routers block it), or use static peers: --peer tcp://HOST:17617")
+    by_id: dict[str, set[str]] = {}
+    for f in found:
+        card = f.card
+        by_id.setdefault(card.node_id, set()).add(card.rpc)
+        if card.rpc == running_rpc:
+            yield Finding("mdns", OK, f"this machine's node {card.name} is advertised "
+                          f"({f.address})")
+            continue
+        name = f"{card.name} ({card.node_id[:12]}) at {f.address}"
+        why = foreign(card, me)
+        if why:
+            yield Finding("mdns", INFO, f"{name}: not a peer, it {why}")
+            continue
+        if f.proto != PROTOCOL_VERSION:
+            yield Finding("mdns", WARN, f"{name}: protocol {f.proto}, this node speaks "
+                          f"{PROTOCOL_VERSION}", "run the same zswarm version on both")
+            continue
+        other = card.model_id != me.model_id
+        if other:
+            yield Finding("mdns", INFO if not fed.same_model_only else WARN,
+                          f"{name}: another model ({card.model_id})",
+                          "" if not fed.same_model_only else "votes go only to nodes with the "
+                          "same model (federation.same_model_only)")
+        peer, ms, error = _probe(card.rpc, key)
+        if peer is None:
+            yield Finding("reachability", FAIL, f"{name} is seen over mDNS but its RPC port "
+                          f"{card.rpc} does not answer ({error}): the firewall symptom",
+                          "on that machine, allow TCP ports 17615-17617 (e.g. sudo ufw allow "
+                          "17615:17617/tcp) or whatever [ports] it uses")
+        elif not other:
+            yield Finding("reachability", OK, f"{name}: RPC answered in {ms:.1f} ms")
+    for node_id, endpoints in by_id.items():
+        if node_id == me.node_id and running_rpc not in endpoints or len(endpoints) > 1:
+            yield Finding("node ids", FAIL, f"node id {node_id} is used by "
+                          f"{len(endpoints)} node(s) at {', '.join(sorted(endpoints))}"
+                          + (" and by this machine" if node_id == me.node_id else ""),
+                          "a copied state dir: delete state_dir/node_id on all but one "
+                          "(a new id is made at start)")
+
+
+async def _model(config: Config) -> Finding:
+    one = override(config, {"node": {"workers": 1}})
+    request = GenerateRequest(messages=(ChatMessage(role="user", content="Say OK."),),
+                              params=SamplingParams(max_tokens=1, temperature=0.0))
+    t0 = time.perf_counter()
+    try:
+        async with local_swarm(one) as swarm:
+            loaded = time.perf_counter()
+            await swarm.coordinator.ask(request, strategy="first_valid", deadline_s=120)
+    except ZswarmError as exc:
+        return Finding("model", FAIL, f"{exc.kind}: {exc}",
+                       "a model file that does not load: check [model] path; a worker that "
+                       "dies on the first token (SIGILL) means llama.cpp was built for another "
+                       "CPU: rebuild with ./scripts/install.sh (portable flags)")
+    return Finding("model", OK, f"loaded in {loaded - t0:.1f} s and generated a token in a "
+                   f"worker process ({(time.perf_counter() - loaded) * 1000:.0f} ms)")
+
+
+def _running(config: Config) -> tuple[int | None, str | None]:
+    """(pid, RPC endpoint) of the node running with this config, from its node.json."""
+    try:
+        info = json.loads((config.state_path / "node.json").read_text())
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+        return pid, str(info["rpc_endpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _node_id(config: Config) -> str:
+    try:
+        return (config.state_path / "node_id").read_text().strip()
+    except OSError:
+        return ""  # made at the node's first start
+
+
+def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool = True
+               ) -> list[Finding]:
+    """Every check, in the order a person would look; ConfigError for a bad swarm key file."""
+    key = swarm_key(config.security.swarm_key_file, source=config.source)
+    fed = config.federation
+    address, bind_findings = _bind(config)
+    findings = list(bind_findings)
+    if fed.enabled and fed.discovery != "static":
+        findings.append(_route(address))
+    running_pid, running_rpc = _running(config)
+    try:
+        model = model_id(config.model)
+    except ZswarmError as exc:
+        findings.append(Finding("model", FAIL, f"{exc.kind}: {exc}", "check [model] path "
+                                "(or leave it empty for the embedded default model)"))
+        model, check_model = "", False
+    me = NodeCard(node_id=_node_id(config) or "-", name=config.node.name, model_id=model,
+                  workers=config.node.workers, rpc="", pub="", swarm=fed.swarm,
+                  key=key.fingerprint if key else "")
+    findings += _ports(config, address, running_pid)
+    if not fed.enabled:
+        findings.append(Finding("federation", INFO, "federation is off: this node works alone",
+                                "zswarm node --federation, or [federation] enabled = true"))
+    else:
+        findings += _static_peers(config, key, me)
+        if fed.discovery != "static":
+            drops = DropCounter("mdns")
+            found = browse_for(address, browse_s, drops)
+            findings += _discovered(config, found, drops, me, key, running_rpc, browse_s)
+    if check_model:
+        findings.append(trio.run(_model, config))
+    return findings
+
+
+def failed(findings: list[Finding]) -> bool:
+    return any(f.status == FAIL for f in findings)
+
+
+def render(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        lines.append(f"{f.status:<5} {f.check:<13} {f.message}")
+        if f.fix:
+            lines.append(f"{'':<19} fix: {f.fix}")
+    problems = sum(f.status == FAIL for f in findings)
+    warnings = sum(f.status == WARN for f in findings)
+    lines.append(f"{problems} problem(s), {warnings} warning(s)" if problems or warnings
+                 else "all checks passed")
+    return "\n".join(lines)
+
+
+def to_json(findings: list[Finding]) -> str:
+    return json.dumps({"ok": not failed(findings), "findings": [asdict(f) for f in findings]},
+                      ensure_ascii=False)
