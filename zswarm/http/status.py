@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from zswarm.core.messages import Report
 from zswarm.core.peers import count_states, endpoint_host
 from zswarm.http.base import HttpNode
-from zswarm.http.openai import ApiError
+from zswarm.http.openai import ApiError, json_safe
 from zswarm.runtime.stats import RequestRecord
 
 #: URL path -> (file in http/static/, media type); public: they hold no data
@@ -63,7 +63,8 @@ async def page(request: Request) -> Response:
 async def status(request: Request) -> Response:
     node: HttpNode = request.app.state.node
     _enabled(node)
-    return JSONResponse(snapshot(node), headers={"Cache-Control": "no-store"})
+    # json_safe: a non-finite score must not turn the page into a 500 (JSON has no NaN)
+    return JSONResponse(json_safe(snapshot(node)), headers={"Cache-Control": "no-store"})
 
 
 def snapshot(node: HttpNode) -> dict[str, Any]:
