@@ -175,6 +175,15 @@ def _probe(endpoint: str, key: SwarmKey | None) -> tuple[NodeCard | None, float,
         return None, 0.0, str(exc)
 
 
+def _tcp_open(endpoint: str) -> bool:
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _static_peers(config: Config, key: SwarmKey | None, me: NodeCard) -> Iterator[Finding]:
     fed = config.federation
     if not fed.enabled or fed.discovery == "mdns" or not fed.peers:
@@ -235,8 +244,13 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
                           f"{card.rpc} does not answer ({error}): the firewall symptom",
                           "on that machine, allow TCP ports 17615-17617 (e.g. sudo ufw allow "
                           "17615:17617/tcp) or whatever [ports] it uses")
+        elif not _tcp_open(card.pub):
+            yield Finding("reachability", FAIL, f"{name}: RPC answers but its heartbeat port "
+                          f"{card.pub} does not accept connections, so this node would see it "
+                          "as dead", "on that machine, allow TCP to its [ports] pub (17616)")
         elif not other:
-            yield Finding("reachability", OK, f"{name}: RPC answered in {ms:.1f} ms")
+            yield Finding("reachability", OK, f"{name}: RPC answered in {ms:.1f} ms, "
+                          "heartbeat port open")
     for node_id, endpoints in by_id.items():
         if node_id == me.node_id and running_rpc not in endpoints or len(endpoints) > 1:
             yield Finding("node ids", FAIL, f"node id {node_id} is used by "

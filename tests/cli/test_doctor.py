@@ -39,14 +39,19 @@ def closed_port() -> int:
 
 
 def test_a_healthy_node_passes(tmp_path):
-    cfg = node_config(tmp_path, "well", swarm="doc-" + secrets.token_hex(6), answers=["42"])
-    with NodeProcess(cfg) as node:
+    swarm = "doc-" + secrets.token_hex(6)
+    cfg = node_config(tmp_path, "well", swarm=swarm, answers=["42"])
+    with NodeProcess(cfg) as node, \
+            NodeProcess(node_config(tmp_path, "friend", swarm=swarm, answers=["42"])) as friend:
         node.wait_ready(30)
+        friend.wait_ready(30)
         code, findings = doctor(cfg)
     assert code == 0, findings
     assert not [f for f in findings if f["status"] == "FAIL"]
     assert where(findings, "bind", "warn")[0].startswith("127.0.0.1 on lo")
     assert where(findings, "mdns", "ok") == ["this machine's node well is advertised (127.0.0.1)"]
+    (friendly,) = where(findings, "reachability", "ok")
+    assert friendly.startswith("friend (") and "heartbeat port open" in friendly
     assert where(findings, "model", "ok")  # loaded and generated a token in a worker
 
 
