@@ -22,6 +22,8 @@ from zswarm.testing.cluster import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 15_000
+#: a peer's name is the peer's to choose: the page must show it as text, never as HTML
+EVIL = '<img src=x onerror="console.error(1)"><i>evil</i>'
 
 pytestmark = pytest.mark.slow
 
@@ -48,19 +50,22 @@ def test_status_page_shows_the_swarm_and_a_request(tmp_path):
     swarm = "page-" + secrets.token_hex(6)
     with start_node(tmp_path, "a", answers=["42"], swarm=swarm) as a, \
             start_node(tmp_path, "b", answers=["42"], swarm=swarm), \
+            start_node(tmp_path, "c", answers=["42"], swarm=swarm, node={"name": EVIL}), \
             browser_page() as (page, errors):
-        wait_until(lambda: httpx.get(f"{a.base}/status").json()["peer_counts"]["alive"] == 1,
-                   15, what="a sees b alive")
+        wait_until(lambda: httpx.get(f"{a.base}/status").json()["peer_counts"]["alive"] == 2,
+                   15, what="a sees b and c alive")
         page.goto(f"{a.root}/")
         page.wait_for_selector('#peers tr[data-name="b"][data-state="alive"]', timeout=WAIT_MS)
         assert page.text_content("#node-name").startswith("a (")
         assert page.is_hidden("#key-form")  # no API key configured: no form
-        assert "1 alive" in page.text_content("#peer-counts")
+        assert "2 alive" in page.text_content("#peer-counts")
+        assert EVIL in page.text_content("#peers") and EVIL in page.text_content("#events")
+        assert page.locator("img, i").count() == 0  # shown as text, not made into elements
         assert "127.0.0.1" in page.text_content("#node")
 
         r = httpx.post(f"{a.base}/chat/completions", timeout=30, json={
             "model": "default", "messages": [{"role": "user", "content": "What is 6 x 7?"}],
-            "zswarm": {"n": 4, "strategy": "majority"}})
+            "zswarm": {"n": 4, "strategy": "majority", "peers": ["b"]}})
         assert r.status_code == 200
         page.wait_for_selector("#requests details.request", timeout=WAIT_MS)
         page.click("#requests details.request summary")
