@@ -11,17 +11,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from tests.cli.test_keys import zswarm
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 
-def test_the_banner_reports_the_peers_found(tmp_path):
+@contextmanager
+def two_nodes(directory: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    """Nodes a and b of a private swarm, both ready."""
     swarm = "view-" + secrets.token_hex(6)
-    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"])) as a, \
-            NodeProcess(node_config(tmp_path, "b", swarm=swarm, answers=["42"])) as b:
+    with NodeProcess(node_config(directory, "a", swarm=swarm, answers=["42"])) as a, \
+            NodeProcess(node_config(directory, "b", swarm=swarm, answers=["42"])) as b:
         a.wait_ready(30)
         b.wait_ready(30)
+        yield a, b
+
+
+def test_the_banner_reports_the_peers_found(tmp_path):
+    with two_nodes(tmp_path) as (a, _):
         assert "status  http://127.0.0.1:" in a.log()
         line = wait_until(lambda: next((x for x in a.log().splitlines() if "peers: " in x), None),
                           15, what="a's peer report")
@@ -61,11 +71,7 @@ def _read_until(fd: int, needle: bytes, timeout_s: float) -> bytes:
 
 
 def test_peers_watch_refreshes_a_live_table(tmp_path):
-    swarm = "watch-" + secrets.token_hex(6)
-    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"])) as a, \
-            NodeProcess(node_config(tmp_path, "b", swarm=swarm, answers=["42"])) as b:
-        a.wait_ready(30)
-        b.wait_ready(30)
+    with two_nodes(tmp_path) as (a, b):
         main, child = pty.openpty()
         watch = subprocess.Popen([sys.executable, "-m", "zswarm", "peers", "--watch",
                                   "--config", str(a.config)], stdin=child, stdout=child,
