@@ -29,7 +29,7 @@ from zswarm.config import Config, override
 from zswarm.core.claims import foreign
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
 from zswarm.engines.loader import model_id
-from zswarm.errors import ZswarmError
+from zswarm.errors import WorkerCrashed, ZswarmError
 from zswarm.net.addresses import IFF_LOOPBACK, IFF_MULTICAST, IFF_UP, choose_bind_address, interfaces
 from zswarm.net.guard import DropCounter
 from zswarm.net.mdns import Found, browse_for
@@ -270,10 +270,11 @@ async def _model(config: Config) -> Finding:
             loaded = time.perf_counter()
             await swarm.coordinator.ask(request, strategy="first_valid", deadline_s=120)
     except ZswarmError as exc:
-        return Finding("model", FAIL, f"{exc.kind}: {exc}",
-                       "a model file that does not load: check [model] path; a worker that "
-                       "dies on the first token (SIGILL) means llama.cpp was built for another "
-                       "CPU: rebuild with ./scripts/install.sh (portable flags)")
+        fix = ("a worker that dies on the first token (SIGILL) runs a llama.cpp built for "
+               "another CPU: rebuild with ./scripts/install.sh (portable flags, see README)"
+               if isinstance(exc, WorkerCrashed) else "check [model] path, backend and "
+               "memory_limit_mib (or path = \"default\" for the embedded model)")
+        return Finding("model", FAIL, f"{exc.kind}: {exc}", fix)
     return Finding("model", OK, f"loaded in {loaded - t0:.1f} s and generated a token in a "
                    f"worker process ({(time.perf_counter() - loaded) * 1000:.0f} ms)")
 

@@ -104,3 +104,15 @@ def test_seen_over_mdns_but_rpc_closed_and_duplicate_ids(tmp_path):
     assert dup.startswith(f"node id {node_id} is used by 2 node(s)")
     assert any(m.startswith("stranger") and "is in swarm 'another-swarm'" in m
                for m in where(findings, "mdns", "info"))
+
+
+def test_a_worker_that_dies_on_the_first_token_is_the_sigill_trap(tmp_path):
+    cfg = node_config(tmp_path, "n", swarm="doc-" + secrets.token_hex(6), answers=["42"],
+                      federation={"enabled": False}, script={"die_with": "SIGILL"},
+                      scheduler={"restart_backoff_initial_ms": 50})
+    code, findings = doctor(cfg)
+    assert code == 1
+    (message,) = where(findings, "model", "FAIL")
+    assert "SIGILL" in message or "signal 4" in message, message
+    (fix,) = [f["fix"] for f in findings if f["check"] == "model"]
+    assert "./scripts/install.sh" in fix

@@ -7,14 +7,17 @@ The model file is a JSON script::
 Candidate i of a request (counting from the request's ``first_index``) answers
 ``answers[i % len(answers)]`` after ``delay_ms`` (cancellable while it waits), with
 ``mean_logprob[i % len]`` as its score when given. ``"finish_reason"`` may force
-"length" or "error". Select it with ``[model] backend = "scripted"`` and
-``path = "script.json"``; it runs in the normal worker processes, so everything
-around the engine is the real node.
+"length" or "error"; ``"die_with": "SIGILL"`` makes the worker die by that signal on
+its first generation (what a llama.cpp build for the wrong CPU does). Select it with
+``[model] backend = "scripted"`` and ``path = "script.json"``; it runs in the normal
+worker processes, so everything around the engine is the real node.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ class ScriptedEngine:
             self.logprobs = [float(x) for x in script.get("mean_logprob", [])]
             self.finish = str(script.get("finish_reason", "stop"))
             load_delay_s = float(script.get("load_delay_ms", 0)) / 1000
+            self.die_with = signal.Signals[script["die_with"]] if "die_with" in script else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InferenceError(f"{path}: not a valid engine script: {exc}") from exc
         if not self.answers:
@@ -55,6 +59,8 @@ class ScriptedEngine:
     def generate(self, request: GenerateRequest, *, on_token: TokenCallback | None = None,
                  on_candidate: CandidateCallback | None = None,
                  should_stop: StopCheck | None = None) -> list[Candidate]:
+        if self.die_with is not None:
+            os.kill(os.getpid(), self.die_with)
         t0 = time.perf_counter()
         stopped = _wait(self.delay_s, should_stop)
         out: list[Candidate] = []
