@@ -39,6 +39,8 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     ("[generation]\nmax_n = 1000\n", r"generation.max_n: expected 1 to 32 \(the protocol's"),
     ("[model]\nn_ctx = 3\n", r"model.n_ctx: expected at least 64, got 3"),
     ("source = \"x\"\n", r"unknown key 'source'"),
+    ("[node]\nbind = \"localhost\"\n", r"node.bind: expected \"auto\" or an IPv4 address"),
+    ("[node]\nbind = \"::1\"\n", r"node.bind: expected \"auto\" or an IPv4 address .* '::1'"),
     ("[nodes]\n", r"unknown key 'nodes' \(known here: consensus, federation"),
 ])
 def test_bad_config_names_file_key_and_type(tmp_path, text, match):

@@ -9,6 +9,7 @@ no file) a working local node.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -301,11 +302,18 @@ def _explain(exc: msgspec.ValidationError, data: Any, source: str) -> ConfigErro
 
 
 def _validate(cfg: Config) -> None:
-    """The rules that relate two keys (each key's own range is written next to it)."""
+    """The rules that relate two keys or need a parser (each key's own range is written
+    next to it)."""
 
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{cfg.source}: {key}: {why}")
 
+    if cfg.node.bind != "auto":  # IPv4 only: mDNS and the advertised endpoints are IPv4
+        try:
+            ipaddress.IPv4Address(cfg.node.bind)
+        except ValueError:
+            raise bad("node.bind", 'expected "auto" or an IPv4 address such as 192.168.1.10, '
+                      f"got {cfg.node.bind!r}") from None
     if cfg.consensus.strategy not in ASK_STRATEGIES:
         raise bad("consensus.strategy", f"expected one of {', '.join(ASK_STRATEGIES)}, "
                   f"got {cfg.consensus.strategy!r}")
