@@ -133,7 +133,8 @@ class FrameFuzzer:
         r = self.rng
         routes = ["/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
                   "/metrics", "/v1/federation/vote", "/v1/federation/health",
-                  "/v1/federation/peers", "/", "/v1/%ff", "/v1/chat/completions/../x"]
+                  "/v1/federation/peers", "/", "/status.js", "/status.css", "/v1/status",
+                  "/v1/%ff", "/v1/chat/completions/../x"]
         chat = {"model": "default", "messages": [{"role": "user", "content": "What is 2+2?"}],
                 "max_tokens": 4}
         while True:
