@@ -10,6 +10,7 @@ import json
 
 import msgspec
 from rich.table import Table
+from rich.text import Text
 
 from zswarm.core.messages import PeerInfo, Report
 from zswarm.core.peers import count_states, summarize_states
@@ -46,14 +47,13 @@ _STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "unreachab
 
 def peer_table(peers: list[PeerInfo], *, title: str) -> Table:
     """The same rows as a rich table (``zswarm peers --watch``)."""
-    table = Table(title=title, title_justify="left", expand=False)
+    table = Table(title=Text(title), title_justify="left", expand=False)
     for head in PEER_HEAD:
         table.add_column(head, overflow="fold")
     for p in peers:
-        cells = list(peer_row(p))
-        style = _STATE_STYLE.get(p.state)
-        if style:
-            cells[3] = f"[{style}]{cells[3]}[/]"
+        # Text, not markup: a peer's name or note is the peer's to choose ("[/]" included)
+        cells = [Text(cell) for cell in peer_row(p)]
+        cells[3].stylize(_STATE_STYLE.get(p.state, ""))
         table.add_row(*cells)
     return table
 
