@@ -99,11 +99,11 @@ def _record(r: RequestRecord) -> dict[str, Any]:
 
 
 def _report(report: Report) -> dict[str, Any]:
-    """The report without token log-probabilities (they are per token: too much to poll)."""
+    """What the page shows of a report (kept slim by ``NodeStats.asked``)."""
     return {
         "strategy": report.strategy, "winner": report.winner, "agreement": report.agreement,
         "expected": report.expected, "timings": report.timings, "note": report.note,
-        "candidates": [{"node": c.node, "worker": c.worker, "text": c.text[:300],
+        "candidates": [{"node": c.node, "worker": c.worker, "text": c.text,
                         "score": c.score, "finish_reason": c.finish_reason,
                         "latency_ms": c.latency_ms, "tokens": c.tokens,
                         "answer_key": c.answer_key, "model_id": c.model_id}

@@ -256,8 +256,9 @@ class Federation:
 
     def _note(self, level: int, fmt: str, *args: object) -> None:
         """Log a change of the swarm once, and keep it for the status page."""
-        log.log(level, fmt, *args)
-        self.ctx.stats.event(logging.getLevelName(level).lower(), fmt % args)
+        text = fmt % args
+        log.log(level, "%s", text)
+        self.ctx.stats.event(logging.getLevelName(level).lower(), text)
 
     def _carry_out(self, change: Change) -> None:
         peer = change.peer

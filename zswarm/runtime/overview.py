@@ -26,8 +26,9 @@ INTERVALS = 2
 MIN_WAIT_S = 1.5
 
 
-def peers_report(config: Config, peers: list[PeerInfo], address: str) -> str:
-    """One line: 'peers: 2 alive (b, c)' or 'no peers yet: ...; first check ...'."""
+def peers_report(config: Config, peers: list[PeerInfo], address: str) -> tuple[bool, str]:
+    """(any peer alive, one line): 'peers: 2 alive (alive: b, c)' or 'no peers yet (...):
+    ...; first check ...'."""
     fed = config.federation
     alive = [p.name for p in peers if p.state == "alive"]
     problems = [f"{p.name or p.address}: {p.state}" + (f" ({p.detail})" if p.detail else "")
@@ -35,7 +36,7 @@ def peers_report(config: Config, peers: list[PeerInfo], address: str) -> str:
     counts = summarize_states(count_states(p.state for p in peers))
     if alive:
         line = f"peers: {counts} (alive: {', '.join(alive)})"
-        return line + (f"; {'; '.join(problems)}" if problems else "")
+        return True, line + (f"; {'; '.join(problems)}" if problems else "")
     hints = []
     if problems:
         hints.append("; ".join(problems))
@@ -52,12 +53,12 @@ def peers_report(config: Config, peers: list[PeerInfo], address: str) -> str:
     elif not fed.peers:
         hints.append("discovery is \"static\" and [federation] peers is empty: add "
                      "--peer tcp://HOST:17617 or set discovery = \"both\"")
-    return f"no peers yet ({counts}): " + "; ".join(hints)
+    return False, f"no peers yet ({counts}): " + "; ".join(hints)
 
 
 async def report_first_peers(config: Config, peers: Peers, address: str) -> None:
     """Log ``peers_report`` once, a couple of heartbeat intervals after start-up."""
     interval_s = config.federation.heartbeat_interval_ms / 1000
     await trio.sleep(max(MIN_WAIT_S, INTERVALS * interval_s))
-    line = peers_report(config, peers.peers(), address)
-    (log.info if line.startswith("peers:") else log.warning)("%s", line)
+    found, line = peers_report(config, peers.peers(), address)
+    (log.info if found else log.warning)("%s", line)

@@ -11,6 +11,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import msgspec
+
 from zswarm.core.messages import Report
 
 #: the status page shows this many recent requests and swarm events
@@ -94,6 +96,14 @@ def _cut(text: str) -> str:
     return text if len(text) <= RECORD_CHARS else text[:RECORD_CHARS - 1] + "…"
 
 
+def _slim(report: Report) -> Report:
+    """The report as kept: candidates' text cut, no per-token log-probabilities (which
+    can be thousands per candidate), so the kept requests stay small."""
+    return msgspec.structs.replace(report, candidates=[
+        msgspec.structs.replace(c, text=_cut(c.text), token_logprobs=None)
+        for c in report.candidates])
+
+
 @dataclass
 class NodeStats:
     #: (route, status code) -> requests answered over HTTP
@@ -118,7 +128,8 @@ class NodeStats:
 
     def asked(self, t0: float, question: str, strategy: str, n: int, *, answer: str = "",
               report: Report | None = None, error: str = "") -> None:
-        self.recent.append(RequestRecord(t0, _cut(question), strategy, n, _cut(answer), report,
+        self.recent.append(RequestRecord(t0, _cut(question), strategy, n, _cut(answer),
+                                         _slim(report) if report is not None else None,
                                          _cut(error)))
 
     def event(self, level: str, text: str) -> None:
