@@ -115,14 +115,22 @@ def ask(endpoint: str, request: GenerateRequest, *, strategy: str | None,
         return node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
 
 
-def running_node_endpoint(config: Config, *, key: SwarmKey | None = None) -> str | None:
-    """The RPC endpoint of a node started with this config, if one answers right now."""
+def node_json(config: Config) -> tuple[int, str] | None:
+    """(pid, RPC endpoint) from the node.json a node started with this config wrote."""
     path: Path = config.state_path / "node.json"
     try:
         info = json.loads(path.read_text())
-        endpoint = str(info["rpc_endpoint"])
+        return int(info["pid"]), str(info["rpc_endpoint"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def running_node_endpoint(config: Config, *, key: SwarmKey | None = None) -> str | None:
+    """The RPC endpoint of a node started with this config, if one answers right now."""
+    written = node_json(config)
+    if written is None:
+        return None
+    endpoint = written[1]
     try:
         status(endpoint, timeout_s=0.5, key=key)
     except (PeerUnavailable, RemoteProtocolError):

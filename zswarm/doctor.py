@@ -281,13 +281,14 @@ async def _model(config: Config) -> Finding:
 
 def _running(config: Config) -> tuple[int | None, str | None]:
     """(pid, RPC endpoint) of the node running with this config, from its node.json."""
+    written = client.node_json(config)
     try:
-        info = json.loads((config.state_path / "node.json").read_text())
-        pid = int(info["pid"])
-        os.kill(pid, 0)
-        return pid, str(info["rpc_endpoint"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, None
+        if written is not None:
+            os.kill(written[0], 0)
+            return written
+    except OSError:
+        pass  # that node is gone
+    return None, None
 
 
 def _node_id(config: Config) -> str:
