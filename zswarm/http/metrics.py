@@ -7,7 +7,6 @@ separate registries.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from zswarm.core.peers import PeerState
+from zswarm.core.peers import count_states
 from zswarm.runtime.stats import Histogram
 
 if TYPE_CHECKING:
@@ -70,9 +69,8 @@ class NodeCollector(Collector):
             unanswered.add_metric([outcome], n)
         yield unanswered
         peers = GaugeMetricFamily("zswarm_peers", "known peers by state", labels=["state"])
-        by_state = Counter(p.state for p in self.node.peers.peers())
-        for state in PeerState:
-            peers.add_metric([state.value], by_state.get(state.value, 0))
+        for state, count in count_states(p.state for p in self.node.peers.peers()).items():
+            peers.add_metric([state], count)
         yield peers
         dropped = CounterMetricFamily("zswarm_frames_dropped",
                                       "frames and messages dropped, by socket and reason",
