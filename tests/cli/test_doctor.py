@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zswarm.core.messages import NodeCard
 from zswarm.net.mdns import Mdns
-from zswarm.testing.cluster import NodeProcess, node_config
+from zswarm.testing.cluster import NodeProcess, free_port, node_config
 
 
 def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
@@ -31,11 +31,6 @@ def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
 def where(findings: list[dict[str, str]], check: str, status: str) -> list[str]:
     return [f["message"] for f in findings if f["check"] == check and f["status"] == status]
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_healthy_node_passes(tmp_path):
@@ -56,7 +51,7 @@ def test_a_healthy_node_passes(tmp_path):
 
 
 def test_an_unreachable_static_peer_is_named(tmp_path):
-    dead = f"tcp://127.0.0.1:{closed_port()}"
+    dead = f"tcp://127.0.0.1:{free_port()}"
     cfg = node_config(tmp_path, "n", swarm="doc-" + secrets.token_hex(6), answers=["42"],
                       federation={"discovery": "static", "peers": [dead]})
     code, findings = doctor(cfg, "--no-model")
@@ -83,8 +78,8 @@ def test_seen_over_mdns_but_rpc_closed_and_duplicate_ids(tmp_path):
     swarm = "doc-" + secrets.token_hex(6)
     node_id = secrets.token_hex(8)
     cards = [NodeCard(node_id=node_id, name=name, model_id="scripted", workers=1,
-                      rpc=f"tcp://127.0.0.1:{closed_port()}",
-                      pub=f"tcp://127.0.0.1:{closed_port()}", swarm=swarm)
+                      rpc=f"tcp://127.0.0.1:{free_port()}",
+                      pub=f"tcp://127.0.0.1:{free_port()}", swarm=swarm)
              for name in ("walled", "twin")]
     stranger = NodeCard(node_id=secrets.token_hex(8), name="stranger", model_id="scripted",
                         workers=1, rpc="tcp://127.0.0.1:1", pub="tcp://127.0.0.1:2",

@@ -34,7 +34,7 @@ from zswarm.errors import PeerUnavailable
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.security import write_key_file
 from zswarm.net.zmq_trio import TrioSocket
-from zswarm.testing.cluster import wait_until_async
+from zswarm.testing.cluster import free_port, wait_until_async
 
 from .conftest import peers_of, wait_peers
 from .test_federation import alive, ask, request
@@ -279,14 +279,9 @@ def _ask_keyed(endpoint: str, key) -> tuple[str, object]:
     return reply.answer, reply.report
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def test_a_static_peer_that_left_is_probed_again_and_returns(cluster):
-    port = _free_port()
+    port = free_port()
     static_b = {"federation": {"discovery": "static"}, "ports": {"rpc": port}}
     await cluster.start("b", ["41"], **static_b)
     a = await cluster.start("a", ["42"], federation={

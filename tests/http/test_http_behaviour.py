@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from zswarm.client import NodeClient
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
 
 from .conftest import start_node
 
@@ -204,14 +204,9 @@ def test_a_federated_request_over_http(tmp_path):
         assert [m["id"] for m in models] == ["scripted"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_health_is_503_while_the_model_loads(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = NodeProcess(node_config(tmp_path, "slow", swarm="load-" + str(port), answers=["42"],
                                    script={"load_delay_ms": 3000}, ports={"http": port}))
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,6 +73,13 @@ def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | 
     path = home / "swarm.toml"
     path.write_text(to_toml(data))
     return path
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (for "closed" and fixed-port tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, *, what: str = "condition",
