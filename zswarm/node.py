@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import resource
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ async def run_node(config: Config, *, drain: trio.Event | None = None,
 
 async def _run_node(config: Config, drain: trio.Event,
                     task_status: trio.TaskStatus[NodeInfo]) -> None:
+    raise_fd_limit()
     node_id = load_node_id(config)
     key = swarm_key(config.security.swarm_key_file, source=config.source)
     fed_cfg = config.federation
@@ -171,6 +173,22 @@ async def _drain(ctx: NodeContext) -> None:
         await ctx.requests.idle()
     if scope.cancelled_caught:
         log.warning("drain timeout: stopping with %d request(s) in flight", ctx.requests.count)
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft limit on open files to the hard limit (many desktops start at 1,024).
+
+    Every peer costs a few descriptors and a LAN can open connections to our ports; the
+    node also bounds what it opens (peer table, probe limiter) and survives running out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20) if soft != resource.RLIM_INFINITY else soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
 
 
 def load_node_id(config: Config) -> NodeId:

@@ -85,7 +85,10 @@ def test_peers_watch_refreshes_a_live_table(tmp_path):
         main, child = pty.openpty()
         watch = subprocess.Popen([sys.executable, "-m", "zswarm", "peers", "--watch",
                                   "--config", str(a.config)], stdin=child, stdout=child,
-                                 stderr=child, env={**os.environ, "COLUMNS": "200"})
+                                 stderr=child, env={**os.environ, "COLUMNS": "200"},
+                                 # a test run started in the background ignores SIGINT, and
+                                 # children inherit that: give the watch a terminal's handler
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         os.close(child)
         try:
             seen = _read_until(main, b"1 alive", 20)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from zswarm.core.messages import Load, NodeCard
 from zswarm.core.peers import (
     MAX_DEMOTION_S,
+    MAX_UNHEARD,
     TRANSITIONS,
     ChangeKind,
     PeerState,
@@ -46,7 +47,8 @@ def test_lifecycle_discovered_alive_suspect_dead_back_left():
     assert states(t.tick(5.3)) == [("a", S.ALIVE, S.DEAD)]  # silent > 3 intervals
     assert t.tick(100) == []  # dead stays dead (until forgotten)
     assert states(t.heard(card("a"), Load(), now=101)) == [("a", S.DEAD, S.ALIVE)]
-    assert states(t.goodbye("a", now=102)) == [("a", S.ALIVE, S.LEFT)]
+    assert states(t.heard(card("a"), Load(state="leaving"), now=102)) == [
+        ("a", S.ALIVE, S.LEFT)]
     assert states(t.discovered(card("a"), "10.0.0.2", "mdns", now=103)) == [
         ("a", S.LEFT, S.DISCOVERED)]
 
@@ -86,14 +88,45 @@ def test_a_record_cannot_move_a_live_peer_only_claim_it():
     assert t.peers["a"].card.rpc == "tcp://10.6.6.6:1" and t.peers["a"].address == "10.6.6.6"
 
 
-def test_a_dead_peer_that_restarts_elsewhere_is_accepted_at_once():
+def test_a_record_moves_no_known_peer_live_or_not_without_a_probe():
     t = table()
     known(t, "a")
-    t.tick(10)
+    t.tick(10)  # DEAD
     moved = card("a", "tcp://10.0.0.2:9")
-    changes = t.discovered(moved, "10.0.0.2", "mdns", now=11)
-    assert kinds(changes) == [ChangeKind.ENDPOINTS, ChangeKind.STATE]
-    assert states(changes) == [("a", S.DEAD, S.DISCOVERED)]
+    (change,) = t.discovered(moved, "10.0.0.2", "mdns", now=11)
+    assert change.kind is ChangeKind.MOVE_CLAIMED and change.claim == moved
+    assert t.peers["a"].card.rpc == card("a").rpc and t.peers["a"].state is S.DEAD
+    # the node answered there (the runtime probed): now it moves
+    assert kinds(t.moved("a", moved, "10.0.0.2")) == [ChangeKind.ENDPOINTS]
+
+
+def test_a_hello_brings_a_dead_peers_probe_forward_once_per_interval():
+    t = table()
+    known(t, "a")
+    t.heard(card("a"), Load(), now=1)
+    t.tick(10)  # DEAD, probed with a back-off
+    for now in range(10, 60):
+        t.due_probes(now)  # the back-off grows to its cap
+    assert t.hello("a", 60.0) is True
+    assert t.hello("a", 60.1) is False  # forged hellos: one per interval at most
+    assert [p.card.node_id for p in t.due_probes(61.0)] == ["a"]
+    assert t.hello("nobody", 62.0) is False
+    t.heard(card("a"), Load(), now=62)
+    assert t.hello("a", 70.0) is False  # alive: nothing to bring forward
+
+
+def test_an_mdns_flood_churns_only_the_unheard_entries():
+    t = table()
+    for i in range(5):
+        known(t, f"real{i}")
+        t.heard(card(f"real{i}"), Load(), now=0.5)
+    forgotten = []
+    for i in range(MAX_UNHEARD * 10):
+        changes = t.discovered(card(f"f{i:05d}"), "10.0.0.9", "mdns", now=1 + i / 1000)
+        forgotten += [c.peer.card.node_id for c in changes if c.kind is ChangeKind.FORGOTTEN]
+    assert sum(p.last_heard is None for p in t.peers.values()) == MAX_UNHEARD
+    assert all(f"real{i}" in t.peers for i in range(5))
+    assert len(forgotten) == MAX_UNHEARD * 9 and forgotten[0] == "f00000"
 
 
 def test_stale_entries_are_forgotten_and_due_probes_back_off():
@@ -184,7 +217,7 @@ def test_every_change_follows_the_transition_table(events):
         elif kind == "heard":
             changes = t.heard(card("a"), Load(), now)
         elif kind == "bye":
-            changes = t.goodbye("a", now)
+            changes = t.heard(card("a"), Load(state="leaving"), now)
         else:
             changes = t.tick(now)
         for c in changes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 import trio
 import trio.lowlevel
@@ -69,6 +70,9 @@ class FakeIO:
 
     def subscribe(self, peer) -> None:
         self.subscribed.append(peer.card.node_id)
+
+    def subscribed_to(self, node_id: str) -> bool:
+        return node_id in self.subscribed
 
     def forget(self, node_id: str, why: str) -> None:
         self.forgotten.append((node_id, why))
@@ -152,9 +156,10 @@ async def test_a_record_of_this_swarm_is_pinged_and_joins(swarm, autojump_clock)
     b = card("b")
     s.io.at[b.rpc] = b
     s.fed.on_mdns(found(b))
-    assert s.state("b") is PeerState.DISCOVERED and s.io.subscribed == ["b"]
-    await trio.sleep(1.5)  # the next heartbeat pings it; its Status makes it ALIVE
-    assert s.state("b") is PeerState.ALIVE
+    # only announced: nothing connects to it until it answers a probe, sent at once
+    assert s.state("b") is PeerState.DISCOVERED and s.io.subscribed == []
+    await trio.sleep(0.01)
+    assert s.state("b") is PeerState.ALIVE and s.io.subscribed == ["b"]
     assert [load.node_id for load in s.fed.peer_loads("m@1", None)] == ["b"]
 
 
@@ -258,3 +263,33 @@ async def test_heartbeats_say_draining_and_goodbye_says_leaving(swarm, nursery, 
     nursery.cancel_scope.cancel()
     await trio.lowlevel.checkpoint()
     assert s.published.heartbeats[-1].load.state == "leaving"
+
+
+async def test_a_heartbeat_does_not_rename_a_peer_its_status_reply_does(swarm, autojump_clock):
+    s = await swarm()
+    b = card("b")
+    s.fed.on_mdns(found(b))
+    s.hear(b)
+    renamed = msgspec.structs.replace(b, name="weight-3-node", workers=64)
+    s.hear(renamed)  # a claim: asks b itself (its status over its own link) ...
+    await trio.sleep(0.01)
+    (info,) = s.fed.peers()
+    assert info.name == "b"  # ... which still says "b"
+    s.fed.peer_io.link = lambda peer: FakeLink(s.io, renamed)  # type: ignore[method-assign]
+    s.hear(msgspec.structs.replace(renamed, hardware="x"))
+    await trio.sleep(0.01)
+    (info,) = s.fed.peers()
+    assert info.name == "weight-3-node"  # the peer's own status reply is taken
+
+
+async def test_a_restarted_peer_that_asks_our_status_is_probed_at_once(swarm, autojump_clock):
+    s = await swarm(heartbeat_interval_ms=1000, liveness=3)
+    b = card("b")
+    s.fed.on_mdns(found(b))
+    s.hear(b)
+    await trio.sleep(40)  # DEAD, its probes backed off to many seconds apart
+    assert s.state("b") is PeerState.DEAD
+    s.io.at[b.rpc] = b  # b is back ...
+    s.fed.hello("b")  # ... and pinged us at start (its StatusRequest named it)
+    await trio.sleep(0.01)
+    assert s.state("b") is PeerState.ALIVE

@@ -199,6 +199,9 @@ class ClientReply(_Msg, frozen=True, tag="client_reply"):
 
 class StatusRequest(_Msg, frozen=True, tag="status_request"):
     request_id: ShortText
+    #: the asking node's id, when a node asks: a node that thinks it dead probes it back
+    #: (at the endpoints it knows, never at any the request names)
+    sender: NodeIdText | None = None
 
 
 class Status(_Msg, frozen=True, tag="status"):

@@ -13,9 +13,11 @@ Rules against a hostile LAN, all here so they hold whatever transport brought th
   same node answers there;
 - heartbeats refresh known peers only; they never introduce one;
 - bounded state: DEAD/LEFT/INCOMPATIBLE entries are forgotten after
-  ``forget_after_s``; a full table makes room by forgetting the stalest peer that is
-  not alive, and refuses a newcomer only when every entry is alive; the sets of
-  refused and duplicate ids are capped;
+  ``forget_after_s``; at most MAX_UNHEARD entries were never heard from (a newcomer
+  beyond that replaces the oldest of them, which was probed already), so a flood of
+  records cannot crowd out peers that answered; a full table makes room by forgetting
+  the stalest peer that is not alive, and refuses a newcomer only when every entry is
+  alive; the sets of refused and duplicate ids are capped;
 - a peer that breaks the protocol or leaves a vote unanswered is demoted: still
   watched, but not asked for votes until ``tick`` passes its ``demoted_until``
   (each strike doubles the time, up to MAX_DEMOTION_S);
@@ -77,6 +79,9 @@ TRANSITIONS: dict[tuple[PeerState, Event], PeerState] = {
 
 #: the table holds at most this many peers (a flood of mDNS records cannot eat memory)
 MAX_PEERS = 1024
+#: at most this many entries were never heard from (only announced): an mDNS flood churns
+#: these, while peers that answered keep their places
+MAX_UNHEARD = 64
 #: at most this many refused or duplicate ids are remembered (to log each once)
 MAX_REMEMBERED = 1024
 #: a demotion lasts this long at first, doubling per strike up to MAX_DEMOTION_S
@@ -93,6 +98,7 @@ _STALE = (S.DEAD, S.LEFT, S.INCOMPATIBLE)
 
 class ChangeKind(enum.Enum):
     STATE = "state"            # old -> new state
+    CARD_CLAIMED = "card_claimed"  # a heartbeat shows another card: ask the peer (status)
     ENDPOINTS = "endpoints"    # the peer's endpoints changed (resubscribe, reconnect)
     MOVE_CLAIMED = "move_claimed"  # a record puts a live peer elsewhere: probe ``claim``
     DUPLICATE = "duplicate"    # another node uses this node's id
@@ -121,6 +127,8 @@ class Peer:
     #: DEAD: the next probe is due at this time, after probe_backoff_s
     probe_at: float = 0.0
     probe_backoff_s: float = 1.0
+    #: a hello (the peer asked us for our status) may bring its probe forward after this
+    hello_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,11 +171,10 @@ class PeerTable:
             if peer is None:
                 return changes
         elif (card.rpc, card.pub) != (peer.card.rpc, peer.card.pub):
-            if peer.state in (S.ALIVE, S.SUSPECT):
-                return [Change(ChangeKind.MOVE_CLAIMED, peer, claim=card)]
-            changes += self._move(peer, card, address)
-        else:
-            peer.card = card
+            # live or not, a known peer moves only once it answers at the new place
+            return [Change(ChangeKind.MOVE_CLAIMED, peer, claim=card)]
+        elif peer.last_heard is None:
+            peer.card = card  # never heard: the announcement is all we know
         old = peer.state
         changes += self._apply(peer, Event.DISCOVER)
         if peer.state is not old:
@@ -178,24 +185,32 @@ class PeerTable:
         return changes
 
     def heard(self, card: NodeCard, load: Load, now: float, *,
-              interval_s: float | None = None) -> list[Change]:
+              interval_s: float | None = None, take_card: bool = True) -> list[Change]:
         """A heartbeat or a status reply from a known node (unknown ids are ignored).
 
         The card's endpoints are not taken: a peer is reached where it was discovered.
+        ``take_card=False`` (heartbeats): name, model and workers are not taken either;
+        a heartbeat showing another card asks for a status probe (CARD_CLAIMED), whose
+        reply, over the peer's own link, is taken.
         """
         if card.node_id == self.me.node_id:
             return self._duplicate(card)
         peer = self.peers.get(card.node_id)
         if peer is None or peer.state is PeerState.INCOMPATIBLE:
             return []
-        peer.card = msgspec.structs.replace(card, rpc=peer.card.rpc, pub=peer.card.pub)
+        changes: list[Change] = []
+        card = msgspec.structs.replace(card, rpc=peer.card.rpc, pub=peer.card.pub)
+        if take_card:
+            peer.card = card
+        elif card != peer.card:
+            changes.append(Change(ChangeKind.CARD_CLAIMED, peer))
         peer.load = load
         peer.last_heard = peer.since = now
         peer.interval_s = max(interval_s or self.interval_s, self.interval_s)
         peer.probe_backoff_s = self.interval_s
         if load.state == "leaving":
-            return self._left(peer, now)
-        return self._apply(peer, Event.HEARD)
+            return changes + self._left(peer, now)
+        return changes + self._apply(peer, Event.HEARD)
 
     def moved(self, node_id: str, card: NodeCard, address: str) -> list[Change]:
         """The node answered at the endpoints a record claimed: it lives there now."""
@@ -204,11 +219,19 @@ class PeerTable:
             return []
         return self._move(peer, card, address)
 
-    def goodbye(self, node_id: str, now: float) -> list[Change]:
+    def hello(self, node_id: str, now: float) -> bool:
+        """A DEAD or LEFT peer asked for our status (it restarted?): probe it now.
+
+        True if a probe is due now; at most one per heartbeat interval per peer, so
+        forged hellos cost a probe of the peer's known endpoint now and then.
+        """
         peer = self.peers.get(node_id)
-        if peer is None:
-            return []
-        return self._left(peer, now)
+        if peer is None or peer.state not in (S.DEAD, S.LEFT) or now < peer.hello_at:
+            return False
+        peer.hello_at = now + self.interval_s
+        peer.probe_at = now + self.interval_s
+        peer.probe_backoff_s = self.interval_s
+        return True
 
     def demote(self, node_id: str, now: float, reason: str) -> list[Change]:
         """The peer broke a rule or left a vote unanswered: no votes for it for a while."""
@@ -293,6 +316,11 @@ class PeerTable:
     def _add(self, card: NodeCard, address: str, source: str, now: float
              ) -> tuple[Peer | None, list[Change]]:
         changes: list[Change] = []
+        unheard = [p for p in self.peers.values() if p.last_heard is None]
+        if len(unheard) >= MAX_UNHEARD:  # the oldest announcement was probed already
+            victim = min(unheard, key=lambda p: p.since)
+            del self.peers[victim.card.node_id]
+            changes.append(Change(ChangeKind.FORGOTTEN, victim))
         if len(self.peers) >= MAX_PEERS:
             stale = [p for p in self.peers.values() if p.state not in (S.ALIVE, S.SUSPECT)]
             if not stale:

@@ -40,30 +40,26 @@ class Publisher:
 
 
 class Subscriber:
-    """One SUB socket connected to every known peer's PUB endpoint."""
+    """A SUB socket connected to one peer's PUB endpoint: the link its heartbeats come over.
 
-    def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *,
-                 drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
+    A heartbeat counts only for the peer whose link carried it: one written in another
+    node's name is dropped (``wrong-sender``), so no subscriber can speak for a third node.
+    """
+
+    def __init__(self, endpoint: str, node_id: str, on_heartbeat: Callable[[Heartbeat], None],
+                 *, drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
+        self.endpoint = endpoint
+        self.node_id = node_id
         self.sock = TrioSocket.open(zmq.SUB, role="client", key=key,
                                     max_msg_bytes=MAX_HEARTBEAT_BYTES)
-        self.sock.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.on_heartbeat = on_heartbeat
-        self.endpoints: set[str] = set()
-        self.drops = drops or DropCounter("heartbeats")
-
-    def connect(self, endpoint: str) -> None:
-        """Subscribe to one more publisher; PeerUnavailable if zmq refuses the endpoint."""
-        if endpoint not in self.endpoints:
+        try:
+            self.sock.sock.setsockopt(zmq.SUBSCRIBE, b"")
             self.sock.connect(endpoint)
-            self.endpoints.add(endpoint)
-
-    def disconnect(self, endpoint: str) -> None:
-        if endpoint in self.endpoints:
-            self.endpoints.discard(endpoint)
-            try:
-                self.sock.sock.disconnect(endpoint)
-            except zmq.ZMQError:
-                pass
+        except BaseException:
+            self.sock.close()
+            raise
+        self.on_heartbeat = on_heartbeat
+        self.drops = drops or DropCounter("heartbeats")
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -82,6 +78,9 @@ class Subscriber:
         msg = codec.decode(frames[0])
         if not isinstance(msg, Heartbeat):
             raise RemoteProtocolError(type(msg).__name__, reason="unexpected")
+        if msg.card.node_id != self.node_id:
+            raise RemoteProtocolError(f"a heartbeat of {msg.card.node_id!r} on the link to "
+                                      f"{self.node_id!r}", reason="wrong-sender")
         self.on_heartbeat(msg)
 
 

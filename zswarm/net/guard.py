@@ -119,3 +119,32 @@ class QuietLog:
         more = self._suppressed.pop(key, 0)
         self.logger.log(level, msg + (f" (and {more} more like it)" if more else ""), *args,
                         exc_info=exc_info)
+
+
+class Budget:
+    """At most ``burst`` notes per key in any ``per_s`` window; the rest are counted.
+
+    For what the swarm's changes write to the log and the status page's events: a flood
+    of records or forged changes costs a few lines per kind, with the number left out
+    said on the next line that is written.
+    """
+
+    def __init__(self, burst: int, per_s: float) -> None:
+        self.burst = burst
+        self.per_s = per_s
+        self._times: dict[str, list[float]] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str, now: float) -> tuple[bool, int]:
+        """(whether to write this one, how many were left out before it)."""
+        times = [t for t in self._times.get(key, ()) if now - t < self.per_s]
+        if len(times) >= self.burst:
+            self._times[key] = times
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False, 0
+        if key not in self._times and len(self._times) >= MAX_COUNTERS:
+            self._times.clear()  # keys are ours, but never let them grow
+            self._suppressed.clear()
+        times.append(now)
+        self._times[key] = times
+        return True, self._suppressed.pop(key, 0)

@@ -25,11 +25,20 @@ log = logging.getLogger(__name__)
 _context: zmq.Context[zmq.Socket[bytes]] | None = None
 
 
+#: sockets one process may hold (libzmq's default, 1,023, was passed by an mDNS flood once;
+#: what the network can make a node open is bounded by the peer table and the probe limiter)
+MAX_SOCKETS = 8192
+#: a connection that has not finished its ZMTP (and CURVE) handshake within this is closed:
+#: idle TCP connections to our ports cannot hold file descriptors for long
+HANDSHAKE_MS = 2000
+
+
 def context() -> zmq.Context[zmq.Socket[bytes]]:
     """The process-wide zmq context (created on first use)."""
     global _context
     if _context is None or _context.closed:
         _context = zmq.Context()
+        _context.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
     return _context
 
 
@@ -42,14 +51,26 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
     makes it a CURVE socket (net/security.py); no key = plain (an open swarm).
     ``reconnect=False``: one connection attempt (one-shot probes of unknown endpoints).
     """
-    sock = context().socket(kind)
+    try:  # out of sockets or file descriptors: this peer or probe fails, not the node
+        sock = context().socket(kind)
+    except zmq.ZMQError as exc:
+        raise PeerUnavailable(f"cannot open a socket: {exc}") from exc
+    try:
+        _configure(sock, max_msg_bytes=max_msg_bytes, role=role, key=key, reconnect=reconnect)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _configure(sock: zmq.Socket[bytes], *, max_msg_bytes: int, role: str,
+               key: SwarmKey | None, reconnect: bool) -> None:
     if key is not None:
         if role == "server":
             secure_server(sock, key)
         elif role == "client":
             secure_client(sock, key)
         else:
-            sock.close()
             raise LocalProtocolError("a keyed socket must be a server or a client")
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
@@ -70,7 +91,7 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
     sock.setsockopt(zmq.CONNECT_TIMEOUT, 500)
     sock.setsockopt(zmq.RECONNECT_IVL, 100 if reconnect else -1)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-    return sock
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
 
 
 class TrioSocket:

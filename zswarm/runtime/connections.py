@@ -1,10 +1,14 @@
-"""The node's sockets to its peers: one heartbeat subscriber, one vote link per peer.
+"""The node's sockets to its peers: one heartbeat subscriber and one vote link per peer.
 
-Owns: subscribing to and unsubscribing from peers' PUB endpoints (one SUB socket),
-opening a DEALER vote link per peer on first use and closing it (its pending
-requests fail at once), and one-shot status probes over a short-lived link. Every
-socket is opened with the swarm key when there is one. It decides nothing: the
-Federation (runtime/federation.py) says whom to connect to and when to let go.
+Owns: subscribing to a peer's PUB endpoint (a SUB socket per peer, so a heartbeat
+counts only for the peer whose link carried it) and unsubscribing, opening a DEALER
+vote link per peer on first use and closing it (its pending requests fail at once),
+and one-shot status probes over a short-lived link, at most MAX_PROBES at once
+(a flood of announcements waits here; it never opens a socket per record). Every
+socket is opened with the swarm key when there is one; a socket that cannot be
+opened (out of sockets or file descriptors) is PeerUnavailable for that peer. It
+decides nothing: the Federation (runtime/federation.py) says whom to connect to
+and when to let go.
 """
 
 from __future__ import annotations
@@ -20,84 +24,112 @@ from zswarm.core.messages import Heartbeat, Message, Status, StatusRequest
 from zswarm.core.peers import Peer
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import PeerLink, Subscriber
-from zswarm.net.guard import FrameDrops
+from zswarm.net.guard import DropCounter, FrameDrops
 from zswarm.net.security import SwarmKey
+
+#: one-shot status probes (each a short-lived socket) in flight at once
+MAX_PROBES = 16
 
 
 @dataclass
-class _Link:
-    link: PeerLink
+class _Running:
+    """A socket owner (vote link or subscriber) and the scope its task runs in."""
+
+    owner: PeerLink | Subscriber
     scope: trio.CancelScope
 
 
 class Connections:
-    """Start with ``await nursery.start(connections.serve)`` (it runs the subscriber)."""
+    """Start with ``await nursery.start(connections.serve)``."""
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *, drops: FrameDrops,
-                 key: SwarmKey | None, probe_timeout_s: float) -> None:
+                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "") -> None:
         self.key = key
         self.probe_timeout_s = probe_timeout_s
-        self.subscriber = Subscriber(on_heartbeat, drops=drops.counter("heartbeats"), key=key)
-        self.links: dict[str, _Link] = {}
+        self.on_heartbeat = on_heartbeat
+        #: our node id, sent with status probes so a peer that thinks us dead probes back
+        self.hello = hello
+        self.heartbeat_drops = drops.counter("heartbeats")
         #: replies on vote links and probes that were dropped (the Federation adds bad votes)
-        self.vote_drops = drops.counter("votes")
-        self._subscribed: dict[str, str] = {}  # node id -> PUB endpoint
+        self.vote_drops: DropCounter = drops.counter("votes")
+        self.links: dict[str, _Running] = {}
+        self.subscribers: dict[str, _Running] = {}
+        self._probes = trio.CapacityLimiter(MAX_PROBES)
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self.subscriber.serve)
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 for node_id in list(self.links):
                     self.close_link(node_id, "node shutting down")
+                for running in self.subscribers.values():
+                    running.scope.cancel()
+
+    def _run(self, owner: PeerLink | Subscriber) -> _Running:
+        if self._nursery is None:
+            owner.sock.close()
+            raise PeerUnavailable("federation is not running")
+        running = _Running(owner, trio.CancelScope())
+        self._nursery.start_soon(_serve_in, running)
+        return running
 
     def subscribe(self, peer: Peer) -> None:
         """Listen to the peer's heartbeats (at its current PUB endpoint)."""
         node_id, pub = peer.card.node_id, peer.card.pub
-        old = self._subscribed.get(node_id)
-        if old == pub:
-            return
+        old = self.subscribers.get(node_id)
         if old is not None:
-            self.subscriber.disconnect(old)
-        self.subscriber.connect(pub)
-        self._subscribed[node_id] = pub
+            if old.owner.endpoint == pub:
+                return
+            old.scope.cancel()
+            del self.subscribers[node_id]
+        sub = Subscriber(pub, node_id, self.on_heartbeat, drops=self.heartbeat_drops,
+                         key=self.key)
+        self.subscribers[node_id] = self._run(sub)
+
+    def subscribed(self, node_id: str) -> str | None:
+        """The PUB endpoint we listen to for this peer, if any."""
+        running = self.subscribers.get(node_id)
+        return None if running is None else running.owner.endpoint
 
     def forget(self, node_id: str, why: str) -> None:
         """No vote link and no subscription: a dead or bogus endpoint is not reconnected to."""
         self.close_link(node_id, why)
-        old = self._subscribed.pop(node_id, None)
-        if old is not None and old not in self._subscribed.values():
-            self.subscriber.disconnect(old)
+        running = self.subscribers.pop(node_id, None)
+        if running is not None:
+            running.scope.cancel()
 
     def link(self, peer: Peer) -> PeerLink:
         """The peer's vote link, opened on first use."""
-        entry = self.links.get(peer.card.node_id)
-        if entry is not None:
-            return entry.link
-        if self._nursery is None:
-            raise PeerUnavailable("federation is not running")
+        running = self.links.get(peer.card.node_id)
+        if running is not None:
+            assert isinstance(running.owner, PeerLink)
+            return running.owner
         link = PeerLink(peer.card.rpc, peer.card.name, drops=self.vote_drops, key=self.key)
-        entry = _Link(link, trio.CancelScope())
-        self.links[peer.card.node_id] = entry
-        self._nursery.start_soon(_run_link, entry)
+        self.links[peer.card.node_id] = self._run(link)
         return link
 
     def close_link(self, node_id: str, why: str) -> None:
-        entry = self.links.pop(node_id, None)
-        if entry is not None:
-            entry.link.fail_all(PeerUnavailable(why))
-            entry.scope.cancel()
+        running = self.links.pop(node_id, None)
+        if running is not None:
+            assert isinstance(running.owner, PeerLink)
+            running.owner.fail_all(PeerUnavailable(why))
+            running.scope.cancel()
 
     async def status(self, endpoint: str, name: str) -> tuple[Status, float]:
         """One StatusRequest over a short-lived link: (reply, round trip in ms).
 
         One connection attempt: probing an endpoint that may be bogus costs one connect.
+        At most MAX_PROBES run at once; the others wait their turn.
         """
+        async with self._probes:
+            return await self._status(endpoint, name)
+
+    async def _status(self, endpoint: str, name: str) -> tuple[Status, float]:
         link = PeerLink(endpoint, name, drops=self.vote_drops, key=self.key, reconnect=False)
         rid = new_request_id()
         result: Message | ZswarmError
@@ -106,8 +138,9 @@ class Connections:
                 await nursery.start(link.serve)
                 t0 = time.perf_counter()
                 try:
-                    result = await link.request(StatusRequest(request_id=rid), rid,
-                                                self.probe_timeout_s)
+                    result = await link.request(StatusRequest(request_id=rid,
+                                                              sender=self.hello or None),
+                                                rid, self.probe_timeout_s)
                 except ZswarmError as exc:
                     result = exc
                 nursery.cancel_scope.cancel()
@@ -120,6 +153,6 @@ class Connections:
         return result, (time.perf_counter() - t0) * 1000
 
 
-async def _run_link(entry: _Link) -> None:
-    with entry.scope:
-        await entry.link.serve()
+async def _serve_in(running: _Running) -> None:
+    with running.scope:
+        await running.owner.serve()

@@ -96,6 +96,10 @@ class Peers(Protocol):
         """A vote sent to this peer was not answered in time."""
         ...
 
+    def hello(self, node_id: str) -> None:
+        """A node that named itself asked for our status (it may have restarted)."""
+        ...
+
     def models(self) -> dict[str, str]:
         """Model id -> the name of an ALIVE peer serving it."""
         ...
@@ -117,6 +121,9 @@ class NoPeers:
         raise PeerUnavailable(f"peer {node_id} is not known (federation is off)")
 
     def unanswered(self, node_id: str, why: str) -> None:
+        pass
+
+    def hello(self, node_id: str) -> None:
         pass
 
     def models(self) -> dict[str, str]:

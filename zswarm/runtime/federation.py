@@ -40,7 +40,7 @@ from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, PeerState, PeerTabl
 from zswarm.core.plan import NodeLoad
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import Publisher
-from zswarm.net.guard import MessageGuard, QuietLog
+from zswarm.net.guard import Budget, MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
 from zswarm.runtime.connections import Connections
 from zswarm.runtime.context import NodeContext
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 PING_EVERY = 5
 #: the peer table is checked this many times per heartbeat interval
 TICKS_PER_INTERVAL = 4
+#: swarm changes logged (and kept as events) per kind in any NOTES_WINDOW_S
+NOTES_PER_KIND = 20
+NOTES_WINDOW_S = 60.0
 
 
 class Federation:
@@ -72,7 +75,8 @@ class Federation:
                                forget_after_s=fed.forget_after_ms / 1000,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
         self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
-                                              probe_timeout_s=self.interval_s)
+                                              probe_timeout_s=self.interval_s,
+                                              hello=self.me.node_id)
         #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
         self._votes_out: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
@@ -85,6 +89,7 @@ class Federation:
         self._busy: set[str] = set()
         self._mdns_drops = ctx.drops.counter("mdns")
         self._quiet = QuietLog(log, every_s=60.0)
+        self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
 
     # --- services -----------------------------------------------------------------
 
@@ -181,10 +186,18 @@ class Federation:
     def on_heartbeat(self, hb: Heartbeat) -> None:
         if claims.foreign(hb.card, self.me):
             return
-        self._apply(self.table.heard(hb.card, claims.believable_load(hb.load, hb.card),
+        peer = self.table.peers.get(hb.card.node_id)
+        if peer is None:
+            return
+        self._apply(self.table.heard(hb.card, claims.believable_load(hb.load, peer.card),
                                      trio.current_time(),
                                      interval_s=claims.believable_interval_s(
-                                         hb.interval_ms, self.interval_s)))
+                                         hb.interval_ms, self.interval_s), take_card=False))
+
+    def hello(self, node_id: str) -> None:
+        """A node asked for our status naming itself: if we think it dead, probe it now."""
+        if self.table.hello(node_id, trio.current_time()):
+            self._spawn(node_id, self._ping, node_id)
 
     async def _probe_static(self, endpoint: str) -> None:
         try:
@@ -215,8 +228,8 @@ class Federation:
             if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
                 rid = new_request_id()
                 t0 = time.perf_counter()
-                reply = await self.peer_io.link(peer).request(StatusRequest(request_id=rid), rid,
-                                                       self.interval_s)
+                reply = await self.peer_io.link(peer).request(
+                    StatusRequest(request_id=rid, sender=self.me.node_id), rid, self.interval_s)
                 if not isinstance(reply, Status):
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000
@@ -231,7 +244,7 @@ class Federation:
                                          trio.current_time()))
 
     async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
-        """A record says a live peer moved: believe it once the node answers there."""
+        """A record says a known peer moved: believe it once the node answers there."""
         try:
             reply, _ = await self.peer_io.status(claim.rpc, claim.name)
         except ZswarmError as exc:
@@ -243,6 +256,8 @@ class Federation:
                         node_id, claim.rpc, reply.card.node_id)
             return
         self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
+        self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
+                                     trio.current_time()))
 
     # --- carrying out the table's changes -----------------------------------------
 
@@ -254,9 +269,18 @@ class Federation:
                 log.warning("peer %s at %s: %s", change.peer.card.name, change.peer.card.rpc, exc)
                 self.peer_io.forget(change.peer.card.node_id, str(exc))
 
-    def _note(self, level: int, fmt: str, *args: object) -> None:
-        """Log a change of the swarm once, and keep it for the status page."""
+    def _note(self, level: int, kind: str, fmt: str, *args: object) -> None:
+        """Log a change of the swarm once, and keep it for the status page.
+
+        At most NOTES_PER_KIND of a kind per NOTES_WINDOW_S: forged or flooded changes
+        cost a few lines, and the next line written says how many were left out.
+        """
+        allowed, left_out = self._budget.allow(kind, time.monotonic())
+        if not allowed:
+            return
         text = fmt % args
+        if left_out:
+            text += f" (and {left_out} more like it not shown)"
         log.log(level, "%s", text)
         self.ctx.stats.event(logging.getLevelName(level).lower(), text)
 
@@ -265,54 +289,62 @@ class Federation:
         card = peer.card
         kind = change.kind
         if kind is ChangeKind.DUPLICATE:
-            self._note(ERROR, "DUPLICATE NODE ID %s: the node at %s uses this node's id. Was "
+            self._note(ERROR, "duplicate", "DUPLICATE NODE ID %s: the node at %s uses "
+                       "this node's id. Was "
                        "the state dir (%s) copied? Delete node_id there on one of them.",
                        card.node_id, card.rpc, self.config.node.state_dir)
         elif kind is ChangeKind.FULL:
-            self._note(WARNING, "peer table full (%d live peers): ignoring %s (%s) at %s",
+            self._note(WARNING, "full", "peer table full (%d live peers): ignoring %s (%s) at %s",
                        MAX_PEERS, card.name, card.node_id, card.rpc)
         elif kind is ChangeKind.FORGOTTEN:
             log.debug("peer %s (%s) forgotten (%s)", card.name, card.node_id, peer.state.value)
             self.peer_io.forget(card.node_id, f"peer {card.name} forgotten")
+        elif kind is ChangeKind.CARD_CLAIMED:
+            self._spawn(card.node_id, self._ping, card.node_id)
         elif kind is ChangeKind.MOVE_CLAIMED:
             assert change.claim is not None
             self._spawn(f"move:{card.node_id}", self._confirm_move, card.node_id, change.claim)
         elif kind is ChangeKind.ENDPOINTS:
-            self._note(INFO, "peer %s moved to %s", card.name, card.rpc)
+            self._note(INFO, "moved", "peer %s moved to %s", card.name, card.rpc)
             self.peer_io.close_link(card.node_id, "peer moved")
             if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT):
                 self.peer_io.subscribe(peer)
         elif kind is ChangeKind.DEMOTED:
-            self._note(WARNING, "peer %s (%s) %s", card.name, card.node_id, peer.detail)
+            self._note(WARNING, "demoted", "peer %s (%s) %s", card.name, card.node_id, peer.detail)
         elif kind is ChangeKind.RESTORED:
-            self._note(INFO, "peer %s (%s) may be asked for votes again", card.name,
+            self._note(INFO, "restored", "peer %s (%s) may be asked for votes again", card.name,
                        card.node_id)
         else:
             self._state_changed(change)
 
     def _state_changed(self, change: Change) -> None:
         peer, card, new = change.peer, change.peer.card, change.new
-        if new is PeerState.DISCOVERED:
-            self._note(INFO, "peer found: %s (%s) at %s via %s", card.name, card.node_id,
-                       peer.address, peer.source)
-            self.peer_io.subscribe(peer)
+        if new is PeerState.DISCOVERED:  # only announced: anyone can announce (debug only)
+            log.debug("peer announced: %s (%s) at %s via %s", card.name, card.node_id,
+                      peer.address, peer.source)
+            self._spawn(card.node_id, self._ping, card.node_id)  # heard only once it answers
         elif new is PeerState.ALIVE:
             verb = "is back" if change.old in (PeerState.DEAD, PeerState.LEFT) else "joined"
             if change.old is not PeerState.SUSPECT:
-                self._note(INFO, "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
+                self._note(INFO, "joined", "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
             self.peer_io.subscribe(peer)
         elif new is PeerState.DEAD:
             why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
-            self._note(WARNING, "peer %s (%s) is dead: %s", card.name, card.node_id, why)
+            if peer.last_heard is None:  # an announcement nobody answered for
+                log.debug("announced peer %s (%s) never answered", card.name, card.node_id)
+            else:
+                self._note(WARNING, "dead", "peer %s (%s) is dead: %s", card.name,
+                           card.node_id, why)
             self.peer_io.forget(card.node_id, f"peer {card.name} died ({why})")
             self._static_lost(card.node_id, "dead: " + why)
         elif new is PeerState.LEFT:
-            self._note(INFO, "peer %s (%s) left", card.name, card.node_id)
+            self._note(INFO, "left", "peer %s (%s) left", card.name, card.node_id)
             self.peer_io.forget(card.node_id, f"peer {card.name} left")
             self._static_lost(card.node_id, "left")
         elif new is PeerState.INCOMPATIBLE:
-            self._note(WARNING, "peer %s (%s) is incompatible: %s; it is never sent votes",
+            self._note(WARNING, "incompatible", "peer %s (%s) is incompatible: %s; it is "
+                       "never sent votes",
                        card.name, card.node_id, peer.detail)
             self.peer_io.forget(card.node_id, f"peer {card.name} is incompatible")
 

@@ -84,6 +84,8 @@ class RpcServer:
         card = self.ctx.card
         if isinstance(msg, StatusRequest):
             self._reply(ident, Status(request_id=msg.request_id, card=card, load=self.ctx.load()))
+            if msg.sender is not None:
+                self.peers.hello(msg.sender)
         elif isinstance(msg, PeersRequest):
             self._reply(ident, PeersReply(request_id=msg.request_id, node=card,
                                           peers=self.peers.peers()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -110,7 +111,9 @@ class NodeProcess:
     """``python -m zswarm node --config PATH [ARGS]`` as a child process."""
 
     def __init__(self, config: Path, *, netns: str | None = None, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                 max_fds: int | None = None) -> None:
+        """``max_fds``: the child's RLIMIT_NOFILE, soft and hard (a desktop's 1,024, say)."""
         self.config = config
         self.netns = netns
         cmd = [sys.executable, "-m", "zswarm", "node", "--config", str(config), *args]
@@ -120,7 +123,10 @@ class NodeProcess:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                     preexec_fn=None if max_fds is None else
+                                     lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                (max_fds, max_fds)))
         self.info: dict[str, Any] = {}
 
     @property

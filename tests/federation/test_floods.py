@@ -1,0 +1,96 @@
+"""Floods a LAN host can send, against a real node process with a desktop's 1,024 open files.
+
+Each test drives one resource well past its bound (peer table entries and probe
+sockets from mDNS records, file descriptors from idle connections) and shows that
+the node keeps answering, open and keyed. Real processes, real mDNS on loopback,
+real ZeroMQ; scripted engines.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from zswarm import client
+from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
+from zswarm.core.peers import MAX_UNHEARD
+from zswarm.net.security import SwarmKey, write_key_file
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.floods import idle_connections, mdns_flood
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+#: a desktop session's default soft limit (set as the hard limit too: it cannot be raised)
+DESKTOP_FDS = 1024
+
+
+def _question(n: int = 1) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 * 7?"),), n=n)
+
+
+def _ask(node: NodeProcess, key: SwarmKey | None, n: int = 1) -> ClientReply:
+    return client.ask(node.rpc, _question(n), strategy="best_of_n", deadline_ms=10_000, key=key)
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _keyed(tmp_path: Path, keyed: bool) -> tuple[SwarmKey | None, dict[str, dict[str, str]]]:
+    if not keyed:
+        return None, {}
+    key = write_key_file(tmp_path / "swarm.key")
+    return key, {"security": {"swarm_key_file": str(tmp_path / "swarm.key")}}
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "keyed"])
+def test_an_mdns_record_flood_costs_records_not_the_node(tmp_path, keyed):
+    swarm = "flood-" + secrets.token_hex(6)
+    key, security = _keyed(tmp_path, keyed)
+    fed = {"discovery": "mdns"}
+    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"], federation=fed,
+                                 **security), max_fds=DESKTOP_FDS) as a, \
+            NodeProcess(node_config(tmp_path, "b", swarm=swarm, answers=["42"], federation=fed,
+                                    **security)) as b:
+        a.wait_ready(30)
+        b.wait_ready(30)
+        wait_until(lambda: any(p.name == "b" and p.state == "alive"
+                               for p in client.peers(a.rpc, key=key).peers), 15, what="b alive")
+        # 1,200 records of this swarm (and key), none of which answers: libzmq's socket
+        # limit and the 1,024 descriptors were both passed by this flood before
+        with mdns_flood(1200, swarm=swarm, key=key.fingerprint if key else ""):
+            wait_until(lambda: sum(p.name.startswith("flood")
+                                   for p in client.peers(a.rpc, key=key).peers) >= 20,
+                       30, what="the flood reaching a")
+            for _ in range(3):  # while the flood is being worked through
+                reply = _ask(a, key, n=2)
+                assert reply.answer == "42"
+                assert {c.node for c in reply.report.candidates} == {"a", "b"}
+            listed = client.peers(a.rpc, key=key).peers
+            assert sum(p.name.startswith("flood") for p in listed) <= MAX_UNHEARD
+            assert _fds(a.pid) < DESKTOP_FDS
+        assert a.proc.poll() is None, a.log()
+        assert "Too many open files" not in a.log() and "Traceback" not in a.log()
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "keyed"])
+def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, keyed):
+    swarm = "idle-" + secrets.token_hex(6)
+    key, security = _keyed(tmp_path, keyed)
+    # an unreachable static peer: the node opens a probe socket every heartbeat, which is
+    # where running out of descriptors ended the node before
+    fed = {"discovery": "static", "peers": ["tcp://127.0.0.1:9"]}
+    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"], federation=fed,
+                                 **security), max_fds=DESKTOP_FDS) as a:
+        a.wait_ready(30)
+        port = int(a.rpc.rsplit(":", 1)[1])
+        with idle_connections(port, 1100) as conns:
+            assert len(conns) >= DESKTOP_FDS - 100  # the node's descriptors ran out
+            # still held by us: the node drops what does not finish a handshake in time
+            assert _ask(a, key).answer == "42"
+        assert _ask(a, key).answer == "42"
+        assert a.proc.poll() is None, a.log()
+        assert "Traceback" not in a.log()
