@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from zswarm import client
 from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
 from zswarm.core.peers import MAX_UNHEARD
 from zswarm.net.security import SwarmKey, write_key_file
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
 from zswarm.testing.floods import idle_connections, mdns_flood
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -94,3 +96,34 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
         assert _ask(a, key).answer == "42"
         assert a.proc.poll() is None, a.log()
         assert "Traceback" not in a.log()
+
+
+def test_a_peer_killed_and_restarted_on_its_ports_is_back_within_a_probe(tmp_path):
+    """kill -9, then the same node (id, ports) again: its start-up status requests name it,
+    so the peer that saw it die probes it at once instead of at its backed-off schedule."""
+    swarm = "restart-" + secrets.token_hex(6)
+    fed = {"discovery": "mdns", "heartbeat_interval_ms": 1000}
+    b_config = node_config(tmp_path, "b", swarm=swarm, answers=["42"], federation=fed,
+                           ports={"rpc": free_port(), "pub": free_port(), "http": free_port()})
+
+    def b_state() -> str:
+        return next((p.state for p in client.peers(a.rpc).peers if p.name == "b"), "")
+
+    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"],
+                                 federation=fed)) as a:
+        a.wait_ready(30)
+        b = NodeProcess(b_config)
+        b.wait_ready(30)
+        wait_until(lambda: b_state() == "alive", 15, what="b alive")
+        b.signal(signal.SIGKILL)
+        b.stop()
+        wait_until(lambda: b_state() == "dead", 15, what="b dead")
+        time.sleep(8)  # a measurement window: a's probes of b back off meanwhile
+        with NodeProcess(b_config) as again:
+            again.wait_ready(30)
+            t0 = time.monotonic()
+            wait_until(lambda: b_state() == "alive", 15, what="b alive again")
+            back_s = time.monotonic() - t0
+        # one probe is well under a second; a backed-off probe schedule (1 s doubling to
+        # 30 s) was 6-20 s
+        assert back_s < 2.0, back_s
