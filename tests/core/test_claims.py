@@ -7,7 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zswarm.core import claims
-from zswarm.core.messages import Candidate, Load, NodeCard, Vote
+from zswarm.core.messages import (
+    MAX_CHARS_PER_TOKEN,
+    Candidate,
+    GenerateRequest,
+    Load,
+    NodeCard,
+    SamplingParams,
+    TokenLogprob,
+    Vote,
+)
 from zswarm.errors import RemoteProtocolError
 
 GOOD = {"id": "abc123", "name": "b", "proto": "1", "model": "m", "workers": "2", "pub": "17616",
@@ -56,13 +65,37 @@ def vote(n: int, node_id: str = "peer") -> Vote:
                             for i in range(n)])
 
 
+def asked(n: int, max_tokens: int = 16, logprobs: bool = False) -> GenerateRequest:
+    return GenerateRequest(prompt="q", n=n, params=SamplingParams(max_tokens=max_tokens,
+                                                                  logprobs=logprobs))
+
+
 def test_a_vote_is_named_after_its_link_and_bounded_by_what_was_asked():
-    got = claims.accept_vote(vote(2), node_id="peer", name="b", asked=2)
-    assert [c.node for c in got] == ["b", "b"]
+    got = claims.accept_vote(vote(2), node_id="peer", name="b", asked=asked(2))
+    assert [(c.node, c.node_id) for c in got] == [("b", "peer"), ("b", "peer")]
     with pytest.raises(RemoteProtocolError, match="3 candidates for 2"):
-        claims.accept_vote(vote(3), node_id="peer", name="b", asked=2)
+        claims.accept_vote(vote(3), node_id="peer", name="b", asked=asked(2))
     with pytest.raises(RemoteProtocolError, match="came over the link"):
-        claims.accept_vote(vote(1, node_id="other"), node_id="peer", name="b", asked=2)
+        claims.accept_vote(vote(1, node_id="other"), node_id="peer", name="b", asked=asked(2))
+
+
+def _bloated(tokens: int, chars: int, logprobs: int) -> Vote:
+    return Vote(request_id="r", node_id="peer", name="p", candidates=[Candidate(
+        text="x" * chars, finish_reason="stop", tokens=tokens,
+        token_logprobs=[TokenLogprob("x", -0.1)] * logprobs)])
+
+
+def test_a_vote_is_no_longer_than_asked_and_keeps_logprobs_only_if_asked():
+    ok = _bloated(16, 16, 16)
+    (cand,) = claims.accept_vote(ok, node_id="peer", name="b", asked=asked(1))
+    assert cand.token_logprobs is None  # nobody asked for them: not kept
+    (cand,) = claims.accept_vote(ok, node_id="peer", name="b", asked=asked(1, logprobs=True))
+    assert cand.token_logprobs is not None and len(cand.token_logprobs) == 16
+    for bloated in (_bloated(17, 1, 0), _bloated(1, 16 * MAX_CHARS_PER_TOKEN + 1, 0),
+                    _bloated(1, 1, 17)):
+        with pytest.raises(RemoteProtocolError) as err:
+            claims.accept_vote(bloated, node_id="peer", name="b", asked=asked(1, logprobs=True))
+        assert err.value.reason == "oversized-vote"
 
 
 def test_load_and_interval_are_clamped_to_what_can_be_believed():

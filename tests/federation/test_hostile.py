@@ -27,6 +27,7 @@ from zswarm.core.messages import (
     NodeCard,
     Status,
     StatusRequest,
+    TokenLogprob,
     Vote,
     VoteRequest,
 )
@@ -188,6 +189,12 @@ class FakePeer:
                                            name="fake", candidates=[cand]))
             raw["candidates"][0]["mean_logprob"] = float("inf")
             return msgspec.msgpack.encode(raw)
+        if self.vote in ("bloat", "huge"):  # logprobs nobody asked for: 1 MB, or 8 MB
+            count = 40_000 if self.vote == "bloat" else 320_000
+            bloated = msgspec.structs.replace(cand, token_logprobs=[
+                TokenLogprob("x" * 20, -0.5)] * count)
+            return codec.encode(Vote(request_id=msg.request_id, node_id=self.card.node_id,
+                                     name="fake", candidates=[bloated]))
         return b""  # "silent": never answers
 
     async def _beat(self) -> None:
@@ -203,7 +210,7 @@ class FakePeer:
         self.scope.cancel()
 
 
-@pytest.mark.parametrize("vote", ["too_many", "nan", "silent"])
+@pytest.mark.parametrize("vote", ["too_many", "nan", "silent", "bloat", "huge"])
 async def test_a_peer_that_breaks_the_rules_is_demoted_and_not_asked_again(cluster, nursery,
                                                                            vote):
     fake = FakePeer(cluster.swarm, vote)

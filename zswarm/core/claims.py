@@ -10,7 +10,8 @@ something the node may act on, or raise RemoteProtocolError with a ``reason``
 - cards are built with ``msgspec.convert`` so every constraint of NodeCard holds
   (a bare constructor skips them);
 - a vote must come from the node it was sent to, with at most the candidates asked
-  for; each candidate is named after the link it came over, not after itself;
+  for, each no longer than asked, and per-token log-probabilities only if asked; each
+  candidate is named after the link it came over, not after itself;
 - load figures and heartbeat intervals are clamped to what the node can believe.
 
 Pure: no I/O; the runtime (runtime/federation.py) calls these.
@@ -23,7 +24,14 @@ from collections.abc import Mapping
 
 import msgspec
 
-from zswarm.core.messages import Candidate, Load, NodeCard, Vote
+from zswarm.core.messages import (
+    MAX_CHARS_PER_TOKEN,
+    Candidate,
+    GenerateRequest,
+    Load,
+    NodeCard,
+    Vote,
+)
 from zswarm.errors import RemoteProtocolError
 
 #: a peer's heartbeat interval is believed up to this (or this node's own, if longer)
@@ -108,21 +116,34 @@ def believable_interval_s(claimed_ms: int, own_s: float) -> float:
     return min(max(claimed_ms / 1000, own_s), max(own_s, MAX_PEER_INTERVAL_S))
 
 
-def accept_vote(vote: Vote, *, node_id: str, name: str, asked: int, model_id: str = ""
-                ) -> list[Candidate]:
-    """The candidates of a vote from ``node_id``, each named ``name`` and marked with the
-    ``model_id`` of its card; or RemoteProtocolError.
+def accept_vote(vote: Vote, *, node_id: str, name: str, asked: GenerateRequest,
+                model_id: str = "") -> list[Candidate]:
+    """The candidates of a vote from ``node_id``, each named after the link (``node_id``,
+    ``name``) and marked with the ``model_id`` of its card; or RemoteProtocolError.
 
     The codec has checked every field's range (finite log-probabilities <= 0, text
-    length); this checks what only the asker knows.
+    length); this checks what only the asker knows: at most the candidates asked for,
+    at most ``max_tokens`` tokens each (and MAX_CHARS_PER_TOKEN characters per token),
+    and per-token log-probabilities only when they were asked for (dropped otherwise).
     """
     if vote.node_id != node_id:
         raise RemoteProtocolError(f"a vote signed {vote.node_id!r} came over the link to "
                                   f"{node_id!r}", reason="bad-vote")
-    if len(vote.candidates) > asked:
-        raise RemoteProtocolError(f"{len(vote.candidates)} candidates for {asked} asked",
+    if len(vote.candidates) > asked.n:
+        raise RemoteProtocolError(f"{len(vote.candidates)} candidates for {asked.n} asked",
                                   reason="bad-vote")
-    return [msgspec.structs.replace(c, node=name, model_id=model_id) for c in vote.candidates]
+    max_tokens = asked.params.max_tokens
+    for cand in vote.candidates:
+        if cand.tokens > max_tokens or len(cand.text) > max_tokens * MAX_CHARS_PER_TOKEN \
+                or len(cand.token_logprobs or ()) > max_tokens:
+            raise RemoteProtocolError(
+                f"a candidate of {cand.tokens} tokens, {len(cand.text)} characters and "
+                f"{len(cand.token_logprobs or ())} log-probabilities for max_tokens "
+                f"{max_tokens}", reason="oversized-vote")
+    keep_logprobs = asked.params.logprobs
+    return [msgspec.structs.replace(c, node=name, node_id=node_id, model_id=model_id,
+                                    token_logprobs=c.token_logprobs if keep_logprobs else None)
+            for c in vote.candidates]
 
 
 def foreign(card: NodeCard, me: NodeCard) -> str:

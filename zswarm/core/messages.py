@@ -27,6 +27,10 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_HEARTBEAT_BYTES = 64 * 1024
 #: the longest candidate text a peer may send (a 4096-token answer is ~20,000 characters)
 MAX_CANDIDATE_CHARS = 200_000
+#: a peer's candidate may hold at most this many characters per token asked for
+MAX_CHARS_PER_TOKEN = 64
+#: what a node accepts on a vote link: a vote (n candidates, each bounded by max_tokens)
+MAX_VOTE_BYTES = 2 * 1024 * 1024
 #: the longest deadline anyone may ask for (one hour), in ms
 MAX_DEADLINE_MS = 3_600_000
 #: heartbeats may claim an interval up to this (config's own limit)
@@ -94,7 +98,10 @@ class Candidate(Struct, frozen=True, kw_only=True):
     #: mean log-probability of the generated tokens, when the engine reports it
     mean_logprob: LogProb | None = None
     latency_ms: Millis = 0.0
+    #: display name of the node that made it (the asker sets it from the link)
     node: ShortText = ""
+    #: id of the node that made it (the asker sets it from the link): weights are by id
+    node_id: ShortText = ""
     worker: ShortText = ""
     #: per token, when the request asked for logprobs
     token_logprobs: Annotated[list[TokenLogprob], Meta(max_length=MAX_TOKENS_LIMIT)] | None = None

@@ -16,7 +16,7 @@ import trio
 import zmq
 
 from zswarm.core import codec
-from zswarm.core.messages import MAX_HEARTBEAT_BYTES, Cancel, Error, Heartbeat, Message
+from zswarm.core.messages import MAX_HEARTBEAT_BYTES, MAX_VOTE_BYTES, Cancel, Error, Heartbeat, Message
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError, error_from_kind
 from zswarm.net.guard import DropCounter, MessageGuard
 from zswarm.net.security import SwarmKey
@@ -91,7 +91,9 @@ class PeerLink:
                  key: SwarmKey | None = None, reconnect: bool = True) -> None:
         self.endpoint = endpoint
         self.name = name
-        self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key, reconnect=reconnect)
+        # replies are votes and status: a peer cannot make us take (and decode) more
+        self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key, reconnect=reconnect,
+                                    max_msg_bytes=MAX_VOTE_BYTES)
         try:
             self.sock.connect(endpoint)
         except BaseException:

@@ -412,7 +412,7 @@ class Federation:
                 raise RemoteProtocolError(f"answered {type(reply).__name__}, not a Vote",
                                           reason="bad-vote")
             candidates = claims.accept_vote(reply, node_id=node_id, name=peer.card.name,
-                                            asked=request.n, model_id=peer.card.model_id)
+                                            asked=request, model_id=peer.card.model_id)
         except RemoteProtocolError as exc:
             self.peer_io.vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
             self._apply(self.table.demote(node_id, trio.current_time(), str(exc)))
