@@ -104,7 +104,8 @@ class ConsensusConfig(Section, frozen=True):
     strategy: str = "confidence"
     n: int = 1
     allow_truncated: bool = True
-    #: per-node weights for weighted_vote, majority and confidence (node name -> weight)
+    #: per-node weights for weighted_vote, majority and confidence (node id -> weight; the
+    #: ids are in `zswarm peers`; names are for display, a peer may choose any)
     weights: dict[str, Annotated[float, Meta(gt=0.0, le=1000.0)]] = field(default_factory=dict)
     #: temperature of ``confidence``: lower trusts log-probabilities more, higher counts more
     confidence_tau: Annotated[float, Meta(gt=0.0, le=10.0)] = DEFAULT_TAU

@@ -19,8 +19,8 @@ from zswarm.errors import NoQuorum
 
 def cand(text: str, *, node: str = "a", finish: str = "stop", lp: float | None = None,
          model: str = "m@1") -> Candidate:
-    return Candidate(text=text, finish_reason=finish, mean_logprob=lp, node=node, worker="w0",  # type: ignore[arg-type]
-                     model_id=model)
+    return Candidate(text=text, finish_reason=finish, mean_logprob=lp, node=node, node_id=node,  # type: ignore[arg-type]
+                     worker="w0", model_id=model)
 
 
 def test_first_valid_skips_invalid_and_stops_early():

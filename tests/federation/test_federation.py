@@ -71,7 +71,8 @@ async def three(cluster, specs: dict[str, dict], **common) -> list[NodeInfo]:
 
 
 async def test_majority_follows_the_peers_and_their_weights(cluster):
-    weights = {"consensus": {"weights": {"a2": 5.0}}}
+    a2_id = "a2a2a2a2a2a2a2a2"  # weights are by node id: a2's is written before it starts
+    weights = {"consensus": {"weights": {a2_id: 5.0}}}
     a, _, _ = await three(cluster, {"a": {"answers": ["41"]}, "b": {"answers": ["42"]},
                                     "c": {"answers": ["The answer is 42"]}})
     answer, report = await ask(a, 3, "majority")
@@ -80,6 +81,8 @@ async def test_majority_follows_the_peers_and_their_weights(cluster):
     for name in ("a", "b", "c"):
         cluster.stop(name)
     # new names: the old nodes may still be saying goodbye while the new ones start
+    (cluster.directory / "a2" / "state").mkdir(parents=True)
+    (cluster.directory / "a2" / "state" / "node_id").write_text(a2_id)
     a, _, _ = await three(cluster, {"a2": {"answers": ["41"], **weights},
                                     "b2": {"answers": ["42"]}, "c2": {"answers": ["42"]}})
     answer, report = await ask(a, 3, "majority")

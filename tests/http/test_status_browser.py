@@ -54,6 +54,8 @@ def test_status_page_shows_the_swarm_and_a_request(tmp_path):
             browser_page() as (page, errors):
         wait_until(lambda: httpx.get(f"{a.base}/status").json()["peer_counts"]["alive"] == 2,
                    15, what="a sees b and c alive")
+        b_id = next(p["node_id"] for p in httpx.get(f"{a.base}/status").json()["peers"]
+                    if p["name"] == "b")  # the allow-list is by node id
         page.goto(f"{a.root}/")
         page.wait_for_selector('#peers tr[data-name="b"][data-state="alive"]', timeout=WAIT_MS)
         assert page.text_content("#node-name").startswith("a (")
@@ -65,7 +67,7 @@ def test_status_page_shows_the_swarm_and_a_request(tmp_path):
 
         r = httpx.post(f"{a.base}/chat/completions", timeout=30, json={
             "model": "default", "messages": [{"role": "user", "content": "What is 6 x 7?"}],
-            "zswarm": {"n": 4, "strategy": "majority", "peers": ["b"]}})
+            "zswarm": {"n": 4, "strategy": "majority", "peers": [b_id]}})
         assert r.status_code == 200
         page.wait_for_selector("#requests details.request", timeout=WAIT_MS)
         page.click("#requests details.request summary")

@@ -81,7 +81,8 @@ class Decision:
 
 
 def _weight(weights: Mapping[str, float], cand: Candidate) -> float:
-    return float(weights.get(cand.node, 1.0))
+    """The node's weight, by node id (a name is chosen by the peer and may change)."""
+    return float(weights.get(cand.node_id, 1.0))
 
 
 def _norm(text: str) -> str:
@@ -319,6 +320,7 @@ def build_report(
         candidates=[
             ReportCandidate(
                 node=c.node,
+                node_id=c.node_id,
                 worker=c.worker,
                 text=c.text,
                 score=None if s is None else round(s, 4),

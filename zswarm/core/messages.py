@@ -113,6 +113,7 @@ class Candidate(Struct, frozen=True, kw_only=True):
 class ReportCandidate(Struct, frozen=True, kw_only=True):
     node: str
     worker: str
+    node_id: str = ""
     text: str
     score: float | None
     finish_reason: FinishReason

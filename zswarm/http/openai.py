@@ -166,7 +166,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
     elif opts.peers in ("all", "none"):
         peers = None if opts.peers == "all" else []
     else:
-        raise _unprocessable('zswarm.peers must be "all", "none" or a list of node names',
+        raise _unprocessable('zswarm.peers must be "all", "none" or a list of node ids',
                              "zswarm.peers")
     logprobs = bool(req.logprobs) if isinstance(req, ChatCompletionRequest) \
         else req.logprobs is not None

@@ -83,7 +83,8 @@ class Peers(Protocol):
     def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
         """ALIVE peers serving ``model_id`` that may be sent votes, with their load.
 
-        ``allowed`` limits them to these node names or ids (None = any, [] = none).
+        ``allowed`` limits them to these node ids (None = any, [] = none); never names,
+        which a peer chooses and may change.
         """
         ...
 

@@ -127,7 +127,7 @@ class Coordinator:
         """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
 
         ``model_id`` other than this node's sends the request to peers serving that model;
-        ``peers`` limits which peers may be asked (node names or ids; [] = this node only).
+        ``peers`` limits which peers may be asked (node ids; [] = this node only).
         ``early_stop=False`` waits for every candidate (OpenAI ``n`` choices) before deciding.
         Every request is recorded (``NodeStats.recent``) with its report or its error.
         """
@@ -306,6 +306,7 @@ class Coordinator:
                 return
             self.ctx.stats.generated(event.candidate.tokens)
             cand = msgspec.structs.replace(event.candidate, node=name, worker=worker,
+                                           node_id=self.ctx.card.node_id,
                                            model_id=self.ctx.card.model_id)
             self._add(rnd, asked, cand)
 

@@ -365,7 +365,7 @@ class Federation:
                          p.load.queue_depth + self._votes_out.get(p.card.node_id, 0))
                 for p in self.table.alive(model_id=same)
                 if p.load.state == "ready"
-                and (allowed is None or p.card.name in allowed or p.card.node_id in allowed)]
+                and (allowed is None or p.card.node_id in allowed)]
 
     def models(self) -> dict[str, str]:
         out: dict[str, str] = {}
