@@ -137,9 +137,9 @@ def _winner(strategy: str, cands: Sequence[Candidate], tau: float, question: str
     if strategy == "p_true":
         # confidence's groups with P(Yes) as each candidate's weight: every candidate is
         # its own "node" weighted by P(Yes), and has no log-probability (confidence 1)
-        cands = [msgspec.structs.replace(c, node=str(i), mean_logprob=None)
+        cands = [msgspec.structs.replace(c, node=str(i), node_id=str(i), mean_logprob=None)
                  for i, c in enumerate(cands)]
-        weights = {c.node: max(p, 1e-6) for c, p in zip(cands, p_yes, strict=True)}
+        weights = {c.node_id: max(p, 1e-6) for c, p in zip(cands, p_yes, strict=True)}
         strategy = "confidence"
     try:
         d = decide(strategy, cands, expected=len(cands), final=True, tau=tau,

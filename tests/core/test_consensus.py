@@ -217,8 +217,11 @@ def test_confidence_without_logprobs_is_majority_and_says_so():
     m = decide("majority", cands, expected=3, final=True)
     assert d is not None and m is not None and d.winner == m.winner == 0
     assert "no log-probabilities" in d.note
-    d = decide("confidence", [cand("6", lp=-3.0), cand("7")], expected=2, final=True)
-    assert d is not None and d.winner == 1 and "without log-probabilities counted 1" in d.note
+    # without a log-probability, no more trusted than the least confident one with one
+    d = decide("confidence", [cand("6", lp=-3.0), cand("7"), cand("6", lp=-0.1)],
+               expected=3, final=True)
+    assert d is not None and d.answer_keys[d.winner] == "num:6"
+    assert "counted as the least confident" in d.note
 
 
 def test_confidence_never_compares_two_models_log_probabilities():

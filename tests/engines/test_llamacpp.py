@@ -116,3 +116,19 @@ def test_missing_and_corrupt_model_files_are_named(tmp_path):
     truncated.write_bytes(resolve_model("default").path.read_bytes()[:4096])
     with pytest.raises(ModelNotFound, match="truncated.gguf"):
         LlamaCppEngine(resolve_model(str(truncated)))
+
+
+def test_score_confirms_an_honest_log_probability_and_exposes_a_claimed_one(engine):
+    req = ask("What is the capital of France?", temperature=0, max_tokens=24)
+    [c] = engine.generate(req)
+    assert c.mean_logprob is not None
+    # teacher-forcing the model's own answer gives back its score (re-tokenisation of the
+    # text may split a token differently: close, not equal)
+    assert engine.score(req, c.text) == pytest.approx(c.mean_logprob, abs=0.15)
+    # what a lying peer would claim 0.0 for: this model finds it very unlikely
+    wrong = engine.score(req, "The capital of France is Berlin, a city of cheese.")
+    assert wrong is not None and wrong < c.mean_logprob - 1.0
+    assert engine.score(req, "") is None
+    # scoring leaves the engine able to generate as before
+    [again] = engine.generate(req)
+    assert again.text == c.text

@@ -90,12 +90,12 @@ async def test_majority_follows_the_peers_and_their_weights(cluster):
 
 
 async def test_best_of_n_takes_the_most_confident_node(cluster):
-    a, _, _ = await three(cluster, {
-        "a": {"answers": ["A"], "script": {"mean_logprob": [-2.0]}},
-        "b": {"answers": ["B"], "script": {"mean_logprob": [-0.1]}},
-        "c": {"answers": ["C"], "script": {"mean_logprob": [-1.0]}}})
+    # one "model" on every node (the same script): candidate i answers the i-th text with
+    # its score, and every node scores a text alike when it checks a peer's claim
+    same = {"answers": ["A", "B", "C"], "script": {"mean_logprob": [-2.0, -0.1, -1.0]}}
+    a, _, _ = await three(cluster, {"a": same, "b": same, "c": same})
     answer, report = await ask(a, 3, "best_of_n")
-    assert answer == "B" and report.candidates[report.winner].node == "b"
+    assert answer == "B" and report.candidates[report.winner].node in ("b", "c")  # a peer
     assert len(report.candidates) == 3
 
 

@@ -189,6 +189,10 @@ class FakePeer:
                                            name="fake", candidates=[cand]))
             raw["candidates"][0]["mean_logprob"] = float("inf")
             return msgspec.msgpack.encode(raw)
+        if self.vote == "liar":  # a wrong answer, claimed certain
+            sure = Candidate(text="41", finish_reason="stop", tokens=1, mean_logprob=0.0)
+            return codec.encode(Vote(request_id=msg.request_id, node_id=self.card.node_id,
+                                     name="fake", candidates=[sure] * msg.request.n))
         if self.vote in ("bloat", "huge"):  # logprobs nobody asked for: 1 MB, or 8 MB
             count = 40_000 if self.vote == "bloat" else 320_000
             bloated = msgspec.structs.replace(cand, token_logprobs=[
@@ -342,3 +346,25 @@ async def test_a_bogus_record_costs_a_probe_now_and_then_not_a_reconnect_storm(c
     finally:
         listener.close()
         await trio.to_thread.run_sync(zc.close)
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "best_of_n"])
+async def test_a_lying_member_cannot_outweigh_two_honest_nodes(cluster, nursery, strategy):
+    """The liar claims log-probability 0 (certain) for a wrong answer: the asker re-scores
+    the claim with its own model (same model id), which finds it unlikely."""
+    fake = FakePeer(cluster.swarm, "liar")
+    nursery.start_soon(fake.serve)
+    try:
+        honest = {"answers": ["42"], "script": {"mean_logprob": [-1.0]}}
+        fed = {"discovery": "both", "peers": [fake.rpc_endpoint]}
+        a = await cluster.start("a", federation=fed, **honest)
+        await cluster.start("b", federation={"discovery": "mdns"}, **honest)
+        await wait_peers(a, alive("b", "fake"))
+        answer, report = await ask(a, 3, strategy)
+        assert {c.node for c in report.candidates} == {"a", "b", "fake"}
+        assert answer == "42"
+        (lie,) = [c for c in report.candidates if c.node == "fake"]
+        assert lie.mean_logprob is not None and lie.mean_logprob < -1.0  # a's figure
+        assert "checked by this node's model" in report.note
+    finally:
+        fake.close()

@@ -101,6 +101,7 @@ class FakeLink:
         answer = self.io.votes.get(self.peer.node_id)
         if answer is None:
             await trio.sleep_forever()
+        await trio.sleep(0.1)  # a vote takes a while: several can be in flight
         return answer(msg)
 
     def cancel(self, rid: str) -> None:
@@ -293,3 +294,22 @@ async def test_a_restarted_peer_that_asks_our_status_is_probed_at_once(swarm, au
     s.fed.hello("b")  # ... and pinged us at start (its StatusRequest named it)
     await trio.sleep(0.01)
     assert s.state("b") is PeerState.ALIVE
+
+
+async def test_a_peer_is_planned_with_what_it_delivered_not_what_it_claims(swarm,
+                                                                          autojump_clock):
+    s = await swarm()
+    greedy = msgspec.structs.replace(card("b"), workers=1000)
+    s.fed.on_mdns(found(greedy))
+    await trio.sleep(0.01)  # its status probe
+    s.hear(greedy, Load(workers_ready=1000, idle_workers=1000, max_queue=8))
+    (load,) = s.fed.peer_loads("m@1", None)
+    assert (load.workers_ready, load.idle_workers) == (1, 1)  # nothing delivered yet
+    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id="b", name="b",
+                                       candidates=[Candidate(text="42", finish_reason="stop")])
+    async with trio.open_nursery() as n:  # three of ours in flight, all answered
+        for _ in range(3):
+            n.start_soon(s.fed.vote, "b", ask(), 5.0)
+    s.hear(greedy, Load(workers_ready=1000, idle_workers=1000, max_queue=8))
+    (load,) = s.fed.peer_loads("m@1", None)
+    assert load.workers_ready == 4  # three answered at once, so one more: not 1,000

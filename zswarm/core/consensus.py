@@ -6,8 +6,10 @@ strategy can no longer change its mind (early stop), else None; with ``final=Tru
 it always decides or raises NoQuorum.
 
 - first_valid: the first candidate (in arrival order) that passes validation.
-- best_of_n: the highest mean token log-probability; when an engine reports none,
-  the fallback score is the weighted_vote agreement score. Waits for all.
+- best_of_n: the highest mean token log-probability; when no candidate has one, or
+  they come from several models (not comparable), the fallback score is the
+  weighted_vote agreement score; a candidate without one scores the least of the
+  others. Waits for all.
 - weighted_vote: each candidate scores its weighted text similarity (rapidfuzz
   ratio on normalised text, the first SIMILARITY_CHARS characters) to the others;
   the medoid wins. Stops early once no
@@ -17,12 +19,15 @@ it always decides or raises NoQuorum.
 - confidence: majority's groups, each candidate weighted by its confidence
   exp(mean log-probability / tau) (CISC, Taubenfeld et al. 2025: the softmax over the
   candidates, whose common denominator does not change the winner), times its node's
-  weight; the heaviest group wins and, inside it, its most confident candidate.
+  weight; the heaviest group wins and, inside it, its most confident candidate. A
+  candidate without a log-probability counts as the least confident one that has one.
   A confidence is at least CONFIDENCE_FLOOR, so no candidate - whatever a peer claims -
   counts more than 1 / CONFIDENCE_FLOOR times another of the same node weight.
   Log-probabilities are only compared within one model: when the candidates come from
   several models, or none has log-probabilities, every candidate counts 1 (majority),
-  and the decision's note says so; a candidate without one counts 1.
+  and the decision's note says so.
+Log-probabilities are claims when a peer sends them: the coordinator has the deciding
+ones re-scored by the local model before an answer stands (runtime/verify.py).
 """
 
 from __future__ import annotations
@@ -177,13 +182,22 @@ def _best_of_n(
     candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float]
 ) -> Decision:
     raw, sim = _vote_scores(candidates, valid, weights)
-    have_logprobs = all(candidates[i].mean_logprob is not None for i in valid)
+    with_lp = [candidates[i].mean_logprob for i in valid
+               if candidates[i].mean_logprob is not None]
+    models = {candidates[i].model_id for i in valid}
     scores: list[float | None] = [None] * len(candidates)
-    for i in valid:
-        lp = candidates[i].mean_logprob
-        scores[i] = float(lp) if have_logprobs and lp is not None else raw[i]
+    note = ""
+    if not with_lp or len(models) > 1:
+        note = ("no log-probabilities: scored by agreement" if not with_lp else
+                f"{len(models)} models: log-probabilities not comparable, scored by agreement")
+        for i in valid:
+            scores[i] = raw[i]
+    else:  # one model: without a log-probability (or a checked claim), the least of them
+        least = min(float(lp) for lp in with_lp if lp is not None)
+        for i in valid:
+            lp = candidates[i].mean_logprob
+            scores[i] = float(lp) if lp is not None else least
     winner = max(valid, key=lambda i: (scores[i], -i))
-    note = "" if have_logprobs else "no log-probabilities: scored by agreement"
     return Decision(winner, scores, _agreement(sim, valid.index(winner)), note=note)
 
 
@@ -247,13 +261,19 @@ def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
     if len(models) > 1:
         return dict.fromkeys(valid, 1.0), \
             f"{len(models)} models: log-probabilities not comparable, counted like majority"
-    out = dict.fromkeys(valid, 1.0)
+    out = {}
     for i in with_lp:
         lp = candidates[i].mean_logprob
         assert lp is not None
         out[i] = max(CONFIDENCE_FLOOR, math.exp(min(0.0, lp) / tau))
-    note = "" if len(with_lp) == len(valid) else \
-        f"{len(valid) - len(with_lp)} candidate(s) without log-probabilities counted 1"
+    # a candidate without one (or whose claim could not be checked) is not trusted more
+    # than the least confident candidate that has one
+    least = min(out.values())
+    for i in valid:
+        out.setdefault(i, least)
+    note = "" if len(with_lp) == len(valid) else (
+        f"{len(valid) - len(with_lp)} candidate(s) without log-probabilities counted as "
+        "the least confident")
     return out, note
 
 
@@ -300,6 +320,22 @@ def _confidence(
     for i in valid:
         scores[i] = weight[i] / grand
     return Decision(winner, scores, total[best] / grand, answer_keys=keys, note=note)
+
+
+def deciding_claims(strategy: str, candidates: Sequence[Candidate], decision: Decision
+                    ) -> list[int]:
+    """The candidates whose log-probability helped decide: best_of_n's winner; under
+    confidence, the winning group when the candidates disagree (a unanimous round does
+    not depend on anyone's confidence). The others strategies use no log-probabilities.
+    A peer's entry here must be checked (runtime/verify.py) before the answer stands."""
+    if strategy == "best_of_n":
+        return [decision.winner]
+    if strategy != "confidence" or not decision.answer_keys:
+        return []
+    keys = decision.answer_keys
+    if len({k for k in keys if k is not None}) < 2:
+        return []
+    return [i for i, k in enumerate(keys) if k == keys[decision.winner]]
 
 
 def build_report(

@@ -129,6 +129,9 @@ class Peer:
     probe_backoff_s: float = 1.0
     #: a hello (the peer asked us for our status) may bring its probe forward after this
     hello_at: float = 0.0
+    #: the most votes it has answered while that many of ours were in flight: the
+    #: planner believes at most one worker more than this, whatever the peer claims
+    proven: int = 0
 
 
 @dataclass(frozen=True)
@@ -244,10 +247,14 @@ class PeerTable:
         peer.detail = f"demoted for {seconds:.0f} s: {reason}"[:300]
         return [Change(ChangeKind.DEMOTED, peer)]
 
-    def vote_answered(self, node_id: str) -> None:
-        """A good vote: the strikes count again from zero."""
+    def vote_answered(self, node_id: str, in_flight: int = 1) -> None:
+        """A good vote, answered while ``in_flight`` of ours were out to the peer: the
+        strikes count again from zero, and the peer has shown it serves that many."""
         peer = self.peers.get(node_id)
-        if peer is not None and peer.demoted_until is None:
+        if peer is None:
+            return
+        peer.proven = max(peer.proven, in_flight)
+        if peer.demoted_until is None:
             peer.strikes = 0
 
     def rtt(self, node_id: str, rtt_ms: float) -> None:

@@ -39,6 +39,12 @@ class Engine(Protocol):
         """Generate ``request.n`` candidates; cancelled ones end with finish_reason "cancelled"."""
         ...
 
+    def score(self, request: GenerateRequest, text: str) -> float | None:
+        """The mean log-probability (temperature 1) of ``text`` as this model's answer to
+        ``request``, teacher-forced; None if this engine cannot score. The node uses it to
+        check a peer's claimed score before it decides anything (runtime/coordinator.py)."""
+        ...
+
     def close(self) -> None: ...
 
 

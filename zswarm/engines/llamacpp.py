@@ -281,6 +281,28 @@ class LlamaCppEngine:
             logits_for = {seq: self._logits(i) for i, (_, _, seq, _) in enumerate(entries)}
         return [c for c in results if c is not None]
 
+    def score(self, request: GenerateRequest, text: str) -> float | None:
+        """Teacher-forced mean log-probability of ``text`` after the prompt (see Engine)."""
+        prompt = self.prompt_tokens(request)
+        answer = list(self._model.tokenize(text.encode("utf-8"), False, False))
+        tokens = prompt + answer
+        if not answer or len(tokens) > self.n_ctx:
+            return None
+        self._ll.llama_memory_clear(self._ctx.memory, True)
+        total = 0.0
+        first = len(prompt) - 1  # the logits at position p predict the token at p + 1
+        for start in range(0, len(tokens) - 1, self.n_batch):
+            chunk = tokens[start : min(start + self.n_batch, len(tokens) - 1)]
+            self._decode([(t, start + k, 0, start + k >= first) for k, t in enumerate(chunk)])
+            for k in range(len(chunk)):
+                if start + k < first:
+                    continue
+                logits = self._logits(k).astype(np.float64)  # by index in the batch
+                top = float(logits.max())
+                logz = top + float(np.log(np.exp(logits - top).sum()))
+                total += float(logits[tokens[start + k + 1]]) - logz
+        return max(-1e9, min(0.0, total / len(answer)))
+
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
             self._ll.llama_batch_free(self._batch)

@@ -5,13 +5,14 @@ draining), its stats and drop counters, the requests in flight (``InFlight``: a
 drain waits for its "none left" event instead of polling) and the load figures
 every server reports (``load()``); and ``Peers``, what the coordinator, the RPC
 server and the HTTP shim may ask of the swarm, with ``NoPeers`` for a node that
-does not federate. runtime/federation.py implements ``Peers``; nobody else reads
+does not federate; and ``Pool``, what the coordinator asks of the local workers.
+runtime/federation.py implements ``Peers``; nobody else reads
 its peer table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,7 +20,16 @@ from typing import Protocol
 import trio
 
 from zswarm.config import Config
-from zswarm.core.messages import Candidate, GenerateRequest, Load, NodeCard, NodeState, PeerInfo
+from zswarm.core.messages import (
+    Candidate,
+    GenerateRequest,
+    Load,
+    NodeCard,
+    NodeState,
+    PeerInfo,
+    WorkCandidate,
+    WorkToken,
+)
 from zswarm.core.plan import NodeLoad
 from zswarm.errors import PeerUnavailable
 from zswarm.net.guard import FrameDrops
@@ -75,6 +85,20 @@ class NodeContext:
         return Load(state=self.state, workers_ready=s.workers_ready, idle_workers=s.idle_workers,
                     queue_depth=s.queue_depth, max_queue=s.max_queue,
                     tokens_per_s=self.stats.tokens.rate())
+
+
+class Pool(Protocol):
+    """The local workers (runtime/workers.py; zswarm.testing.inline for benches and tests).
+
+    ``run`` generates; with ``score`` it scores that text as the answer instead
+    (one candidate whose mean_logprob is the model's: Engine.score)."""
+
+    @property
+    def workers(self) -> Mapping[str, object]: ...
+
+    async def run(self, worker_name: str, request_id: str, request: GenerateRequest, *,
+                  on_event: Callable[[WorkToken | WorkCandidate], None],
+                  stream: bool = False, score: str | None = None) -> None: ...
 
 
 class Peers(Protocol):

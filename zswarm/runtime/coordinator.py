@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 import trio
@@ -37,22 +36,12 @@ from zswarm.core.messages import (
 )
 from zswarm.core.plan import ROUTE, SELF, NodeLoad, Plan, plan
 from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, WorkerCrashed, ZswarmError
-from zswarm.runtime.context import NodeContext, Peers
+from zswarm.runtime.context import NodeContext, Peers, Pool
+from zswarm.runtime.verify import verified_decision
 
 log = logging.getLogger(__name__)
 
 TokenSink = Callable[[int, str], None]
-
-
-class Pool(Protocol):
-    """The local workers (runtime/workers.py; zswarm.testing.inline for benches and tests)."""
-
-    @property
-    def workers(self) -> Mapping[str, object]: ...
-
-    async def run(self, worker_name: str, request_id: str, request: GenerateRequest, *,
-                  on_event: Callable[[WorkToken | WorkCandidate], None],
-                  stream: bool = False) -> None: ...
 
 
 def _question(request: GenerateRequest) -> str:
@@ -178,20 +167,35 @@ class Coordinator:
         if rnd.deadline_hit:
             notes.append(f"deadline of {deadline_s:.1f} s reached")
         note = "; ".join(notes)
-        decision = rnd.decision
-        if decision is None:
-            if not rnd.candidates:
-                raise self._nothing_arrived(rnd, deadline_s, note)
-            assert rnd.strategy is not None  # None only when serving a vote
-            decision = decide(rnd.strategy, rnd.candidates, expected=request.n, final=True,
-                              weights=self.weights, validation=self.validation, tau=self.tau,
-                              question=rnd.question)
-            assert decision is not None
+        if not rnd.candidates:
+            raise self._nothing_arrived(rnd, deadline_s, note)
+        decision, rescored = await self._decide(rnd, request)
+        if rescored:
+            note = "; ".join(n for n in (note, f"{rescored} peer score(s) checked by this "
+                                         "node's model") if n)
+        timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
         report = msgspec.structs.replace(report, participants=participants)
         self.ctx.stats.agreement.observe(report.agreement)
         return rnd.candidates[decision.winner].text, report
+
+    async def _decide(self, rnd: _Round, request: GenerateRequest) -> tuple[Decision, int]:
+        """The final decision, with every peer's deciding score checked (runtime/verify.py)."""
+        strategy = rnd.strategy
+        assert strategy is not None  # None only when serving a vote
+
+        def final(candidates: Sequence[Candidate]) -> Decision:
+            decision = decide(strategy, candidates, expected=rnd.expected, final=True,
+                              weights=self.weights, validation=self.validation, tau=self.tau,
+                              question=rnd.question)
+            assert decision is not None
+            return decision
+
+        if rnd.decision is not None and strategy not in ("best_of_n", "confidence"):
+            return rnd.decision, 0  # no log-probabilities decided: nothing to check
+        return await verified_decision(self.ctx, self.pool, strategy, request, rnd.candidates,
+                                       final, deadline=rnd.deadline)
 
     async def gather_local(self, request: GenerateRequest, *, deadline_s: float
                            ) -> list[Candidate]:

@@ -357,15 +357,23 @@ class Federation:
     # --- Peers: what the coordinator, the rpc server and the HTTP shim ask ------------
 
     def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
-        """ALIVE, ready peers a vote may go to (same model unless configured otherwise)."""
+        """ALIVE, ready peers a vote may go to (same model unless configured otherwise).
+
+        Planned with what a peer delivered, not what it claims: at most one worker more
+        than the votes it has answered at once (``Peer.proven``), and our own votes in
+        flight to it count as its queue.
+        """
         if allowed == []:
             return []
         same = model_id if self.config.federation.same_model_only else None
-        return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
-                         p.load.queue_depth + self._votes_out.get(p.card.node_id, 0))
-                for p in self.table.alive(model_id=same)
-                if p.load.state == "ready"
-                and (allowed is None or p.card.node_id in allowed)]
+        out = []
+        for p in self.table.alive(model_id=same):
+            if p.load.state != "ready" or (allowed is not None and p.card.node_id not in allowed):
+                continue
+            ready = min(p.load.workers_ready, p.proven + 1)
+            out.append(NodeLoad(p.card.node_id, ready, min(p.load.idle_workers, ready),
+                                p.load.queue_depth + self._votes_out.get(p.card.node_id, 0)))
+        return out
 
     def models(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -395,7 +403,7 @@ class Federation:
         rid = new_request_id()
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
                           deadline_ms=max(1, int(deadline_s * 1000)))
-        self._votes_out[node_id] = self._votes_out.get(node_id, 0) + 1
+        self._votes_out[node_id] = in_flight = self._votes_out.get(node_id, 0) + 1
         done = False
         try:
             # the caller's cancel scope enforces the deadline; this timeout is a backstop
@@ -417,7 +425,7 @@ class Federation:
             self.peer_io.vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
             self._apply(self.table.demote(node_id, trio.current_time(), str(exc)))
             raise
-        self.table.vote_answered(node_id)
+        self.table.vote_answered(node_id, in_flight)
         return candidates
 
     def peers(self) -> list[PeerInfo]:

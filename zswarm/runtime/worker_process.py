@@ -24,6 +24,7 @@ from zswarm.core import codec
 from zswarm.core.messages import (
     Candidate,
     Error,
+    GenerateRequest,
     WorkCancel,
     WorkCandidate,
     WorkDone,
@@ -130,6 +131,9 @@ def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
         link.send(WorkCandidate(request_id=rid, index=index, candidate=cand))
 
     try:
+        if msg.score is not None:
+            _score(link, engine, msg.request, msg.score, rid)
+            return
         engine.generate(
             msg.request,
             on_token=on_token if msg.stream else None,
@@ -142,6 +146,15 @@ def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
     except (RuntimeError, ValueError, MemoryError) as exc:
         link.send(error(rid, "inference", f"engine failed: {exc}"))
         return
+    link.send(WorkDone(request_id=rid))
+
+
+def _score(link: _Link, engine: Engine, request: GenerateRequest, text: str, rid: str) -> None:
+    """Score ``text`` as the answer: one WorkCandidate with its mean log-probability."""
+    score = getattr(engine, "score", None)  # a plugin engine may not score: None
+    mean = score(request, text) if score is not None else None
+    link.send(WorkCandidate(request_id=rid, index=0, candidate=Candidate(
+        text=text, finish_reason="stop", mean_logprob=mean)))
     link.send(WorkDone(request_id=rid))
 
 

@@ -230,8 +230,12 @@ class WorkerPool:
         *,
         on_event: Callable[[WorkToken | WorkCandidate], None],
         stream: bool = False,
+        score: str | None = None,
     ) -> None:
         """Run one request on one (acquired) worker; tokens and candidates go to on_event.
+
+        With ``score``: the worker scores that text as the answer instead of generating
+        (one candidate, its mean_logprob the model's; Engine.score).
 
         Raises WorkerCrashed if the worker dies, or the engine's error. If the caller
         is cancelled, the worker is told to stop and the call returns once it has.
@@ -247,7 +251,8 @@ class WorkerPool:
         try:
             try:
                 sock.send_multipart([worker_name.encode(), codec.encode(
-                    WorkGenerate(request_id=request_id, request=request, stream=stream))])
+                    WorkGenerate(request_id=request_id, request=request, stream=stream,
+                                 score=score))])
             except PeerUnavailable as exc:
                 finished = True
                 raise WorkerCrashed(f"worker {worker_name} is not reachable: {exc}") from exc

@@ -83,6 +83,14 @@ class ScriptedEngine:
                 on_candidate(i, cand)
         return out
 
+    def score(self, request: GenerateRequest, text: str) -> float | None:
+        """The script's score of the first candidate that answers ``text``; an answer the
+        script never gives scores -5 (this model would not have said it)."""
+        for k, answer in enumerate(self.answers):
+            if answer == text:
+                return self.logprobs[k % len(self.logprobs)] if self.logprobs else -0.5
+        return -5.0
+
     def close(self) -> None:
         pass
 
