@@ -19,7 +19,7 @@ from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.errors import ConfigError, RequestRefused, ZswarmError
-from zswarm.net.security import SwarmKey, swarm_key, write_key_file
+from zswarm.net.security import SwarmKey, http_token, swarm_key, write_key_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Join the local LLMs on your LAN into one swarm.")
@@ -302,6 +302,18 @@ def keygen(out: Path = KeyOutOpt) -> None:
                "  3. restart zswarm node. Nodes and clients without this key can no longer\n"
                "     join, read, vote or ask. To rotate the key or revoke one machine, make a\n"
                "     new key and copy it to the machines that stay.")
+
+
+@app.command("http-token")
+def http_token_cmd(config: Path | None = ConfigOpt) -> None:
+    """Print the HTTP API key of a keyed swarm (derived from the swarm key; every member
+    accepts it): for the status page, curl and OpenAI clients."""
+    key = _key(_load(config))
+    if key is None:
+        typer.echo("error: this config has no [security] swarm_key_file: its HTTP API takes "
+                   "the keys in [http] api_keys", err=True)
+        raise typer.Exit(2)
+    typer.echo(http_token(key))
 
 
 @app.command()

@@ -140,6 +140,10 @@ class HttpConfig(Section, frozen=True):
     api_key_file: str = ""
     #: origins allowed by CORS, e.g. ["http://localhost:3000"]; empty = CORS off
     cors_origins: list[str] = field(default_factory=list)
+    #: Host header values accepted besides this node's own (its address, localhost,
+    #: 127.0.0.1, the machine's name and name.local), e.g. ["llm.home.arpa"]; a request
+    #: naming another host is refused (DNS rebinding); ["*"] accepts any
+    allowed_hosts: list[Annotated[str, Meta(max_length=253)]] = field(default_factory=list)
     #: request bodies larger than this are refused with 413
     max_body_bytes: Annotated[int, _range(1024, 64 * 1024 * 1024)] = 1_048_576
     #: a client gets this long to send its request headers (a new or idle connection)

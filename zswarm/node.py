@@ -89,6 +89,11 @@ async def _run_node(config: Config, drain: trio.Event,
         log.warning("OPEN SWARM: no [security] swarm_key_file, so any host on this LAN can "
                     "join, read votes and ask this node to generate (zswarm keygen makes a key)")
     host = choose_bind_address(config.node.bind)
+    if config.http.enabled and key is None and not config.api_keys() \
+            and not host.startswith("127."):
+        log.warning("OPEN HTTP: no API key and no swarm key, so any host on this LAN can "
+                    "ask this node to generate and read its status at http://%s:%d "
+                    "(set [http] api_keys, or a swarm key)", host, config.ports.http)
     model = await trio.to_thread.run_sync(model_id, config.model)
     ports = config.ports
     with ExitStack() as sockets:  # every socket bound before anything serves

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import GenerateRequest
-from zswarm.core.peers import count_states
+from zswarm.core.peers import count_states, endpoint_host
 from zswarm.errors import ZswarmError
 from zswarm.http import openai
 from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
@@ -38,6 +38,7 @@ from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
 from zswarm.http.status import PAGE_FILES, page, status
 from zswarm.net.guard import QuietLog
+from zswarm.net.security import http_token
 from zswarm.runtime.votes import serve_vote
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,58 @@ class ApiKeyAuth:
         err = ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>)",
                        code="invalid_api_key")
         await error_response(err)(scope, receive, send)
+
+
+class HostCheck:
+    """403 for a request whose Host header names none of this node's names.
+
+    A web page the user opens can make the browser send requests to a LAN address
+    under the page's own host name (DNS rebinding); those name a foreign host and stop
+    here. Requests without a Host header (HTTP/1.0 tools) pass.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        raw = dict(scope["headers"]).get(b"host")
+        host = None if raw is None else host_name(raw.decode("latin-1"))
+        if host is None or host in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        err = ApiError(403, f"Host {host[:100]!r} is not one of this node's names; add it to "
+                       "[http] allowed_hosts if this node is reached by it", code="bad_host")
+        await error_response(err)(scope, receive, send)
+
+
+def host_name(header: str) -> str:
+    """'Example.local.:8080' -> 'example.local'; '[::1]:80' -> '::1'."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    return text.rsplit(":", 1)[0].rstrip(".") if ":" in text else text.rstrip(".")
+
+
+def own_hosts(node: HttpNode) -> frozenset[str]:
+    """The names a client of this node may use: its address, loopback, the machine's name."""
+    machine = socket.gethostname().lower()
+    return frozenset({endpoint_host(node.ctx.card.rpc), "127.0.0.1", "localhost", "::1",
+                      machine, f"{machine}.local",
+                      *(host_name(h) if h != "*" else h
+                        for h in node.config.http.allowed_hosts)})
+
+
+def api_keys(node: HttpNode) -> frozenset[str]:
+    """Accepted bearer tokens: the configured API keys and, in a keyed swarm, the token
+    derived from the swarm key (``zswarm http-token``): a keyed node is never open."""
+    keys = set(node.config.api_keys())
+    if node.ctx.key is not None:
+        keys.add(http_token(node.ctx.key))
+    return frozenset(keys)
 
 
 class FinishBody:
@@ -267,7 +320,8 @@ def build_app(node: HttpNode) -> Starlette:
         middleware.append(Middleware(CORSMiddleware, allow_origins=node.config.http.cors_origins,
                                      allow_methods=["GET", "POST"],
                                      allow_headers=["Authorization", "Content-Type"]))
-    middleware.append(Middleware(ApiKeyAuth, keys=node.config.api_keys()))
+    middleware.append(Middleware(HostCheck, allowed=own_hosts(node)))
+    middleware.append(Middleware(ApiKeyAuth, keys=api_keys(node)))
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     app.state.node = node

@@ -66,7 +66,8 @@ def from_zswarm(exc: ZswarmError) -> ApiError:
 async def read_body(request: Request, limits: HttpConfig) -> bytes:
     """The JSON body: 415 for another type, 413 above the cap, 408 if it takes too long."""
     cap, timeout_s = limits.max_body_bytes, limits.body_timeout_ms / 1000
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    # no default: a cross-site "simple" POST (text/plain, or none) must not be read as JSON
+    ctype = request.headers.get("content-type", "").split(";")[0].strip()
     if ctype.lower() != "application/json":
         raise ApiError(415, f"expected Content-Type: application/json, got {ctype!r}")
     length = request.headers.get("content-length")

@@ -24,6 +24,7 @@ same machine, same user) are not encrypted.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import stat
@@ -60,6 +61,16 @@ class SwarmKey:
 
     def __repr__(self) -> str:  # never print the secret
         return f"SwarmKey(fingerprint={self.fingerprint})"
+
+
+def http_token(key: SwarmKey) -> str:
+    """The HTTP API key every member of a keyed swarm accepts (``zswarm http-token``).
+
+    Derived from the swarm secret (HMAC-SHA256), so it needs no file of its own and
+    changes when the key is rotated; it reveals nothing about the secret.
+    """
+    digest = hmac.new(key.secret, b"zswarm http token v1", hashlib.sha256).hexdigest()
+    return f"zswarm-{digest[:40]}"
 
 
 def new_key_text() -> str:
