@@ -104,8 +104,8 @@ def test_health_metrics_and_federation_routes(node):
 def test_slow_client_does_not_block_others(node):
     host, port = node.root.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as slow:
-        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
-                     b"Content-Type: application/json\r\n\r\n{\"messa")
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Length: 500\r\nContent-Type: application/json\r\n\r\n{\"messa")
         t0 = time.monotonic()
         r = httpx.post(f"{node.base}/chat/completions", json=CHAT, timeout=10)
         assert r.status_code == 200 and time.monotonic() - t0 < 2
