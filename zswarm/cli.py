@@ -18,6 +18,7 @@ from zswarm.config import Config, load_config, override
 from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
 from zswarm.core.plan import ASK_STRATEGIES
+from zswarm.core.text import printable
 from zswarm.errors import ConfigError, RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey, http_token, swarm_key, write_key_file
 
@@ -29,11 +30,25 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="swarm.toml (default: buil
 KeyOutOpt = typer.Option(..., "--out", "-o", help="the key file to create")
 
 
+def _out(text: str, *, err: bool = False) -> None:
+    """Everything the CLI prints: answers, peers' names, findings (core/text.py escapes
+    the control characters a peer or a model could use to drive the terminal)."""
+    typer.echo(printable(text, keep_lines=True), err=err)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines of one line each: what peers sent is quoted with its controls escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def _load(config: Path | None) -> Config:
     try:
         return load_config(config)
     except ZswarmError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -42,13 +57,14 @@ def _key(cfg: Config) -> SwarmKey | None:
     try:
         return swarm_key(cfg.security.swarm_key_file, source=cfg.source)
     except ZswarmError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
@@ -97,7 +113,7 @@ def node(config: Path | None = ConfigOpt,
     try:
         cfg = override(cfg, changes)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     from zswarm.node import NodeInfo, run_node
     from zswarm.runtime.swarm import single_errors
@@ -120,7 +136,7 @@ def node(config: Path | None = ConfigOpt,
             status = f"{root}/" if root and cfg.http.status_page else "-"
             peers_line = ("  peers   reported in a moment, then logged as they join, die and leave"
                           if info.federation else "")
-            typer.echo(f"zswarm node {info.name} ({info.node_id}) ready\n"
+            _out(f"zswarm node {info.name} ({info.node_id}) ready\n"
                        f"  address {info.host}\n  model   {info.model_id}\n"
                        f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
                        f"  pub     {info.pub_endpoint or '-'}\n"
@@ -131,11 +147,11 @@ def node(config: Path | None = ConfigOpt,
     try:
         with single_errors():  # one error from the node's nurseries, not a group of one
             trio.run(main)
-        typer.echo("stopped", err=True)
+        _out("stopped", err=True)
     except KeyboardInterrupt:
-        typer.echo("stopped", err=True)
+        _out("stopped", err=True)
     except ZswarmError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _out(f"error: {exc}", err=True)
         raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
 
 
@@ -165,7 +181,7 @@ def ask(
     try:
         check_strategy(strategy)  # before connecting: the node's own admission rule
     except RequestRefused as exc:
-        typer.echo(f"error: --strategy: {exc}", err=True)
+        _out(f"error: --strategy: {exc}", err=True)
         raise typer.Exit(2) from None
     system_prompt = gen.system_prompt if system is None else system
     messages = ((ChatMessage(role="system", content=system_prompt),) if system_prompt else ()) + (
@@ -180,7 +196,7 @@ def ask(
                 top_p=gen.top_p, top_k=gen.top_k, seed=seed)),
         }, GenerateRequest)
     except msgspec.ValidationError as exc:
-        typer.echo(f"error: invalid option: {exc}", err=True)
+        _out(f"error: invalid option: {exc}", err=True)
         raise typer.Exit(2) from None
     deadline_ms = cfg.scheduler.default_deadline_ms
     key = _key(cfg)
@@ -194,14 +210,14 @@ def ask(
             admit(cfg.limits, request, strategy=strategy)
             answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms / 1000)
     except ZswarmError as exc:
-        typer.echo(f"error: {exc.kind}: {exc}", err=True)
+        _out(f"error: {exc.kind}: {exc}", err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(views.as_json(answer, report))
+        _out(views.as_json(answer, report))
     elif explain:
-        typer.echo(views.explain(answer, report))
+        _out(views.explain(answer, report))
     else:
-        typer.echo(answer.strip())
+        _out(answer.strip())
 
 
 async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
@@ -228,15 +244,15 @@ def peers(
     if browse is not None:
         found = _browse(cfg, browse)
         if as_json:
-            typer.echo(json.dumps([views.peer_json(p) for p in found], ensure_ascii=False))
+            _out(json.dumps([views.peer_json(p) for p in found], ensure_ascii=False))
         else:
-            typer.echo(views.peer_text(found) if found else
+            _out(views.peer_text(found) if found else
                        f"no zswarm node answered mDNS within {browse:g} s (try zswarm doctor)")
         return
     key = _key(cfg)
     endpoint = node_endpoint or client.running_node_endpoint(cfg, key=key)
     if endpoint is None:
-        typer.echo(f"error: no node is running with {cfg.source} (start one with "
+        _out(f"error: no node is running with {cfg.source} (start one with "
                    "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
         raise typer.Exit(1)
     if watch:
@@ -245,15 +261,15 @@ def peers(
     try:
         reply = client.peers(endpoint, key=key)
     except ZswarmError as exc:
-        typer.echo(f"error: {exc.kind}: {exc}", err=True)
+        _out(f"error: {exc.kind}: {exc}", err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps([views.peer_json(p) for p in reply.peers], ensure_ascii=False))
+        _out(json.dumps([views.peer_json(p) for p in reply.peers], ensure_ascii=False))
         return
-    typer.echo(f"swarm key {views.key_state(reply.node.key)}")
-    typer.echo(views.peer_summary(reply.peers))
+    _out(f"swarm key {views.key_state(reply.node.key)}")
+    _out(views.peer_summary(reply.peers))
     if reply.peers:
-        typer.echo(views.peer_text(reply.peers))
+        _out(views.peer_text(reply.peers))
 
 
 def _watch_peers(endpoint: str, key: SwarmKey | None) -> None:
@@ -291,9 +307,9 @@ def keygen(out: Path = KeyOutOpt) -> None:
     try:
         key = write_key_file(out)
     except ZswarmError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"wrote {out} (mode 0600), fingerprint {key.fingerprint}\n"
+    _out(f"wrote {out} (mode 0600), fingerprint {key.fingerprint}\n"
                "Next, on every machine of the swarm:\n"
                f"  1. copy the file, keeping it private:  scp -p {out} HOST:~/.config/zswarm/\n"
                "  2. in swarm.toml:  [security]\n"
@@ -310,10 +326,10 @@ def http_token_cmd(config: Path | None = ConfigOpt) -> None:
     accepts it): for the status page, curl and OpenAI clients."""
     key = _key(_load(config))
     if key is None:
-        typer.echo("error: this config has no [security] swarm_key_file: its HTTP API takes "
+        _out("error: this config has no [security] swarm_key_file: its HTTP API takes "
                    "the keys in [http] api_keys", err=True)
         raise typer.Exit(2)
-    typer.echo(http_token(key))
+    _out(http_token(key))
 
 
 @app.command()
@@ -336,9 +352,9 @@ def doctor(
     try:
         findings = checks.run_checks(cfg, browse_s=browse, check_model=model)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(checks.to_json(findings) if as_json else
+    _out(checks.to_json(findings) if as_json else
                f"zswarm doctor ({cfg.source})\n{checks.render(findings)}")
     raise typer.Exit(1 if checks.failed(findings) else 0)
 

@@ -28,6 +28,7 @@ from zswarm import client
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
+from zswarm.core.text import printable
 from zswarm.engines.loader import model_id
 from zswarm.errors import WorkerCrashed, ZswarmError
 from zswarm.net.addresses import IFF_LOOPBACK, IFF_MULTICAST, IFF_UP, choose_bind_address, interfaces
@@ -339,9 +340,10 @@ def failed(findings: list[Finding]) -> bool:
 def render(findings: list[Finding]) -> str:
     lines = []
     for f in findings:
-        lines.append(f"{f.status:<5} {f.check:<13} {f.message}")
+        # one line each: a message may quote what a record or a peer said
+        lines.append(f"{f.status:<5} {f.check:<13} {printable(f.message)}")
         if f.fix:
-            lines.append(f"{'':<19} fix: {f.fix}")
+            lines.append(f"{'':<19} fix: {printable(f.fix)}")
     problems = sum(f.status == FAIL for f in findings)
     warnings = sum(f.status == WARN for f in findings)
     lines.append(f"{problems} problem(s), {warnings} warning(s)" if problems or warnings

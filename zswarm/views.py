@@ -14,6 +14,7 @@ from rich.text import Text
 
 from zswarm.core.messages import PeerInfo, Report
 from zswarm.core.peers import count_states, summarize_states
+from zswarm.core.text import printable
 
 PEER_HEAD = ("id", "name", "address", "state", "model", "load", "last seen", "rtt", "note")
 
@@ -24,13 +25,16 @@ def _cut(text: str, limit: int) -> str:
 
 
 def peer_row(p: PeerInfo) -> tuple[str, ...]:
-    """One peer as table cells (the model name in full: it is how users tell models apart)."""
+    """One peer as table cells (the model name in full: it is how users tell models apart).
+
+    Every cell is the peer's word: control characters are escaped (core/text.py)."""
     load = (f"q{p.load.queue_depth} idle {p.load.idle_workers}/{p.load.workers_ready}"
             if p.state in ("alive", "suspect") else "-")
-    return (p.node_id[:12] or "-", p.name or "-", p.address, p.state, p.model_id or "-", load,
-            "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
-            "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms",
-            _cut(p.detail, 60))  # demoted, incompatible, unreachable: why
+    cells = (p.node_id[:12] or "-", p.name or "-", p.address, p.state, p.model_id or "-", load,
+             "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
+             "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms",
+             _cut(p.detail, 60))  # demoted, incompatible, unreachable: why
+    return tuple(printable(cell) for cell in cells)
 
 
 def peer_text(peers: list[PeerInfo]) -> str:
@@ -84,17 +88,17 @@ def explain(answer: str, report: Report) -> str:
     for i, c in enumerate(report.candidates):
         mark = "*" if i == report.winner else " "
         score = "-" if c.score is None else f"{c.score:.3f}"
-        who = f"{c.node}/{c.worker}"
+        who = printable(f"{c.node}/{c.worker}")
         lines.append(f"{i:>2}{mark} {who:<20} {score:>8} {c.finish_reason:<9} "
-                     f"{c.latency_ms:>8.0f}  {_cut(c.text, 60)}")
+                     f"{c.latency_ms:>8.0f}  {printable(_cut(c.text, 60))}")
     timings = ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items())
     lines.append(f"timings: {timings}")
     for p in report.participants:
         detail = f" ({p.detail})" if p.detail else ""
-        lines.append(f"node {p.node}: asked {p.requested}, got {p.received}, {p.outcome}"
-                     f"{detail}")
+        lines.append(printable(f"node {p.node}: asked {p.requested}, got {p.received}, "
+                               f"{p.outcome}{detail}"))
     if report.note:
-        lines.append(f"note: {report.note}")
+        lines.append(printable(f"note: {report.note}"))
     return "\n".join(lines)
 
 
