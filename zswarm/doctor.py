@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 import trio
@@ -42,6 +43,10 @@ MDNS_GROUP = "224.0.0.251"
 BROWSE_S = 2.0
 #: a peer that takes longer than this to answer a StatusRequest is called unreachable
 PROBE_TIMEOUT_S = 2.0
+#: advertised nodes probed at once, at most, and in all; and the time all probes get
+MAX_PROBES = 16
+MAX_PROBED = 64
+PROBES_TOTAL_S = 6.0
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 
@@ -185,6 +190,23 @@ def _tcp_open(endpoint: str) -> bool:
         return False
 
 
+def _reach(card: NodeCard, key: SwarmKey | None) -> tuple[NodeCard | None, float, str, bool]:
+    """(status reply's card, ms, error, heartbeat port open) for one advertised node."""
+    peer, ms, error = _probe(card.rpc, key)
+    return peer, ms, error, peer is not None and _tcp_open(card.pub)
+
+
+def _reach_all(cards: list[NodeCard], key: SwarmKey | None
+               ) -> list[tuple[NodeCard | None, float, str, bool] | None]:
+    """``_reach`` for each card, MAX_PROBES at once, all within PROBES_TOTAL_S (None: not
+    checked in time). A LAN full of records costs doctor seconds, not minutes."""
+    pool = ThreadPoolExecutor(max_workers=MAX_PROBES, thread_name_prefix="doctor-probe")
+    futures = [pool.submit(_reach, card, key) for card in cards]
+    done, _ = wait(futures, timeout=PROBES_TOTAL_S)
+    pool.shutdown(wait=False, cancel_futures=True)  # the stragglers end by their own timeout
+    return [f.result() if f in done else None for f in futures]
+
+
 def _static_peers(config: Config, key: SwarmKey | None, me: NodeCard) -> Iterator[Finding]:
     fed = config.federation
     if not fed.enabled or fed.discovery == "mdns" or not fed.peers:
@@ -217,6 +239,7 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
                   "guest Wi-Fi), UDP 5353 multicast allowed (client isolation and some "
                   "routers block it), or use static peers: --peer tcp://HOST:17617")
     by_id: dict[str, set[str]] = {}
+    to_probe: list[tuple[str, NodeCard, bool]] = []
     for f in found:
         card = f.card
         by_id.setdefault(card.node_id, set()).add(card.rpc)
@@ -239,13 +262,25 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
                           f"{name}: another model ({card.model_id})",
                           "" if not fed.same_model_only else "votes go only to nodes with the "
                           "same model (federation.same_model_only)")
-        peer, ms, error = _probe(card.rpc, key)
+        to_probe.append((name, card, other))
+    if len(to_probe) > MAX_PROBED:
+        yield Finding("reachability", WARN, f"{len(to_probe)} nodes of this swarm answered "
+                      f"mDNS; only the first {MAX_PROBED} were probed",
+                      "so many is unusual for a home or lab LAN: check for a flood of records")
+        to_probe = to_probe[:MAX_PROBED]
+    results = _reach_all([card for _, card, _ in to_probe], key)
+    for (name, card, other), result in zip(to_probe, results, strict=True):
+        if result is None:
+            yield Finding("reachability", WARN, f"{name}: not checked, doctor's "
+                          f"{PROBES_TOTAL_S:.0f} s for probes ran out")
+            continue
+        peer, ms, error, pub_open = result
         if peer is None:
             yield Finding("reachability", FAIL, f"{name} is seen over mDNS but its RPC port "
                           f"{card.rpc} does not answer ({error}): the firewall symptom",
                           "on that machine, allow TCP ports 17615-17617 (e.g. sudo ufw allow "
                           "17615:17617/tcp) or whatever [ports] it uses")
-        elif not _tcp_open(card.pub):
+        elif not pub_open:
             yield Finding("reachability", FAIL, f"{name}: RPC answers but its heartbeat port "
                           f"{card.pub} does not accept connections, so this node would see it "
                           "as dead", "on that machine, allow TCP to its [ports] pub (17616)")

@@ -11,11 +11,14 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from zswarm import doctor as doctor_module
 from zswarm.core.messages import NodeCard
 from zswarm.net.mdns import Mdns
 from zswarm.testing.cluster import NodeProcess, free_port, node_config
+from zswarm.testing.floods import mdns_flood
 
 
 def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
@@ -111,3 +114,19 @@ def test_a_worker_that_dies_on_the_first_token_is_the_sigill_trap(tmp_path):
     assert "SIGILL" in message or "signal 4" in message, message
     (fix,) = [f["fix"] for f in findings if f["check"] == "model"]
     assert "./scripts/install.sh" in fix
+
+
+def test_a_flood_of_records_is_probed_at_once_and_within_one_bound(tmp_path):
+    """40 records of this swarm whose RPC ports never answer: probed side by side, within
+    doctor's one time bound (one after another, 2 s each, they took 80 s)."""
+    swarm = "docflood-" + secrets.token_hex(6)
+    cfg = node_config(tmp_path, "n", swarm=swarm, answers=["42"])
+    with mdns_flood(40, swarm=swarm, port=free_port()):
+        t0 = time.monotonic()
+        code, findings = doctor(cfg, "--no-model", "--browse", "2")
+        took_s = time.monotonic() - t0
+    probed = [f for f in findings if f["check"] == "reachability"
+              and f["message"].startswith("flood")]
+    assert code == 1 and len(probed) == 40
+    assert all(f["status"] == "FAIL" or "not checked" in f["message"] for f in probed)
+    assert took_s < 2 + doctor_module.PROBES_TOTAL_S + 15  # browse + the bound + start-up
