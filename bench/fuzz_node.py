@@ -5,8 +5,12 @@ random and mutated ZeroMQ frames of every message type at its RPC socket
 (zswarm.testing.fuzz); garbage heartbeats and votes from a fake static peer that
 it subscribes to and asks for votes; random HTTP requests at every route. Meanwhile
 a client keeps asking real questions (`--model default`: the real model; `scripted`:
-the scripted engine). Reported: frames sent, node alive, questions asked/answered,
-peak RSS of the node process, HTTP 5xx other than 503/504 (want 0).
+the scripted engine). Then floods, each held for a while as questions go on: mDNS
+records of the node's swarm (each a fake node that never answers), and idle TCP
+connections to its RPC and HTTP ports; the node runs with a desktop's 1,024 open
+files. Reported: frames sent, node alive, questions asked/answered (and answered
+during each flood), peak RSS and open files of the node process, peer entries kept
+from the flood, HTTP 5xx other than 503/504 (want 0).
 
     python bench/fuzz_node.py            # 100,000 frames + 3,000 HTTP requests
     python bench/fuzz_node.py --quick    # about a minute, ends with one JSON line
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -43,7 +48,11 @@ from zswarm.core.messages import (  # noqa: E402
     StatusRequest,
 )
 from zswarm.testing.cluster import NodeProcess, node_config  # noqa: E402
+from zswarm.testing.floods import idle_connections, mdns_flood  # noqa: E402
 from zswarm.testing.fuzz import FrameFuzzer  # noqa: E402
+
+#: the node runs with a desktop session's open-file limit (soft and hard)
+DESKTOP_FDS = 1024
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -160,6 +169,46 @@ def questions(endpoint: str, stop: threading.Event, result: Counter[str], model:
             result["right"] += want.lower() in reply.answer.lower()
 
 
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def floods(proc: NodeProcess, info: dict, swarm: str, records: int, connections: int,
+           asked: Counter[str], window_s: float) -> dict:
+    """mDNS records of this swarm, then idle TCP connections to the RPC and HTTP ports, each
+    held for ``window_s`` while the question thread keeps asking; the node runs with a
+    desktop's 1,024 open files."""
+    out: dict[str, object] = {}
+
+    def hold(name: str) -> None:
+        before = asked["answered"]
+        peak = 0
+        end = time.monotonic() + window_s  # a measurement window, not a synchronisation
+        while time.monotonic() < end and proc.proc.poll() is None:
+            peak = max(peak, open_fds(proc.pid))
+            time.sleep(0.1)
+        out[f"{name}_answered_meanwhile"] = asked["answered"] - before
+        out[f"{name}_peak_fds"] = peak
+
+    with mdns_flood(records, swarm=swarm, tag="flood"):
+        hold("mdns")
+        try:
+            listed = client.peers(info["rpc_endpoint"], timeout_s=5).peers
+            out["mdns_entries_kept"] = sum(p.name.startswith("flood") for p in listed)
+        except Exception as exc:  # reported: the node did not answer
+            out["mdns_entries_kept"] = f"no answer: {exc}"
+    out["mdns_records"] = records
+    for name, port in (("rpc_idle", int(info["rpc_endpoint"].rsplit(":", 1)[1])),
+                       ("http_idle", int(info["http_port"]))):
+        with idle_connections(port, connections) as conns:
+            out[f"{name}_connections"] = len(conns)
+            hold(name)
+    return out
+
+
 def watch(proc: NodeProcess, gone: threading.Event, done: threading.Event) -> None:
     """Stop the fuzzers if the node dies (they would wait for it forever)."""
     while not done.is_set():
@@ -169,7 +218,8 @@ def watch(proc: NodeProcess, gone: threading.Event, done: threading.Event) -> No
         time.sleep(0.2)
 
 
-def run(frames: int, http_requests: int, connections: int, model: str, seed: int) -> dict:
+def run(frames: int, http_requests: int, connections: int, model: str, seed: int,
+        records: int, idle: int, window_s: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="zswarm-fuzz-"))
     swarm = "fuzz-" + secrets.token_hex(4)
     stop_peer = threading.Event()
@@ -177,9 +227,9 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
     peer.start()
     answers = None if model == "default" else ["42"]
     cfg = node_config(work, "target", swarm=swarm, answers=answers,
-                      federation={"discovery": "static", "peers": [peer.endpoint],
+                      federation={"discovery": "both", "peers": [peer.endpoint],
                                   "deadline_ms": 2000})
-    proc = NodeProcess(cfg)
+    proc = NodeProcess(cfg, max_fds=DESKTOP_FDS)
     try:
         info = proc.wait_ready(120)
         rss_start = peak_rss_mib(proc.pid)
@@ -205,6 +255,8 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
         for t in workers:
             t.join()
         elapsed = time.monotonic() - t0
+        flooded = floods(proc, info, swarm, records, idle, asked, window_s) \
+            if records and not node_gone.is_set() else {}
         stop_questions.set()
         asker.join(120)
         alive = proc.proc.poll() is None
@@ -227,6 +279,7 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
             "node_rss_start_mib": round(rss_start, 1),
             "node_peak_rss_mib": round(peak_rss_mib(proc.pid), 1) if alive else None,
             "seconds": round(elapsed, 1), "model": model, "connections": connections,
+            "max_fds": DESKTOP_FDS, **flooded,
         }
     finally:
         stop_peer.set()
@@ -244,11 +297,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--model", choices=["default", "scripted"], default="default")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--records", type=int, default=None,
+                        help="mDNS records in the flood (0: no floods)")
+    parser.add_argument("--idle", type=int, default=1_100,
+                        help="idle connections to each of the RPC and HTTP ports")
     parser.add_argument("--no-results", action="store_true", help="do not write bench/results")
     args = parser.parse_args()
     frames = args.frames or (30_000 if args.quick else 100_000)
     http_requests = args.http or (1_000 if args.quick else 3_000)
-    figures = run(frames, http_requests, args.connections, args.model, args.seed)
+    records = args.records if args.records is not None else (1_200 if args.quick else 3_000)
+    figures = run(frames, http_requests, args.connections, args.model, args.seed, records,
+                  args.idle, 5.0 if args.quick else 15.0)
     if not args.no_results:
         write_results("fuzz_node" + ("_quick" if args.quick else ""), figures, [
             ("frames sent (rpc + fake peer)", f"{figures['frames_sent']}"),
@@ -259,10 +318,13 @@ def main() -> None:
                                            f"{figures['questions_answered']}"),
             ("node peak RSS, MiB (start)", f"{figures['node_peak_rss_mib']} "
                                            f"({figures['node_rss_start_mib']})"),
+            *((k.replace("_", " "), str(v)) for k, v in figures.items()
+              if k.startswith(("mdns_", "rpc_idle_", "http_idle_"))),
         ])
     print(json.dumps({k: figures[k] for k in (
         "frames_sent", "node_alive", "questions_asked", "questions_answered", "http_requests",
-        "http_5xx", "node_peak_rss_mib", "seconds")}))
+        "http_5xx", "node_peak_rss_mib", "seconds", *(k for k in figures if k.startswith((
+            "mdns_", "rpc_idle_", "http_idle_"))))}))
     ok = figures["node_alive"] and figures["http_5xx"] == 0 and \
         figures["questions_answered"] == figures["questions_asked"]
     sys.exit(0 if ok else 1)

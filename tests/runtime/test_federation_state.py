@@ -35,7 +35,7 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError
 from zswarm.net.guard import FrameDrops
 from zswarm.net.mdns import Found
 from zswarm.runtime.context import NodeContext
-from zswarm.runtime.federation import Federation
+from zswarm.runtime.federation import NOTES_PER_KIND, Federation
 from zswarm.runtime.scheduler import Scheduler
 
 READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
@@ -313,3 +313,20 @@ async def test_a_peer_is_planned_with_what_it_delivered_not_what_it_claims(swarm
     s.hear(greedy, Load(workers_ready=1000, idle_workers=1000, max_queue=8))
     (load,) = s.fed.peer_loads("m@1", None)
     assert load.workers_ready == 4  # three answered at once, so one more: not 1,000
+
+
+async def test_records_with_our_own_id_cost_a_few_lines_not_one_each(swarm, autojump_clock,
+                                                                      caplog):
+    s = await swarm()
+    me = s.ctx.card
+    for port in range(3000):  # our id at 3,000 other addresses
+        forged = msgspec.structs.replace(me, rpc=f"tcp://10.0.0.9:{port + 1}",
+                                         pub=f"tcp://10.0.0.9:{port + 1}")
+        s.fed.on_mdns(found(forged))
+    duplicates = [e for e in s.ctx.stats.events if "DUPLICATE" in e.text]
+    assert 1 <= len(duplicates) <= NOTES_PER_KIND
+    assert sum("DUPLICATE" in r.getMessage() for r in caplog.records) <= NOTES_PER_KIND
+    s.fed.on_mdns(found(card("b")))  # the events list still has room for the real swarm
+    s.hear(card("b"))
+    await trio.sleep(0.01)
+    assert any("joined" in e.text for e in s.ctx.stats.events)
