@@ -42,8 +42,8 @@ async def serve() -> None:
     Built from the same constructors as zswarm/node.py, with the pool swapped.
     """
     from zswarm.config import parse_config
-    from zswarm.http.app import open_listener, serve_http
     from zswarm.http.base import HttpNode
+    from zswarm.http.server import open_listener, serve_http
     from zswarm.runtime.context import NodeContext, NoPeers
     from zswarm.runtime.coordinator import Coordinator
     from zswarm.runtime.rpc import RpcServer, open_endpoint

@@ -144,6 +144,9 @@ class HttpConfig(Section, frozen=True):
     #: 127.0.0.1, the machine's name and name.local), e.g. ["llm.home.arpa"]; a request
     #: naming another host is refused (DNS rebinding); ["*"] accepts any
     allowed_hosts: list[Annotated[str, Meta(max_length=253)]] = field(default_factory=list)
+    #: connections served at once; more wait in the kernel's backlog (an idle connection
+    #: holds a file descriptor until header_timeout_ms)
+    max_connections: Annotated[int, _range(1, 65_536)] = 256
     #: request bodies larger than this are refused with 413
     max_body_bytes: Annotated[int, _range(1024, 64 * 1024 * 1024)] = 1_048_576
     #: a client gets this long to send its request headers (a new or idle connection)

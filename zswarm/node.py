@@ -40,8 +40,8 @@ from zswarm.core.ids import NodeId, new_node_id
 from zswarm.core.messages import NodeCard
 from zswarm.engines.loader import model_id
 from zswarm.errors import ConfigError
-from zswarm.http.app import open_listener, serve_http
 from zswarm.http.base import HttpNode
+from zswarm.http.server import open_listener, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.security import swarm_key

@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from zswarm import client
@@ -89,11 +90,17 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
                                  **security), max_fds=DESKTOP_FDS) as a:
         a.wait_ready(30)
         port = int(a.rpc.rsplit(":", 1)[1])
-        with idle_connections(port, 1100) as conns:
-            assert len(conns) >= DESKTOP_FDS - 100  # the node's descriptors ran out
-            # still held by us: the node drops what does not finish a handshake in time
+        http_port = int(a.info["http_port"])
+        with idle_connections(port, 1100) as conns, \
+                idle_connections(http_port, 1100) as http_conns:
+            assert len(conns) >= DESKTOP_FDS - 100  # more than the node could hold
+            assert len(http_conns) >= 256  # [http] max_connections, then the backlog
+            # still held by us: the node drops what does not finish a handshake in time,
+            # and serves at most max_connections HTTP connections at once
             assert _ask(a, key).answer == "42"
+            assert _fds(a.pid) < DESKTOP_FDS
         assert _ask(a, key).answer == "42"
+        assert httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=30).status_code == 200
         assert a.proc.poll() is None, a.log()
         assert "Traceback" not in a.log()
 

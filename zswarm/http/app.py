@@ -1,7 +1,7 @@
-"""The node's HTTP shim: a Starlette app served by hypercorn's trio worker in the node's trio run.
+"""The node's HTTP shim: a Starlette app, served by hypercorn's connection handler (http/server.py).
 
-Owns the app (routes, API-key auth, CORS, request counting, error handlers), the
-small routes (/v1/models, /health, /metrics, the federation routes) and serving it.
+Owns the app (routes, Host check, API-key auth, CORS, request counting, error
+handlers) and the small routes (/v1/models, /health, /metrics, the federation routes).
 The completion routes live in http/completions.py, request and response shapes in
 http/openai.py; what a request means is the Coordinator's.
 """
@@ -11,11 +11,8 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
-from functools import partial
 from typing import Annotated
 
-import hypercorn.config
-import hypercorn.trio
 import msgspec
 import trio
 from starlette.applications import Starlette
@@ -326,35 +323,3 @@ def build_app(node: HttpNode) -> Starlette:
         ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     app.state.node = node
     return app
-
-
-def open_listener(host: str, port: int) -> socket.socket:
-    """The HTTP socket, bound (so its port can be advertised before the server starts)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def serve_http(node: HttpNode, listener: socket.socket, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve on a bound ``listener`` (``open_listener``; hypercorn takes it over) until cancelled."""
-    config = hypercorn.config.Config()
-    config.bind = [f"fd://{listener.detach()}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("zswarm.http.server")
-    # No read timeout: hypercorn applies it to every read, including while a client
-    # quietly waits for a long generation. Headers get header_timeout_ms instead
-    # (hypercorn's keep-alive timer runs until a request's headers are complete),
-    # bodies body_timeout_ms (http/base.py read_body); the answer has the request's deadline.
-    config.read_timeout = None
-    config.keep_alive_timeout = node.config.http.header_timeout_ms / 1000
-    config.include_server_header = False
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(hypercorn.trio.serve, build_app(node), config, mode="asgi"))
-        task_status.started()
