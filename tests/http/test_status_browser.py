@@ -94,8 +94,9 @@ def test_status_page_asks_for_the_api_key(tmp_path):
         assert page.is_hidden("#main")
         page.fill("#key-input", "wrong")
         page.click("#key-form button")
-        page.wait_for_function(
-            "document.getElementById('key-error').textContent === 'wrong key'", timeout=WAIT_MS)
+        # a locator, not wait_for_function: that evaluates a string, which the page's CSP
+        # (script-src 'self') refuses whenever the condition is not true at once
+        page.locator("#key-error", has_text="wrong key").wait_for(timeout=WAIT_MS)
         page.fill("#key-input", "k1")
         page.click("#key-form button")
         page.wait_for_selector("#main:not([hidden])", timeout=WAIT_MS)
