@@ -171,5 +171,10 @@ class CTransformersEngine:
                 break
         return out
 
+    def score(self, request: GenerateRequest, text: str) -> float | None:
+        """Not built for this legacy backend: a peer's score cannot be checked with it, so
+        the asker drops such claims (runtime/verify.py)."""
+        return None
+
     def close(self) -> None:
         self._llm = None

@@ -67,7 +67,8 @@ async def serve_http(node: HttpNode, listener: socket.socket, *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve on a bound ``listener`` (``open_listener``; taken over) until cancelled."""
     config = _hypercorn_config(node)
-    app = wrap_app(build_app(node), config.wsgi_max_body_size, "asgi")
+    # Starlette is an ASGI app; hypercorn's own type for one is narrower than Starlette's
+    app = wrap_app(build_app(node), config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     context = WorkerContext(None)
     connections = trio.Semaphore(node.config.http.max_connections)
     listener.listen(config.backlog)
@@ -75,7 +76,9 @@ async def serve_http(node: HttpNode, listener: socket.socket, *,
 
     async def serve_one(stream: trio.SocketStream) -> None:
         try:
-            await TCPServer(app, config, context, ConnectionState({}), stream)
+            # typed for TLS streams; plain ones are what hypercorn.trio.serve passes too
+            await TCPServer(app, config, context, ConnectionState({}),
+                            stream)  # type: ignore[arg-type]
         finally:
             connections.release()
 

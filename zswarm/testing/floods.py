@@ -46,7 +46,9 @@ def mdns_flood(count: int, *, swarm: str, key: str = "", port: int = 9,
                 await zc.async_register_service(flood_record(i, swarm=swarm, key=key,
                                                              port=port, tag=tag),
                                                 cooperating_responders=True)
-        asyncio.run_coroutine_threadsafe(register(), zc.loop).result(timeout=60)
+        loop = zc.loop
+        assert loop is not None  # a started Zeroconf runs its loop
+        asyncio.run_coroutine_threadsafe(register(), loop).result(timeout=60)
         yield zc
     finally:
         zc.close()
