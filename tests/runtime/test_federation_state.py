@@ -30,12 +30,12 @@ from zswarm.core.messages import (
     Vote,
     VoteRequest,
 )
-from zswarm.core.peers import PeerState
+from zswarm.core.peers import MAX_UNHEARD, PeerState
 from zswarm.errors import PeerUnavailable, RemoteProtocolError
 from zswarm.net.guard import FrameDrops
 from zswarm.net.mdns import Found
 from zswarm.runtime.context import NodeContext
-from zswarm.runtime.federation import NOTES_PER_KIND, Federation
+from zswarm.runtime.federation import MAX_JOBS, NOTES_PER_KIND, Federation
 from zswarm.runtime.scheduler import Scheduler
 
 READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
@@ -330,3 +330,19 @@ async def test_records_with_our_own_id_cost_a_few_lines_not_one_each(swarm, auto
     s.hear(card("b"))
     await trio.sleep(0.01)
     assert any("joined" in e.text for e in s.ctx.stats.events)
+
+
+async def test_a_sustained_record_flood_queues_a_bounded_number_of_probes(swarm, autojump_clock):
+    s = await swarm()
+
+    async def never_answers(endpoint: str, name: str) -> tuple[Status, float]:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    s.fed.peer_io.status = never_answers  # type: ignore[method-assign]
+    for i in range(3000):
+        s.fed.on_mdns(found(card(f"f{i:05d}")))
+        if i % 100 == 0:
+            await trio.sleep(0.01)
+    assert len(s.fed._busy) <= MAX_JOBS
+    assert sum(p.last_heard is None for p in s.fed.table.peers.values()) <= MAX_UNHEARD

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 PING_EVERY = 5
 #: the peer table is checked this many times per heartbeat interval
 TICKS_PER_INTERVAL = 4
+#: probes and pings waiting or running at once, at most (a sustained flood of records
+#: must not queue tasks without end; what is skipped is tried again at the next beat)
+MAX_JOBS = 256
 #: swarm changes logged (and kept as events) per kind in any NOTES_WINDOW_S
 NOTES_PER_KIND = 20
 NOTES_WINDOW_S = 60.0
@@ -149,8 +152,8 @@ class Federation:
                 self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
 
     def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
-        """Run a probe or ping unless one for the same key is still running."""
-        if key in self._busy or self._nursery is None:
+        """Run a probe or ping unless one for the same key is still running (or too many are)."""
+        if key in self._busy or self._nursery is None or len(self._busy) >= MAX_JOBS:
             return
         self._busy.add(key)
 
