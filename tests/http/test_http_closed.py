@@ -69,3 +69,18 @@ def test_foreign_host_headers_and_non_json_bodies_are_refused(tmp_path):
                           headers={"Origin": "http://evil.example",
                                    "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in r.headers  # no CORS unless configured
+
+
+def test_host_names_and_a_node_bound_to_every_interface():
+    from types import SimpleNamespace
+
+    from zswarm.http.app import host_name, own_hosts
+    from zswarm.net.addresses import interfaces
+
+    assert host_name("Example.LOCAL.:8080") == "example.local"
+    assert host_name("[::1]:17615") == "::1" and host_name("10.0.0.2") == "10.0.0.2"
+    node = SimpleNamespace(ctx=SimpleNamespace(card=SimpleNamespace(rpc="tcp://0.0.0.0:1")),
+                           config=SimpleNamespace(http=SimpleNamespace(allowed_hosts=["X.lan"])))
+    hosts = own_hosts(node)  # type: ignore[arg-type]
+    assert {a for a, _ in interfaces().values()} <= hosts and "x.lan" in hosts
+    assert "0.0.0.0" not in hosts

@@ -46,6 +46,8 @@ from zswarm.core.messages import Candidate, Report, ReportCandidate
 from zswarm.errors import NoQuorum
 
 STRATEGIES = ("first_valid", "best_of_n", "weighted_vote", "majority", "confidence")
+#: the strategies whose decisions log-probabilities (claims, when a peer sends them) sway
+SCORED_STRATEGIES = ("best_of_n", "confidence")
 
 #: the temperature of ``confidence`` (chosen by bench/consensus_quality.py)
 DEFAULT_TAU = 1.0
@@ -328,9 +330,11 @@ def deciding_claims(strategy: str, candidates: Sequence[Candidate], decision: De
     confidence, the winning group when the candidates disagree (a unanimous round does
     not depend on anyone's confidence). The others strategies use no log-probabilities.
     A peer's entry here must be checked (runtime/verify.py) before the answer stands."""
+    if strategy not in SCORED_STRATEGIES:
+        return []
     if strategy == "best_of_n":
         return [decision.winner]
-    if strategy != "confidence" or not decision.answer_keys:
+    if not decision.answer_keys:
         return []
     keys = decision.answer_keys
     if len({k for k in keys if k is not None}) < 2:

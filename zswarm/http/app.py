@@ -34,6 +34,7 @@ from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text
 from zswarm.http.openai import ApiError
 from zswarm.http.status import PAGE_FILES, page, status
+from zswarm.net.addresses import interfaces
 from zswarm.net.guard import QuietLog
 from zswarm.net.security import http_token
 from zswarm.runtime.votes import serve_vote
@@ -105,10 +106,12 @@ def host_name(header: str) -> str:
 
 
 def own_hosts(node: HttpNode) -> frozenset[str]:
-    """The names a client of this node may use: its address, loopback, the machine's name."""
+    """The names a client of this node may use: its address (every interface's, when bound
+    to 0.0.0.0), loopback, the machine's name."""
     machine = socket.gethostname().lower()
-    return frozenset({endpoint_host(node.ctx.card.rpc), "127.0.0.1", "localhost", "::1",
-                      machine, f"{machine}.local",
+    bound = endpoint_host(node.ctx.card.rpc)
+    addresses = [a for a, _ in interfaces().values()] if bound == "0.0.0.0" else [bound]
+    return frozenset({*addresses, "127.0.0.1", "localhost", "::1", machine, f"{machine}.local",
                       *(host_name(h) if h != "*" else h
                         for h in node.config.http.allowed_hosts)})
 

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 import msgspec
 import trio
 
-from zswarm.core.consensus import Decision, Validation, build_report, decide
+from zswarm.core.consensus import (
+    SCORED_STRATEGIES,
+    Decision,
+    Validation,
+    build_report,
+    decide,
+)
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
     Candidate,
@@ -192,7 +198,7 @@ class Coordinator:
             assert decision is not None
             return decision
 
-        if rnd.decision is not None and strategy not in ("best_of_n", "confidence"):
+        if rnd.decision is not None and strategy not in SCORED_STRATEGIES:
             return rnd.decision, 0  # no log-probabilities decided: nothing to check
         return await verified_decision(self.ctx, self.pool, strategy, request, rnd.candidates,
                                        final, deadline=rnd.deadline)

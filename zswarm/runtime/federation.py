@@ -1,16 +1,20 @@
 """The node's view of the swarm: discovery, heartbeats, peer links and votes.
 
 Owns: the PeerTable (core/peers.py) and carrying out what its changes mean -
-subscribing to a peer's heartbeats (never to DEAD, LEFT or forgotten ones),
-opening and closing vote links (both through runtime/connections.py), probing a
-claimed move and DEAD, LEFT and static peers, logging joins, deaths, leaves and
-demotions once each; publishing this
-node's heartbeat; pinging peers for their round-trip time; and sending one
-VoteRequest to one peer (``vote``), whose answer is checked (core/claims.py)
-before anyone uses it. What arrives from peers is handled inside the guard of
-the loop that read it (net/guard.py), and a library error while acting on one
-peer's data costs that peer. It must not: decide fan-out (core/plan.py) or
-combine candidates (coordinator + core/consensus.py).
+subscribing to a peer's heartbeats once it has answered (never to a mere
+announcement, nor to DEAD, LEFT or forgotten peers), opening and closing vote links
+(both through runtime/connections.py), probing announced peers, claimed moves and
+cards, DEAD, LEFT and static peers and peers that say hello (at most MAX_JOBS
+probes at once), logging joins, deaths, leaves and demotions once each (at most
+NOTES_PER_KIND a minute); publishing this node's heartbeat; pinging peers for their
+round-trip time; and sending one VoteRequest to one peer (``vote``), whose answer
+is checked (core/claims.py) before anyone uses it, and planning peers with what
+they delivered. What arrives from peers is handled inside the guard of the loop
+that read it (net/guard.py), and a library error while acting on one peer's data
+costs that peer. It must not: decide fan-out (core/plan.py) or combine candidates
+(coordinator + core/consensus.py). It is over 400 lines for one concern, the
+effects of one state machine: the probes, the only part that could move out, read
+and change most of its state.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ re-scored with the local model (a teacher-forced pass over the candidate's token
 Engine.score through a local worker), their claims replaced by the verified figures,
 and the strategy decides again; at most MAX_RESCORES per request. A claim that cannot
 be checked (another model, no time or worker left, an engine that cannot score, the
-budget spent) is dropped, so the candidate counts like one without log-probabilities.
+budget spent) is dropped, so the candidate counts like one without log-probabilities;
+a re-scored candidate's per-token figures are dropped with its claim.
 So one member that lies about its scores cannot outweigh honest nodes; it still has
 its candidates' votes, like any member.
 """
