@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -134,3 +136,14 @@ def test_a_peer_killed_and_restarted_on_its_ports_is_back_within_a_probe(tmp_pat
         # one probe is well under a second; a backed-off probe schedule (1 s doubling to
         # 30 s) was 6-20 s
         assert back_s < 2.0, back_s
+
+
+def test_the_node_raises_its_open_file_limit_to_the_hard_limit():
+    """A desktop session starts processes at a soft limit of 1,024 with a far higher hard
+    limit: the node takes what it may."""
+    code = ("import resource; from zswarm.node import raise_fd_limit; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096)); raise_fd_limit(); "
+            "print(*resource.getrlimit(resource.RLIMIT_NOFILE))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["4096", "4096"]
