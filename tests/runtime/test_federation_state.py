@@ -346,3 +346,17 @@ async def test_a_sustained_record_flood_queues_a_bounded_number_of_probes(swarm,
             await trio.sleep(0.01)
     assert len(s.fed._busy) <= MAX_JOBS
     assert sum(p.last_heard is None for p in s.fed.table.peers.values()) <= MAX_UNHEARD
+
+
+async def test_a_probe_that_fails_in_any_way_costs_that_probe_not_the_node(swarm,
+                                                                            autojump_clock):
+    s = await swarm()
+
+    async def breaks(endpoint: str, name: str) -> tuple[Status, float]:
+        raise trio.ClosedResourceError("socket is closed")  # what CI saw once
+
+    s.fed.peer_io.status = breaks  # type: ignore[method-assign]
+    s.fed.on_mdns(found(card("b")))
+    await trio.sleep(2.0)  # a few heartbeats: the federation still runs
+    assert s.ctx.drops.counts[("probes", "handler-error")] >= 1
+    assert s.published.heartbeats[-1].seq >= 2

@@ -143,6 +143,10 @@ class Connections:
                                                 rid, self.probe_timeout_s)
                 except ZswarmError as exc:
                     result = exc
+                except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
+                    # the short-lived socket went away under us (seen once in CI): the
+                    # probe failed, nothing more
+                    result = PeerUnavailable(f"probe of {name} at {endpoint}: {exc!r}")
                 nursery.cancel_scope.cancel()
         finally:
             link.sock.close()

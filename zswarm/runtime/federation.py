@@ -95,6 +95,7 @@ class Federation:
         self._seq = 0
         self._busy: set[str] = set()
         self._mdns_drops = ctx.drops.counter("mdns")
+        self._probe_drops = ctx.drops.counter("probes")
         self._quiet = QuietLog(log, every_s=60.0)
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
 
@@ -162,8 +163,9 @@ class Federation:
         self._busy.add(key)
 
         async def once() -> None:
-            try:
-                await job(*args)
+            try:  # a probe that fails in any way costs that probe (counted), never the node
+                with MessageGuard(self._probe_drops):
+                    await job(*args)
             finally:
                 self._busy.discard(key)
 
