@@ -64,12 +64,16 @@ class ModelConfig(Section, frozen=True):
     path: str = "default"
     #: "scripted" = zswarm.testing's engine with known answers (tests, benches)
     backend: Literal["llamacpp", "ctransformers", "scripted"] = "llamacpp"
-    #: context size in tokens, shared by the parallel candidates of one request
+    #: context size in tokens (KV cells), shared by the prompt cache's slots and the
+    #: parallel candidates of one request: it bounds the cache's memory
     n_ctx: Annotated[int, Meta(ge=64)] = 4096
     #: CPU threads per worker; 0 = cores / workers
     threads: int = 0
     #: parallel sequences one worker decodes in one batch
     max_batch_candidates: Annotated[int, _range(1, 64)] = 8
+    #: llama.cpp: prompts (conversations) each worker keeps in its KV cache, so the next
+    #: turn decodes only what is new; least recently used go first when n_ctx runs short
+    cache_slots: Annotated[int, _range(1, 64)] = 4
     #: ctransformers only: model type (gpt2, llama, ...)
     model_type: str = "gpt2"
     #: worker memory limit (RLIMIT_AS) in MiB; 0 = none

@@ -84,13 +84,15 @@ def explain(answer: str, report: Report) -> str:
     lines = [answer, "", f"strategy {report.strategy}, winner #{report.winner}, "
              f"agreement {report.agreement:.2f}, {len(report.candidates)} of {report.expected} "
              "candidates"]
-    lines.append(f"{'#':>2}  {'node/worker':<20} {'score':>8} {'finish':<9} {'ms':>8}  text")
+    lines.append(f"{'#':>2}  {'node/worker':<20} {'score':>8} {'finish':<9} {'ms':>8} "
+                 f"{'cached':>11}  text")
     for i, c in enumerate(report.candidates):
         mark = "*" if i == report.winner else " "
         score = "-" if c.score is None else f"{c.score:.3f}"
         who = printable(f"{c.node}/{c.worker}")
+        cached = f"{c.cached_tokens}/{c.prompt_tokens}"  # prompt tokens the cache held
         lines.append(f"{i:>2}{mark} {who:<20} {score:>8} {c.finish_reason:<9} "
-                     f"{c.latency_ms:>8.0f}  {printable(_cut(c.text, 60))}")
+                     f"{c.latency_ms:>8.0f} {cached:>11}  {printable(_cut(c.text, 60))}")
     timings = ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items())
     lines.append(f"timings: {timings}")
     for p in report.participants:
@@ -111,7 +113,8 @@ def as_json(answer: str, report: Report) -> str:
         "agreement": report.agreement,
         "candidates": [
             {"node": c.node, "worker": c.worker, "text": c.text, "score": c.score,
-             "finish_reason": c.finish_reason, "latency_ms": c.latency_ms}
+             "finish_reason": c.finish_reason, "latency_ms": c.latency_ms,
+             "prompt_tokens": c.prompt_tokens, "cached_tokens": c.cached_tokens}
             for c in report.candidates
         ],
         "timings": report.timings,

@@ -132,3 +132,66 @@ def test_score_confirms_an_honest_log_probability_and_exposes_a_claimed_one(engi
     # scoring leaves the engine able to generate as before
     [again] = engine.generate(req)
     assert again.text == c.text
+
+
+def chat(*turns: str, **params) -> GenerateRequest:
+    roles = ("user", "assistant")
+    messages = (SYSTEM, *(ChatMessage(role=roles[i % 2], content=t)  # type: ignore[arg-type]
+                          for i, t in enumerate(turns)))
+    return GenerateRequest(messages=messages, params=SamplingParams(**params))
+
+
+def test_the_prompt_cache_decodes_only_what_is_new_and_changes_no_answer():
+    greedy = {"temperature": 0, "max_tokens": 16}
+    warm = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2)
+    try:
+        first = chat("Name a colour.", **greedy)
+        [a] = warm.generate(first)
+        assert a.cached_tokens == 0  # a new prompt: nothing to reuse
+        [again] = warm.generate(first)  # the same prompt: all but its last token reused
+        assert again.cached_tokens == again.prompt_tokens - 1 and again.text == a.text
+        # the next turn of the conversation: the prompt and the answer are cached
+        second = chat("Name a colour.", a.text, "Name another one.", **greedy)
+        [b] = warm.generate(second)
+        assert b.cached_tokens >= a.prompt_tokens + a.tokens - 1
+        # another conversation in between does not evict this one
+        warm.generate(chat("What is 2 + 2?", **greedy))
+        third = chat("Name a colour.", a.text, "Name another one.", b.text, "And one more.",
+                     **greedy)
+        [c] = warm.generate(third)
+        assert c.cached_tokens >= b.prompt_tokens
+        # an edited earlier message: only the part still the same is reused
+        edited = chat("Name a fruit.", a.text, "Name another one.", **greedy)
+        [d] = warm.generate(edited)
+        assert d.cached_tokens < len(warm.prompt_tokens(chat("Name a", **greedy)))
+        # several candidates from a cached prefix
+        seeded = chat("Name a colour.", **{**greedy, "temperature": 1.0, "seed": 3})
+        many = warm.generate(GenerateRequest(messages=seeded.messages, params=seeded.params, n=3))
+        assert all(x.cached_tokens == x.prompt_tokens - 1 for x in many)
+    finally:
+        warm.close()
+    # a cold engine gives the same answers: the cache changes the work, not the output
+    cold = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2)
+    try:
+        for request, cached in ((third, c), (edited, d)):
+            [fresh] = cold.generate(request)
+            cold.clear_cache()
+            assert fresh.text == cached.text
+        fresh_many = cold.generate(GenerateRequest(messages=seeded.messages,
+                                                   params=seeded.params, n=3))
+        assert [x.text for x in fresh_many] == [x.text for x in many]
+    finally:
+        cold.close()
+
+
+def test_a_full_cache_makes_room_and_a_long_history_still_fits():
+    engine = LlamaCppEngine(resolve_model("default"), n_ctx=384, threads=2, cache_slots=3)
+    try:
+        for i in range(12):  # more conversations than slots, more tokens than cells
+            [cand] = engine.generate(chat(f"Say the number {i} and a long sentence about it.",
+                                          temperature=0, max_tokens=64))
+            assert cand.tokens > 0
+        assert engine.cache.evictions > 0
+        assert sum(len(s.tokens) for s in engine.cache.slots) <= engine.n_ctx
+    finally:
+        engine.close()

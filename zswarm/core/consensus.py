@@ -368,6 +368,7 @@ def build_report(
                 latency_ms=round(c.latency_ms, 2),
                 tokens=c.tokens,
                 prompt_tokens=c.prompt_tokens,
+                cached_tokens=c.cached_tokens,
                 answer_key=k,
                 token_logprobs=c.token_logprobs,
                 mean_logprob=c.mean_logprob,

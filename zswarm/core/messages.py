@@ -95,6 +95,8 @@ class Candidate(Struct, frozen=True, kw_only=True):
     finish_reason: FinishReason
     tokens: Annotated[int, Meta(ge=0, le=MAX_TOKENS_LIMIT)] = 0
     prompt_tokens: Annotated[int, Meta(ge=0, le=10 * MAX_PROMPT_CHARS)] = 0
+    #: of those, how many the worker's prompt cache held already (not decoded again)
+    cached_tokens: Annotated[int, Meta(ge=0, le=10 * MAX_PROMPT_CHARS)] = 0
     #: mean log-probability of the generated tokens, when the engine reports it
     mean_logprob: LogProb | None = None
     latency_ms: Millis = 0.0
@@ -120,6 +122,7 @@ class ReportCandidate(Struct, frozen=True, kw_only=True):
     latency_ms: float
     tokens: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     answer_key: str | None = None
     token_logprobs: list[TokenLogprob] | None = None
     mean_logprob: float | None = None

@@ -1,9 +1,13 @@
 """The llama.cpp engine (default), on llama-cpp-python's low-level API.
 
-Owns: loading a GGUF, rendering its chat template, and decoding n candidates in
-one batch: the prompt is decoded once into sequence 0 and shared with sequences
-1..n-1 through the unified KV cache, then every step decodes one token of every
-live sequence in a single llama_decode call. Sampling is engines/sampling.py.
+Owns: loading a GGUF, rendering its chat template, the prompt cache and decoding n
+candidates in one batch. Sequences 0..cache_slots-1 of the unified KV cache are
+slots that keep recent prompts (engines/prefix_cache.py chooses): a prompt goes to
+the slot holding its longest prefix and only the rest is decoded, as llama-server's
+slots do with ``cache_prompt``. One candidate is generated in the slot itself (so a
+conversation's next turn finds its answer cached too); n > 1 copy the prompt's cells
+to sequences of their own, then every step decodes one token of every live sequence
+in a single llama_decode call. Sampling is engines/sampling.py.
 It must not: know about processes, sockets or trio (runtime/workers.py does).
 """
 
@@ -20,6 +24,7 @@ import numpy as np
 from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback
 from zswarm.engines.models import ModelFile
+from zswarm.engines.prefix_cache import Choice, PrefixCache, Slot
 from zswarm.engines.sampling import make_rng, sample
 from zswarm.errors import InferenceError, ModelNotFound
 
@@ -52,6 +57,7 @@ class LlamaCppEngine:
         n_ctx: int = 4096,
         threads: int = 0,
         max_batch_candidates: int = 8,
+        cache_slots: int = 4,
     ) -> None:
         import llama_cpp
         from llama_cpp import _internals as internals
@@ -69,7 +75,9 @@ class LlamaCppEngine:
             )
         except ValueError as exc:
             raise ModelNotFound(f"model file {model.path}: llama.cpp cannot load it ({exc})") from exc
-        self.n_seq_max = max(1, max_batch_candidates)
+        self.cache_slots = max(1, cache_slots)
+        self.n_seq_max = self.cache_slots + max(1, max_batch_candidates)
+        self.max_batch_candidates = max(1, max_batch_candidates)
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = min(512, n_ctx)
@@ -84,6 +92,8 @@ class LlamaCppEngine:
         except ValueError as exc:
             raise InferenceError(f"llama.cpp could not create a context: {exc}") from exc
         self.n_ctx = self._ctx.n_ctx()
+        #: the prompt cache: sequences 0..cache_slots-1 hold recent prompts (and answers)
+        self.cache = PrefixCache(self.cache_slots, self.n_ctx)
         self.n_batch = int(cparams.n_batch)
         self._vocab = self._model.vocab
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -178,14 +188,73 @@ class LlamaCppEngine:
     ) -> list[Candidate]:
         prompt = self.prompt_tokens(request)
         out: list[Candidate] = []
-        for first in range(0, request.n, self.n_seq_max):
-            count = min(self.n_seq_max, request.n - first)
+        for first in range(0, request.n, self.max_batch_candidates):
+            count = min(self.max_batch_candidates, request.n - first)
             out.extend(
                 self._generate_batch(
                     request, prompt, first, count, on_token, on_candidate, should_stop
                 )
             )
         return out
+
+    def _prefill(self, prompt: list[int], extra: int,
+                 should_stop: StopCheck | None) -> tuple[Slot, int, bool]:
+        """Put ``prompt`` in the slot holding its longest prefix, decoding only the rest.
+
+        Returns (slot, prompt tokens reused, complete): incomplete when told to stop.
+        The slot's bookkeeping always says what its sequence holds. If the KV cache
+        cannot take the prompt beside what it holds (cells fragmented), it is emptied
+        and the prompt decoded once more from the start.
+        """
+        try:
+            return self._prefill_once(prompt, extra, should_stop)
+        except InferenceError:
+            if not any(slot.tokens for slot in self.cache.slots):
+                raise
+            self.clear_cache()
+            return self._prefill_once(prompt, extra, should_stop)
+
+    def _keep(self, choice: Choice, most: int | None = None) -> int:
+        """Make the chosen slot hold exactly the reused prefix; return its length."""
+        mem = self._ctx.memory
+        slot = choice.slot
+        reuse = choice.reuse if most is None else min(choice.reuse, most)
+        if choice.source is not None:  # share the prefix's cells, decode nothing
+            self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
+            if reuse:
+                self._ll.llama_memory_seq_cp(mem, choice.source.seq, slot.seq, 0, reuse)
+            return reuse
+        if not self._ll.llama_memory_seq_rm(mem, slot.seq, reuse, -1):
+            self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)  # cannot cut: start over
+            return 0
+        return reuse
+
+    def clear_cache(self) -> None:
+        """Forget every cached prompt (the KV cache is emptied)."""
+        self._ll.llama_memory_clear(self._ctx.memory, True)
+        self.cache.clear()
+
+    def _prefill_once(self, prompt: list[int], extra: int,
+                      should_stop: StopCheck | None) -> tuple[Slot, int, bool]:
+        choice = self.cache.choose(prompt, extra)
+        mem = self._ctx.memory
+        for victim in choice.evict:
+            self._ll.llama_memory_seq_rm(mem, victim.seq, -1, -1)
+        slot, reuse = choice.slot, self._keep(choice)
+        self.cache.used(choice, prompt[:reuse], reuse=reuse)
+        for start in range(reuse, len(prompt), self.n_batch):
+            chunk = prompt[start : start + self.n_batch]
+            try:
+                self._decode([(t, start + k, slot.seq, start + k == len(prompt) - 1)
+                              for k, t in enumerate(chunk)])
+            except BaseException:
+                self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
+                self.cache.forget(slot)
+                raise
+            slot.tokens.extend(chunk)
+            if should_stop is not None and should_stop() and start + len(chunk) < len(prompt):
+                return slot, reuse, False
+        return slot, reuse, True
 
     def _generate_batch(
         self,
@@ -205,17 +274,14 @@ class LlamaCppEngine:
             )
         budget = min(params.max_tokens, (self.n_ctx - len(prompt)) // count)
         mem = self._ctx.memory
-        self._ll.llama_memory_clear(mem, True)
-        for start in range(0, len(prompt), self.n_batch):
-            chunk = prompt[start : start + self.n_batch]
-            self._decode(
-                [(t, start + k, 0, start + k == len(prompt) - 1) for k, t in enumerate(chunk)]
-            )
-            if should_stop is not None and should_stop():
-                break
-        for s in range(1, count):
-            self._ll.llama_memory_seq_cp(mem, 0, s, -1, -1)
-        first_logits = self._logits(-1).copy()
+        slot, reuse, complete = self._prefill(prompt, count * budget, should_stop)
+        # one candidate generates in the slot itself (its answer stays cached for the next
+        # turn of the conversation); several copy the prompt's cells to their own sequences
+        seqs = [slot.seq] if count == 1 else [self.cache_slots + s for s in range(count)]
+        if count > 1:
+            for seq in seqs:
+                self._ll.llama_memory_seq_cp(mem, slot.seq, seq, -1, -1)
+        first_logits = self._logits(-1).copy() if complete else None
         banned = self._eog if params.ignore_eos else None
         rngs = [make_rng(params.seed, request.first_index + first + s) for s in range(count)]
         streams = [TextStream(params.stop) for _ in range(count)]
@@ -239,6 +305,7 @@ class LlamaCppEngine:
                 finish_reason=reason,  # type: ignore[arg-type]
                 tokens=n_tokens[s],
                 prompt_tokens=len(prompt),
+                cached_tokens=reuse,
                 mean_logprob=mean,
                 token_logprobs=None if per_token is None else per_token[s],
                 latency_ms=(time.perf_counter() - t0) * 1000.0,
@@ -247,60 +314,89 @@ class LlamaCppEngine:
             if on_candidate is not None:
                 on_candidate(first + s, cand)
 
-        while True:
-            if should_stop is not None and should_stop():
+        try:
+            while True:
+                if not complete or (should_stop is not None and should_stop()):
+                    for s in range(count):
+                        if finish[s] is None:
+                            close(s, "cancelled")
+                    break
+                entries: list[tuple[int, int, int, bool]] = []
                 for s in range(count):
-                    if finish[s] is None:
-                        close(s, "cancelled")
-                break
-            entries: list[tuple[int, int, int, bool]] = []
-            for s in range(count):
-                if finish[s] is not None:
-                    continue
-                token, logprob = sample(logits_for[s], params, rngs[s], banned=banned)
-                if token in self._eog_set and not params.ignore_eos:
-                    close(s, "stop")
-                    continue
-                n_tokens[s] += 1
-                logprob_sum[s] += logprob
-                piece = self._token_bytes(token)
-                if per_token is not None:
-                    per_token[s].append(TokenLogprob(piece.decode(errors="replace"), logprob))
-                text = streams[s].feed(piece)
-                if text and on_token is not None:
-                    on_token(first + s, text)
-                if streams[s].stopped:
-                    close(s, "stop")
-                elif n_tokens[s] >= budget:
-                    close(s, "length")
-                else:
-                    entries.append((token, pos + n_tokens[s] - 1, s, True))
-            if not entries:
-                break
-            self._decode(entries)
-            logits_for = {seq: self._logits(i) for i, (_, _, seq, _) in enumerate(entries)}
+                    if finish[s] is not None:
+                        continue
+                    token, logprob = sample(logits_for[s], params, rngs[s], banned=banned)
+                    if token in self._eog_set and not params.ignore_eos:
+                        close(s, "stop")
+                        continue
+                    n_tokens[s] += 1
+                    logprob_sum[s] += logprob
+                    piece = self._token_bytes(token)
+                    if per_token is not None:
+                        per_token[s].append(TokenLogprob(piece.decode(errors="replace"), logprob))
+                    text = streams[s].feed(piece)
+                    if text and on_token is not None:
+                        on_token(first + s, text)
+                    if streams[s].stopped:
+                        close(s, "stop")
+                    elif n_tokens[s] >= budget:
+                        close(s, "length")
+                    else:
+                        entries.append((token, pos + n_tokens[s] - 1, seqs[s], True))
+                if not entries:
+                    break
+                self._decode(entries)
+                if count == 1:
+                    slot.tokens.append(entries[0][0])
+                logits_for = {seqs.index(seq): self._logits(i)
+                              for i, (_, _, seq, _) in enumerate(entries)}
+        except BaseException:
+            if count == 1:  # what the slot holds past the prompt is uncertain now
+                self._ll.llama_memory_seq_rm(mem, slot.seq, len(prompt), -1)
+                del slot.tokens[len(prompt):]
+            raise
+        finally:
+            if count > 1:
+                for seq in seqs:
+                    self._ll.llama_memory_seq_rm(mem, seq, -1, -1)
         return [c for c in results if c is not None]
 
     def score(self, request: GenerateRequest, text: str) -> float | None:
-        """Teacher-forced mean log-probability of ``text`` after the prompt (see Engine)."""
+        """Teacher-forced mean log-probability of ``text`` after the prompt (see Engine).
+
+        Through the prompt cache: a prompt this worker decoded already (the question it
+        also answered) is not decoded again, and the scored answer stays cached.
+        """
         prompt = self.prompt_tokens(request)
         answer = list(self._model.tokenize(text.encode("utf-8"), False, False))
         tokens = prompt + answer
         if not answer or len(tokens) > self.n_ctx:
             return None
-        self._ll.llama_memory_clear(self._ctx.memory, True)
-        total = 0.0
         first = len(prompt) - 1  # the logits at position p predict the token at p + 1
-        for start in range(0, len(tokens) - 1, self.n_batch):
-            chunk = tokens[start : min(start + self.n_batch, len(tokens) - 1)]
-            self._decode([(t, start + k, 0, start + k >= first) for k, t in enumerate(chunk)])
-            for k in range(len(chunk)):
-                if start + k < first:
-                    continue
-                logits = self._logits(k).astype(np.float64)  # by index in the batch
-                top = float(logits.max())
-                logz = top + float(np.log(np.exp(logits - top).sum()))
-                total += float(logits[tokens[start + k + 1]]) - logz
+        choice = self.cache.choose(tokens, 0)
+        mem = self._ctx.memory
+        for victim in choice.evict:
+            self._ll.llama_memory_seq_rm(mem, victim.seq, -1, -1)
+        slot, reuse = choice.slot, self._keep(choice, most=first)
+        self.cache.used(choice, tokens[:reuse], reuse=reuse)
+        total = 0.0
+        try:
+            for start in range(reuse, len(tokens) - 1, self.n_batch):
+                chunk = tokens[start : min(start + self.n_batch, len(tokens) - 1)]
+                self._decode([(t, start + k, slot.seq, start + k >= first)
+                              for k, t in enumerate(chunk)])
+                slot.tokens.extend(chunk)
+                for k in range(len(chunk)):
+                    if start + k < first:
+                        continue
+                    logits = self._logits(k).astype(np.float64)  # by index in the batch
+                    top = float(logits.max())
+                    logz = top + float(np.log(np.exp(logits - top).sum()))
+                    total += float(logits[tokens[start + k + 1]]) - logz
+        except BaseException:
+            self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
+            self.cache.forget(slot)
+            raise
         return max(-1e9, min(0.0, total / len(answer)))
 
     def close(self) -> None:

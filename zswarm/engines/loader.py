@@ -42,7 +42,8 @@ def load_engine(cfg: ModelConfig, *, threads: int) -> Engine:
         from zswarm.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(resolve_model(cfg.path), n_ctx=cfg.n_ctx, threads=threads,
-                              max_batch_candidates=cfg.max_batch_candidates)
+                              max_batch_candidates=cfg.max_batch_candidates,
+                              cache_slots=cfg.cache_slots)
     return _plugin(cfg.backend).load(cfg, threads)
 
 

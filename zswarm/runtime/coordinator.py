@@ -314,7 +314,9 @@ class Coordinator:
                 if rnd.on_token is not None:
                     rnd.on_token(index_offset + event.index, event.text)
                 return
-            self.ctx.stats.generated(event.candidate.tokens)
+            cand = event.candidate
+            self.ctx.stats.generated(cand.tokens, prompt_tokens=cand.prompt_tokens,
+                                     cached_tokens=cand.cached_tokens)
             cand = msgspec.structs.replace(event.candidate, node=name, worker=worker,
                                            node_id=self.ctx.card.node_id,
                                            model_id=self.ctx.card.model_id)

@@ -111,6 +111,9 @@ class NodeStats:
     #: error kind -> requests that failed with it (HTTP and ZMQ clients)
     errors: Counter[str] = field(default_factory=Counter)
     tokens_generated: int = 0
+    #: prompt tokens of the local candidates, and how many the workers' caches held
+    prompt_tokens: int = 0
+    prompt_tokens_cached: int = 0
     #: the recent rate of tokens_generated
     tokens: RateMeter = field(default_factory=RateMeter)
     votes_sent: int = 0
@@ -135,6 +138,8 @@ class NodeStats:
     def event(self, level: str, text: str) -> None:
         self.events.append(SwarmEvent(time.time(), level, _cut(text)))
 
-    def generated(self, tokens: int) -> None:
+    def generated(self, tokens: int, *, prompt_tokens: int = 0, cached_tokens: int = 0) -> None:
         self.tokens_generated += tokens
+        self.prompt_tokens += prompt_tokens
+        self.prompt_tokens_cached += cached_tokens
         self.tokens.add(tokens)

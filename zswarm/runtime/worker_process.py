@@ -117,9 +117,15 @@ def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
         if parts:
             link.send(WorkToken(request_id=rid, index=index, text="".join(parts)))
 
+    started: set[int] = set()  # candidates whose first text has gone out
+
     def on_token(index: int, text: str) -> None:
         nonlocal last_flush
         pending.setdefault(index, []).append(text)
+        if index not in started:  # the first token leaves at once (time to first token)
+            started.add(index)
+            flush(index)
+            return
         now = time.monotonic()
         if now - last_flush >= TOKEN_FLUSH_S:
             for i in list(pending):

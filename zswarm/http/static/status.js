@@ -57,6 +57,8 @@ function drawNode(s) {
     fact("default strategy", n.strategy),
     fact("uptime", fmt.uptime(n.uptime_s)),
     fact("tokens generated", s.totals.tokens_generated),
+    fact("prompt tokens from the cache",
+         `${s.totals.prompt_tokens_cached} of ${s.totals.prompt_tokens}`),
     fact("votes sent / served", `${s.totals.votes_sent} / ${s.totals.votes_received}`),
     fact("frames dropped", s.totals.frames_dropped),
     fact("hardware", n.hardware || "-"),
