@@ -7,6 +7,7 @@ pin down fan-out, early stop, route fallback, outcomes and demotion requests exa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 import trio
@@ -72,7 +73,8 @@ class ScriptedPeers:
         await trio.sleep(b.delay_s)
         if b.error is not None:
             raise b.error
-        return [Candidate(text=b.texts[i % len(b.texts)], finish_reason="stop", node=node_id)
+        return [Candidate(text=b.texts[i % len(b.texts)], finish_reason="stop", node=node_id,
+                          node_id=node_id)  # as the federation names them (claims.accept_vote)
                 for i in range(request.n)]
 
 
@@ -83,12 +85,14 @@ def ask_request(n: int) -> GenerateRequest:
 @pytest.fixture
 async def make(nursery):
     async def build(peers: ScriptedPeers | None, *, local: list[str] | None = None,
-                    local_delay_s: float = 0.0, vote_deadline_s: float = 5.0) -> Coordinator:
+                    local_delay_s: float = 0.0, vote_deadline_s: float = 5.0,
+                    workers: int = 1) -> Coordinator:
         config = parse_config({"node": {"name": "me"},
                                "federation": {"deadline_ms": int(vote_deadline_s * 1000)}})
         card = NodeCard(node_id="me", name="me", model_id="scripted", workers=1, rpc="", pub="")
         ctx = NodeContext(config, card, Scheduler(max_queue=4), state="ready")
-        pool = InlinePool(ctx.scheduler, answers=local or ["42"], delay_s=local_delay_s)
+        pool = InlinePool(ctx.scheduler, answers=local or ["42"], delay_s=local_delay_s,
+                          workers=workers)
         await nursery.start(pool.serve)
         return Coordinator(ctx, pool, peers if peers is not None else NoPeers())
     return build
@@ -161,3 +165,47 @@ async def test_a_peer_only_model_with_no_peer_is_no_quorum(make, autojump_clock)
     with pytest.raises(NoQuorum, match="no ALIVE peer serves the model"):
         await coordinator.ask(ask_request(1), strategy="first_valid", deadline_s=1,
                               model_id="other@123")
+
+
+def conversation(*turns: str, n: int = 1) -> GenerateRequest:
+    roles = ("user", "assistant")
+    return GenerateRequest(messages=tuple(ChatMessage(role=roles[i % 2], content=t)  # type: ignore[arg-type]
+                                          for i, t in enumerate(turns)), n=n)
+
+
+async def test_route_sends_a_conversations_next_turn_to_the_node_that_answered_it(
+        make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(["from b"]))
+    coordinator = await make(peers, local=["from me"], local_delay_s=1.0)
+    async with trio.open_nursery() as nursery:  # the only local worker is busy for a while
+        nursery.start_soon(partial(coordinator.ask, ask_request(1), strategy="majority",
+                                   deadline_s=10))
+        await trio.sleep(0.1)
+        answer, _ = await coordinator.ask(conversation("hi"), strategy="route", deadline_s=10)
+        assert answer == "from b"  # the least loaded node
+    # the local worker is free again (a tie, which this node would win), but b holds the
+    # conversation in its prompt cache: its next turn goes there
+    answer, _ = await coordinator.ask(conversation("hi", "from b", "more"), strategy="route",
+                                      deadline_s=10)
+    assert answer == "from b"
+    answer, _ = await coordinator.ask(conversation("another"), strategy="route", deadline_s=10)
+    assert answer == "from me"  # a new conversation: least loaded, this node
+    # the home is busy (a vote of ours in flight there): the least loaded node answers
+    peers.table["b"].load = Load(workers_ready=1, idle_workers=0, queue_depth=2)
+    answer, _ = await coordinator.ask(conversation("hi", "from b", "more", "from b", "again"),
+                                      strategy="route", deadline_s=10)
+    assert answer == "from me"
+
+
+async def test_a_conversations_next_turn_goes_to_the_worker_that_holds_it(make, autojump_clock):
+    coordinator = await make(None, workers=2)
+    _, first = await coordinator.ask(conversation("hi"), strategy="majority", deadline_s=10)
+    home = first.candidates[0].worker
+    for turn in range(3):  # other conversations in between, and the next turns
+        for other in range(2):  # which would leave the next idle worker the other one
+            await coordinator.ask(conversation(f"other {turn} {other}"), strategy="majority",
+                                  deadline_s=10)
+        _, report = await coordinator.ask(
+            conversation("hi", "42", *(x for t in range(turn) for x in (f"q{t}", "42")),
+                         f"q{turn}"), strategy="majority", deadline_s=10)
+        assert report.candidates[0].worker == home

@@ -7,8 +7,11 @@ its deadline, start time, token sink, early-stop scope and what arrived; each
 vote's deadline; asking the strategy after every candidate (early stop cancels the
 stragglers, local and remote); retrying a local part once when its worker crashed
 before producing anything; ``route`` mode with a local fallback; and the report of
-who was asked, who answered, who timed out. ``gather_local`` serves a peer's vote:
-local workers only, never fanned out again (one hop).
+who was asked, who answered, who timed out; where each conversation was answered
+(``Homes``, core/affinity.py), so its next turn goes to the worker - and with
+``route`` the node - whose prompt cache holds it, while that one is free.
+``gather_local`` serves a peer's vote: local workers only, never fanned out again
+(one hop).
 It must not: pick winners itself (core/consensus.py does), talk to worker processes
 (runtime/workers.py) or to sockets (runtime/federation.py).
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 import trio
 
+from zswarm.core.affinity import Homes, conversation_keys
 from zswarm.core.consensus import (
     SCORED_STRATEGIES,
     Decision,
@@ -88,6 +92,8 @@ class _Round:
     question: str = ""
     #: decide as soon as the strategy can (else only once every candidate is in)
     early_stop: bool = True
+    #: the local worker whose prompt cache holds this conversation, if one does
+    home_worker: str | None = None
     #: perf_counter at the start of the current gather (candidate latencies count from it)
     t0: float = 0.0
     #: the current gather: cancelled once the strategy has decided (early stop)
@@ -110,6 +116,9 @@ class Coordinator:
         self.validation = Validation(allow_truncated=consensus.allow_truncated)
         self.tau = consensus.confidence_tau
         self.vote_deadline_s = ctx.config.federation.deadline_ms / 1000
+        #: where conversations were answered: a local worker, and (route) a node
+        self.worker_homes = Homes()
+        self.node_homes = Homes()
 
     def local_load(self) -> NodeLoad:
         s = self.ctx.scheduler
@@ -149,15 +158,18 @@ class Coordinator:
         own_model = self.ctx.card.model_id
         local_model = model_id in (None, own_model)
         local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
+        keys = conversation_keys(request)
         fanout = plan(request.n, strategy, local,
-                      self.peers.peer_loads(model_id or own_model, peers))
+                      self.peers.peer_loads(model_id or own_model, peers),
+                      prefer=self.node_homes.find(keys) if route else None)
         if not fanout.parts:
             if not local_model:
                 raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
         rnd = _Round("first_valid" if route else strategy, request.n,
                      deadline=trio.current_time() + deadline_s, on_token=on_token,
-                     question=question, early_stop=early_stop)
+                     question=question, early_stop=early_stop,
+                     home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, fanout)
         notes = []
         if route and not rnd.candidates and SELF not in fanout.parts \
@@ -184,7 +196,18 @@ class Coordinator:
                               timings=timings, note=note)
         report = msgspec.structs.replace(report, participants=participants)
         self.ctx.stats.agreement.observe(report.agreement)
+        self._remember(keys, rnd.candidates[decision.winner])
         return rnd.candidates[decision.winner].text, report
+
+    def _remember(self, keys: list[str], winner: Candidate) -> None:
+        """The conversation's next turn has this answer in it: where it was made holds it
+        in a prompt cache (core/affinity.py)."""
+        if winner.node_id in ("", self.ctx.card.node_id):
+            self.node_homes.record(keys, SELF)
+            if winner.worker:
+                self.worker_homes.record(keys, winner.worker)
+        else:
+            self.node_homes.record(keys, winner.node_id)
 
     async def _decide(self, rnd: _Round, request: GenerateRequest) -> tuple[Decision, int]:
         """The final decision, with every peer's deciding score checked (runtime/verify.py)."""
@@ -206,10 +229,14 @@ class Coordinator:
     async def gather_local(self, request: GenerateRequest, *, deadline_s: float
                            ) -> list[Candidate]:
         """Every candidate the local workers make for a peer's vote (no strategy, no fan-out)."""
-        rnd = _Round(None, request.n, deadline=trio.current_time() + deadline_s)
+        keys = conversation_keys(request)
+        rnd = _Round(None, request.n, deadline=trio.current_time() + deadline_s,
+                     home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, Plan({SELF: request.n}))
         if not rnd.candidates:
             raise self._nothing_arrived(rnd, deadline_s, "")
+        if rnd.candidates[0].worker:
+            self.worker_homes.record(keys, rnd.candidates[0].worker)
         return rnd.candidates
 
     def _nothing_arrived(self, rnd: _Round, deadline_s: float, note: str) -> ZswarmError:
@@ -324,7 +351,7 @@ class Coordinator:
 
         for attempt in (1, 2):
             try:
-                async with self.ctx.scheduler.slot() as worker:
+                async with self.ctx.scheduler.slot(prefer=rnd.home_worker) as worker:
                     await self.pool.run(worker, new_request_id(), part, on_event=on_event,
                                         stream=rnd.on_token is not None)
                 return

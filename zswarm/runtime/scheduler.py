@@ -75,10 +75,18 @@ class Scheduler:
     def idle_workers(self) -> int:
         return len(self._idle)
 
-    async def acquire(self, priority: int = 0) -> str:
-        """Wait for an idle worker (FIFO per priority); Overloaded if the queue is full."""
+    async def acquire(self, priority: int = 0, *, prefer: str | None = None) -> str:
+        """Wait for an idle worker (FIFO per priority); Overloaded if the queue is full.
+
+        ``prefer``: the worker whose prompt cache holds this conversation, taken if it
+        is idle (else any idle worker: the least loaded wins over a cache).
+        """
         if self._idle and self.queue_depth == 0:
-            name = self._idle.popleft()
+            if prefer is not None and prefer in self._idle:
+                self._idle.remove(prefer)
+                name = prefer
+            else:
+                name = self._idle.popleft()
             self._busy.add(name)
             try:
                 await trio.lowlevel.checkpoint()
@@ -114,8 +122,8 @@ class Scheduler:
             self._hand_over(name)
 
     @asynccontextmanager
-    async def slot(self, priority: int = 0) -> AsyncIterator[str]:
-        name = await self.acquire(priority)
+    async def slot(self, priority: int = 0, *, prefer: str | None = None) -> AsyncIterator[str]:
+        name = await self.acquire(priority, prefer=prefer)
         try:
             yield name
         finally:
