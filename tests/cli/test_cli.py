@@ -48,7 +48,8 @@ def test_ask_json_report(tmp_path):
     assert report["strategy"] == "weighted_vote" and len(report["candidates"]) == 3
     assert report["answer"] == report["candidates"][report["winner"]]["text"]
     for c in report["candidates"]:
-        assert set(c) == {"node", "worker", "text", "score", "finish_reason", "latency_ms"}
+        assert set(c) == {"node", "worker", "text", "score", "finish_reason", "latency_ms",
+                          "prompt_tokens", "cached_tokens"}
         assert c["node"] == "cli-test" and c["worker"] == "w0"
 
 

@@ -63,7 +63,7 @@ def plan(n: int, strategy: str, local: NodeLoad, peers: list[NodeLoad], *,
     """Decide the fan-out of one request of n candidates.
 
     ``prefer`` (route): the node that holds this conversation's prefix in its prompt
-    cache; it gets the request while it has an idle worker for it (pressure <= 0),
+    cache; it gets the request while it has an idle worker for it (pressure < 0),
     else the least loaded node does.
     """
     if n < 1:
@@ -71,7 +71,7 @@ def plan(n: int, strategy: str, local: NodeLoad, peers: list[NodeLoad], *,
     if strategy == ROUTE:
         ranked = least_loaded([local, *peers])
         home = next((node for node in ranked if node.node_id == prefer), None)
-        if home is not None and home.pressure <= 0:
+        if home is not None and home.pressure < 0:
             return Plan({home.node_id: 1})
         return Plan({ranked[0].node_id: 1} if ranked else {})
     ranked_peers = least_loaded(peers)
