@@ -80,6 +80,9 @@ async def serve_http(node: HttpNode, listener: socket.socket, *,
             await TCPServer(app, config, context, ConnectionState({}),
                             stream)  # type: ignore[arg-type]
         finally:
+            # hypercorn closes the stream itself, but a cancellation (the node stopping)
+            # can cut that short after send_eof: close the socket here, always
+            stream.socket.close()
             connections.release()
 
     async with trio.open_nursery() as nursery:
