@@ -26,15 +26,21 @@ class Cluster:
         self.directory = directory
         self.swarm = "test-" + secrets.token_hex(6)  # other test runs on this host stay apart
         self.scopes: dict[str, trio.CancelScope] = {}
+        #: set once a node's run has returned (every socket closed, its ports free)
+        self.ended: dict[str, trio.Event] = {}
 
     async def start(self, name: str, answers: list[str] | None = None, **kw: Any) -> NodeInfo:
         cfg = load_config(node_config(self.directory, name, swarm=self.swarm, answers=answers,
                                       **kw))
         scope = trio.CancelScope()
+        ended = self.ended[name] = trio.Event()
 
         async def run(task_status: trio.TaskStatus[NodeInfo]) -> None:
-            with scope:
-                await run_node(cfg, task_status=task_status)
+            try:
+                with scope:
+                    await run_node(cfg, task_status=task_status)
+            finally:
+                ended.set()
 
         info: NodeInfo = await self.nursery.start(run)
         self.scopes[name] = scope

@@ -300,6 +300,8 @@ async def test_a_static_peer_that_left_is_probed_again_and_returns(cluster):
     await wait_peers(a, alive("b"))
     cluster.stop("b")  # a clean stop: b says goodbye
     await wait_peers(a, lambda t: t.get("b") == "left")
+    with trio.fail_after(10):  # the goodbye can arrive before b has closed its sockets
+        await cluster.ended["b"].wait()
     await cluster.start("b", ["41"], **static_b)
     await wait_peers(a, alive("b"))
     answer, report = await ask(a, 2, "best_of_n")
