@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from zswarm.core.messages import (  # noqa: E402
     StatusRequest,
 )
 from zswarm.testing.cluster import NodeProcess, node_config  # noqa: E402
-from zswarm.testing.floods import idle_connections, mdns_flood  # noqa: E402
+from zswarm.testing.floods import idle_connections, mdns_flood, open_fds  # noqa: E402
 from zswarm.testing.fuzz import FrameFuzzer  # noqa: E402
 
 #: the node runs with a desktop session's open-file limit (soft and hard)
@@ -167,13 +166,6 @@ def questions(endpoint: str, stop: threading.Event, result: Counter[str], model:
                 continue
             result["answered"] += 1
             result["right"] += want.lower() in reply.answer.lower()
-
-
-def open_fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
 
 
 def floods(proc: NodeProcess, info: dict, swarm: str, records: int, connections: int,

@@ -8,7 +8,6 @@ real ZeroMQ; scripted engines.
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
 from zswarm.core.peers import MAX_UNHEARD
 from zswarm.net.security import SwarmKey, write_key_file
 from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
-from zswarm.testing.floods import idle_connections, mdns_flood
+from zswarm.testing.floods import idle_connections, mdns_flood, open_fds
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -38,10 +37,6 @@ def _question(n: int = 1) -> GenerateRequest:
 
 def _ask(node: NodeProcess, key: SwarmKey | None, n: int = 1) -> ClientReply:
     return client.ask(node.rpc, _question(n), strategy="best_of_n", deadline_ms=10_000, key=key)
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _keyed(tmp_path: Path, keyed: bool) -> tuple[SwarmKey | None, dict[str, dict[str, str]]]:
@@ -76,7 +71,7 @@ def test_an_mdns_record_flood_costs_records_not_the_node(tmp_path, keyed):
                 assert {c.node for c in reply.report.candidates} == {"a", "b"}
             listed = client.peers(a.rpc, key=key).peers
             assert sum(p.name.startswith("flood") for p in listed) <= MAX_UNHEARD
-            assert _fds(a.pid) < DESKTOP_FDS
+            assert open_fds(a.pid) < DESKTOP_FDS
         assert a.proc.poll() is None, a.log()
         assert "Too many open files" not in a.log() and "Traceback" not in a.log()
 
@@ -100,7 +95,7 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
             # still held by us: the node drops what does not finish a handshake in time,
             # and serves at most max_connections HTTP connections at once
             assert _ask(a, key).answer == "42"
-            assert _fds(a.pid) < DESKTOP_FDS
+            assert open_fds(a.pid) < DESKTOP_FDS
         assert _ask(a, key).answer == "42"
         assert httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=30).status_code == 200
         assert a.proc.poll() is None, a.log()

@@ -71,9 +71,6 @@ class FakeIO:
     def subscribe(self, peer) -> None:
         self.subscribed.append(peer.card.node_id)
 
-    def subscribed_to(self, node_id: str) -> bool:
-        return node_id in self.subscribed
-
     def forget(self, node_id: str, why: str) -> None:
         self.forgotten.append((node_id, why))
 

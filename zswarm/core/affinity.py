@@ -59,8 +59,3 @@ class Homes:
         self._where.move_to_end(keys[-1])
         while len(self._where) > self.limit:
             self._where.popitem(last=False)
-
-    def forget(self, where: str) -> None:
-        """A worker or node is gone: its conversations have no home any more."""
-        for key in [k for k, w in self._where.items() if w == where]:
-            del self._where[key]

@@ -214,11 +214,23 @@ class LlamaCppEngine:
             self.clear_cache()
             return self._prefill_once(prompt, extra, should_stop)
 
-    def _keep(self, choice: Choice, most: int | None = None) -> int:
-        """Make the chosen slot hold exactly the reused prefix; return its length."""
+    def _place(self, tokens: list[int], extra: int, most: int | None = None
+               ) -> tuple[Slot, int]:
+        """The slot for ``tokens`` (engines/prefix_cache.py chooses), holding exactly the
+        reused prefix (at most ``most`` tokens), and that prefix's length; the rest is
+        the caller's to decode into it."""
+        choice = self.cache.choose(tokens, extra)
+        for victim in choice.evict:
+            self._ll.llama_memory_seq_rm(self._ctx.memory, victim.seq, -1, -1)
+        reuse = self._keep(choice, choice.reuse if most is None else min(choice.reuse, most))
+        self.cache.used(choice, tokens[:reuse], reuse=reuse)
+        return choice.slot, reuse
+
+    def _keep(self, choice: Choice, reuse: int) -> int:
+        """Make the chosen slot hold exactly ``reuse`` tokens of the prefix; return how
+        many it holds (0 if a sequence cannot be cut)."""
         mem = self._ctx.memory
         slot = choice.slot
-        reuse = choice.reuse if most is None else min(choice.reuse, most)
         if choice.source is not None:  # share the prefix's cells, decode nothing
             self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
             if reuse:
@@ -236,12 +248,8 @@ class LlamaCppEngine:
 
     def _prefill_once(self, prompt: list[int], extra: int,
                       should_stop: StopCheck | None) -> tuple[Slot, int, bool]:
-        choice = self.cache.choose(prompt, extra)
         mem = self._ctx.memory
-        for victim in choice.evict:
-            self._ll.llama_memory_seq_rm(mem, victim.seq, -1, -1)
-        slot, reuse = choice.slot, self._keep(choice)
-        self.cache.used(choice, prompt[:reuse], reuse=reuse)
+        slot, reuse = self._place(prompt, extra)
         for start in range(reuse, len(prompt), self.n_batch):
             chunk = prompt[start : start + self.n_batch]
             try:
@@ -373,12 +381,8 @@ class LlamaCppEngine:
         if not answer or len(tokens) > self.n_ctx:
             return None
         first = len(prompt) - 1  # the logits at position p predict the token at p + 1
-        choice = self.cache.choose(tokens, 0)
         mem = self._ctx.memory
-        for victim in choice.evict:
-            self._ll.llama_memory_seq_rm(mem, victim.seq, -1, -1)
-        slot, reuse = choice.slot, self._keep(choice, most=first)
-        self.cache.used(choice, tokens[:reuse], reuse=reuse)
+        slot, reuse = self._place(tokens, 0, most=first)
         total = 0.0
         try:
             for start in range(reuse, len(tokens) - 1, self.n_batch):

@@ -12,7 +12,6 @@ sender with ``guard.error``. Cancellation and other BaseExceptions pass through.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -94,31 +93,24 @@ class QuietLog:
     """Log lines about what outsiders did, at most one per ``key`` every ``every_s``.
 
     A flood of bad requests costs a line per reason every ten seconds (with the number
-    suppressed meanwhile), not a line per request (zeroconf's QuietLogger idea).
+    suppressed meanwhile), not a line per request (zeroconf's QuietLogger idea): a
+    ``Budget`` of one line per window.
     """
 
     def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
         self.logger = logger
         self.every_s = every_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._budget = Budget(1, every_s)
 
     def info(self, key: str, msg: str, *args: object) -> None:
         self.log(logging.INFO, key, msg, *args)
 
     def log(self, level: int, key: str, msg: str, *args: object,
             exc_info: BaseException | None = None) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -math.inf) < self.every_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        if len(self._last) >= MAX_COUNTERS:  # keys come from outside: forget, do not grow
-            self._last.clear()
-            self._suppressed.clear()
-        self._last[key] = now
-        more = self._suppressed.pop(key, 0)
-        self.logger.log(level, msg + (f" (and {more} more like it)" if more else ""), *args,
-                        exc_info=exc_info)
+        allowed, more = self._budget.allow(key, time.monotonic())
+        if allowed:
+            self.logger.log(level, msg + (f" (and {more} more like it)" if more else ""),
+                            *args, exc_info=exc_info)
 
 
 class Budget:

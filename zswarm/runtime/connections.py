@@ -91,11 +91,6 @@ class Connections:
                          key=self.key)
         self.subscribers[node_id] = self._run(sub)
 
-    def subscribed(self, node_id: str) -> str | None:
-        """The PUB endpoint we listen to for this peer, if any."""
-        running = self.subscribers.get(node_id)
-        return None if running is None else running.owner.endpoint
-
     def forget(self, node_id: str, why: str) -> None:
         """No vote link and no subscription: a dead or bogus endpoint is not reconnected to."""
         self.close_link(node_id, why)

@@ -13,6 +13,7 @@ Loopback only: these never send to any other address.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,14 @@ def mdns_flood(count: int, *, swarm: str, key: str = "", port: int = 9,
         yield zc
     finally:
         zc.close()
+
+
+def open_fds(pid: int) -> int:
+    """How many files a (node) process has open; -1 once it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
 
 
 @contextmanager
