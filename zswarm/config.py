@@ -72,7 +72,8 @@ class ModelConfig(Section, frozen=True):
     #: parallel sequences one worker decodes in one batch
     max_batch_candidates: Annotated[int, _range(1, 64)] = 8
     #: llama.cpp: prompts (conversations) each worker keeps in its KV cache, so the next
-    #: turn decodes only what is new; least recently used go first when n_ctx runs short
+    #: turn decodes only what is new (least recently used go first when n_ctx runs short),
+    #: and requests each worker decodes at once (continuous batching; docs/prompt-cache.md)
     cache_slots: Annotated[int, _range(1, 64)] = 4
     #: ctransformers only: model type (gpt2, llama, ...)
     model_type: str = "gpt2"

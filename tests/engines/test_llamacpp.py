@@ -195,3 +195,94 @@ def test_a_full_cache_makes_room_and_a_long_history_still_fits():
         assert sum(len(s.tokens) for s in engine.cache.slots) <= engine.n_ctx
     finally:
         engine.close()
+
+
+def _run_batched(engine: LlamaCppEngine, requests: dict[str, GenerateRequest],
+                 *, cancel_after: dict[str, int] | None = None,
+                 join_after: dict[str, int] | None = None):
+    """Submit to the engine's batcher (``join_after``: a request submitted once that
+    many steps have run) and step until every request ended; the candidates, the order
+    in which tokens arrived and how each ended."""
+    cands: dict[str, dict[int, object]] = {k: {} for k in requests}
+    arrivals: list[str] = []
+    ended: dict[str, object] = {}
+    join_after = join_after or {}
+
+    def submit(key: str) -> None:
+        engine.submit(key, requests[key],
+                      on_token=lambda i, t, key=key: arrivals.append(key),
+                      on_candidate=lambda i, c, key=key: cands[key].__setitem__(i, c),
+                      on_done=lambda exc, key=key: ended.__setitem__(key, exc))
+
+    for key in requests:
+        if key not in join_after:
+            submit(key)
+    steps = 0
+    while len(ended) < len(requests):
+        assert steps < 5000, "the batch did not end"
+        for key, after in join_after.items():
+            if after == steps:
+                submit(key)
+        for key, after in (cancel_after or {}).items():
+            if after == steps:
+                engine.batcher.cancel(key)
+        engine.batcher.step()
+        steps += 1
+    return cands, arrivals, ended
+
+
+def test_continuous_batching_runs_requests_together_and_changes_no_answer():
+    greedy = {"temperature": 0, "max_tokens": 24, "ignore_eos": True}
+    questions = {"a": "Name a colour.", "b": "What is 2 + 2?", "c": "Say hello in French.",
+                 "late": "Name an animal."}
+    requests = {k: chat(q, **greedy) for k, q in questions.items()}
+    alone = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2)
+    try:
+        expected = {}
+        for key, request in requests.items():
+            [expected[key]] = alone.generate(request)
+            alone.clear_cache()
+    finally:
+        alone.close()
+    engine = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2)
+    try:
+        # "late" arrives while the others are generating: it joins the running batch
+        cands, arrivals, ended = _run_batched(engine, requests, join_after={"late": 6})
+        assert all(exc is None for exc in ended.values())
+        for key in requests:
+            assert cands[key][0].text == expected[key].text, key
+            assert cands[key][0].tokens == 24
+        # interleaved: "late" streamed tokens before "a" had finished
+        assert arrivals.index("late") < len(arrivals) - 1 - arrivals[::-1].index("a")
+        assert len({k for k in arrivals[:8]}) >= 3  # a, b, c advance together
+        # cancel one of several: it ends "cancelled", the others end as asked, each with
+        # its whole prompt but the last token taken from the cache. (Not compared with
+        # the answers above: llama.cpp 0.3.36 computes slightly different logits, KL about
+        # 0.008, when a sequence's newer KV cells sit below its older ones, which a cache
+        # with holes can produce; see docs/prompt-cache.md.)
+        again = {k: chat(q, temperature=0, max_tokens=24, ignore_eos=True)
+                 for k, q in questions.items()}
+        cands, _, ended = _run_batched(engine, again, cancel_after={"b": 4})
+        assert cands["b"][0].finish_reason == "cancelled" and ended["b"] is None
+        assert cands["b"][0].tokens < 24
+        for key in ("a", "c", "late"):
+            assert cands[key][0].tokens == 24 and cands[key][0].finish_reason == "length"
+            assert cands[key][0].cached_tokens == cands[key][0].prompt_tokens - 1
+    finally:
+        engine.close()
+
+
+def test_several_candidates_and_a_full_batch_share_the_pool():
+    engine = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2,
+                            max_batch_candidates=4, cache_slots=2)
+    try:
+        reqs = {k: GenerateRequest(messages=chat(q).messages, n=3, params=SamplingParams(
+                    temperature=1.0, seed=5, max_tokens=12))
+                for k, q in (("x", "Name a fruit."), ("y", "Name a city."), ("z", "Name a tree."))}
+        cands, _, ended = _run_batched(engine, reqs)  # 9 candidates, 4 sequences, 2 slots
+        assert all(exc is None for exc in ended.values())
+        assert all(len(cands[k]) == 3 for k in reqs)
+        assert all(c.tokens > 0 for k in reqs for c in cands[k].values())
+        assert not engine.batcher.busy and len(engine.batcher._pool) == 4
+    finally:
+        engine.close()

@@ -45,8 +45,8 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_request)
-            await wait_until_async(lambda: any(w.request_id for w in pool.workers.values()), 10.0)
-            busy = [w for w in pool.workers.values() if w.request_id is not None]
+            await wait_until_async(lambda: any(w.requests for w in pool.workers.values()), 10.0)
+            busy = [w for w in pool.workers.values() if w.requests]
             assert len(busy) == 1
             os.kill(busy[0].pid, signal.SIGKILL)
         answer, report = result[0]
@@ -87,9 +87,9 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
 async def test_overload_fails_fast(config_factory):
     cfg = config_factory(scheduler={"max_queue": 1})
     async with local_swarm(cfg) as swarm:
-        long = req("Write a long story.", max_tokens=2000, ignore_eos=True)
+        long = req("Write a long story.", max_tokens=500, ignore_eos=True)
         async with trio.open_nursery() as nursery:
-            for _ in range(2):  # one runs, one waits in the queue
+            for _ in range(cfg.model.cache_slots + 1):  # each slot runs one, one waits
                 nursery.start_soon(lambda: swarm.coordinator.ask(long, strategy="first_valid",
                                                                  deadline_s=60))
             await wait_until_async(lambda: swarm.scheduler.queue_depth == 1, 10.0)
@@ -177,3 +177,62 @@ def _candidate(c):
 
     return Candidate(text=c.text, finish_reason=c.finish_reason, mean_logprob=c.mean_logprob,
                      model_id=c.model_id)
+
+
+def conversation(*turns: str, max_tokens: int = 16) -> GenerateRequest:
+    messages = tuple(ChatMessage(role="user" if i % 2 == 0 else "assistant", content=t)
+                     for i, t in enumerate(turns))
+    return GenerateRequest(messages=messages, params=SamplingParams(
+        temperature=0, max_tokens=max_tokens))
+
+
+async def test_concurrent_requests_run_together_on_one_worker(config_factory):
+    cfg = config_factory()  # one worker, cache_slots (4) requests at once
+    async with local_swarm(cfg) as swarm:
+        worker = swarm.pool.workers["w0"]
+        results: list[object] = []
+
+        async def one(i: int) -> None:
+            answer, report = await swarm.coordinator.ask(
+                req(f"Count to {i + 10}.", max_tokens=48, ignore_eos=True),
+                strategy="first_valid", deadline_s=60)
+            results.append(report.candidates[0])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(one, i)
+            await wait_until_async(lambda: len(worker.requests) == 4, 30.0)
+            assert swarm.scheduler.queue_depth == 0  # none waited for another to end
+        assert len(results) == 4 and all(c.tokens == 48 for c in results)
+        assert not worker.requests
+
+
+async def test_a_killed_worker_loses_only_its_own_cache(config_factory):
+    cfg = config_factory(node={"workers": 2}, scheduler={"restart_backoff_initial_ms": 50})
+    async with local_swarm(cfg) as swarm:
+        first: dict[str, object] = {}
+
+        async def turn1(key: str, question: str) -> None:
+            answer, report = await swarm.coordinator.ask(
+                conversation(question), strategy="first_valid", deadline_s=60)
+            first[key] = (answer, report.candidates[0])
+
+        async with trio.open_nursery() as nursery:  # together: one on each worker
+            nursery.start_soon(turn1, "x", "Name a colour.")
+            nursery.start_soon(turn1, "y", "Name a city.")
+        (ax, cx), (ay, cy) = first["x"], first["y"]
+        assert {cx.worker, cy.worker} == {"w0", "w1"}
+        victim = swarm.pool.workers[cx.worker]
+        old_pid = victim.pid
+        os.kill(old_pid, signal.SIGKILL)
+        await wait_until_async(lambda: victim.ready and victim.pid != old_pid, 30.0)
+        # y's worker kept its cache: the next turn decodes only what is new
+        _, ry = await swarm.coordinator.ask(conversation("Name a city.", ay, "Another one."),
+                                            strategy="first_valid", deadline_s=60)
+        assert ry.candidates[0].worker == cy.worker
+        assert ry.candidates[0].cached_tokens >= cy.prompt_tokens
+        # x's cache died with its worker: x is answered from scratch, and no worse
+        _, rx = await swarm.coordinator.ask(conversation("Name a colour.", ax, "Another one."),
+                                            strategy="first_valid", deadline_s=60)
+        cand = rx.candidates[0]
+        assert cand.text and cand.cached_tokens < cx.prompt_tokens

@@ -311,6 +311,8 @@ class WorkReady(_Msg, frozen=True, tag="work_ready"):
     worker: ShortText
     model_id: ShortText
     pid: int
+    #: requests the worker runs at once (continuous batching; 1 = one at a time)
+    slots: Annotated[int, Meta(ge=1, le=64)] = 1
 
 
 class WorkToken(_Msg, frozen=True, tag="work_token"):
@@ -327,6 +329,8 @@ class WorkCandidate(_Msg, frozen=True, tag="work_candidate"):
 
 class WorkDone(_Msg, frozen=True, tag="work_done"):
     request_id: ShortText
+    #: prompts the worker's cache dropped (whole or in part) since its last WorkDone
+    cache_evictions: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
 
 
 Message = (

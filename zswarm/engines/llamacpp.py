@@ -1,13 +1,14 @@
 """The llama.cpp engine (default), on llama-cpp-python's low-level API.
 
-Owns: loading a GGUF, rendering its chat template, the prompt cache and decoding n
-candidates in one batch. Sequences 0..cache_slots-1 of the unified KV cache are
-slots that keep recent prompts (engines/prefix_cache.py chooses): a prompt goes to
-the slot holding its longest prefix and only the rest is decoded, as llama-server's
-slots do with ``cache_prompt``. One candidate is generated in the slot itself (so a
-conversation's next turn finds its answer cached too); n > 1 copy the prompt's cells
-to sequences of their own, then every step decodes one token of every live sequence
-in a single llama_decode call. Sampling is engines/sampling.py.
+Owns: loading a GGUF, rendering its chat template, tokens, and the KV cache's
+operations. Sequences 0..cache_slots-1 of the unified KV cache are slots that keep
+recent prompts (engines/prefix_cache.py chooses): a prompt goes to the slot holding
+its longest prefix and only the rest is decoded, as llama-server's slots do with
+``cache_prompt``. Requests run through engines/batching.py (continuous batching: one
+per slot at once, every step one llama_decode call for all of them); one candidate is
+generated in the slot itself (so a conversation's next turn finds its answer cached
+too), n > 1 copy the prompt's cells to sequences of their own. Sampling is
+engines/sampling.py.
 It must not: know about processes, sockets or trio (runtime/workers.py does).
 """
 
@@ -16,17 +17,16 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import time
 from typing import Any
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, TokenLogprob
-from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback
+from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest
+from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
+from zswarm.engines.batching import Batcher, DoneCallback
 from zswarm.engines.models import ModelFile
 from zswarm.engines.prefix_cache import Choice, PrefixCache, Slot
-from zswarm.engines.sampling import make_rng, sample
-from zswarm.errors import InferenceError, ModelNotFound
+from zswarm.errors import InferenceError, ModelNotFound, ZswarmError
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,16 @@ class LlamaCppEngine:
         self.n_ctx = self._ctx.n_ctx()
         #: the prompt cache: sequences 0..cache_slots-1 hold recent prompts (and answers)
         self.cache = PrefixCache(self.cache_slots, self.n_ctx)
+        #: the running requests (continuous batching): one per slot at most
+        self.batcher = Batcher(self, max_jobs=self.cache_slots)
         self.n_batch = int(cparams.n_batch)
         self._vocab = self._model.vocab
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._eog = np.array(
+        self.eog = np.array(
             [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)],
             dtype=np.int64,
         )
-        self._eog_set = frozenset(int(t) for t in self._eog)
+        self.eog_set = frozenset(int(t) for t in self.eog)
         self._batch = llama_cpp.llama_batch_init(max(self.n_batch, self.n_seq_max), 0, 1)
         meta = self._model.metadata()
         self._template_src = meta.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
@@ -114,7 +116,7 @@ class LlamaCppEngine:
 
     # --- text <-> tokens --------------------------------------------------------
 
-    def _token_bytes(self, token: int, *, special: bool = False) -> bytes:
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
         cache = self._pieces_special if special else self._pieces
         piece = cache.get(token)
         if piece is None:
@@ -132,7 +134,7 @@ class LlamaCppEngine:
     def _piece(self, token: int) -> str:
         if token < 0:
             return ""
-        return self._token_bytes(token, special=True).decode("utf-8", "replace")
+        return self.token_bytes(token, special=True).decode("utf-8", "replace")
 
     def render_chat(self, messages: tuple[ChatMessage, ...]) -> str:
         if self._template is None:
@@ -160,7 +162,7 @@ class LlamaCppEngine:
 
     # --- decoding ---------------------------------------------------------------
 
-    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+    def decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         """Decode (token, pos, seq, want_logits) entries as one batch."""
         b = self._batch
         for i, (tok, pos, seq, want) in enumerate(entries):
@@ -174,7 +176,7 @@ class LlamaCppEngine:
         if rc != 0:
             raise InferenceError(f"llama_decode failed (code {rc}): context full or bad batch")
 
-    def _logits(self, i: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def logits(self, i: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         ptr = self._ll.llama_get_logits_ith(self._ctx.ctx, i)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
@@ -186,42 +188,54 @@ class LlamaCppEngine:
         on_candidate: CandidateCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> list[Candidate]:
-        prompt = self.prompt_tokens(request)
-        out: list[Candidate] = []
-        for first in range(0, request.n, self.max_batch_candidates):
-            count = min(self.max_batch_candidates, request.n - first)
-            out.extend(
-                self._generate_batch(
-                    request, prompt, first, count, on_token, on_candidate, should_stop
-                )
-            )
-        return out
+        """One request on its own (the Engine protocol): submitted to the batcher and
+        stepped until it ends. The worker process steps the batcher itself, with many."""
+        results: dict[int, Candidate] = {}
+        ended: list[ZswarmError | None] = []
 
-    def _prefill(self, prompt: list[int], extra: int,
-                 should_stop: StopCheck | None) -> tuple[Slot, int, bool]:
-        """Put ``prompt`` in the slot holding its longest prefix, decoding only the rest.
+        def on_cand(index: int, cand: Candidate) -> None:
+            results[index] = cand
+            if on_candidate is not None:
+                on_candidate(index, cand)
 
-        Returns (slot, prompt tokens reused, complete): incomplete when told to stop.
-        The slot's bookkeeping always says what its sequence holds. If the KV cache
-        cannot take the prompt beside what it holds (cells fragmented), it is emptied
-        and the prompt decoded once more from the start.
-        """
+        self.submit("generate", request, on_token=on_token, on_candidate=on_cand,
+                    on_done=ended.append)
+        while not ended:
+            if should_stop is not None and should_stop():
+                self.batcher.cancel("generate")
+            self.batcher.step()
+        if ended[0] is not None:
+            raise ended[0]
+        return [results[i] for i in sorted(results)]
+
+    def submit(self, key: str, request: GenerateRequest, *, on_token: TokenCallback | None,
+               on_candidate: CandidateCallback | None, on_done: DoneCallback) -> None:
+        """Queue a request for the batcher (engines/batching.py); nothing runs until
+        ``batcher.step()``. A prompt that cannot be rendered ends at once."""
         try:
-            return self._prefill_once(prompt, extra, should_stop)
-        except InferenceError:
-            if not any(slot.tokens for slot in self.cache.slots):
-                raise
-            self.clear_cache()
-            return self._prefill_once(prompt, extra, should_stop)
+            prompt = self.prompt_tokens(request)
+        except ZswarmError as exc:
+            on_done(exc)
+            return
+        self.batcher.submit(key, request, prompt, on_token=on_token,
+                            on_candidate=on_candidate, on_done=on_done)
 
-    def _place(self, tokens: list[int], extra: int, most: int | None = None
-               ) -> tuple[Slot, int]:
-        """The slot for ``tokens`` (engines/prefix_cache.py chooses), holding exactly the
-        reused prefix (at most ``most`` tokens), and that prefix's length; the rest is
-        the caller's to decode into it."""
-        choice = self.cache.choose(tokens, extra)
+    # --- the KV cache, as engines/batching.Kv -------------------------------------
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self.cache.slots
+
+    def place(self, tokens: list[int], extra: int, *, pinned: frozenset[int] = frozenset(),
+              reserved: int = 0, most: int | None = None) -> tuple[Slot, int] | None:
+        """Put ``tokens`` in a slot (engines/prefix_cache.py chooses), holding exactly the
+        reused prefix (at most ``most`` tokens); the slot and that prefix's length, the
+        rest being the caller's to decode. None: no room beside the ``pinned`` slots."""
+        choice = self.cache.choose(tokens, extra, pinned=pinned, reserved=reserved)
+        if choice is None:
+            return None
         for victim in choice.evict:
-            self._ll.llama_memory_seq_rm(self._ctx.memory, victim.seq, -1, -1)
+            self.drop_seq(victim.seq)
         reuse = self._keep(choice, choice.reuse if most is None else min(choice.reuse, most))
         self.cache.used(choice, tokens[:reuse], reuse=reuse)
         return choice.slot, reuse
@@ -232,142 +246,28 @@ class LlamaCppEngine:
         mem = self._ctx.memory
         slot = choice.slot
         if choice.source is not None:  # share the prefix's cells, decode nothing
-            self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
+            self.drop_seq(slot.seq)
             if reuse:
                 self._ll.llama_memory_seq_cp(mem, choice.source.seq, slot.seq, 0, reuse)
             return reuse
         if not self._ll.llama_memory_seq_rm(mem, slot.seq, reuse, -1):
-            self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)  # cannot cut: start over
+            self.drop_seq(slot.seq)  # cannot cut: start over
             return 0
         return reuse
 
+    def copy_seq(self, src: int, dst: int) -> None:
+        self._ll.llama_memory_seq_cp(self._ctx.memory, src, dst, -1, -1)
+
+    def drop_seq(self, seq: int, start: int = 0) -> None:
+        self._ll.llama_memory_seq_rm(self._ctx.memory, seq, start, -1)
+
+    def forget(self, slot: Slot) -> None:
+        self.cache.forget(slot)
+
     def clear_cache(self) -> None:
-        """Forget every cached prompt (the KV cache is emptied)."""
+        """Forget every cached prompt (the KV cache is emptied); only between requests."""
         self._ll.llama_memory_clear(self._ctx.memory, True)
         self.cache.clear()
-
-    def _prefill_once(self, prompt: list[int], extra: int,
-                      should_stop: StopCheck | None) -> tuple[Slot, int, bool]:
-        mem = self._ctx.memory
-        slot, reuse = self._place(prompt, extra)
-        for start in range(reuse, len(prompt), self.n_batch):
-            chunk = prompt[start : start + self.n_batch]
-            try:
-                self._decode([(t, start + k, slot.seq, start + k == len(prompt) - 1)
-                              for k, t in enumerate(chunk)])
-            except BaseException:
-                self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
-                self.cache.forget(slot)
-                raise
-            slot.tokens.extend(chunk)
-            if should_stop is not None and should_stop() and start + len(chunk) < len(prompt):
-                return slot, reuse, False
-        return slot, reuse, True
-
-    def _generate_batch(
-        self,
-        request: GenerateRequest,
-        prompt: list[int],
-        first: int,
-        count: int,
-        on_token: TokenCallback | None,
-        on_candidate: CandidateCallback | None,
-        should_stop: StopCheck | None,
-    ) -> list[Candidate]:
-        params = request.params
-        t0 = time.perf_counter()
-        if len(prompt) + count > self.n_ctx:
-            raise InferenceError(
-                f"prompt of {len(prompt)} tokens does not fit the context of {self.n_ctx} tokens"
-            )
-        budget = min(params.max_tokens, (self.n_ctx - len(prompt)) // count)
-        mem = self._ctx.memory
-        slot, reuse, complete = self._prefill(prompt, count * budget, should_stop)
-        # one candidate generates in the slot itself (its answer stays cached for the next
-        # turn of the conversation); several copy the prompt's cells to their own sequences
-        seqs = [slot.seq] if count == 1 else [self.cache_slots + s for s in range(count)]
-        if count > 1:
-            for seq in seqs:
-                self._ll.llama_memory_seq_cp(mem, slot.seq, seq, -1, -1)
-        first_logits = self._logits(-1).copy() if complete else None
-        banned = self._eog if params.ignore_eos else None
-        rngs = [make_rng(params.seed, request.first_index + first + s) for s in range(count)]
-        streams = [TextStream(params.stop) for _ in range(count)]
-        logprob_sum = [0.0] * count
-        n_tokens = [0] * count
-        finish: list[str | None] = [None] * count
-        results: list[Candidate | None] = [None] * count
-        logits_for: dict[int, Any] = dict.fromkeys(range(count), first_logits)
-        pos = len(prompt)
-        per_token: list[list[TokenLogprob]] | None = (
-            [[] for _ in range(count)] if params.logprobs else None)
-
-        def close(s: int, reason: str) -> None:
-            finish[s] = reason
-            tail = streams[s].finish()
-            if tail and on_token is not None:
-                on_token(first + s, tail)
-            mean = logprob_sum[s] / n_tokens[s] if n_tokens[s] else None
-            cand = Candidate(
-                text=streams[s].text,
-                finish_reason=reason,  # type: ignore[arg-type]
-                tokens=n_tokens[s],
-                prompt_tokens=len(prompt),
-                cached_tokens=reuse,
-                mean_logprob=mean,
-                token_logprobs=None if per_token is None else per_token[s],
-                latency_ms=(time.perf_counter() - t0) * 1000.0,
-            )
-            results[s] = cand
-            if on_candidate is not None:
-                on_candidate(first + s, cand)
-
-        try:
-            while True:
-                if not complete or (should_stop is not None and should_stop()):
-                    for s in range(count):
-                        if finish[s] is None:
-                            close(s, "cancelled")
-                    break
-                entries: list[tuple[int, int, int, bool]] = []
-                for s in range(count):
-                    if finish[s] is not None:
-                        continue
-                    token, logprob = sample(logits_for[s], params, rngs[s], banned=banned)
-                    if token in self._eog_set and not params.ignore_eos:
-                        close(s, "stop")
-                        continue
-                    n_tokens[s] += 1
-                    logprob_sum[s] += logprob
-                    piece = self._token_bytes(token)
-                    if per_token is not None:
-                        per_token[s].append(TokenLogprob(piece.decode(errors="replace"), logprob))
-                    text = streams[s].feed(piece)
-                    if text and on_token is not None:
-                        on_token(first + s, text)
-                    if streams[s].stopped:
-                        close(s, "stop")
-                    elif n_tokens[s] >= budget:
-                        close(s, "length")
-                    else:
-                        entries.append((token, pos + n_tokens[s] - 1, seqs[s], True))
-                if not entries:
-                    break
-                self._decode(entries)
-                if count == 1:
-                    slot.tokens.append(entries[0][0])
-                logits_for = {seqs.index(seq): self._logits(i)
-                              for i, (_, _, seq, _) in enumerate(entries)}
-        except BaseException:
-            if count == 1:  # what the slot holds past the prompt is uncertain now
-                self._ll.llama_memory_seq_rm(mem, slot.seq, len(prompt), -1)
-                del slot.tokens[len(prompt):]
-            raise
-        finally:
-            if count > 1:
-                for seq in seqs:
-                    self._ll.llama_memory_seq_rm(mem, seq, -1, -1)
-        return [c for c in results if c is not None]
 
     def score(self, request: GenerateRequest, text: str) -> float | None:
         """Teacher-forced mean log-probability of ``text`` after the prompt (see Engine).
@@ -381,24 +281,27 @@ class LlamaCppEngine:
         if not answer or len(tokens) > self.n_ctx:
             return None
         first = len(prompt) - 1  # the logits at position p predict the token at p + 1
-        mem = self._ctx.memory
-        slot, reuse = self._place(tokens, 0, most=first)
+        placed = self.place(tokens, 0, pinned=self.batcher.pinned,
+                            reserved=sum(job.reserved for job in self.batcher.jobs), most=first)
+        if placed is None:  # every slot is busy: not scored now (the caller treats it so)
+            return None
+        slot, reuse = placed
         total = 0.0
         try:
             for start in range(reuse, len(tokens) - 1, self.n_batch):
                 chunk = tokens[start : min(start + self.n_batch, len(tokens) - 1)]
-                self._decode([(t, start + k, slot.seq, start + k >= first)
+                self.decode([(t, start + k, slot.seq, start + k >= first)
                               for k, t in enumerate(chunk)])
                 slot.tokens.extend(chunk)
                 for k in range(len(chunk)):
                     if start + k < first:
                         continue
-                    logits = self._logits(k).astype(np.float64)  # by index in the batch
+                    logits = self.logits(k).astype(np.float64)  # by index in the batch
                     top = float(logits.max())
                     logz = top + float(np.log(np.exp(logits - top).sum()))
                     total += float(logits[tokens[start + k + 1]]) - logz
         except BaseException:
-            self._ll.llama_memory_seq_rm(mem, slot.seq, -1, -1)
+            self.drop_seq(slot.seq)
             self.cache.forget(slot)
             raise
         return max(-1e9, min(0.0, total / len(answer)))

@@ -66,31 +66,45 @@ class PrefixCache:
         self.tokens_reused = 0
         self.evictions = 0
 
-    def choose(self, prompt: list[int], extra: int) -> Choice:
+    def choose(self, prompt: list[int], extra: int, *, pinned: frozenset[int] = frozenset(),
+               reserved: int = 0) -> Choice | None:
         """The slot for ``prompt`` (then ``extra`` more cells: the candidates' tokens).
 
         The slot holding the longest common prefix, if taking it loses little of what
-        it holds (a conversation's next turn); else the least recently used slot (an
+        it holds (a conversation's next turn) or holds the whole prompt (asked again);
+        else the least recently used slot (an
         empty one first), given the shared prefix by copy. Others are emptied, least
         recently used first, until the prompt and ``extra`` fit beside what stays.
+
+        ``pinned``: sequences of slots running a request now (continuous batching):
+        never chosen, never emptied, but their prefix may be shared. ``reserved``: cells
+        their candidates may still take. None when no slot is free or the prompt cannot
+        fit beside the pinned ones yet (it waits for them).
         """
+        free = [s for s in self.slots if s.seq not in pinned]
+        if not free:
+            return None
         best = max(self.slots, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
         shared = min(common_prefix(best.tokens, prompt), max(0, len(prompt) - 1))
         slot, source = best, None
-        if len(best.tokens) - shared > max(KEEP_TOKENS, shared // 4):
-            spare = min((s for s in self.slots if s is not best), default=None,
+        asked_again = shared == len(prompt) - 1  # the whole prompt is in it: regenerate
+        if best.seq in pinned or (not asked_again
+                                  and len(best.tokens) - shared > max(KEEP_TOKENS, shared // 4)):
+            spare = min((s for s in free if s is not best), default=None,
                         key=lambda s: (bool(s.tokens), s.last_used))
             if spare is not None:
                 slot, source = spare, (best if shared else None)
         reuse = shared if slot is best or source is not None else 0
         evict: list[Slot] = []
-        others = sorted((s for s in self.slots if s is not slot and s is not source and s.tokens),
+        others = sorted((s for s in free if s is not slot and s is not source and s.tokens),
                         key=lambda s: s.last_used)
-        held = sum(len(s.tokens) for s in others) + (len(source.tokens) if source else 0)
+        held = reserved + sum(len(s.tokens) for s in self.slots if s is not slot)
         while others and held + len(prompt) + extra > self.capacity:
             victim = others.pop(0)
             held -= len(victim.tokens)
             evict.append(victim)
+        if pinned and held + len(prompt) + extra > self.capacity:
+            return None
         return Choice(slot, reuse, evict, source)
 
     def used(self, choice: Choice, tokens: list[int], *, reuse: int) -> None:

@@ -1,7 +1,8 @@
 """Admission and dispatch of requests to local workers (trio).
 
 Owns: the bounded admission queue (FIFO within a priority; lower number first),
-the set of idle workers, and backpressure: when the queue is full a request
+the free slots of each worker (a worker that batches runs several requests at once),
+and backpressure: when the queue is full a request
 fails at once with Overloaded, so memory stays bounded. Deadlines and
 cancellation are the caller's cancel scope; a request cancelled while queued
 leaves the queue, and a worker handed to a cancelled request goes back.
@@ -29,37 +30,57 @@ class _Waiter:
 class Scheduler:
     def __init__(self, *, max_queue: int) -> None:
         self.max_queue = max_queue
-        self._known: set[str] = set()
-        self._idle: deque[str] = deque()
-        self._busy: set[str] = set()
+        #: ready workers -> how many requests each runs at once (its slots: WorkReady)
+        self._slots: dict[str, int] = {}
+        #: requests each worker holds now
+        self._load: dict[str, int] = {}
+        #: requests handed to a worker before it was lost, not yet released
+        self._stale: dict[str, int] = {}
+        self._given: dict[str, int] = {}  # when each worker was last handed a request
+        self._clock = 0
         self._queues: dict[int, deque[_Waiter]] = {}
         self.admitted = 0
         self.rejected = 0
 
     # --- worker side ----------------------------------------------------------------
 
-    def worker_ready(self, name: str) -> None:
-        self._known.add(name)
-        if name not in self._idle and name not in self._busy:
-            self._hand_over(name)
+    def worker_ready(self, name: str, slots: int = 1) -> None:
+        self._slots[name] = max(1, slots)
+        self._load.setdefault(name, 0)
+        self._hand_over()
 
     def worker_lost(self, name: str) -> None:
-        self._known.discard(name)
-        try:
-            self._idle.remove(name)
-        except ValueError:
-            pass
+        self._slots.pop(name, None)
+        held = self._load.pop(name, 0)
+        if held:
+            self._stale[name] = self._stale.get(name, 0) + held
 
-    def _hand_over(self, name: str) -> None:
+    def _free(self, prefer: str | None = None) -> str | None:
+        """A worker with a free slot: ``prefer`` if it has one, else the least loaded
+        (ties: the one handed a request longest ago)."""
+        free = [w for w, cap in self._slots.items() if self._load[w] < cap]
+        if not free:
+            return None
+        if prefer in free:
+            return prefer
+        return min(free, key=lambda w: (self._load[w], self._given.get(w, 0)))
+
+    def _take(self, name: str) -> None:
+        self._load[name] += 1
+        self._clock += 1
+        self._given[name] = self._clock
+
+    def _hand_over(self) -> None:
         for prio in sorted(self._queues):
             queue = self._queues[prio]
-            if queue:
+            while queue:
+                name = self._free()
+                if name is None:
+                    return
                 waiter = queue.popleft()
+                self._take(name)
                 waiter.worker = name
-                self._busy.add(name)
                 waiter.event.set()
-                return
-        self._idle.append(name)
 
     # --- request side ---------------------------------------------------------------
 
@@ -69,25 +90,23 @@ class Scheduler:
 
     @property
     def workers_ready(self) -> int:
-        return len(self._known)
+        return len(self._slots)
 
     @property
     def idle_workers(self) -> int:
-        return len(self._idle)
+        """Ready workers running no request."""
+        return sum(1 for w in self._slots if self._load[w] == 0)
 
     async def acquire(self, priority: int = 0, *, prefer: str | None = None) -> str:
-        """Wait for an idle worker (FIFO per priority); Overloaded if the queue is full.
+        """Wait for a worker with a free slot (FIFO per priority); Overloaded if the
+        queue is full.
 
         ``prefer``: the worker whose prompt cache holds this conversation, taken if it
-        is idle (else any idle worker: the least loaded wins over a cache).
+        has a free slot (else the least loaded: a free worker wins over a cache).
         """
-        if self._idle and self.queue_depth == 0:
-            if prefer is not None and prefer in self._idle:
-                self._idle.remove(prefer)
-                name = prefer
-            else:
-                name = self._idle.popleft()
-            self._busy.add(name)
+        name = self._free(prefer) if self.queue_depth == 0 else None
+        if name is not None:
+            self._take(name)
             try:
                 await trio.lowlevel.checkpoint()
             except BaseException:
@@ -117,9 +136,12 @@ class Scheduler:
         return waiter.worker
 
     def release(self, name: str) -> None:
-        self._busy.discard(name)
-        if name in self._known:
-            self._hand_over(name)
+        if self._stale.get(name):
+            self._stale[name] -= 1  # held since before the worker was lost and came back
+            return
+        if self._load.get(name):
+            self._load[name] -= 1
+        self._hand_over()
 
     @asynccontextmanager
     async def slot(self, priority: int = 0, *, prefer: str | None = None) -> AsyncIterator[str]:

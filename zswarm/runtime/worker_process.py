@@ -1,9 +1,12 @@
 """The inside of one worker process: load an engine, serve WorkGenerate over zmq ipc.
 
 Run as ``python -m zswarm.runtime.worker_process``; started and supervised by
-runtime/workers.py. Blocking code on purpose (no trio): one request at a time,
-and between tokens a non-blocking look at the socket for WorkCancel, so
-cancellation stops the generation within one token.
+runtime/workers.py. Blocking code on purpose (no trio). An engine with a batcher
+(llama.cpp; engines/batching.py) runs many requests at once: between decode steps
+the worker takes every waiting message, so a new request joins the running batch
+and a WorkCancel stops its request within one token. Other engines serve one
+request at a time, looking at the socket between tokens. WorkReady says how many
+requests the worker takes at once (its slots); the node's scheduler keeps to it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -90,7 +94,55 @@ def _request_id_of(data: bytes) -> str | None:
     return rid if rid is not None and len(rid) <= 256 else None
 
 
+class _Output:
+    """Where one request's tokens, candidates and end go: messages to the node.
+
+    Streamed text is sent at most every TOKEN_FLUSH_S per request (and always before a
+    candidate ends), except a candidate's first text, which leaves at once (time to
+    first token): one message per token costs the node more CPU than it is worth.
+    """
+
+    def __init__(self, link: _Link, msg: WorkGenerate) -> None:
+        self.link = link
+        self.rid = msg.request_id
+        self.stream = msg.stream
+        self._pending: dict[int, list[str]] = {}
+        self._started: set[int] = set()
+        self._last_flush = time.monotonic()
+
+    def _flush(self, index: int) -> None:
+        parts = self._pending.pop(index, None)
+        if parts:
+            self.link.send(WorkToken(request_id=self.rid, index=index, text="".join(parts)))
+
+    def on_token(self, index: int, text: str) -> None:
+        self._pending.setdefault(index, []).append(text)
+        if index not in self._started:
+            self._started.add(index)
+            self._flush(index)
+            return
+        now = time.monotonic()
+        if now - self._last_flush >= TOKEN_FLUSH_S:
+            for i in list(self._pending):
+                self._flush(i)
+            self._last_flush = now
+
+    def on_candidate(self, index: int, cand: Candidate) -> None:
+        self._flush(index)
+        self.link.send(WorkCandidate(request_id=self.rid, index=index, candidate=cand))
+
+    def on_done(self, exc: ZswarmError | None, evictions: int = 0) -> None:
+        self.link.send(WorkDone(request_id=self.rid, cache_evictions=evictions) if exc is None
+                       else error(self.rid, exc.kind, str(exc)))
+
+    def failed(self, exc: BaseException) -> None:
+        """The engine raised something of its own (a bug or a library error)."""
+        self.link.send(error(self.rid, "inference", f"engine failed: {exc}"))
+
+
 def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
+    """One request at a time (an engine without a batcher); between tokens, a look at
+    the socket for WorkCancel, and other requests are refused as busy."""
     rid = msg.request_id
     cancelled = False
 
@@ -107,52 +159,68 @@ def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
                                 message="worker is busy"))
         return cancelled
 
-    # Streamed text is sent at most every TOKEN_FLUSH_S per candidate (and always before
-    # the candidate ends): one message per token costs the node more CPU than it is worth.
-    pending: dict[int, list[str]] = {}
-    last_flush = time.monotonic()
-
-    def flush(index: int) -> None:
-        parts = pending.pop(index, None)
-        if parts:
-            link.send(WorkToken(request_id=rid, index=index, text="".join(parts)))
-
-    started: set[int] = set()  # candidates whose first text has gone out
-
-    def on_token(index: int, text: str) -> None:
-        nonlocal last_flush
-        pending.setdefault(index, []).append(text)
-        if index not in started:  # the first token leaves at once (time to first token)
-            started.add(index)
-            flush(index)
-            return
-        now = time.monotonic()
-        if now - last_flush >= TOKEN_FLUSH_S:
-            for i in list(pending):
-                flush(i)
-            last_flush = now
-
-    def on_candidate(index: int, cand: Candidate) -> None:
-        flush(index)
-        link.send(WorkCandidate(request_id=rid, index=index, candidate=cand))
-
+    out = _Output(link, msg)
     try:
         if msg.score is not None:
             _score(link, engine, msg.request, msg.score, rid)
             return
-        engine.generate(
-            msg.request,
-            on_token=on_token if msg.stream else None,
-            on_candidate=on_candidate,
-            should_stop=should_stop,
-        )
+        engine.generate(msg.request, on_token=out.on_token if msg.stream else None,
+                        on_candidate=out.on_candidate, should_stop=should_stop)
     except ZswarmError as exc:
-        link.send(error(rid, exc.kind, str(exc)))
+        out.on_done(exc)
         return
     except (RuntimeError, ValueError, MemoryError) as exc:
-        link.send(error(rid, "inference", f"engine failed: {exc}"))
+        out.failed(exc)
         return
-    link.send(WorkDone(request_id=rid))
+    out.on_done(None)
+
+
+def _serve_batched(link: _Link, engine: Any, parent_pid: int) -> None:
+    """Many requests at once (engines/batching.py): between steps, every message waiting
+    on the socket is taken (new requests join the batch, cancels stop theirs), then
+    one step decodes a token of every running request."""
+    batcher = engine.batcher
+    outputs: dict[str, _Output] = {}
+    reported = [engine.cache.evictions]
+
+    def ended(out: _Output) -> Callable[[ZswarmError | None], None]:
+        def done(exc: ZswarmError | None) -> None:
+            outputs.pop(out.rid, None)
+            evictions = engine.cache.evictions - reported[0]
+            reported[0] = engine.cache.evictions
+            out.on_done(exc, evictions)
+        return done
+
+    while not _parent_gone(parent_pid):
+        timeout = 0 if batcher.busy else 1000
+        while link.sock.poll(timeout):
+            timeout = 0
+            msg = link.recv(None)
+            if isinstance(msg, WorkGenerate):
+                if msg.score is not None:
+                    _serve_one(link, engine, msg)
+                elif msg.request_id in outputs or len(outputs) >= batcher.max_jobs:
+                    link.send(Error(request_id=msg.request_id, kind="overloaded",
+                                    message=f"worker is busy ({len(outputs)} requests)"))
+                else:
+                    out = outputs[msg.request_id] = _Output(link, msg)
+                    engine.submit(msg.request_id, msg.request,
+                                  on_token=out.on_token if msg.stream else None,
+                                  on_candidate=out.on_candidate, on_done=ended(out))
+            elif isinstance(msg, WorkCancel):
+                if msg.request_id == "*shutdown*":
+                    return
+                batcher.cancel(msg.request_id)
+        if batcher.busy:
+            try:
+                batcher.step()
+            except (RuntimeError, ValueError, MemoryError) as exc:
+                log.error("worker: the batch failed: %s", exc)
+                for out in list(outputs.values()):
+                    out.failed(exc)
+                outputs.clear()
+                batcher.reset()
+                engine.clear_cache()
 
 
 def _score(link: _Link, engine: Engine, request: GenerateRequest, text: str, rid: str) -> None:
@@ -188,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         link.send(error(None, exc.kind, str(exc)))
         link.sock.close(linger=1000)
         return 3
-    link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid()))
-    while not _parent_gone(parent_pid):
-        msg = link.recv(1000)
-        if isinstance(msg, WorkGenerate):
-            _serve_one(link, engine, msg)
-        elif isinstance(msg, WorkCancel) and msg.request_id == "*shutdown*":
-            break
+    batcher = getattr(engine, "batcher", None)
+    link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid(),
+                        slots=batcher.max_jobs if batcher is not None else 1))
+    if getattr(engine, "batcher", None) is not None:
+        _serve_batched(link, engine, parent_pid)
+    else:
+        while not _parent_gone(parent_pid):
+            msg = link.recv(1000)
+            if isinstance(msg, WorkGenerate):
+                _serve_one(link, engine, msg)
+            elif isinstance(msg, WorkCancel) and msg.request_id == "*shutdown*":
+                break
     engine.close()
     link.sock.close(linger=1000)
     return 0

@@ -2,7 +2,7 @@
 
 Owns: starting each worker (python -m zswarm.runtime.worker_process), waiting for
 it to load its model, restarting it with exponential backoff when it dies
-(SIGKILL, segfault, OOM), failing its in-flight request at once with
+(SIGKILL, segfault, OOM), failing its in-flight requests at once with
 WorkerCrashed, routing worker messages to the request that waits for them, and
 leaving no child process behind on shutdown. Tells the Scheduler which workers
 are ready. It must not: choose workers (scheduler) or combine candidates.
@@ -50,6 +50,7 @@ from zswarm.errors import (
 from zswarm.net.guard import DropCounter, MessageGuard
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.stats import NodeStats
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class _Worker:
     pid: int | None = None
     ready: bool = False
     restarts: int = 0
-    request_id: str | None = None
+    #: the requests it runs now (several when it batches)
+    requests: set[str] = field(default_factory=set)
     ready_event: trio.Event = field(default_factory=trio.Event)
     load_error: ZswarmError | None = None
 
@@ -71,10 +73,11 @@ class WorkerPool:
     """The node's local workers. Start with ``await nursery.start(pool.serve)``."""
 
     def __init__(self, config: Config, scheduler: Scheduler, model_id: str, *,
-                 drops: DropCounter | None = None) -> None:
+                 drops: DropCounter | None = None, stats: NodeStats | None = None) -> None:
         self.config = config
         self.scheduler = scheduler
         self.drops = drops or DropCounter("workers")
+        self.stats = stats
         count = config.node.workers
         self.workers = {f"w{i}": _Worker(f"w{i}") for i in range(count)}
         cfg_threads = config.model.threads
@@ -172,12 +175,12 @@ class WorkerPool:
         worker.ready = False
         worker.pid = None
         self.scheduler.worker_lost(worker.name)
-        if worker.request_id is not None:
-            route = self._routes.get(worker.request_id)
+        for rid in worker.requests:
+            route = self._routes.get(rid)
             if route is not None:
-                route.send_nowait(Error(request_id=worker.request_id, kind=WorkerCrashed.kind,
+                route.send_nowait(Error(request_id=rid, kind=WorkerCrashed.kind,
                                         message=f"worker {worker.name} died ({_describe_exit(rc)})"))
-            worker.request_id = None
+        worker.requests.clear()
 
     # --- messages from workers ----------------------------------------------------
 
@@ -208,7 +211,7 @@ class WorkerPool:
             worker.ready_event.set()
             if worker.restarts:
                 log.warning("worker %s is back (pid %d)", worker.name, msg.pid)
-            self.scheduler.worker_ready(worker.name)
+            self.scheduler.worker_ready(worker.name, msg.slots)
         elif isinstance(msg, Error) and msg.request_id is None:
             worker.load_error = (ModelNotFound if msg.kind == "model_not_found"
                                  else InferenceError)(msg.message)
@@ -217,8 +220,10 @@ class WorkerPool:
             route = self._routes.get(rid) if rid is not None else None
             if route is not None:
                 route.send_nowait(msg)
-            if isinstance(msg, (WorkDone, Error)) and worker.request_id == rid:
-                worker.request_id = None
+            if isinstance(msg, WorkDone) and self.stats is not None:
+                self.stats.prompt_cache_evictions += msg.cache_evictions
+            if isinstance(msg, (WorkDone, Error)) and rid is not None:
+                worker.requests.discard(rid)
 
     # --- requests -----------------------------------------------------------------
 
@@ -246,7 +251,7 @@ class WorkerPool:
             raise WorkerCrashed(f"worker {worker_name} is not running")
         send, receive = trio.open_memory_channel[WorkerEvent](math.inf)
         self._routes[request_id] = send
-        worker.request_id = request_id
+        worker.requests.add(request_id)
         finished = False
         try:
             try:
@@ -265,9 +270,10 @@ class WorkerPool:
                     raise error_from_kind(event.kind, event.message)
                 on_event(event)
         finally:
-            if not finished and worker.request_id == request_id and self._sock is not None:
+            if not finished and request_id in worker.requests and self._sock is not None:
                 await self._cancel_and_drain(worker, request_id, receive)
             self._routes.pop(request_id, None)
+            worker.requests.discard(request_id)
 
     async def _cancel_and_drain(
         self, worker: _Worker, request_id: str, receive: trio.MemoryReceiveChannel[WorkerEvent]
