@@ -9,8 +9,17 @@ and (c) llama-cpp-python's own ``Llama.create_chat_completion``
 (which keeps the previous prompt's prefix: one prompt). Time to first token is
 measured by streaming: the time until the first text arrives.
 
+Then, on nodes of their own: 4 concurrent clients on a node of one worker (2 threads;
+continuous batching) against one client, in tokens/s; and 2 nodes with ``route``,
+4 growing conversations asked of one of them: the share of follow-up turns served by
+the node that served the conversation's first turn (which holds its prefix), and
+their time to first token against the same conversations on one node.
+
 Goals (issue 17): turn 8 of the growing chat <= 1.1x the library's; interleaved turns
-2-8 <= 0.5x the library's; a new prompt <= the library's + 5 ms.
+2-8 <= 0.5x the library's; a new prompt <= the library's + 5 ms; 4 concurrent
+clients >= 1.8x the tokens/s of one; route: >= 90% of follow-ups on the prefix's
+node, TTFT within 1.2x of one node's; peak RSS per worker reported beside the
+KV cache's size (n_ctx bounds it).
 
     python bench/chat_turns.py            # 3 rounds
     python bench/chat_turns.py --quick    # 1 round, ends with one JSON line
@@ -33,10 +42,11 @@ from _common import median, write_results  # noqa: E402
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
 from zswarm.engines.llamacpp import LlamaCppEngine  # noqa: E402
 from zswarm.engines.models import resolve_model  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config  # noqa: E402
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
 
 THREADS = 1
 REPLY_TOKENS = 24
+CLIENT_TOKENS = 64
 N_CTX = 4096
 SYSTEM = ("You are a helpful assistant running on a small home server. Answer briefly and "
           "plainly; when unsure, say so. Prefer short sentences and concrete examples. "
@@ -135,6 +145,108 @@ def interleaved(ask: Ask, conversations: int = 4) -> list[list[float]]:
     return ttfts
 
 
+def concurrent_clients(base: str, clients: int, requests_each: int) -> float:
+    """Aggregate completion tokens/s of ``clients`` threads, each asking in turn."""
+    import threading
+
+    import httpx
+
+    tokens: list[int] = []
+
+    def client(c: int) -> None:
+        with httpx.Client(timeout=300) as http:
+            for r in range(requests_each):
+                body = {"model": "default", "max_tokens": CLIENT_TOKENS, "temperature": 0.8,
+                        "seed": c * 100 + r, "messages": [
+                            {"role": "user", "content": f"Tell a long story about robot {c}-{r}."}]}
+                reply = http.post(f"{base}/chat/completions", json=body).json()
+                tokens.append(reply["usage"]["completion_tokens"])
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(tokens) / (time.perf_counter() - t0)
+
+
+def worker_rss_mib(node: NodeProcess) -> float:
+    """Peak RSS (VmHWM) of the node's worker processes, the largest, in MiB."""
+    peak = 0.0
+    for child in Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split():
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
+    return round(peak, 1)
+
+
+def route_pair(work: Path, rounds: int) -> dict[str, object]:
+    """Two nodes, ``route``: which node serves each follow-up turn, and how fast."""
+    import httpx
+
+    swarm = "chat-route-" + secrets.token_hex(4)
+    common = {"model": {"threads": THREADS, "n_ctx": N_CTX},
+              "scheduler": {"default_deadline_ms": 120_000},
+              "consensus": {"strategy": "route"}}
+    b = NodeProcess(node_config(work, "b", swarm=swarm, federation={
+        "swarm": swarm, "discovery": "static"}, **common))
+    a = None
+    try:
+        b.wait_ready(120)
+        a = NodeProcess(node_config(work, "a", swarm=swarm, federation={
+            "swarm": swarm, "discovery": "static", "peers": [b.rpc]}, **common))
+        info = a.wait_ready(120)
+        base = f"http://127.0.0.1:{info['http_port']}/v1"
+        http = httpx.Client(timeout=120)
+
+        def b_alive() -> bool:
+            data = http.get(f"{base}/federation/peers").json()
+            peers = data.get("peers", []) if isinstance(data, dict) else data
+            return any(p.get("name") == "b" and p.get("state") == "alive" for p in peers)
+
+        wait_until(b_alive, 60, what="node b alive at node a")
+        on_home = follow_ups = 0
+        ttfts: list[float] = []
+        for rnd in range(rounds):
+            histories = [[{"role": "system", "content": f"{SYSTEM} (route {rnd}.{c})"}]
+                         for c in range(4)]
+            homes: list[str | None] = [None] * 4
+            for turn in range(len(QUESTIONS)):
+                for c, history in enumerate(histories):
+                    history.append({"role": "user",
+                                    "content": QUESTIONS[(turn + c) % len(QUESTIONS)]})
+                    t0 = time.perf_counter()
+                    body = {"model": "default", "messages": history, "temperature": 0.0,
+                            "max_tokens": REPLY_TOKENS, "stream": True}
+                    ttft, parts, served = None, [], None
+                    with http.stream("POST", f"{base}/chat/completions", json=body) as r:
+                        for line in r.iter_lines():
+                            if not line.startswith("data: ") or line == "data: [DONE]":
+                                continue
+                            chunk = json.loads(line[6:])
+                            text = ((chunk.get("choices") or [{}])[0].get("delta")
+                                    or {}).get("content") or ""
+                            if text and ttft is None:
+                                ttft = (time.perf_counter() - t0) * 1000
+                            parts.append(text)
+                            if chunk.get("zswarm"):
+                                served = (chunk["zswarm"].get("nodes") or [None])[0]
+                    history.append({"role": "assistant", "content": "".join(parts)})
+                    if turn == 0:
+                        homes[c] = served
+                    else:
+                        follow_ups += 1
+                        on_home += served == homes[c]
+                        ttfts.append(ttft if ttft is not None else 0.0)
+        return {"route_on_home_share": round(on_home / follow_ups, 3),
+                "route_follow_up_ttft_ms": round(median(ttfts), 1)}
+    finally:
+        if a is not None:
+            a.stop()
+        b.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -166,9 +278,26 @@ def main() -> None:
             lib.reset()
             inter_ours.append(interleaved(zswarm_asker(ours)))
             inter_lib.append(interleaved(library_asker(lib)))
+        rss_one = worker_rss_mib(node)
     finally:
         ours.close()
         node.stop()
+    node_ttft_later = median([ms for r in grow_node for ms in r[1:]])
+    # continuous batching: one worker, 2 threads (as measured in the issue)
+    busy = NodeProcess(node_config(work, "busy", swarm="chat-" + secrets.token_hex(4),
+                                   federation={"enabled": False},
+                                   model={"threads": 2, "n_ctx": N_CTX},
+                                   scheduler={"default_deadline_ms": 300_000}))
+    try:
+        binfo = busy.wait_ready(120)
+        bbase = f"http://127.0.0.1:{binfo['http_port']}/v1"
+        each = 2 if args.quick else 4
+        one_client = concurrent_clients(bbase, 1, each)
+        four_clients = concurrent_clients(bbase, 4, each)
+        rss_batch = worker_rss_mib(busy)
+    finally:
+        busy.stop()
+    route = route_pair(work, rounds)
     per_turn_ours = [round(median([r[t] for r in grow_ours]), 1) for t in range(len(QUESTIONS))]
     per_turn_lib = [round(median([r[t] for r in grow_lib]), 1) for t in range(len(QUESTIONS))]
     later = lambda runs: median([ms for r in runs for conv in r for ms in conv[1:]])  # noqa: E731
@@ -182,6 +311,13 @@ def main() -> None:
         "interleaved_later_turns_ms_zswarm": round(later(inter_ours), 1),
         "interleaved_later_turns_ms_library": round(later(inter_lib), 1),
         "interleaved_ratio": round(later(inter_ours) / later(inter_lib), 2),
+        "clients1_tok_s": round(one_client, 1), "clients4_tok_s": round(four_clients, 1),
+        "clients4_ratio": round(four_clients / one_client, 2),
+        **route,
+        "route_ttft_ratio": round(float(route["route_follow_up_ttft_ms"])  # type: ignore[arg-type]
+                                  / node_ttft_later, 2),
+        "one_node_follow_up_ttft_ms": round(node_ttft_later, 1),
+        "worker_peak_rss_mib": max(rss_one, rss_batch),
         "threads": THREADS, "rounds": rounds,
     }
     write_results("chat_turns" + ("_quick" if args.quick else ""), figures, [
@@ -195,6 +331,13 @@ def main() -> None:
          str(figures["interleaved_ratio"])),
         ("a new prompt: zswarm / library ms (goal <= library + 5)",
          f"{per_turn_ours[0]} / {per_turn_lib[0]}"),
+        ("4 concurrent clients / 1, tokens/s on one worker (goal >= 1.8)",
+         f"{figures['clients4_ratio']} ({figures['clients4_tok_s']} / "
+         f"{figures['clients1_tok_s']})"),
+        ("route, 2 nodes: follow-ups on the prefix's node (goal >= 0.9)",
+         str(figures["route_on_home_share"])),
+        ("route follow-up TTFT / one node's (goal <= 1.2)", str(figures["route_ttft_ratio"])),
+        ("peak RSS per worker (MiB)", str(figures["worker_peak_rss_mib"])),
     ])
     print(json.dumps(figures))
 

@@ -117,7 +117,8 @@ async def _run_node(config: Config, drain: trio.Event,
                         key=key.fingerprint if key else "")
         ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue),
                           key=key)
-        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"))
+        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
+                          stats=ctx.stats)
         federation = (Federation(ctx, publisher, mdns_address=host)
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()

@@ -58,6 +58,12 @@ class NodeCollector(Collector):
         prompt.add_metric(["yes"], stats.prompt_tokens_cached)
         prompt.add_metric(["no"], stats.prompt_tokens - stats.prompt_tokens_cached)
         yield prompt
+        yield CounterMetricFamily("zswarm_prompt_cache_hits", "local candidates whose prompt "
+                                  "began with a prefix the worker's cache held",
+                                  value=stats.prompt_cache_hits)
+        yield CounterMetricFamily("zswarm_prompt_cache_evictions", "prompts the workers' caches "
+                                  "dropped (whole or in part) for room",
+                                  value=stats.prompt_cache_evictions)
         yield GaugeMetricFamily("zswarm_tokens_per_second", "tokens/s over the last 10 s",
                                 value=load.tokens_per_s)
         yield GaugeMetricFamily("zswarm_queue_depth", "requests waiting for a worker",

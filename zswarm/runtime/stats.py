@@ -114,6 +114,9 @@ class NodeStats:
     #: prompt tokens of the local candidates, and how many the workers' caches held
     prompt_tokens: int = 0
     prompt_tokens_cached: int = 0
+    #: local candidates whose prompt began with a cached prefix; prompts the caches dropped
+    prompt_cache_hits: int = 0
+    prompt_cache_evictions: int = 0
     #: the recent rate of tokens_generated
     tokens: RateMeter = field(default_factory=RateMeter)
     votes_sent: int = 0
@@ -142,4 +145,5 @@ class NodeStats:
         self.tokens_generated += tokens
         self.prompt_tokens += prompt_tokens
         self.prompt_tokens_cached += cached_tokens
+        self.prompt_cache_hits += cached_tokens > 0
         self.tokens.add(tokens)

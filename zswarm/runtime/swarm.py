@@ -87,6 +87,7 @@ async def local_swarm(config: Config) -> AsyncIterator[LocalSwarm]:
                         workers=config.node.workers, rpc="", pub="",
                         swarm=config.federation.swarm)
         ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue))
-        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"))
+        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
+                          stats=ctx.stats)
         async with serving(ctx, pool):
             yield LocalSwarm(ctx, pool, Coordinator(ctx, pool, NoPeers()))
