@@ -41,7 +41,7 @@ from _common import median, write_results  # noqa: E402
 
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
 from zswarm.engines.llamacpp import LlamaCppEngine  # noqa: E402
-from zswarm.engines.models import resolve_model  # noqa: E402
+from zswarm.engines.models import ModelFile, resolve_model  # noqa: E402
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
 
 THREADS = 1
@@ -171,6 +171,32 @@ def concurrent_clients(base: str, clients: int, requests_each: int) -> float:
     return sum(tokens) / (time.perf_counter() - t0)
 
 
+def engine_batch_ratio(model: ModelFile, clients: int) -> float:
+    """The engine alone (no node, no HTTP), 2 threads: tokens/s of ``clients`` requests
+    batched together against one, each 64 tokens: what llama.cpp's decode allows here."""
+    engine = LlamaCppEngine(model, n_ctx=N_CTX, threads=2)
+
+    def rate(k: int) -> float:
+        engine.clear_cache()
+        done: list[object] = []
+        t0 = time.perf_counter()
+        for i in range(k):
+            engine.submit(f"r{i}", GenerateRequest(
+                messages=(ChatMessage(role="user", content=f"Tell a long story about robot {i}."),),
+                params=SamplingParams(temperature=0.8, seed=i, max_tokens=CLIENT_TOKENS,
+                                      ignore_eos=True)),
+                on_token=None, on_candidate=None, on_done=done.append)
+        while len(done) < k:
+            engine.batcher.step()
+        return CLIENT_TOKENS * k / (time.perf_counter() - t0)
+
+    try:
+        rate(1)  # warm
+        return median([rate(clients) / rate(1) for _ in range(3)])
+    finally:
+        engine.close()
+
+
 def worker_rss_mib(node: NodeProcess) -> float:
     """Peak RSS (VmHWM) of the node's worker processes, the largest, in MiB."""
     peak = 0.0
@@ -256,9 +282,11 @@ def main() -> None:
 
     model = resolve_model("default")
     ours = LlamaCppEngine(model, n_ctx=N_CTX, threads=THREADS)
+    ours_fa_off = LlamaCppEngine(model, n_ctx=N_CTX, threads=THREADS, flash_attn="off")
     lib = Llama(model_path=str(model.path), n_ctx=N_CTX, n_threads=THREADS,
                 n_threads_batch=THREADS, verbose=False)
     grow_ours, grow_lib, inter_ours, inter_lib, grow_node = [], [], [], [], []
+    grow_fa_off: list[list[float]] = []
     work = Path(tempfile.mkdtemp(prefix="zswarm-chat-"))
     cfg = node_config(work, "chat", swarm="chat-" + secrets.token_hex(4),
                       federation={"enabled": False},
@@ -274,6 +302,7 @@ def main() -> None:
             lib.reset()
             grow_ours.append(growing(zswarm_asker(ours), f"round {len(grow_ours)}"))
             grow_lib.append(growing(library_asker(lib), f"round {len(grow_lib)}"))
+            grow_fa_off.append(growing(zswarm_asker(ours_fa_off), f"round {len(grow_fa_off)}"))
             ours.clear_cache()
             lib.reset()
             inter_ours.append(interleaved(zswarm_asker(ours)))
@@ -281,6 +310,7 @@ def main() -> None:
         rss_one = worker_rss_mib(node)
     finally:
         ours.close()
+        ours_fa_off.close()
         node.stop()
     node_ttft_later = median([ms for r in grow_node for ms in r[1:]])
     # continuous batching: one worker, 2 threads (as measured in the issue)
@@ -298,6 +328,7 @@ def main() -> None:
     finally:
         busy.stop()
     route = route_pair(work, rounds)
+    engine4 = engine_batch_ratio(model, 4)
     per_turn_ours = [round(median([r[t] for r in grow_ours]), 1) for t in range(len(QUESTIONS))]
     per_turn_lib = [round(median([r[t] for r in grow_lib]), 1) for t in range(len(QUESTIONS))]
     later = lambda runs: median([ms for r in runs for conv in r for ms in conv[1:]])  # noqa: E731
@@ -313,6 +344,9 @@ def main() -> None:
         "interleaved_ratio": round(later(inter_ours) / later(inter_lib), 2),
         "clients1_tok_s": round(one_client, 1), "clients4_tok_s": round(four_clients, 1),
         "clients4_ratio": round(four_clients / one_client, 2),
+        "engine_clients4_ratio": round(engine4, 2),
+        "turn8_ratio_engine_flash_attn_off": round(
+            median([r[-1] for r in grow_fa_off]) / per_turn_lib[-1], 2),
         **route,
         "route_ttft_ratio": round(float(route["route_follow_up_ttft_ms"])  # type: ignore[arg-type]
                                   / node_ttft_later, 2),
@@ -334,6 +368,10 @@ def main() -> None:
         ("4 concurrent clients / 1, tokens/s on one worker (goal >= 1.8)",
          f"{figures['clients4_ratio']} ({figures['clients4_tok_s']} / "
          f"{figures['clients1_tok_s']})"),
+        ("the engine alone, 4 batched / 1 (llama.cpp's ceiling here)",
+         str(figures["engine_clients4_ratio"])),
+        ("turn 8 with flash attention off (the library's default): engine / library",
+         str(figures["turn8_ratio_engine_flash_attn_off"])),
         ("route, 2 nodes: follow-ups on the prefix's node (goal >= 0.9)",
          str(figures["route_on_home_share"])),
         ("route follow-up TTFT / one node's (goal <= 1.2)", str(figures["route_ttft_ratio"])),

@@ -286,3 +286,13 @@ def test_several_candidates_and_a_full_batch_share_the_pool():
         assert not engine.batcher.busy and len(engine.batcher._pool) == 4
     finally:
         engine.close()
+
+
+def test_flash_attention_off_still_answers():
+    engine = LlamaCppEngine(resolve_model("default"), n_ctx=512, threads=2, flash_attn="off")
+    try:
+        [c] = engine.generate(ask("What is the capital of France?", temperature=0,
+                                  max_tokens=24))
+        assert "Paris" in c.text
+    finally:
+        engine.close()

@@ -58,6 +58,7 @@ class LlamaCppEngine:
         threads: int = 0,
         max_batch_candidates: int = 8,
         cache_slots: int = 4,
+        flash_attn: str = "auto",
     ) -> None:
         import llama_cpp
         from llama_cpp import _internals as internals
@@ -84,6 +85,9 @@ class LlamaCppEngine:
         cparams.n_ubatch = min(512, n_ctx)
         cparams.n_seq_max = self.n_seq_max
         cparams.kv_unified = True
+        cparams.flash_attn_type = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+                                   "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                                   "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}[flash_attn]
         n_threads = threads or max(1, (os.cpu_count() or 1))
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads

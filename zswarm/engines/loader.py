@@ -43,7 +43,7 @@ def load_engine(cfg: ModelConfig, *, threads: int) -> Engine:
 
         return LlamaCppEngine(resolve_model(cfg.path), n_ctx=cfg.n_ctx, threads=threads,
                               max_batch_candidates=cfg.max_batch_candidates,
-                              cache_slots=cfg.cache_slots)
+                              cache_slots=cfg.cache_slots, flash_attn=cfg.flash_attn)
     return _plugin(cfg.backend).load(cfg, threads)
 
 
