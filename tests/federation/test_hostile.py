@@ -25,6 +25,9 @@ from zswarm.core.messages import (
     Heartbeat,
     Load,
     NodeCard,
+    PeerInfo,
+    PeersReply,
+    PeersRequest,
     Status,
     StatusRequest,
     TokenLogprob,
@@ -152,6 +155,9 @@ class FakePeer:
                              rpc=self.rpc_endpoint, pub=self.pub_endpoint, swarm=swarm)
         self.vote = vote
         self.votes_asked = 0
+        #: what it answers to PeersRequest (peer exchange)
+        self.peer_list: list[PeerInfo] = []
+        self.peers_asked = 0
         self.scope = trio.CancelScope()
 
     async def serve(self) -> None:
@@ -174,6 +180,10 @@ class FakePeer:
                 elif isinstance(msg, VoteRequest):
                     self.votes_asked += 1
                     reply = self._vote(msg)
+                elif isinstance(msg, PeersRequest):
+                    self.peers_asked += 1
+                    reply = codec.encode(PeersReply(request_id=msg.request_id, node=self.card,
+                                                    peers=self.peer_list))
                 else:
                     continue
                 if reply:

@@ -25,6 +25,8 @@ from zswarm.core.messages import (
     Load,
     Message,
     NodeCard,
+    PeersReply,
+    PeersRequest,
     Status,
     StatusRequest,
     Vote,
@@ -94,6 +96,8 @@ class FakeLink:
     async def request(self, msg: Message, rid: str, timeout_s: float) -> Message:
         if isinstance(msg, StatusRequest):
             return Status(request_id=rid, card=self.peer, load=READY)
+        if isinstance(msg, PeersRequest):  # peer exchange: it knows nobody else
+            return PeersReply(request_id=rid, node=self.peer, peers=[])
         assert isinstance(msg, VoteRequest)
         answer = self.io.votes.get(self.peer.node_id)
         if answer is None:

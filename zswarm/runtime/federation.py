@@ -11,10 +11,10 @@ round-trip time; and sending one VoteRequest to one peer (``vote``), whose answe
 is checked (core/claims.py) before anyone uses it, and planning peers with what
 they delivered. What arrives from peers is handled inside the guard of the loop
 that read it (net/guard.py), and a library error while acting on one peer's data
-costs that peer. It must not: decide fan-out (core/plan.py) or combine candidates
-(coordinator + core/consensus.py). It is over 400 lines for one concern, the
-effects of one state machine: the probes, the only part that could move out, read
-and change most of its state.
+costs that peer. The probes themselves (what to ask a node at an endpoint, and
+what to admit from the answer) are runtime/probes.py, a part of this class kept in
+a file of its own. It must not: decide fan-out (core/plan.py) or combine candidates
+(coordinator + core/consensus.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ from zswarm.core.messages import (
     GenerateRequest,
     Heartbeat,
     Load,
-    NodeCard,
     PeerInfo,
-    Status,
-    StatusRequest,
     Vote,
     VoteRequest,
 )
@@ -46,8 +43,10 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import Publisher
 from zswarm.net.guard import Budget, MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
+from zswarm.runtime import exchange
 from zswarm.runtime.connections import Connections
 from zswarm.runtime.context import NodeContext
+from zswarm.runtime.probes import Probing
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ NOTES_PER_KIND = 20
 NOTES_WINDOW_S = 60.0
 
 
-class Federation:
+class Federation(Probing):
     """``Peers`` (runtime/context.py) for a federating node; run ``nursery.start(serve)``.
 
     ``peer_io`` is built here unless given (the tests give a recording one).
@@ -98,6 +97,7 @@ class Federation:
         self._probe_drops = ctx.drops.counter("probes")
         self._quiet = QuietLog(log, every_s=60.0)
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
+        self._tried = exchange.Tried()
 
     # --- services -----------------------------------------------------------------
 
@@ -149,6 +149,9 @@ class Federation:
         for endpoint, why in self.static.items():
             if why:
                 self._spawn(endpoint, self._probe_static, endpoint)
+        ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()])
+        if ask is not None:
+            self._spawn(f"exchange:{ask}", self._exchange, ask)
         for peer in self.table.due_probes(trio.current_time()):
             self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
         for peer in list(self.table.peers.values()):
@@ -207,66 +210,6 @@ class Federation:
         """A node asked for our status naming itself: if we think it dead, probe it now."""
         if self.table.hello(node_id, trio.current_time()):
             self._spawn(node_id, self._ping, node_id)
-
-    async def _probe_static(self, endpoint: str) -> None:
-        try:
-            host, port = endpoint[len("tcp://"):].rsplit(":", 1)
-            infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
-            address = claims.ipv4_literal(str(infos[0][4][0]))
-            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port), endpoint)
-            card = claims.card_at(reply.card, address)
-        except (OSError, ValueError, ZswarmError) as exc:
-            self.static[endpoint] = str(exc) or type(exc).__name__
-            return
-        why = claims.foreign(card, self.me)
-        if why:
-            self.static[endpoint] = why
-            return
-        self.static[endpoint] = ""
-        self._static_ids[card.node_id] = endpoint
-        now = trio.current_time()
-        self._apply(self.table.discovered(card, address, "static", now))
-        self._apply(self.table.heard(card, claims.believable_load(reply.load, card), now))
-        self.table.rtt(card.node_id, rtt_ms)
-
-    async def _ping(self, node_id: str) -> None:
-        peer = self.table.peers.get(node_id)
-        if peer is None:
-            return
-        try:
-            if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
-                rid = new_request_id()
-                t0 = time.perf_counter()
-                reply = await self.peer_io.link(peer).request(
-                    StatusRequest(request_id=rid, sender=self.me.node_id), rid, self.interval_s)
-                if not isinstance(reply, Status):
-                    raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
-                rtt_ms = (time.perf_counter() - t0) * 1000
-            else:  # DISCOVERED, DEAD, LEFT: no standing link to a node that may not be there
-                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.name)
-        except ZswarmError as exc:
-            log.debug("ping %s: %s", peer.card.name, exc)
-            return
-        if reply.card.node_id == node_id:
-            self.table.rtt(node_id, rtt_ms)
-            self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
-                                         trio.current_time()))
-
-    async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
-        """A record says a known peer moved: believe it once the node answers there."""
-        try:
-            reply, _ = await self.peer_io.status(claim.rpc, claim.name)
-        except ZswarmError as exc:
-            log.info("a record says %s moved to %s; it does not answer there: %s",
-                     node_id, claim.rpc, exc)
-            return
-        if reply.card.node_id != node_id:
-            log.warning("a record says %s moved to %s, but %s answers there: ignored",
-                        node_id, claim.rpc, reply.card.node_id)
-            return
-        self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
-        self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
-                                     trio.current_time()))
 
     # --- carrying out the table's changes -----------------------------------------
 
@@ -338,6 +281,8 @@ class Federation:
                 self._note(INFO, "joined", "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
             self.peer_io.subscribe(peer)
+            if change.old is not PeerState.SUSPECT:  # the members it knows, at once
+                self._spawn(f"exchange:{card.node_id}", self._exchange, card.node_id)
         elif new is PeerState.DEAD:
             why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
             if peer.last_heard is None:  # an announcement nobody answered for
@@ -450,3 +395,4 @@ class Federation:
                          source="static", rpc=endpoint, detail=why)
                 for endpoint, why in self.static.items() if why]
         return out
+

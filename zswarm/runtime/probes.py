@@ -1,0 +1,166 @@
+"""The probes of runtime/federation.py: asking a node at an endpoint, admitting what answers.
+
+Owns: probing static endpoints, endpoints learned by peer exchange (runtime/exchange.py:
+asking an ALIVE peer for the peers it knows, then each named node at its endpoint),
+announced and DEAD peers (pings, which also measure round-trip time) and claimed
+moves; and the one rule for admitting a node that answered: it is the node expected
+there (when one is named) and of our swarm and key (core/claims.py), then it is
+discovered and heard at the address we reached it at. A part of Federation (a mixin
+over its table, links and job spawner), in a file of its own for length.
+It must not: carry out the table's changes (Federation._apply does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Container
+from typing import TYPE_CHECKING
+
+import trio
+
+from zswarm.core import claims
+from zswarm.core.ids import new_request_id
+from zswarm.core.messages import NodeCard, PeersReply, PeersRequest, Status, StatusRequest
+from zswarm.core.peers import Change, PeerState, PeerTable
+from zswarm.errors import RemoteProtocolError, ZswarmError
+from zswarm.net.guard import DropCounter
+from zswarm.runtime import exchange
+
+if TYPE_CHECKING:
+    from zswarm.runtime.connections import Connections
+
+log = logging.getLogger("zswarm.runtime.federation")
+
+
+class Probing:
+    """The probe jobs (run through Federation._spawn, one per key at a time)."""
+
+    me: NodeCard
+    table: PeerTable
+    peer_io: Connections
+    interval_s: float
+    static: dict[str, str]
+    _static_ids: dict[str, str]
+    _probe_drops: DropCounter
+    _tried: exchange.Tried
+
+    def _apply(self, changes: list[Change]) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
+        raise NotImplementedError
+
+    async def _probe_static(self, endpoint: str) -> None:
+        try:
+            host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+            infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
+            address = claims.ipv4_literal(str(infos[0][4][0]))
+            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port), endpoint)
+        except (OSError, ValueError, ZswarmError) as exc:
+            self.static[endpoint] = str(exc) or type(exc).__name__
+            return
+        why = self._admit(reply, rtt_ms, address, "static")
+        self.static[endpoint] = why
+        if not why:
+            self._static_ids[reply.card.node_id] = endpoint
+
+    def _admit(self, reply: Status, rtt_ms: float, address: str, source: str,
+               expected: str | None = None) -> str:
+        """A node answered a probe at ``address``: add it to the table (it is heard), or
+        say why not ("" = added)."""
+        card = claims.card_at(reply.card, address)
+        if expected is not None and card.node_id != expected:
+            return f"{card.node_id} answers there, not {expected}"
+        why = claims.foreign(card, self.me)
+        if why:
+            return why
+        now = trio.current_time()
+        self._apply(self.table.discovered(card, address, source, now))
+        self._apply(self.table.heard(card, claims.believable_load(reply.load, card), now))
+        self.table.rtt(card.node_id, rtt_ms)
+        return ""
+
+    async def _exchange(self, node_id: str) -> None:
+        """Ask an ALIVE peer for the peers it knows; probe those worth it (exchange.py)."""
+        peer = self.table.peers.get(node_id)
+        if peer is None or peer.state is not PeerState.ALIVE:
+            return
+        rid = new_request_id()
+        reply = await self.peer_io.link(peer).request(PeersRequest(request_id=rid), rid,
+                                                      self.interval_s)
+        if not isinstance(reply, PeersReply):
+            raise RemoteProtocolError(f"answered {type(reply).__name__}, not PeersReply",
+                                      reason="unexpected")
+        learned = sum(1 for p in self.table.peers.values() if p.source == "exchange")
+        now = trio.current_time()
+        known = _Either(self.table.peers, lambda node_id: self._tried.recent(node_id, now))
+        for entry in exchange.worth_probing(reply, me=self.me, known=known,
+                                            room=exchange.MAX_EXCHANGED - learned):
+            self._tried.add(entry.node_id, now)
+            self._spawn(f"learned:{entry.node_id}", self._probe_learned, entry, peer.card.name)
+
+    async def _probe_learned(self, entry: exchange.Learned, member: str) -> None:
+        if entry.node_id in self.table.peers:
+            return
+        try:
+            reply, rtt_ms = await self.peer_io.status(entry.endpoint, entry.node_id)
+        except ZswarmError as exc:
+            log.debug("%s named %s at %s: no answer (%s)", member, entry.node_id,
+                      entry.endpoint, exc)
+            return
+        why = self._admit(reply, rtt_ms, entry.address, "exchange", expected=entry.node_id)
+        if why:
+            self._probe_drops.drop("exchange", f"{member} named {entry.node_id} at "
+                                   f"{entry.endpoint}: {why}")
+
+    async def _ping(self, node_id: str) -> None:
+        peer = self.table.peers.get(node_id)
+        if peer is None:
+            return
+        try:
+            if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
+                rid = new_request_id()
+                t0 = time.perf_counter()
+                reply = await self.peer_io.link(peer).request(
+                    StatusRequest(request_id=rid, sender=self.me.node_id), rid, self.interval_s)
+                if not isinstance(reply, Status):
+                    raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
+                rtt_ms = (time.perf_counter() - t0) * 1000
+            else:  # DISCOVERED, DEAD, LEFT: no standing link to a node that may not be there
+                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.name)
+        except ZswarmError as exc:
+            log.debug("ping %s: %s", peer.card.name, exc)
+            return
+        if reply.card.node_id == node_id:
+            self.table.rtt(node_id, rtt_ms)
+            self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
+                                         trio.current_time()))
+
+    async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
+        """A record says a known peer moved: believe it once the node answers there."""
+        try:
+            reply, _ = await self.peer_io.status(claim.rpc, claim.name)
+        except ZswarmError as exc:
+            log.info("a record says %s moved to %s; it does not answer there: %s",
+                     node_id, claim.rpc, exc)
+            return
+        if reply.card.node_id != node_id:
+            log.warning("a record says %s moved to %s, but %s answers there: ignored",
+                        node_id, claim.rpc, reply.card.node_id)
+            return
+        self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
+        self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
+                                     trio.current_time()))
+
+
+
+class _Either(Container[str]):
+    """In ``table`` or passing ``test``."""
+
+    def __init__(self, table: Container[str], test: Callable[[str], bool]) -> None:
+        self.table = table
+        self.test = test
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.table or (isinstance(item, str) and self.test(item))
