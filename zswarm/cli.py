@@ -1,4 +1,5 @@
-"""The zswarm command line (typer): node, ask, peers. Parses, then calls into the runtime."""
+"""The zswarm command line (typer): node, ask, peers (models, pull, join: cli_swarm.py).
+Parses, then calls into the runtime."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import msgspec
 import trio
 import typer
 
-from zswarm import client, views
+from zswarm import cli_swarm, client, views
 from zswarm.config import Config, load_config, override
 from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
@@ -383,6 +384,11 @@ def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
                      detail=f"{verdict(f.card)}: swarm {f.card.swarm}, "
                      f"protocol {f.proto}, {f.card.hardware}")
             for f in browse_for(address, seconds)]
+
+
+cli_swarm.register(app, ConfigOpt, _load, _key, lambda path: node(
+    config=path, federation=None, name=None, bind=None, http_port=None, peer=None,
+    verbose=False))
 
 
 def main() -> None:

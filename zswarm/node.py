@@ -28,9 +28,11 @@ import logging
 import os
 import re
 import resource
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -38,19 +40,21 @@ import trio
 from zswarm.config import Config
 from zswarm.core.ids import NodeId, new_node_id
 from zswarm.core.messages import NodeCard
-from zswarm.engines.loader import model_id
+from zswarm.engines.loader import model_file, model_id
 from zswarm.errors import ConfigError
 from zswarm.http.base import HttpNode
 from zswarm.http.server import open_listener, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.security import swarm_key
+from zswarm.pull import Progress, local_model
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation
 from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.sharing import ModelShelf
 from zswarm.runtime.swarm import serving, single_errors
 from zswarm.runtime.workers import WorkerPool
 
@@ -94,7 +98,11 @@ async def _run_node(config: Config, drain: trio.Event,
         log.warning("OPEN HTTP: no API key and no swarm key, so any host on this LAN can "
                     "ask this node to generate and read its status at http://%s:%d "
                     "(set [http] api_keys, or a swarm key)", host, config.ports.http)
-    model = await trio.to_thread.run_sync(model_id, config.model)
+    config = await trio.to_thread.run_sync(partial(local_model, config, key,
+                                                    progress=_log_progress()))
+    shelf = ModelShelf(await trio.to_thread.run_sync(model_file, config.model))
+    model = (shelf.model.model_id if shelf.model is not None
+             else await trio.to_thread.run_sync(model_id, config.model))
     ports = config.ports
     with ExitStack() as sockets:  # every socket bound before anything serves
         listener = None
@@ -123,7 +131,7 @@ async def _run_node(config: Config, drain: trio.Event,
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()
         coordinator = Coordinator(ctx, pool, peers)
-        rpc = RpcServer(ctx, rpc_sock, coordinator, peers)
+        rpc = RpcServer(ctx, rpc_sock, coordinator, peers, shelf)
         async with trio.open_nursery() as nursery:
             if listener is not None:  # first, so /health can say "loading"
                 await nursery.start(serve_http, HttpNode(ctx, coordinator, peers, nursery),
@@ -250,3 +258,16 @@ def _remove_node_json(path: Path) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
+
+
+def _log_progress() -> Progress:
+    """A pull at start, logged every 5 s (the CLI's pull draws a bar instead)."""
+    last = [0.0]
+
+    def progress(done: int, total: int, rate: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5 or done == total:
+            last[0] = now
+            log.warning("pulling the model: %.0f of %.0f MiB (%.1f MiB/s)", done / 2**20,
+                        total / 2**20, rate / 2**20)
+    return progress

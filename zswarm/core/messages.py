@@ -20,6 +20,10 @@ MAX_N = 32
 MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_STRINGS = 8
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: model files pulled over the swarm (zswarm pull): at most 1 TiB, in pieces of these sizes
+MAX_MODEL_BYTES = 1 << 40
+MIN_CHUNK_BYTES = 64 * 1024
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
 #: what a node's RPC socket accepts: a request's prompt is at most MAX_PROMPT_CHARS
 #: characters of up to 4 bytes (replies, up to MAX_FRAME_BYTES, only go the other way)
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -333,9 +337,45 @@ class WorkDone(_Msg, frozen=True, tag="work_done"):
     cache_evictions: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
 
 
+# --- pulling a model from a member (zswarm pull; runtime/sharing.py serves) -----------
+
+
+class ModelRequest(_Msg, frozen=True, tag="model_request"):
+    """What a node serves as ``model_id``: its size and hashes (ModelOffer)."""
+
+    request_id: ShortText
+    model_id: ShortText
+    #: also the sha256 of every piece (costs the server one read of the file, once)
+    chunks: bool = False
+
+
+class ModelOffer(_Msg, frozen=True, tag="model_offer"):
+    request_id: ShortText
+    model_id: ShortText
+    #: the file's name (a plain name: the puller checks it before using it)
+    name: ShortText
+    size: Annotated[int, Meta(ge=0, le=MAX_MODEL_BYTES)]
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    chunk_bytes: Annotated[int, Meta(ge=MIN_CHUNK_BYTES, le=MAX_CHUNK_BYTES)]
+    #: sha256 of each chunk_bytes piece, in order (empty unless asked for)
+    chunk_sha256: list[Annotated[bytes, Meta(min_length=32, max_length=32)]] = []
+
+
+class ChunkRequest(_Msg, frozen=True, tag="chunk_request"):
+    request_id: ShortText
+    model_id: ShortText
+    index: Annotated[int, Meta(ge=0, le=MAX_MODEL_BYTES // MIN_CHUNK_BYTES)]
+
+
+class Chunk(_Msg, frozen=True, tag="chunk"):
+    request_id: ShortText
+    index: Annotated[int, Meta(ge=0, le=MAX_MODEL_BYTES // MIN_CHUNK_BYTES)]
+    data: Annotated[bytes, Meta(max_length=MAX_CHUNK_BYTES)]
+
+
 Message = (
     ClientRequest | ClientReply | StatusRequest | Status | Error | PeersRequest | PeersReply
-    | Heartbeat | VoteRequest | Vote | Cancel
+    | Heartbeat | VoteRequest | Vote | Cancel | ModelRequest | ModelOffer | ChunkRequest | Chunk
     | WorkGenerate | WorkCancel | WorkReady | WorkToken | WorkCandidate | WorkDone
 )
 

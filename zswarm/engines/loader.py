@@ -14,7 +14,7 @@ from typing import cast
 
 from zswarm.config import ModelConfig
 from zswarm.engines.base import Backend, Engine
-from zswarm.engines.models import resolve_model
+from zswarm.engines.models import ModelFile, resolve_model
 from zswarm.errors import ConfigError
 
 PLUGIN_GROUP = "zswarm.engines"
@@ -29,6 +29,14 @@ def model_id(cfg: ModelConfig) -> str:
     if cfg.backend in ("llamacpp", "ctransformers"):
         return resolve_model(cfg.path).model_id
     return _plugin(cfg.backend).model_id(cfg)
+
+
+def model_file(cfg: ModelConfig) -> ModelFile | None:
+    """The configured model's file, for the backends that load one (it may be shared
+    with members that pull it: runtime/sharing.py); None for a plugin backend."""
+    if cfg.backend in ("llamacpp", "ctransformers"):
+        return resolve_model(cfg.path)
+    return None
 
 
 def load_engine(cfg: ModelConfig, *, threads: int) -> Engine:

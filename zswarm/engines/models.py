@@ -44,7 +44,7 @@ def default_model_path() -> Path:
     raise ModelNotFound(f"{DEFAULT_MODEL_FILE} is missing from the {DEFAULT_MODEL_PACKAGE} package")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """sha256 of the file, cached beside it in the user's cache keyed by size and mtime."""
     st = path.stat()
     cache_dir = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "zswarm"
@@ -90,5 +90,5 @@ def resolve_model(setting: str) -> ModelFile:
         fmt = "ggml"
     else:
         raise ModelNotFound(f"model file {path}: not a GGUF or GGML file (magic {magic!r})")
-    return ModelFile(path=path, model_id=model_id_from(path.name, _sha256(path)), format=fmt,
+    return ModelFile(path=path, model_id=model_id_from(path.name, file_sha256(path)), format=fmt,
                      size_bytes=size)

@@ -6,7 +6,8 @@ node's limits on requests, one task per request bounded by a capacity limiter
 (Overloaded beyond it), request ids scoped per sender (a duplicate of one in
 flight gets ``Error(kind="duplicate_request")``), serving VoteRequests from the
 local workers only (one hop) and stopping them on Cancel, and answering Status
-and Peers requests. It must not: plan fan-out or decide (the Coordinator does).
+and Peers requests, and pieces of its model file for pullers (runtime/sharing.py).
+It must not: plan fan-out or decide (the Coordinator does).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import (
     MAX_REQUEST_BYTES,
     Cancel,
+    ChunkRequest,
     ClientReply,
     ClientRequest,
     Error,
     Message,
+    ModelRequest,
     PeersReply,
     PeersRequest,
     Status,
@@ -38,9 +41,13 @@ from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.sharing import ModelShelf
 from zswarm.runtime.votes import serve_vote
 
 log = logging.getLogger(__name__)
+
+#: requests served in a task of their own (bounded by the capacity limiter)
+Admitted = ClientRequest | VoteRequest | ModelRequest | ChunkRequest
 
 
 def open_endpoint(endpoint: str, key: SwarmKey | None) -> tuple[TrioSocket, str]:
@@ -52,8 +59,9 @@ class RpcServer:
     """Serves on a bound socket (``open_endpoint``) with ``nursery.start(serve)``."""
 
     def __init__(self, ctx: NodeContext, sock: TrioSocket, coordinator: Coordinator,
-                 peers: Peers) -> None:
+                 peers: Peers, shelf: ModelShelf | None = None) -> None:
         self.ctx = ctx
+        self.shelf = shelf or ModelShelf(None)
         self.sock = sock
         self.coordinator = coordinator
         self.peers = peers
@@ -93,14 +101,13 @@ class RpcServer:
             scope = self._active.get((ident, msg.request_id))
             if scope is not None:
                 scope.cancel()
-        elif isinstance(msg, (ClientRequest, VoteRequest)):
+        elif isinstance(msg, (ClientRequest, VoteRequest, ModelRequest, ChunkRequest)):
             self._admit(nursery, ident, msg)
         else:
             raise RemoteProtocolError(f"unexpected message type {type(msg).__name__}",
                                       reason="unexpected")
 
-    def _admit(self, nursery: trio.Nursery, ident: bytes, msg: ClientRequest | VoteRequest
-               ) -> None:
+    def _admit(self, nursery: trio.Nursery, ident: bytes, msg: Admitted) -> None:
         key = (ident, msg.request_id)
         if key in self._active:
             raise DuplicateRequest(f"request id {msg.request_id!r} is already in flight "
@@ -119,8 +126,7 @@ class RpcServer:
         scope = self._active[key] = trio.CancelScope()
         nursery.start_soon(self._serve_one, ident, msg, scope)
 
-    async def _serve_one(self, ident: bytes, msg: ClientRequest | VoteRequest,
-                         scope: trio.CancelScope) -> None:
+    async def _serve_one(self, ident: bytes, msg: Admitted, scope: trio.CancelScope) -> None:
         """Answer one request; any failure costs this request only (an Error reply)."""
         key = (ident, msg.request_id)
         reply: Message | None = None
@@ -128,8 +134,12 @@ class RpcServer:
             with scope:
                 if isinstance(msg, ClientRequest):
                     reply = await self._client(msg)
-                else:
+                elif isinstance(msg, VoteRequest):
                     reply = await self._vote(msg)
+                elif isinstance(msg, ModelRequest):
+                    reply = await self.shelf.offer(msg)
+                else:
+                    reply = await self.shelf.chunk(msg)
         except Exception as exc:  # ZswarmErrors, and a bug: one request's loss, not the node's
             if not isinstance(exc, ZswarmError):
                 log.exception("request %s: internal error", msg.request_id)

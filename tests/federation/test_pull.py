@@ -1,0 +1,188 @@
+"""Models shared by the swarm (runtime/sharing.py serves, zswarm/pull.py fetches): real
+nodes on loopback serving the default model file, real ZeroMQ, every byte checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import trio
+import zmq
+
+from zswarm.core import codec
+from zswarm.core.messages import (
+    Chunk,
+    ChunkRequest,
+    Error,
+    ModelOffer,
+    ModelRequest,
+)
+from zswarm.engines.models import resolve_model
+from zswarm.errors import ModelNotFound
+from zswarm.net.zmq_trio import TrioSocket
+from zswarm.pull import Holder, Pull, pull
+from zswarm.runtime.sharing import CHUNK_BYTES, MAX_WAITING, chunk_hashes, read_piece
+from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
+
+from .conftest import wait_peers
+from .test_federation import alive, ask
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.model]
+
+MODEL = resolve_model("default")
+
+
+async def start_model_node(cluster, name: str, **kw):
+    return await cluster.start(name, model={"path": "default", "n_ctx": 512},
+                               scheduler={"worker_start_timeout_ms": 60_000}, **kw)
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_pull_from_two_members_checks_every_piece_and_the_whole_file(cluster, tmp_path):
+    b = await start_model_node(cluster, "b")
+    await start_model_node(cluster, "c")
+    await wait_peers(b, alive("c"), 20)
+    result = await trio.to_thread.run_sync(
+        lambda: pull(b.rpc_endpoint, MODEL.path.name, tmp_path / "models"))
+    assert result.model_id == MODEL.model_id and result.path.name == MODEL.path.name
+    assert sha256_of(result.path) == sha256_of(MODEL.path)
+    assert sorted(result.holders) == ["b", "c"]  # both served pieces
+    assert not list((tmp_path / "models").glob("*.part"))
+    again = await trio.to_thread.run_sync(
+        lambda: pull(b.rpc_endpoint, MODEL.model_id, tmp_path / "models"))
+    assert again.holders == [] and again.path == result.path  # there already: nothing sent
+
+
+async def test_a_killed_pull_resumes_from_the_good_pieces(cluster, tmp_path):
+    b = await start_model_node(cluster, "b")
+    directory = tmp_path / "models"
+    directory.mkdir()
+    good = MODEL.path.read_bytes()[:5 * CHUNK_BYTES + 1000]
+    (directory / (MODEL.path.name + ".part")).write_bytes(good + b"garbage" * 1000)
+    result = await trio.to_thread.run_sync(
+        lambda: pull(b.rpc_endpoint, MODEL.model_id, directory))
+    assert result.resumed_bytes == 5 * CHUNK_BYTES  # the partial piece and garbage cut off
+    assert sha256_of(result.path) == sha256_of(MODEL.path)
+
+
+class LyingHolder:
+    """Offers the real model honestly, then sends wrong bytes for every piece."""
+
+    def __init__(self) -> None:
+        self.sock = TrioSocket.open(zmq.ROUTER)
+        self.endpoint = self.sock.bind("tcp://127.0.0.1:0")
+        self.hashes = chunk_hashes(MODEL.path, CHUNK_BYTES)
+        self.sha = hashlib.sha256(MODEL.path.read_bytes()).hexdigest()
+        self.pieces_sent = 0
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                ident, raw = await self.sock.recv_multipart()
+                msg = codec.decode(raw)
+                if isinstance(msg, ModelRequest):
+                    reply = ModelOffer(request_id=msg.request_id, model_id=MODEL.model_id,
+                                       name=MODEL.path.name, size=MODEL.size_bytes,
+                                       sha256=self.sha, chunk_bytes=CHUNK_BYTES,
+                                       chunk_sha256=self.hashes)
+                elif isinstance(msg, ChunkRequest):
+                    self.pieces_sent += 1
+                    data = bytearray(read_piece(MODEL.path, msg.index, CHUNK_BYTES))
+                    data[len(data) // 2] ^= 0xFF
+                    reply = Chunk(request_id=msg.request_id, index=msg.index, data=bytes(data))
+                else:
+                    continue
+                await self.sock.send([ident, codec.encode(reply)])
+        finally:
+            self.sock.close()
+
+
+async def test_a_holder_that_sends_wrong_bytes_is_dropped_and_another_used(cluster, nursery,
+                                                                           tmp_path):
+    liar = LyingHolder()
+    nursery.start_soon(liar.serve)
+    b = await start_model_node(cluster, "b")
+    transfer = Pull(MODEL.model_id, [Holder("liar", liar.endpoint), Holder("b", b.rpc_endpoint)],
+                    tmp_path / "models")
+    result = await trio.to_thread.run_sync(transfer.run)
+    assert result.holders == ["b"] and result.bad_pieces >= 2
+    assert sha256_of(result.path) == sha256_of(MODEL.path)
+    # the liar alone: the pull fails, naming why, and leaves no file to load
+    alone = Pull(MODEL.model_id, [Holder("liar", liar.endpoint)], tmp_path / "other")
+    with pytest.raises(Exception, match="does not match its hash"):
+        await trio.to_thread.run_sync(alone.run)
+    assert not (tmp_path / "other" / MODEL.path.name).exists()
+
+
+async def test_a_node_serves_only_its_model_by_id_and_bounds_piece_requests(cluster, nursery):
+    b = await start_model_node(cluster, "b")
+    with TrioSocket.open(zmq.DEALER) as sock:
+        sock.connect(b.rpc_endpoint)
+        for model_id in ("../../etc/passwd", "/etc/passwd", "other.gguf@0123456789abcdef"):
+            await sock.send([codec.encode(ModelRequest(request_id="r", model_id=model_id))])
+            (raw,) = await sock.recv_multipart()
+            reply = codec.decode(raw)
+            assert isinstance(reply, Error) and reply.kind == "model_not_found", reply
+        # a flood of piece requests: some are refused as overloaded, none is lost silently
+        count = MAX_WAITING * 3
+        for i in range(count):
+            await sock.send([codec.encode(ChunkRequest(request_id=f"c{i}",
+                                                       model_id=MODEL.model_id, index=i % 90))])
+        kinds: dict[str, int] = {}
+        with trio.fail_after(60):
+            for _ in range(count):
+                (raw,) = await sock.recv_multipart()
+                reply = codec.decode(raw)
+                kind = reply.kind if isinstance(reply, Error) else "chunk"
+                kinds[kind] = kinds.get(kind, 0) + 1
+        assert kinds.get("chunk", 0) > 0 and set(kinds) <= {"chunk", "overloaded"}, kinds
+    answer, _ = await ask(b, 1, "first_valid")  # and it still answers
+    assert answer
+
+
+async def test_a_model_nobody_holds_is_a_clear_error(cluster, tmp_path):
+    b = await start_model_node(cluster, "b")
+    with pytest.raises(ModelNotFound, match="the swarm has: SmolLM2"):
+        await trio.to_thread.run_sync(lambda: pull(b.rpc_endpoint, "llama-70b.gguf", tmp_path))
+
+
+def test_join_from_an_empty_machine_pulls_the_model_and_answers(tmp_path):
+    member_cfg = node_config(tmp_path, "member", swarm="join-test",
+                             model={"path": "default", "n_ctx": 512})
+    with NodeProcess(member_cfg) as member:
+        member.wait_ready(120)
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        run = subprocess.run(
+            [sys.executable, "-m", "zswarm", "join", member.rpc, "--no-start", "--name", "fresh",
+             "--state-dir", str(fresh / "state"), "--config", str(fresh / "swarm.toml")],
+            capture_output=True, text=True, timeout=60, cwd=fresh)
+        assert run.returncode == 0, run.stderr
+        toml = (fresh / "swarm.toml").read_text()
+        assert f'path = "swarm:{MODEL.model_id}"' in toml and member.rpc in toml
+        port = free_port()  # this test's ports, not the defaults another node may hold
+        (fresh / "swarm.toml").write_text(
+            toml + f'\n[ports]\nrpc = {port}\npub = 0\nhttp = 0\n')
+        (fresh / "swarm.toml").write_text((fresh / "swarm.toml").read_text().replace(
+            'bind = "auto"', 'bind = "127.0.0.1"'))
+        with NodeProcess(fresh / "swarm.toml") as node:
+            info = node.wait_ready(120)
+            assert info["model_id"] == MODEL.model_id
+            pulled = fresh / "state" / "models" / MODEL.path.name
+            assert pulled.exists() and sha256_of(pulled) == sha256_of(MODEL.path)
+            ask_run = subprocess.run(
+                [sys.executable, "-m", "zswarm", "ask", "--node", node.rpc, "--json",
+                 "--max-tokens", "8", "What is 2 + 2?"],
+                capture_output=True, text=True, timeout=120)
+            assert ask_run.returncode == 0, ask_run.stderr
+            assert json.loads(ask_run.stdout)["answer"]
+        # pulling again is a no-op: the file is there
+        wait_until(lambda: not list((fresh / "state" / "models").glob("*.part")), 5)
+    shutil.rmtree(fresh)

@@ -1,0 +1,190 @@
+"""The CLI's swarm-joining commands: ``zswarm models``, ``zswarm pull``, ``zswarm join``.
+
+Registered on cli.py's app (``register``); the work is zswarm/pull.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from zswarm import client
+from zswarm.config import Config, load_config
+from zswarm.core.ids import new_request_id
+from zswarm.core.messages import ModelOffer, ModelRequest, PeersReply
+from zswarm.core.text import printable
+from zswarm.errors import ConfigError, PeerUnavailable, ZswarmError
+from zswarm.net.security import SwarmKey, swarm_key
+from zswarm.pull import Progress, holders, models_dir, pull
+
+NodeOpt = typer.Option(None, "--node", help="tcp://host:port of a member")
+DirOpt = typer.Option(None, "--dir", help="default: STATE_DIR/models")
+KeyFileOpt = typer.Option(None, "--key", help="the swarm's key file")
+NameOpt = typer.Option(socket.gethostname() or "zswarm", "--name", help="this node's name")
+StateDirOpt = typer.Option(None, "--state-dir", help="default: ~/.local/state/zswarm")
+OutOpt = typer.Option(Path("swarm.toml"), "--config", "-c", help="the swarm.toml to write")
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    typer.echo(printable(text, keep_lines=True), err=err)
+
+
+def _fail(exc: ZswarmError) -> typer.Exit:
+    hint = (" (is a node listening there? A keyed swarm answers only holders of its key: "
+            "[security] swarm_key_file)" if isinstance(exc, PeerUnavailable) else "")
+    _say(f"error: {exc}{hint}", err=True)
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def _member(cfg: Config, key: SwarmKey | None, node: str | None) -> str:
+    endpoint = node or client.running_node_endpoint(cfg, key=key)
+    if endpoint is None:
+        peers = cfg.federation.peers
+        if peers:
+            return peers[0]
+        _say(f"error: no node is running with {cfg.source}, and it names no [federation] "
+             "peers: pass --node tcp://host:port of any member", err=True)
+        raise typer.Exit(1)
+    return endpoint
+
+
+def swarm_models(reply: PeersReply, key: SwarmKey | None) -> list[dict[str, Any]]:
+    """Each model in the swarm: its id, name, size (asked of one holder) and holders."""
+    ids = sorted({reply.node.model_id} | {p.model_id for p in reply.peers
+                                          if p.state == "alive" and p.model_id})
+    out = []
+    for model_id in ids:
+        _, found = holders(reply, model_id)
+        size = None
+        for holder in found[:2]:
+            try:
+                with client.NodeClient(holder.rpc, key=key) as node:
+                    rid = new_request_id()
+                    offer = node.exchange(ModelRequest(request_id=rid, model_id=model_id),
+                                          rid, 3.0)
+                if isinstance(offer, ModelOffer):
+                    size = offer.size
+                    break
+            except ZswarmError:
+                continue
+        out.append({"model_id": model_id, "name": model_id.split("@")[0], "size": size,
+                    "holders": [h.name for h in found]})
+    return out
+
+
+def _bar() -> Progress:
+    """A progress bar with rate and ETA on stderr, drawn at most 10 times a second."""
+    last = [0.0]
+
+    def draw(done: int, total: int, rate: float) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.1 and done < total:
+            return
+        last[0] = now
+        width = 30
+        filled = int(width * done / total) if total else width
+        eta = (total - done) / rate if rate > 0 else 0
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done / 2**20:7.1f}/"
+                         f"{total / 2**20:.1f} MiB {rate / 2**20:6.1f} MiB/s ETA {eta:4.0f} s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return draw
+
+
+def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Config],
+             key_of: Callable[[Config], SwarmKey | None],
+             run_node: Callable[[Path], None]) -> None:
+    """Add the commands; ``run_node(config)`` is `zswarm node --config` (join ends in it)."""
+
+    @app.command()
+    def models(config: Path | None = config_opt,
+               node: str | None = NodeOpt,
+               as_json: bool = typer.Option(False, "--json", help="print a JSON array")) -> None:
+        """The models in the swarm: id, size and the members that serve them."""
+        cfg = load(config)
+        key = key_of(cfg)
+        try:
+            found = swarm_models(client.peers(_member(cfg, key, node), key=key), key)
+        except ZswarmError as exc:
+            raise _fail(exc) from None
+        if as_json:
+            _say(json.dumps(found, ensure_ascii=False))
+            return
+        for m in found:
+            size = f"{m['size'] / 2**20:.0f} MiB" if m["size"] is not None else "size unknown"
+            _say(f"{m['model_id']}  {size}  on {', '.join(m['holders'])}")
+
+    @app.command("pull")
+    def pull_cmd(model: str = typer.Argument(..., help="a model's name or id (zswarm models)"),
+                 config: Path | None = config_opt,
+                 node: str | None = NodeOpt,
+                 directory: Path | None = DirOpt,
+                 as_json: bool = typer.Option(False, "--json", help="one JSON line")) -> None:
+        """Fetch a model from the members that hold it (checked, resumable)."""
+        cfg = load(config)
+        key = key_of(cfg)
+        bar = _bar() if sys.stderr.isatty() and not as_json else None
+        try:
+            result = pull(_member(cfg, key, node), model, directory or models_dir(cfg), key=key,
+                          progress=bar)
+        except ZswarmError as exc:
+            raise _fail(exc) from None
+        if as_json:
+            _say(json.dumps({"path": str(result.path), "model_id": result.model_id,
+                             "bytes": result.size, "seconds": round(result.seconds, 3),
+                             "resumed_bytes": result.resumed_bytes, "holders": result.holders,
+                             "bad_pieces": result.bad_pieces}))
+        else:
+            _say(f"{result.model_id} -> {result.path} ({result.size / 2**20:.1f} MiB in "
+                 f"{result.seconds:.1f} s from {', '.join(result.holders) or 'nobody: there'})")
+
+    @app.command()
+    def join(address: str = typer.Argument(..., help="tcp://host:port of any member"),
+             key_file: Path | None = KeyFileOpt,
+             out: Path = OutOpt,
+             name: str = NameOpt,
+             state_dir: Path | None = StateDirOpt,
+             start: bool = typer.Option(True, "--start/--no-start",
+                                        help="run the node once written")) -> None:
+        """From nothing to a member: write swarm.toml, pull the model, start the node."""
+        if out.exists():
+            _say(f"error: {out} exists; join writes a new one (pass --config elsewhere.toml, "
+                 f"or use zswarm node --config {out})", err=True)
+            raise typer.Exit(2)
+        try:
+            key = swarm_key(str(key_file.resolve()) if key_file else "", source="--key")
+            member = client.peers(address, key=key, timeout_s=5.0)
+        except ZswarmError as exc:
+            hint = (" (is a node listening there? A keyed swarm answers only holders of its "
+                    "key: --key FILE)" if key_file is None else " (is a node listening there, "
+                    "and is this its swarm's key?)")
+            _say(f"error: {address}: {exc}{hint}", err=True)
+            raise typer.Exit(1) from None
+        lines = ["[node]", f"name = {json.dumps(name)}", 'bind = "auto"']
+        if state_dir is not None:
+            lines.append(f"state_dir = {json.dumps(str(state_dir.resolve()))}")
+        lines += ["",
+                 "[model]", f"path = {json.dumps('swarm:' + member.node.model_id)}", "",
+                 "[federation]", f"swarm = {json.dumps(member.node.swarm)}",
+                 'discovery = "both"', f"peers = [{json.dumps(address)}]", ""]
+        if key_file is not None:
+            lines += ["[security]", f"swarm_key_file = {json.dumps(str(key_file.resolve()))}",
+                      ""]
+        out.write_text("\n".join(lines))
+        try:
+            load_config(out)
+        except ZswarmError as exc:
+            out.unlink()
+            raise _fail(exc) from None
+        _say(f"wrote {out}: member of swarm {member.node.swarm!r} through {member.node.name}, "
+             f"model {member.node.model_id}", err=True)
+        if start:
+            run_node(out)

@@ -1,0 +1,87 @@
+"""Serving this node's model file to the members that pull it (``zswarm pull``).
+
+Owns: what may be served - only the file this node serves as its model, named by its
+id (a requester never names a path); the file's sha256 and the sha256 of each
+CHUNK_BYTES piece (computed once, in a thread, by the first request that wants
+them); and reading pieces in threads, at most READERS at once and at most
+MAX_WAITING waiting (beyond: Overloaded, the puller asks again or elsewhere), so the
+node's own answers stay fast while it serves. In a keyed swarm only members can
+reach the RPC socket (CURVE); in an open swarm anyone on the LAN can pull the model
+the node serves.
+It must not: decide what a puller trusts (zswarm/pull.py checks every hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import trio
+
+from zswarm.core.messages import Chunk, ChunkRequest, ModelOffer, ModelRequest
+from zswarm.engines.models import ModelFile, file_sha256
+from zswarm.errors import ModelNotFound, Overloaded
+
+#: the pieces a model is sent in (a message each, hashed each)
+CHUNK_BYTES = 1024 * 1024
+#: pieces read at once, and waiting to be read, at most
+READERS = 2
+MAX_WAITING = 64
+
+
+class ModelShelf:
+    """The model files this node serves to pullers (its own model; none for a scripted
+    or plugin engine without a file)."""
+
+    def __init__(self, model: ModelFile | None) -> None:
+        self.model = model
+        self._sha256: str | None = None
+        self._chunks: list[bytes] | None = None
+        self._readers = trio.CapacityLimiter(READERS)
+        self._hashing = trio.Lock()
+        self.chunks_served = 0
+
+    def _file(self, model_id: str) -> ModelFile:
+        if self.model is None or model_id != self.model.model_id:
+            held = self.model.model_id if self.model is not None else "no model file"
+            raise ModelNotFound(f"this node does not serve {model_id[:80]!r} (it serves {held})")
+        return self.model
+
+    async def offer(self, req: ModelRequest) -> ModelOffer:
+        model = self._file(req.model_id)
+        async with self._hashing:
+            if self._sha256 is None:
+                self._sha256 = await trio.to_thread.run_sync(file_sha256, model.path)
+            if req.chunks and self._chunks is None:
+                self._chunks = await trio.to_thread.run_sync(chunk_hashes, model.path,
+                                                             CHUNK_BYTES)
+        return ModelOffer(request_id=req.request_id, model_id=model.model_id,
+                          name=model.path.name, size=model.size_bytes, sha256=self._sha256,
+                          chunk_bytes=CHUNK_BYTES,
+                          chunk_sha256=list(self._chunks or []) if req.chunks else [])
+
+    async def chunk(self, req: ChunkRequest) -> Chunk:
+        model = self._file(req.model_id)
+        if req.index >= math.ceil(model.size_bytes / CHUNK_BYTES):
+            raise ModelNotFound(f"{model.model_id} has no piece {req.index}")
+        if self._readers.statistics().tasks_waiting >= MAX_WAITING:
+            raise Overloaded("too many pieces waiting to be read", retry_after_s=0.5)
+        async with self._readers:
+            data = await trio.to_thread.run_sync(read_piece, model.path, req.index, CHUNK_BYTES)
+        self.chunks_served += 1
+        return Chunk(request_id=req.request_id, index=req.index, data=data)
+
+
+def read_piece(path: Path, index: int, size: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(index * size)
+        return f.read(size)
+
+
+def chunk_hashes(path: Path, size: int) -> list[bytes]:
+    out = []
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(size), b""):
+            out.append(hashlib.sha256(block).digest())
+    return out
