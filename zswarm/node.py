@@ -125,6 +125,8 @@ async def _run_node(config: Config, drain: trio.Event,
                         key=key.fingerprint if key else "")
         ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue),
                           key=key)
+        scheduler = ctx.scheduler
+        shelf.busy = lambda: scheduler.idle_workers < scheduler.workers_ready
         pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
                           stats=ctx.stats)
         federation = (Federation(ctx, publisher, mdns_address=host)

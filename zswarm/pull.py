@@ -150,14 +150,15 @@ class Pull:
             raise ZswarmError(f"{target} exists and is not {self.model_id}: move it away first")
         self.directory.mkdir(parents=True, exist_ok=True)
         part = self.directory / (name + ".part")
-        have = resume_point(part, offer)
+        whole = hashlib.sha256()  # of the file, as it is written (no second read)
+        have = resume_point(part, offer, whole)
         need = offer.size - have + SPARE_BYTES
         free = shutil.disk_usage(self.directory).free
         if free < need:
             raise ZswarmError(f"not enough disk space in {self.directory}: the model needs "
                               f"{need / 2**20:.0f} MiB more, {free / 2**20:.0f} MiB are free")
-        used = self._transfer(offer, part, have, t0)
-        digest = file_sha256_of(part)
+        used = self._transfer(offer, part, have, t0, whole)
+        digest = whole.hexdigest()
         if digest != offer.sha256 or not self.model_id.endswith("@" + digest[:16]):
             part.unlink(missing_ok=True)  # a consistent liar: start again from nothing
             raise RemoteProtocolError(f"the pulled file's sha256 {digest[:16]} is not "
@@ -166,7 +167,8 @@ class Pull:
         return PullResult(target, self.model_id, offer.size, time.monotonic() - t0, have,
                           used, self.bad_pieces)
 
-    def _transfer(self, offer: ModelOffer, part: Path, have: int, t0: float) -> list[str]:
+    def _transfer(self, offer: ModelOffer, part: Path, have: int, t0: float,
+                  whole: hashlib._Hash) -> list[str]:
         pieces = math.ceil(offer.size / offer.chunk_bytes)
         todo: deque[int] = deque(range(have // offer.chunk_bytes, pieces))
         waiting: dict[int, bytes] = {}
@@ -207,6 +209,7 @@ class Pull:
                     while next_piece in waiting:  # in order: NAME.part is always a prefix
                         data = waiting.pop(next_piece)
                         out.write(data)
+                        whole.update(data)
                         written += len(data)
                         next_piece += 1
                     if self.progress is not None:
@@ -267,30 +270,23 @@ def check_offer(offer: ModelOffer, model_id: str) -> None:
                                   f"{offer.size} bytes", reason="bad-offer")
 
 
-def resume_point(part: Path, offer: ModelOffer) -> int:
+def resume_point(part: Path, offer: ModelOffer, whole: hashlib._Hash) -> int:
     """How much of NAME.part is good: whole pieces whose hash matches, from the start
-    (the rest is cut off)."""
+    (the rest is cut off); ``whole`` is fed what is kept."""
     if not part.exists():
         return 0
     good = 0
     with part.open("r+b") as f:
         for expected in offer.chunk_sha256:
             data = f.read(offer.chunk_bytes)
+            if len(data) < offer.chunk_bytes and good + len(data) < offer.size:
+                break  # a piece cut short (the last one is short by nature)
             if not data or hashlib.sha256(data).digest() != expected:
                 break
+            whole.update(data)
             good += len(data)
-            if len(data) < offer.chunk_bytes:
-                break
         f.truncate(good)
     return good
-
-
-def file_sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pull(member: str, model: str, directory: Path, *, key: SwarmKey | None = None,

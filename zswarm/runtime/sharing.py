@@ -4,8 +4,9 @@ Owns: what may be served - only the file this node serves as its model, named by
 id (a requester never names a path); the file's sha256 and the sha256 of each
 CHUNK_BYTES piece (computed once, in a thread, by the first request that wants
 them); and reading pieces in threads, at most READERS at once and at most
-MAX_WAITING waiting (beyond: Overloaded, the puller asks again or elsewhere), so the
-node's own answers stay fast while it serves. In a keyed swarm only members can
+MAX_WAITING waiting (beyond: Overloaded, the puller asks again or elsewhere), and
+paced to BUSY_BYTES_PER_S while the node's workers generate, so its own answers stay
+fast while it serves. In a keyed swarm only members can
 reach the RPC socket (CURVE); in an open swarm anyone on the LAN can pull the model
 the node serves.
 It must not: decide what a puller trusts (zswarm/pull.py checks every hash).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -28,14 +30,20 @@ CHUNK_BYTES = 1024 * 1024
 #: pieces read at once, and waiting to be read, at most
 READERS = 2
 MAX_WAITING = 64
+#: while the node's workers generate, pieces leave at this rate at most (its answers
+#: first); when they are idle, as fast as the puller takes them
+BUSY_BYTES_PER_S = 16 * 1024 * 1024
 
 
 class ModelShelf:
     """The model files this node serves to pullers (its own model; none for a scripted
     or plugin engine without a file)."""
 
-    def __init__(self, model: ModelFile | None) -> None:
+    def __init__(self, model: ModelFile | None, *,
+                 busy: Callable[[], bool] | None = None) -> None:
         self.model = model
+        self.busy = busy
+        self._next = 0.0
         self._sha256: str | None = None
         self._chunks: list[bytes] | None = None
         self._readers = trio.CapacityLimiter(READERS)
@@ -67,10 +75,20 @@ class ModelShelf:
             raise ModelNotFound(f"{model.model_id} has no piece {req.index}")
         if self._readers.statistics().tasks_waiting >= MAX_WAITING:
             raise Overloaded("too many pieces waiting to be read", retry_after_s=0.5)
+        await self._pace()
         async with self._readers:
             data = await trio.to_thread.run_sync(read_piece, model.path, req.index, CHUNK_BYTES)
         self.chunks_served += 1
         return Chunk(request_id=req.request_id, index=req.index, data=data)
+
+
+    async def _pace(self) -> None:
+        """While the workers generate, space pieces BUSY_BYTES_PER_S apart."""
+        if self.busy is None or not self.busy():
+            return
+        start = max(trio.current_time(), self._next)
+        self._next = start + CHUNK_BYTES / BUSY_BYTES_PER_S
+        await trio.sleep_until(start)
 
 
 def read_piece(path: Path, index: int, size: int) -> bytes:

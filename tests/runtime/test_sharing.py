@@ -1,0 +1,52 @@
+"""runtime/sharing.py on its own: what is served, and pacing while the workers generate."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import trio
+
+from zswarm.core.messages import ChunkRequest, ModelRequest
+from zswarm.engines.models import ModelFile
+from zswarm.errors import ModelNotFound
+from zswarm.runtime import sharing
+
+
+def shelf_of(tmp_path, busy):
+    data = bytes(range(256)) * (3 * sharing.CHUNK_BYTES // 256 + 7)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    model = ModelFile(path=path, model_id=f"m.gguf@{digest[:16]}", format="gguf",
+                      size_bytes=len(data))
+    return sharing.ModelShelf(model, busy=busy), model, data
+
+
+async def test_pieces_are_paced_only_while_the_workers_generate(tmp_path, autojump_clock):
+    generating = [True]
+    shelf, model, data = shelf_of(tmp_path, lambda: generating[0])
+    offer = await shelf.offer(ModelRequest(request_id="r", model_id=model.model_id, chunks=True))
+    assert len(offer.chunk_sha256) == 4 and offer.sha256 == hashlib.sha256(data).hexdigest()
+    t0 = trio.current_time()
+    pieces = [await shelf.chunk(ChunkRequest(request_id="r", model_id=model.model_id, index=i))
+              for i in range(4)]
+    spacing = sharing.CHUNK_BYTES / sharing.BUSY_BYTES_PER_S
+    assert trio.current_time() - t0 >= 3 * spacing * 0.99  # paced while busy
+    assert b"".join(p.data for p in pieces) == data
+    generating[0] = False
+    t1 = trio.current_time()
+    for i in range(4):
+        await shelf.chunk(ChunkRequest(request_id="r", model_id=model.model_id, index=i))
+    assert trio.current_time() - t1 < spacing  # idle: as fast as asked
+
+
+async def test_only_the_served_model_and_its_pieces(tmp_path):
+    shelf, model, _ = shelf_of(tmp_path, None)
+    for bad in ("other@0123456789abcdef", "../m.gguf", str(model.path)):
+        with pytest.raises(ModelNotFound):
+            await shelf.offer(ModelRequest(request_id="r", model_id=bad))
+    with pytest.raises(ModelNotFound, match="no piece 4"):
+        await shelf.chunk(ChunkRequest(request_id="r", model_id=model.model_id, index=4))
+    with pytest.raises(ModelNotFound):
+        await sharing.ModelShelf(None).offer(ModelRequest(request_id="r", model_id="x"))
