@@ -13,6 +13,7 @@ import pytest
 import trio
 import zmq
 
+from zswarm import pull as pull_module
 from zswarm.core import codec
 from zswarm.core.messages import (
     Chunk,
@@ -22,7 +23,8 @@ from zswarm.core.messages import (
     ModelRequest,
 )
 from zswarm.engines.models import resolve_model
-from zswarm.errors import ModelNotFound
+from zswarm.errors import ModelNotFound, PeerUnavailable, ZswarmError
+from zswarm.net.security import write_key_file
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.pull import Holder, Pull, pull
 from zswarm.runtime.sharing import CHUNK_BYTES, MAX_WAITING, chunk_hashes, read_piece
@@ -73,9 +75,11 @@ async def test_a_killed_pull_resumes_from_the_good_pieces(cluster, tmp_path):
 
 
 class LyingHolder:
-    """Offers the real model honestly, then sends wrong bytes for every piece."""
+    """Offers the real model honestly, then sends wrong bytes for every piece (or, with
+    ``silent_after``, right ones until then and nothing after: a holder that dies)."""
 
-    def __init__(self) -> None:
+    def __init__(self, silent_after: int | None = None) -> None:
+        self.silent_after = silent_after
         self.sock = TrioSocket.open(zmq.ROUTER)
         self.endpoint = self.sock.bind("tcp://127.0.0.1:0")
         self.hashes = chunk_hashes(MODEL.path, CHUNK_BYTES)
@@ -93,9 +97,12 @@ class LyingHolder:
                                        sha256=self.sha, chunk_bytes=CHUNK_BYTES,
                                        chunk_sha256=self.hashes)
                 elif isinstance(msg, ChunkRequest):
+                    if self.silent_after is not None and self.pieces_sent >= self.silent_after:
+                        continue
                     self.pieces_sent += 1
                     data = bytearray(read_piece(MODEL.path, msg.index, CHUNK_BYTES))
-                    data[len(data) // 2] ^= 0xFF
+                    if self.silent_after is None:
+                        data[len(data) // 2] ^= 0xFF
                     reply = Chunk(request_id=msg.request_id, index=msg.index, data=bytes(data))
                 else:
                     continue
@@ -119,6 +126,43 @@ async def test_a_holder_that_sends_wrong_bytes_is_dropped_and_another_used(clust
     with pytest.raises(Exception, match="does not match its hash"):
         await trio.to_thread.run_sync(alone.run)
     assert not (tmp_path / "other" / MODEL.path.name).exists()
+
+
+async def test_a_holder_that_dies_mid_transfer_loses_its_pieces_to_the_others(
+        cluster, nursery, tmp_path, monkeypatch):
+    monkeypatch.setattr(pull_module, "PIECE_TIMEOUT_S", 1.0)
+    dying = LyingHolder(silent_after=10)
+    nursery.start_soon(dying.serve)
+    b = await start_model_node(cluster, "b")
+    transfer = Pull(MODEL.model_id, [Holder("dying", dying.endpoint),
+                                     Holder("b", b.rpc_endpoint)], tmp_path / "models")
+    result = await trio.to_thread.run_sync(transfer.run)
+    assert result.holders == ["b", "dying"] and dying.pieces_sent == 10
+    assert sha256_of(result.path) == sha256_of(MODEL.path)
+
+
+async def test_a_keyed_swarm_serves_its_model_to_key_holders_only(cluster, tmp_path):
+    key_file = tmp_path / "swarm.key"
+    key = write_key_file(key_file)
+    b = await start_model_node(cluster, "b", security={"swarm_key_file": str(key_file)})
+    result = await trio.to_thread.run_sync(
+        lambda: pull(b.rpc_endpoint, MODEL.model_id, tmp_path / "keyed", key=key))
+    assert sha256_of(result.path) == sha256_of(MODEL.path)
+    with pytest.raises(PeerUnavailable):  # no key: no answer at all
+        await trio.to_thread.run_sync(
+            lambda: pull(b.rpc_endpoint, MODEL.model_id, tmp_path / "open"))
+
+
+async def test_a_full_disk_is_refused_before_anything_is_written(cluster, tmp_path,
+                                                                monkeypatch):
+    b = await start_model_node(cluster, "b")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(pull_module.shutil, "disk_usage",
+                        lambda path: usage._replace(free=MODEL.size_bytes // 2))
+    with pytest.raises(ZswarmError, match="not enough disk space"):
+        await trio.to_thread.run_sync(
+            lambda: pull(b.rpc_endpoint, MODEL.model_id, tmp_path / "full"))
+    assert not list((tmp_path / "full").glob("*"))
 
 
 async def test_a_node_serves_only_its_model_by_id_and_bounds_piece_requests(cluster, nursery):

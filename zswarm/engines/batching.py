@@ -189,6 +189,8 @@ class Batcher:
                     and all(run.finish is not None for run in job.runs):
                 self._end(job, None)
         reading = next((j for j in self.jobs if j.read < len(j.prompt)), None)
+        if reading is not None and len(entries) >= self.kv.n_batch:
+            reading = None  # a batch full of generating candidates: the prompt waits a step
         if reading is not None:
             assert reading.slot is not None
             room = self.kv.n_batch - len(entries)
