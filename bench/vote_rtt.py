@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -135,6 +136,12 @@ async def bench_http(base: str, sequential: int, concurrent: int) -> tuple[list[
     return latencies, rate
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -150,7 +157,11 @@ def main() -> None:
     try:
         assert server.stdout is not None
         endpoints = json.loads(server.stdout.readline())
+        server_cpu0, client_cpu0 = process_cpu_s(server.pid), time.process_time()
         zmq_lat, zmq_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
+        votes = seq + 200 + conc // 16 * 16
+        server_cpu = (process_cpu_s(server.pid) - server_cpu0) / votes * 1000
+        client_cpu = (time.process_time() - client_cpu0) / votes * 1000
         http_lat, http_rate = trio.run(bench_http, endpoints["http"], http_seq, http_conc)
     finally:
         if server.stdin:
@@ -166,6 +177,9 @@ def main() -> None:
         "http_p50_ms": round(percentile(http_lat, 50), 3),
         "http_p99_ms": round(percentile(http_lat, 99), 3),
         "zmq_votes_per_s_c16": round(zmq_rate),
+        "cpu_ms_per_vote_voter": round(server_cpu, 4),
+        "cpu_ms_per_vote_asker_link": round(client_cpu, 4),
+        "cpu_ms_per_vote_hop": round(server_cpu + client_cpu, 4),
         "http_votes_per_s_c16": round(http_rate),
     }
     figures["speedup_vs_http"] = round(figures["http_p50_ms"] / figures["zmq_p50_ms"], 2)
@@ -178,9 +192,12 @@ def main() -> None:
         ("speedup at p50 (goal >= 5x)", f"{figures['speedup_vs_http']}x"),
         ("zmq votes/s, 16 in flight (goal >= 10,000)", f"{figures['zmq_votes_per_s_c16']}"),
         ("http votes/s, 16 in flight", f"{figures['http_votes_per_s_c16']}"),
+        ("CPU per vote hop, voter + asker's link (goal <= 0.25 ms)",
+         f"{figures['cpu_ms_per_vote_hop']} ms ({figures['cpu_ms_per_vote_voter']} + "
+         f"{figures['cpu_ms_per_vote_asker_link']})"),
     ])
     print(json.dumps({k: figures[k] for k in ("zmq_p50_ms", "http_p50_ms", "speedup_vs_http",
-                                               "zmq_votes_per_s_c16")}))
+                                               "zmq_votes_per_s_c16", "cpu_ms_per_vote_hop")}))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,25 @@ class Subscriber:
         finally:
             self.sock.close()
 
+    def drain(self, most: int = 64) -> int:
+        """Handle the heartbeats waiting on the socket, at most ``most`` (a flooder's
+        others wait, then meet the high-water mark), without waiting; how many were read.
+
+        Many peers' heartbeats handled in one pass cost one wake-up, not one each
+        (runtime/connections.py drains every subscriber a few times per interval)."""
+        count = 0
+        while count < most:
+            frames = self.sock.recv_nowait()
+            if frames is None:
+                break
+            count += 1
+            with MessageGuard(self.drops):
+                self._handle(frames)
+        return count
+
+    def close(self) -> None:
+        self.sock.close()
+
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 1:
             raise RemoteProtocolError(f"{len(frames)} frames", reason="multi-frame")

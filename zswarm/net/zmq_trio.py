@@ -166,6 +166,17 @@ class TrioSocket:
         self.send_multipart(frames)
         await trio.lowlevel.checkpoint()
 
+    def recv_nowait(self) -> list[bytes] | None:
+        """A message waiting on the socket, or None (never waits)."""
+        if self.closed:
+            raise trio.ClosedResourceError("socket is closed")
+        if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return None  # cheaper than a receive that raises zmq.Again (most calls)
+        try:
+            return self.sock.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
     async def recv_multipart(self) -> list[bytes]:
         if self._receiving:
             raise LocalProtocolError("two tasks are receiving on one zmq socket")

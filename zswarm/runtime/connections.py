@@ -1,7 +1,8 @@
 """The node's sockets to its peers: one heartbeat subscriber and one vote link per peer.
 
 Owns: subscribing to a peer's PUB endpoint (a SUB socket per peer, so a heartbeat
-counts only for the peer whose link carried it) and unsubscribing, opening a DEALER
+counts only for the peer whose link carried it), reading every subscriber's
+heartbeats in one pass DRAINS_PER_INTERVAL times per interval, and unsubscribing, opening a DEALER
 vote link per peer on first use and closing it (its pending requests fail at once),
 and one-shot status probes over a short-lived link, at most MAX_PROBES at once
 (a flood of announcements waits here; it never opens a socket per record). Every
@@ -29,13 +30,18 @@ from zswarm.net.security import SwarmKey
 
 #: one-shot status probes (each a short-lived socket) in flight at once
 MAX_PROBES = 16
+#: heartbeats are read from every subscriber this many times per heartbeat interval, in
+#: one pass (one wake-up for all peers, not one per heartbeat: at 64 peers that was most
+#: of an idle node's CPU; bench/swarm_size.py), at most MAX_DRAIN per peer per pass
+DRAINS_PER_INTERVAL = 8
+MAX_DRAIN = 64
 
 
 @dataclass
 class _Running:
-    """A socket owner (vote link or subscriber) and the scope its task runs in."""
+    """A vote link and the scope its task runs in."""
 
-    owner: PeerLink | Subscriber
+    owner: PeerLink
     scope: trio.CancelScope
 
 
@@ -43,9 +49,11 @@ class Connections:
     """Start with ``await nursery.start(connections.serve)``."""
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *, drops: FrameDrops,
-                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "") -> None:
+                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "",
+                 heartbeat_interval_s: float = 1.0) -> None:
         self.key = key
         self.probe_timeout_s = probe_timeout_s
+        self.drain_every_s = heartbeat_interval_s / DRAINS_PER_INTERVAL
         self.on_heartbeat = on_heartbeat
         #: our node id, sent with status probes so a peer that thinks us dead probes back
         self.hello = hello
@@ -53,7 +61,7 @@ class Connections:
         #: replies on vote links and probes that were dropped (the Federation adds bad votes)
         self.vote_drops: DropCounter = drops.counter("votes")
         self.links: dict[str, _Running] = {}
-        self.subscribers: dict[str, _Running] = {}
+        self.subscribers: dict[str, Subscriber] = {}
         self._probes = trio.CapacityLimiter(MAX_PROBES)
         self._nursery: trio.Nursery | None = None
 
@@ -63,14 +71,24 @@ class Connections:
             self._nursery = nursery
             task_status.started()
             try:
-                await trio.sleep_forever()
+                await self._read_heartbeats()
             finally:
                 for node_id in list(self.links):
                     self.close_link(node_id, "node shutting down")
-                for running in self.subscribers.values():
-                    running.scope.cancel()
+                for sub in self.subscribers.values():
+                    sub.close()
 
-    def _run(self, owner: PeerLink | Subscriber) -> _Running:
+    async def _read_heartbeats(self) -> None:
+        """Every drain_every_s, every subscriber's waiting heartbeats, in one pass."""
+        while True:
+            await trio.sleep(self.drain_every_s)
+            for sub in list(self.subscribers.values()):
+                try:
+                    sub.drain(MAX_DRAIN)
+                except trio.ClosedResourceError:
+                    pass  # forgotten while this pass ran
+
+    def _run(self, owner: PeerLink) -> _Running:
         if self._nursery is None:
             owner.sock.close()
             raise PeerUnavailable("federation is not running")
@@ -83,26 +101,26 @@ class Connections:
         node_id, pub = peer.card.node_id, peer.card.pub
         old = self.subscribers.get(node_id)
         if old is not None:
-            if old.owner.endpoint == pub:
+            if old.endpoint == pub:
                 return
-            old.scope.cancel()
+            old.close()
             del self.subscribers[node_id]
-        sub = Subscriber(pub, node_id, self.on_heartbeat, drops=self.heartbeat_drops,
-                         key=self.key)
-        self.subscribers[node_id] = self._run(sub)
+        if self._nursery is None:
+            raise PeerUnavailable("federation is not running")
+        self.subscribers[node_id] = Subscriber(pub, node_id, self.on_heartbeat,
+                                               drops=self.heartbeat_drops, key=self.key)
 
     def forget(self, node_id: str, why: str) -> None:
         """No vote link and no subscription: a dead or bogus endpoint is not reconnected to."""
         self.close_link(node_id, why)
-        running = self.subscribers.pop(node_id, None)
-        if running is not None:
-            running.scope.cancel()
+        sub = self.subscribers.pop(node_id, None)
+        if sub is not None:
+            sub.close()
 
     def link(self, peer: Peer) -> PeerLink:
         """The peer's vote link, opened on first use."""
         running = self.links.get(peer.card.node_id)
         if running is not None:
-            assert isinstance(running.owner, PeerLink)
             return running.owner
         link = PeerLink(peer.card.rpc, peer.card.name, drops=self.vote_drops, key=self.key)
         self.links[peer.card.node_id] = self._run(link)
@@ -111,7 +129,6 @@ class Connections:
     def close_link(self, node_id: str, why: str) -> None:
         running = self.links.pop(node_id, None)
         if running is not None:
-            assert isinstance(running.owner, PeerLink)
             running.owner.fail_all(PeerUnavailable(why))
             running.scope.cancel()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from logging import ERROR, INFO, WARNING
 
@@ -50,8 +51,11 @@ from zswarm.runtime.probes import Probing
 
 log = logging.getLogger(__name__)
 
-#: ping every peer for its round-trip time every this many heartbeats
-PING_EVERY = 5
+#: ping every ALIVE peer for its round-trip time every this many heartbeats, each peer at
+#: its own beat (spread: no burst of N-1 pings at once). RTT is shown, never decided on,
+#: and each ping costs both sides a request: measured at 64 nodes on one machine, pings
+#: every 5 beats were a third of an idle node's CPU (bench/swarm_size.py, docs/scale.md)
+PING_EVERY = 30
 #: the peer table is checked this many times per heartbeat interval
 TICKS_PER_INTERVAL = 4
 #: probes and pings waiting or running at once, at most (a sustained flood of records
@@ -82,7 +86,8 @@ class Federation(Probing):
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
         self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
                                               probe_timeout_s=self.interval_s,
-                                              hello=self.me.node_id)
+                                              hello=self.me.node_id,
+                                              heartbeat_interval_s=self.interval_s)
         #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
         self._votes_out: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
@@ -155,7 +160,8 @@ class Federation(Probing):
         for peer in self.table.due_probes(trio.current_time()):
             self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
         for peer in list(self.table.peers.values()):
-            due = beat % PING_EVERY == 0 or peer.rtt_ms is None
+            due = (beat + zlib.crc32(peer.card.node_id.encode())) % PING_EVERY == 0 \
+                or peer.rtt_ms is None
             if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
                 self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
 
