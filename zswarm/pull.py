@@ -52,6 +52,9 @@ WINDOW = 8
 BAD_PIECES = 2
 #: a holder silent this long loses its pieces to the others
 PIECE_TIMEOUT_S = 10.0
+#: pieces asked at most this far past the first one not yet written (what arrives out of
+#: order waits in memory: a slow holder of the next piece bounds it, not the file)
+MAX_AHEAD = 64
 #: disk space kept free beyond the file
 SPARE_BYTES = 64 * 1024 * 1024
 
@@ -174,17 +177,16 @@ class Pull:
         waiting: dict[int, bytes] = {}
         written = have
         next_piece = have // offer.chunk_bytes
-        sources = []
-        for holder in self.sources:
-            sock = open_socket(zmq.DEALER, role="client", key=self.key,
-                               max_msg_bytes=offer.chunk_bytes + 64 * 1024)
-            sock.connect(holder.rpc)
-            sources.append(_Source(holder, sock))
+        sources: list[_Source] = []
         poller = zmq.Poller()
-        for src in sources:
-            poller.register(src.sock, zmq.POLLIN)
         used: set[str] = set()
         try:
+            for holder in self.sources:
+                sock = open_socket(zmq.DEALER, role="client", key=self.key,
+                                   max_msg_bytes=offer.chunk_bytes + 64 * 1024)
+                sources.append(_Source(holder, sock))
+                sock.connect(holder.rpc)
+                poller.register(sock, zmq.POLLIN)
             with part.open("r+b" if part.exists() else "wb") as out:
                 out.seek(written)
                 while next_piece < pieces:
@@ -193,7 +195,8 @@ class Pull:
                         raise PeerUnavailable("every holder failed: " + "; ".join(
                             f"{s.holder.name}: {s.failed}" for s in sources))
                     for src in live:  # credit: at most WINDOW pieces asked of each
-                        while todo and len(src.asked) < WINDOW:
+                        while todo and len(src.asked) < WINDOW \
+                                and todo[0] < next_piece + MAX_AHEAD:
                             index = todo.popleft()
                             rid = new_request_id()
                             src.sock.send(codec.encode(ChunkRequest(
