@@ -103,4 +103,6 @@ def test_junk_is_probed_once_per_retry_window():
     assert tried.recent("junk", 10.0) and not tried.recent("junk", exchange.RETRY_S + 1)
     for i in range(exchange.MAX_TRIED + 5):
         tried.add(f"n{i}", now=1.0)
-    assert "junk" not in tried and "n0" not in tried and f"n{exchange.MAX_TRIED}" in tried
+    kept = tried.recent_ids(1.0)
+    assert "junk" not in kept and "n0" not in kept and f"n{exchange.MAX_TRIED}" in kept
+    assert len(tried) == exchange.MAX_TRIED

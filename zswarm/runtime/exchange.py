@@ -43,7 +43,7 @@ class Learned:
     endpoint: str  # tcp://address:port
 
 
-class Tried(Container[str]):
+class Tried:
     """Node ids probed lately through exchange, at most MAX_TRIED (the oldest go): a
     member that lists the same junk every time costs each probe once per RETRY_S."""
 
@@ -60,8 +60,12 @@ class Tried(Container[str]):
         at = self._at.get(node_id)
         return at is not None and now - at < RETRY_S
 
-    def __contains__(self, node_id: object) -> bool:
-        return node_id in self._at
+    def recent_ids(self, now: float) -> set[str]:
+        """The ids not to probe again yet."""
+        return {node_id for node_id, at in self._at.items() if now - at < RETRY_S}
+
+    def __len__(self) -> int:
+        return len(self._at)
 
 
 def worth_probing(reply: PeersReply, *, me: NodeCard, known: Container[str],
@@ -88,8 +92,11 @@ def worth_probing(reply: PeersReply, *, me: NodeCard, known: Container[str],
     return out
 
 
+def asks_at(beat: int) -> bool:
+    """Whether a peer is asked at this heartbeat (every EXCHANGE_EVERY beats)."""
+    return beat % EXCHANGE_EVERY == EXCHANGE_EVERY // 2
+
+
 def asked_at(beat: int, alive: list[str]) -> str | None:
-    """The peer to ask at this heartbeat, if any (in turn, every EXCHANGE_EVERY beats)."""
-    if not alive or beat % EXCHANGE_EVERY != EXCHANGE_EVERY // 2:
-        return None
-    return sorted(alive)[(beat // EXCHANGE_EVERY) % len(alive)]
+    """The peer to ask at such a heartbeat (the ALIVE peers in turn), if any."""
+    return sorted(alive)[(beat // EXCHANGE_EVERY) % len(alive)] if alive else None

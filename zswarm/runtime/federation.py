@@ -154,9 +154,10 @@ class Federation(Probing):
         for endpoint, why in self.static.items():
             if why:
                 self._spawn(endpoint, self._probe_static, endpoint)
-        ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()])
-        if ask is not None:
-            self._spawn(f"exchange:{ask}", self._exchange, ask)
+        if exchange.asks_at(beat):
+            ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()])
+            if ask is not None:
+                self._spawn(f"exchange:{ask}", self._exchange, ask)
         for peer in self.table.due_probes(trio.current_time()):
             self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
         for peer in list(self.table.peers.values()):

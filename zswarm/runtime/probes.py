@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -94,7 +94,7 @@ class Probing:
                                       reason="unexpected")
         learned = sum(1 for p in self.table.peers.values() if p.source == "exchange")
         now = trio.current_time()
-        known = _Either(self.table.peers, lambda node_id: self._tried.recent(node_id, now))
+        known = self.table.peers.keys() | self._tried.recent_ids(now)
         for entry in exchange.worth_probing(reply, me=self.me, known=known,
                                             room=exchange.MAX_EXCHANGED - learned):
             self._tried.add(entry.node_id, now)
@@ -154,13 +154,3 @@ class Probing:
                                      trio.current_time()))
 
 
-
-class _Either(Container[str]):
-    """In ``table`` or passing ``test``."""
-
-    def __init__(self, table: Container[str], test: Callable[[str], bool]) -> None:
-        self.table = table
-        self.test = test
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.table or (isinstance(item, str) and self.test(item))
