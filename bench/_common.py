@@ -23,6 +23,26 @@ def percentile(xs: list[float], q: float) -> float:
     return float(ordered[k])
 
 
+def proc_status_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory field of /proc/PID/status in MiB (VmHWM: peak RSS; VmRSS: now); 0 if the
+    process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_results(name: str, figures: dict[str, Any], table: list[tuple[str, str]]) -> None:
     """bench/results/NAME.json (full figures) and NAME.md (a short table)."""
     RESULTS.mkdir(exist_ok=True)

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from _common import median, proc_status_mib, write_results  # noqa: E402
 
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
 from zswarm.engines.llamacpp import LlamaCppEngine  # noqa: E402
@@ -201,9 +201,7 @@ def worker_rss_mib(node: NodeProcess) -> float:
     """Peak RSS (VmHWM) of the node's worker processes, the largest, in MiB."""
     peak = 0.0
     for child in Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split():
-        for line in Path(f"/proc/{child}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                peak = max(peak, int(line.split()[1]) / 1024)
+        peak = max(peak, proc_status_mib(int(child)))
     return round(peak, 1)
 
 

@@ -32,7 +32,7 @@ import httpx
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import proc_status_mib, write_results  # noqa: E402
 
 from zswarm import client  # noqa: E402
 from zswarm.core import codec  # noqa: E402
@@ -52,14 +52,6 @@ from zswarm.testing.fuzz import FrameFuzzer  # noqa: E402
 
 #: the node runs with a desktop session's open-file limit (soft and hard)
 DESKTOP_FDS = 1024
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class FakePeer(threading.Thread):
@@ -224,7 +216,7 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
     proc = NodeProcess(cfg, max_fds=DESKTOP_FDS)
     try:
         info = proc.wait_ready(120)
-        rss_start = peak_rss_mib(proc.pid)
+        rss_start = proc_status_mib(proc.pid)
         counter: Counter[str] = Counter()
         statuses: Counter[str] = Counter()
         asked: Counter[str] = Counter()
@@ -269,7 +261,7 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
             "questions_asked": asked["asked"], "questions_answered": asked["answered"],
             "questions_right": asked["right"], "question_failures": failures,
             "node_rss_start_mib": round(rss_start, 1),
-            "node_peak_rss_mib": round(peak_rss_mib(proc.pid), 1) if alive else None,
+            "node_peak_rss_mib": round(proc_status_mib(proc.pid), 1) if alive else None,
             "seconds": round(elapsed, 1), "model": model, "connections": connections,
             "max_fds": DESKTOP_FDS, **flooded,
         }

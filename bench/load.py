@@ -29,7 +29,7 @@ import trio
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, write_results  # noqa: E402
+from _common import percentile, proc_status_mib, write_results  # noqa: E402
 
 from zswarm import client  # noqa: E402
 from zswarm.core import codec  # noqa: E402
@@ -48,17 +48,6 @@ from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa:
 
 HUNG_S = 60.0
 STRATEGIES = ["first_valid", "majority", "best_of_n", "route"]
-
-
-def peak_rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class Tally:
@@ -156,7 +145,7 @@ def run(clients: int, seconds: float, delay_ms: float, seed: int) -> dict:
         tally = trio.run(drive, infos, clients, seconds, seed)
         elapsed = time.monotonic() - t0
         alive = all(p.proc.poll() is None for p in procs)
-        rss = [round(peak_rss_mib(p.pid), 1) for p in procs]
+        rss = [round(proc_status_mib(p.pid), 1) for p in procs]
     finally:
         for p in procs:
             p.stop()

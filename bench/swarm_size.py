@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
 import sys
@@ -30,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, median, percentile, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    median,
+    percentile,
+    proc_status_mib,
+    process_cpu_s,
+    write_results,
+)
 
 from zswarm.client import NodeClient  # noqa: E402
 from zswarm.core.messages import ChatMessage, GenerateRequest  # noqa: E402
@@ -40,18 +46,6 @@ from zswarm.testing.floods import open_fds  # noqa: E402
 DELAY_MS = 20.0
 INTERVAL_MS = 1000
 IDLE_S = 10.0
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def alive_counts(procs: list[NodeProcess]) -> list[int]:
@@ -79,14 +73,15 @@ def one_size(tmp: Path, n: int, reps: int) -> dict[str, Any]:
                    what=f"every node sees {n - 1} alive", interval_s=0.1)
         row["all_alive_after_last_ready_s"] = round(time.monotonic() - ready, 2)
         time.sleep(2 * INTERVAL_MS / 1000)  # start-up probes done: now the idle swarm
-        before = [cpu_s(p.pid) for p in procs]
+        before = [process_cpu_s(p.pid) for p in procs]
         time.sleep(IDLE_S)
-        used = [(cpu_s(p.pid) - b) / IDLE_S for p, b in zip(procs, before, strict=True)]
+        used = [(process_cpu_s(p.pid) - b) / IDLE_S for p, b in zip(procs, before, strict=True)]
         row["idle_cpu_pct_per_node_median"] = round(100 * median(used), 2)
         row["idle_cpu_pct_per_node_max"] = round(100 * max(used), 2)
         beats_per_s = (n - 1) * 1000 / INTERVAL_MS
         row["cpu_ms_per_heartbeat_received"] = round(median(used) * 1000 / beats_per_s, 3)
-        row["rss_mib_per_node_median"] = round(median([rss_mib(p.pid) for p in procs]), 1)
+        rss = [proc_status_mib(p.pid, "VmRSS") for p in procs]
+        row["rss_mib_per_node_median"] = round(median(rss), 1)
         fds = [open_fds(p.pid) for p in procs]
         row["fds_per_node_median"] = int(median(fds))
         row["fds_per_node_max"] = max(fds)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import msgspec
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, write_results  # noqa: E402
+from _common import percentile, process_cpu_s, write_results  # noqa: E402
 
 from zswarm.core.ids import new_request_id  # noqa: E402
 from zswarm.core.messages import (  # noqa: E402
@@ -134,12 +133,6 @@ async def bench_http(base: str, sequential: int, concurrent: int) -> tuple[list[
                 clients.start_soon(worker, concurrent // 16)
         rate = (concurrent // 16 * 16) / (time.perf_counter() - t0)
     return latencies, rate
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -31,10 +31,7 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="swarm.toml (default: buil
 KeyOutOpt = typer.Option(..., "--out", "-o", help="the key file to create")
 
 
-def _out(text: str, *, err: bool = False) -> None:
-    """Everything the CLI prints: answers, peers' names, findings (core/text.py escapes
-    the control characters a peer or a model could use to drive the terminal)."""
-    typer.echo(printable(text, keep_lines=True), err=err)
+_out = views.say
 
 
 class _SafeFormatter(logging.Formatter):

@@ -19,10 +19,10 @@ from zswarm import client
 from zswarm.config import Config, load_config
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import ModelOffer, ModelRequest, PeersReply
-from zswarm.core.text import printable
 from zswarm.errors import ConfigError, PeerUnavailable, ZswarmError
 from zswarm.net.security import SwarmKey, swarm_key
 from zswarm.pull import Progress, holders, models_dir, pull
+from zswarm.views import say
 
 NodeOpt = typer.Option(None, "--node", help="tcp://host:port of a member")
 DirOpt = typer.Option(None, "--dir", help="default: STATE_DIR/models")
@@ -32,14 +32,10 @@ StateDirOpt = typer.Option(None, "--state-dir", help="default: ~/.local/state/zs
 OutOpt = typer.Option(Path("swarm.toml"), "--config", "-c", help="the swarm.toml to write")
 
 
-def _say(text: str, *, err: bool = False) -> None:
-    typer.echo(printable(text, keep_lines=True), err=err)
-
-
 def _fail(exc: ZswarmError) -> typer.Exit:
     hint = (" (is a node listening there? A keyed swarm answers only holders of its key: "
             "[security] swarm_key_file)" if isinstance(exc, PeerUnavailable) else "")
-    _say(f"error: {exc}{hint}", err=True)
+    say(f"error: {exc}{hint}", err=True)
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -49,7 +45,7 @@ def _member(cfg: Config, key: SwarmKey | None, node: str | None) -> str:
         peers = cfg.federation.peers
         if peers:
             return peers[0]
-        _say(f"error: no node is running with {cfg.source}, and it names no [federation] "
+        say(f"error: no node is running with {cfg.source}, and it names no [federation] "
              "peers: pass --node tcp://host:port of any member", err=True)
         raise typer.Exit(1)
     return endpoint
@@ -116,11 +112,11 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
         except ZswarmError as exc:
             raise _fail(exc) from None
         if as_json:
-            _say(json.dumps(found, ensure_ascii=False))
+            say(json.dumps(found, ensure_ascii=False))
             return
         for m in found:
             size = f"{m['size'] / 2**20:.0f} MiB" if m["size"] is not None else "size unknown"
-            _say(f"{m['model_id']}  {size}  on {', '.join(m['holders'])}")
+            say(f"{m['model_id']}  {size}  on {', '.join(m['holders'])}")
 
     @app.command("pull")
     def pull_cmd(model: str = typer.Argument(..., help="a model's name or id (zswarm models)"),
@@ -138,12 +134,12 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
         except ZswarmError as exc:
             raise _fail(exc) from None
         if as_json:
-            _say(json.dumps({"path": str(result.path), "model_id": result.model_id,
+            say(json.dumps({"path": str(result.path), "model_id": result.model_id,
                              "bytes": result.size, "seconds": round(result.seconds, 3),
                              "resumed_bytes": result.resumed_bytes, "holders": result.holders,
                              "bad_pieces": result.bad_pieces}))
         else:
-            _say(f"{result.model_id} -> {result.path} ({result.size / 2**20:.1f} MiB in "
+            say(f"{result.model_id} -> {result.path} ({result.size / 2**20:.1f} MiB in "
                  f"{result.seconds:.1f} s from {', '.join(result.holders) or 'nobody: there'})")
 
     @app.command()
@@ -156,7 +152,7 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
                                         help="run the node once written")) -> None:
         """From nothing to a member: write swarm.toml, pull the model, start the node."""
         if out.exists():
-            _say(f"error: {out} exists; join writes a new one (pass --config elsewhere.toml, "
+            say(f"error: {out} exists; join writes a new one (pass --config elsewhere.toml, "
                  f"or use zswarm node --config {out})", err=True)
             raise typer.Exit(2)
         try:
@@ -166,7 +162,7 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
             hint = (" (is a node listening there? A keyed swarm answers only holders of its "
                     "key: --key FILE)" if key_file is None else " (is a node listening there, "
                     "and is this its swarm's key?)")
-            _say(f"error: {address}: {exc}{hint}", err=True)
+            say(f"error: {address}: {exc}{hint}", err=True)
             raise typer.Exit(1) from None
         lines = ["[node]", f"name = {json.dumps(name)}", 'bind = "auto"']
         if state_dir is not None:
@@ -184,7 +180,7 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
         except ZswarmError as exc:
             out.unlink()
             raise _fail(exc) from None
-        _say(f"wrote {out}: member of swarm {member.node.swarm!r} through {member.node.name}, "
+        say(f"wrote {out}: member of swarm {member.node.swarm!r} through {member.node.name}, "
              f"model {member.node.model_id}", err=True)
         if start:
             run_node(out)

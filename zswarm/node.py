@@ -100,8 +100,8 @@ async def _run_node(config: Config, drain: trio.Event,
                     "(set [http] api_keys, or a swarm key)", host, config.ports.http)
     config = await trio.to_thread.run_sync(partial(local_model, config, key,
                                                     progress=_log_progress()))
-    shelf = ModelShelf(await trio.to_thread.run_sync(model_file, config.model))
-    model = (shelf.model.model_id if shelf.model is not None
+    served = await trio.to_thread.run_sync(model_file, config.model)
+    model = (served.model_id if served is not None
              else await trio.to_thread.run_sync(model_id, config.model))
     ports = config.ports
     with ExitStack() as sockets:  # every socket bound before anything serves
@@ -126,7 +126,8 @@ async def _run_node(config: Config, drain: trio.Event,
         ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue),
                           key=key)
         scheduler = ctx.scheduler
-        shelf.busy = lambda: scheduler.idle_workers < scheduler.workers_ready
+        shelf = ModelShelf(served,
+                           busy=lambda: scheduler.idle_workers < scheduler.workers_ready)
         pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
                           stats=ctx.stats)
         federation = (Federation(ctx, publisher, mdns_address=host)

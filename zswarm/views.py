@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import msgspec
+import typer
 from rich.table import Table
 from rich.text import Text
 
@@ -17,6 +18,12 @@ from zswarm.core.peers import count_states, summarize_states
 from zswarm.core.text import printable
 
 PEER_HEAD = ("id", "name", "address", "state", "model", "load", "last seen", "rtt", "note")
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Everything the CLI prints: answers, peers' names, findings (core/text.py escapes
+    the control characters a peer or a model could use to drive the terminal)."""
+    typer.echo(printable(text, keep_lines=True), err=err)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -37,26 +37,26 @@ async def test_heartbeats_arrive_and_bad_frames_are_counted_not_delivered():
     bad = Subscriber(raw_endpoint, "n2", got.append, drops=drops)
     forged = codec.encode(Heartbeat(card=CARD, seq=1, load=Load()))
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(sub.serve)
-            await nursery.start(bad.serve)
-            wrong_version = msgspec.msgpack.encode({"type": "heartbeat", "v": 99, "seq": 1})
-            with trio.fail_after(10):
-                seq = 0
-                # PUB/SUB has no handshake (slow joiner): publish until both sides see traffic
-                while not got or drops.counts.get("wrong-version", 0) < 1 \
-                        or drops.counts.get("malformed", 0) < 1 \
-                        or drops.counts.get("wrong-sender", 0) < 1:
-                    seq += 1
-                    pub.publish(Heartbeat(card=CARD, seq=seq, load=Load()))
-                    raw.send_multipart([b"\xc1garbage"])
-                    raw.send_multipart([wrong_version])
-                    raw.send_multipart([forged])
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
+        wrong_version = msgspec.msgpack.encode({"type": "heartbeat", "v": 99, "seq": 1})
+        with trio.fail_after(10):
+            seq = 0
+            # PUB/SUB has no handshake (slow joiner): publish until both sides see traffic
+            while not got or drops.counts.get("wrong-version", 0) < 1 \
+                    or drops.counts.get("malformed", 0) < 1 \
+                    or drops.counts.get("wrong-sender", 0) < 1:
+                seq += 1
+                pub.publish(Heartbeat(card=CARD, seq=seq, load=Load()))
+                raw.send_multipart([b"\xc1garbage"])
+                raw.send_multipart([wrong_version])
+                raw.send_multipart([forged])
+                await trio.sleep(0.01)
+                sub.drain()  # what the node's Connections do a few times per interval
+                bad.drain()
     finally:
         pub.close()
         raw.close()
+        sub.close()
+        bad.close()
     # only the publisher of n1 spoke for n1: the forged copies (seq 1) were dropped
     assert all(isinstance(hb, Heartbeat) and hb.card == CARD for hb in got)
     assert [hb.seq for hb in got] == sorted(hb.seq for hb in got)

@@ -122,7 +122,11 @@ class Batcher:
         self.max_jobs = max_jobs
         self.queue: deque[Job] = deque()  # submitted, not yet given a slot
         self.jobs: list[Job] = []  # admitted, in order
-        self._pool = list(range(kv.cache_slots, kv.cache_slots + kv.max_batch_candidates))
+        self._pool = self._all_sequences()
+
+    def _all_sequences(self) -> list[int]:
+        """The candidates' pool: sequences after the prompt cache's slots."""
+        return list(range(self.kv.cache_slots, self.kv.cache_slots + self.kv.max_batch_candidates))
 
     @property
     def busy(self) -> bool:
@@ -163,8 +167,7 @@ class Batcher:
         its KV cache)."""
         self.queue.clear()
         self.jobs.clear()
-        self._pool = list(range(self.kv.cache_slots,
-                                self.kv.cache_slots + self.kv.max_batch_candidates))
+        self._pool = self._all_sequences()
 
     # --- one step -------------------------------------------------------------------
 

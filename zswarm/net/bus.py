@@ -61,17 +61,6 @@ class Subscriber:
         self.on_heartbeat = on_heartbeat
         self.drops = drops or DropCounter("heartbeats")
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        task_status.started()
-        try:
-            while True:
-                frames = await self.sock.recv_multipart()
-                with MessageGuard(self.drops):
-                    self._handle(frames)
-        finally:
-            self.sock.close()
-
     def drain(self, most: int = 64) -> int:
         """Handle the heartbeats waiting on the socket, at most ``most`` (a flooder's
         others wait, then meet the high-water mark), without waiting; how many were read.
