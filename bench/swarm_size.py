@@ -46,14 +46,15 @@ from zswarm.testing.floods import open_fds  # noqa: E402
 DELAY_MS = 20.0
 INTERVAL_MS = 1000
 IDLE_S = 10.0
+#: after every node sees every other ALIVE, this long before the idle swarm is measured
+#: (the last joiners' first pings and peer exchanges are start-up, not idle)
+SETTLE_S = 10.0
 
 
-def alive_counts(procs: list[NodeProcess]) -> list[int]:
-    out = []
-    for p in procs:
-        with NodeClient(p.rpc) as node:
-            out.append(sum(x.state == "alive" for x in node.peers(timeout_s=5).peers))
-    return out
+def alive_counts(clients: list[NodeClient]) -> list[int]:
+    """How many peers each node sees ALIVE (over one standing connection per node: a new
+    connection per poll would load the swarm being measured)."""
+    return [sum(x.state == "alive" for x in node.peers(timeout_s=5).peers) for node in clients]
 
 
 def one_size(tmp: Path, n: int, reps: int) -> dict[str, Any]:
@@ -63,16 +64,18 @@ def one_size(tmp: Path, n: int, reps: int) -> dict[str, Any]:
                for i in range(n)]
     t0 = time.monotonic()
     procs = [NodeProcess(c) for c in configs]
+    clients: list[NodeClient] = []
     row: dict[str, Any] = {"n": n}
     try:
         for p in procs:
             p.wait_ready(300)
         ready = time.monotonic()
         row["start_all_ready_s"] = round(ready - t0, 2)
-        wait_until(lambda: min(alive_counts(procs)) == n - 1, 120,
+        clients = [NodeClient(p.rpc) for p in procs]
+        wait_until(lambda: min(alive_counts(clients)) == n - 1, 120,
                    what=f"every node sees {n - 1} alive", interval_s=0.1)
         row["all_alive_after_last_ready_s"] = round(time.monotonic() - ready, 2)
-        time.sleep(2 * INTERVAL_MS / 1000)  # start-up probes done: now the idle swarm
+        time.sleep(SETTLE_S)  # the start-up burst is over: now the idle swarm of every day
         before = [process_cpu_s(p.pid) for p in procs]
         time.sleep(IDLE_S)
         used = [(process_cpu_s(p.pid) - b) / IDLE_S for p, b in zip(procs, before, strict=True)]
@@ -87,26 +90,25 @@ def one_size(tmp: Path, n: int, reps: int) -> dict[str, Any]:
         row["fds_per_node_max"] = max(fds)
         k = min(8, n)
         request = GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=k)
-        with NodeClient(procs[0].rpc) as node:
-            for _ in range(3):
-                node.ask(request, strategy="majority", deadline_ms=30_000)
-            over = []
-            for _ in range(reps):
-                t1 = time.perf_counter()
-                node.ask(request, strategy="majority", deadline_ms=30_000)
-                over.append((time.perf_counter() - t1) * 1000 - DELAY_MS)
+        node = clients[0]
+        for _ in range(3):
+            node.ask(request, strategy="majority", deadline_ms=30_000)
+        over = []
+        for _ in range(reps):
+            t1 = time.perf_counter()
+            node.ask(request, strategy="majority", deadline_ms=30_000)
+            over.append((time.perf_counter() - t1) * 1000 - DELAY_MS)
         row[f"k{k}_overhead_p50_ms"] = round(percentile(over, 50), 2)
         row[f"k{k}_overhead_p99_ms"] = round(percentile(over, 99), 2)
         victim = procs[-1]
         victim_name = f"s{n - 1}"
-        observers = procs[:4]
+        observers = clients[:4]
         victim.signal(signal.SIGKILL)
         t2 = time.monotonic()
 
         def all_see_dead() -> bool:
-            for p in observers:
-                with NodeClient(p.rpc) as node:
-                    states = {x.name: x.state for x in node.peers(timeout_s=5).peers}
+            for node in observers:
+                states = {x.name: x.state for x in node.peers(timeout_s=5).peers}
                 if states.get(victim_name) != "dead":
                     return False
             return True
@@ -119,6 +121,8 @@ def one_size(tmp: Path, n: int, reps: int) -> dict[str, Any]:
         limits = ("too many open files", "table full", "cannot open a socket", "EMFILE")
         row["limits_hit"] = sorted({w for w in limits for log in logs if w in log})
     finally:
+        for client in clients:
+            client.close()
         for p in procs:
             p.stop()
     return row

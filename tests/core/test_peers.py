@@ -284,3 +284,15 @@ def test_count_states_lists_every_state_in_order():
     assert counts["alive"] == 2 and counts["dead"] == 1 and counts["suspect"] == 0
     assert summarize_states(counts) == "2 alive, 1 dead, 1 unreachable"
     assert summarize_states(count_states([])) == "none"
+
+
+def test_the_read_lag_brings_death_forward_by_at_most_one_tick():
+    """Heartbeats read at ticks 0.25 s apart arrived up to 0.25 s before: DEAD at the first
+    tick where the last one may be interval x liveness old, never earlier."""
+    t = PeerTable(card("me", "tcp://10.0.0.1:1"), interval_s=1.0, liveness=3,
+                  tick_every_s=0.25, read_lag_s=0.25)
+    known(t, "a")  # heard at 0.0
+    for now in (0.25 * k for k in range(1, 11)):  # up to 2.5 s
+        t.tick(now)
+    assert t.peers["a"].state is S.SUSPECT
+    assert states(t.tick(2.75)) == [("a", S.SUSPECT, S.DEAD)]

@@ -10,7 +10,8 @@ import trio.testing
 import zmq
 
 from zswarm.errors import LocalProtocolError
-from zswarm.net.zmq_trio import TrioSocket, context, open_socket
+from zswarm.net.zmq_trio import Pollset, TrioSocket, context, open_socket
+from zswarm.testing.cluster import wait_until
 
 
 def _echo_server(endpoint: str, stop: threading.Event) -> None:
@@ -121,4 +122,50 @@ def test_sockets_use_tcp_keepalive_not_zmtp_heartbeats():
             assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 0
             assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
         finally:
+            sock.close()
+
+
+def test_a_pollset_finds_every_message_with_one_poll_per_pass():
+    """Sockets read in passes with a per-pass limit: what a pass leaves behind is read at a
+    later pass (``again``), new input on a drained socket shows in ``ready``, and a
+    socket that got nothing is not read at all."""
+    pub, endpoint = TrioSocket.bound(zmq.PUB, "tcp://127.0.0.1:0")
+    quiet_pub, quiet_endpoint = TrioSocket.bound(zmq.PUB, "tcp://127.0.0.1:0")
+    subs: dict[str, TrioSocket] = {}
+    news = Pollset()
+    try:
+        for key, where in (("a", endpoint), ("b", endpoint), ("quiet", quiet_endpoint)):
+            subs[key] = TrioSocket.open(zmq.SUB)
+            subs[key].sock.setsockopt(zmq.SUBSCRIBE, b"")
+            subs[key].connect(where)
+            news.add(key, subs[key])
+        got: dict[str, int] = {"a": 0, "b": 0, "quiet": 0}
+        read_from: set[str] = set()
+
+        def one_pass(limit: int) -> None:
+            for key in news.ready():
+                read_from.add(key)
+                count = 0
+                while count < limit and (frames := subs[key].recv_nowait()) is not None:
+                    count += 1
+                    got[key] += frames != [b"hello"]
+                if count == limit:
+                    news.again(key)
+
+        one_pass(3)  # the first pass reads every socket once (added: may have input)
+        read_from.clear()
+        wait_until(lambda: (pub.send_multipart([b"hello"]), one_pass(3),
+                            {"a", "b"} <= read_from)[-1], 10, what="subscribed")
+        read_from.clear()
+        for _ in range(10):
+            pub.send_multipart([b"x"])
+        wait_until(lambda: (one_pass(3), got["a"] == got["b"] == 10)[-1], 10,
+                   what="all 10 read, 3 per pass")
+        assert got["quiet"] == 0 and "quiet" not in read_from
+        news.remove(subs["b"])
+        pub.send_multipart([b"y"])
+        wait_until(lambda: (one_pass(3), got["a"] == 11)[-1], 10, what="a reads on")
+        assert got["b"] == 10  # removed: no longer read
+    finally:
+        for sock in (pub, quiet_pub, *subs.values()):
             sock.close()

@@ -148,10 +148,15 @@ class Change:
 
 class PeerTable:
     def __init__(self, me: NodeCard, *, interval_s: float, liveness: int,
-                 forget_after_s: float = 300.0, tick_every_s: float | None = None) -> None:
+                 forget_after_s: float = 300.0, tick_every_s: float | None = None,
+                 read_lag_s: float = 0.0) -> None:
         self.me = me
         #: how often the runtime calls tick(); None = irregularly (no stall detection)
         self.tick_every_s = tick_every_s
+        #: heartbeats are read (``heard``) up to this long after they arrived: a peer is
+        #: DEAD once its last heartbeat *may* be interval x liveness old, so the lag
+        #: never delays the verdict (the runtime reads them at its ticks)
+        self.read_lag_s = read_lag_s
         self.interval_s = interval_s
         self.liveness = liveness
         self.forget_after_s = forget_after_s
@@ -292,7 +297,9 @@ class PeerTable:
             if peer.state not in _WATCHED:
                 continue
             silent = now - peer.since
-            if silent > peer.interval_s * self.liveness:
+            # >= with a millisecond's slack: a tick on the grid exactly interval x
+            # liveness - lag after the read decides, whatever the float rounding
+            if silent >= peer.interval_s * self.liveness - self.read_lag_s - 1e-3:
                 changes += self._apply(peer, Event.EXPIRED)
                 peer.probe_at = now + peer.probe_backoff_s
             elif silent > peer.interval_s * 1.5 and peer.state is PeerState.ALIVE:

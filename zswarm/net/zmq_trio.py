@@ -11,6 +11,7 @@ send queue raises PeerUnavailable (backpressure is the caller's decision).
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Iterable
 
 import trio
@@ -96,6 +97,11 @@ def _configure(sock: zmq.Socket[bytes], *, max_msg_bytes: int, role: str,
 
 class TrioSocket:
     """A zmq socket driven from trio: any task may send, one task receives."""
+
+    @property
+    def fd(self) -> int:
+        """ZMQ_FD: readable when ZMQ_EVENTS should be read again (see the module's notes)."""
+        return self._fd
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
@@ -219,3 +225,37 @@ class TrioSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Pollset:
+    """Sockets read in passes and never waited on: which may have input, in one system call.
+
+    A socket's ZMQ_FD is readable once new input arrived after a read found none; input
+    left behind by a pass that stopped early (a reader's limit) signals nothing, so the
+    reader says so with ``again``. Each socket is keyed (a peer's id, say); ``remove``
+    it before closing it (its fd number may be reused).
+    """
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._keys: dict[int, str] = {}
+        self._again: set[str] = set()
+
+    def add(self, key: str, sock: TrioSocket) -> None:
+        self._poll.register(sock.fd, select.POLLIN)
+        self._keys[sock.fd] = key
+        self._again.add(key)  # whatever arrived before it was added
+
+    def remove(self, sock: TrioSocket) -> None:
+        if self._keys.pop(sock.fd, None) is not None:
+            self._poll.unregister(sock.fd)
+
+    def again(self, key: str) -> None:
+        """Read ``key`` at the next pass whatever its fd says (input was left behind)."""
+        self._again.add(key)
+
+    def ready(self) -> set[str]:
+        """The keys whose sockets may have input now (without waiting)."""
+        keys, self._again = self._again, set()
+        keys.update(self._keys[fd] for fd, _ in self._poll.poll(0) if fd in self._keys)
+        return keys

@@ -1,8 +1,9 @@
 """The node's sockets to its peers: one heartbeat subscriber and one vote link per peer.
 
 Owns: subscribing to a peer's PUB endpoint (a SUB socket per peer, so a heartbeat
-counts only for the peer whose link carried it), reading every subscriber's
-heartbeats in one pass DRAINS_PER_INTERVAL times per interval, and unsubscribing, opening a DEALER
+counts only for the peer whose link carried it), reading every subscriber's waiting
+heartbeats in one pass when asked (``read_heartbeats``: the Federation's clock does,
+at each tick), and unsubscribing, opening a DEALER
 vote link per peer on first use and closing it (its pending requests fail at once),
 and one-shot status probes over a short-lived link, at most MAX_PROBES at once
 (a flood of announcements waits here; it never opens a socket per record). Every
@@ -27,13 +28,12 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import PeerLink, Subscriber
 from zswarm.net.guard import DropCounter, FrameDrops
 from zswarm.net.security import SwarmKey
+from zswarm.net.zmq_trio import Pollset
 
 #: one-shot status probes (each a short-lived socket) in flight at once
 MAX_PROBES = 16
-#: heartbeats are read from every subscriber this many times per heartbeat interval, in
-#: one pass (one wake-up for all peers, not one per heartbeat: at 64 peers that was most
-#: of an idle node's CPU; bench/swarm_size.py), at most MAX_DRAIN per peer per pass
-DRAINS_PER_INTERVAL = 8
+#: heartbeats read from one peer's subscriber per pass, at most (a flooder's others wait,
+#: then meet the socket's high-water mark)
 MAX_DRAIN = 64
 
 
@@ -49,11 +49,9 @@ class Connections:
     """Start with ``await nursery.start(connections.serve)``."""
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *, drops: FrameDrops,
-                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "",
-                 heartbeat_interval_s: float = 1.0) -> None:
+                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "") -> None:
         self.key = key
         self.probe_timeout_s = probe_timeout_s
-        self.drain_every_s = heartbeat_interval_s / DRAINS_PER_INTERVAL
         self.on_heartbeat = on_heartbeat
         #: our node id, sent with status probes so a peer that thinks us dead probes back
         self.hello = hello
@@ -62,6 +60,8 @@ class Connections:
         self.vote_drops: DropCounter = drops.counter("votes")
         self.links: dict[str, _Running] = {}
         self.subscribers: dict[str, Subscriber] = {}
+        #: which subscribers have news (one poll per pass, not one check per peer)
+        self._news = Pollset()
         self._probes = trio.CapacityLimiter(MAX_PROBES)
         self._nursery: trio.Nursery | None = None
 
@@ -71,22 +71,28 @@ class Connections:
             self._nursery = nursery
             task_status.started()
             try:
-                await self._read_heartbeats()
+                await trio.sleep_forever()
             finally:
                 for node_id in list(self.links):
                     self.close_link(node_id, "node shutting down")
-                for sub in self.subscribers.values():
-                    sub.close()
+                for node_id in list(self.subscribers):
+                    self._unsubscribe(node_id)
 
-    async def _read_heartbeats(self) -> None:
-        """Every drain_every_s, every subscriber's waiting heartbeats, in one pass."""
-        while True:
-            await trio.sleep(self.drain_every_s)
-            for sub in list(self.subscribers.values()):
-                try:
-                    sub.drain(MAX_DRAIN)
-                except trio.ClosedResourceError:
-                    pass  # forgotten while this pass ran
+    def read_heartbeats(self) -> None:
+        """Every subscriber's waiting heartbeats, in one pass, without waiting.
+
+        One wake-up for all peers, not one per heartbeat: at 64 peers a wake-up per
+        heartbeat was most of an idle node's CPU (bench/swarm_size.py, docs/scale.md).
+        """
+        for node_id in self._news.ready():
+            sub = self.subscribers.get(node_id)
+            if sub is None:
+                continue  # forgotten since
+            try:
+                if sub.drain(MAX_DRAIN) == MAX_DRAIN:
+                    self._news.again(node_id)  # more may wait: its fd will not say so
+            except trio.ClosedResourceError:
+                pass  # forgotten while this pass ran
 
     def _run(self, owner: PeerLink) -> _Running:
         if self._nursery is None:
@@ -103,19 +109,24 @@ class Connections:
         if old is not None:
             if old.endpoint == pub:
                 return
-            old.close()
-            del self.subscribers[node_id]
+            self._unsubscribe(node_id)
         if self._nursery is None:
             raise PeerUnavailable("federation is not running")
-        self.subscribers[node_id] = Subscriber(pub, node_id, self.on_heartbeat,
-                                               drops=self.heartbeat_drops, key=self.key)
+        sub = Subscriber(pub, node_id, self.on_heartbeat, drops=self.heartbeat_drops,
+                         key=self.key)
+        self.subscribers[node_id] = sub
+        self._news.add(node_id, sub.sock)
+
+    def _unsubscribe(self, node_id: str) -> None:
+        sub = self.subscribers.pop(node_id, None)
+        if sub is not None:
+            self._news.remove(sub.sock)
+            sub.close()
 
     def forget(self, node_id: str, why: str) -> None:
         """No vote link and no subscription: a dead or bogus endpoint is not reconnected to."""
         self.close_link(node_id, why)
-        sub = self.subscribers.pop(node_id, None)
-        if sub is not None:
-            sub.close()
+        self._unsubscribe(node_id)
 
     def link(self, peer: Peer) -> PeerLink:
         """The peer's vote link, opened on first use."""

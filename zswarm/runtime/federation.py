@@ -53,10 +53,14 @@ log = logging.getLogger(__name__)
 
 #: ping every ALIVE peer for its round-trip time every this many heartbeats, each peer at
 #: its own beat (spread: no burst of N-1 pings at once). RTT is shown, never decided on,
-#: and each ping costs both sides a request: measured at 64 nodes on one machine, pings
-#: every 5 beats were a third of an idle node's CPU (bench/swarm_size.py, docs/scale.md)
-PING_EVERY = 30
-#: the peer table is checked this many times per heartbeat interval
+#: and each ping costs both sides a request and a wake-up: measured at 64 nodes on one
+#: machine, pings every 5 beats were a third of an idle node's CPU (bench/swarm_size.py,
+#: docs/scale.md); every 60, a swarm of 64 pings about once a second each way
+PING_EVERY = 60
+#: the node's clock ticks this many times per heartbeat interval, on a fixed grid: each
+#: tick reads every peer's waiting heartbeats and checks the table's silences, so a
+#: heartbeat is read at most one tick after it arrived (the table allows for that lag)
+#: and an idle node wakes this often, not once per heartbeat received
 TICKS_PER_INTERVAL = 4
 #: probes and pings waiting or running at once, at most (a sustained flood of records
 #: must not queue tasks without end; what is skipped is tried again at the next beat)
@@ -83,11 +87,11 @@ class Federation(Probing):
         self.interval_s = fed.heartbeat_interval_ms / 1000
         self.table = PeerTable(self.me, interval_s=self.interval_s, liveness=fed.liveness,
                                forget_after_s=fed.forget_after_ms / 1000,
-                               tick_every_s=self.interval_s / TICKS_PER_INTERVAL)
+                               tick_every_s=self.interval_s / TICKS_PER_INTERVAL,
+                               read_lag_s=self.interval_s / TICKS_PER_INTERVAL)
         self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
                                               probe_timeout_s=self.interval_s,
-                                              hello=self.me.node_id,
-                                              heartbeat_interval_s=self.interval_s)
+                                              hello=self.me.node_id)
         #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
         self._votes_out: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
@@ -117,7 +121,7 @@ class Federation(Probing):
                 nursery.start_soon(self._mdns_events, receive)
                 await nursery.start(serve_mdns, self.mdns_address, self.me, send,
                                     self._mdns_drops)
-            nursery.start_soon(self._heartbeats)
+            nursery.start_soon(self._clock)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -138,16 +142,22 @@ class Federation(Probing):
         return Heartbeat(card=self.me, seq=self._seq, load=load,
                          interval_ms=self.config.federation.heartbeat_interval_ms)
 
-    async def _heartbeats(self) -> None:
-        """Publish every interval; check silences four times per interval (DEAD on time)."""
-        ticks = 0
+    async def _clock(self) -> None:
+        """One wake-up per tick, on a fixed grid: read the peers' heartbeats, check the
+        table's silences; every TICKS_PER_INTERVAL ticks also publish ours and probe.
+
+        Ticks a stalled node missed are skipped, not run back to back (the table
+        sees the stall and does not blame the peers for it)."""
+        every = self.interval_s / TICKS_PER_INTERVAL
+        start, ticks = trio.current_time(), 0
         while True:
+            self.peer_io.read_heartbeats()
             if ticks % TICKS_PER_INTERVAL == 0:
                 self.publisher.publish(self._heartbeat())
                 self._probes(ticks // TICKS_PER_INTERVAL)
             self._apply(self.table.tick(trio.current_time()))
-            ticks += 1
-            await trio.sleep(self.interval_s / TICKS_PER_INTERVAL)
+            ticks = max(ticks + 1, int((trio.current_time() - start) / every) + 1)
+            await trio.sleep_until(start + ticks * every)
 
     def _probes(self, beat: int) -> None:
         """Static peers not in the table, DEAD and LEFT peers (backed off), pings for RTT."""
@@ -288,7 +298,11 @@ class Federation(Probing):
                 self._note(INFO, "joined", "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
             self.peer_io.subscribe(peer)
-            if change.old is not PeerState.SUSPECT:  # the members it knows, at once
+            if change.old is not PeerState.SUSPECT and peer.source != "mdns":
+                # the members it knows, at once: a peer mDNS found says mDNS works here,
+                # so its members announce themselves too (an exchange per join of an
+                # mDNS swarm of 64 was a probe storm at start); the periodic exchange
+                # (runtime/exchange.py) still finds any it does not reach
                 self._spawn(f"exchange:{card.node_id}", self._exchange, card.node_id)
         elif new is PeerState.DEAD:
             why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"

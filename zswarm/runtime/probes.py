@@ -23,7 +23,7 @@ from zswarm.core import claims
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import NodeCard, PeersReply, PeersRequest, Status, StatusRequest
 from zswarm.core.peers import Change, PeerState, PeerTable
-from zswarm.errors import RemoteProtocolError, ZswarmError
+from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter
 from zswarm.runtime import exchange
 
@@ -87,8 +87,12 @@ class Probing:
         if peer is None or peer.state is not PeerState.ALIVE:
             return
         rid = new_request_id()
-        reply = await self.peer_io.link(peer).request(PeersRequest(request_id=rid), rid,
-                                                      self.interval_s)
+        try:
+            reply = await self.peer_io.link(peer).request(PeersRequest(request_id=rid), rid,
+                                                          self.interval_s)
+        except PeerUnavailable as exc:  # busy or gone: its heartbeats will tell
+            log.debug("peer exchange with %s: %s", peer.card.name, exc)
+            return
         if not isinstance(reply, PeersReply):
             raise RemoteProtocolError(f"answered {type(reply).__name__}, not PeersReply",
                                       reason="unexpected")
