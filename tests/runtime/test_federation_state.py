@@ -212,6 +212,19 @@ async def test_a_silent_peer_dies_on_time_and_its_links_go(swarm, autojump_clock
     assert s.fed.peer_loads("m@1", None) == []
 
 
+async def test_a_peer_declared_dead_that_still_answers_is_back_at_once(swarm, autojump_clock):
+    """Its heartbeats stopped (a starved process, say) but it answers a probe: DEAD, then
+    ALIVE again within a tick of the verdict, not after the probe back-off."""
+    s = await swarm(heartbeat_interval_ms=1000, liveness=3)
+    s.io.at[card("b").rpc] = card("b")
+    s.fed.on_mdns(found(card("b")))
+    s.hear(card("b"))
+    s.fed.peer_io.link = lambda peer: (_ for _ in ()).throw(PeerUnavailable("busy"))  # type: ignore[method-assign]
+    await trio.sleep(2.9)
+    assert any(node == "b" and "died" in why for node, why in s.io.forgotten)
+    assert s.state("b") is PeerState.ALIVE
+
+
 async def test_a_vote_from_the_wrong_node_is_refused_and_demotes_the_peer(swarm, autojump_clock):
     s = await swarm()
     s.fed.on_mdns(found(card("b")))

@@ -313,6 +313,9 @@ class Federation(Probing):
                            card.node_id, why)
             self.peer_io.forget(card.node_id, f"peer {card.name} died ({why})")
             self._static_lost(card.node_id, "dead: " + why)
+            # one probe at once: a peer only starved of CPU (seen at 64 nodes starting on
+            # one machine) answers and is back now, not after its first back-off
+            self._spawn(card.node_id, self._ping, card.node_id)
         elif new is PeerState.LEFT:
             self._note(INFO, "left", "peer %s (%s) left", card.name, card.node_id)
             self.peer_io.forget(card.node_id, f"peer {card.name} left")
