@@ -7,15 +7,21 @@ POST /v1/federation/vote (JSON) on its HTTP shim (http/app.py: hypercorn + Starl
 The client process sends votes over a PeerLink (the federation's DEALER) and over
 httpx, 1 and 16 in flight, in the same run. Goals: zmq p50 <= 0.5 ms at 1 in
 flight, >= 5x faster than HTTP, >= 10,000 votes/s at 16 in flight.
+
+Also, as the floor under the node's figure: the same PeerLink against a bare trio ROUTER
+(the node's own adapter, net/zmq_trio.py) that decodes each VoteRequest and answers a
+ready Vote - transport, adapter and codec, none of the node.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,6 +32,7 @@ from _common import percentile, process_cpu_s, write_results  # noqa: E402
 
 from zswarm.core.ids import new_request_id  # noqa: E402
 from zswarm.core.messages import (  # noqa: E402
+    Candidate,
     ChatMessage,
     GenerateRequest,
     NodeCard,
@@ -69,6 +76,31 @@ async def serve() -> None:
             print(json.dumps({"zmq": endpoint, "http": f"http://127.0.0.1:{card.http}"}),
                   flush=True)
             await trio.to_thread.run_sync(sys.stdin.read)  # until the client closes our stdin
+            nursery.cancel_scope.cancel()
+
+
+async def serve_floor() -> None:
+    """A bare ROUTER on the node's adapter: decode the request, answer a ready Vote."""
+    import zmq
+
+    from zswarm.core import codec
+    from zswarm.net.zmq_trio import TrioSocket
+
+    sock, endpoint = TrioSocket.bound(zmq.ROUTER, "tcp://127.0.0.1:0")
+    answer = [Candidate(text="42", finish_reason="stop", tokens=1)]
+    print(json.dumps({"zmq": endpoint}), flush=True)
+    with sock:
+        async with trio.open_nursery() as nursery:
+            async def replies() -> None:
+                while True:
+                    ident, data = await sock.recv_multipart()
+                    msg = codec.decode(data)
+                    assert isinstance(msg, VoteRequest)
+                    sock.send_multipart([ident, codec.encode(Vote(
+                        request_id=msg.request_id, node_id="s", name="server",
+                        candidates=answer, elapsed_ms=0.0))])
+            nursery.start_soon(replies)
+            await trio.to_thread.run_sync(sys.stdin.read)
             nursery.cancel_scope.cancel()
 
 
@@ -135,27 +167,14 @@ async def bench_http(base: str, sequential: int, concurrent: int) -> tuple[list[
     return latencies, rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        trio.run(serve)
-        return
-    seq, conc, http_seq, http_conc = ((2000, 32000, 400, 1600) if args.quick
-                                      else (10000, 160000, 2000, 8000))
-    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
+@contextlib.contextmanager
+def _server(flag: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    """This script as a server process (``--serve`` or ``--serve-floor``), stopped after."""
+    server = subprocess.Popen([sys.executable, __file__, flag], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        endpoints = json.loads(server.stdout.readline())
-        server_cpu0, client_cpu0 = process_cpu_s(server.pid), time.process_time()
-        zmq_lat, zmq_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
-        votes = seq + 200 + conc // 16 * 16
-        server_cpu = (process_cpu_s(server.pid) - server_cpu0) / votes * 1000
-        client_cpu = (time.process_time() - client_cpu0) / votes * 1000
-        http_lat, http_rate = trio.run(bench_http, endpoints["http"], http_seq, http_conc)
+        yield server, json.loads(server.stdout.readline())
     finally:
         if server.stdin:
             server.stdin.close()
@@ -164,6 +183,28 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve or args.serve_floor:
+        trio.run(serve_floor if args.serve_floor else serve)
+        return
+    seq, conc, http_seq, http_conc = ((2000, 32000, 400, 1600) if args.quick
+                                      else (10000, 160000, 2000, 8000))
+    with _server("--serve") as (server, endpoints):
+        server_cpu0, client_cpu0 = process_cpu_s(server.pid), time.process_time()
+        zmq_lat, zmq_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
+        votes = seq + 200 + conc // 16 * 16
+        server_cpu = (process_cpu_s(server.pid) - server_cpu0) / votes * 1000
+        client_cpu = (time.process_time() - client_cpu0) / votes * 1000
+        http_lat, http_rate = trio.run(bench_http, endpoints["http"], http_seq, http_conc)
+    with _server("--serve-floor") as (_, endpoints):
+        floor_lat, floor_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
     figures = {
         "zmq_p50_ms": round(percentile(zmq_lat, 50), 3),
         "zmq_p99_ms": round(percentile(zmq_lat, 99), 3),
@@ -174,9 +215,12 @@ def main() -> None:
         "cpu_ms_per_vote_asker_link": round(client_cpu, 4),
         "cpu_ms_per_vote_hop": round(server_cpu + client_cpu, 4),
         "http_votes_per_s_c16": round(http_rate),
+        "floor_p50_ms": round(percentile(floor_lat, 50), 3),
+        "floor_votes_per_s_c16": round(floor_rate),
     }
     figures["speedup_vs_http"] = round(figures["http_p50_ms"] / figures["zmq_p50_ms"], 2)
     figures["throughput_ratio_c16"] = round(zmq_rate / http_rate, 2)
+    figures["floor_speedup_vs_http"] = round(figures["http_p50_ms"] / figures["floor_p50_ms"], 2)
     write_results("vote_rtt", {**figures, "sequential": seq, "concurrent": conc}, [
         ("zmq vote p50 / p99, 1 in flight (goal p50 <= 0.5 ms)",
          f"{figures['zmq_p50_ms']} / {figures['zmq_p99_ms']} ms"),
@@ -185,12 +229,16 @@ def main() -> None:
         ("speedup at p50 (goal >= 5x)", f"{figures['speedup_vs_http']}x"),
         ("zmq votes/s, 16 in flight (goal >= 10,000)", f"{figures['zmq_votes_per_s_c16']}"),
         ("http votes/s, 16 in flight", f"{figures['http_votes_per_s_c16']}"),
+        ("floor: the same link to a bare ROUTER on the adapter, p50; votes/s at 16; vs HTTP",
+         f"{figures['floor_p50_ms']} ms; {figures['floor_votes_per_s_c16']}; "
+         f"{figures['floor_speedup_vs_http']}x"),
         ("CPU per vote hop, voter + asker's link (goal <= 0.25 ms)",
          f"{figures['cpu_ms_per_vote_hop']} ms ({figures['cpu_ms_per_vote_voter']} + "
          f"{figures['cpu_ms_per_vote_asker_link']})"),
     ])
     print(json.dumps({k: figures[k] for k in ("zmq_p50_ms", "http_p50_ms", "speedup_vs_http",
-                                               "zmq_votes_per_s_c16", "cpu_ms_per_vote_hop")}))
+                                               "zmq_votes_per_s_c16", "cpu_ms_per_vote_hop",
+                                               "floor_p50_ms", "floor_speedup_vs_http")}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ def asks_at(beat: int) -> bool:
     return beat % EXCHANGE_EVERY == EXCHANGE_EVERY // 2
 
 
-def asked_at(beat: int, alive: list[str]) -> str | None:
-    """The peer to ask at such a heartbeat (the ALIVE peers in turn), if any."""
-    return sorted(alive)[(beat // EXCHANGE_EVERY) % len(alive)] if alive else None
+def asked_at(beat: int, alive: list[str], me: str) -> str | None:
+    """The peer to ask at such a heartbeat (the ALIVE peers in turn, from a place of
+    this node's own: nodes that started together do not all ask the same peer), if any."""
+    if not alive:
+        return None
+    return sorted(alive)[(beat // EXCHANGE_EVERY + zlib.crc32(me.encode())) % len(alive)]

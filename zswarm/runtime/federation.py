@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from logging import ERROR, INFO, WARNING
 
@@ -51,12 +50,6 @@ from zswarm.runtime.probes import Probing
 
 log = logging.getLogger(__name__)
 
-#: ping every ALIVE peer for its round-trip time every this many heartbeats, each peer at
-#: its own beat (spread: no burst of N-1 pings at once). RTT is shown, never decided on,
-#: and each ping costs both sides a request and a wake-up: measured at 64 nodes on one
-#: machine, pings every 5 beats were a third of an idle node's CPU (bench/swarm_size.py,
-#: docs/scale.md); every 60, a swarm of 64 pings about once a second each way
-PING_EVERY = 60
 #: the node's clock ticks this many times per heartbeat interval, on a fixed grid: each
 #: tick reads every peer's waiting heartbeats and checks the table's silences, so a
 #: heartbeat is read at most one tick after it arrived (the table allows for that lag)
@@ -158,23 +151,6 @@ class Federation(Probing):
             self._apply(self.table.tick(trio.current_time()))
             ticks = max(ticks + 1, int((trio.current_time() - start) / every) + 1)
             await trio.sleep_until(start + ticks * every)
-
-    def _probes(self, beat: int) -> None:
-        """Static peers not in the table, DEAD and LEFT peers (backed off), pings for RTT."""
-        for endpoint, why in self.static.items():
-            if why:
-                self._spawn(endpoint, self._probe_static, endpoint)
-        if exchange.asks_at(beat):
-            ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()])
-            if ask is not None:
-                self._spawn(f"exchange:{ask}", self._exchange, ask)
-        for peer in self.table.due_probes(trio.current_time()):
-            self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
-        for peer in list(self.table.peers.values()):
-            due = (beat + zlib.crc32(peer.card.node_id.encode())) % PING_EVERY == 0 \
-                or peer.rtt_ms is None
-            if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
-                self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
 
     def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run a probe or ping unless one for the same key is still running (or too many are)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
     from zswarm.runtime.connections import Connections
 
 log = logging.getLogger("zswarm.runtime.federation")
+
+#: ping every ALIVE peer for its round-trip time every this many heartbeats, each peer at
+#: its own beat (spread: no burst of N-1 pings at once). RTT is shown, never decided on,
+#: and each ping costs both sides a request and a wake-up: measured at 64 nodes on one
+#: machine, pings every 5 beats were a third of an idle node's CPU (bench/swarm_size.py,
+#: docs/scale.md); every 60, a swarm of 64 pings about once a second each way
+PING_EVERY = 60
 
 
 class Probing:
@@ -50,6 +58,28 @@ class Probing:
 
     def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
         raise NotImplementedError
+
+    def _probes(self, beat: int) -> None:
+        """What to probe at this heartbeat: static peers not in the table, a peer to
+        exchange with (every few beats), DEAD and LEFT peers (backed off), pings for RTT."""
+        for endpoint, why in self.static.items():
+            if why:
+                self._spawn(endpoint, self._probe_static, endpoint)
+        if exchange.asks_at(beat):
+            ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()],
+                                    self.me.node_id)
+            if ask is not None:
+                self._spawn(f"exchange:{ask}", self._exchange, ask)
+        for peer in self.table.due_probes(trio.current_time()):
+            self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
+        for peer in list(self.table.peers.values()):
+            # each peer at a beat of its own, and of ours: nodes that started together
+            # do not all ping the same peer in the same second
+            due = (beat + zlib.crc32(f"{self.me.node_id}{peer.card.node_id}".encode())
+                   ) % PING_EVERY == 0 \
+                or peer.rtt_ms is None
+            if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
+                self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
 
     async def _probe_static(self, endpoint: str) -> None:
         try:
