@@ -10,25 +10,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import trio
 import typer
 
-from zswarm import cli_swarm, client, views
+from zswarm import __version__, cli_ask, cli_swarm, client, views
 from zswarm.config import Config, load_config, override
 from zswarm.core.limits import admit, check_strategy
-from zswarm.core.messages import ChatMessage, GenerateRequest, PeerInfo, Report, SamplingParams
+from zswarm.core.messages import GenerateRequest, PeerInfo, Report
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.core.text import printable
-from zswarm.errors import ConfigError, RequestRefused, ZswarmError
+from zswarm.errors import (
+    ConfigError,
+    ModelNotFound,
+    RemoteProtocolError,
+    RequestRefused,
+    ZswarmError,
+)
 from zswarm.net.security import SwarmKey, http_token, swarm_key, write_key_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  rich_markup_mode=None,
                   help="Join the local LLMs on your LAN into one swarm.")
 log = logging.getLogger("zswarm")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="swarm.toml (default: built-in defaults)")
 KeyOutOpt = typer.Option(..., "--out", "-o", help="the key file to create")
+FileOpt = typer.Option(None, "--file", "-f", show_default=False,
+                       help="read the question from this file")
 
 
 _out = views.say
@@ -153,53 +162,59 @@ def node(config: Path | None = ConfigOpt,
         raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
 
 
+@app.callback(invoke_without_command=True)
+def _version(version: bool = typer.Option(False, "--version", is_eager=True,
+                                          help="print the version and exit")) -> None:
+    if version:
+        _out(f"zswarm {__version__}")
+        raise typer.Exit(0)
+
+
 @app.command()
 def ask(
-    prompt: str = typer.Argument(..., help="the question"),
-    n: int | None = typer.Option(None, "--n", help="candidates to generate"),
-    strategy: str | None = typer.Option(None, "--strategy",
-                                           help=f"one of {', '.join(ASK_STRATEGIES)}"),
-    max_tokens: int | None = typer.Option(None, "--max-tokens"),
-    temperature: float | None = typer.Option(None, "--temperature"),
-    seed: int | None = typer.Option(None, "--seed", help="same seed, same output"),
-    system: str | None = typer.Option(None, "--system", help="system prompt"),
+    prompt: str | None = typer.Argument(None, show_default=False,
+                                        help='the question; "-" reads it from stdin'),
+    prompt_file: Path | None = FileOpt,
+    n: int | None = typer.Option(None, "--n", show_default=False,
+                                 help="candidates to generate (default: [consensus] n)"),
+    strategy: str | None = typer.Option(
+        None, "--strategy", show_default=False,
+        help=f"one of {', '.join(ASK_STRATEGIES)} (default: [consensus] strategy)"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", show_default=False,
+                                          help="longest answer (default: [generation])"),
+    temperature: float | None = typer.Option(
+        None, "--temperature", show_default=False,
+        help="0 = always the likeliest token (default: [generation])"),
+    seed: int | None = typer.Option(None, "--seed", show_default=False,
+                                    help="same seed, same output"),
+    system: str | None = typer.Option(None, "--system", show_default=False,
+                                      help="system prompt"),
     config: Path | None = ConfigOpt,
-    node_endpoint: str | None = typer.Option(None, "--node", help="tcp://host:port of a node"),
-    local: bool = typer.Option(False, "--local", help="run in-process, no node needed"),
+    node_endpoint: str | None = typer.Option(None, "--node", show_default=False,
+                                             help="tcp://host:port of a node"),
+    local: bool = typer.Option(False, "--local", help="answer in-process, no node needed"),
     explain: bool = typer.Option(False, "--explain", help="show candidates and scores"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Ask the swarm (or a local in-process swarm) one question."""
+    """Ask the swarm one question: the node started with --config (or --node), or, when
+    none was started, this machine in-process (said on stderr and in the report)."""
     if verbose:
         _setup_logging(True)
+    question = cli_ask.question(prompt, prompt_file)
     cfg = _load(config)
-    gen = cfg.generation
     strategy = strategy or cfg.consensus.strategy
     try:
         check_strategy(strategy)  # before connecting: the node's own admission rule
     except RequestRefused as exc:
         _out(f"error: --strategy: {exc}", err=True)
         raise typer.Exit(2) from None
-    system_prompt = gen.system_prompt if system is None else system
-    messages = ((ChatMessage(role="system", content=system_prompt),) if system_prompt else ()) + (
-        ChatMessage(role="user", content=prompt),)
-    try:
-        request = msgspec.convert({
-            "messages": [msgspec.to_builtins(m) for m in messages],
-            "n": n if n is not None else cfg.consensus.n,
-            "params": msgspec.to_builtins(SamplingParams(
-                max_tokens=max_tokens or gen.max_tokens,
-                temperature=gen.temperature if temperature is None else temperature,
-                top_p=gen.top_p, top_k=gen.top_k, seed=seed)),
-        }, GenerateRequest)
-    except msgspec.ValidationError as exc:
-        _out(f"error: invalid option: {exc}", err=True)
-        raise typer.Exit(2) from None
+    request = cli_ask.request(cfg, question, n=n, max_tokens=max_tokens,
+                              temperature=temperature, seed=seed, system=system)
     deadline_ms = cfg.scheduler.default_deadline_ms
     key = _key(cfg)
+    endpoint, where = cli_ask.where_to_ask(cfg, key, node_endpoint, local, config)
     try:
-        endpoint = node_endpoint or (None if local else client.running_node_endpoint(cfg, key=key))
         if endpoint is not None:
             reply = client.ask(endpoint, request, strategy=strategy, deadline_ms=deadline_ms,
                                key=key)
@@ -208,12 +223,15 @@ def ask(
             admit(cfg.limits, request, strategy=strategy)
             answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms / 1000)
     except ZswarmError as exc:
-        _out(f"error: {exc.kind}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        # refused as malformed or over a limit, or a model that is not there: the options
+        # or the configuration (exit 2); anything else happened while asking (exit 1)
+        bad_input = isinstance(exc, (RemoteProtocolError, ConfigError, ModelNotFound))
+        _out(f"error: {exc}" if bad_input else f"error: {exc.kind}: {exc}", err=True)
+        raise typer.Exit(2 if bad_input else 1) from None
     if as_json:
-        _out(views.as_json(answer, report))
+        _out(views.as_json(answer, report, where=where))
     elif explain:
-        _out(views.explain(answer, report))
+        _out(views.explain(answer, report, where=where))
     else:
         _out(answer.strip())
 

@@ -8,6 +8,7 @@ then times out: ZeroMQ does not tell a refused client why).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import TypeVar
@@ -123,6 +124,37 @@ def node_json(config: Config) -> tuple[int, str] | None:
         return int(info["pid"]), str(info["rpc_endpoint"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def reach(endpoint: str, *, key: SwarmKey | None = None, timeout_s: float = 3.0) -> Status:
+    """The node's status within ``timeout_s``, or PeerUnavailable saying the likely cause.
+
+    A client that asks a node it cannot reach would otherwise wait out the whole
+    deadline: zmq connects in the background and a keyed node drops a handshake without
+    its key silently. So: one status exchange first, and when it fails, one plain TCP
+    connection to tell "nothing listens there" from "something listens and does not
+    answer" (another program, or a node of a keyed swarm).
+    """
+    try:
+        return status(endpoint, timeout_s=timeout_s, key=key)
+    except PeerUnavailable as exc:
+        raise PeerUnavailable(f"no zswarm node answers at {endpoint} within {timeout_s:.0f} s: "
+                              f"{_why_silent(endpoint, key)}") from exc
+
+
+def _why_silent(endpoint: str, key: SwarmKey | None) -> str:
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            pass
+    except (OSError, ValueError):
+        return ("nothing listens there (is the node running? zswarm node --config FILE; "
+                "is the port right?)")
+    if key is None:
+        return ("something listens there but does not answer: a node of a keyed swarm "
+                "answers only holders of its key ([security] swarm_key_file in --config)")
+    return ("something listens there but does not answer: it may use another swarm key, "
+            "or none, or not be a zswarm node")
 
 
 def running_node_endpoint(config: Config, *, key: SwarmKey | None = None) -> str | None:

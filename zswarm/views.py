@@ -86,9 +86,10 @@ def key_state(fingerprint: str) -> str:
             "OFF: an open swarm, any host on the LAN can join and ask (see zswarm keygen)")
 
 
-def explain(answer: str, report: Report) -> str:
-    """``zswarm ask --explain``: the answer, then who said what."""
-    lines = [answer, "", f"strategy {report.strategy}, winner #{report.winner}, "
+def explain(answer: str, report: Report, *, where: str = "") -> str:
+    """``zswarm ask --explain``: the answer, then who answered (``where``) and who said what."""
+    lines = [answer, ""] + ([f"answered by {where}"] if where else []) + [
+             f"strategy {report.strategy}, winner #{report.winner}, "
              f"agreement {report.agreement:.2f}, {len(report.candidates)} of {report.expected} "
              "candidates"]
     lines.append(f"{'#':>2}  {'node/worker':<20} {'score':>8} {'finish':<9} {'ms':>8} "
@@ -111,10 +112,11 @@ def explain(answer: str, report: Report) -> str:
     return "\n".join(lines)
 
 
-def as_json(answer: str, report: Report) -> str:
-    """``zswarm ask --json``."""
+def as_json(answer: str, report: Report, *, where: str = "") -> str:
+    """``zswarm ask --json`` (``answered_by``: the node's endpoint, or in-process)."""
     return json.dumps({
         "answer": answer,
+        "answered_by": where,
         "strategy": report.strategy,
         "winner": report.winner,
         "agreement": report.agreement,

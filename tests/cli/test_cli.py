@@ -79,13 +79,22 @@ def test_bad_options_are_clear(tmp_path):
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--strategy", "best"])
     assert result.exit_code == 2 and "unknown strategy 'best'; choose one of" in result.output
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--n", "0", "--local"])
-    assert result.exit_code == 2 and "invalid option" in result.output
+    assert result.exit_code == 2 and "--n must be 1 to 16" in result.output
+    # one set of limits: the node's (the config's), whatever the protocol would carry
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--n", "17", "--local"])
+    assert result.exit_code == 2 and "--n must be 1 to 16 ([generation] max_n)" in result.output
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--temperature", "9",
+                                 "--local"])
+    assert result.exit_code == 2 and "--temperature" in result.output
+    assert "$." not in result.output  # no msgspec paths
+    result = runner.invoke(app, ["ask", "--config", str(cfg), "--local"])
+    assert result.exit_code == 2 and "give the question" in result.output
 
 
 def test_unknown_model_file(tmp_path):
     cfg = write_config(tmp_path, f'[model]\npath = "{tmp_path / "nope.gguf"}"\n')
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--local"])
-    assert result.exit_code == 1 and "nope.gguf" in result.output
+    assert result.exit_code == 2 and "nope.gguf" in result.output  # configuration: exit 2
 
 
 def _wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 60) -> dict:
@@ -100,7 +109,7 @@ def _wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 60) ->
 
 
 def test_node_subprocess_and_ask_through_it(tmp_path):
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, "[generation]\nmax_tokens = 32\nmax_tokens_limit = 64\n")
     cfg.write_text(cfg.read_text().replace('[node]\n', '[node]\nworkers = 2\n'))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     node = subprocess.Popen([sys.executable, "-m", "zswarm", "node", "--config", str(cfg)],
@@ -115,10 +124,13 @@ def test_node_subprocess_and_ask_through_it(tmp_path):
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         assert {c["worker"] for c in report["candidates"]} == {"w0", "w1"}
+        assert report["answered_by"] == f"the node at {info['rpc_endpoint']}"
+        # the client's defaults allow 100 tokens, this node's limit does not: refused by
+        # the node, a bad option (exit 2)
         out = subprocess.run(
             [sys.executable, "-m", "zswarm", "ask", "hi", "--node", info["rpc_endpoint"],
-             "--max-tokens", "5000"], capture_output=True, text=True, timeout=60, env=env)
-        assert out.returncode == 1 and "max_tokens=5000 exceeds" in out.stderr
+             "--max-tokens", "100"], capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 2 and "max_tokens=100 exceeds" in out.stderr
         assert node.poll() is None  # bad input did not hurt the node
     finally:
         node.send_signal(signal.SIGINT)
@@ -167,3 +179,62 @@ def test_override_checks_like_the_file():
     assert override(cfg, {"node": {}, "ports": {}}) is cfg
     with pytest.raises(ConfigError, match=r"federation.peers\[0\]: expected tcp://host:port"):
         override(cfg, {"federation": {"peers": ["10.0.0.2"]}})
+
+
+def test_a_port_nobody_listens_on_fails_fast_and_says_so(tmp_path):
+    from zswarm.testing.cluster import free_port
+
+    t0 = time.monotonic()
+    result = runner.invoke(app, ["ask", "hi", "--node", f"tcp://127.0.0.1:{free_port()}"])
+    assert result.exit_code == 1 and "nothing listens there" in result.output
+    assert time.monotonic() - t0 < 30  # a status exchange, not the 300 s deadline
+
+
+def test_a_listener_that_does_not_answer_is_named_with_the_key_hint(tmp_path):
+    import socket
+
+    with socket.socket() as listener:  # what a keyed node looks like to a client without the key
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = runner.invoke(app, ["ask", "hi", "--node", f"tcp://127.0.0.1:{port}"])
+    assert result.exit_code == 1 and "swarm_key_file" in result.output
+
+
+def test_a_node_of_this_config_that_died_is_an_error_not_a_silent_local_answer(tmp_path):
+    from zswarm.testing.cluster import free_port
+
+    cfg = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "node.json").write_text(json.dumps(  # what kill -9 leaves behind
+        {"pid": 999_999, "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}"}))
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "pid 999999" in result.output and "--local" in result.output
+
+
+def test_with_no_node_the_answer_says_it_came_from_this_process(tmp_path):
+    cfg = write_config(tmp_path)
+    result = runner.invoke(app, ["ask", "-", "--config", str(cfg), "--json",
+                                 "--max-tokens", "8", "--temperature", "0"],
+                           input="What is the capital of France?")
+    assert result.exit_code == 0, result.output
+    assert "answering in-process" in result.output  # said on stderr (mixed in by the runner)
+    report = json.loads(result.output.splitlines()[-1])
+    assert report["answered_by"].startswith("in-process") and "Paris" in report["answer"]
+
+
+def test_a_question_from_a_file_help_and_version(tmp_path):
+    cfg = write_config(tmp_path)
+    question = tmp_path / "q.txt"
+    question.write_text("What is the capital of France?")
+    result = runner.invoke(app, ["ask", "--file", str(question), "--config", str(cfg),
+                                 "--local", "--max-tokens", "8", "--temperature", "0",
+                                 "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "Paris" in result.output and "answered by in-process (--local)" in result.output
+    result = runner.invoke(app, ["ask", "-h"])
+    assert result.exit_code == 0 and "--max-tokens" in result.output
+    assert "<bool>" not in result.output and "[generation]" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("zswarm ")

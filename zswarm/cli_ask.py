@@ -1,0 +1,110 @@
+"""What `zswarm ask` decides before it asks: the question, the request, and where to ask.
+
+Owns: reading the question (argument, stdin, --file), building the request from the
+config's defaults and the options with the node's own limits named in the errors, and
+choosing who answers: the node of --node or of the config, which must answer a status
+request first (client.reach names the likely cause when it does not), or this process,
+said on stderr and in the report. Each failure is an exit with its code (2 for options
+and configuration, 1 for a node that does not answer) and a message naming the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import msgspec
+import typer
+
+from zswarm import client
+from zswarm.config import Config
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.errors import ZswarmError
+from zswarm.net.security import SwarmKey
+from zswarm.views import say
+
+
+def question(prompt: str | None, prompt_file: Path | None) -> str:
+    """The question from the argument, stdin ("-") or --file (exit 2 if none or both)."""
+    if (prompt is None) == (prompt_file is None):
+        say("error: give the question as an argument, as - (stdin) or with --file, once",
+             err=True)
+        raise typer.Exit(2)
+    if prompt_file is not None:
+        try:
+            return prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            say(f"error: --file {prompt_file}: {exc}", err=True)
+            raise typer.Exit(2) from None
+    return sys.stdin.read() if prompt == "-" else str(prompt)
+
+
+def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None,
+             temperature: float | None, seed: int | None, system: str | None
+             ) -> GenerateRequest:
+    """The request from the config's defaults and the options (exit 2 naming a bad one)."""
+    gen = cfg.generation
+    for flag, value, top, key in (("--n", n, gen.max_n, "max_n"),
+                                  ("--max-tokens", max_tokens, gen.max_tokens_limit,
+                                   "max_tokens_limit")):
+        if value is not None and not 1 <= value <= top:  # the limits the node admits by
+            say(f"error: {flag} must be 1 to {top} ([generation] {key}), not {value}",
+                 err=True)
+            raise typer.Exit(2)
+    system_prompt = gen.system_prompt if system is None else system
+    messages = ((ChatMessage(role="system", content=system_prompt),) if system_prompt else ()) + (
+        ChatMessage(role="user", content=question),)
+    try:
+        return msgspec.convert({
+            "messages": [msgspec.to_builtins(m) for m in messages],
+            "n": n if n is not None else cfg.consensus.n,
+            "params": msgspec.to_builtins(SamplingParams(
+                max_tokens=max_tokens or gen.max_tokens,
+                temperature=gen.temperature if temperature is None else temperature,
+                top_p=gen.top_p, top_k=gen.top_k, seed=seed)),
+        }, GenerateRequest)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `")
+        where = _OPTION_OF.get(path.rstrip("`"), "the question")
+        say(f"error: invalid option: {where}: {text}", err=True)
+        raise typer.Exit(2) from None
+
+
+#: msgspec's path of a request field -> the option that set it
+_OPTION_OF = {"$.n": "--n", "$.params.max_tokens": "--max-tokens",
+              "$.params.temperature": "--temperature", "$.params.seed": "--seed"}
+
+
+def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, local: bool,
+                  config: Path | None) -> tuple[str | None, str]:
+    """(the node's endpoint, or None for in-process; what the report says answered).
+
+    A node named with --node, or started with this config, must answer a status request
+    within 3 s: an error naming the likely cause, never a silent answer from somewhere
+    else. In-process only with --local, or when no node was started with this config
+    (said on stderr).
+    """
+    if local:
+        return None, "in-process (--local)"
+    started = None if node_endpoint else client.node_json(cfg)
+    endpoint = node_endpoint or (started[1] if started else None)
+    if endpoint is None:
+        say("note: no node is running with this config: answering in-process, on this "
+             f"machine only (start one: zswarm node{_config_arg(config)}; --local says "
+             "in-process is meant)", err=True)
+        return None, "in-process (no node running with this config)"
+    try:
+        client.reach(endpoint, key=key)
+    except ZswarmError as exc:
+        if started is not None:
+            say(f"error: the node started with this config (pid {started[0]}) does not "
+                 f"answer: {exc}. Start it again (zswarm node{_config_arg(config)}) or ask "
+                 "in-process with --local", err=True)
+        else:
+            say(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return endpoint, f"the node at {endpoint}"
+
+
+def _config_arg(config: Path | None) -> str:
+    return f" --config {config}" if config is not None else ""
