@@ -10,6 +10,23 @@ import pytest
 
 from zswarm.config import Config, parse_config
 
+TESTS = Path(__file__).resolve().parent
+#: what starts node processes, network namespaces or swarms of real nodes, runs for
+#: seconds each: only in the full run. ``pytest -m "not slow"`` is the fast tier (pure
+#: and in-process tests, under a minute), for use while working; .ci/run runs everything.
+SLOW_PATHS = ("e2e/", "cli/test_doctor.py", "cli/test_keys.py", "cli/test_swarm_view.py",
+              "federation/test_federation.py", "federation/test_fuzz.py",
+              "federation/test_hostile.py", "http/test_http_behaviour.py",
+              "http/test_http_closed.py", "runtime/test_faults.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of SLOW_PATHS, and those of the real model, are marked slow."""
+    for item in items:
+        where = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
+        if where.startswith(SLOW_PATHS) or item.get_closest_marker("model") is not None:
+            item.add_marker(pytest.mark.slow)
+
 
 def _children() -> set[int]:
     pid = os.getpid()
