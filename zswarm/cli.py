@@ -228,12 +228,8 @@ def ask(
         bad_input = isinstance(exc, (RemoteProtocolError, ConfigError, ModelNotFound))
         _out(f"error: {exc}" if bad_input else f"error: {exc.kind}: {exc}", err=True)
         raise typer.Exit(2 if bad_input else 1) from None
-    if as_json:
-        _out(views.as_json(answer, report, where=where))
-    elif explain:
-        _out(views.explain(answer, report, where=where))
-    else:
-        _out(answer.strip())
+    cli_ask.show(answer, report, where=where, as_json=as_json, explain=explain,
+                 max_tokens=request.params.max_tokens)
 
 
 async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,

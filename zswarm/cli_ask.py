@@ -16,25 +16,24 @@ from pathlib import Path
 import msgspec
 import typer
 
-from zswarm import client
+from zswarm import client, views
 from zswarm.config import Config
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.core.messages import ChatMessage, GenerateRequest, Report, SamplingParams
 from zswarm.errors import ZswarmError
 from zswarm.net.security import SwarmKey
-from zswarm.views import say
 
 
 def question(prompt: str | None, prompt_file: Path | None) -> str:
     """The question from the argument, stdin ("-") or --file (exit 2 if none or both)."""
     if (prompt is None) == (prompt_file is None):
-        say("error: give the question as an argument, as - (stdin) or with --file, once",
+        views.say("error: give the question as an argument, as - (stdin) or with --file, once",
              err=True)
         raise typer.Exit(2)
     if prompt_file is not None:
         try:
             return prompt_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            say(f"error: --file {prompt_file}: {exc}", err=True)
+            views.say(f"error: --file {prompt_file}: {exc}", err=True)
             raise typer.Exit(2) from None
     return sys.stdin.read() if prompt == "-" else str(prompt)
 
@@ -48,7 +47,7 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
                                   ("--max-tokens", max_tokens, gen.max_tokens_limit,
                                    "max_tokens_limit")):
         if value is not None and not 1 <= value <= top:  # the limits the node admits by
-            say(f"error: {flag} must be 1 to {top} ([generation] {key}), not {value}",
+            views.say(f"error: {flag} must be 1 to {top} ([generation] {key}), not {value}",
                  err=True)
             raise typer.Exit(2)
     system_prompt = gen.system_prompt if system is None else system
@@ -66,7 +65,7 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
     except msgspec.ValidationError as exc:
         text, _, path = str(exc).partition(" - at `")
         where = _OPTION_OF.get(path.rstrip("`"), "the question")
-        say(f"error: invalid option: {where}: {text}", err=True)
+        views.say(f"error: invalid option: {where}: {text}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -89,7 +88,7 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     started = None if node_endpoint else client.node_json(cfg)
     endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:
-        say("note: no node is running with this config: answering in-process, on this "
+        views.say("note: no node is running with this config: answering in-process, on this "
              f"machine only (start one: zswarm node{_config_arg(config)}; --local says "
              "in-process is meant)", err=True)
         return None, "in-process (no node running with this config)"
@@ -97,14 +96,27 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
         client.reach(endpoint, key=key)
     except ZswarmError as exc:
         if started is not None:
-            say(f"error: the node started with this config (pid {started[0]}) does not "
+            views.say(f"error: the node started with this config (pid {started[0]}) does not "
                  f"answer: {exc}. Start it again (zswarm node{_config_arg(config)}) or ask "
                  "in-process with --local", err=True)
         else:
-            say(f"error: {exc}", err=True)
+            views.say(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     return endpoint, f"the node at {endpoint}"
 
 
 def _config_arg(config: Path | None) -> str:
     return f" --config {config}" if config is not None else ""
+
+
+def show(answer: str, report: Report, *, where: str, as_json: bool, explain: bool,
+         max_tokens: int) -> None:
+    """The answer (plain, --explain or --json); a winner cut at the token limit is said."""
+    if as_json:
+        views.say(views.as_json(answer, report, where=where))
+    elif explain:
+        views.say(views.explain(answer, report, where=where))
+    else:
+        views.say(answer.strip())
+    if report.candidates and report.candidates[report.winner].finish_reason == "length":
+        views.say(f"note: the answer was cut at {max_tokens} tokens (--max-tokens)", err=True)

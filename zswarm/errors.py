@@ -86,6 +86,26 @@ class Overloaded(ZswarmError):
         self.retry_after_s = retry_after_s
 
 
+class Loading(Overloaded):
+    """The node is still loading its model: ask another node, or again in a moment."""
+
+    kind = "loading"
+
+    def __init__(self, message: str = "the node is loading its model", *,
+                 retry_after_s: float = 2.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+
+
+class Draining(Overloaded):
+    """The node is shutting down: it finishes what it has and takes nothing new."""
+
+    kind = "draining"
+
+    def __init__(self, message: str = "the node is draining (shutting down)", *,
+                 retry_after_s: float = 5.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+
+
 class DeadlineExceeded(ZswarmError):
     """The request's deadline passed before it could be answered."""
 
@@ -122,6 +142,8 @@ ERROR_KINDS: dict[str, type[ZswarmError]] = {
         PeerUnavailable,
         NoQuorum,
         Overloaded,
+        Loading,
+        Draining,
         DeadlineExceeded,
         InferenceError,
         WorkerCrashed,

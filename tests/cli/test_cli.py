@@ -43,7 +43,7 @@ def test_ask_json_report(tmp_path):
                                  "weighted_vote", "--json", "--config", str(cfg), "--local",
                                  "--max-tokens", "24", "--seed", "4"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # notes (a cut answer) go to stderr
     assert set(report) >= {"answer", "strategy", "winner", "agreement", "candidates", "timings"}
     assert report["strategy"] == "weighted_vote" and len(report["candidates"]) == 3
     assert report["answer"] == report["candidates"][report["winner"]]["text"]
@@ -233,6 +233,9 @@ def test_a_question_from_a_file_help_and_version(tmp_path):
                                  "--explain"])
     assert result.exit_code == 0, result.output
     assert "Paris" in result.output and "answered by in-process (--local)" in result.output
+    result = runner.invoke(app, ["ask", "Count from one to twenty in words.", "--config",
+                                 str(cfg), "--local", "--max-tokens", "3"])
+    assert result.exit_code == 0 and "cut at 3 tokens" in result.output  # marked as cut
     result = runner.invoke(app, ["ask", "-h"])
     assert result.exit_code == 0 and "--max-tokens" in result.output
     assert "<bool>" not in result.output and "[generation]" in result.output

@@ -13,6 +13,8 @@ import openai
 import pytest
 
 from zswarm.client import NodeClient
+from zswarm.core.messages import ChatMessage, GenerateRequest
+from zswarm.errors import Draining
 from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
 
 from .conftest import start_node
@@ -239,6 +241,9 @@ def test_sigterm_drains_then_leaves(tmp_path):
             assert httpx.get(f"{n.root}/health").json()["status"] == "draining"
             r = httpx.post(f"{n.base}/chat/completions", json=CHAT)
             assert r.status_code == 503 and error_of(r)["code"] == "draining"
+            with NodeClient(n.rpc) as rpc, pytest.raises(Draining):  # the same over RPC
+                rpc.ask(GenerateRequest(messages=(ChatMessage(role="user", content="hi"),)),
+                        strategy=None, deadline_ms=5000)
             assert running.result().status_code == 200  # the request in flight finished
         assert n.proc.proc.wait(timeout=10) == 0
 

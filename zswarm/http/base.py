@@ -17,7 +17,8 @@ from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.coordinator import Coordinator
 
 #: zswarm error kind -> HTTP status (anything else is a 500 server_error)
-STATUS = {"protocol": 422, "overloaded": 503, "deadline": 504, "no_quorum": 503,
+STATUS = {"protocol": 422, "overloaded": 503, "loading": 503, "draining": 503,
+          "deadline": 504, "no_quorum": 503,
           "unavailable": 503, "model_not_found": 404, "duplicate_request": 409,
           "worker_crashed": 503}
 
@@ -40,12 +41,9 @@ class HttpNode:
 
     def ready(self) -> Coordinator:
         """The coordinator, or 503 while the model loads or the node drains."""
-        if self.ctx.state == "loading":
-            raise ApiError(503, "the node is loading its model", type_="server_error",
-                           code="loading", headers={"Retry-After": "2"})
-        if self.ctx.state != "ready":
-            raise ApiError(503, "the node is draining (shutting down)", type_="server_error",
-                           code="draining", headers={"Retry-After": "5"})
+        refusal = self.ctx.refusal()
+        if refusal is not None:
+            raise from_zswarm(refusal)
         return self.coordinator
 
 

@@ -31,7 +31,7 @@ from zswarm.core.messages import (
     WorkToken,
 )
 from zswarm.core.plan import NodeLoad
-from zswarm.errors import PeerUnavailable
+from zswarm.errors import Draining, Loading, Overloaded, PeerUnavailable
 from zswarm.net.guard import FrameDrops
 from zswarm.net.security import SwarmKey
 from zswarm.runtime.scheduler import Scheduler
@@ -79,6 +79,15 @@ class NodeContext:
     requests: InFlight = field(default_factory=InFlight)
     #: "loading" until the workers have the model, "draining" once shutting down
     state: NodeState = "loading"
+
+    def refusal(self) -> Overloaded | None:
+        """Why this node takes no new request now (the one rule, for every front door:
+        RPC, HTTP, OpenAI), or None when it is ready."""
+        if self.state == "loading":
+            return Loading()
+        if self.state != "ready":
+            return Draining()
+        return None
 
     def load(self) -> Load:
         s = self.scheduler

@@ -257,18 +257,20 @@ class Coordinator:
         out = []
         for a in rnd.asked.values():
             outcome: Outcome
+            detail = a.detail
             if a.outcome is not None:
                 outcome = a.outcome
             elif a.received >= a.requested:
                 outcome = "answered"
+            elif rnd.decision is not None:  # we stopped it, not a fault of the node's
+                outcome = "cancelled"
+                detail = detail or "stopped early: the winner could not change"
             elif a.received:
                 outcome = "partial"
-            elif rnd.decision is not None:
-                outcome = "cancelled"  # stopped early: the winner was already clear
             else:
                 outcome = "timeout"
             out.append(Participant(node=a.node, requested=a.requested, received=a.received,
-                                   outcome=outcome, detail=a.detail,
+                                   outcome=outcome, detail=detail,
                                    latency_ms=round(a.latency_ms, 2)))
         return out
 

@@ -112,9 +112,9 @@ class RpcServer:
         if key in self._active:
             raise DuplicateRequest(f"request id {msg.request_id!r} is already in flight "
                                    "from this sender", request_id=msg.request_id)
-        if self.ctx.state != "ready":
-            self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
-                                     message="the node is draining (shutting down)"))
+        refusal = self.ctx.refusal()
+        if refusal is not None:  # loading or draining: the same kind over every transport
+            self._reply(ident, error_reply(msg.request_id, refusal))
             return
         try:
             self._capacity.acquire_on_behalf_of_nowait(key)
