@@ -8,24 +8,23 @@ from zswarm.errors import Overloaded
 from zswarm.runtime.scheduler import Scheduler
 
 
-async def test_fifo_within_priority_and_priority_first(autojump_clock):
+async def test_first_come_first_served(autojump_clock):
     sched = Scheduler(max_queue=10)
     sched.worker_ready("w0")
     order: list[str] = []
 
-    async def user(tag: str, prio: int, task_status=trio.TASK_STATUS_IGNORED):
+    async def user(tag: str, task_status=trio.TASK_STATUS_IGNORED):
         task_status.started()
-        async with sched.slot(prio):
+        async with sched.slot():
             order.append(tag)
             await trio.sleep(1)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(user, "first", 5)
-        for tag, prio in [("b1", 1), ("b2", 1), ("a1", 0), ("b3", 1)]:
-            await nursery.start(user, tag, prio)
+        for tag in ["first", "b1", "b2", "a1", "b3"]:
+            await nursery.start(user, tag)
         await trio.testing.wait_all_tasks_blocked()
         assert sched.queue_depth == 4
-    assert order == ["first", "a1", "b1", "b2", "b3"]
+    assert order == ["first", "b1", "b2", "a1", "b3"]
 
 
 async def test_full_queue_fails_fast(autojump_clock):

@@ -47,10 +47,6 @@ class Plan:
     #: node id (SELF for this node) -> number of candidates it generates
     parts: dict[str, int]
 
-    @property
-    def total(self) -> int:
-        return sum(self.parts.values())
-
 
 def least_loaded(nodes: list[NodeLoad]) -> list[NodeLoad]:
     """Usable nodes ordered by pressure; ties keep the given order (this node first)."""

@@ -1,6 +1,6 @@
 """Admission and dispatch of requests to local workers (trio).
 
-Owns: the bounded admission queue (FIFO within a priority; lower number first),
+Owns: the bounded admission queue (FIFO),
 the free slots of each worker (a worker that batches runs several requests at once),
 and backpressure: when the queue is full a request
 fails at once with Overloaded, so memory stays bounded. Deadlines and
@@ -38,7 +38,7 @@ class Scheduler:
         self._stale: dict[str, int] = {}
         self._given: dict[str, int] = {}  # when each worker was last handed a request
         self._clock = 0
-        self._queues: dict[int, deque[_Waiter]] = {}
+        self._queue: deque[_Waiter] = deque()
         self.admitted = 0
         self.rejected = 0
 
@@ -71,22 +71,20 @@ class Scheduler:
         self._given[name] = self._clock
 
     def _hand_over(self) -> None:
-        for prio in sorted(self._queues):
-            queue = self._queues[prio]
-            while queue:
-                name = self._free()
-                if name is None:
-                    return
-                waiter = queue.popleft()
-                self._take(name)
-                waiter.worker = name
-                waiter.event.set()
+        while self._queue:
+            name = self._free()
+            if name is None:
+                return
+            waiter = self._queue.popleft()
+            self._take(name)
+            waiter.worker = name
+            waiter.event.set()
 
     # --- request side ---------------------------------------------------------------
 
     @property
     def queue_depth(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return len(self._queue)
 
     @property
     def workers_ready(self) -> int:
@@ -97,9 +95,9 @@ class Scheduler:
         """Ready workers running no request."""
         return sum(1 for w in self._slots if self._load[w] == 0)
 
-    async def acquire(self, priority: int = 0, *, prefer: str | None = None) -> str:
-        """Wait for a worker with a free slot (FIFO per priority); Overloaded if the
-        queue is full.
+    async def acquire(self, *, prefer: str | None = None) -> str:
+        """Wait for a worker with a free slot (first come, first served); Overloaded if
+        the queue is full.
 
         ``prefer``: the worker whose prompt cache holds this conversation, taken if it
         has a free slot (else the least loaded: a free worker wins over a cache).
@@ -121,15 +119,14 @@ class Scheduler:
                 retry_after_s=1.0,
             )
         waiter = _Waiter()
-        queue = self._queues.setdefault(priority, deque())
-        queue.append(waiter)
+        self._queue.append(waiter)
         try:
             await waiter.event.wait()
         except BaseException:
             if waiter.worker is not None:
                 self.release(waiter.worker)
             else:
-                queue.remove(waiter)
+                self._queue.remove(waiter)
             raise
         assert waiter.worker is not None
         self.admitted += 1
@@ -144,8 +141,8 @@ class Scheduler:
         self._hand_over()
 
     @asynccontextmanager
-    async def slot(self, priority: int = 0, *, prefer: str | None = None) -> AsyncIterator[str]:
-        name = await self.acquire(priority, prefer=prefer)
+    async def slot(self, *, prefer: str | None = None) -> AsyncIterator[str]:
+        name = await self.acquire(prefer=prefer)
         try:
             yield name
         finally:
