@@ -254,7 +254,7 @@ def peers(
     """List the peers a node knows (or, with --browse, every node answering mDNS)."""
     cfg = _load(config)
     if browse is not None:
-        found = _browse(cfg, browse)
+        found = _browse(cfg, browse, judge=config is not None)
         if as_json:
             _out(json.dumps([views.peer_json(p) for p in found], ensure_ascii=False))
         else:
@@ -371,7 +371,9 @@ def doctor(
     raise typer.Exit(1 if checks.failed(findings) else 0)
 
 
-def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
+def _browse(cfg: Config, seconds: float, *, judge: bool) -> list[PeerInfo]:
+    """Every node answering mDNS; ``judge``: say whether each would be a peer of this
+    config's node (without a config there is no node to judge for)."""
     from zswarm.core.claims import foreign
     from zswarm.core.messages import Load, NodeCard
     from zswarm.net.addresses import choose_bind_address
@@ -385,6 +387,8 @@ def _browse(cfg: Config, seconds: float) -> list[PeerInfo]:
                   swarm=cfg.federation.swarm, key=mine)
 
     def verdict(card: NodeCard) -> str:
+        if not judge:
+            return "key " + ("on" if card.key else "off")
         why = foreign(card, me)  # the nodes' own rule
         return f"not a peer: it {why}" if why else \
             "same swarm" + (", same key" if mine else " (open)")

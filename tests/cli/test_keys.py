@@ -64,6 +64,9 @@ def test_ask_and_peers_use_the_key_from_the_config(tmp_path):
             seen = zswarm("peers", "--config", str(cfg), "--browse", "2", "--json")
             (k,) = [p for p in json.loads(seen.stdout) if p["name"] == "k"]
             assert verdict in k["detail"], k
+        seen = zswarm("peers", "--browse", "2", "--json")  # no config: no node to judge for
+        (k,) = [p for p in json.loads(seen.stdout) if p["name"] == "k"]
+        assert "not a peer" not in k["detail"] and "key on" in k["detail"], k
     with NodeProcess(node_config(tmp_path, "open", swarm=swarm, answers=["42"])) as node:
         node.wait_ready()
         assert "OPEN SWARM" in node.log()

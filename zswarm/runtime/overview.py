@@ -26,9 +26,9 @@ INTERVALS = 2
 MIN_WAIT_S = 1.5
 
 
-def peers_report(config: Config, peers: list[PeerInfo], address: str) -> tuple[bool, str]:
-    """(any peer alive, one line): 'peers: 2 alive (alive: b, c)' or 'no peers yet (...):
-    ...; first check ...'."""
+def peers_report(config: Config, peers: list[PeerInfo], address: str) -> tuple[bool, list[str]]:
+    """(any peer alive, the lines to log): 'peers: 2 alive (alive: b, c)', or 'no peers
+    yet (...); what to check:' and one line per thing to check."""
     fed = config.federation
     alive = [p.name for p in peers if p.state == "alive"]
     problems = [f"{p.name or p.address}: {p.state}" + (f" ({p.detail})" if p.detail else "")
@@ -36,29 +36,29 @@ def peers_report(config: Config, peers: list[PeerInfo], address: str) -> tuple[b
     counts = summarize_states(count_states(p.state for p in peers))
     if alive:
         line = f"peers: {counts} (alive: {', '.join(alive)})"
-        return True, line + (f"; {'; '.join(problems)}" if problems else "")
-    hints = []
-    if problems:
-        hints.append("; ".join(problems))
+        return True, [line + (f"; {'; '.join(problems)}" if problems else "")]
+    hints = list(problems)
     if fed.discovery != "static":
         if ipaddress.ip_address(address).is_loopback:
             hints.append(f"this node listens on {address} (loopback), so only nodes on this "
                          "machine can find it: use --bind auto or [node] bind = \"auto\" to "
                          "join the LAN")
         key = " and the same swarm key" if config.security.swarm_key_file else ""
-        hints.append(f"no node of swarm {fed.swarm!r} answered over mDNS from {address}; "
-                     f"first check that another machine runs `zswarm node` with [federation] "
-                     f"swarm = {fed.swarm!r}{key}, then run `zswarm doctor` on both (it checks "
-                     "multicast, ports and firewalls)")
+        hints.append(f"no node of swarm {fed.swarm!r} answered over mDNS from {address}: "
+                     f"does another machine run `zswarm node` with [federation] swarm = "
+                     f"{fed.swarm!r}{key}?")
+        hints.append("then run `zswarm doctor` on both (it checks multicast, ports and "
+                     "firewalls)")
     elif not fed.peers:
         hints.append("discovery is \"static\" and [federation] peers is empty: add "
                      "--peer tcp://HOST:17617 or set discovery = \"both\"")
-    return False, f"no peers yet ({counts}): " + "; ".join(hints)
+    return False, [f"no peers yet ({counts}); what to check:", *(f"  {h}" for h in hints)]
 
 
 async def report_first_peers(config: Config, peers: Peers, address: str) -> None:
     """Log ``peers_report`` once, a couple of heartbeat intervals after start-up."""
     interval_s = config.federation.heartbeat_interval_ms / 1000
     await trio.sleep(max(MIN_WAIT_S, INTERVALS * interval_s))
-    found, line = peers_report(config, peers.peers(), address)
-    (log.info if found else log.warning)("%s", line)
+    found, lines = peers_report(config, peers.peers(), address)
+    for line in lines:  # a line each: a log line stays readable in a terminal
+        (log.info if found else log.warning)("%s", line)
