@@ -136,7 +136,7 @@ def test_a_pollset_finds_every_message_with_one_poll_per_pass():
     try:
         for key, where in (("a", endpoint), ("b", endpoint), ("quiet", quiet_endpoint)):
             subs[key] = TrioSocket.open(zmq.SUB)
-            subs[key].sock.setsockopt(zmq.SUBSCRIBE, b"")
+            subs[key].setsockopt(zmq.SUBSCRIBE, b"")
             subs[key].connect(where)
             news.add(key, subs[key])
         got: dict[str, int] = {"a": 0, "b": 0, "quiet": 0}

@@ -62,9 +62,6 @@ class FakeIO:
     votes: dict[str, Callable[[VoteRequest], Message]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.vote_drops = self.drops.counter("votes")
-
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
         task_status.started()

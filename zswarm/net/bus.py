@@ -53,7 +53,7 @@ class Subscriber:
         self.sock = TrioSocket.open(zmq.SUB, role="client", key=key,
                                     max_msg_bytes=MAX_HEARTBEAT_BYTES)
         try:
-            self.sock.sock.setsockopt(zmq.SUBSCRIBE, b"")
+            self.sock.setsockopt(zmq.SUBSCRIBE, b"")
             self.sock.connect(endpoint)
         except BaseException:
             self.sock.close()

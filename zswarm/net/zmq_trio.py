@@ -148,6 +148,10 @@ class TrioSocket:
         except zmq.ZMQError as exc:
             raise PeerUnavailable(f"cannot connect to {endpoint!r}: {exc}") from exc
 
+    def setsockopt(self, option: int, value: int | bytes) -> None:
+        """Set a zmq socket option (SUBSCRIBE, ROUTER_MANDATORY, ...)."""
+        self.sock.setsockopt(option, value)
+
     def _kick(self) -> None:
         """After any socket operation: wake the reader if input became pending."""
         if self._wake is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:

@@ -56,8 +56,9 @@ class Connections:
         #: our node id, sent with status probes so a peer that thinks us dead probes back
         self.hello = hello
         self.heartbeat_drops = drops.counter("heartbeats")
-        #: replies on vote links and probes that were dropped (the Federation adds bad votes)
-        self.vote_drops: DropCounter = drops.counter("votes")
+        #: replies on vote links and probes that were dropped (the Federation counts the
+        #: votes it refuses under the same name, with its own counter)
+        self._vote_drops: DropCounter = drops.counter("votes")
         self.links: dict[str, _Running] = {}
         self.subscribers: dict[str, Subscriber] = {}
         #: which subscribers have news (one poll per pass, not one check per peer)
@@ -133,7 +134,7 @@ class Connections:
         running = self.links.get(peer.card.node_id)
         if running is not None:
             return running.owner
-        link = PeerLink(peer.card.rpc, peer.card.name, drops=self.vote_drops, key=self.key)
+        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key)
         self.links[peer.card.node_id] = self._run(link)
         return link
 
@@ -153,7 +154,7 @@ class Connections:
             return await self._status(endpoint, name)
 
     async def _status(self, endpoint: str, name: str) -> tuple[Status, float]:
-        link = PeerLink(endpoint, name, drops=self.vote_drops, key=self.key, reconnect=False)
+        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key, reconnect=False)
         rid = new_request_id()
         result: Message | ZswarmError
         try:

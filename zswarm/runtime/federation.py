@@ -97,6 +97,8 @@ class Federation(Probing):
         self._busy: set[str] = set()
         self._mdns_drops = ctx.drops.counter("mdns")
         self._probe_drops = ctx.drops.counter("probes")
+        #: bad votes, counted with the vote links' dropped replies (the same socket name)
+        self._vote_drops = ctx.drops.counter("votes")
         self._quiet = QuietLog(log, every_s=60.0)
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
         self._tried = exchange.Tried()
@@ -376,7 +378,7 @@ class Federation(Probing):
             candidates = claims.accept_vote(reply, node_id=node_id, name=peer.card.name,
                                             asked=request, model_id=peer.card.model_id)
         except RemoteProtocolError as exc:
-            self.peer_io.vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
+            self._vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
             self._apply(self.table.demote(node_id, trio.current_time(), str(exc)))
             raise
         self.table.vote_answered(node_id, in_flight)

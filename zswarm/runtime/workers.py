@@ -95,7 +95,7 @@ class WorkerPool:
         with tempfile.TemporaryDirectory(prefix="zswarm-") as tmp:
             self._endpoint = f"ipc://{Path(tmp) / 'workers.sock'}"
             with TrioSocket.open(zmq.ROUTER) as sock:
-                sock.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 sock.bind(self._endpoint)
                 self._sock = sock
                 startup_error: ZswarmError | None = None
