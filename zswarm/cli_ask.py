@@ -13,13 +13,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import msgspec
 import typer
 
 from zswarm import client, views
+from zswarm.asks import new_request
 from zswarm.config import Config
-from zswarm.core.messages import ChatMessage, GenerateRequest, Report, SamplingParams
-from zswarm.errors import ZswarmError
+from zswarm.core.messages import GenerateRequest, Report
+from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey
 
 
@@ -50,28 +50,21 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
             views.say(f"error: {flag} must be 1 to {top} ([generation] {key}), not {value}",
                  err=True)
             raise typer.Exit(2)
-    system_prompt = gen.system_prompt if system is None else system
-    messages = ((ChatMessage(role="system", content=system_prompt),) if system_prompt else ()) + (
-        ChatMessage(role="user", content=question),)
     try:
-        return msgspec.convert({
-            "messages": [msgspec.to_builtins(m) for m in messages],
-            "n": n if n is not None else cfg.consensus.n,
-            "params": msgspec.to_builtins(SamplingParams(
-                max_tokens=max_tokens or gen.max_tokens,
-                temperature=gen.temperature if temperature is None else temperature,
-                top_p=gen.top_p, top_k=gen.top_k, seed=seed)),
-        }, GenerateRequest)
-    except msgspec.ValidationError as exc:
-        text, _, path = str(exc).partition(" - at `")
-        where = _OPTION_OF.get(path.rstrip("`"), "the question")
-        views.say(f"error: invalid option: {where}: {text}", err=True)
+        return new_request(cfg, messages=[{"role": "user", "content": question}],
+                           system=system, n=n, max_tokens=max_tokens,
+                           temperature=temperature, seed=seed)
+    except RequestRefused as exc:
+        option = _OPTION_OF.get(exc.field)
+        what = str(exc).removeprefix(exc.field).strip()
+        views.say(f"error: invalid option: {option} {what}" if option
+                  else f"error: invalid question: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
-#: msgspec's path of a request field -> the option that set it
-_OPTION_OF = {"$.n": "--n", "$.params.max_tokens": "--max-tokens",
-              "$.params.temperature": "--temperature", "$.params.seed": "--seed"}
+#: the request's field -> the option that set it
+_OPTION_OF = {"n": "--n", "params.max_tokens": "--max-tokens",
+              "params.temperature": "--temperature", "params.seed": "--seed"}
 
 
 def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, local: bool,

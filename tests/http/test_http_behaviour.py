@@ -40,9 +40,11 @@ def error_of(r: httpx.Response) -> dict:
 
 @pytest.mark.parametrize(("body", "status", "needle"), [
     (b"{not json", 400, "not valid JSON"),
-    (b'{"messages": "hi"}', 400, "$.messages"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "n": "two"}', 400, "$.n"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "stream": 3}', 400, "$.stream"),
+    (b'{"messages": "hi"}', 400, "invalid request: messages: Expected `array`"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "n": "two"}', 400,
+     "invalid request: n: Expected `int`"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": 3}', 400,
+     "invalid request: stream: Expected `bool`"),
     (b'{"model": "default"}', 400, "messages"),
     (b'[1, 2]', 400, "Expected `object`"),
     (b'{"messages": []}', 422, "must not be empty"),
@@ -52,7 +54,7 @@ def test_malformed_bodies(node, body, status, needle):
     r = httpx.post(f"{node.base}/chat/completions", content=body,
                    headers={"content-type": "application/json"})
     assert r.status_code == status
-    assert needle in error_of(r)["message"]
+    assert needle in error_of(r)["message"] and "$." not in error_of(r)["message"]
 
 
 def test_body_limits_and_content_types(node):

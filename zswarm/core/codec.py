@@ -9,6 +9,8 @@ The property tests in tests/core/test_codec.py hold this to "any bytes".
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from zswarm.core.messages import MAX_FRAME_BYTES, PROTOCOL_VERSION, Message
@@ -66,3 +68,23 @@ def _peek_version(data: bytes) -> int | None:
         return _envelope_decoder.decode(data).v
     except Exception:  # only a hint for the error message
         return None
+
+
+_EXPECTED = re.compile(r"Expected `(\w+)`( of length)? (<=|>=|<|>) (\S+)")
+_IN_WORDS = {"<=": "at most", ">=": "at least", "<": "less than", ">": "more than"}
+
+
+def invalid(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's error as (what is wrong, in words; the field's dotted path, "" for the
+    whole value): ("must be at least 1", "n"), ("must be at most 4 items", "params.stop").
+
+    The one reader of msgspec's error text: each door names the field its own way (an
+    option of the CLI, a parameter of the OpenAI API)."""
+    text, _, path = str(exc).partition(" - at `$")
+    path = path.rstrip("`").lstrip(".")
+    match = _EXPECTED.fullmatch(text)
+    if match:
+        kind, length, op, bound = match.groups()
+        unit = (" characters" if kind == "str" else " items") if length else ""
+        text = f"must be {_IN_WORDS[op]} {bound}{unit}"
+    return text, path

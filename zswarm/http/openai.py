@@ -15,11 +15,12 @@ from typing import Any
 
 import msgspec
 
+from zswarm.asks import new_request
 from zswarm.config import Config
+from zswarm.core import codec
 from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import (
     MAX_MESSAGES,
-    MAX_STOP_STRINGS,
     GenerateRequest,
     Report,
     ReportCandidate,
@@ -102,9 +103,9 @@ def decode(body: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        param = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else None
-        raise ApiError(400, f"invalid request: {text}", param=param) from None
+        what, param = codec.invalid(exc)
+        raise ApiError(400, f"invalid request: {param}: {what}" if param else
+                       f"invalid request: {what}", param=param or None) from None
     except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ApiError(400, f"the body is not valid JSON (UTF-8): {str(exc)[:300]}") from None
 
@@ -136,29 +137,18 @@ def _unprocessable(message: str, param: str) -> ApiError:
 
 def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> Ask:
     """Check ranges against this node's limits (422) and build the generate request."""
-    gen = config.generation
     opts = req.zswarm or ZswarmOptions()
     max_tokens = req.max_tokens
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
         max_tokens = req.max_completion_tokens
-    max_tokens = gen.max_tokens if max_tokens is None else max_tokens
     if req.n < 1:
         raise _unprocessable("n must be at least 1", "n")
     n = opts.n if opts.n is not None else (req.n if req.n > 1 else config.consensus.n)
     if n < req.n:
         raise _unprocessable(f"zswarm.n must be at least n ({req.n})", "zswarm.n")
-    temperature = gen.temperature if req.temperature is None else req.temperature
-    if not 0.0 <= temperature <= 2.0:
+    if req.temperature is not None and not 0.0 <= req.temperature <= 2.0:  # OpenAI's range
         raise _unprocessable("temperature must be 0 to 2", "temperature")
-    top_p = gen.top_p if req.top_p is None else req.top_p
-    if not 0.0 < top_p <= 1.0:
-        raise _unprocessable("top_p must be more than 0 and at most 1", "top_p")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(stop) > MAX_STOP_STRINGS or any(len(s) > 256 for s in stop):
-        raise _unprocessable(f"at most {MAX_STOP_STRINGS} stop strings of 256 characters",
-                             "stop")
-    if req.seed is not None and not 0 <= req.seed < 2**63:
-        raise _unprocessable("seed must be 0 to 2**63 - 1", "seed")
     strategy = opts.strategy or config.consensus.strategy
     peers: list[str] | None
     if isinstance(opts.peers, list):
@@ -170,20 +160,25 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                              "zswarm.peers")
     logprobs = bool(req.logprobs) if isinstance(req, ChatCompletionRequest) \
         else req.logprobs is not None
-    params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-              "top_k": gen.top_k, "stop": stop, "seed": req.seed, "logprobs": logprobs}
+    messages, prompt = None, None
     if isinstance(req, ChatCompletionRequest):
-        fields: dict[str, object] = {"messages": _messages(req, config)}
+        messages = _messages(req)
+    elif isinstance(req.prompt, list):
+        if len(req.prompt) != 1:
+            raise _unprocessable("send one prompt per request (lists of prompts are not "
+                                 "supported)", "prompt")
+        prompt = req.prompt[0]
     else:
         prompt = req.prompt
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise _unprocessable("send one prompt per request (lists of prompts are not "
-                                     "supported)", "prompt")
-            prompt = prompt[0]
-        fields = {"prompt": prompt}
-    request = _wire_request({**fields, "params": params, "n": n},
-                            n_param="zswarm.n" if opts.n is not None else "n")
+    try:
+        request = new_request(config, messages=messages, prompt=prompt, n=n,
+                              max_tokens=max_tokens, temperature=req.temperature,
+                              top_p=req.top_p, stop=stop, seed=req.seed, logprobs=logprobs)
+    except RequestRefused as exc:  # a value out of the wire's range: the parameter named
+        field = exc.field.removeprefix("params.").split("[")[0]
+        param = "zswarm.n" if field == "n" and opts.n is not None else field or "messages"
+        raise _unprocessable(f"{param} {str(exc).removeprefix(exc.field).strip()}",
+                             param) from None
     try:
         admit(config.limits, request, strategy=strategy)
         deadline_ms = round(deadline_s(config.limits, opts.deadline_ms) * 1000)
@@ -194,23 +189,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
                choices=req.n, stream=req.stream, model=req.model)
 
 
-def _wire_request(fields: dict[str, object], *, n_param: str) -> GenerateRequest:
-    """The GenerateRequest, checked against every wire limit (422 naming the field).
-
-    Built with msgspec.convert, never the bare constructor (which skips the
-    constraints): a request the workers could not decode must not reach them.
-    """
-    try:
-        return msgspec.convert(fields, GenerateRequest)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        param = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else None
-        param = {"params.max_tokens": "max_tokens", "params.stop": "stop", "n": n_param}.get(
-            (param or "").split("[")[0], param)
-        raise _unprocessable(f"invalid request: {text}", param or "messages") from None
-
-
-def _messages(req: ChatCompletionRequest, config: Config) -> list[dict[str, str]]:
+def _messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
     if not req.messages:
         raise _unprocessable("messages must not be empty", "messages")
     if len(req.messages) > MAX_MESSAGES:
@@ -227,9 +206,7 @@ def _messages(req: ChatCompletionRequest, config: Config) -> list[dict[str, str]
         else:
             text = m.content or ""
         out.append({"role": role, "content": text})
-    if config.generation.system_prompt and out[0]["role"] != "system":
-        out.insert(0, {"role": "system", "content": config.generation.system_prompt})
-    return out
+    return out  # the config's system prompt goes first unless there is one (asks.py)
 
 
 # --- responses -----------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""The one builder of a GenerateRequest from a config's defaults and a caller's choices.
+
+Owns: which config keys fill what a caller leaves out ([generation] max_tokens,
+temperature, top_p, top_k, system_prompt; [consensus] n), and checking the result
+against the message types' own constraints (msgspec.convert, never the bare
+constructor: a request the workers could not decode must not reach them). A value out
+of range is a RequestRefused whose ``field`` is the request's dotted path ("n",
+"params.top_p", "messages[0].content"), for each door to name in its own words (a CLI
+option, an OpenAI parameter). Used by `zswarm ask` (cli_ask.py) and the OpenAI routes
+(http/openai.py). It must not: apply a node's limits (core/limits.admit does, after).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from zswarm.config import Config
+from zswarm.core import codec
+from zswarm.core.messages import GenerateRequest
+from zswarm.errors import RequestRefused
+
+
+def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = None,
+                prompt: str | None = None, system: str | None = None, n: int | None = None,
+                max_tokens: int | None = None, temperature: float | None = None,
+                top_p: float | None = None, stop: Sequence[str] = (), seed: int | None = None,
+                logprobs: bool = False) -> GenerateRequest:
+    """``messages`` (a chat; unless it starts with a system message, ``system`` first, or
+    the config's system prompt when ``system`` is None; "" for none) or a raw ``prompt``.
+    None for any other choice takes the config's default."""
+    gen = config.generation
+    fields: dict[str, object]
+    if prompt is not None:
+        fields = {"prompt": prompt}
+    else:
+        chat = list(messages or ())
+        system = gen.system_prompt if system is None else system
+        if system and (not chat or chat[0].get("role") != "system"):
+            chat.insert(0, {"role": "system", "content": system})
+        fields = {"messages": chat}
+    fields["n"] = config.consensus.n if n is None else n
+    fields["params"] = {
+        "max_tokens": gen.max_tokens if max_tokens is None else max_tokens,
+        "temperature": gen.temperature if temperature is None else temperature,
+        "top_p": gen.top_p if top_p is None else top_p, "top_k": gen.top_k,
+        "stop": list(stop), "seed": seed, "logprobs": logprobs}
+    try:
+        return msgspec.convert(fields, GenerateRequest)
+    except msgspec.ValidationError as exc:
+        what, path = codec.invalid(exc)
+        raise RequestRefused(f"{path or 'the request'} {what}", field=path) from None
