@@ -22,10 +22,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
-from zswarm.errors import InternalError, ZswarmError
+from zswarm.errors import InternalError, RequestRefused, ZswarmError
 from zswarm.http import openai
 from zswarm.http.base import HttpNode, from_zswarm, read_body
 from zswarm.http.openai import ApiError, Ask
+from zswarm.runtime.votes import serve_ask
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,6 @@ def _headers(report: Report) -> dict[str, str]:
 
 async def _completions(request: Request, kind: str) -> Response:
     node: HttpNode = request.app.state.node
-    node.ready()
     with node.ctx.requests.hold():  # a stream's generation is held by its own task (_stream)
         return await _answer(request, node, kind)
 
@@ -92,7 +92,7 @@ async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
 
         nursery.start_soon(work)
     if errors:
-        raise from_zswarm(errors[0])
+        raise _api_error(errors[0], ask)
     if not result:
         log.info("%s: the client went away; generation cancelled", rid)
         return Response(status_code=499)
@@ -103,15 +103,16 @@ async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
 
 async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
                on_token: Callable[[int, str], None] | None) -> tuple[str, Report]:
-    coordinator = node.ready()
-    try:
-        return await coordinator.ask(
-            ask.request, strategy=ask.strategy, deadline_s=ask.deadline_ms / 1000,
-            on_token=on_token, model_id=model_id, peers=ask.peers,
-            early_stop=ask.choices <= 1)  # n choices asked for: every candidate is one
-    except ZswarmError as exc:
-        node.ctx.stats.errors[exc.kind] += 1
-        raise
+    return await serve_ask(
+        node.ctx, node.coordinator, ask.request, strategy=ask.strategy,
+        deadline_s=ask.deadline_ms / 1000, on_token=on_token, model_id=model_id,
+        peers=ask.peers, early_stop=ask.choices <= 1)  # n choices: every candidate is one
+
+
+def _api_error(exc: ZswarmError, ask: Ask) -> ApiError:
+    """A request over this node's limits names the OpenAI parameter (422); the rest map
+    by kind (base.from_zswarm)."""
+    return openai.refused(exc, ask) if isinstance(exc, RequestRefused) else from_zswarm(exc)
 
 
 async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: str, model: str,
@@ -159,7 +160,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
         scope.cancel()
         return Response(status_code=499)
     if first[0] == "error":
-        raise from_zswarm(first[1])
+        raise _api_error(first[1], ask)
 
     streamed = False  # did any token go out? (not when the answer came from a peer)
 
@@ -175,7 +176,7 @@ async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: st
                     streamed = True
                     yield _sse(openai.chunk(kind, rid, model, 0, text=value))
                 elif what == "error":  # after the stream began: an error event, then the end
-                    err = from_zswarm(value)
+                    err = _api_error(value, ask)
                     yield _sse(err.body())
                 else:
                     yield from_report(value[1])

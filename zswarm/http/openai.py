@@ -18,7 +18,7 @@ import msgspec
 from zswarm.asks import new_request
 from zswarm.config import Config
 from zswarm.core import codec
-from zswarm.core.limits import admit, deadline_s
+from zswarm.core.limits import deadline_s
 from zswarm.core.messages import (
     MAX_MESSAGES,
     GenerateRequest,
@@ -124,6 +124,8 @@ class Ask:
     stream: bool
     model: str
     extras: dict[str, object] = field(default_factory=dict)
+    #: zswarm.n was given (a refused n names it, not OpenAI's n)
+    n_given: bool = False
 
 
 #: core/limits.py's field names -> the OpenAI request's
@@ -136,7 +138,8 @@ def _unprocessable(message: str, param: str) -> ApiError:
 
 
 def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> Ask:
-    """Check ranges against this node's limits (422) and build the generate request."""
+    """Build the generate request (422 naming the parameter for a value out of range;
+    this node's limits are checked when it is served: runtime/votes.serve_ask)."""
     opts = req.zswarm or ZswarmOptions()
     max_tokens = req.max_tokens
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
@@ -180,13 +183,18 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
         raise _unprocessable(f"{param} {str(exc).removeprefix(exc.field).strip()}",
                              param) from None
     try:
-        admit(config.limits, request, strategy=strategy)
         deadline_ms = round(deadline_s(config.limits, opts.deadline_ms) * 1000)
     except RequestRefused as exc:
-        opts_n = opts.n is not None and exc.field == "n"
-        raise _unprocessable(str(exc), "zswarm.n" if opts_n else _PARAMS[exc.field]) from None
+        raise _unprocessable(str(exc), _PARAMS[exc.field]) from None
     return Ask(request=request, strategy=strategy, deadline_ms=deadline_ms, peers=peers,
-               choices=req.n, stream=req.stream, model=req.model)
+               choices=req.n, stream=req.stream, model=req.model, n_given=opts.n is not None)
+
+
+def refused(exc: RequestRefused, ask: Ask) -> ApiError:
+    """A request over this node's limits (runtime/votes.serve_ask): 422 naming the
+    OpenAI parameter that set the field."""
+    return _unprocessable(str(exc), "zswarm.n" if ask.n_given and exc.field == "n"
+                          else _PARAMS.get(exc.field, exc.field))
 
 
 def _messages(req: ChatCompletionRequest) -> list[dict[str, str]]:

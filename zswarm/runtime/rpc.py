@@ -18,7 +18,7 @@ import trio
 import zmq
 
 from zswarm.core import codec
-from zswarm.core.limits import admit, deadline_s
+from zswarm.core.limits import deadline_s
 from zswarm.core.messages import (
     MAX_REQUEST_BYTES,
     Cancel,
@@ -42,7 +42,7 @@ from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.sharing import ModelShelf
-from zswarm.runtime.votes import serve_vote
+from zswarm.runtime.votes import serve_ask, serve_vote
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class RpcServer:
             raise DuplicateRequest(f"request id {msg.request_id!r} is already in flight "
                                    "from this sender", request_id=msg.request_id)
         refusal = self.ctx.refusal()
-        if refusal is not None:  # loading or draining: the same kind over every transport
+        if refusal is not None and not isinstance(msg, ClientRequest):  # (asks: serve_ask)
             self._reply(ident, error_reply(msg.request_id, refusal))
             return
         try:
@@ -143,8 +143,6 @@ class RpcServer:
         except Exception as exc:  # ZswarmErrors, and a bug: one request's loss, not the node's
             if not isinstance(exc, ZswarmError):
                 log.exception("request %s: internal error", msg.request_id)
-            elif isinstance(msg, ClientRequest):
-                self.ctx.stats.errors[exc.kind] += 1
             self._quiet.info(f"{type(msg).__name__} {getattr(exc, 'kind', 'internal')}",
                              "%s %s failed: %s", type(msg).__name__, msg.request_id, exc)
             reply = error_reply(msg.request_id, exc)
@@ -157,10 +155,10 @@ class RpcServer:
 
     async def _client(self, msg: ClientRequest) -> Message:
         config = self.ctx.config
-        strategy = msg.strategy or config.consensus.strategy
-        admit(config.limits, msg.request, strategy=strategy)
-        answer, report = await self.coordinator.ask(
-            msg.request, strategy=strategy, deadline_s=deadline_s(config.limits, msg.deadline_ms))
+        answer, report = await serve_ask(
+            self.ctx, self.coordinator, msg.request,
+            strategy=msg.strategy or config.consensus.strategy,
+            deadline_s=deadline_s(config.limits, msg.deadline_ms))
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:

@@ -1,17 +1,22 @@
-"""Serving a peer's vote: one function, whichever transport brought the request.
+"""Serving a request: one function per kind, whichever transport brought it.
 
-The RPC server (VoteRequest over ZeroMQ) and the HTTP shim (POST /v1/federation/vote)
-both call ``serve_vote``: the same admission rule (core/limits.py), the same count
-of votes served, candidates from the local workers only (never fanned out again:
-one hop), and the same Vote message back.
+``serve_vote``: a peer's vote (RPC VoteRequest, POST /v1/federation/vote): the same
+admission rule (core/limits.py), the same count of votes served, candidates from the
+local workers only (never fanned out again: one hop), and the same Vote back.
+``serve_ask``: a client's ask (RPC ClientRequest, the OpenAI routes): the node's state
+(``NodeContext.refusal``: loading, draining) and limits, the coordinator's ask, and
+the count of what failed by kind (``stats.errors``: refusals included, the same over
+every transport). The transports only translate.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from zswarm.core.limits import admit, deadline_s
-from zswarm.core.messages import GenerateRequest, Vote
+from zswarm.core.messages import GenerateRequest, Report, Vote
+from zswarm.errors import ZswarmError
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.coordinator import Coordinator
 
@@ -30,3 +35,22 @@ async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: 
                                                 deadline_s=deadline_s(limits, deadline_ms))
     return Vote(request_id=request_id, node_id=ctx.card.node_id, name=ctx.card.name,
                 candidates=candidates, elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+
+async def serve_ask(ctx: NodeContext, coordinator: Coordinator, request: GenerateRequest, *,
+                    strategy: str, deadline_s: float,
+                    on_token: Callable[[int, str], None] | None = None,
+                    model_id: str | None = None, peers: list[str] | None = None,
+                    early_stop: bool = True) -> tuple[str, Report]:
+    """The answer and its report; raises (and counts) what admission or the ask raise."""
+    try:
+        refusal = ctx.refusal()
+        if refusal is not None:
+            raise refusal
+        admit(ctx.config.limits, request, strategy=strategy)
+        return await coordinator.ask(request, strategy=strategy, deadline_s=deadline_s,
+                                     on_token=on_token, model_id=model_id, peers=peers,
+                                     early_stop=early_stop)
+    except ZswarmError as exc:
+        ctx.stats.errors[exc.kind] += 1
+        raise
