@@ -23,15 +23,17 @@ async def test_refusals_and_answers_are_counted_in_one_place(config_factory):
     pool = InlinePool(ctx.scheduler, workers=1)
     coordinator = Coordinator(ctx, pool, NoPeers())
     with pytest.raises(Loading):  # before the workers are up
-        await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_s=5)
+        await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_ms=5000)
     async with serving(ctx, pool):
         answer, report = await serve_ask(ctx, coordinator, ASK, strategy="majority",
-                                         deadline_s=5)
+                                         deadline_ms=5000)
         assert answer and report.candidates
         with pytest.raises(RequestRefused):  # over this node's limit of n
             await serve_ask(ctx, coordinator, GenerateRequest(messages=ASK.messages, n=17),
-                            strategy="majority", deadline_s=5)
+                            strategy="majority", deadline_ms=5000)
+        with pytest.raises(RequestRefused):  # a deadline out of range: counted the same
+            await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_ms=0)
         ctx.state = "draining"
         with pytest.raises(Draining):
-            await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_s=5)
-    assert dict(ctx.stats.errors) == {"loading": 1, "protocol": 1, "draining": 1}
+            await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_ms=5000)
+    assert dict(ctx.stats.errors) == {"loading": 1, "protocol": 2, "draining": 1}

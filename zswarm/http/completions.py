@@ -105,7 +105,7 @@ async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
                on_token: Callable[[int, str], None] | None) -> tuple[str, Report]:
     return await serve_ask(
         node.ctx, node.coordinator, ask.request, strategy=ask.strategy,
-        deadline_s=ask.deadline_ms / 1000, on_token=on_token, model_id=model_id,
+        deadline_ms=ask.deadline_ms, on_token=on_token, model_id=model_id,
         peers=ask.peers, early_stop=ask.choices <= 1)  # n choices: every candidate is one
 
 

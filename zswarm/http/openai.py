@@ -18,7 +18,6 @@ import msgspec
 from zswarm.asks import new_request
 from zswarm.config import Config
 from zswarm.core import codec
-from zswarm.core.limits import deadline_s
 from zswarm.core.messages import (
     MAX_MESSAGES,
     GenerateRequest,
@@ -116,7 +115,8 @@ class Ask:
 
     request: GenerateRequest
     strategy: str
-    deadline_ms: int
+    #: None: the node's default (checked with the node's limits when served)
+    deadline_ms: int | None
     #: None = every peer; [] = this node only; else peer names or ids
     peers: list[str] | None
     #: OpenAI ``n``: how many choices the response carries
@@ -182,11 +182,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
         param = "zswarm.n" if field == "n" and opts.n is not None else field or "messages"
         raise _unprocessable(f"{param} {str(exc).removeprefix(exc.field).strip()}",
                              param) from None
-    try:
-        deadline_ms = round(deadline_s(config.limits, opts.deadline_ms) * 1000)
-    except RequestRefused as exc:
-        raise _unprocessable(str(exc), _PARAMS[exc.field]) from None
-    return Ask(request=request, strategy=strategy, deadline_ms=deadline_ms, peers=peers,
+    return Ask(request=request, strategy=strategy, deadline_ms=opts.deadline_ms, peers=peers,
                choices=req.n, stream=req.stream, model=req.model, n_given=opts.n is not None)
 
 

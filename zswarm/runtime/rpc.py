@@ -18,7 +18,6 @@ import trio
 import zmq
 
 from zswarm.core import codec
-from zswarm.core.limits import deadline_s
 from zswarm.core.messages import (
     MAX_REQUEST_BYTES,
     Cancel,
@@ -154,11 +153,10 @@ class RpcServer:
             self._reply(ident, reply)
 
     async def _client(self, msg: ClientRequest) -> Message:
-        config = self.ctx.config
         answer, report = await serve_ask(
             self.ctx, self.coordinator, msg.request,
-            strategy=msg.strategy or config.consensus.strategy,
-            deadline_s=deadline_s(config.limits, msg.deadline_ms))
+            strategy=msg.strategy or self.ctx.config.consensus.strategy,
+            deadline_ms=msg.deadline_ms)
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:

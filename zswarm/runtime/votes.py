@@ -38,17 +38,21 @@ async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: 
 
 
 async def serve_ask(ctx: NodeContext, coordinator: Coordinator, request: GenerateRequest, *,
-                    strategy: str, deadline_s: float,
+                    strategy: str, deadline_ms: int | None,
                     on_token: Callable[[int, str], None] | None = None,
                     model_id: str | None = None, peers: list[str] | None = None,
                     early_stop: bool = True) -> tuple[str, Report]:
-    """The answer and its report; raises (and counts) what admission or the ask raise."""
+    """The answer and its report; raises (and counts) what admission or the ask raise.
+
+    ``deadline_ms``: the time the asker gives it (None: the node's default)."""
     try:
         refusal = ctx.refusal()
         if refusal is not None:
             raise refusal
-        admit(ctx.config.limits, request, strategy=strategy)
-        return await coordinator.ask(request, strategy=strategy, deadline_s=deadline_s,
+        limits = ctx.config.limits
+        admit(limits, request, strategy=strategy)
+        return await coordinator.ask(request, strategy=strategy,
+                                     deadline_s=deadline_s(limits, deadline_ms),
                                      on_token=on_token, model_id=model_id, peers=peers,
                                      early_stop=early_stop)
     except ZswarmError as exc:
