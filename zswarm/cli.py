@@ -220,8 +220,8 @@ def ask(
                                key=key)
             answer, report = reply.answer, reply.report
         else:
-            admit(cfg.limits, request, strategy=strategy)
-            answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms / 1000)
+            admit(cfg.limits, request, strategy=strategy)  # before loading a model for it
+            answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms)
     except ZswarmError as exc:
         # refused as malformed or over a limit, or a model that is not there: the options
         # or the configuration (exit 2); anything else happened while asking (exit 1)
@@ -233,11 +233,13 @@ def ask(
 
 
 async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
-                     deadline_s: float) -> tuple[str, Report]:
+                     deadline_ms: int) -> tuple[str, Report]:
     from zswarm.runtime.swarm import local_swarm
+    from zswarm.runtime.votes import serve_ask
 
-    async with local_swarm(cfg) as swarm:
-        return await swarm.coordinator.ask(request, strategy=strategy, deadline_s=deadline_s)
+    async with local_swarm(cfg) as swarm:  # the same path as a node's RPC and HTTP asks
+        return await serve_ask(swarm.ctx, swarm.coordinator, request, strategy=strategy,
+                               deadline_ms=deadline_ms)
 
 
 @app.command()

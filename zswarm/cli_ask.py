@@ -27,7 +27,7 @@ def question(prompt: str | None, prompt_file: Path | None) -> str:
     """The question from the argument, stdin ("-") or --file (exit 2 if none or both)."""
     if (prompt is None) == (prompt_file is None):
         views.say("error: give the question as an argument, as - (stdin) or with --file, once",
-             err=True)
+                  err=True)
         raise typer.Exit(2)
     if prompt_file is not None:
         try:
@@ -48,7 +48,7 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
                                    "max_tokens_limit")):
         if value is not None and not 1 <= value <= top:  # the limits the node admits by
             views.say(f"error: {flag} must be 1 to {top} ([generation] {key}), not {value}",
-                 err=True)
+                      err=True)
             raise typer.Exit(2)
     try:
         return new_request(cfg, messages=[{"role": "user", "content": question}],
@@ -82,16 +82,16 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:
         views.say("note: no node is running with this config: answering in-process, on this "
-             f"machine only (start one: zswarm node{_config_arg(config)}; --local says "
-             "in-process is meant)", err=True)
+                  f"machine only (start one: zswarm node{_config_arg(config)}; --local says "
+                  "in-process is meant)", err=True)
         return None, "in-process (no node running with this config)"
     try:
         client.reach(endpoint, key=key)
     except ZswarmError as exc:
         if started is not None:
             views.say(f"error: the node started with this config (pid {started[0]}) does not "
-                 f"answer: {exc}. Start it again (zswarm node{_config_arg(config)}) or ask "
-                 "in-process with --local", err=True)
+                      f"answer: {exc}. Start it again (zswarm node{_config_arg(config)}) or ask "
+                      "in-process with --local", err=True)
         else:
             views.say(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -157,12 +157,10 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
             raise typer.Exit(2)
         try:
             key = swarm_key(str(key_file.resolve()) if key_file else "", source="--key")
+            client.reach(address, key=key, timeout_s=5.0, key_hint="--key FILE")
             member = client.peers(address, key=key, timeout_s=5.0)
-        except ZswarmError as exc:
-            hint = (" (is a node listening there? A keyed swarm answers only holders of its "
-                    "key: --key FILE)" if key_file is None else " (is a node listening there, "
-                    "and is this its swarm's key?)")
-            say(f"error: {address}: {exc}{hint}", err=True)
+        except ZswarmError as exc:  # reach says why a member does not answer
+            say(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         lines = ["[node]", f"name = {json.dumps(name)}", 'bind = "auto"']
         if state_dir is not None:

@@ -126,23 +126,25 @@ def node_json(config: Config) -> tuple[int, str] | None:
         return None
 
 
-def reach(endpoint: str, *, key: SwarmKey | None = None, timeout_s: float = 3.0) -> Status:
+def reach(endpoint: str, *, key: SwarmKey | None = None, timeout_s: float = 3.0,
+          key_hint: str = "[security] swarm_key_file in --config") -> Status:
     """The node's status within ``timeout_s``, or PeerUnavailable saying the likely cause.
 
     A client that asks a node it cannot reach would otherwise wait out the whole
     deadline: zmq connects in the background and a keyed node drops a handshake without
     its key silently. So: one status exchange first, and when it fails, one plain TCP
     connection to tell "nothing listens there" from "something listens and does not
-    answer" (another program, or a node of a keyed swarm).
+    answer" (another program, or a node of a keyed swarm: ``key_hint`` says where the
+    caller takes a key from).
     """
     try:
         return status(endpoint, timeout_s=timeout_s, key=key)
     except PeerUnavailable as exc:
         raise PeerUnavailable(f"no zswarm node answers at {endpoint} within {timeout_s:.0f} s: "
-                              f"{_why_silent(endpoint, key)}") from exc
+                              f"{_why_silent(endpoint, key, key_hint)}") from exc
 
 
-def _why_silent(endpoint: str, key: SwarmKey | None) -> str:
+def _why_silent(endpoint: str, key: SwarmKey | None, key_hint: str) -> str:
     host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
@@ -152,7 +154,7 @@ def _why_silent(endpoint: str, key: SwarmKey | None) -> str:
                 "is the port right?)")
     if key is None:
         return ("something listens there but does not answer: a node of a keyed swarm "
-                "answers only holders of its key ([security] swarm_key_file in --config)")
+                f"answers only holders of its key ({key_hint})")
     return ("something listens there but does not answer: it may use another swarm key, "
             "or none, or not be a zswarm node")
 
