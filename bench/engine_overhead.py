@@ -35,7 +35,8 @@ def main() -> None:
 
     async def run() -> None:
         async with local_swarm(cfg) as swarm:
-            await swarm.coordinator.ask(request, strategy="first_valid", deadline_s=120)  # warm
+            await swarm.coordinator.ask(request, strategy="first_valid",  # warm
+                                        deadline=trio.current_time() + 120)
             engine.generate(request)  # warm
             for _ in range(reps):
                 t0 = time.perf_counter()
@@ -43,7 +44,7 @@ def main() -> None:
                 direct.append(c.tokens / (time.perf_counter() - t0))
                 t0 = time.perf_counter()
                 _, report = await swarm.coordinator.ask(request, strategy="first_valid",
-                                                        deadline_s=120)
+                                                        deadline=trio.current_time() + 120)
                 node.append(report.candidates[0].tokens / (time.perf_counter() - t0))
 
     trio.run(run)

@@ -119,7 +119,7 @@ async def bench_zmq(endpoint: str, sequential: int, concurrent: int) -> tuple[li
         for i in range(sequential + 200):
             rid, msg = _vote_msg()
             t0 = time.perf_counter()
-            reply = await link.request(msg, rid, 5.0)
+            reply = await link.request(msg, rid, timeout_s=5.0)
             if i >= 200:  # the first 200 warm up
                 latencies.append((time.perf_counter() - t0) * 1000)
             assert isinstance(reply, Vote) and reply.candidates[0].text == "42"
@@ -127,7 +127,7 @@ async def bench_zmq(endpoint: str, sequential: int, concurrent: int) -> tuple[li
         async def worker(count: int) -> None:
             for _ in range(count):
                 rid, msg = _vote_msg()
-                await link.request(msg, rid, 5.0)
+                await link.request(msg, rid, timeout_s=5.0)
 
         t0 = time.perf_counter()
         async with trio.open_nursery() as clients:

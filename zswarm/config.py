@@ -4,7 +4,9 @@ The sections are msgspec Structs: ``msgspec.convert`` checks types and the range
 written next to each key (``Meta``) in one pass, and ``_explain`` turns its
 message into one that names the file, the key and what was expected. The few
 rules that relate two keys are in ``_validate``. Defaults make an empty file (or
-no file) a working local node.
+no file) a working local node. Durations are written in ms (as in the file) and
+read in seconds through each section's ``*_s`` properties: the one place they are
+converted (the code works in trio's seconds).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class NodeConfig(Section, frozen=True):
     #: on SIGTERM / Ctrl-C, requests in flight get this long to finish (a second signal stops now)
     drain_timeout_ms: int = 30_000
 
+    @property
+    def drain_timeout_s(self) -> float:
+        return self.drain_timeout_ms / 1000
+
 
 class ModelConfig(Section, frozen=True):
     #: "default" = the packaged SmolLM2-135M-Instruct Q4_1, or a path to a model file
@@ -107,6 +113,15 @@ class SchedulerConfig(Section, frozen=True):
     restart_backoff_max_ms: int = 10_000
     worker_start_timeout_ms: int = 60_000
 
+    @property
+    def restart_backoff_s(self) -> tuple[float, float]:
+        """The first and the longest wait before a crashed worker is started again."""
+        return self.restart_backoff_initial_ms / 1000, self.restart_backoff_max_ms / 1000
+
+    @property
+    def worker_start_timeout_s(self) -> float:
+        return self.worker_start_timeout_ms / 1000
+
 
 class ConsensusConfig(Section, frozen=True):
     #: one of core/plan.py's ASK_STRATEGIES (checked in _validate)
@@ -139,6 +154,18 @@ class FederationConfig(Section, frozen=True):
     #: a DEAD or LEFT peer is forgotten after this long (it is found again when it returns)
     forget_after_ms: Annotated[int, _range(1000, 86_400_000)] = 300_000
 
+    @property
+    def deadline_s(self) -> float:
+        return self.deadline_ms / 1000
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.heartbeat_interval_ms / 1000
+
+    @property
+    def forget_after_s(self) -> float:
+        return self.forget_after_ms / 1000
+
 
 class HttpConfig(Section, frozen=True):
     #: serve the OpenAI-compatible API and the federation routes on ports.http
@@ -166,6 +193,14 @@ class HttpConfig(Section, frozen=True):
     #: the status page at / (this node, its peers, the last requests with their
     #: questions and answers; behind the API key when one is set); false = off
     status_page: bool = True
+
+    @property
+    def header_timeout_s(self) -> float:
+        return self.header_timeout_ms / 1000
+
+    @property
+    def body_timeout_s(self) -> float:
+        return self.body_timeout_ms / 1000
 
 
 class SecurityConfig(Section, frozen=True):

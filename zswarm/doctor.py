@@ -304,7 +304,8 @@ async def _model(config: Config) -> Finding:
     try:
         async with local_swarm(one) as swarm:
             loaded = time.perf_counter()
-            await swarm.coordinator.ask(request, strategy="first_valid", deadline_s=120)
+            await swarm.coordinator.ask(request, strategy="first_valid",
+                                        deadline=trio.current_time() + 120)
     except ZswarmError as exc:
         fix = ("a worker that dies on the first token (SIGILL) runs a llama.cpp built for "
                "another CPU: rebuild with ./scripts/install.sh (portable flags, see README)"

@@ -90,7 +90,8 @@ async def test_peer_link_matches_replies_and_translates_errors(behaviour):
 
             async def one(rid: str) -> None:
                 try:
-                    results[rid] = await link.request(StatusRequest(request_id=rid), rid, 0.5)
+                    results[rid] = await link.request(StatusRequest(request_id=rid), rid,
+                                                          timeout_s=0.5)
                 except (PeerUnavailable, Overloaded) as exc:
                     results[rid] = exc
 
@@ -118,7 +119,7 @@ async def test_closing_a_link_fails_waiting_requests_at_once():
 
                 async def waiter() -> None:
                     try:
-                        await link.request(StatusRequest(request_id="r"), "r", 60)
+                        await link.request(StatusRequest(request_id="r"), "r", timeout_s=60)
                     except PeerUnavailable as exc:
                         caught.append(exc)
 

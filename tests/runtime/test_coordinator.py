@@ -13,8 +13,9 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers import conversation, question, within
 from zswarm.config import parse_config
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, Load, NodeCard, PeerInfo
+from zswarm.core.messages import Candidate, GenerateRequest, Load, NodeCard, PeerInfo
 from zswarm.core.peers import Peer, PeerState
 from zswarm.core.plan import NodeLoad
 from zswarm.errors import NoQuorum, Overloaded, PeerUnavailable, ZswarmError
@@ -64,7 +65,7 @@ class ScriptedPeers:
     def unanswered(self, node_id: str, why: str) -> None:
         self.unanswered_calls.append(node_id)
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
                    ) -> list[Candidate]:
         self.asked.append(node_id)
         b = self.behaviour[node_id]
@@ -79,7 +80,7 @@ class ScriptedPeers:
 
 
 def ask_request(n: int) -> GenerateRequest:
-    return GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=n)
+    return question("6 * 7?", n=n)
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ async def make(nursery):
 async def test_majority_over_local_and_peers_reports_every_participant(make, autojump_clock):
     peers = ScriptedPeers(b=Behaviour(["41"]), c=Behaviour(["41"], delay_s=0.5))
     coordinator = await make(peers)
-    answer, report = await coordinator.ask(ask_request(3), strategy="majority", deadline_s=10)
+    answer, report = await coordinator.ask(ask_request(3), strategy="majority", deadline=within(10))
     assert answer == "41" and sorted(peers.asked) == ["b", "c"]
     assert {p.node: p.outcome for p in report.participants} == {
         "me": "answered", "b": "answered", "c": "answered"}
@@ -112,7 +113,7 @@ async def test_first_valid_stops_early_and_cancels_the_stragglers(make, autojump
     coordinator = await make(peers)
     t0 = trio.current_time()
     answer, report = await coordinator.ask(ask_request(3), strategy="first_valid",
-                                           deadline_s=60)
+                                           deadline=within(60))
     assert answer == "42" and trio.current_time() - t0 < 1
     assert {p.node: p.outcome for p in report.participants} == {
         "me": "answered", "b": "cancelled", "c": "cancelled"}
@@ -122,7 +123,7 @@ async def test_first_valid_stops_early_and_cancels_the_stragglers(make, autojump
 async def test_a_silent_peer_times_out_and_is_reported_for_demotion(make, autojump_clock):
     peers = ScriptedPeers(b=Behaviour(hang=True))
     coordinator = await make(peers, vote_deadline_s=2.0)
-    answer, report = await coordinator.ask(ask_request(2), strategy="majority", deadline_s=10)
+    answer, report = await coordinator.ask(ask_request(2), strategy="majority", deadline=within(10))
     assert answer == "42"
     (b,) = [p for p in report.participants if p.node == "b"]
     assert b.outcome == "timeout" and "b: timeout" in report.note
@@ -141,7 +142,7 @@ async def test_route_falls_back_to_this_node_when_the_routed_peer_fails(make, au
     async with trio.open_nursery() as nursery:
         nursery.start_soon(busy_for_a_moment)
         await trio.testing.wait_all_tasks_blocked()
-        answer, report = await coordinator.ask(ask_request(1), strategy="route", deadline_s=10)
+        answer, report = await coordinator.ask(ask_request(1), strategy="route", deadline=within(10))
     assert peers.asked == ["b"] and answer == "42"
     assert "routed node failed; answered locally" in report.note
     assert {p.node: p.outcome for p in report.participants} == {"b": "failed", "me": "answered"}
@@ -155,7 +156,7 @@ async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_
             hold.start_soon(coordinator.ctx.scheduler.acquire)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(Overloaded) as info:
-            await coordinator.ask(ask_request(2), strategy="majority", deadline_s=10)
+            await coordinator.ask(ask_request(2), strategy="majority", deadline=within(10))
         assert info.value.retry_after_s == 3.0
         hold.cancel_scope.cancel()
 
@@ -163,14 +164,8 @@ async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_
 async def test_a_peer_only_model_with_no_peer_is_no_quorum(make, autojump_clock):
     coordinator = await make(ScriptedPeers())
     with pytest.raises(NoQuorum, match="no ALIVE peer serves the model"):
-        await coordinator.ask(ask_request(1), strategy="first_valid", deadline_s=1,
+        await coordinator.ask(ask_request(1), strategy="first_valid", deadline=within(1),
                               model_id="other@123")
-
-
-def conversation(*turns: str, n: int = 1) -> GenerateRequest:
-    roles = ("user", "assistant")
-    return GenerateRequest(messages=tuple(ChatMessage(role=roles[i % 2], content=t)  # type: ignore[arg-type]
-                                          for i, t in enumerate(turns)), n=n)
 
 
 async def test_route_sends_a_conversations_next_turn_to_the_node_that_answered_it(
@@ -179,33 +174,33 @@ async def test_route_sends_a_conversations_next_turn_to_the_node_that_answered_i
     coordinator = await make(peers, local=["from me"], local_delay_s=1.0)
     async with trio.open_nursery() as nursery:  # the only local worker is busy for a while
         nursery.start_soon(partial(coordinator.ask, ask_request(1), strategy="majority",
-                                   deadline_s=10))
+                                   deadline=within(10)))
         await trio.sleep(0.1)
-        answer, _ = await coordinator.ask(conversation("hi"), strategy="route", deadline_s=10)
+        answer, _ = await coordinator.ask(conversation("hi"), strategy="route", deadline=within(10))
         assert answer == "from b"  # the least loaded node
     # the local worker is free again (a tie, which this node would win), but b holds the
     # conversation in its prompt cache: its next turn goes there
     answer, _ = await coordinator.ask(conversation("hi", "from b", "more"), strategy="route",
-                                      deadline_s=10)
+                                      deadline=within(10))
     assert answer == "from b"
-    answer, _ = await coordinator.ask(conversation("another"), strategy="route", deadline_s=10)
+    answer, _ = await coordinator.ask(conversation("another"), strategy="route", deadline=within(10))
     assert answer == "from me"  # a new conversation: least loaded, this node
     # the home is busy (a vote of ours in flight there): the least loaded node answers
     peers.table["b"].load = Load(workers_ready=1, idle_workers=0, queue_depth=2)
     answer, _ = await coordinator.ask(conversation("hi", "from b", "more", "from b", "again"),
-                                      strategy="route", deadline_s=10)
+                                      strategy="route", deadline=within(10))
     assert answer == "from me"
 
 
 async def test_a_conversations_next_turn_goes_to_the_worker_that_holds_it(make, autojump_clock):
     coordinator = await make(None, workers=2)
-    _, first = await coordinator.ask(conversation("hi"), strategy="majority", deadline_s=10)
+    _, first = await coordinator.ask(conversation("hi"), strategy="majority", deadline=within(10))
     home = first.candidates[0].worker
     for turn in range(3):  # other conversations in between, and the next turns
         for other in range(2):  # which would leave the next idle worker the other one
             await coordinator.ask(conversation(f"other {turn} {other}"), strategy="majority",
-                                  deadline_s=10)
+                                  deadline=within(10))
         _, report = await coordinator.ask(
             conversation("hi", "42", *(x for t in range(turn) for x in (f"q{t}", "42")),
-                         f"q{turn}"), strategy="majority", deadline_s=10)
+                         f"q{turn}"), strategy="majority", deadline=within(10))
         assert report.candidates[0].worker == home

@@ -93,7 +93,8 @@ class FakeLink:
     io: FakeIO
     peer: NodeCard
 
-    async def request(self, msg: Message, rid: str, timeout_s: float) -> Message:
+    async def request(self, msg: Message, rid: str, *, timeout_s: float | None = None
+                      ) -> Message:
         if isinstance(msg, StatusRequest):
             return Status(request_id=rid, card=self.peer, load=READY)
         if isinstance(msg, PeersRequest):  # peer exchange: it knows nobody else

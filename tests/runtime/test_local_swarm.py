@@ -8,7 +8,8 @@ import signal
 import pytest
 import trio
 
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from tests.helpers import conversation, question, within
+from zswarm.core.messages import GenerateRequest, SamplingParams
 from zswarm.errors import DeadlineExceeded, ModelNotFound, Overloaded
 from zswarm.runtime.swarm import local_swarm
 from zswarm.testing.cluster import wait_until_async
@@ -16,16 +17,14 @@ from zswarm.testing.cluster import wait_until_async
 pytestmark = pytest.mark.model
 
 
-def req(q: str, *, n: int = 1, **params) -> GenerateRequest:
-    return GenerateRequest(messages=(ChatMessage(role="user", content=q),), n=n,
-                           params=SamplingParams(**params))
 
 
 async def test_ask_with_candidates_from_two_workers(config_factory):
     cfg = config_factory(node={"workers": 2})
     async with local_swarm(cfg) as swarm:
         answer, report = await swarm.coordinator.ask(
-            req("What is 2 + 3?", n=4, max_tokens=24, seed=1), strategy="majority", deadline_s=60)
+            question("What is 2 + 3?", n=4, max_tokens=24, seed=1), strategy="majority",
+            deadline=within(60))
         assert answer == report.candidates[report.winner].text
         assert {c.worker for c in report.candidates} == {"w0", "w1"}
         assert len(report.candidates) >= 3 and report.strategy == "majority"
@@ -40,8 +39,8 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
 
         async def long_request():
             result.append(await swarm.coordinator.ask(
-                req("Write a long story.", max_tokens=400, ignore_eos=True, seed=2),
-                strategy="first_valid", deadline_s=60))
+                question("Write a long story.", max_tokens=400, ignore_eos=True, seed=2),
+                strategy="first_valid", deadline=within(60)))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_request)
@@ -55,8 +54,8 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
         assert report.candidates[0].tokens == 400
         await wait_until_async(lambda: swarm.scheduler.workers_ready == 2, 10.0)
         assert busy[0].restarts == 1
-        answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8), strategy="first_valid",
-                                                deadline_s=30)
+        answer, _ = await swarm.coordinator.ask(question("Say hi.", max_tokens=8),
+                                                strategy="first_valid", deadline=within(30))
         assert answer
 
 
@@ -68,9 +67,9 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
 
         async def long_request():
             try:
-                await swarm.coordinator.ask(req("Write a long story.", max_tokens=400,
+                await swarm.coordinator.ask(question("Write a long story.", max_tokens=400,
                                                 ignore_eos=True), strategy="first_valid",
-                                            deadline_s=60, on_token=lambda i, t: tokens.append(t))
+                                            deadline=within(60), on_token=lambda i, t: tokens.append(t))
             except Exception as exc:  # noqa: BLE001 - the test inspects it
                 errors.append(exc)
 
@@ -79,22 +78,22 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
             await wait_until_async(lambda: len(tokens) > 0, 10.0)
             os.kill(swarm.pool.workers["w0"].pid, signal.SIGKILL)
         assert len(errors) == 1 and "died" in str(errors[0]) and "SIGKILL" in str(errors[0])
-        answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8), strategy="first_valid",
-                                                deadline_s=30)
+        answer, _ = await swarm.coordinator.ask(question("Say hi.", max_tokens=8),
+                                                strategy="first_valid", deadline=within(30))
         assert answer
 
 
 async def test_overload_fails_fast(config_factory):
     cfg = config_factory(scheduler={"max_queue": 1})
     async with local_swarm(cfg) as swarm:
-        long = req("Write a long story.", max_tokens=500, ignore_eos=True)
+        long = question("Write a long story.", max_tokens=500, ignore_eos=True)
         async with trio.open_nursery() as nursery:
             for _ in range(cfg.model.cache_slots + 1):  # each slot runs one, one waits
                 nursery.start_soon(lambda: swarm.coordinator.ask(long, strategy="first_valid",
-                                                                 deadline_s=60))
+                                                                 deadline=within(60)))
             await wait_until_async(lambda: swarm.scheduler.queue_depth == 1, 10.0)
             with trio.fail_after(2), pytest.raises(Overloaded, match="queue full"):
-                await swarm.coordinator.ask(long, strategy="first_valid", deadline_s=60)
+                await swarm.coordinator.ask(long, strategy="first_valid", deadline=within(60))
             nursery.cancel_scope.cancel()
 
 
@@ -102,13 +101,14 @@ async def test_deadline_cancels_the_worker_and_frees_it(config_factory):
     cfg = config_factory()
     async with local_swarm(cfg) as swarm:
         with pytest.raises(DeadlineExceeded):
-            await swarm.coordinator.ask(req("Write a long story.", max_tokens=4000,
-                                            ignore_eos=True), strategy="first_valid", deadline_s=0.5)
+            await swarm.coordinator.ask(question("Write a long story.", max_tokens=4000,
+                                            ignore_eos=True),
+                                        strategy="first_valid", deadline=within(0.5))
         # the worker confirmed the cancel before the call returned: it is idle again
         with trio.fail_after(1):
             await wait_until_async(lambda: swarm.scheduler.idle_workers == 1, 10.0)
-        answer, _ = await swarm.coordinator.ask(req("Say hi.", max_tokens=8),
-                                                strategy="first_valid", deadline_s=30)
+        answer, _ = await swarm.coordinator.ask(question("Say hi.", max_tokens=8),
+                                                strategy="first_valid", deadline=within(30))
         assert answer
 
 
@@ -117,9 +117,9 @@ async def test_cancel_of_caller_stops_generation_within_a_second(config_factory)
     async with local_swarm(cfg) as swarm:
         tokens: list[str] = []
         with trio.move_on_after(0.5):
-            await swarm.coordinator.ask(req("Write a long story.", max_tokens=4000,
+            await swarm.coordinator.ask(question("Write a long story.", max_tokens=4000,
                                             ignore_eos=True), strategy="first_valid",
-                                        deadline_s=60, on_token=lambda i, t: tokens.append(t))
+                                        deadline=within(60), on_token=lambda i, t: tokens.append(t))
         count = len(tokens)
         assert swarm.scheduler.idle_workers == 1
         await trio.sleep(0.3)  # measuring that nothing more arrives, not synchronising
@@ -144,7 +144,7 @@ async def test_ctransformers_backend_through_a_worker(config_factory, tmp_path):
         answer, report = await swarm.coordinator.ask(
             GenerateRequest(prompt="abc", n=2, params=SamplingParams(max_tokens=6, seed=1,
                                                                       ignore_eos=True)),
-            strategy="best_of_n", deadline_s=30)
+            strategy="best_of_n", deadline=within(30))
         assert len(report.candidates) == 2 and all(c.tokens == 6 for c in report.candidates)
         assert swarm.pool.model_id.startswith("tiny.bin@")
 
@@ -157,10 +157,10 @@ async def test_confidence_prefers_the_real_models_confident_answer_to_an_unsure_
 
     async with local_swarm(config_factory()) as swarm:
         ask = swarm.coordinator.ask
-        _, sure = await ask(req("What is the capital of France?", max_tokens=8, temperature=0.0),
-                            strategy="first_valid", deadline_s=60)
-        _, hot = await ask(req("What is the capital of France?", max_tokens=8, temperature=1.8,
-                               seed=3), strategy="first_valid", deadline_s=60)
+        _, sure = await ask(question("What is the capital of France?", max_tokens=8, temperature=0.0),
+                            strategy="first_valid", deadline=within(60))
+        _, hot = await ask(question("What is the capital of France?", max_tokens=8, temperature=1.8,
+                               seed=3), strategy="first_valid", deadline=within(60))
     confident, unsure = sure.candidates[0], hot.candidates[0]
     assert confident.mean_logprob is not None and unsure.mean_logprob is not None
     assert confident.mean_logprob - unsure.mean_logprob > 1.0, (confident, unsure)
@@ -179,11 +179,8 @@ def _candidate(c):
                      model_id=c.model_id)
 
 
-def conversation(*turns: str, max_tokens: int = 16) -> GenerateRequest:
-    messages = tuple(ChatMessage(role="user" if i % 2 == 0 else "assistant", content=t)
-                     for i, t in enumerate(turns))
-    return GenerateRequest(messages=messages, params=SamplingParams(
-        temperature=0, max_tokens=max_tokens))
+def chat(*turns: str, max_tokens: int = 16) -> GenerateRequest:
+    return conversation(*turns, temperature=0, max_tokens=max_tokens)
 
 
 async def test_concurrent_requests_run_together_on_one_worker(config_factory):
@@ -194,8 +191,8 @@ async def test_concurrent_requests_run_together_on_one_worker(config_factory):
 
         async def one(i: int) -> None:
             answer, report = await swarm.coordinator.ask(
-                req(f"Count to {i + 10}.", max_tokens=48, ignore_eos=True),
-                strategy="first_valid", deadline_s=60)
+                question(f"Count to {i + 10}.", max_tokens=48, ignore_eos=True),
+                strategy="first_valid", deadline=within(60))
             results.append(report.candidates[0])
 
         async with trio.open_nursery() as nursery:
@@ -214,7 +211,7 @@ async def test_a_killed_worker_loses_only_its_own_cache(config_factory):
 
         async def turn1(key: str, question: str) -> None:
             answer, report = await swarm.coordinator.ask(
-                conversation(question), strategy="first_valid", deadline_s=60)
+                chat(question), strategy="first_valid", deadline=within(60))
             first[key] = (answer, report.candidates[0])
 
         async with trio.open_nursery() as nursery:  # together: one on each worker
@@ -227,12 +224,12 @@ async def test_a_killed_worker_loses_only_its_own_cache(config_factory):
         os.kill(old_pid, signal.SIGKILL)
         await wait_until_async(lambda: victim.ready and victim.pid != old_pid, 30.0)
         # y's worker kept its cache: the next turn decodes only what is new
-        _, ry = await swarm.coordinator.ask(conversation("Name a city.", ay, "Another one."),
-                                            strategy="first_valid", deadline_s=60)
+        _, ry = await swarm.coordinator.ask(chat("Name a city.", ay, "Another one."),
+                                            strategy="first_valid", deadline=within(60))
         assert ry.candidates[0].worker == cy.worker
         assert ry.candidates[0].cached_tokens >= cy.prompt_tokens
         # x's cache died with its worker: x is answered from scratch, and no worse
-        _, rx = await swarm.coordinator.ask(conversation("Name a colour.", ax, "Another one."),
-                                            strategy="first_valid", deadline_s=60)
+        _, rx = await swarm.coordinator.ask(chat("Name a colour.", ax, "Another one."),
+                                            strategy="first_valid", deadline=within(60))
         cand = rx.candidates[0]
         assert cand.text and cand.cached_tokens < cx.prompt_tokens

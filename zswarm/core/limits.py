@@ -45,6 +45,14 @@ def deadline_s(limits: Limits, deadline_ms: int | None) -> float:
     return ms / 1000
 
 
+def wire_ms(seconds: float) -> int:
+    """Time left as a message's ``deadline_ms`` (the wire's unit): 1 ms to an hour.
+
+    Computed only where a message is built; a deadline already spent still gives the
+    peer 1 ms (its answer is not waited for)."""
+    return min(MAX_DEADLINE_MS, max(1, int(seconds * 1000)))
+
+
 def prompt_chars(req: GenerateRequest) -> int:
     return sum(len(m.content) for m in req.messages) + len(req.prompt or "")
 

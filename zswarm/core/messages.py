@@ -54,6 +54,12 @@ LogProb = Annotated[float, Meta(ge=-1e9, le=0.0)]
 Millis = Annotated[float, Meta(ge=0.0, le=1e9)]
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+#: a member's state as counted and shown, in that order: the peer table's states
+#: (core/peers.PeerState) and "unreachable" (a static peer not heard from yet)
+MemberState = Literal["alive", "suspect", "discovered", "dead", "left", "incompatible",
+                      "unreachable"]
+#: ...and "advertised": a node `zswarm peers --browse` saw on mDNS (not a member)
+ShownState = Literal[MemberState, "advertised"]
 
 
 class ChatMessage(Struct, frozen=True):
@@ -233,7 +239,7 @@ class PeerInfo(Struct, frozen=True, kw_only=True):
     node_id: str
     name: str
     address: str
-    state: str
+    state: ShownState
     model_id: str
     load: Load
     last_seen_s: float | None

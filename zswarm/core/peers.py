@@ -32,16 +32,19 @@ the runtime (runtime/federation.py) can connect, close links and log once.
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from zswarm.core.claims import foreign
-from zswarm.core.messages import PROTOCOL_VERSION, Load, NodeCard
+from zswarm.core.messages import PROTOCOL_VERSION, Load, MemberState, NodeCard, ShownState
 
 
 class PeerState(enum.Enum):
+    _value_: MemberState  # shown as these names (PeerInfo.state)
+
     DISCOVERED = "discovered"
     ALIVE = "alive"
     SUSPECT = "suspect"
@@ -391,13 +394,13 @@ def _remember(seen: set[str], key: str) -> None:
     seen.add(key)
 
 
-#: the order states are counted and shown in ("unreachable": a static peer not heard yet)
-SHOWN_STATES = ("alive", "suspect", "discovered", "dead", "left", "incompatible", "unreachable")
+#: the order states are counted and shown in (core/messages.py MemberState)
+SHOWN_STATES: tuple[MemberState, ...] = typing.get_args(MemberState)
 
 
-def count_states(states: Iterable[str]) -> dict[str, int]:
+def count_states(states: Iterable[ShownState]) -> dict[str, int]:
     """Peers by state, every state present (zero included) in SHOWN_STATES order."""
-    counts = dict.fromkeys(SHOWN_STATES, 0)
+    counts: dict[str, int] = dict.fromkeys(SHOWN_STATES, 0)
     for state in states:
         counts[state] = counts.get(state, 0) + 1
     return counts

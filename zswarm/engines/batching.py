@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, GenerateRequest, TokenLogprob
+from zswarm.core.messages import Candidate, FinishReason, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, TextStream, TokenCallback
 from zswarm.engines.prefix_cache import Slot
 from zswarm.engines.sampling import make_rng, sample
@@ -77,7 +77,7 @@ class Run:
     tokens: int = 0
     logprob_sum: float = 0.0
     per_token: list[TokenLogprob] | None = None
-    finish: str | None = None
+    finish: FinishReason | None = None
 
 
 @dataclass(eq=False)
@@ -105,10 +105,10 @@ class Job:
     def reserved(self) -> int:
         return self.count * self.budget
 
-    def candidate(self, run: Run, reason: str) -> Candidate:
+    def candidate(self, run: Run, reason: FinishReason) -> Candidate:
         mean = run.logprob_sum / run.tokens if run.tokens else None
         return Candidate(
-            text=run.stream.text, finish_reason=reason,  # type: ignore[arg-type]
+            text=run.stream.text, finish_reason=reason,
             tokens=run.tokens, prompt_tokens=len(self.prompt), cached_tokens=self.reuse,
             mean_logprob=mean, token_logprobs=run.per_token,
             latency_ms=(time.perf_counter() - self.t0) * 1000.0)
@@ -305,7 +305,7 @@ class Batcher:
 
     # --- endings --------------------------------------------------------------------
 
-    def _close(self, job: Job, run: Run, reason: str) -> None:
+    def _close(self, job: Job, run: Run, reason: FinishReason) -> None:
         run.finish = reason
         tail = run.stream.finish()
         if tail and job.on_token is not None:
@@ -326,7 +326,7 @@ class Batcher:
             self.jobs.remove(job)
         job.on_done(error)
 
-    def _finish_unstarted(self, job: Job, reason: str) -> None:
+    def _finish_unstarted(self, job: Job, reason: FinishReason) -> None:
         while job.waiting:
             index = job.waiting.popleft()
             run = Run(index=index, seq=-1, rng=None, stream=TextStream(()), finish=reason)

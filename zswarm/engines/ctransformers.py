@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, TokenLogprob
+from zswarm.core.messages import Candidate, ChatMessage, FinishReason, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback
 from zswarm.engines.models import ModelFile
 from zswarm.engines.sampling import make_rng, sample
@@ -123,53 +123,58 @@ class CTransformersEngine:
         if len(prompt) >= self.n_ctx:
             raise InferenceError(
                 f"prompt of {len(prompt)} tokens does not fit the context of {self.n_ctx} tokens")
-        params = request.params
-        budget = min(params.max_tokens, self.n_ctx - len(prompt))
-        banned = np.array([self._eos]) if params.ignore_eos else None
+        budget = min(request.params.max_tokens, self.n_ctx - len(prompt))
         out: list[Candidate] = []
         for i in range(request.n):
-            t0 = time.perf_counter()
-            rng = make_rng(params.seed, request.first_index + i)
-            stream = TextStream(params.stop)
-            self.reset()
-            self._llm.eval(prompt)
-            reason, count, lp_sum = "length", 0, 0.0
-            per_token: list[TokenLogprob] | None = [] if params.logprobs else None
-            while count < budget:
-                if should_stop is not None and should_stop():
-                    reason = "cancelled"
-                    break
-                token, lp = sample(self._logits(), params, rng, banned=banned)
-                if token == self._eos:
-                    reason = "stop"
-                    break
-                count += 1
-                lp_sum += lp
-                raw = self._llm.ctransformers_llm_detokenize(token)
-                if per_token is not None:
-                    per_token.append(TokenLogprob(raw.decode(errors="replace"), lp))
-                piece = stream.feed(raw)
-                if piece and on_token is not None:
-                    on_token(i, piece)
-                if stream.stopped:
-                    reason = "stop"
-                    break
-                if count < budget:
-                    self._llm.eval([token])
-            tail = stream.finish()
-            if tail and on_token is not None:
-                on_token(i, tail)
-            cand = Candidate(text=stream.text, finish_reason=reason,  # type: ignore[arg-type]
-                             tokens=count, prompt_tokens=len(prompt),
-                             mean_logprob=lp_sum / count if count else None,
-                             token_logprobs=per_token,
-                             latency_ms=(time.perf_counter() - t0) * 1000)
+            cand = self._candidate(request, i, prompt, budget, on_token, should_stop)
             out.append(cand)
             if on_candidate is not None:
                 on_candidate(i, cand)
-            if reason == "cancelled":
+            if cand.finish_reason == "cancelled":
                 break
         return out
+
+    def _candidate(self, request: GenerateRequest, i: int, prompt: list[int], budget: int,
+                   on_token: TokenCallback | None, should_stop: StopCheck | None
+                   ) -> Candidate:
+        """Candidate ``i``: the prompt evaluated afresh, then one token at a time."""
+        t0 = time.perf_counter()
+        params = request.params
+        banned = np.array([self._eos]) if params.ignore_eos else None
+        rng = make_rng(params.seed, request.first_index + i)
+        stream = TextStream(params.stop)
+        self.reset()
+        self._llm.eval(prompt)
+        reason: FinishReason = "length"
+        count, lp_sum = 0, 0.0
+        per_token: list[TokenLogprob] | None = [] if params.logprobs else None
+        while count < budget:
+            if should_stop is not None and should_stop():
+                reason = "cancelled"
+                break
+            token, lp = sample(self._logits(), params, rng, banned=banned)
+            if token == self._eos:
+                reason = "stop"
+                break
+            count += 1
+            lp_sum += lp
+            raw = self._llm.ctransformers_llm_detokenize(token)
+            if per_token is not None:
+                per_token.append(TokenLogprob(raw.decode(errors="replace"), lp))
+            piece = stream.feed(raw)
+            if piece and on_token is not None:
+                on_token(i, piece)
+            if stream.stopped:
+                reason = "stop"
+                break
+            if count < budget:
+                self._llm.eval([token])
+        tail = stream.finish()
+        if tail and on_token is not None:
+            on_token(i, tail)
+        return Candidate(text=stream.text, finish_reason=reason, tokens=count,
+                         prompt_tokens=len(prompt), mean_logprob=lp_sum / count if count else None,
+                         token_logprobs=per_token, latency_ms=(time.perf_counter() - t0) * 1000)
 
     def score(self, request: GenerateRequest, text: str) -> float | None:
         """Not built for this legacy backend: a peer's score cannot be checked with it, so

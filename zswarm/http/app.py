@@ -31,7 +31,7 @@ from zswarm.errors import ZswarmError
 from zswarm.http import openai
 from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
 from zswarm.http.completions import chat_completions, completions
-from zswarm.http.metrics import metrics_text
+from zswarm.http.metrics import metrics_text, registry
 from zswarm.http.openai import ApiError
 from zswarm.http.status import PAGE_FILES, page, status
 from zswarm.net.addresses import interfaces
@@ -269,8 +269,7 @@ async def federation_peers(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    node: HttpNode = request.app.state.node
-    body, ctype = metrics_text(node)
+    body, ctype = metrics_text(request.app.state.metrics)
     return Response(body, media_type=ctype)
 
 
@@ -314,7 +313,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def build_app(node: HttpNode) -> Starlette:
     middleware = [Middleware(FinishBody, cap=node.config.http.max_body_bytes,
-                             timeout_s=node.config.http.body_timeout_ms / 1000),
+                             timeout_s=node.config.http.body_timeout_s),
                   Middleware(CountRequests, node=node)]
     if node.config.http.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=node.config.http.cors_origins,
@@ -325,4 +324,5 @@ def build_app(node: HttpNode) -> Starlette:
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     app.state.node = node
+    app.state.metrics = registry(node)
     return app

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from zswarm.config import Config, HttpConfig
-from zswarm.errors import ZswarmError
+from zswarm.errors import (
+    DeadlineExceeded,
+    DuplicateRequest,
+    ModelNotFound,
+    NoQuorum,
+    Overloaded,
+    PeerUnavailable,
+    RemoteProtocolError,
+    WorkerCrashed,
+    ZswarmError,
+)
 from zswarm.http.openai import ApiError
 from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.coordinator import Coordinator
 
-#: zswarm error kind -> HTTP status (anything else is a 500 server_error)
-STATUS = {"protocol": 422, "overloaded": 503, "loading": 503, "draining": 503,
-          "deadline": 504, "no_quorum": 503,
-          "unavailable": 503, "model_not_found": 404, "duplicate_request": 409,
-          "worker_crashed": 503}
+#: zswarm error -> HTTP status; a subclass has its parent's (Loading and Draining are
+#: Overloaded: 503) unless listed; anything else is a 500 server_error
+STATUS: dict[type[ZswarmError], int] = {
+    RemoteProtocolError: 422, Overloaded: 503, DeadlineExceeded: 504,
+    NoQuorum: 503, PeerUnavailable: 503, ModelNotFound: 404, DuplicateRequest: 409,
+    WorkerCrashed: 503}
+
+
+def status_of(exc: ZswarmError) -> int:
+    return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)
 
 
 @dataclass(eq=False)
@@ -32,8 +46,6 @@ class HttpNode:
     peers: Peers
     #: runs streams' generations, which outlive the request handler
     nursery: trio.Nursery
-    #: the Prometheus registry of this node's /metrics (made on first scrape)
-    registry: Any = None
 
     @property
     def config(self) -> Config:
@@ -52,7 +64,7 @@ def error_response(exc: ApiError) -> JSONResponse:
 
 
 def from_zswarm(exc: ZswarmError) -> ApiError:
-    status = STATUS.get(exc.kind, 500)
+    status = status_of(exc)
     headers = {}
     if status == 503:
         headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
@@ -63,7 +75,7 @@ def from_zswarm(exc: ZswarmError) -> ApiError:
 
 async def read_body(request: Request, limits: HttpConfig) -> bytes:
     """The JSON body: 415 for another type, 413 above the cap, 408 if it takes too long."""
-    cap, timeout_s = limits.max_body_bytes, limits.body_timeout_ms / 1000
+    cap, timeout_s = limits.max_body_bytes, limits.body_timeout_s
     # no default: a cross-site "simple" POST (text/plain, or none) must not be read as JSON
     ctype = request.headers.get("content-type", "").split(";")[0].strip()
     if ctype.lower() != "application/json":

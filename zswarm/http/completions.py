@@ -13,12 +13,13 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from typing_extensions import assert_never
 
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
@@ -62,22 +63,23 @@ def _headers(report: Report) -> dict[str, str]:
 # --- the OpenAI routes -----------------------------------------------------------------
 
 
-async def _completions(request: Request, kind: str) -> Response:
+async def _completions(request: Request, kind: openai.Kind) -> Response:
     node: HttpNode = request.app.state.node
     with node.ctx.requests.hold():  # a stream's generation is held by its own task (_stream)
         return await _answer(request, node, kind)
 
 
-async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
+async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Response:
     body = await read_body(request, node.config.http)
-    shape = openai.ChatCompletionRequest if kind == "chat" else openai.CompletionRequest
-    req = openai.decode(body, shape)
-    ask = openai.to_ask(req, node.config)  # type: ignore[arg-type]
+    req: openai.ChatCompletionRequest | openai.CompletionRequest = (
+        openai.decode(body, openai.ChatCompletionRequest) if kind == "chat"
+        else openai.decode(body, openai.CompletionRequest))
+    ask = openai.to_ask(req, node.config)
     model_id = resolve_model(node, ask.model)
-    model = model_id or node.ctx.card.model_id
-    rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id()
+    sse = _Sse(kind, ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id(),
+               model_id or node.ctx.card.model_id, ask)
     if ask.stream:
-        return await _stream(request, node, ask, kind, rid, model, model_id)
+        return await _stream(request, node, sse, model_id)
     result: list[tuple[str, Report]] = []
     errors: list[ZswarmError] = []
     async with trio.open_nursery() as nursery:
@@ -94,10 +96,10 @@ async def _answer(request: Request, node: HttpNode, kind: str) -> Response:
     if errors:
         raise _api_error(errors[0], ask)
     if not result:
-        log.info("%s: the client went away; generation cancelled", rid)
+        log.info("%s: the client went away; generation cancelled", sse.rid)
         return Response(status_code=499)
     _, report = result[0]
-    return JSONResponse(openai.completion_object(kind, rid, model, report, ask.choices),
+    return JSONResponse(openai.completion_object(kind, sse.rid, sse.model, report, ask.choices),
                         headers=_headers(report))
 
 
@@ -115,95 +117,136 @@ def _api_error(exc: ZswarmError, ask: Ask) -> ApiError:
     return openai.refused(exc, ask) if isinstance(exc, RequestRefused) else from_zswarm(exc)
 
 
-async def _stream(request: Request, node: HttpNode, ask: Ask, kind: str, rid: str, model: str,
-                  model_id: str | None) -> Response:
-    """Server-sent events: tokens as they come (one candidate), else the choices at the end."""
-    send, receive = trio.open_memory_channel[tuple[str, Any]](math.inf)
-    scope = trio.CancelScope()
-    live = ask.request.n == 1
+# --- streams ------------------------------------------------------------------------
 
-    def on_token(index: int, text: str) -> None:
-        try:
-            send.send_nowait(("token", text))
-        except trio.BrokenResourceError:
-            pass
 
-    async def work() -> None:
-        node.ctx.requests.enter()  # until the generation ends, even after the response is sent
-        try:
-            with scope:
-                try:
-                    event: tuple[str, Any] = ("done", await _ask(node, ask, model_id,
-                                                                 on_token if live else None))
-                except ZswarmError as exc:
-                    event = ("error", exc)
-                except Exception:  # a bug costs this stream (an error event), never the node
-                    log.exception("%s: internal error", rid)
-                    event = ("error", InternalError("internal error (logged on the node)"))
-                with contextlib.suppress(trio.BrokenResourceError):  # the stream is gone
-                    send.send_nowait(event)
-        finally:
-            send.close()
-            node.ctx.requests.leave()
+@dataclass(frozen=True)
+class _Token:
+    text: str
 
-    node.nursery.start_soon(work)
-    first: tuple[str, Any] | None = None
-    with trio.CancelScope() as wait_scope:  # until the first event, or the client leaves
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(until_disconnect, request, wait_scope)
-            try:
-                first = await receive.receive()
-            except trio.EndOfChannel:
-                first = None
-            nursery.cancel_scope.cancel()
-    if first is None:
-        scope.cancel()
-        return Response(status_code=499)
-    if first[0] == "error":
-        raise _api_error(first[1], ask)
 
-    streamed = False  # did any token go out? (not when the answer came from a peer)
+@dataclass(frozen=True)
+class _Done:
+    report: Report
 
-    async def events() -> AsyncIterator[str]:
-        nonlocal streamed
-        try:
-            yield _sse(openai.chunk(kind, rid, model, 0, role=True, text="" if kind == "chat"
-                                    else None))
-            event: tuple[str, Any] | None = first
-            while event is not None:
-                what, value = event
-                if what == "token":
-                    streamed = True
-                    yield _sse(openai.chunk(kind, rid, model, 0, text=value))
-                elif what == "error":  # after the stream began: an error event, then the end
-                    err = _api_error(value, ask)
-                    yield _sse(err.body())
-                else:
-                    yield from_report(value[1])
-                try:
-                    event = await receive.receive()
-                except trio.EndOfChannel:
-                    event = None
-            yield "data: [DONE]\n\n"
-        finally:
-            scope.cancel()  # the client went away (or we are done): stop the generation
 
-    def from_report(report: Report) -> str:
+@dataclass(frozen=True)
+class _Failed:
+    error: ZswarmError
+
+
+#: what the generation sends the stream: tokens as they come, then the report or an error
+_Event = _Token | _Done | _Failed
+
+
+@dataclass
+class _Sse:
+    """One response's server-sent events (the chunks' id, model and shape)."""
+
+    kind: openai.Kind
+    rid: str
+    model: str
+    ask: Ask
+    #: did any token go out? (not when the answer came from a peer, or for n > 1)
+    streamed: bool = False
+
+    def event(self, event: _Event) -> str:
+        match event:
+            case _Token(text):
+                self.streamed = True
+                return _sse(openai.chunk(self.kind, self.rid, self.model, 0, text=text))
+            case _Failed(error):  # after the stream began: an error event, then the end
+                return _sse(_api_error(error, self.ask).body())
+            case _Done(report):
+                return self.choices(report)
+            case _:
+                assert_never(event)
+
+    def choices(self, report: Report) -> str:
         out = []
-        for i, c in enumerate(openai.ordered_choices(report, ask.choices)):
-            if not streamed:  # the text arrives whole: consensus over n, or a peer's vote
-                out.append(_sse(openai.chunk(kind, rid, model, i, text=c.text)))
-            last = openai.chunk(kind, rid, model, i, finish="length"
-                                if c.finish_reason == "length" else "stop")
+        for i, c in enumerate(openai.ordered_choices(report, self.ask.choices)):
+            if not self.streamed:  # the text arrives whole: consensus over n, or a peer's vote
+                out.append(_sse(openai.chunk(self.kind, self.rid, self.model, i, text=c.text)))
+            last = openai.chunk(self.kind, self.rid, self.model, i,
+                                finish="length" if c.finish_reason == "length" else "stop")
             if i == 0:
                 last["usage"] = openai.usage(report)
                 last["zswarm"] = openai.report_json(report)
             out.append(_sse(last))
         return "".join(out)
 
+
+async def _stream(request: Request, node: HttpNode, sse: _Sse, model_id: str | None
+                  ) -> Response:
+    """Server-sent events: tokens as they come (one candidate), else the choices at the end.
+
+    The generation runs in the node's nursery (it outlives this handler, which returns
+    the response once the first event is in: an error before it is a plain HTTP error).
+    """
+    send, receive = trio.open_memory_channel[_Event](math.inf)
+    scope = trio.CancelScope()
+    node.nursery.start_soon(_generate, node, sse, model_id, send, scope)
+    first = await _first(request, receive)
+    if first is None:
+        scope.cancel()
+        return Response(status_code=499)
+    if isinstance(first, _Failed):
+        raise _api_error(first.error, sse.ask)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield _sse(openai.chunk(sse.kind, sse.rid, sse.model, 0, role=True,
+                                    text="" if sse.kind == "chat" else None))
+            yield sse.event(first)
+            async for event in receive:
+                yield sse.event(event)
+            yield "data: [DONE]\n\n"
+        finally:
+            scope.cancel()  # the client went away (or we are done): stop the generation
+
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",
-                                      "x-zswarm-strategy": ask.strategy})
+                                      "x-zswarm-strategy": sse.ask.strategy})
+
+
+async def _generate(node: HttpNode, sse: _Sse, model_id: str | None,
+                    send: trio.MemorySendChannel[_Event], scope: trio.CancelScope) -> None:
+    """The ask behind a stream: its tokens (one candidate only) and its end, into ``send``."""
+
+    def on_token(index: int, text: str) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            send.send_nowait(_Token(text))
+
+    node.ctx.requests.enter()  # until the generation ends, even after the response is sent
+    try:
+        with scope:
+            event: _Event
+            try:
+                _, report = await _ask(node, sse.ask, model_id,
+                                       on_token if sse.ask.request.n == 1 else None)
+                event = _Done(report)
+            except ZswarmError as exc:
+                event = _Failed(exc)
+            except Exception:  # a bug costs this stream (an error event), never the node
+                log.exception("%s: internal error", sse.rid)
+                event = _Failed(InternalError("internal error (logged on the node)"))
+            with contextlib.suppress(trio.BrokenResourceError):  # the stream is gone
+                send.send_nowait(event)
+    finally:
+        send.close()
+        node.ctx.requests.leave()
+
+
+async def _first(request: Request, receive: trio.MemoryReceiveChannel[_Event]
+                 ) -> _Event | None:
+    """The stream's first event; None if the client left first (or nothing came)."""
+    first: _Event | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(until_disconnect, request, nursery.cancel_scope)
+        with contextlib.suppress(trio.EndOfChannel):
+            first = await receive.receive()
+        nursery.cancel_scope.cancel()
+    return first
 
 
 def _sse(obj: dict[str, object]) -> str:

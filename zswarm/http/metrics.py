@@ -96,8 +96,12 @@ class NodeCollector(Collector):
                          stats.vote_rtt_s)
 
 
-def metrics_text(node: HttpNode) -> tuple[bytes, str]:
-    if node.registry is None:
-        node.registry = CollectorRegistry(auto_describe=False)
-        node.registry.register(NodeCollector(node))
-    return generate_latest(node.registry), CONTENT_TYPE_LATEST
+def registry(node: HttpNode) -> CollectorRegistry:
+    """This node's registry (one per app: several nodes in one process stay apart)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(NodeCollector(node))
+    return reg
+
+
+def metrics_text(reg: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(reg), CONTENT_TYPE_LATEST

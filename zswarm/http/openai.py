@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -97,7 +97,13 @@ class CompletionRequest(_Common, kw_only=True):
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-def decode(body: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
+#: which OpenAI route: /v1/chat/completions or /v1/completions
+Kind = Literal["chat", "text"]
+
+_Shape = TypeVar("_Shape", bound=msgspec.Struct)
+
+
+def decode(body: bytes, kind: type[_Shape]) -> _Shape:
     """Bytes -> request struct; ApiError 400 naming the field for bad JSON or types."""
     try:
         return msgspec.json.decode(body, type=kind)
@@ -251,7 +257,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def completion_object(kind: str, rid: str, model: str, report: Report, count: int
+def completion_object(kind: Kind, rid: str, model: str, report: Report, count: int
                       ) -> dict[str, object]:
     """A chat.completion or text_completion object with the zswarm report."""
     choices: list[dict[str, object]] = []
@@ -287,7 +293,7 @@ def _text_logprobs(c: ReportCandidate) -> dict[str, object] | None:
             "top_logprobs": None, "text_offset": offsets}
 
 
-def chunk(kind: str, rid: str, model: str, index: int, *, text: str | None = None,
+def chunk(kind: Kind, rid: str, model: str, index: int, *, text: str | None = None,
           role: bool = False, finish: str | None = None) -> dict[str, object]:
     """One server-sent event of a stream."""
     if kind == "chat":

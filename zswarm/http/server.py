@@ -58,7 +58,7 @@ def _hypercorn_config(node: HttpNode) -> hypercorn.config.Config:
     # (hypercorn's keep-alive timer runs until a request's headers are complete),
     # bodies body_timeout_ms (http/base.py read_body); the answer has the request's deadline.
     config.read_timeout = None
-    config.keep_alive_timeout = node.config.http.header_timeout_ms / 1000
+    config.keep_alive_timeout = node.config.http.header_timeout_s
     config.include_server_header = False
     return config
 

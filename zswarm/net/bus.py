@@ -10,6 +10,7 @@ cannot flood the log or stop the node.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 import trio
@@ -132,17 +133,19 @@ class PeerLink:
         if waiter is not None:  # else a reply to a request that gave up (a late vote)
             waiter.send_nowait(msg)
 
-    async def request(self, msg: Message, request_id: str, timeout_s: float) -> Message:
+    async def request(self, msg: Message, request_id: str, *, timeout_s: float | None = None
+                      ) -> Message:
         """Send and wait for the reply with the same request id.
 
-        Raises PeerUnavailable (send queue full, link closed, no reply in time) or
-        the error the peer answered with.
+        Raises PeerUnavailable (send queue full, link closed, nothing within
+        ``timeout_s``) or the error the peer answered with. A vote passes no timeout:
+        its deadline is the caller's cancel scope (one timer per vote, not three).
         """
         send, receive = trio.open_memory_channel[Message | ZswarmError](1)
         self._waiting[request_id] = send
         try:
             self.sock.send_multipart([codec.encode(msg)])
-            with trio.move_on_after(timeout_s):
+            with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
                 reply = await receive.receive()
                 if isinstance(reply, ZswarmError):
                     raise reply

@@ -164,7 +164,7 @@ class Connections:
                 try:
                     result = await link.request(StatusRequest(request_id=rid,
                                                               sender=self.hello or None),
-                                                rid, self.probe_timeout_s)
+                                                rid, timeout_s=self.probe_timeout_s)
                 except ZswarmError as exc:
                     result = exc
                 except (trio.ClosedResourceError, trio.BusyResourceError) as exc:

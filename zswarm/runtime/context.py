@@ -123,8 +123,11 @@ class Peers(Protocol):
 
     def peer_name(self, node_id: str) -> str: ...
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
-                   ) -> list[Candidate]: ...
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
+                   ) -> list[Candidate]:
+        """The peer's candidates. ``deadline`` (trio time) is what the peer is told; the
+        caller's cancel scope ends the wait (there is no timer of its own)."""
+        ...
 
     def unanswered(self, node_id: str, why: str) -> None:
         """A vote sent to this peer was not answered in time."""
@@ -150,7 +153,7 @@ class NoPeers:
     def peer_name(self, node_id: str) -> str:
         return node_id
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
                    ) -> list[Candidate]:
         raise PeerUnavailable(f"peer {node_id} is not known (federation is off)")
 

@@ -104,6 +104,13 @@ class _Round:
     asked: dict[str, _Asked] = field(default_factory=dict)
     first_candidate_ms: float | None = None
     deadline_hit: bool = False
+    #: trio time at which the round began (for messages: "the deadline of 30.0 s")
+    began: float = field(default_factory=trio.current_time)
+
+    @property
+    def seconds(self) -> float:
+        """The time the round was given."""
+        return self.deadline - self.began
 
 
 class Coordinator:
@@ -115,7 +122,7 @@ class Coordinator:
         self.weights = dict(consensus.weights)
         self.validation = Validation(allow_truncated=consensus.allow_truncated)
         self.tau = consensus.confidence_tau
-        self.vote_deadline_s = ctx.config.federation.deadline_ms / 1000
+        self.vote_deadline_s = ctx.config.federation.deadline_s
         #: where conversations were answered: a local worker, and (route) a node
         self.worker_homes = Homes()
         self.node_homes = Homes()
@@ -124,11 +131,14 @@ class Coordinator:
         s = self.ctx.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
-    async def ask(self, request: GenerateRequest, *, strategy: str, deadline_s: float,
+    async def ask(self, request: GenerateRequest, *, strategy: str, deadline: float,
                   on_token: TokenSink | None = None, model_id: str | None = None,
                   peers: list[str] | None = None, early_stop: bool = True
                   ) -> tuple[str, Report]:
         """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
+
+        ``deadline`` is absolute (``trio.current_time()``): every scope of the ask (the
+        round, each vote, the check of peers' scores) ends by it.
 
         ``model_id`` other than this node's sends the request to peers serving that model;
         ``peers`` limits which peers may be asked (node ids; [] = this node only).
@@ -138,7 +148,7 @@ class Coordinator:
         started = time.time()
         question = _question(request)
         try:
-            answer, report = await self._ask(request, strategy, deadline_s, on_token, model_id,
+            answer, report = await self._ask(request, strategy, deadline, on_token, model_id,
                                              peers, early_stop, question)
         except ZswarmError as exc:
             self.ctx.stats.asked(started, question, strategy, request.n,
@@ -148,7 +158,7 @@ class Coordinator:
                              report=report)
         return answer, report
 
-    async def _ask(self, request: GenerateRequest, strategy: str, deadline_s: float,
+    async def _ask(self, request: GenerateRequest, strategy: str, deadline: float,
                    on_token: TokenSink | None, model_id: str | None, peers: list[str] | None,
                    early_stop: bool, question: str) -> tuple[str, Report]:
         t0 = time.perf_counter()
@@ -167,7 +177,7 @@ class Coordinator:
                 raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
         rnd = _Round("first_valid" if route else strategy, request.n,
-                     deadline=trio.current_time() + deadline_s, on_token=on_token,
+                     deadline=deadline, on_token=on_token,
                      question=question, early_stop=early_stop,
                      home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, fanout)
@@ -183,10 +193,10 @@ class Coordinator:
         notes += [f"{p.node}: {p.outcome}" + (f" ({p.detail})" if p.detail else "")
                   for p in participants if p.outcome not in ("answered", "cancelled")]
         if rnd.deadline_hit:
-            notes.append(f"deadline of {deadline_s:.1f} s reached")
+            notes.append(f"deadline of {rnd.seconds:.1f} s reached")
         note = "; ".join(notes)
         if not rnd.candidates:
-            raise self._nothing_arrived(rnd, deadline_s, note)
+            raise self._nothing_arrived(rnd, note)
         decision, rescored = await self._decide(rnd, request)
         if rescored:
             note = "; ".join(n for n in (note, f"{rescored} peer score(s) checked by this "
@@ -226,20 +236,20 @@ class Coordinator:
         return await verified_decision(self.ctx, self.pool, strategy, request, rnd.candidates,
                                        final, deadline=rnd.deadline)
 
-    async def gather_local(self, request: GenerateRequest, *, deadline_s: float
+    async def gather_local(self, request: GenerateRequest, *, deadline: float
                            ) -> list[Candidate]:
         """Every candidate the local workers make for a peer's vote (no strategy, no fan-out)."""
         keys = conversation_keys(request)
-        rnd = _Round(None, request.n, deadline=trio.current_time() + deadline_s,
+        rnd = _Round(None, request.n, deadline=deadline,
                      home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, Plan({SELF: request.n}))
         if not rnd.candidates:
-            raise self._nothing_arrived(rnd, deadline_s, "")
+            raise self._nothing_arrived(rnd, "")
         if rnd.candidates[0].worker:
             self.worker_homes.record(keys, rnd.candidates[0].worker)
         return rnd.candidates
 
-    def _nothing_arrived(self, rnd: _Round, deadline_s: float, note: str) -> ZswarmError:
+    def _nothing_arrived(self, rnd: _Round, note: str) -> ZswarmError:
         peers_asked = any(key != SELF for key in rnd.asked)
         if rnd.errors and not peers_asked:
             return rnd.errors[0]
@@ -250,7 +260,7 @@ class Coordinator:
             return Overloaded("every node asked is overloaded" + (f": {note}" if note else ""),
                               retry_after_s=max(e.retry_after_s for e in refusals))
         if rnd.deadline_hit and not peers_asked:
-            return DeadlineExceeded(f"no candidate within the deadline of {deadline_s:.1f} s")
+            return DeadlineExceeded(f"no candidate within the deadline of {rnd.seconds:.1f} s")
         return NoQuorum("no candidate arrived" + (f": {note}" if note else ""))
 
     def _participants(self, rnd: _Round) -> list[Participant]:
@@ -371,16 +381,16 @@ class Coordinator:
     async def _run_peer(self, rnd: _Round, node_id: str, part: GenerateRequest) -> None:
         name = self.peers.peer_name(node_id)
         asked = self._asked(rnd, node_id, name, part.n)
-        # never negative: a round whose deadline is already spent asks with no time at all
-        vote_deadline_s = max(0.0, min(rnd.deadline - trio.current_time(), self.vote_deadline_s))
-        sent = time.perf_counter()
+        # the round's deadline, or sooner: [federation] deadline_ms is a peer's time to answer
+        vote_deadline = min(rnd.deadline, trio.current_time() + self.vote_deadline_s)
+        sent, sent_at = time.perf_counter(), trio.current_time()
         stats = self.ctx.stats
         stats.votes_sent += 1
         answered = False
         try:
-            with trio.move_on_after(vote_deadline_s) as vote_scope:
+            with trio.move_on_at(vote_deadline) as vote_scope:
                 try:
-                    candidates = await self.peers.vote(node_id, part, vote_deadline_s)
+                    candidates = await self.peers.vote(node_id, part, vote_deadline)
                 except ZswarmError as exc:
                     asked.outcome, asked.detail = "failed", str(exc)
                     rnd.errors.append(exc)
@@ -388,7 +398,7 @@ class Coordinator:
                     return
             if vote_scope.cancelled_caught:
                 asked.outcome = "timeout"
-                asked.detail = f"no vote within {vote_deadline_s:.1f} s"
+                asked.detail = f"no vote within {vote_deadline - sent_at:.1f} s"
                 self.peers.unanswered(node_id, asked.detail)
                 return
             answered = True

@@ -28,6 +28,7 @@ import trio
 
 from zswarm.core import claims
 from zswarm.core.ids import new_request_id
+from zswarm.core.limits import wire_ms
 from zswarm.core.messages import (
     Candidate,
     GenerateRequest,
@@ -77,9 +78,9 @@ class Federation(Probing):
         self.me = ctx.card
         self.publisher = publisher
         self.mdns_address = mdns_address
-        self.interval_s = fed.heartbeat_interval_ms / 1000
+        self.interval_s = fed.heartbeat_interval_s
         self.table = PeerTable(self.me, interval_s=self.interval_s, liveness=fed.liveness,
-                               forget_after_s=fed.forget_after_ms / 1000,
+                               forget_after_s=fed.forget_after_s,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL,
                                read_lag_s=self.interval_s / TICKS_PER_INTERVAL)
         self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
@@ -345,9 +346,12 @@ class Federation(Probing):
         """A vote sent to this peer was not answered in time: ask others for a while."""
         self._apply(self.table.demote(node_id, trio.current_time(), why))
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline_s: float
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
                    ) -> list[Candidate]:
         """Ask one peer for ``request.n`` candidates; Cancel is sent if we stop waiting.
+
+        The peer is told the time left until ``deadline`` (trio time); the caller's
+        cancel scope ends the wait.
 
         The answer is checked before it is returned (core/claims.py): a peer that
         breaks the rules is demoted and its vote counts as failed.
@@ -358,12 +362,11 @@ class Federation(Probing):
         link = self.peer_io.link(peer)
         rid = new_request_id()
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
-                          deadline_ms=max(1, int(deadline_s * 1000)))
+                          deadline_ms=wire_ms(deadline - trio.current_time()))
         self._votes_out[node_id] = in_flight = self._votes_out.get(node_id, 0) + 1
         done = False
         try:
-            # the caller's cancel scope enforces the deadline; this timeout is a backstop
-            reply = await link.request(msg, rid, deadline_s + 1.0)
+            reply = await link.request(msg, rid)
             done = True
         finally:
             self._votes_out[node_id] -= 1

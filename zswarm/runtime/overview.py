@@ -57,7 +57,7 @@ def peers_report(config: Config, peers: list[PeerInfo], address: str) -> tuple[b
 
 async def report_first_peers(config: Config, peers: Peers, address: str) -> None:
     """Log ``peers_report`` once, a couple of heartbeat intervals after start-up."""
-    interval_s = config.federation.heartbeat_interval_ms / 1000
+    interval_s = config.federation.heartbeat_interval_s
     await trio.sleep(max(MIN_WAIT_S, INTERVALS * interval_s))
     found, lines = peers_report(config, peers.peers(), address)
     for line in lines:  # a line each: a log line stays readable in a terminal

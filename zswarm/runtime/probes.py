@@ -119,7 +119,7 @@ class Probing:
         rid = new_request_id()
         try:
             reply = await self.peer_io.link(peer).request(PeersRequest(request_id=rid), rid,
-                                                          self.interval_s)
+                                                          timeout_s=self.interval_s)
         except PeerUnavailable as exc:  # busy or gone: its heartbeats will tell
             log.debug("peer exchange with %s: %s", peer.card.name, exc)
             return
@@ -157,7 +157,8 @@ class Probing:
                 rid = new_request_id()
                 t0 = time.perf_counter()
                 reply = await self.peer_io.link(peer).request(
-                    StatusRequest(request_id=rid, sender=self.me.node_id), rid, self.interval_s)
+                    StatusRequest(request_id=rid, sender=self.me.node_id), rid,
+                    timeout_s=self.interval_s)
                 if not isinstance(reply, Status):
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000

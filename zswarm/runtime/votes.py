@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import trio
+
 from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import GenerateRequest, Report, Vote
 from zswarm.errors import ZswarmError
@@ -31,8 +33,8 @@ async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: 
     ctx.stats.votes_received += 1
     limits = ctx.config.limits
     admit(limits, request)
-    candidates = await coordinator.gather_local(request,
-                                                deadline_s=deadline_s(limits, deadline_ms))
+    deadline = trio.current_time() + deadline_s(limits, deadline_ms)
+    candidates = await coordinator.gather_local(request, deadline=deadline)
     return Vote(request_id=request_id, node_id=ctx.card.node_id, name=ctx.card.name,
                 candidates=candidates, elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
 
@@ -51,8 +53,8 @@ async def serve_ask(ctx: NodeContext, coordinator: Coordinator, request: Generat
             raise refusal
         limits = ctx.config.limits
         admit(limits, request, strategy=strategy)
-        return await coordinator.ask(request, strategy=strategy,
-                                     deadline_s=deadline_s(limits, deadline_ms),
+        deadline = trio.current_time() + deadline_s(limits, deadline_ms)
+        return await coordinator.ask(request, strategy=strategy, deadline=deadline,
                                      on_token=on_token, model_id=model_id, peers=peers,
                                      early_stop=early_stop)
     except ZswarmError as exc:

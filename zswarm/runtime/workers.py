@@ -117,7 +117,7 @@ class WorkerPool:
                     raise startup_error
 
     async def _wait_first_start(self) -> None:
-        timeout_s = self.config.scheduler.worker_start_timeout_ms / 1000
+        timeout_s = self.config.scheduler.worker_start_timeout_s
         with trio.move_on_after(timeout_s) as scope:
             for worker in self.workers.values():
                 await worker.ready_event.wait()
@@ -137,8 +137,7 @@ class WorkerPool:
 
     async def _supervise(self, name: str) -> None:
         worker = self.workers[name]
-        cfg = self.config.scheduler
-        backoff_s = cfg.restart_backoff_initial_ms / 1000
+        backoff_s, longest_s = self.config.scheduler.restart_backoff_s
         while True:
             proc = await trio.lowlevel.open_process(
                 self._command(name), stdin=subprocess.DEVNULL,
@@ -161,7 +160,7 @@ class WorkerPool:
                 log.warning("worker %s (pid %s) exited (%s); restarting in %.1f s",
                             name, proc.pid, _describe_exit(rc), backoff_s)
             await trio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, cfg.restart_backoff_max_ms / 1000)
+            backoff_s = min(backoff_s * 2, longest_s)
             worker.restarts += 1
             worker.load_error = None
 
@@ -213,8 +212,9 @@ class WorkerPool:
                 log.warning("worker %s is back (pid %d)", worker.name, msg.pid)
             self.scheduler.worker_ready(worker.name, msg.slots)
         elif isinstance(msg, Error) and msg.request_id is None:
-            worker.load_error = (ModelNotFound if msg.kind == "model_not_found"
-                                 else InferenceError)(msg.message)
+            exc = error_from_kind(msg.kind, msg.message)
+            worker.load_error = exc if isinstance(exc, ModelNotFound) else InferenceError(
+                msg.message)
         elif isinstance(msg, (WorkToken, WorkCandidate, WorkDone, Error)):
             rid = msg.request_id
             route = self._routes.get(rid) if rid is not None else None

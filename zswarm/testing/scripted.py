@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from zswarm.config import ModelConfig
-from zswarm.core.messages import Candidate, GenerateRequest, TokenLogprob
+from zswarm.core.messages import Candidate, FinishReason, GenerateRequest, TokenLogprob
 from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
 from zswarm.errors import InferenceError
 
@@ -43,7 +45,8 @@ class ScriptedEngine:
             self.delay_s = float(script.get("delay_ms", 0)) / 1000
             self._model_id = str(script.get("model_id", "scripted"))
             self.logprobs = [float(x) for x in script.get("mean_logprob", [])]
-            self.finish = str(script.get("finish_reason", "stop"))
+            self.finish: FinishReason = msgspec.convert(script.get("finish_reason", "stop"),
+                                                        FinishReason)
             load_delay_s = float(script.get("load_delay_ms", 0)) / 1000
             self.die_with = signal.Signals[script["die_with"]] if "die_with" in script else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -73,7 +76,7 @@ class ScriptedEngine:
             per_token = ([TokenLogprob(w, score) for w in text.split()]
                          if request.params.logprobs else None)
             cand = Candidate(
-                text=text, finish_reason="cancelled" if stopped else self.finish,  # type: ignore[arg-type]
+                text=text, finish_reason="cancelled" if stopped else self.finish,
                 tokens=len(text.split()),
                 prompt_tokens=sum(len(m.content.split()) for m in request.messages),
                 mean_logprob=self.logprobs[k % len(self.logprobs)] if self.logprobs else None,

@@ -1,0 +1,48 @@
+"""Builders the tests share: requests, conversations, node cards, deadlines, HTTP errors.
+
+One place for each, so a change to a message type is made once. Tests that need
+something unusual build it themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import trio
+
+from zswarm.core.messages import ChatMessage, GenerateRequest, NodeCard, SamplingParams
+
+ROLES = ("user", "assistant")
+
+
+def question(text: str = "What is 6 * 7?", *, n: int = 1, **params: Any) -> GenerateRequest:
+    """One user message; ``params`` are SamplingParams fields (max_tokens, seed, ...)."""
+    return GenerateRequest(messages=(ChatMessage(role="user", content=text),), n=n,
+                           params=SamplingParams(**params))
+
+
+def conversation(*turns: str, n: int = 1, **params: Any) -> GenerateRequest:
+    """Turns alternate user, assistant, user, ... (the last one is the question)."""
+    messages = tuple(ChatMessage(role=ROLES[i % 2], content=t) for i, t in enumerate(turns))
+    return GenerateRequest(messages=messages, n=n, params=SamplingParams(**params))
+
+
+def card(node_id: str, *, host: str = "10.0.0.2", **fields: Any) -> NodeCard:
+    """A peer's card: ``name`` defaults to the id, the ports to 7001 (RPC) and 7002 (PUB)."""
+    defaults: dict[str, Any] = {"name": node_id, "model_id": "m", "workers": 1,
+                                "rpc": f"tcp://{host}:7001", "pub": f"tcp://{host}:7002"}
+    return NodeCard(node_id=node_id, **{**defaults, **fields})
+
+
+def within(seconds: float) -> float:
+    """An absolute deadline (trio time) ``seconds`` from now, as the coordinator takes."""
+    return trio.current_time() + seconds
+
+
+def error_of(r: httpx.Response) -> dict[str, Any]:
+    """The OpenAI error object of a response; fails on any other shape or a traceback."""
+    assert "Traceback" not in r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code", "param"}
+    return body["error"]
