@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests import helpers
 from zswarm.core import claims
 from zswarm.core.messages import (
     MAX_CHARS_PER_TOKEN,
@@ -109,8 +110,7 @@ def test_load_and_interval_are_clamped_to_what_can_be_believed():
 
 def test_foreign_is_the_one_same_swarm_rule():
     def card(swarm: str = "s", key: str = "") -> NodeCard:
-        return NodeCard(node_id="n", name="n", model_id="m", workers=1, rpc="", pub="",
-                        swarm=swarm, key=key)
+        return helpers.card("n", swarm=swarm, key=key)
 
     assert claims.foreign(card(), card()) == ""
     assert claims.foreign(card(key="k1"), card(key="k1")) == ""

@@ -6,16 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import question
 from zswarm.core.limits import Limits, admit, check_strategy, deadline_s
-from zswarm.core.messages import MAX_DEADLINE_MS, ChatMessage, GenerateRequest, SamplingParams
+from zswarm.core.messages import MAX_DEADLINE_MS, GenerateRequest, SamplingParams
 from zswarm.errors import RequestRefused
 
 LIMITS = Limits(max_n=4, max_tokens_limit=100, max_prompt_chars=50, default_deadline_ms=9000)
 
 
 def req(n: int = 1, max_tokens: int = 10, content: str = "hi") -> GenerateRequest:
-    return GenerateRequest(messages=(ChatMessage(role="user", content=content),), n=n,
-                           params=SamplingParams(max_tokens=max_tokens))
+    return question(content, n=n, max_tokens=max_tokens)
 
 
 @pytest.mark.parametrize(("request_", "field"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests import helpers
 from zswarm.core.messages import Load, NodeCard
 from zswarm.core.peers import (
     MAX_DEMOTION_S,
@@ -19,8 +20,8 @@ S = PeerState
 
 
 def card(node_id: str, rpc: str = "", **kw) -> NodeCard:
-    return NodeCard(node_id=node_id, name=node_id.upper(), model_id="m", workers=1,
-                    rpc=rpc or f"tcp://10.0.0.{len(node_id)}:1", pub="tcp://10.0.0.9:2", **kw)
+    return helpers.card(node_id, name=node_id.upper(),
+                        rpc=rpc or f"tcp://10.0.0.{len(node_id)}:1", pub="tcp://10.0.0.9:2", **kw)
 
 
 def table() -> PeerTable:

@@ -16,7 +16,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from tests.helpers import question
+from zswarm.core.messages import GenerateRequest
 from zswarm.engines.batching import Batcher
 from zswarm.engines.prefix_cache import PrefixCache, Slot
 
@@ -95,8 +96,7 @@ PREFIXES = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 9, 9], [7, 7, 7]]
 
 
 def request(n: int, max_tokens: int) -> GenerateRequest:
-    return GenerateRequest(messages=(ChatMessage(role="user", content="x"),), n=n,
-                           params=SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    return question("x", n=n, temperature=0.0, max_tokens=max_tokens)
 
 
 ops = st.lists(st.one_of(

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import trio
 
+from tests.helpers import question
 from zswarm import client
 from zswarm.config import load_config
-from zswarm.core.messages import PeerInfo
+from zswarm.core.messages import PeerInfo, Report
 from zswarm.net.security import SwarmKey
 from zswarm.node import NodeInfo, run_node
 from zswarm.testing.cluster import node_config
@@ -53,6 +54,20 @@ class Cluster:
 async def peers_of(info: NodeInfo, key: SwarmKey | None = None) -> list[PeerInfo]:
     reply = await trio.to_thread.run_sync(lambda: client.peers(info.rpc_endpoint, key=key))
     return reply.peers
+
+
+async def ask(info: NodeInfo, n: int, strategy: str, deadline_ms: int = 20_000
+              ) -> tuple[str, Report]:
+    """Ask the node ``n`` candidates of "What is 6 * 7?" over RPC (in a thread)."""
+    reply = await trio.to_thread.run_sync(
+        lambda: client.ask(info.rpc_endpoint, question(n=n), strategy=strategy,
+                           deadline_ms=deadline_ms))
+    return reply.answer, reply.report
+
+
+def alive(*names: str) -> Callable[[dict[str, str]], bool]:
+    """A wait_peers check: these peers are ALIVE."""
+    return lambda table: all(table.get(n) == "alive" for n in names)
 
 
 async def wait_peers(info: NodeInfo, check: Callable[[dict[str, str]], bool],

@@ -9,8 +9,7 @@ from zswarm.core.messages import Load, PeerInfo, PeersReply
 from zswarm.runtime import exchange
 from zswarm.testing.cluster import wait_until_async
 
-from .conftest import peers_of, wait_peers
-from .test_federation import alive, ask
+from .conftest import alive, ask, peers_of, wait_peers
 from .test_hostile import FakePeer
 
 pytestmark = pytest.mark.timeout(120)

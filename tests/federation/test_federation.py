@@ -15,33 +15,18 @@ import trio
 import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
+from tests.helpers import question
 from zswarm import client
 from zswarm.core import codec
-from zswarm.core.messages import ChatMessage, ClientRequest, Error, GenerateRequest, Report
+from zswarm.core.messages import ClientRequest, Error
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.node import NodeInfo
 from zswarm.testing.cluster import wait_until_async
 
-from .conftest import peers_of, wait_peers
+from .conftest import alive, ask, peers_of, wait_peers
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def request(n: int) -> GenerateRequest:
-    return GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 * 7?"),), n=n)
-
-
-async def ask(info: NodeInfo, n: int, strategy: str, deadline_ms: int = 20_000
-              ) -> tuple[str, Report]:
-    reply = await trio.to_thread.run_sync(
-        lambda: client.ask(info.rpc_endpoint, request(n), strategy=strategy,
-                           deadline_ms=deadline_ms))
-    return reply.answer, reply.report
-
-
-def alive(*names: str):
-    return lambda table: all(table.get(n) == "alive" for n in names)
 
 
 async def test_two_nodes_discover_each_other_vote_and_leave_with_goodbye(cluster):
@@ -195,7 +180,7 @@ async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "static"})
     with TrioSocket.open(zmq.DEALER) as sock:
         sock.connect(a.rpc_endpoint)
-        future = msgspec.to_builtins(ClientRequest(request_id="x", request=request(1)))
+        future = msgspec.to_builtins(ClientRequest(request_id="x", request=question(n=1)))
         future["v"] = 7
         bad = {b"\xc1": "malformed", b"\x80": "malformed", b"{" * 10_000: "malformed",
                msgspec.msgpack.encode(future): "protocol version 7 is not supported"}
@@ -234,7 +219,7 @@ async def test_many_quick_rounds_with_stragglers_keep_the_node_serving(cluster):
         for strategy in ("first_valid", "majority", "weighted_vote", "best_of_n"):
             for _ in range(25):
                 reply = await trio.to_thread.run_sync(
-                    lambda s=strategy: node.ask(request(3), strategy=s, deadline_ms=5000))
+                    lambda s=strategy: node.ask(question(n=3), strategy=s, deadline_ms=5000))
                 report = reply.report
                 assert reply.answer == report.candidates[report.winner].text
                 assert sum(p.received for p in report.participants) >= len(report.candidates)

@@ -15,6 +15,7 @@ import trio
 import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
+from tests.helpers import question
 from zswarm import client
 from zswarm.core import codec
 from zswarm.core.messages import (
@@ -40,8 +41,7 @@ from zswarm.net.security import write_key_file
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.testing.cluster import free_port, wait_until_async
 
-from .conftest import peers_of, wait_peers
-from .test_federation import alive, ask, request
+from .conftest import alive, ask, peers_of, wait_peers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,7 +92,7 @@ async def test_any_frame_costs_that_frame_only(cluster):
 
 async def test_request_ids_are_scoped_per_sender_and_duplicates_refused(cluster):
     a = await cluster.start("a", ["42"], delay_ms=300, federation={"discovery": "static"})
-    msg = codec.encode(ClientRequest(request_id="same", request=request(1)))
+    msg = codec.encode(ClientRequest(request_id="same", request=question(n=1)))
     with TrioSocket.open(zmq.DEALER) as one, TrioSocket.open(zmq.DEALER) as two:
         one.connect(a.rpc_endpoint)
         two.connect(a.rpc_endpoint)
@@ -295,7 +295,7 @@ async def test_only_holders_of_the_swarm_key_get_in(cluster, tmp_path):
 
 
 def _ask_keyed(endpoint: str, key) -> tuple[str, object]:
-    reply = client.ask(endpoint, request(2), strategy="best_of_n", deadline_ms=20_000, key=key)
+    reply = client.ask(endpoint, question(n=2), strategy="best_of_n", deadline_ms=20_000, key=key)
     assert isinstance(reply, ClientReply)
     return reply.answer, reply.report
 

@@ -30,8 +30,7 @@ from zswarm.pull import Holder, Pull, pull
 from zswarm.runtime.sharing import CHUNK_BYTES, MAX_WAITING, chunk_hashes, read_piece
 from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
 
-from .conftest import wait_peers
-from .test_federation import alive, ask
+from .conftest import alive, ask, wait_peers
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.model]
 

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.helpers import error_of
 from zswarm.testing.cluster import wait_until
 
 from .conftest import start_node
@@ -27,11 +28,6 @@ def node(tmp_path_factory):
                     delay_ms=1500, http={"header_timeout_ms": 500, "body_timeout_ms": 500}
                     ) as n:
         yield n
-
-
-def error_of(r: httpx.Response) -> dict:
-    assert "Traceback" not in r.text
-    return r.json()["error"]
 
 
 def test_an_answer_slower_than_every_socket_timeout_still_arrives(node):

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests.helpers import error_of
 from zswarm.client import NodeClient
 from zswarm.core.messages import ChatMessage, GenerateRequest
 from zswarm.errors import Draining
@@ -29,13 +30,6 @@ def node(tmp_path_factory):
     with start_node(tmp_path_factory.mktemp("raw"), answers=["42"],
                     http={"max_body_bytes": 4096}) as n:
         yield n
-
-
-def error_of(r: httpx.Response) -> dict:
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code", "param"}
-    assert "Traceback" not in r.text
-    return body["error"]
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [

@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from tests import helpers
 from zswarm.config import parse_config
 from zswarm.core.messages import (
     Candidate,
@@ -45,8 +46,7 @@ READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
 
 def card(name: str, *, swarm: str = "s", key: str = "", model: str = "m@1",
          host: str = "10.0.0.2") -> NodeCard:
-    return NodeCard(node_id=name, name=name, model_id=model, workers=1,
-                    rpc=f"tcp://{host}:7001", pub=f"tcp://{host}:7002", swarm=swarm, key=key)
+    return helpers.card(name, host=host, model_id=model, swarm=swarm, key=key)
 
 
 @dataclass
@@ -140,7 +140,7 @@ async def swarm(nursery):
         ctx = NodeContext(config, card("me", host="10.0.0.1"), Scheduler(max_queue=8),
                           state="ready")
         io, published = FakeIO(drops=ctx.drops), Published()
-        fed = Federation(ctx, published, mdns_address="10.0.0.1", peer_io=io)  # type: ignore[arg-type]
+        fed = Federation(ctx, published, mdns_address="10.0.0.1", peer_io=io)
         await nursery.start(fed.serve)
         return Swarm(fed, io, published, ctx)
     return build

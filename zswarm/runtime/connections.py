@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -45,8 +46,36 @@ class _Running:
     scope: trio.CancelScope
 
 
+class Link(Protocol):
+    """A vote link to one peer (net/bus.PeerLink)."""
+
+    async def request(self, msg: Message, request_id: str, *, timeout_s: float | None = None
+                      ) -> Message: ...
+
+    def cancel(self, request_id: str) -> None: ...
+
+
+class PeerIO(Protocol):
+    """What the Federation asks of its sockets: Connections, or a recording fake in tests."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None: ...
+
+    def read_heartbeats(self) -> None: ...
+
+    def subscribe(self, peer: Peer) -> None: ...
+
+    def forget(self, node_id: str, why: str) -> None: ...
+
+    def link(self, peer: Peer) -> Link: ...
+
+    def close_link(self, node_id: str, why: str) -> None: ...
+
+    async def status(self, endpoint: str, name: str) -> tuple[Status, float]: ...
+
+
 class Connections:
-    """Start with ``await nursery.start(connections.serve)``."""
+    """``PeerIO`` over ZeroMQ. Start with ``await nursery.start(connections.serve)``."""
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *, drops: FrameDrops,
                  key: SwarmKey | None, probe_timeout_s: float, hello: str = "") -> None:

@@ -45,7 +45,7 @@ from zswarm.net.bus import Publisher
 from zswarm.net.guard import Budget, MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
 from zswarm.runtime import exchange
-from zswarm.runtime.connections import Connections
+from zswarm.runtime.connections import Connections, PeerIO
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.probes import Probing
 
@@ -71,7 +71,7 @@ class Federation(Probing):
     """
 
     def __init__(self, ctx: NodeContext, publisher: Publisher, *, mdns_address: str,
-                 peer_io: Connections | None = None) -> None:
+                 peer_io: PeerIO | None = None) -> None:
         fed = ctx.config.federation
         self.ctx = ctx
         self.config = ctx.config

@@ -29,7 +29,7 @@ from zswarm.net.guard import DropCounter
 from zswarm.runtime import exchange
 
 if TYPE_CHECKING:
-    from zswarm.runtime.connections import Connections
+    from zswarm.runtime.connections import PeerIO
 
 log = logging.getLogger("zswarm.runtime.federation")
 
@@ -46,7 +46,7 @@ class Probing:
 
     me: NodeCard
     table: PeerTable
-    peer_io: Connections
+    peer_io: PeerIO
     interval_s: float
     static: dict[str, str]
     _static_ids: dict[str, str]
