@@ -40,10 +40,9 @@ async def test_two_nodes_discover_each_other_vote_and_leave_with_goodbye(cluster
     assert sorted(c.node for c in report.candidates) == ["a", "b"]
     assert {c.text for c in report.candidates} == {"42", "41"}
     assert {p.node: p.outcome for p in report.participants} == {"a": "answered", "b": "answered"}
-    t0 = trio.current_time()
     cluster.stop("b")
+    # "left" comes only from b's goodbye (its silence would make it "dead")
     await wait_peers(a, lambda t: t.get("b") == "left", timeout_s=5)
-    assert trio.current_time() - t0 < 0.6  # the goodbye, not the 0.6 s liveness timeout
     answer, report = await ask(a, 2, "majority")
     assert [c.node for c in report.candidates] == ["a", "a"]  # b is gone: local only
 
@@ -95,10 +94,8 @@ async def test_first_valid_takes_the_fastest_node_and_cancels_the_rest(cluster):
     a, _, c = await three(cluster, {"a": {"answers": ["slow a"], "delay_ms": 3000},
                                     "b": {"answers": ["fast b"]},
                                     "c": {"answers": ["mid c"], "delay_ms": 3000}})
-    t0 = trio.current_time()
     answer, report = await ask(a, 3, "first_valid")
     assert answer == "fast b"
-    assert trio.current_time() - t0 < 2.0  # did not wait for the slow ones
     outcomes = {p.node: p.outcome for p in report.participants}
     assert outcomes == {"a": "cancelled", "b": "answered", "c": "cancelled"}
     # said as what it is: an early stop, not a fault of the nodes not waited for
@@ -135,12 +132,12 @@ async def test_slow_peer_times_out_and_the_report_says_so(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "mdns", "deadline_ms": 500})
     await cluster.start("b", ["42"], delay_ms=30_000, federation={"discovery": "mdns"})
     await wait_peers(a, alive("b"))
-    t0 = trio.current_time()
     answer, report = await ask(a, 2, "majority")
-    assert trio.current_time() - t0 < 2.0
     assert answer == "42" and [c.node for c in report.candidates] == ["a"]
     (slow,) = [p for p in report.participants if p.node == "b"]
-    assert slow.outcome == "timeout" and "b: timeout" in report.note
+    # given up at [federation] deadline_ms, not after b's 30 s
+    assert slow.outcome == "timeout" and slow.detail == "no vote within 0.5 s"
+    assert "b: timeout" in report.note
 
 
 async def test_static_peers_without_mdns(cluster):

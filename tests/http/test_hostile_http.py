@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import httpx
 import pytest
@@ -31,10 +30,10 @@ def node(tmp_path_factory):
 
 
 def test_an_answer_slower_than_every_socket_timeout_still_arrives(node):
-    t0 = time.monotonic()
     r = httpx.post(f"{node.base}/chat/completions", json=CHAT, timeout=30)
     assert r.status_code == 200, r.text
-    assert time.monotonic() - t0 >= 1.4
+    # the premise: the answer took longer than both socket timeouts (500 ms)
+    assert r.json()["zswarm"]["timings"]["total_ms"] >= 1500
     assert r.json()["choices"][0]["message"]["content"] == "42"
     assert r.headers["x-zswarm-nodes"] == "n%C5%93ud-%C3%BC"
     assert r.headers["x-zswarm-nodes"].isascii()
@@ -67,9 +66,7 @@ def test_a_slow_body_gets_408_and_slow_headers_are_cut(node):
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
-        t0 = time.monotonic()
-        assert s.recv(4096) == b""  # closed by the node
-        assert time.monotonic() - t0 < 5
+        assert s.recv(4096) == b""  # closed by the node (else the 10 s socket timeout)
 
 
 def test_a_stream_whose_deadline_is_already_spent_is_an_error_not_a_crash(node):
