@@ -1,4 +1,8 @@
-"""Shared helpers for bench scripts: timing, medians, result files."""
+"""Shared helpers for bench scripts: timing, medians, result files.
+
+Benches run as ``python bench/NAME.py``: Python puts bench/ first on sys.path, so
+they import this module (and quality.py) as they are.
+"""
 
 from __future__ import annotations
 

@@ -30,19 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, proc_status_mib, write_results  # noqa: E402
+from _common import median, proc_status_mib, write_results
 
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
-from zswarm.engines.llamacpp import LlamaCppEngine  # noqa: E402
-from zswarm.engines.models import ModelFile, resolve_model  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.engines.llamacpp import LlamaCppEngine
+from zswarm.engines.models import ModelFile, resolve_model
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 THREADS = 1
 REPLY_TOKENS = 24

@@ -27,14 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _common import RESULTS, percentile, tree_cpu_s, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, percentile, tree_cpu_s, write_results  # noqa: E402
-
-from zswarm.client import NodeClient  # noqa: E402
-from zswarm.core.consensus import STRATEGIES  # noqa: E402
-from zswarm.core.messages import ChatMessage, GenerateRequest, NodeCard, SamplingParams  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
+from zswarm.client import NodeClient
+from zswarm.core.consensus import STRATEGIES
+from zswarm.core.messages import ChatMessage, GenerateRequest, NodeCard, SamplingParams
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 DELAY_MS = 20.0
 QUESTION = (ChatMessage(role="user", content="What is 6 * 7?"),)

@@ -35,26 +35,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import msgspec
+from _common import RESULTS, write_results
+from quality import correct, load_questions
 
-import msgspec  # noqa: E402
-from _common import RESULTS, write_results  # noqa: E402
-from quality import correct, load_questions  # noqa: E402
-
-from zswarm.client import NodeClient  # noqa: E402
-from zswarm.core import consensus  # noqa: E402
-from zswarm.core.answers import answer_key  # noqa: E402
-from zswarm.core.consensus import STRATEGIES, decide  # noqa: E402
-from zswarm.core.messages import (  # noqa: E402
+from zswarm.client import NodeClient
+from zswarm.core import consensus
+from zswarm.core.answers import answer_key
+from zswarm.core.consensus import STRATEGIES, decide
+from zswarm.core.messages import (
     Candidate,
     ChatMessage,
     GenerateRequest,
     ReportCandidate,
     SamplingParams,
 )
-from zswarm.errors import NoQuorum  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
+from zswarm.errors import NoQuorum
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 SYSTEM = "Answer with a single word or number only."
 SAMPLES = 8

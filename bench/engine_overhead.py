@@ -9,17 +9,13 @@ Goal: ratio (node tok/s / direct tok/s) >= 0.95.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import trio
+from _common import bench_config, report_tok_s_ratio, story_request
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_config, report_tok_s_ratio, story_request  # noqa: E402
-
-from zswarm.engines.loader import load_engine  # noqa: E402
-from zswarm.runtime.swarm import local_swarm  # noqa: E402
+from zswarm.engines.loader import load_engine
+from zswarm.runtime.swarm import local_swarm
 
 
 def main() -> None:

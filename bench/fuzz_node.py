@@ -30,13 +30,11 @@ from pathlib import Path
 
 import httpx
 import zmq
+from _common import proc_status_mib, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import proc_status_mib, write_results  # noqa: E402
-
-from zswarm import client  # noqa: E402
-from zswarm.core import codec  # noqa: E402
-from zswarm.core.messages import (  # noqa: E402
+from zswarm import client
+from zswarm.core import codec
+from zswarm.core.messages import (
     ChatMessage,
     GenerateRequest,
     Heartbeat,
@@ -46,9 +44,9 @@ from zswarm.core.messages import (  # noqa: E402
     Status,
     StatusRequest,
 )
-from zswarm.testing.cluster import NodeProcess, node_config  # noqa: E402
-from zswarm.testing.floods import idle_connections, mdns_flood, open_fds  # noqa: E402
-from zswarm.testing.fuzz import FrameFuzzer  # noqa: E402
+from zswarm.testing.cluster import NodeProcess, node_config
+from zswarm.testing.floods import idle_connections, mdns_flood, open_fds
+from zswarm.testing.fuzz import FrameFuzzer
 
 #: the node runs with a desktop session's open-file limit (soft and hard)
 DESKTOP_FDS = 1024

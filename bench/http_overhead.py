@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _common import report_tok_s_ratio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report_tok_s_ratio  # noqa: E402
-
-from zswarm.config import load_config  # noqa: E402
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
-from zswarm.engines.loader import load_engine  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config  # noqa: E402
+from zswarm.config import load_config
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.engines.loader import load_engine
+from zswarm.testing.cluster import NodeProcess, node_config
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 

@@ -27,14 +27,12 @@ from pathlib import Path
 import httpx
 import trio
 import zmq
+from _common import percentile, proc_status_mib, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, proc_status_mib, write_results  # noqa: E402
-
-from zswarm import client  # noqa: E402
-from zswarm.core import codec  # noqa: E402
-from zswarm.core.ids import new_request_id  # noqa: E402
-from zswarm.core.messages import (  # noqa: E402
+from zswarm import client
+from zswarm.core import codec
+from zswarm.core.ids import new_request_id
+from zswarm.core.messages import (
     ChatMessage,
     ClientReply,
     ClientRequest,
@@ -42,9 +40,9 @@ from zswarm.core.messages import (  # noqa: E402
     GenerateRequest,
     SamplingParams,
 )
-from zswarm.http.base import STATUS  # noqa: E402
-from zswarm.net.zmq_trio import TrioSocket  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
+from zswarm.http.base import STATUS
+from zswarm.net.zmq_trio import TrioSocket
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 HUNG_S = 60.0
 STRATEGIES = ["first_valid", "majority", "best_of_n", "route"]

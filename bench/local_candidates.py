@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import trio
+from _common import bench_config, median, story_request, write_results
 
 from zswarm.core.messages import GenerateRequest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_config, median, story_request, write_results  # noqa: E402
-
-from zswarm.engines.loader import load_engine  # noqa: E402
-from zswarm.runtime.swarm import local_swarm  # noqa: E402
+from zswarm.engines.loader import load_engine
+from zswarm.runtime.swarm import local_swarm
 
 NS = (1, 2, 4)
 

@@ -30,14 +30,13 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from _common import median, write_results
 
-from zswarm import client  # noqa: E402
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
-from zswarm.engines.models import resolve_model  # noqa: E402
-from zswarm.pull import pull  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, free_port, node_config  # noqa: E402
+from zswarm import client
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.engines.models import resolve_model
+from zswarm.pull import pull
+from zswarm.testing.cluster import NodeProcess, free_port, node_config
 
 MODEL = resolve_model("default")
 REAL = {"model": {"path": "default", "n_ctx": 512}}

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from _common import median, write_results
 
-from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
-from zswarm.engines.llamacpp import LlamaCppEngine  # noqa: E402
-from zswarm.engines.models import resolve_model  # noqa: E402
+from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
+from zswarm.engines.llamacpp import LlamaCppEngine
+from zswarm.engines.models import resolve_model
 
 MAX_TOKENS = 48
 QUESTION = "Explain in two sentences why the sky is blue."

@@ -22,14 +22,12 @@ import argparse
 import json
 import secrets
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     RESULTS,
     median,
     percentile,
@@ -38,10 +36,10 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from zswarm.client import NodeClient  # noqa: E402
-from zswarm.core.messages import ChatMessage, GenerateRequest  # noqa: E402
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until  # noqa: E402
-from zswarm.testing.floods import open_fds  # noqa: E402
+from zswarm.client import NodeClient
+from zswarm.core.messages import ChatMessage, GenerateRequest
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.floods import open_fds
 
 DELAY_MS = 20.0
 INTERVAL_MS = 1000

@@ -22,16 +22,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
 import trio
+from _common import percentile, process_cpu_s, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, process_cpu_s, write_results  # noqa: E402
-
-from zswarm.core.ids import new_request_id  # noqa: E402
-from zswarm.core.messages import (  # noqa: E402
+from zswarm.core.ids import new_request_id
+from zswarm.core.messages import (
     Candidate,
     ChatMessage,
     GenerateRequest,
