@@ -30,7 +30,9 @@ def test_what_the_caller_leaves_out_comes_from_the_config():
 
 
 @pytest.mark.parametrize(("choice", "said"), [
-    ({"n": 0}, "n must be at least 1"),
+    ({"n": 0}, "n must be 1 to 16 ([generation] max_n), not 0"),
+    ({"max_tokens": 5000}, "max_tokens must be 1 to 4096 ([generation] max_tokens_limit), "
+                           "not 5000"),
     ({"top_p": 0.0}, "params.top_p must be more than 0.0"),
     ({"stop": ["x"] * 9}, "params.stop must be at most 8 items"),
     ({"stop": ["x" * 300]}, "params.stop[0] must be at most 256 characters"),
@@ -53,5 +55,5 @@ def test_any_choice_is_a_request_or_a_refusal(n, max_tokens, temperature, top_p,
                     temperature=temperature, top_p=top_p, seed=seed)
     except RequestRefused as exc:
         field = exc.field
-    assert field is None or field in ("n", "params.max_tokens", "params.temperature",
+    assert field is None or field in ("n", "max_tokens", "params.max_tokens", "params.temperature",
                                       "params.top_p", "params.seed")

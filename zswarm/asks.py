@@ -7,7 +7,9 @@ constructor: a request the workers could not decode must not reach them). A valu
 of range is a RequestRefused whose ``field`` is the request's dotted path ("n",
 "params.top_p", "messages[0].content"), for each door to name in its own words (a CLI
 option, an OpenAI parameter). Used by `zswarm ask` (cli_ask.py) and the OpenAI routes
-(http/openai.py). It must not: apply a node's limits (core/limits.admit does, after).
+(http/openai.py). Of the node's limits it applies only ``check_count`` to a count the
+caller gave (so every door shows the node's range); the rest are core/limits.admit's,
+after.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import msgspec
 
 from zswarm.config import Config
 from zswarm.core import codec
+from zswarm.core.limits import check_count
 from zswarm.core.messages import GenerateRequest
 from zswarm.errors import RequestRefused
 
@@ -31,6 +34,12 @@ def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = N
     the config's system prompt when ``system`` is None; "" for none) or a raw ``prompt``.
     None for any other choice takes the config's default."""
     gen = config.generation
+    # a count given is held to the node's limit first, so the message names that limit
+    # (not the wire's wider one): the same rule admit applies
+    if n is not None:
+        check_count(config.limits, "n", n)
+    if max_tokens is not None:
+        check_count(config.limits, "max_tokens", max_tokens)
     fields: dict[str, object]
     if prompt is not None:
         fields = {"prompt": prompt}

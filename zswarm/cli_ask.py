@@ -42,14 +42,6 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
              temperature: float | None, seed: int | None, system: str | None
              ) -> GenerateRequest:
     """The request from the config's defaults and the options (exit 2 naming a bad one)."""
-    gen = cfg.generation
-    for flag, value, top, key in (("--n", n, gen.max_n, "max_n"),
-                                  ("--max-tokens", max_tokens, gen.max_tokens_limit,
-                                   "max_tokens_limit")):
-        if value is not None and not 1 <= value <= top:  # the limits the node admits by
-            views.say(f"error: {flag} must be 1 to {top} ([generation] {key}), not {value}",
-                      err=True)
-            raise typer.Exit(2)
     try:
         return new_request(cfg, messages=[{"role": "user", "content": question}],
                            system=system, n=n, max_tokens=max_tokens,
@@ -63,7 +55,7 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
 
 
 #: the request's field -> the option that set it
-_OPTION_OF = {"n": "--n", "params.max_tokens": "--max-tokens",
+_OPTION_OF = {"n": "--n", "max_tokens": "--max-tokens", "params.max_tokens": "--max-tokens",
               "params.temperature": "--temperature", "params.seed": "--seed"}
 
 

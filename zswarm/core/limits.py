@@ -12,6 +12,7 @@ kind ``protocol`` and HTTP as 422 with that field as ``param``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from zswarm.core.messages import MAX_DEADLINE_MS, GenerateRequest
 from zswarm.core.plan import ASK_STRATEGIES
@@ -45,6 +46,16 @@ def deadline_s(limits: Limits, deadline_ms: int | None) -> float:
     return ms / 1000
 
 
+def check_count(limits: Limits, field: Literal["n", "max_tokens"], value: int) -> None:
+    """``n`` and ``max_tokens`` are 1 to this node's limit; checked by ``admit``, and by
+    asks.new_request before the wire's own (wider) range, so every door shows this one."""
+    top, key = ((limits.max_n, "max_n") if field == "n"
+                else (limits.max_tokens_limit, "max_tokens_limit"))
+    if not 1 <= value <= top:
+        raise RequestRefused(f"{field} must be 1 to {top} ([generation] {key}), not {value}",
+                             field=field)
+
+
 def wire_ms(seconds: float) -> int:
     """Time left as a message's ``deadline_ms`` (the wire's unit): 1 ms to an hour.
 
@@ -61,12 +72,8 @@ def admit(limits: Limits, req: GenerateRequest, *, strategy: str | None = None) 
     """This node's limits on a request; RequestRefused naming the first field over them."""
     if strategy is not None:
         check_strategy(strategy)
-    if req.n > limits.max_n:
-        raise RequestRefused(f"n={req.n} exceeds this node's limit of {limits.max_n}",
-                             field="n")
-    if req.params.max_tokens > limits.max_tokens_limit:
-        raise RequestRefused(f"max_tokens={req.params.max_tokens} exceeds this node's limit "
-                             f"of {limits.max_tokens_limit}", field="max_tokens")
+    check_count(limits, "n", req.n)
+    check_count(limits, "max_tokens", req.params.max_tokens)
     chars = prompt_chars(req)
     if chars > limits.max_prompt_chars:
         raise RequestRefused(f"prompt of {chars} characters exceeds this node's limit of "
