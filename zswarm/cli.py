@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import trio
 import typer
 
-from zswarm import __version__, cli_ask, cli_swarm, client, views
-from zswarm.config import Config, load_config, override
+from zswarm import __version__, cli_ask, cli_node, cli_swarm, client, views
+from zswarm.config import Config, load_config
 from zswarm.core.limits import admit, check_strategy
 from zswarm.core.messages import GenerateRequest, PeerInfo, Report
 from zswarm.core.plan import ASK_STRATEGIES
@@ -34,9 +32,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Join the local LLMs on your LAN into one swarm.")
 log = logging.getLogger("zswarm")
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="swarm.toml (default: built-in defaults)")
-KeyOutOpt = typer.Option(..., "--out", "-o", help="the key file to create")
-FileOpt = typer.Option(None, "--file", "-f", show_default=False,
+ConfigOpt = typer.Option(None, "--config", "-c", metavar="FILE", show_default=False,
+                         help="swarm.toml (default: built-in defaults)")
+KeyOutOpt = typer.Option(..., "--out", "-o", metavar="FILE", help="the key file to create")
+FileOpt = typer.Option(None, "--file", "-f", metavar="FILE", show_default=False,
                        help="read the question from this file")
 
 
@@ -74,86 +73,40 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
-async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
-    """First SIGTERM or Ctrl-C: drain (finish what is in flight). Second: stop now."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for sig in signals:
-            if not drain.is_set():
-                log.info("%s: draining, then leaving the swarm (again to stop now)",
-                         signal.Signals(sig).name)
-                drain.set()
-            else:
-                scope.cancel()
-                return
-
-
-PeerOpt = typer.Option(None, "--peer", help="a peer's RPC endpoint tcp://host:port "
-                       "(repeatable; added to the file's)")
+PeerOpt = typer.Option(None, "--peer", metavar="ENDPOINT", show_default=False,
+                       help="a peer's RPC endpoint tcp://host:port (repeatable; added to the "
+                       "file's)")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="log at debug level (every peer "
+                          "message dropped, every probe)")
 
 
 @app.command()
 def node(config: Path | None = ConfigOpt,
          federation: bool | None = typer.Option(
-             None, "--federation/--no-federation", help="join the swarm (overrides "
-             "federation.enabled in the file)"),
-         name: str | None = typer.Option(None, "--name", help="this node's name"),
-         bind: str | None = typer.Option(None, "--bind", help='address to listen on, or "auto"'),
-         http_port: int | None = typer.Option(None, "--http-port", help="0 = any free port"),
+             None, "--federation/--no-federation", show_default=False,
+             help="join the swarm or not (default: [federation] enabled, on)"),
+         name: str | None = typer.Option(None, "--name", metavar="NAME", show_default=False,
+                                         help="this node's name (default: [node] name, the "
+                                         "host name)"),
+         bind: str | None = typer.Option(None, "--bind", metavar="ADDRESS", show_default=False,
+                                         help='address to listen on, or "auto" (default: '
+                                         "[node] bind, auto)"),
+         http_port: int | None = typer.Option(None, "--http-port", metavar="PORT",
+                                              show_default=False, help="0 = any free port "
+                                              "(default: [ports] http, 17615)"),
          peer: list[str] | None = PeerOpt,
-         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+         verbose: bool = VerboseOpt) -> None:
     """Run a node: load the model into workers and serve until Ctrl-C. Flags win over the file."""
     _setup_logging(verbose)
     cfg = _load(config)
-    changes: dict[str, dict[str, Any]] = {"node": {}, "federation": {}, "ports": {}}
-    if federation is not None:
-        changes["federation"]["enabled"] = federation
-    if name is not None:
-        changes["node"]["name"] = name
-    if bind is not None:
-        changes["node"]["bind"] = bind
-    if http_port is not None:
-        changes["ports"]["http"] = http_port
-    if peer:
-        changes["federation"]["peers"] = [*cfg.federation.peers, *peer]
-        if cfg.federation.discovery == "mdns":  # a peer named on the command line is used
-            changes["federation"]["discovery"] = "both"
     try:
-        cfg = override(cfg, changes)
+        cfg = cli_node.overrides(cfg, federation=federation, name=name, bind=bind,
+                                 http_port=http_port, peer=peer)
     except ConfigError as exc:
         _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    from zswarm.node import NodeInfo, run_node
-    from zswarm.runtime.swarm import single_errors
-
-    async def main() -> None:
-        drain = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signals, drain, nursery.cancel_scope)
-
-            async def serve(task_status: trio.TaskStatus[NodeInfo]) -> None:
-                await run_node(cfg, drain=drain, task_status=task_status)
-                nursery.cancel_scope.cancel()  # drained: stop listening for signals
-
-            info = await nursery.start(serve)
-            fed = cfg.federation
-            federation = (f"on, discovery {fed.discovery}, swarm {fed.swarm!r}"
-                          if info.federation else "off")
-            root = f"http://{info.host}:{info.http_port}" if info.http_port else ""
-            http = f"{root}/v1" if root else "-"
-            status = f"{root}/" if root and cfg.http.status_page else "-"
-            peers_line = ("  peers   reported in a moment, then logged as they join, die and leave"
-                          if info.federation else "")
-            _out(f"zswarm node {info.name} ({info.node_id}) ready\n"
-                       f"  address {info.host}\n  model   {info.model_id}\n"
-                       f"  workers {info.workers}\n  rpc     {info.rpc_endpoint}\n"
-                       f"  pub     {info.pub_endpoint or '-'}\n"
-                       f"  http    {http}\n  status  {status}\n  federation {federation}\n"
-                       f"  swarm key {views.key_state(info.swarm_key)}"
-                       + (f"\n{peers_line}" if peers_line else ""), err=True)
-
     try:
-        with single_errors():  # one error from the node's nurseries, not a group of one
-            trio.run(main)
+        cli_node.run(cfg)
         _out("stopped", err=True)
     except KeyboardInterrupt:
         _out("stopped", err=True)
@@ -172,33 +125,35 @@ def _version(version: bool = typer.Option(False, "--version", is_eager=True,
 
 @app.command()
 def ask(
-    prompt: str | None = typer.Argument(None, show_default=False,
-                                        help='the question; "-" reads it from stdin'),
+    prompt: str | None = typer.Argument(None, metavar="QUESTION", show_default=False,
+                                        hidden=True),
     prompt_file: Path | None = FileOpt,
-    n: int | None = typer.Option(None, "--n", show_default=False,
+    n: int | None = typer.Option(None, "--n", metavar="N", show_default=False,
                                  help="candidates to generate (default: [consensus] n)"),
     strategy: str | None = typer.Option(
-        None, "--strategy", show_default=False,
+        None, "--strategy", metavar="NAME", show_default=False,
         help=f"one of {', '.join(ASK_STRATEGIES)} (default: [consensus] strategy)"),
-    max_tokens: int | None = typer.Option(None, "--max-tokens", show_default=False,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", metavar="N", show_default=False,
                                           help="longest answer (default: [generation])"),
     temperature: float | None = typer.Option(
-        None, "--temperature", show_default=False,
+        None, "--temperature", metavar="T", show_default=False,
         help="0 = always the likeliest token (default: [generation])"),
-    seed: int | None = typer.Option(None, "--seed", show_default=False,
+    seed: int | None = typer.Option(None, "--seed", metavar="N", show_default=False,
                                     help="same seed, same output"),
-    system: str | None = typer.Option(None, "--system", show_default=False,
+    system: str | None = typer.Option(None, "--system", metavar="TEXT", show_default=False,
                                       help="system prompt"),
     config: Path | None = ConfigOpt,
-    node_endpoint: str | None = typer.Option(None, "--node", show_default=False,
+    node_endpoint: str | None = typer.Option(None, "--node", metavar="ENDPOINT",
+                                             show_default=False,
                                              help="tcp://host:port of a node"),
     local: bool = typer.Option(False, "--local", help="answer in-process, no node needed"),
     explain: bool = typer.Option(False, "--explain", help="show candidates and scores"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOpt,
 ) -> None:
-    """Ask the swarm one question: the node started with --config (or --node), or, when
-    none was started, this machine in-process (said on stderr and in the report)."""
+    """Ask the swarm QUESTION ("-" reads it from stdin; or --file): the node started with
+    --config (or --node), or, when none was started, this machine in-process (said on
+    stderr and in the report)."""
     if verbose:
         _setup_logging(True)
     question = cli_ask.question(prompt, prompt_file)
@@ -245,7 +200,9 @@ async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
 @app.command()
 def peers(
     config: Path | None = ConfigOpt,
-    node_endpoint: str | None = typer.Option(None, "--node", help="tcp://host:port of a node"),
+    node_endpoint: str | None = typer.Option(None, "--node", metavar="ENDPOINT",
+                                             show_default=False,
+                                             help="tcp://host:port of a node"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON array"),
     browse: float | None = typer.Option(None, "--browse", metavar="SECONDS",
                                         help="no node needed: browse mDNS this long (2 s or more: "

@@ -24,12 +24,18 @@ from zswarm.net.security import SwarmKey, swarm_key
 from zswarm.pull import Progress, holders, models_dir, pull
 from zswarm.views import say
 
-NodeOpt = typer.Option(None, "--node", help="tcp://host:port of a member")
-DirOpt = typer.Option(None, "--dir", help="default: STATE_DIR/models")
-KeyFileOpt = typer.Option(None, "--key", help="the swarm's key file")
-NameOpt = typer.Option(socket.gethostname() or "zswarm", "--name", help="this node's name")
-StateDirOpt = typer.Option(None, "--state-dir", help="default: ~/.local/state/zswarm")
-OutOpt = typer.Option(Path("swarm.toml"), "--config", "-c", help="the swarm.toml to write")
+NodeOpt = typer.Option(None, "--node", metavar="ENDPOINT", show_default=False,
+                       help="tcp://host:port of a member")
+DirOpt = typer.Option(None, "--dir", metavar="DIR", show_default=False,
+                      help="default: STATE_DIR/models")
+KeyFileOpt = typer.Option(None, "--key", metavar="FILE", show_default=False,
+                          help="the swarm's key file")
+NameOpt = typer.Option(socket.gethostname() or "zswarm", "--name", metavar="NAME",
+                       help="this node's name")
+StateDirOpt = typer.Option(None, "--state-dir", metavar="DIR", show_default=False,
+                           help="default: ~/.local/state/zswarm")
+OutOpt = typer.Option(Path("swarm.toml"), "--config", "-c", metavar="FILE",
+                      help="the swarm.toml to write")
 
 
 def _fail(exc: ZswarmError) -> typer.Exit:
@@ -119,12 +125,13 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
             say(f"{m['model_id']}  {size}  on {', '.join(m['holders'])}")
 
     @app.command("pull")
-    def pull_cmd(model: str = typer.Argument(..., help="a model's name or id (zswarm models)"),
+    def pull_cmd(model: str = typer.Argument(..., metavar="MODEL", hidden=True),
                  config: Path | None = config_opt,
                  node: str | None = NodeOpt,
                  directory: Path | None = DirOpt,
                  as_json: bool = typer.Option(False, "--json", help="one JSON line")) -> None:
-        """Fetch a model from the members that hold it (checked, resumable)."""
+        """Fetch MODEL (a name or id from `zswarm models`) from the members that hold it
+        (checked, resumable)."""
         cfg = load(config)
         key = key_of(cfg)
         bar = _bar() if sys.stderr.isatty() and not as_json else None
@@ -143,14 +150,15 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
                  f"{result.seconds:.1f} s from {', '.join(result.holders) or 'nobody: there'})")
 
     @app.command()
-    def join(address: str = typer.Argument(..., help="tcp://host:port of any member"),
+    def join(address: str = typer.Argument(..., metavar="ENDPOINT", hidden=True),
              key_file: Path | None = KeyFileOpt,
              out: Path = OutOpt,
              name: str = NameOpt,
              state_dir: Path | None = StateDirOpt,
              start: bool = typer.Option(True, "--start/--no-start",
                                         help="run the node once written")) -> None:
-        """From nothing to a member: write swarm.toml, pull the model, start the node."""
+        """From nothing to a member of the swarm at ENDPOINT (tcp://host:port of any
+        member): write swarm.toml, pull the model, start the node."""
         if out.exists():
             say(f"error: {out} exists; join writes a new one (pass --config elsewhere.toml, "
                  f"or use zswarm node --config {out})", err=True)

@@ -26,6 +26,10 @@ def say(text: str, *, err: bool = False) -> None:
     typer.echo(printable(text, keep_lines=True), err=err)
 
 
+#: a peer's note is shown whole up to this (it says why; a peer's text is bounded here)
+MAX_NOTE_CHARS = 300
+
+
 def _cut(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -40,7 +44,7 @@ def peer_row(p: PeerInfo) -> tuple[str, ...]:
     cells = (p.node_id[:12] or "-", p.name or "-", p.address, p.state, p.model_id or "-", load,
              "-" if p.last_seen_s is None else f"{p.last_seen_s:.1f}s ago",
              "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f}ms",
-             _cut(p.detail, 60))  # demoted, incompatible, unreachable: why
+             _cut(p.detail, MAX_NOTE_CHARS))  # demoted, incompatible, unreachable: why
     return tuple(printable(cell) for cell in cells)
 
 

@@ -11,7 +11,7 @@ import sys
 from typer.testing import CliRunner
 
 from zswarm.cli import app
-from zswarm.testing.cluster import NodeProcess, node_config
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 runner = CliRunner()
 
@@ -51,7 +51,8 @@ def test_ask_and_peers_use_the_key_from_the_config(tmp_path):
                         security={"swarm_key_file": str(key)})
     with NodeProcess(keyed) as node:
         info = node.wait_ready()
-        assert "swarm key on (fingerprint" in node.log()
+        # the banner follows the ready file (node.json) by a moment
+        wait_until(lambda: "swarm key on (fingerprint" in node.log(), 10, what="the banner")
         asked = zswarm("ask", "6 * 7?", "--config", str(keyed))
         assert asked.returncode == 0 and asked.stdout.strip() == "42", asked.stderr
         peers = zswarm("peers", "--config", str(keyed))

@@ -1,0 +1,89 @@
+"""`zswarm node`: the command line's flags over the file, signals, and the ready banner.
+
+Owns: which flag changes which config key, the first-signal-drains / second-stops
+rule, and what the terminal shows once the node is up. The node itself is
+zswarm/node.py's (the composition root); cli.py registers the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import trio
+
+from zswarm import views
+from zswarm.config import Config, override
+
+log = logging.getLogger("zswarm")
+
+
+def overrides(cfg: Config, *, federation: bool | None, name: str | None, bind: str | None,
+              http_port: int | None, peer: list[str] | None) -> Config:
+    """The config with the flags given applied (ConfigError naming a bad one)."""
+    changes: dict[str, dict[str, Any]] = {"node": {}, "federation": {}, "ports": {}}
+    if federation is not None:
+        changes["federation"]["enabled"] = federation
+    if name is not None:
+        changes["node"]["name"] = name
+    if bind is not None:
+        changes["node"]["bind"] = bind
+    if http_port is not None:
+        changes["ports"]["http"] = http_port
+    if peer:
+        changes["federation"]["peers"] = [*cfg.federation.peers, *peer]
+        if cfg.federation.discovery == "mdns":  # a peer named on the command line is used
+            changes["federation"]["discovery"] = "both"
+    return override(cfg, changes)
+
+
+async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
+    """First SIGTERM or Ctrl-C: drain (finish what is in flight). Second: stop now."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for sig in signals:
+            if not drain.is_set():
+                log.info("%s: draining, then leaving the swarm (again to stop now)",
+                         signal.Signals(sig).name)
+                drain.set()
+            else:
+                scope.cancel()
+                return
+
+
+def run(cfg: Config) -> None:
+    """Serve until a signal (raises what the node raises, one error, not a group)."""
+    from zswarm.node import NodeInfo, run_node
+    from zswarm.runtime.swarm import single_errors
+
+    async def main() -> None:
+        drain = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, drain, nursery.cancel_scope)
+
+            async def serve(task_status: trio.TaskStatus[NodeInfo]) -> None:
+                await run_node(cfg, drain=drain, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop listening for signals
+
+            views.say(banner(cfg, await nursery.start(serve)), err=True)
+
+    with single_errors():
+        trio.run(main)
+
+
+def banner(cfg: Config, info: Any) -> str:
+    """What a user needs once the node is up: where it serves, and its swarm."""
+    fed = cfg.federation
+    federation = f"on, discovery {fed.discovery}, swarm {fed.swarm!r}" if info.federation \
+        else "off"
+    root = f"http://{info.host}:{info.http_port}" if info.http_port else ""
+    status = f"{root}/" if root and cfg.http.status_page else "-"
+    lines = [f"zswarm node {info.name} ({info.node_id}) ready",
+             f"  address {info.host}", f"  model   {info.model_id}",
+             f"  workers {info.workers}", f"  rpc     {info.rpc_endpoint}",
+             f"  pub     {info.pub_endpoint or '-'}", f"  http    {root + '/v1' if root else '-'}",
+             f"  status  {status}", f"  federation {federation}",
+             f"  swarm key {views.key_state(info.swarm_key)}"]
+    if info.federation:
+        lines.append("  peers   reported in a moment, then logged as they join, die and leave")
+    return "\n".join(lines)
