@@ -70,7 +70,9 @@ def test_status_page_shows_the_swarm_and_a_request(tmp_path):
             "zswarm": {"n": 4, "strategy": "majority", "peers": [b_id]}})
         assert r.status_code == 200
         page.wait_for_selector("#requests details.request", timeout=WAIT_MS)
-        page.click("#requests details.request summary")
+        # the report is announced on the request, not behind an unmarked click
+        page.get_by_text("show the report: candidates, scores, who said what").click()
+        page.get_by_text("hide the report").wait_for(timeout=WAIT_MS)
         rows = page.locator("#requests details.request table.candidates tbody tr")
         rows.first.wait_for(timeout=WAIT_MS)
         nodes = {row.split("/")[0] for row in
@@ -83,6 +85,16 @@ def test_status_page_shows_the_swarm_and_a_request(tmp_path):
 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "status_page.png"), full_page=True)
+
+        # a phone (420 px): nothing wider than the screen, every peer cell named
+        page.set_viewport_size({"width": 420, "height": 900})
+        page.locator("#peers td[data-label='state']").first.wait_for(timeout=WAIT_MS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 420
+        for box in (page.locator(sel).bounding_box() for sel in
+                    ("#peers", "#requests table.candidates", "#node", "#events")):
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 420, box
+        assert page.is_hidden("#peers thead")  # the rows stack, each cell with its label
+        page.screenshot(path=str(ARTIFACTS / "status_page_420px.png"), full_page=True)
         assert errors == []
 
 

@@ -65,14 +65,21 @@ function drawNode(s) {
   );
 }
 
+// each cell carries its column's name: on a narrow screen the rows stack (status.css)
+function labelled(tr, labels) {
+  [...tr.cells].forEach((td, i) => td.setAttribute("data-label", labels[i] || ""));
+  return tr;
+}
+
 function drawPeers(s) {
   const counts = Object.entries(s.peer_counts).filter(([, c]) => c > 0)
     .map(([state, c]) => `${c} ${state}`);
   $("peer-counts").textContent = counts.length ? counts.join(", ") : "none";
   const body = $("peers").tBodies[0];
+  const labels = [...$("peers").tHead.rows[0].cells].map((th) => th.textContent);
   body.replaceChildren(...s.peers.map((p) => {
     const busy = ["alive", "suspect"].includes(p.state);
-    return el("tr", { "data-name": p.name || p.address, "data-state": p.state },
+    return labelled(el("tr", { "data-name": p.name || p.address, "data-state": p.state },
       el("td", {}, p.name || "-"),
       el("td", {}, p.node_id ? p.node_id.slice(0, 12) : "-"),
       el("td", { class: `state state-${p.state}` }, p.state),
@@ -83,7 +90,7 @@ function drawPeers(s) {
       el("td", {}, fmt.ms(p.rtt_ms)),
       el("td", {}, fmt.secs(p.last_seen_s)),
       el("td", {}, p.source),
-      el("td", { class: "text" }, p.detail || ""));
+      el("td", { class: "text" }, p.detail || "")), labels);
   }));
   $("peers").hidden = s.peers.length === 0;
   const none = $("no-peers");
@@ -94,8 +101,11 @@ function drawPeers(s) {
     : "Federation is off on this node (zswarm node --federation turns it on).";
 }
 
+const CANDIDATE_COLUMNS = ["#", "node/worker", "score", "answer key", "finish", "latency",
+                           "text"];
+
 function candidateTable(report) {
-  const rows = report.candidates.map((c, i) =>
+  const rows = report.candidates.map((c, i) => labelled(
     el("tr", { class: i === report.winner ? "winner" : "" },
       el("td", {}, i === report.winner ? `#${i} \u2605` : `#${i}`),
       el("td", {}, `${c.node}/${c.worker}`),
@@ -103,10 +113,9 @@ function candidateTable(report) {
       el("td", {}, c.answer_key === null || c.answer_key === undefined ? "-" : c.answer_key),
       el("td", {}, c.finish_reason),
       el("td", {}, fmt.ms(c.latency_ms)),
-      el("td", { class: "text" }, c.text)));
-  return el("table", { class: "candidates" },
-    el("thead", {}, el("tr", {}, ...["", "node/worker", "score", "answer key", "finish",
-                                      "latency", "text"].map((h) => el("th", {}, h)))),
+      el("td", { class: "text" }, c.text)), CANDIDATE_COLUMNS));
+  return el("table", { class: "candidates stack" },
+    el("thead", {}, el("tr", {}, ...CANDIDATE_COLUMNS.map((h) => el("th", {}, h)))),
     el("tbody", {}, ...rows));
 }
 
@@ -126,17 +135,27 @@ function drawRequest(r) {
       `node(s) \u00b7 agreement ${rep.agreement.toFixed(2)} \u00b7 ` +
       `${fmt.ms(rep.timings.total_ms)}`
     : `${fmt.clock(r.at)} \u00b7 ${r.strategy} \u00b7 n=${r.n}`;
+  // the report opens from the summary; the toggle says so (and what is in it)
+  const toggle = rep ? el("span", { class: "toggle" }) : null;
   const details = el("details", { class: "request", "data-id": id },
     el("summary", {},
       el("div", { class: "q" }, r.question || "(no user message)"),
       el("div", { class: r.error ? "a error" : "a" }, r.error || r.answer),
-      el("div", { class: "meta" }, meta)),
+      el("div", { class: "meta" }, meta, toggle ? " \u00b7 " : null, toggle)),
     rep ? candidateTable(rep) : null,
     rep && rep.participants.length ? participantList(rep) : null,
     rep && rep.note ? el("p", { class: "meta" }, `note: ${rep.note}`) : null);
+  const said = () => {
+    if (toggle) {
+      toggle.textContent = details.open ? "hide the report \u25be"
+        : "show the report: candidates, scores, who said what \u25b8";
+    }
+  };
   details.open = openRequests.has(id);
+  said();
   details.addEventListener("toggle", () => {
     if (details.open) openRequests.add(id); else openRequests.delete(id);
+    said();
   });
   return details;
 }
