@@ -168,11 +168,11 @@ def ask(
                               temperature=temperature, seed=seed, system=system)
     deadline_ms = cfg.scheduler.default_deadline_ms
     key = _key(cfg)
-    endpoint, where = cli_ask.where_to_ask(cfg, key, node_endpoint, local, config)
+    node, where = cli_ask.where_to_ask(cfg, key, node_endpoint, local, config)
     try:
-        if endpoint is not None:
-            reply = client.ask(endpoint, request, strategy=strategy, deadline_ms=deadline_ms,
-                               key=key)
+        if node is not None:
+            with node:
+                reply = node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
             answer, report = reply.answer, reply.report
         else:
             admit(cfg.limits, request, strategy=strategy)  # before loading a model for it

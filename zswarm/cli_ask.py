@@ -3,13 +3,14 @@
 Owns: reading the question (argument, stdin, --file), building the request from the
 config's defaults and the options with the node's own limits named in the errors, and
 choosing who answers: the node of --node or of the config, which must answer a status
-request first (client.reach names the likely cause when it does not), or this process,
+request first (NodeClient.reach names the likely cause when it does not), or this process,
 said on stderr and in the report. Each failure is an exit with its code (2 for options
 and configuration, 1 for a node that does not answer) and a message naming the fix.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import typer
 
 from zswarm import client, views
 from zswarm.asks import new_request
-from zswarm.config import Config
+from zswarm.config import ENDPOINT, Config
 from zswarm.core.messages import GenerateRequest, Report
 from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey
@@ -60,8 +61,9 @@ _OPTION_OF = {"n": "--n", "max_tokens": "--max-tokens", "params.max_tokens": "--
 
 
 def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, local: bool,
-                  config: Path | None) -> tuple[str | None, str]:
-    """(the node's endpoint, or None for in-process; what the report says answered).
+                  config: Path | None) -> tuple[client.NodeClient | None, str]:
+    """(a client of the node that answered, or None for in-process; what the report says
+    answered). The ask goes over the client's connection (the caller closes it).
 
     A node named with --node, or started with this config, must answer a status request
     within 3 s: an error naming the likely cause, never a silent answer from somewhere
@@ -70,6 +72,9 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     """
     if local:
         return None, "in-process (--local)"
+    if node_endpoint is not None and not re.fullmatch(ENDPOINT, node_endpoint):
+        views.say(f"error: --node {node_endpoint!r} is not tcp://host:port", err=True)
+        raise typer.Exit(2)
     started = None if node_endpoint else client.node_json(cfg)
     endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:
@@ -77,9 +82,13 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
                   f"machine only (start one: zswarm node{_config_arg(config)}; --local says "
                   "in-process is meant)", err=True)
         return None, "in-process (no node running with this config)"
+    node = None
     try:
-        client.reach(endpoint, key=key)
+        node = client.NodeClient(endpoint, key=key)  # a malformed endpoint fails here
+        node.reach()
     except ZswarmError as exc:
+        if node is not None:
+            node.close()
         if started is not None:
             views.say(f"error: the node started with this config (pid {started[0]}) does not "
                       f"answer: {exc}. Start it again (zswarm node{_config_arg(config)}) or ask "
@@ -87,7 +96,7 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
         else:
             views.say(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    return endpoint, f"the node at {endpoint}"
+    return node, f"the node at {endpoint}"
 
 
 def _config_arg(config: Path | None) -> str:

@@ -43,6 +43,7 @@ class NodeClient:
 
     def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
         self.endpoint = endpoint
+        self.key = key
         self.sock = open_socket(zmq.DEALER, role="client", key=key)
         try:
             self.sock.connect(endpoint)
@@ -69,6 +70,25 @@ class NodeClient:
     def status(self, *, timeout_s: float = 2.0) -> Status:
         rid = new_request_id()
         return _expect(self.exchange(StatusRequest(request_id=rid), rid, timeout_s), Status)
+
+    def reach(self, *, timeout_s: float = 3.0,
+              key_hint: str = "[security] swarm_key_file in --config") -> Status:
+        """The node's status within ``timeout_s``, or PeerUnavailable saying the likely cause.
+
+        A client that asks a node it cannot reach would otherwise wait out the whole
+        deadline: zmq connects in the background and a keyed node drops a handshake
+        without its key silently. So: one status exchange first (on this client's
+        connection, which the ask then uses), and when it fails, one plain TCP connection
+        to tell "nothing listens there" from "something listens and does not answer"
+        (another program, or a node of a keyed swarm: ``key_hint`` says where the caller
+        takes a key from).
+        """
+        try:
+            return self.status(timeout_s=timeout_s)
+        except PeerUnavailable as exc:
+            raise PeerUnavailable(
+                f"no zswarm node answers at {self.endpoint} within {timeout_s:.0f} s: "
+                f"{_why_silent(self.endpoint, self.key, key_hint)}") from exc
 
     def peers(self, *, timeout_s: float = 2.0) -> PeersReply:
         rid = new_request_id()
@@ -128,20 +148,9 @@ def node_json(config: Config) -> tuple[int, str] | None:
 
 def reach(endpoint: str, *, key: SwarmKey | None = None, timeout_s: float = 3.0,
           key_hint: str = "[security] swarm_key_file in --config") -> Status:
-    """The node's status within ``timeout_s``, or PeerUnavailable saying the likely cause.
-
-    A client that asks a node it cannot reach would otherwise wait out the whole
-    deadline: zmq connects in the background and a keyed node drops a handshake without
-    its key silently. So: one status exchange first, and when it fails, one plain TCP
-    connection to tell "nothing listens there" from "something listens and does not
-    answer" (another program, or a node of a keyed swarm: ``key_hint`` says where the
-    caller takes a key from).
-    """
-    try:
-        return status(endpoint, timeout_s=timeout_s, key=key)
-    except PeerUnavailable as exc:
-        raise PeerUnavailable(f"no zswarm node answers at {endpoint} within {timeout_s:.0f} s: "
-                              f"{_why_silent(endpoint, key, key_hint)}") from exc
+    """``NodeClient.reach`` on a connection of its own."""
+    with NodeClient(endpoint, key=key) as node:
+        return node.reach(timeout_s=timeout_s, key_hint=key_hint)
 
 
 def _why_silent(endpoint: str, key: SwarmKey | None, key_hint: str) -> str:

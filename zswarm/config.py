@@ -43,7 +43,9 @@ def _range(lo: float, hi: float, why: str = "") -> Meta:
 Port = Annotated[int, _range(0, 65535, "0 = ephemeral")]
 DeadlineMs = Annotated[int, _range(1, MAX_DEADLINE_MS)]
 ClientTimeoutMs = Annotated[int, _range(100, MAX_DEADLINE_MS)]
-PeerEndpoint = Annotated[str, Meta(pattern=r"^tcp://[^:/]+:[0-9]+$", description="tcp://host:port")]
+#: a peer's RPC endpoint as a user writes it (config, --peer, --node)
+ENDPOINT = r"tcp://[^:/]+:[0-9]+"
+PeerEndpoint = Annotated[str, Meta(pattern=f"^{ENDPOINT}$", description="tcp://host:port")]
 
 
 class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
