@@ -11,7 +11,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from zswarm import doctor as doctor_module
@@ -122,11 +121,12 @@ def test_a_flood_of_records_is_probed_at_once_and_within_one_bound(tmp_path):
     swarm = "docflood-" + secrets.token_hex(6)
     cfg = node_config(tmp_path, "n", swarm=swarm, answers=["42"])
     with mdns_flood(40, swarm=swarm, port=free_port()):
-        t0 = time.monotonic()
         code, findings = doctor(cfg, "--no-model", "--browse", "2")
-        took_s = time.monotonic() - t0
     probed = [f for f in findings if f["check"] == "reachability"
               and f["message"].startswith("flood")]
     assert code == 1 and len(probed) == 40
+    # each probed (and failed after PROBE_TIMEOUT_S) or cut by the bound, and said so
     assert all(f["status"] == "FAIL" or "not checked" in f["message"] for f in probed)
-    assert took_s < 2 + doctor_module.PROBES_TOTAL_S + 15  # browse + the bound + start-up
+    failed = sum(f["status"] == "FAIL" for f in probed)
+    # side by side: more finished within the bound than one at a time could have
+    assert failed > doctor_module.PROBES_TOTAL_S / doctor_module.PROBE_TIMEOUT_S, failed
