@@ -40,7 +40,8 @@ from zswarm.core.messages import (
     GenerateRequest,
     SamplingParams,
 )
-from zswarm.http.base import STATUS
+from zswarm.errors import error_from_kind
+from zswarm.http.base import status_of
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
@@ -104,7 +105,8 @@ async def zmq_client(endpoints: list[str], until: float, rng: random.Random,
                         break
             if isinstance(reply, ClientReply) and getattr(reply, "request_id", None) == rid:
                 tally.add("answered", t0)
-            elif isinstance(reply, Error) and STATUS.get(reply.kind) == 503:
+            elif isinstance(reply, Error) and \
+                    status_of(error_from_kind(reply.kind, reply.message)) == 503:
                 tally.add("refused", t0)  # what HTTP answers with 503 + Retry-After
             elif isinstance(reply, Error) and reply.request_id == rid:
                 tally.add(f"lost: {reply.kind}", t0)
