@@ -10,7 +10,7 @@ from zswarm.runtime import exchange
 from zswarm.testing.cluster import wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
-from .test_hostile import FakePeer
+from .fakes import FakePeer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,21 +19,11 @@ from tests.helpers import question
 from zswarm import client
 from zswarm.core import codec
 from zswarm.core.messages import (
-    Candidate,
     ClientReply,
     ClientRequest,
     Error,
     Heartbeat,
     Load,
-    NodeCard,
-    PeerInfo,
-    PeersReply,
-    PeersRequest,
-    Status,
-    StatusRequest,
-    TokenLogprob,
-    Vote,
-    VoteRequest,
 )
 from zswarm.errors import PeerUnavailable
 from zswarm.net.mdns import SERVICE_TYPE
@@ -42,6 +32,7 @@ from zswarm.net.zmq_trio import TrioSocket
 from zswarm.testing.cluster import free_port, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
+from .fakes import FakePeer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -141,87 +132,6 @@ async def test_bad_mdns_records_cost_the_record_and_real_peers_still_join(cluste
         assert {c.node for c in report.candidates} == {"a", "b"}
     finally:
         await trio.to_thread.run_sync(zc.close)
-
-
-class FakePeer:
-    """A peer that answers Status and heartbeats honestly and votes as told."""
-
-    def __init__(self, swarm: str, vote: str) -> None:
-        self.rpc = TrioSocket.open(zmq.ROUTER)
-        self.rpc_endpoint = self.rpc.bind("tcp://127.0.0.1:0")
-        self.pub = TrioSocket.open(zmq.PUB)
-        self.pub_endpoint = self.pub.bind("tcp://127.0.0.1:0")
-        self.card = NodeCard(node_id="fa4e" * 4, name="fake", model_id="scripted", workers=1,
-                             rpc=self.rpc_endpoint, pub=self.pub_endpoint, swarm=swarm)
-        self.vote = vote
-        self.votes_asked = 0
-        #: what it answers to PeersRequest (peer exchange)
-        self.peer_list: list[PeerInfo] = []
-        self.peers_asked = 0
-        self.scope = trio.CancelScope()
-
-    async def serve(self) -> None:
-        with self.scope:
-            try:
-                await self._serve()
-            finally:
-                self.rpc.close()
-                self.pub.close()
-
-    async def _serve(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._beat)
-            while True:
-                ident, raw = await self.rpc.recv_multipart()
-                msg = codec.decode(raw)
-                if isinstance(msg, StatusRequest):
-                    reply = codec.encode(Status(request_id=msg.request_id, card=self.card,
-                                                load=Load(workers_ready=1, idle_workers=1)))
-                elif isinstance(msg, VoteRequest):
-                    self.votes_asked += 1
-                    reply = self._vote(msg)
-                elif isinstance(msg, PeersRequest):
-                    self.peers_asked += 1
-                    reply = codec.encode(PeersReply(request_id=msg.request_id, node=self.card,
-                                                    peers=self.peer_list))
-                else:
-                    continue
-                if reply:
-                    await self.rpc.send([ident, reply])
-
-    def _vote(self, msg: VoteRequest) -> bytes:
-        cand = Candidate(text="fake", finish_reason="stop", mean_logprob=-0.01)
-        if self.vote == "too_many":
-            return codec.encode(Vote(request_id=msg.request_id, node_id=self.card.node_id,
-                                     name="a", candidates=[cand] * (msg.request.n + 3)))
-        if self.vote == "nan":
-            raw = msgspec.to_builtins(Vote(request_id=msg.request_id, node_id=self.card.node_id,
-                                           name="fake", candidates=[cand]))
-            raw["candidates"][0]["mean_logprob"] = float("inf")
-            return msgspec.msgpack.encode(raw)
-        if self.vote == "liar":  # a wrong answer, claimed certain
-            sure = Candidate(text="41", finish_reason="stop", tokens=1, mean_logprob=0.0)
-            return codec.encode(Vote(request_id=msg.request_id, node_id=self.card.node_id,
-                                     name="fake", candidates=[sure] * msg.request.n))
-        if self.vote in ("bloat", "huge"):  # logprobs nobody asked for: 1 MB, or 8 MB
-            count = 40_000 if self.vote == "bloat" else 320_000
-            bloated = msgspec.structs.replace(cand, token_logprobs=[
-                TokenLogprob("x" * 20, -0.5)] * count)
-            return codec.encode(Vote(request_id=msg.request_id, node_id=self.card.node_id,
-                                     name="fake", candidates=[bloated]))
-        return b""  # "silent": never answers
-
-    async def _beat(self) -> None:
-        seq = 0
-        while True:
-            seq += 1
-            await self.pub.send([codec.encode(Heartbeat(
-                card=self.card, seq=seq, load=Load(workers_ready=1, idle_workers=1),
-                interval_ms=200))])
-            await trio.sleep(0.1)
-
-    def close(self) -> None:
-        self.scope.cancel()
 
 
 @pytest.mark.parametrize("vote", ["too_many", "nan", "silent", "bloat", "huge"])
