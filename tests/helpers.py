@@ -1,4 +1,4 @@
-"""Builders the tests share: requests, conversations, node cards, deadlines, HTTP errors.
+"""What the tests share: requests, conversations, node cards, deadlines, HTTP errors, the CLI.
 
 One place for each, so a change to a message type is made once. Tests that need
 something unusual build it themselves.
@@ -6,6 +6,8 @@ something unusual build it themselves.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -46,3 +48,9 @@ def error_of(r: httpx.Response) -> dict[str, Any]:
     body = r.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code", "param"}
     return body["error"]
+
+
+def zswarm(*args: str) -> subprocess.CompletedProcess[str]:
+    """`zswarm ARGS` in a process of its own (stdin closed, 60 s at most)."""
+    return subprocess.run([sys.executable, "-m", "zswarm", *args], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 
 from typer.testing import CliRunner
 
+from tests.helpers import zswarm
 from zswarm.cli import app
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 runner = CliRunner()
-
-
-def zswarm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zswarm", *args], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_keygen_writes_a_private_key_once(tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cli.test_keys import zswarm
+from tests.helpers import zswarm
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 

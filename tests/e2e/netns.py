@@ -8,10 +8,15 @@ deleted on exit. ``split(host)`` / ``heal(host)`` take a host's link down and up
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
+from typing import Any
+
+from zswarm.testing.cluster import NodeProcess
 
 SUBNET = "10.77.0"
 
@@ -83,3 +88,21 @@ class Lan:
         for host in [*self.names, self.bridge]:
             subprocess.run(["ip", "netns", "del", host], capture_output=True, timeout=10)
         self.names.clear()
+
+
+# --- the CLI inside a namespace ------------------------------------------------------
+
+
+def run_cli(host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", host, sys.executable, "-m", "zswarm", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def peers(host: str, node: NodeProcess) -> dict[str, dict[str, Any]]:
+    out = run_cli(host, "peers", "--json", "--node", node.rpc, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return {p["name"]: p for p in json.loads(out.stdout)}
+
+
+def states(host: str, node: NodeProcess) -> dict[str, str]:
+    return {name: p["state"] for name, p in peers(host, node).items()}

@@ -18,7 +18,7 @@ import pytest
 
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
-from .netns import Lan, netns_available
+from .netns import Lan, netns_available, peers, run_cli, states
 
 _why = netns_available()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(180)]
@@ -31,21 +31,6 @@ LIVENESS = 3
 def lan():
     with Lan(3) as lan:
         yield lan
-
-
-def run_cli(host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", host, sys.executable, "-m", "zswarm", *args],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def peers(host: str, node: NodeProcess) -> dict[str, dict[str, Any]]:
-    out = run_cli(host, "peers", "--json", "--node", node.rpc, timeout=20)
-    assert out.returncode == 0, out.stderr
-    return {p["name"]: p for p in json.loads(out.stdout)}
-
-
-def states(host: str, node: NodeProcess) -> dict[str, str]:
-    return {name: p["state"] for name, p in peers(host, node).items()}
 
 
 def ask(host: str, node: NodeProcess, n: int, strategy: str) -> dict[str, Any]:

@@ -16,8 +16,7 @@ import pytest
 
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
-from .netns import Lan, netns_available
-from .test_netns import run_cli, states
+from .netns import Lan, netns_available, run_cli, states
 
 _why = netns_available()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(300),
