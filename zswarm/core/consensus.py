@@ -38,16 +38,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Literal, NoReturn, get_args
 
 from rapidfuzz import fuzz
+from typing_extensions import Never
 
 from zswarm.core.answers import answer_key
 from zswarm.core.messages import Candidate, Report, ReportCandidate
 from zswarm.errors import NoQuorum
 
-STRATEGIES = ("first_valid", "best_of_n", "weighted_vote", "majority", "confidence")
+Strategy = Literal["first_valid", "best_of_n", "weighted_vote", "majority", "confidence"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 #: the strategies whose decisions log-probabilities (claims, when a peer sends them) sway
-SCORED_STRATEGIES = ("best_of_n", "confidence")
+SCORED_STRATEGIES: tuple[Strategy, ...] = ("best_of_n", "confidence")
 
 #: the temperature of ``confidence`` (chosen by bench/consensus_quality.py)
 DEFAULT_TAU = 1.0
@@ -116,7 +119,7 @@ def similarity_matrix(texts: Sequence[str]) -> list[list[float]]:
 
 
 def decide(
-    strategy: str,
+    strategy: Strategy,
     candidates: Sequence[Candidate],
     *,
     expected: int,
@@ -139,20 +142,29 @@ def decide(
         if final or remaining == 0:
             raise NoQuorum(f"none of {len(candidates)} candidates passed validation")
         return None
-    if strategy == "first_valid":
-        return _first_valid(candidates, valid)
-    if strategy == "best_of_n":
-        if remaining and not final:
-            return None
-        return _best_of_n(candidates, valid, weights)
-    if strategy == "weighted_vote":
-        return _weighted_vote(candidates, valid, weights, remaining=0 if final else remaining)
-    if strategy == "majority":
-        return _majority(candidates, valid, weights, question,
-                         remaining=0 if final else remaining)
-    if strategy == "confidence":
-        return _confidence(candidates, valid, weights, tau, question,
-                           remaining=0 if final else remaining)
+    match strategy:
+        case "first_valid":
+            return _first_valid(candidates, valid)
+        case "best_of_n":
+            if remaining and not final:
+                return None
+            return _best_of_n(candidates, valid, weights)
+        case "weighted_vote":
+            return _weighted_vote(candidates, valid, weights,
+                                  remaining=0 if final else remaining)
+        case "majority":
+            return _majority(candidates, valid, weights, question,
+                             remaining=0 if final else remaining)
+        case "confidence":
+            return _confidence(candidates, valid, weights, tau, question,
+                               remaining=0 if final else remaining)
+        case _:
+            _unknown(strategy)
+
+
+def _unknown(strategy: Never) -> NoReturn:
+    """Every strategy is matched above (the type checker says so); a caller outside its
+    view (the public ``decide``) may still name another."""
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
@@ -324,7 +336,7 @@ def _confidence(
     return Decision(winner, scores, total[best] / grand, answer_keys=keys, note=note)
 
 
-def deciding_claims(strategy: str, candidates: Sequence[Candidate], decision: Decision
+def deciding_claims(strategy: Strategy, candidates: Sequence[Candidate], decision: Decision
                     ) -> list[int]:
     """The candidates whose log-probability helped decide: best_of_n's winner; under
     confidence, the winning group when the candidates disagree (a unanimous round does

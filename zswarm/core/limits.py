@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from zswarm.core.messages import MAX_DEADLINE_MS, GenerateRequest
-from zswarm.core.plan import ASK_STRATEGIES
+from zswarm.core.plan import ASK_STRATEGIES, AskStrategy, is_ask_strategy
 from zswarm.errors import RequestRefused
 
 
@@ -30,8 +30,9 @@ class Limits:
     default_deadline_ms: int
 
 
-def check_strategy(strategy: str) -> str:
-    if strategy not in ASK_STRATEGIES:
+def check_strategy(strategy: str) -> AskStrategy:
+    """The strategy a request names, as the type the coordinator takes (a refusal if none)."""
+    if not is_ask_strategy(strategy):
         raise RequestRefused(f"unknown strategy {strategy!r}; choose one of "
                              f"{', '.join(ASK_STRATEGIES)}", field="strategy")
     return strategy

@@ -15,11 +15,18 @@ compatible peers and theirs) and gets back a Plan. Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, Literal, TypeGuard, get_args
 
-from zswarm.core.consensus import STRATEGIES
+from zswarm.core.consensus import Strategy
 
-ROUTE = "route"
-ASK_STRATEGIES: tuple[str, ...] = (*STRATEGIES, ROUTE)
+ROUTE: Final = "route"
+#: what a request may ask for: a consensus strategy, or ``route`` (one node answers)
+AskStrategy = Literal[Strategy, "route"]
+ASK_STRATEGIES: tuple[AskStrategy, ...] = get_args(AskStrategy)
+
+
+def is_ask_strategy(name: str) -> TypeGuard[AskStrategy]:
+    return name in ASK_STRATEGIES
 
 #: the key of this node in a Plan
 SELF = ""
@@ -54,7 +61,7 @@ def least_loaded(nodes: list[NodeLoad]) -> list[NodeLoad]:
     return sorted(usable, key=lambda n: n.pressure)
 
 
-def plan(n: int, strategy: str, local: NodeLoad, peers: list[NodeLoad], *,
+def plan(n: int, strategy: AskStrategy, local: NodeLoad, peers: list[NodeLoad], *,
          prefer: str | None = None) -> Plan:
     """Decide the fan-out of one request of n candidates.
 

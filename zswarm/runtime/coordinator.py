@@ -30,6 +30,7 @@ from zswarm.core.affinity import Homes, conversation_keys
 from zswarm.core.consensus import (
     SCORED_STRATEGIES,
     Decision,
+    Strategy,
     Validation,
     build_report,
     decide,
@@ -44,7 +45,7 @@ from zswarm.core.messages import (
     WorkCandidate,
     WorkToken,
 )
-from zswarm.core.plan import ROUTE, SELF, NodeLoad, Plan, plan
+from zswarm.core.plan import ROUTE, SELF, AskStrategy, NodeLoad, Plan, plan
 from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, WorkerCrashed, ZswarmError
 from zswarm.runtime.context import NodeContext, Peers, Pool
 from zswarm.runtime.verify import verified_decision
@@ -82,7 +83,7 @@ class _Round:
     """One request from fan-out to decision: what it may spend and what arrived."""
 
     #: None = gather every candidate (serving a vote), no strategy
-    strategy: str | None
+    strategy: Strategy | None
     expected: int
     #: trio time at which the whole round ends
     deadline: float
@@ -131,7 +132,7 @@ class Coordinator:
         s = self.ctx.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
-    async def ask(self, request: GenerateRequest, *, strategy: str, deadline: float,
+    async def ask(self, request: GenerateRequest, *, strategy: AskStrategy, deadline: float,
                   on_token: TokenSink | None = None, model_id: str | None = None,
                   peers: list[str] | None = None, early_stop: bool = True
                   ) -> tuple[str, Report]:
@@ -158,11 +159,12 @@ class Coordinator:
                              report=report)
         return answer, report
 
-    async def _ask(self, request: GenerateRequest, strategy: str, deadline: float,
+    async def _ask(self, request: GenerateRequest, strategy: AskStrategy, deadline: float,
                    on_token: TokenSink | None, model_id: str | None, peers: list[str] | None,
                    early_stop: bool, question: str) -> tuple[str, Report]:
         t0 = time.perf_counter()
         route = strategy == ROUTE
+        decides: Strategy = "first_valid" if strategy == ROUTE else strategy
         if route:
             request = msgspec.structs.replace(request, n=1)
         own_model = self.ctx.card.model_id
@@ -176,7 +178,7 @@ class Coordinator:
             if not local_model:
                 raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
             fanout = Plan({SELF: request.n})  # nobody ready: queue locally
-        rnd = _Round("first_valid" if route else strategy, request.n,
+        rnd = _Round(decides, request.n,
                      deadline=deadline, on_token=on_token,
                      question=question, early_stop=early_stop,
                      home_worker=self.worker_homes.find(keys))

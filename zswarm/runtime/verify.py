@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import trio
 
-from zswarm.core.consensus import Decision, deciding_claims
+from zswarm.core.consensus import Decision, Strategy, deciding_claims
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Candidate, GenerateRequest, WorkCandidate, WorkToken
 from zswarm.errors import ZswarmError
@@ -29,7 +29,7 @@ from zswarm.runtime.context import NodeContext, Pool
 MAX_RESCORES = 4
 
 
-async def verified_decision(ctx: NodeContext, pool: Pool, strategy: str,
+async def verified_decision(ctx: NodeContext, pool: Pool, strategy: Strategy,
                             request: GenerateRequest, candidates: list[Candidate],
                             decide: Callable[[Sequence[Candidate]], Decision], *,
                             deadline: float) -> tuple[Decision, int]:

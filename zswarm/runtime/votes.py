@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import trio
 
-from zswarm.core.limits import admit, deadline_s
+from zswarm.core.limits import admit, check_strategy, deadline_s
 from zswarm.core.messages import GenerateRequest, Report, Vote
 from zswarm.errors import ZswarmError
 from zswarm.runtime.context import NodeContext
@@ -52,9 +52,10 @@ async def serve_ask(ctx: NodeContext, coordinator: Coordinator, request: Generat
         if refusal is not None:
             raise refusal
         limits = ctx.config.limits
-        admit(limits, request, strategy=strategy)
+        checked = check_strategy(strategy)
+        admit(limits, request)
         deadline = trio.current_time() + deadline_s(limits, deadline_ms)
-        return await coordinator.ask(request, strategy=strategy, deadline=deadline,
+        return await coordinator.ask(request, strategy=checked, deadline=deadline,
                                      on_token=on_token, model_id=model_id, peers=peers,
                                      early_stop=early_stop)
     except ZswarmError as exc:
