@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from zswarm import views
 from zswarm.config import Config, override
+
+if TYPE_CHECKING:
+    from zswarm.node import NodeInfo
 
 log = logging.getLogger("zswarm")
 
@@ -53,7 +56,7 @@ async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
 
 def run(cfg: Config) -> None:
     """Serve until a signal (raises what the node raises, one error, not a group)."""
-    from zswarm.node import NodeInfo, run_node
+    from zswarm.node import run_node  # late: `zswarm --help` stays quick
     from zswarm.runtime.swarm import single_errors
 
     async def main() -> None:
@@ -71,7 +74,7 @@ def run(cfg: Config) -> None:
         trio.run(main)
 
 
-def banner(cfg: Config, info: Any) -> str:
+def banner(cfg: Config, info: NodeInfo) -> str:
     """What a user needs once the node is up: where it serves, and its swarm."""
     fed = cfg.federation
     federation = f"on, discovery {fed.discovery}, swarm {fed.swarm!r}" if info.federation \
