@@ -175,7 +175,7 @@ def ask(
                 reply = node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
             answer, report = reply.answer, reply.report
         else:
-            admit(cfg.limits, request, strategy=strategy)  # before loading a model for it
+            admit(cfg.limits, request)  # before loading a model for it (strategy: above)
             answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms)
     except ZswarmError as exc:
         # refused as malformed or over a limit, or a model that is not there: the options

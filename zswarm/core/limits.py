@@ -69,10 +69,9 @@ def prompt_chars(req: GenerateRequest) -> int:
     return sum(len(m.content) for m in req.messages) + len(req.prompt or "")
 
 
-def admit(limits: Limits, req: GenerateRequest, *, strategy: str | None = None) -> None:
-    """This node's limits on a request; RequestRefused naming the first field over them."""
-    if strategy is not None:
-        check_strategy(strategy)
+def admit(limits: Limits, req: GenerateRequest) -> None:
+    """This node's limits on a request; RequestRefused naming the first field over them.
+    (The strategy is ``check_strategy``'s, which also gives it its type.)"""
     check_count(limits, "n", req.n)
     check_count(limits, "max_tokens", req.params.max_tokens)
     chars = prompt_chars(req)
