@@ -48,6 +48,8 @@ from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.security import swarm_key
 from zswarm.pull import Progress, local_model
+from zswarm.runtime.backlinks import Backlinks
+from zswarm.runtime.connections import MAX_INBOUND, Inbound
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation
@@ -130,11 +132,14 @@ async def _run_node(config: Config, drain: trio.Event,
                            busy=lambda: scheduler.idle_workers < scheduler.workers_ready)
         pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
                           stats=ctx.stats)
-        federation = (Federation(ctx, publisher, mdns_address=host)
+        # requests peers ask back over links this node opened, for the RPC server
+        asked_back, inbound = trio.open_memory_channel[Inbound](MAX_INBOUND)
+        federation = (Federation(ctx, publisher, mdns_address=host, inbound=asked_back,
+                                 backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")))
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()
         coordinator = Coordinator(ctx, pool, peers)
-        rpc = RpcServer(ctx, rpc_sock, coordinator, peers, shelf)
+        rpc = RpcServer(ctx, rpc_sock, coordinator, peers, shelf, inbound=inbound)
         async with trio.open_nursery() as nursery:
             if listener is not None:  # first, so /health can say "loading"
                 await nursery.start(serve_http, HttpNode(ctx, coordinator, peers, nursery),

@@ -87,6 +87,12 @@ class FakeIO:
             raise PeerUnavailable(f"{name} does not answer at {endpoint}")
         return Status(request_id="r", card=self.at[endpoint], load=READY), 0.5
 
+    def heartbeat_back(self, hb: Heartbeat) -> None:
+        pass
+
+    def asked_back(self) -> set[str]:
+        return set()
+
 
 @dataclass
 class FakeLink:
@@ -308,7 +314,7 @@ async def test_a_restarted_peer_that_asks_our_status_is_probed_at_once(swarm, au
     await trio.sleep(40)  # DEAD, its probes backed off to many seconds apart
     assert s.state("b") is PeerState.DEAD
     s.io.at[b.rpc] = b  # b is back ...
-    s.fed.hello("b")  # ... and pinged us at start (its StatusRequest named it)
+    s.fed.hello("b", None, back=None)  # ... and pinged us at start (its StatusRequest named it)
     await trio.sleep(0.01)
     assert s.state("b") is PeerState.ALIVE
 

@@ -60,6 +60,11 @@ MemberState = Literal["alive", "suspect", "discovered", "dead", "left", "incompa
                       "unreachable"]
 #: ...and "advertised": a node `zswarm peers --browse` saw on mDNS (not a member)
 ShownState = Literal[MemberState, "advertised"]
+#: how a member is reached: over links this node opens to it ("direct"), only over the
+#: link it opened to this node ("its link": it accepts no inbound connections), or it
+#: reaches this node only over a link this node opened ("our link": this node accepts
+#: none from it)
+Reach = Literal["direct", "its link", "our link"]
 
 
 class ChatMessage(Struct, frozen=True):
@@ -223,6 +228,12 @@ class StatusRequest(_Msg, frozen=True, tag="status_request"):
     #: the asking node's id, when a node asks: a node that thinks it dead probes it back
     #: (at the endpoints it knows, never at any the request names)
     sender: NodeIdText | None = None
+    #: the asking node's card ("know me"): a member that does not know it probes it back
+    #: at these endpoints, never believing them before the node answers there
+    card: NodeCard | None = None
+    #: sent over a standing link the receiver may use back (ROUTER -> this DEALER) when
+    #: it cannot connect to the sender: the sender accepts requests on it
+    standing: bool = False
 
 
 class Status(_Msg, frozen=True, tag="status"):
@@ -247,6 +258,7 @@ class PeerInfo(Struct, frozen=True, kw_only=True):
     source: str
     rpc: str = ""
     detail: str = ""
+    reach: Reach = "direct"
 
 
 class PeersReply(_Msg, frozen=True, tag="peers_reply"):

@@ -17,7 +17,17 @@ import trio
 import zmq
 
 from zswarm.core import codec
-from zswarm.core.messages import MAX_HEARTBEAT_BYTES, MAX_VOTE_BYTES, Cancel, Error, Heartbeat, Message
+from zswarm.core.messages import (
+    MAX_HEARTBEAT_BYTES,
+    MAX_VOTE_BYTES,
+    Cancel,
+    Error,
+    Heartbeat,
+    Message,
+    PeersRequest,
+    StatusRequest,
+    VoteRequest,
+)
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError, error_from_kind
 from zswarm.net.guard import DropCounter, MessageGuard
 from zswarm.net.security import SwarmKey
@@ -93,13 +103,24 @@ class Subscriber:
         self.on_heartbeat(msg)
 
 
+#: what a peer may ask over a link this node opened (it cannot connect to this node)
+BACK_REQUESTS = (StatusRequest, VoteRequest, PeersRequest, Cancel)
+
+
 class PeerLink:
-    """A DEALER to one peer's RPC endpoint: requests with matched replies, and cancels."""
+    """A DEALER to one peer's RPC endpoint: requests with matched replies, and cancels.
+
+    With ``on_request``, the link works both ways: requests the peer sends back over
+    it (BACK_REQUESTS; a peer that cannot connect to this node asks it this way) are
+    handed to ``on_request`` and answered with ``send``. Without it they are dropped.
+    """
 
     def __init__(self, endpoint: str, name: str, *, drops: DropCounter | None = None,
-                 key: SwarmKey | None = None, reconnect: bool = True) -> None:
+                 key: SwarmKey | None = None, reconnect: bool = True,
+                 on_request: Callable[[PeerLink, Message], None] | None = None) -> None:
         self.endpoint = endpoint
         self.name = name
+        self.on_request = on_request
         # replies are votes and status: a peer cannot make us take (and decode) more
         self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key, reconnect=reconnect,
                                     max_msg_bytes=MAX_VOTE_BYTES)
@@ -128,6 +149,11 @@ class PeerLink:
         if len(frames) != 1:
             raise RemoteProtocolError(f"{len(frames)} frames", reason="multi-frame")
         msg = codec.decode(frames[0])
+        if isinstance(msg, BACK_REQUESTS):
+            if self.on_request is None:
+                raise RemoteProtocolError(type(msg).__name__, reason="unexpected")
+            self.on_request(self, msg)
+            return
         rid = getattr(msg, "request_id", None)
         waiter = self._waiting.pop(rid, None) if isinstance(rid, str) else None
         if waiter is not None:  # else a reply to a request that gave up (a late vote)
@@ -155,6 +181,11 @@ class PeerLink:
             raise PeerUnavailable(f"{self.name} did not answer within {timeout_s:.1f} s")
         finally:
             self._waiting.pop(request_id, None)
+
+    def send(self, msg: Message) -> None:
+        """Send one message (a reply, a heartbeat) without waiting; PeerUnavailable if
+        the queue is full, ClosedResourceError once closed."""
+        self.sock.send_multipart([codec.encode(msg)])
 
     def cancel(self, request_id: str) -> None:
         """Tell the peer to stop work on a request (best effort: it may be gone)."""

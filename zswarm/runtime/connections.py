@@ -6,7 +6,11 @@ heartbeats in one pass when asked (``read_heartbeats``: the Federation's clock d
 at each tick), and unsubscribing, opening a DEALER
 vote link per peer on first use and closing it (its pending requests fail at once),
 and one-shot status probes over a short-lived link, at most MAX_PROBES at once
-(a flood of announcements waits here; it never opens a socket per record). Every
+(a flood of announcements waits here; it never opens a socket per record). A vote
+link works both ways: what the peer asks back over it (a peer that cannot connect to
+this node does) goes to the RPC server through the bounded ``inbound`` channel
+(Overloaded beyond it), and from then on this node's heartbeats go to that peer over
+the same link too (``heartbeat_back``), since its PUB is out of the peer's reach. Every
 socket is opened with the swarm key when there is one; a socket that cannot be
 opened (out of sockets or file descriptors) is PeerUnavailable for that peer. It
 decides nothing: the Federation (runtime/federation.py) says whom to connect to
@@ -18,12 +22,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import trio
 
 from zswarm.core.ids import new_request_id
-from zswarm.core.messages import Heartbeat, Message, Status, StatusRequest
+from zswarm.core.messages import Heartbeat, Message, Status, StatusRequest, error
 from zswarm.core.peers import Peer
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import PeerLink, Subscriber
@@ -36,6 +41,17 @@ MAX_PROBES = 16
 #: heartbeats read from one peer's subscriber per pass, at most (a flooder's others wait,
 #: then meet the socket's high-water mark)
 MAX_DRAIN = 64
+#: requests asked back over our links waiting for the RPC server, at most
+MAX_INBOUND = 256
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A request a peer sent back over the link this node opened to it."""
+
+    node_id: str
+    link: PeerLink
+    msg: Message
 
 
 @dataclass
@@ -73,13 +89,22 @@ class PeerIO(Protocol):
 
     async def status(self, endpoint: str, name: str) -> tuple[Status, float]: ...
 
+    def heartbeat_back(self, hb: Heartbeat) -> None: ...
+
+    def asked_back(self) -> set[str]: ...
+
 
 class Connections:
     """``PeerIO`` over ZeroMQ. Start with ``await nursery.start(connections.serve)``."""
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *, drops: FrameDrops,
-                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "") -> None:
+                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "",
+                 inbound: trio.MemorySendChannel[Inbound] | None = None) -> None:
         self.key = key
+        self.inbound = inbound
+        #: peers that asked us something over our link to them: they cannot reach us
+        #: otherwise, so our heartbeats go to them over that link too
+        self._asked_back: set[str] = set()
         self.probe_timeout_s = probe_timeout_s
         self.on_heartbeat = on_heartbeat
         #: our node id, sent with status probes so a peer that thinks us dead probes back
@@ -163,11 +188,40 @@ class Connections:
         running = self.links.get(peer.card.node_id)
         if running is not None:
             return running.owner
-        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key)
+        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key,
+                        on_request=partial(self._asked, peer.card.node_id))
         self.links[peer.card.node_id] = self._run(link)
         return link
 
+    def _asked(self, node_id: str, link: PeerLink, msg: Message) -> None:
+        """The peer asked something back over our link: the RPC server answers it."""
+        if self.inbound is None:
+            raise RemoteProtocolError(type(msg).__name__, reason="unexpected")
+        self._asked_back.add(node_id)
+        try:
+            self.inbound.send_nowait(Inbound(node_id, link, msg))
+        except trio.WouldBlock:
+            rid = getattr(msg, "request_id", None)
+            link.send(error(rid, "overloaded", "too many requests asked back over links"))
+
+    def asked_back(self) -> set[str]:
+        """The peers that reach this node only over links it opened."""
+        return set(self._asked_back)
+
+    def heartbeat_back(self, hb: Heartbeat) -> None:
+        """Our heartbeat, over the links of the peers that ask us back over them."""
+        for node_id in list(self._asked_back):
+            running = self.links.get(node_id)
+            if running is None:
+                self._asked_back.discard(node_id)
+                continue
+            try:
+                running.owner.send(hb)
+            except (ZswarmError, trio.ClosedResourceError):
+                pass  # a full queue: heartbeats repeat
+
     def close_link(self, node_id: str, why: str) -> None:
+        self._asked_back.discard(node_id)
         running = self.links.pop(node_id, None)
         if running is not None:
             running.owner.fail_all(PeerUnavailable(why))

@@ -24,6 +24,7 @@ from zswarm.core.messages import (
     Candidate,
     GenerateRequest,
     Load,
+    Message,
     NodeCard,
     NodeState,
     PeerInfo,
@@ -31,7 +32,7 @@ from zswarm.core.messages import (
     WorkToken,
 )
 from zswarm.core.plan import NodeLoad
-from zswarm.errors import Draining, Loading, Overloaded, PeerUnavailable
+from zswarm.errors import Draining, Loading, Overloaded, PeerUnavailable, RemoteProtocolError
 from zswarm.net.guard import FrameDrops
 from zswarm.net.security import SwarmKey
 from zswarm.runtime.scheduler import Scheduler
@@ -133,8 +134,15 @@ class Peers(Protocol):
         """A vote sent to this peer was not answered in time."""
         ...
 
-    def hello(self, node_id: str) -> None:
-        """A node that named itself asked for our status (it may have restarted)."""
+    def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
+        """A node that named itself (and maybe showed its card) asked for our status: it
+        may have restarted, moved, or be new; ``back`` is the ROUTER connection it says
+        we may reach it over if we cannot connect to it."""
+        ...
+
+    def from_link(self, ident: bytes, msg: Message) -> None:
+        """A reply or heartbeat arrived at our ROUTER from a member we reach over its own
+        link (RemoteProtocolError for one we did not ask or that speaks for another)."""
         ...
 
     def models(self) -> dict[str, str]:
@@ -160,8 +168,12 @@ class NoPeers:
     def unanswered(self, node_id: str, why: str) -> None:
         pass
 
-    def hello(self, node_id: str) -> None:
+    def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
         pass
+
+    def from_link(self, ident: bytes, msg: Message) -> None:
+        raise RemoteProtocolError(f"unexpected {type(msg).__name__} (federation is off)",
+                                  reason="unexpected")
 
     def models(self) -> dict[str, str]:
         return {}

@@ -3,7 +3,9 @@
 Owns: when a node asks a peer for the peers it knows (each peer once as soon as it
 is ALIVE, then one ALIVE peer every EXCHANGE_EVERY heartbeats, in turn), which
 entries of the PeersReply are worth a probe (ALIVE at the member, so nothing is
-passed on that was not heard; a node id that is valid, not ours and not known; a tcp
+passed on that was not heard; not reached by the member over the node's own link,
+since such a node accepts no connections and contacts every member it learns itself;
+a node id that is valid, not ours and not known; a tcp
 endpoint at an IPv4 literal; at most PER_REPLY of them), and the bound on peers
 learned this way (MAX_EXCHANGED). A learned endpoint becomes a peer only once the
 node there answers a Status as the node the member named, of our swarm and key
@@ -81,7 +83,8 @@ def worth_probing(reply: PeersReply, *, me: NodeCard, known: Container[str],
         if len(out) >= min(room, PER_REPLY):
             break
         node_id = info.node_id
-        if (info.state != "alive" or not _NODE_ID.fullmatch(node_id) or node_id in seen
+        if (info.state != "alive" or info.reach == "its link"  # (it will contact us itself)
+                or not _NODE_ID.fullmatch(node_id) or node_id in seen
                 or node_id == me.node_id or node_id == reply.node.node_id or node_id in known):
             continue
         try:

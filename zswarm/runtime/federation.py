@@ -4,9 +4,12 @@ Owns: the PeerTable (core/peers.py) and carrying out what its changes mean -
 subscribing to a peer's heartbeats once it has answered (never to a mere
 announcement, nor to DEAD, LEFT or forgotten peers), opening and closing vote links
 (both through runtime/connections.py), probing announced peers, claimed moves and
-cards, DEAD, LEFT and static peers and peers that say hello (at most MAX_JOBS
-probes at once), logging joins, deaths, leaves and demotions once each (at most
-NOTES_PER_KIND a minute); publishing this node's heartbeat; pinging peers for their
+cards, DEAD, LEFT and static peers and peers that say hello (a node that contacts
+this one is probed back and known: directly, or over its own link when it accepts
+no inbound connections, runtime/backlinks.py; at most MAX_JOBS probes at once),
+logging joins, deaths, leaves and demotions once each (at most NOTES_PER_KIND a
+minute); publishing this node's heartbeat (on its PUB socket, and over the links of
+peers that can reach this node only over links it opened); pinging peers for their
 round-trip time; and sending one VoteRequest to one peer (``vote``), whose answer
 is checked (core/claims.py) before anyone uses it, and planning peers with what
 they delivered. What arrives from peers is handled inside the guard of the loop
@@ -20,6 +23,7 @@ a file of its own. It must not: decide fan-out (core/plan.py) or combine candida
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from logging import ERROR, INFO, WARNING
@@ -34,18 +38,22 @@ from zswarm.core.messages import (
     GenerateRequest,
     Heartbeat,
     Load,
+    Message,
+    NodeCard,
     PeerInfo,
+    Reach,
     Vote,
     VoteRequest,
 )
-from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, PeerState, PeerTable
+from zswarm.core.peers import MAX_PEERS, Change, ChangeKind, Peer, PeerState, PeerTable
 from zswarm.core.plan import NodeLoad
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import Publisher
 from zswarm.net.guard import Budget, MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
 from zswarm.runtime import exchange
-from zswarm.runtime.connections import Connections, PeerIO
+from zswarm.runtime.backlinks import Backlinks
+from zswarm.runtime.connections import Connections, Inbound, Link, PeerIO
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.probes import Probing
 
@@ -62,16 +70,28 @@ MAX_JOBS = 256
 #: swarm changes logged (and kept as events) per kind in any NOTES_WINDOW_S
 NOTES_PER_KIND = 20
 NOTES_WINDOW_S = 60.0
+#: node ids whose hellos are remembered (each acted on at most once per interval)
+MAX_CONTACTS = 1024
+#: what peers, the status page and doctor say of a peer by how it is reached
+REACH_NOTES: dict[Reach, str] = {
+    "direct": "",
+    "its link": "reached over its own link (it accepts no inbound connections)",
+    "our link": "reaches this node only over this node's link (this node accepts no "
+                "inbound connections from it)",
+}
 
 
 class Federation(Probing):
     """``Peers`` (runtime/context.py) for a federating node; run ``nursery.start(serve)``.
 
-    ``peer_io`` is built here unless given (the tests give a recording one).
+    ``peer_io`` is built here unless given (the tests give a recording one);
+    ``backlinks`` (over the RPC ROUTER) reach members that accept no connections, and
+    ``inbound`` carries what peers ask back over our links to the RPC server.
     """
 
     def __init__(self, ctx: NodeContext, publisher: Publisher, *, mdns_address: str,
-                 peer_io: PeerIO | None = None) -> None:
+                 peer_io: PeerIO | None = None, backlinks: Backlinks | None = None,
+                 inbound: trio.MemorySendChannel[Inbound] | None = None) -> None:
         fed = ctx.config.federation
         self.ctx = ctx
         self.config = ctx.config
@@ -85,7 +105,8 @@ class Federation(Probing):
                                read_lag_s=self.interval_s / TICKS_PER_INTERVAL)
         self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
                                               probe_timeout_s=self.interval_s,
-                                              hello=self.me.node_id)
+                                              hello=self.me.node_id, inbound=inbound)
+        self.backlinks = backlinks or Backlinks(None, ctx.drops.counter("backlinks"))
         #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
         self._votes_out: dict[str, int] = {}
         #: static endpoint -> why it is not in the table yet ("" once it answered)
@@ -103,6 +124,8 @@ class Federation(Probing):
         self._quiet = QuietLog(log, every_s=60.0)
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
         self._tried = exchange.Tried()
+        #: node id -> when a hello of it may be acted on again (bounded, oldest first out)
+        self._contact_at: dict[str, float] = {}
 
     # --- services -----------------------------------------------------------------
 
@@ -126,9 +149,13 @@ class Federation(Probing):
 
     def _say_goodbye(self) -> None:
         try:
-            self.publisher.publish(self._heartbeat(leaving=True))
+            self._publish(self._heartbeat(leaving=True))
         except (ZswarmError, trio.ClosedResourceError):
             pass
+
+    def _publish(self, hb: Heartbeat) -> None:
+        self.peer_io.heartbeat_back(hb)
+        self.publisher.publish(hb)
 
     def _heartbeat(self, *, leaving: bool = False) -> Heartbeat:
         self._seq += 1
@@ -149,7 +176,7 @@ class Federation(Probing):
         while True:
             self.peer_io.read_heartbeats()
             if ticks % TICKS_PER_INTERVAL == 0:
-                self.publisher.publish(self._heartbeat())
+                self._publish(self._heartbeat())
                 self._probes(ticks // TICKS_PER_INTERVAL)
             self._apply(self.table.tick(trio.current_time()))
             ticks = max(ticks + 1, int((trio.current_time() - start) / every) + 1)
@@ -202,10 +229,49 @@ class Federation(Probing):
                                      interval_s=claims.believable_interval_s(
                                          hb.interval_ms, self.interval_s), take_card=False))
 
-    def hello(self, node_id: str) -> None:
-        """A node asked for our status naming itself: if we think it dead, probe it now."""
-        if self.table.hello(node_id, trio.current_time()):
-            self._spawn(node_id, self._ping, node_id)
+    def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
+        """A node asked for our status naming itself. Without its card: if we think it
+        dead, probe it now. With it: know it, unless it is known alive there already
+        (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
+        now = trio.current_time()
+        if card is None or card.node_id != node_id or claims.foreign(card, self.me):
+            if self.table.hello(node_id, now):
+                self._spawn(node_id, self._ping, node_id)
+            return
+        peer = self.table.peers.get(node_id)
+        bound = self.backlinks.ident_of.get(node_id)
+        if peer is not None and peer.state in (PeerState.ALIVE, PeerState.SUSPECT) \
+                and (bound is None or bound == back) and self._same_place(peer, card):
+            return
+        if now < self._contact_at.get(node_id, -math.inf):
+            return
+        self._contact_at.pop(node_id, None)
+        self._contact_at[node_id] = now + self.interval_s
+        while len(self._contact_at) > MAX_CONTACTS:
+            del self._contact_at[next(iter(self._contact_at))]
+        self._spawn(f"contact:{node_id}", self._contacted, card, back)
+
+    @staticmethod
+    def _same_place(peer: Peer, card: NodeCard) -> bool:
+        return (peer.card.rpc, peer.card.pub) == (card.rpc, card.pub)
+
+    def from_link(self, ident: bytes, msg: Message) -> None:
+        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py)."""
+        if not isinstance(msg, Heartbeat):
+            self.backlinks.reply(ident, msg)
+        elif self.backlinks.speaks_for(ident, msg.card.node_id):
+            self.on_heartbeat(msg)
+        else:  # a link not (or no longer) bound: its node may have reconnected
+            self.hello(msg.card.node_id, msg.card, back=ident)
+
+    def _let_go(self, node_id: str, why: str) -> None:
+        """No links to the peer, its own included, and no subscription."""
+        self.peer_io.forget(node_id, why)
+        self.backlinks.unbind(node_id, why)
+
+    def _link(self, peer: Peer) -> Link:
+        """The link to ask the peer over: its own link to us, else ours to it."""
+        return self.backlinks.bound(peer.card.node_id) or self.peer_io.link(peer)
 
     # --- carrying out the table's changes -----------------------------------------
 
@@ -215,7 +281,7 @@ class Federation(Probing):
                 self._carry_out(change)
             except ZswarmError as exc:  # zmq refused this peer's endpoint: it costs the peer
                 log.warning("peer %s at %s: %s", change.peer.card.name, change.peer.card.rpc, exc)
-                self.peer_io.forget(change.peer.card.node_id, str(exc))
+                self._let_go(change.peer.card.node_id, str(exc))
 
     def _note(self, level: int, kind: str, fmt: str, *args: object) -> None:
         """Log a change of the swarm once, and keep it for the status page.
@@ -246,7 +312,7 @@ class Federation(Probing):
                        MAX_PEERS, card.name, card.node_id, card.rpc)
         elif kind is ChangeKind.FORGOTTEN:
             log.debug("peer %s (%s) forgotten (%s)", card.name, card.node_id, peer.state.value)
-            self.peer_io.forget(card.node_id, f"peer {card.name} forgotten")
+            self._let_go(card.node_id, f"peer {card.name} forgotten")
         elif kind is ChangeKind.CARD_CLAIMED:
             self._spawn(card.node_id, self._ping, card.node_id)
         elif kind is ChangeKind.MOVE_CLAIMED:
@@ -255,7 +321,8 @@ class Federation(Probing):
         elif kind is ChangeKind.ENDPOINTS:
             self._note(INFO, "moved", "peer %s moved to %s", card.name, card.rpc)
             self.peer_io.close_link(card.node_id, "peer moved")
-            if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT):
+            if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT) \
+                    and self.backlinks.bound(card.node_id) is None:
                 self.peer_io.subscribe(peer)
         elif kind is ChangeKind.DEMOTED:
             self._note(WARNING, "demoted", "peer %s (%s) %s", card.name, card.node_id, peer.detail)
@@ -276,7 +343,12 @@ class Federation(Probing):
             if change.old is not PeerState.SUSPECT:
                 self._note(INFO, "joined", "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
-            self.peer_io.subscribe(peer)
+            if self.backlinks.bound(card.node_id) is None:
+                self.peer_io.subscribe(peer)
+            if change.old is not PeerState.SUSPECT:
+                # say hello over the standing link: a member that cannot connect to us
+                # (or did not know us) probes us back, and may ask us over this link
+                self._spawn(f"hello:{card.node_id}", self._ping, card.node_id)
             if change.old is not PeerState.SUSPECT and peer.source != "mdns":
                 # the members it knows, at once: a peer mDNS found says mDNS works here,
                 # so its members announce themselves too (an exchange per join of an
@@ -290,20 +362,20 @@ class Federation(Probing):
             else:
                 self._note(WARNING, "dead", "peer %s (%s) is dead: %s", card.name,
                            card.node_id, why)
-            self.peer_io.forget(card.node_id, f"peer {card.name} died ({why})")
+            self._let_go(card.node_id, f"peer {card.name} died ({why})")
             self._static_lost(card.node_id, "dead: " + why)
             # one probe at once: a peer only starved of CPU (seen at 64 nodes starting on
             # one machine) answers and is back now, not after its first back-off
             self._spawn(card.node_id, self._ping, card.node_id)
         elif new is PeerState.LEFT:
             self._note(INFO, "left", "peer %s (%s) left", card.name, card.node_id)
-            self.peer_io.forget(card.node_id, f"peer {card.name} left")
+            self._let_go(card.node_id, f"peer {card.name} left")
             self._static_lost(card.node_id, "left")
         elif new is PeerState.INCOMPATIBLE:
             self._note(WARNING, "incompatible", "peer %s (%s) is incompatible: %s; it is "
                        "never sent votes",
                        card.name, card.node_id, peer.detail)
-            self.peer_io.forget(card.node_id, f"peer {card.name} is incompatible")
+            self._let_go(card.node_id, f"peer {card.name} is incompatible")
 
     def _static_lost(self, node_id: str, why: str) -> None:
         """A static peer died or left: probe its endpoint again (it may come back elsewhere)."""
@@ -359,7 +431,7 @@ class Federation(Probing):
         peer = self.table.peers.get(node_id)
         if peer is None or peer.state is not PeerState.ALIVE:
             raise PeerUnavailable(f"peer {node_id} is not alive")
-        link = self.peer_io.link(peer)
+        link = self._link(peer)
         rid = new_request_id()
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
                           deadline_ms=wire_ms(deadline - trio.current_time()))
@@ -387,14 +459,23 @@ class Federation(Probing):
         self.table.vote_answered(node_id, in_flight)
         return candidates
 
+    def _reach(self, node_id: str, back: set[str]) -> Reach:
+        if node_id in self.backlinks.ident_of:
+            return "its link"
+        return "our link" if node_id in back else "direct"
+
     def peers(self) -> list[PeerInfo]:
         now = trio.current_time()
-        out = [PeerInfo(node_id=p.card.node_id, name=p.card.name, address=p.address,
-                        state=p.state.value, model_id=p.card.model_id, load=p.load,
-                        last_seen_s=None if p.last_heard is None else round(now - p.last_heard, 3),
-                        rtt_ms=None if p.rtt_ms is None else round(p.rtt_ms, 3),
-                        source=p.source, rpc=p.card.rpc, detail=p.detail)
-               for p in self.table.peers.values()]
+        back = self.peer_io.asked_back()
+        out = []
+        for p in self.table.peers.values():
+            reach = self._reach(p.card.node_id, back)
+            out.append(PeerInfo(
+                node_id=p.card.node_id, name=p.card.name, address=p.address,
+                state=p.state.value, model_id=p.card.model_id, load=p.load,
+                last_seen_s=None if p.last_heard is None else round(now - p.last_heard, 3),
+                rtt_ms=None if p.rtt_ms is None else round(p.rtt_ms, 3), source=p.source,
+                rpc=p.card.rpc, detail=p.detail or REACH_NOTES[reach], reach=reach))
         out += [PeerInfo(node_id="", name="", address=endpoint, state="unreachable",
                          model_id="", load=Load(state="loading"), last_seen_s=None, rtt_ms=None,
                          source="static", rpc=endpoint, detail=why)

@@ -2,10 +2,14 @@
 
 Owns: probing static endpoints, endpoints learned by peer exchange (runtime/exchange.py:
 asking an ALIVE peer for the peers it knows, then each named node at its endpoint),
-announced and DEAD peers (pings, which also measure round-trip time) and claimed
-moves; and the one rule for admitting a node that answered: it is the node expected
+announced and DEAD peers (pings, which also measure round-trip time), claimed
+moves, and nodes that contacted this one showing their card (``_contacted``: probed
+at the endpoints they announce, else over their own link to us when they gave one);
+and the one rule for admitting a node that answered: it is the node expected
 there (when one is named) and of our swarm and key (core/claims.py), then it is
-discovered and heard at the address we reached it at. A part of Federation (a mixin
+discovered (moved, if it was known elsewhere: it answered here) and heard at the
+address we reached it at. A node's own link never displaces a direct link to a
+node that is alive there, and binds one node id to one connection. A part of Federation (a mixin
 over its table, links and job spawner), in a file of its own for length.
 It must not: carry out the table's changes (Federation._apply does).
 """
@@ -23,13 +27,14 @@ import trio
 from zswarm.core import claims
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import NodeCard, PeersReply, PeersRequest, Status, StatusRequest
-from zswarm.core.peers import Change, PeerState, PeerTable
+from zswarm.core.peers import Change, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter
 from zswarm.runtime import exchange
 
 if TYPE_CHECKING:
-    from zswarm.runtime.connections import PeerIO
+    from zswarm.runtime.backlinks import Backlinks
+    from zswarm.runtime.connections import Link, PeerIO
 
 log = logging.getLogger("zswarm.runtime.federation")
 
@@ -47,6 +52,7 @@ class Probing:
     me: NodeCard
     table: PeerTable
     peer_io: PeerIO
+    backlinks: Backlinks
     interval_s: float
     static: dict[str, str]
     _static_ids: dict[str, str]
@@ -57,6 +63,12 @@ class Probing:
         raise NotImplementedError
 
     def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
+        raise NotImplementedError
+
+    def _link(self, peer: Peer) -> Link:
+        raise NotImplementedError
+
+    def _let_go(self, node_id: str, why: str) -> None:
         raise NotImplementedError
 
     def _probes(self, beat: int) -> None:
@@ -106,6 +118,7 @@ class Probing:
         if why:
             return why
         now = trio.current_time()
+        self._apply(self.table.moved(card.node_id, card, address))  # it answered here
         self._apply(self.table.discovered(card, address, source, now))
         self._apply(self.table.heard(card, claims.believable_load(reply.load, card), now))
         self.table.rtt(card.node_id, rtt_ms)
@@ -118,7 +131,7 @@ class Probing:
             return
         rid = new_request_id()
         try:
-            reply = await self.peer_io.link(peer).request(PeersRequest(request_id=rid), rid,
+            reply = await self._link(peer).request(PeersRequest(request_id=rid), rid,
                                                           timeout_s=self.interval_s)
         except PeerUnavailable as exc:  # busy or gone: its heartbeats will tell
             log.debug("peer exchange with %s: %s", peer.card.name, exc)
@@ -156,9 +169,11 @@ class Probing:
             if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
                 rid = new_request_id()
                 t0 = time.perf_counter()
-                reply = await self.peer_io.link(peer).request(
-                    StatusRequest(request_id=rid, sender=self.me.node_id), rid,
-                    timeout_s=self.interval_s)
+                # our card: a member that cannot reach us, or does not know us, probes
+                # us back (and may ask us back over this standing link)
+                reply = await self._link(peer).request(
+                    StatusRequest(request_id=rid, sender=self.me.node_id, card=self.me,
+                                  standing=True), rid, timeout_s=self.interval_s)
                 if not isinstance(reply, Status):
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000
@@ -189,3 +204,52 @@ class Probing:
                                      trio.current_time()))
 
 
+
+    async def _contacted(self, card: NodeCard, back: bytes | None) -> None:
+        """A node contacted us showing its card: know it where it answers as itself -
+        at the endpoints it announces, or else over its own link to us (``back``)."""
+        node_id = card.node_id
+        try:
+            address, port = claims.split_endpoint(card.rpc)
+            endpoint = claims.tcp_endpoint(address, port)
+        except RemoteProtocolError as exc:
+            self._probe_drops.drop(exc.reason, f"a hello of {node_id}: {exc}")
+            return
+        bound = self.backlinks.ident_of.get(node_id)
+        if bound is None:
+            try:
+                reply, rtt_ms = await self.peer_io.status(endpoint, card.name)
+            except ZswarmError as exc:
+                log.debug("%s contacted us; no answer at %s (%s)", node_id, endpoint, exc)
+            else:
+                why = self._admit(reply, rtt_ms, address, "contact", expected=node_id)
+                if why:
+                    self._probe_drops.drop("contact", f"{node_id} at {endpoint}: {why}")
+                return
+        if back is None:
+            return
+        peer = self.table.peers.get(node_id)
+        if peer is not None and peer.state in (PeerState.ALIVE, PeerState.SUSPECT) \
+                and bound != back:  # alive over another link: a new one is not believed
+            return
+        if bound is None and self.backlinks.full():
+            self._probe_drops.drop("backlinks-full", f"{node_id} over its own link")
+            return
+        rid = new_request_id()
+        t0 = time.perf_counter()
+        try:
+            answer = await self.backlinks.link(back, card.name).request(
+                StatusRequest(request_id=rid, sender=self.me.node_id), rid,
+                timeout_s=self.interval_s)
+        except ZswarmError as exc:
+            log.debug("%s: no answer over its own link either (%s)", node_id, exc)
+            return
+        if not isinstance(answer, Status) or answer.card.node_id != node_id \
+                or claims.foreign(answer.card, self.me):
+            self._probe_drops.drop("contact", f"{node_id}'s link answered as another node")
+            return
+        rtt_ms = (time.perf_counter() - t0) * 1000
+        if not self.backlinks.bind(back, node_id):
+            return
+        self.peer_io.forget(node_id, "reached over its own link now")
+        self._admit(answer, rtt_ms, address, "contact", expected=node_id)

@@ -7,12 +7,20 @@ node's limits on requests, one task per request bounded by a capacity limiter
 flight gets ``Error(kind="duplicate_request")``), serving VoteRequests from the
 local workers only (one hop) and stopping them on Cancel, and answering Status
 and Peers requests, and pieces of its model file for pullers (runtime/sharing.py).
+Requests come from two places, served alike: the ROUTER, and the ``inbound``
+channel of requests peers asked back over links this node opened (a member that
+cannot connect to this node asks it that way: runtime/connections.py). Replies and
+heartbeats arriving at the ROUTER come from members this node reaches over their own
+links; they go to the Federation (``Peers.from_link``), never answered.
 It must not: plan fan-out or decide (the Coordinator does).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import trio
 import zmq
@@ -25,12 +33,14 @@ from zswarm.core.messages import (
     ClientReply,
     ClientRequest,
     Error,
+    Heartbeat,
     Message,
     ModelRequest,
     PeersReply,
     PeersRequest,
     Status,
     StatusRequest,
+    Vote,
     VoteRequest,
     error,
 )
@@ -38,6 +48,7 @@ from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import MessageGuard, QuietLog
 from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import TrioSocket
+from zswarm.runtime.connections import Inbound
 from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.sharing import ModelShelf
@@ -47,6 +58,20 @@ log = logging.getLogger(__name__)
 
 #: requests served in a task of their own (bounded by the capacity limiter)
 Admitted = ClientRequest | VoteRequest | ModelRequest | ChunkRequest
+#: what arrives at the ROUTER from members reached over their own links (runtime/backlinks.py)
+FROM_LINKS = (Heartbeat, Status, Vote, PeersReply, Error)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a request came from and how to answer it."""
+
+    #: scopes request ids: a ROUTER routing identity, or b"\0link:" + the node id of a
+    #: link of ours (peers cannot choose identities that start with a zero byte)
+    key: bytes
+    send: Callable[[Message], None]
+    #: the ROUTER identity, which a hello may ask us to reach the sender back over
+    ident: bytes | None = None
 
 
 def open_endpoint(endpoint: str, key: SwarmKey | None) -> tuple[TrioSocket, str]:
@@ -58,8 +83,10 @@ class RpcServer:
     """Serves on a bound socket (``open_endpoint``) with ``nursery.start(serve)``."""
 
     def __init__(self, ctx: NodeContext, sock: TrioSocket, coordinator: Coordinator,
-                 peers: Peers, shelf: ModelShelf | None = None) -> None:
+                 peers: Peers, shelf: ModelShelf | None = None,
+                 inbound: trio.MemoryReceiveChannel[Inbound] | None = None) -> None:
         self.ctx = ctx
+        self.inbound = inbound
         self.shelf = shelf or ModelShelf(None)
         self.sock = sock
         self.coordinator = coordinator
@@ -75,6 +102,8 @@ class RpcServer:
                     ) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
+            if self.inbound is not None:
+                nursery.start_soon(self._serve_inbound, nursery, self.inbound)
             while True:
                 frames = await self.sock.recv_multipart()
                 with MessageGuard(self.drops) as guard:
@@ -83,51 +112,69 @@ class RpcServer:
                     rid = getattr(guard.error, "request_id", None)
                     self._reply(frames[0], error_reply(rid, guard.error))
 
+    async def _serve_inbound(self, nursery: trio.Nursery,
+                             inbound: trio.MemoryReceiveChannel[Inbound]) -> None:
+        """Requests peers asked back over our links, answered over the same link."""
+        async for item in inbound:
+            origin = _Origin(b"\0link:" + item.node_id.encode(), partial(_send_on, item))
+            with MessageGuard(self.drops) as guard:
+                self._handle(nursery, origin, item.msg)
+            if guard.error is not None:
+                _send_on(item, error_reply(getattr(item.msg, "request_id", None), guard.error))
+
     def _dispatch(self, nursery: trio.Nursery, frames: list[bytes]) -> None:
         if len(frames) != 2:
             raise RemoteProtocolError(f"{len(frames) - 1} frames", reason="multi-frame")
         ident, data = frames
         msg = codec.decode(data)
+        if isinstance(msg, FROM_LINKS):
+            self.peers.from_link(ident, msg)
+            return
+        self._handle(nursery, _Origin(ident, partial(self._reply, ident), ident), msg)
+
+    def _handle(self, nursery: trio.Nursery, origin: _Origin, msg: Message) -> None:
         card = self.ctx.card
         if isinstance(msg, StatusRequest):
-            self._reply(ident, Status(request_id=msg.request_id, card=card, load=self.ctx.load()))
+            origin.send(Status(request_id=msg.request_id, card=card, load=self.ctx.load()))
             if msg.sender is not None:
-                self.peers.hello(msg.sender)
+                self.peers.hello(msg.sender, msg.card,
+                                 back=origin.ident if msg.standing else None)
         elif isinstance(msg, PeersRequest):
-            self._reply(ident, PeersReply(request_id=msg.request_id, node=card,
-                                          peers=self.peers.peers()))
+            origin.send(PeersReply(request_id=msg.request_id, node=card,
+                                   peers=self.peers.peers()))
         elif isinstance(msg, Cancel):
-            scope = self._active.get((ident, msg.request_id))
+            scope = self._active.get((origin.key, msg.request_id))
             if scope is not None:
                 scope.cancel()
         elif isinstance(msg, (ClientRequest, VoteRequest, ModelRequest, ChunkRequest)):
-            self._admit(nursery, ident, msg)
+            self._admit(nursery, origin, msg)
         else:
             raise RemoteProtocolError(f"unexpected message type {type(msg).__name__}",
                                       reason="unexpected")
 
-    def _admit(self, nursery: trio.Nursery, ident: bytes, msg: Admitted) -> None:
-        key = (ident, msg.request_id)
+    def _admit(self, nursery: trio.Nursery, origin: _Origin, msg: Admitted) -> None:
+        key = (origin.key, msg.request_id)
         if key in self._active:
             raise DuplicateRequest(f"request id {msg.request_id!r} is already in flight "
                                    "from this sender", request_id=msg.request_id)
         refusal = self.ctx.refusal()
         if refusal is not None and not isinstance(msg, ClientRequest):  # (asks: serve_ask)
-            self._reply(ident, error_reply(msg.request_id, refusal))
+            origin.send(error_reply(msg.request_id, refusal))
             return
         try:
             self._capacity.acquire_on_behalf_of_nowait(key)
         except trio.WouldBlock:
-            self._reply(ident, Error(request_id=msg.request_id, kind="overloaded",
-                                     message="too many requests in flight"))
+            origin.send(Error(request_id=msg.request_id, kind="overloaded",
+                              message="too many requests in flight"))
             return
         self.ctx.requests.enter()  # left in _serve_one, whatever happens
         scope = self._active[key] = trio.CancelScope()
-        nursery.start_soon(self._serve_one, ident, msg, scope)
+        nursery.start_soon(self._serve_one, origin, msg, scope)
 
-    async def _serve_one(self, ident: bytes, msg: Admitted, scope: trio.CancelScope) -> None:
+    async def _serve_one(self, origin: _Origin, msg: Admitted, scope: trio.CancelScope
+                         ) -> None:
         """Answer one request; any failure costs this request only (an Error reply)."""
-        key = (ident, msg.request_id)
+        key = (origin.key, msg.request_id)
         reply: Message | None = None
         try:
             with scope:
@@ -150,7 +197,7 @@ class RpcServer:
             self._capacity.release_on_behalf_of(key)
             self.ctx.requests.leave()
         if reply is not None:  # None: a vote cancelled by its sender gets no answer
-            self._reply(ident, reply)
+            origin.send(reply)
 
     async def _client(self, msg: ClientRequest) -> Message:
         answer, report = await serve_ask(
@@ -169,6 +216,14 @@ class RpcServer:
             self.sock.send_multipart([ident, codec.encode(msg)])
         except (ZswarmError, trio.ClosedResourceError) as exc:
             self._quiet.info("reply", "rpc: could not reply: %s", exc)
+
+
+def _send_on(item: Inbound, msg: Message) -> None:
+    """Answer over the link the request came on; a link gone or full costs the reply."""
+    try:
+        item.link.send(msg)
+    except (ZswarmError, trio.ClosedResourceError):
+        pass
 
 
 def error_reply(request_id: str | None, exc: Exception) -> Error:
