@@ -82,7 +82,7 @@ def peer_json(p: PeerInfo) -> dict[str, object]:
     return {"id": p.node_id, "name": p.name, "address": p.address, "state": p.state,
             "model": p.model_id, "load": msgspec.to_builtins(p.load),
             "last_seen_s": p.last_seen_s, "rtt_ms": p.rtt_ms, "source": p.source,
-            "detail": p.detail}
+            "detail": p.detail, "reach": p.reach}
 
 
 def key_state(fingerprint: str) -> str:

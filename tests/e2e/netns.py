@@ -4,6 +4,11 @@ A bridge namespace holds br0 (multicast snooping off); each host namespace gets 
 veth ``eth0`` into the bridge, an address from 10.77.0.0/24, ``lo`` up and a
 multicast route for mDNS. Nothing is attached to the root namespace; everything is
 deleted on exit. ``split(host)`` / ``heal(host)`` take a host's link down and up.
+Networks that are not a flat LAN, with nftables inside a host's namespace (Debian's
+``nftables``, installed by the test that needs it): ``drop_multicast(host)`` (no mDNS
+in or out: Wi-Fi client isolation, VLANs, containers), ``refuse_inbound(host)`` (a
+laptop firewall: new inbound TCP connections dropped, outbound ones work), and
+``readdress(host, address)`` (DHCP gave the host another address).
 """
 
 from __future__ import annotations
@@ -83,6 +88,29 @@ class Lan:
 
     def heal(self, host: str) -> None:
         _ip("-n", self.bridge, "link", "set", self._veth(host), "up")
+
+    def _nft(self, host: str, ruleset: str) -> None:
+        subprocess.run(["ip", "netns", "exec", host, "nft", "-f", "-"], input=ruleset.encode(),
+                       check=True, capture_output=True, timeout=10)
+
+    def drop_multicast(self, host: str) -> None:
+        self._nft(host, "table inet zsnomcast {\n"
+                  "chain input { type filter hook input priority 0; "
+                  "ip daddr 224.0.0.0/4 drop; ip6 daddr ff00::/8 drop; }\n"
+                  "chain output { type filter hook output priority 0; "
+                  "ip daddr 224.0.0.0/4 drop; ip6 daddr ff00::/8 drop; }\n}\n")
+
+    def refuse_inbound(self, host: str) -> None:
+        self._nft(host, "table inet zsfirewall {\n"
+                  "chain input { type filter hook input priority 0; "
+                  "ct state established,related accept; iif lo accept; tcp flags syn drop; }\n}\n")
+
+    def readdress(self, host: str, address: str) -> None:
+        old = self.addresses[host]
+        _ip("-n", host, "addr", "del", f"{old}/24", "dev", "eth0")
+        _ip("-n", host, "addr", "add", f"{address}/24", "dev", "eth0")
+        _ip("-n", host, "route", "replace", "224.0.0.0/4", "dev", "eth0")
+        self.addresses[host] = address
 
     def __exit__(self, *exc: object) -> None:
         for host in [*self.names, self.bridge]:

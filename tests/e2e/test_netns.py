@@ -188,6 +188,6 @@ def test_static_peers_without_mdns(nodes, lan):
     swarm.wait_states("a", {"b": "alive", "c": "alive"})
     assert "OPEN HTTP" in swarm["a"].log()  # a LAN address, no key: it says so
     table = peers(swarm.hosts["a"], swarm["a"])
-    assert {p["source"] for p in table.values()} <= {"static", "heartbeat"}
+    assert {p["source"] for p in table.values()} <= {"static", "heartbeat", "contact"}
     report = ask(swarm.hosts["a"], swarm["a"], 3, "best_of_n")
     assert sorted(c["node"] for c in report["candidates"]) == ["a", "b", "c"]
