@@ -88,6 +88,7 @@ EVERY_MESSAGE = [
     m.ClientRequest(request_id="r", request=GEN, strategy="majority", deadline_ms=1000),
     m.ClientReply(request_id="r", answer="42", report=REPORT),
     m.StatusRequest(request_id="r"),
+    m.StatusRequest(request_id="r", sender="n1", card=CARD, standing=True),
     m.Status(request_id="r", card=CARD, load=m.Load()),
     m.Error(request_id=None, kind="protocol", message="bad"),
     m.PeersRequest(request_id="r"),

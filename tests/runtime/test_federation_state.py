@@ -18,6 +18,7 @@ import trio.lowlevel
 
 from tests import helpers
 from zswarm.config import parse_config
+from zswarm.core import codec
 from zswarm.core.messages import (
     Candidate,
     ChatMessage,
@@ -37,6 +38,7 @@ from zswarm.core.peers import MAX_UNHEARD, PeerState
 from zswarm.errors import PeerUnavailable, RemoteProtocolError
 from zswarm.net.guard import FrameDrops
 from zswarm.net.mdns import Found
+from zswarm.runtime.backlinks import MAX_BACKLINKS, Backlinks
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.federation import MAX_JOBS, NOTES_PER_KIND, Federation
 from zswarm.runtime.scheduler import Scheduler
@@ -116,6 +118,16 @@ class FakeLink:
         self.io.cancelled.append(rid)
 
 
+class FakeRouter:
+    """The RPC ROUTER as the Backlinks see it: what is sent to which connection."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Message]] = []
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        self.sent.append((frames[0], codec.decode(frames[1])))
+
+
 class Published:
     def __init__(self) -> None:
         self.heartbeats: list[Heartbeat] = []
@@ -130,6 +142,17 @@ class Swarm:
     io: FakeIO
     published: Published
     ctx: NodeContext
+    router: FakeRouter
+
+    async def answer_back(self, ident: bytes, peer: NodeCard) -> None:
+        """Answer, as ``peer``, what was asked over the connection ``ident``."""
+        await wait_for(lambda: any(i == ident for i, _ in self.router.sent))
+        for i, msg in self.router.sent:
+            if i == ident and isinstance(msg, StatusRequest):
+                self.fed.from_link(ident, Status(request_id=msg.request_id, card=peer,
+                                                 load=READY))
+        self.router.sent.clear()
+        await trio.sleep(0.01)
 
     def hear(self, peer: NodeCard, load: Load = READY) -> None:
         self.fed.on_heartbeat(Heartbeat(card=peer, seq=1, load=load, interval_ms=1000))
@@ -145,10 +168,11 @@ async def swarm(nursery):
             "swarm": "s", "discovery": "static", **federation}})
         ctx = NodeContext(config, card("me", host="10.0.0.1"), Scheduler(max_queue=8),
                           state="ready")
-        io, published = FakeIO(drops=ctx.drops), Published()
-        fed = Federation(ctx, published, mdns_address="10.0.0.1", peer_io=io)
+        io, published, router = FakeIO(drops=ctx.drops), Published(), FakeRouter()
+        fed = Federation(ctx, published, mdns_address="10.0.0.1", peer_io=io,
+                         backlinks=Backlinks(router, ctx.drops.counter("backlinks")))  # type: ignore[arg-type]
         await nursery.start(fed.serve)
-        return Swarm(fed, io, published, ctx)
+        return Swarm(fed, io, published, ctx, router)
     return build
 
 
@@ -383,3 +407,86 @@ async def test_a_probe_that_fails_in_any_way_costs_that_probe_not_the_node(swarm
     await trio.sleep(2.0)  # a few heartbeats: the federation still runs
     assert s.ctx.drops.counts[("probes", "handler-error")] >= 1
     assert s.published.heartbeats[-1].seq >= 2
+
+
+async def wait_for(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+async def test_a_node_that_contacts_us_is_probed_back_and_known(swarm, autojump_clock):
+    s = await swarm()
+    b = card("b", host="10.0.0.3")
+    s.io.at[b.rpc] = b  # it answers where it says it is
+    s.fed.hello("b", b, back=b"conn-b")
+    await wait_for(lambda: s.state("b") is PeerState.ALIVE)
+    (info,) = [p for p in s.fed.peers() if p.node_id == "b"]
+    assert (info.source, info.reach, info.address) == ("contact", "direct", "10.0.0.3")
+    assert s.router.sent == []  # reached directly: nothing asked over its link
+
+
+async def test_a_node_that_accepts_no_connections_is_reached_over_its_own_link(
+        swarm, autojump_clock):
+    s = await swarm()
+    c = card("c", host="10.0.0.4")  # nothing answers at c.rpc (its firewall)
+    s.fed.hello("c", c, back=b"conn-c")
+    await s.answer_back(b"conn-c", c)
+    assert s.state("c") is PeerState.ALIVE and s.io.subscribed == []  # its PUB is out of reach
+    (info,) = [p for p in s.fed.peers() if p.node_id == "c"]
+    assert info.reach == "its link" and "own link" in info.detail
+    # its heartbeats come over the same connection and keep it alive ...
+    for _ in range(10):
+        s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY))
+        await trio.sleep(0.5)
+    assert s.state("c") is PeerState.ALIVE
+    # ... and only its own: that connection cannot speak for another node
+    with pytest.raises(RemoteProtocolError, match="over the link of"):
+        s.fed.from_link(b"conn-c", Heartbeat(card=card("b"), seq=1, load=READY))
+    # a vote goes over its link
+    with trio.move_on_after(1):
+        await s.fed.vote("c", ask(), trio.current_time() + 1)
+    assert any(i == b"conn-c" and isinstance(m, VoteRequest) for i, m in s.router.sent)
+    # silent: DEAD, and the connection is let go
+    await trio.sleep(10)
+    assert s.state("c") is PeerState.DEAD and "c" not in s.fed.backlinks.ident_of
+
+
+async def test_a_link_cannot_take_the_id_of_a_node_alive_elsewhere(swarm, autojump_clock):
+    s = await swarm()
+    b = card("b", host="10.0.0.3")
+    s.io.at[b.rpc] = b
+    s.fed.on_mdns(found(b))
+    await wait_for(lambda: s.state("b") is PeerState.ALIVE)
+    s.hear(b)
+    liar = card("b", host="10.0.0.66")  # "I am b, now at .66" (nothing answers there)
+    s.fed.hello("b", liar, back=b"conn-liar")
+    await trio.sleep(2)
+    assert not any(i == b"conn-liar" for i, _ in s.router.sent)  # not even asked
+    assert "b" not in s.fed.backlinks.ident_of
+    (info,) = [p for p in s.fed.peers() if p.node_id == "b"]
+    assert info.address == "10.0.0.3" and info.reach == "direct"
+
+
+async def test_a_link_that_answers_as_another_node_is_not_bound(swarm, autojump_clock):
+    s = await swarm()
+    s.fed.hello("c", card("c", host="10.0.0.4"), back=b"conn")
+    await s.answer_back(b"conn", card("d", host="10.0.0.4"))
+    assert s.state("c") is None and s.state("d") is None and not s.fed.backlinks.ident_of
+    assert s.ctx.drops.counts[("probes", "contact")] == 1
+
+
+async def test_contacts_past_the_bound_cost_nothing_held(swarm, autojump_clock):
+    s = await swarm()
+    nodes = [card(f"n{i}", host="10.0.0.9") for i in range(MAX_BACKLINKS + 20)]
+    for i, node in enumerate(nodes):
+        s.fed.hello(node.node_id, node, back=f"conn{i}".encode())
+    await wait_for(lambda: len(s.router.sent) >= len(nodes))  # each asked over its link
+    for ident, msg in list(s.router.sent):
+        i = int(ident[4:])
+        assert isinstance(msg, StatusRequest)
+        s.fed.from_link(ident, Status(request_id=msg.request_id, card=nodes[i], load=READY))
+    await trio.sleep(0.1)
+    assert len(s.fed.backlinks.ident_of) == MAX_BACKLINKS
+    assert sum(p.reach == "its link" for p in s.fed.peers()) == MAX_BACKLINKS
+    assert s.ctx.drops.counts[("backlinks", "unasked-reply")] == 0

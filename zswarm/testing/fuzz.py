@@ -29,6 +29,7 @@ _CAND = m.Candidate(text="42", finish_reason="stop", tokens=1, mean_logprob=-0.5
 SEEDS: list[m.Message] = [
     m.ClientRequest(request_id="r", request=_GEN, strategy="majority", deadline_ms=2000),
     m.StatusRequest(request_id="r"),
+    m.StatusRequest(request_id="r", sender="f00dfeed", card=_CARD, standing=True),
     m.PeersRequest(request_id="r"),
     m.Cancel(request_id="r"),
     m.VoteRequest(request_id="r", request=_GEN, deadline_ms=2000, origin="fuzz"),
