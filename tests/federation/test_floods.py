@@ -22,7 +22,8 @@ from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
 from zswarm.core.peers import MAX_UNHEARD
 from zswarm.net.security import SwarmKey, write_key_file
 from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
-from zswarm.testing.floods import idle_connections, mdns_flood, open_fds
+from zswarm.runtime.backlinks import MAX_BACKLINKS
+from zswarm.testing.floods import contact_flood, idle_connections, mdns_flood, open_fds
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -97,6 +98,25 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
             assert open_fds(a.pid) < DESKTOP_FDS
         assert _ask(a, key).answer == "42"
         assert httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=30).status_code == 200
+        assert a.proc.poll() is None, a.log()
+        assert "Traceback" not in a.log()
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "keyed"])
+def test_a_flood_of_contacting_nodes_costs_bounded_entries_not_the_node(tmp_path, keyed):
+    swarm = "contact-" + secrets.token_hex(6)
+    key, security = _keyed(tmp_path, keyed)
+    fed = {"discovery": "static"}
+    with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"], federation=fed,
+                                 **security), max_fds=DESKTOP_FDS) as a:
+        a.wait_ready(30)
+        count = MAX_BACKLINKS + MAX_UNHEARD + 20  # past every bound a contact could fill
+        asked = contact_flood(a.rpc, count, swarm=swarm, key=key, seconds=8)
+        assert asked >= MAX_BACKLINKS  # it did probe them back over their links
+        peers = client.peers(a.rpc, key=key).peers
+        assert sum(p.reach == "its link" for p in peers) <= MAX_BACKLINKS
+        assert _ask(a, key).answer == "42"
+        assert open_fds(a.pid) < DESKTOP_FDS
         assert a.proc.poll() is None, a.log()
         assert "Traceback" not in a.log()
 

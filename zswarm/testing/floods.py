@@ -6,6 +6,10 @@
 - ``idle_connections(...)``: open many TCP connections to a port and send nothing (no
   ZMTP greeting, no CURVE handshake, no HTTP request), until ``count`` are open or the
   connect fails.
+- ``contact_flood(...)``: many "nodes" that each open a link to a node, say hello with a
+  card of their own (at an endpoint nobody answers on, as a node behind a firewall
+  would), and answer what the node asks back over the link as that card: what a
+  member (or, in an open swarm, anyone) can make a node hold through contact.
 
 Loopback only: these never send to any other address.
 """
@@ -18,10 +22,22 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import time
+
+import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from zswarm.core.messages import PROTOCOL_VERSION
+from zswarm.core import codec
+from zswarm.core.messages import (
+    PROTOCOL_VERSION,
+    Heartbeat,
+    Load,
+    NodeCard,
+    Status,
+    StatusRequest,
+)
 from zswarm.net.mdns import SERVICE_TYPE
+from zswarm.net.security import SwarmKey, secure_client
 
 LOOPBACK = "127.0.0.1"
 
@@ -81,3 +97,53 @@ def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
     finally:
         for s in conns:
             s.close()
+
+
+def contact_flood(endpoint: str, count: int, *, swarm: str, key: SwarmKey | None,
+                  seconds: float, port: int = 9) -> int:
+    """``count`` links to ``endpoint``, each a node that says hello with its own card (at
+    ``127.0.0.1:port``, where nothing answers) and answers, for ``seconds``, every
+    StatusRequest the node sends back over the link, with a heartbeat every 0.5 s.
+    Returns how many links were asked back at least once."""
+    ctx = zmq.Context.instance()
+    socks: list[zmq.Socket[bytes]] = []
+    cards = []
+    asked: set[int] = set()
+    try:
+        for i in range(count):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            if key is not None:
+                secure_client(sock, key)
+            sock.connect(endpoint)
+            card = NodeCard(node_id=f"cont{i:012x}", name=f"contact{i}", model_id="scripted",
+                            workers=1, rpc=f"tcp://{LOOPBACK}:{port}",
+                            pub=f"tcp://{LOOPBACK}:{port}", swarm=swarm,
+                            key=key.fingerprint if key else "")
+            sock.send(codec.encode(StatusRequest(request_id=f"h{i}", sender=card.node_id,
+                                                 card=card, standing=True)))
+            socks.append(sock)
+            cards.append(card)
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
+        end = time.monotonic() + seconds
+        beat = 0.0
+        while time.monotonic() < end:
+            if time.monotonic() >= beat:
+                beat = time.monotonic() + 0.5
+                for sock, card in zip(socks, cards, strict=True):
+                    sock.send(codec.encode(Heartbeat(card=card, seq=1, load=Load())),
+                              zmq.NOBLOCK)
+            for sock, _ in poller.poll(100):
+                i = socks.index(sock)
+                msg = codec.decode(sock.recv())
+                if isinstance(msg, StatusRequest):
+                    asked.add(i)
+                    sock.send(codec.encode(Status(request_id=msg.request_id, card=cards[i],
+                                                  load=Load(workers_ready=1, idle_workers=1))),
+                              zmq.NOBLOCK)
+        return len(asked)
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
