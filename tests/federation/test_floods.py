@@ -21,8 +21,8 @@ from zswarm import client
 from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
 from zswarm.core.peers import MAX_UNHEARD
 from zswarm.net.security import SwarmKey, write_key_file
-from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
 from zswarm.runtime.backlinks import MAX_BACKLINKS
+from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
 from zswarm.testing.floods import contact_flood, idle_connections, mdns_flood, open_fds
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

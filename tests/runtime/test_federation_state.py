@@ -42,6 +42,7 @@ from zswarm.runtime.backlinks import MAX_BACKLINKS, Backlinks
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.federation import MAX_JOBS, NOTES_PER_KIND, Federation
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.testing.cluster import wait_until_async
 
 READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
 
@@ -410,9 +411,7 @@ async def test_a_probe_that_fails_in_any_way_costs_that_probe_not_the_node(swarm
 
 
 async def wait_for(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.01)
+    await wait_until_async(predicate, timeout_s, interval_s=0.01)
 
 
 async def test_a_node_that_contacts_us_is_probed_back_and_known(swarm, autojump_clock):

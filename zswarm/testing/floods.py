@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import time
 
 import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
