@@ -5,7 +5,9 @@ and its interface; multicast on it and a route for 224.0.0.251 (mDNS); what answ
 mDNS within a couple of seconds and which of those nodes this one could use; the
 configured ports (free, or taken by whom); static peers answering a StatusRequest;
 discovered nodes' RPC and heartbeat ports (seen over mDNS but unreachable is the
-firewall symptom); duplicate node ids; and the model loading in a worker process and
+firewall symptom); duplicate node ids; how the running node's members reach it (a
+node whose peers reach it only over links it opened accepts no inbound connections:
+what that costs and how to open it); and the model loading in a worker process and
 generating one token (a llama.cpp build for the wrong CPU dies there with SIGILL).
 
 Traffic goes only where the node itself would send it: mDNS on the bind interface,
@@ -328,6 +330,39 @@ def _running(config: Config) -> tuple[int | None, str | None]:
     return None, None
 
 
+def _reach(config: Config, running_rpc: str | None, key: SwarmKey | None
+           ) -> Iterator[Finding]:
+    """What the running node's peers say about connections into it and out of it."""
+    if running_rpc is None:
+        return
+    try:
+        peers = client.peers(running_rpc, key=key, timeout_s=PROBE_TIMEOUT_S).peers
+    except ZswarmError as exc:
+        yield Finding("inbound", WARN, f"the running node at {running_rpc} did not list its "
+                      f"peers: {exc}")
+        return
+    low, high = sorted((config.ports.pub, config.ports.rpc))
+    opening = (f"open TCP ports {low} and {high} on this machine, e.g. `sudo ufw allow "
+               f"{low}:{high}/tcp` or `sudo firewall-cmd --add-port={low}-{high}/tcp`"
+               if low else "set fixed [ports] rpc and pub in the config (0 is a new port at "
+               "each start), then open them in the firewall (e.g. `sudo ufw allow PORT/tcp`)")
+    ours = [p.name for p in peers if p.reach == "our link" and p.state == "alive"]
+    if ours:
+        yield Finding(
+            "inbound", WARN,
+            f"{len(ours)} peer(s) ({', '.join(ours[:8])}) reach this node only over "
+            "connections it opened: it accepts no inbound connections (a firewall?). It "
+            "still serves and asks them, but a node that accepts none either cannot link "
+            "to it, and each peer must be reached from here first",
+            opening)
+    elif any(p.state == "alive" for p in peers):
+        yield Finding("inbound", OK, "peers connect to this node directly")
+    for p in peers:
+        if p.reach == "its link" and p.state == "alive":
+            yield Finding("reachability", INFO, f"{p.name}: reached over its own link (it "
+                          "accepts no inbound connections); it serves this node all the same")
+
+
 def _node_id(config: Config) -> str:
     try:
         return (config.state_path / "node_id").read_text().strip()
@@ -360,6 +395,7 @@ def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool 
                                 "zswarm node --federation, or [federation] enabled = true"))
     else:
         findings += _static_peers(config, key, me)
+        findings += _reach(config, running_rpc, key)
         if fed.discovery != "static":
             drops = DropCounter("mdns")
             found = browse_for(address, browse_s, drops)

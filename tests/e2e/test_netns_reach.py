@@ -131,6 +131,18 @@ def test_multicast_dropped_and_c_refuses_inbound(swarm, nft, keys):
     at_c = swarm.peers("c")
     assert {at_c[k]["reach"] for k in ("a", "b")} == {"our link"}
     swarm.ask_everywhere()
+    # doctor on c says it accepts no inbound connections, what it costs, how to open it
+    out = run_cli(swarm.hosts["c"], "doctor", "--config", str(swarm.configs["c"]),
+                  "--no-model", "--browse", "0.5", "--json", timeout=60)
+    findings = {f["check"]: f for f in json.loads(out.stdout)["findings"]}
+    inbound = findings["inbound"]
+    assert inbound["status"] == "warn" and "accepts no inbound connections" in inbound["message"]
+    assert f"ufw allow {PUB}:{RPC}/tcp" in inbound["fix"]
+    # ... and on a, that c is reached over its own link
+    out = run_cli(swarm.hosts["a"], "doctor", "--config", str(swarm.configs["a"]),
+                  "--no-model", "--browse", "0.5", "--json", timeout=60)
+    notes = [f["message"] for f in json.loads(out.stdout)["findings"]]
+    assert any(m.startswith("c: reached over its own link") for m in notes), notes
 
 
 @KEYS
