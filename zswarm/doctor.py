@@ -330,8 +330,8 @@ def _running(config: Config) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _reach(config: Config, running_rpc: str | None, key: SwarmKey | None
-           ) -> Iterator[Finding]:
+def _inbound(config: Config, running_rpc: str | None, key: SwarmKey | None
+             ) -> Iterator[Finding]:
     """What the running node's peers say about connections into it and out of it."""
     if running_rpc is None:
         return
@@ -395,7 +395,7 @@ def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool 
                                 "zswarm node --federation, or [federation] enabled = true"))
     else:
         findings += _static_peers(config, key, me)
-        findings += _reach(config, running_rpc, key)
+        findings += _inbound(config, running_rpc, key)
         if fed.discovery != "static":
             drops = DropCounter("mdns")
             found = browse_for(address, browse_s, drops)

@@ -23,7 +23,6 @@ a file of its own. It must not: decide fan-out (core/plan.py) or combine candida
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from logging import ERROR, INFO, WARNING
@@ -38,8 +37,6 @@ from zswarm.core.messages import (
     GenerateRequest,
     Heartbeat,
     Load,
-    Message,
-    NodeCard,
     PeerInfo,
     Reach,
     Vote,
@@ -70,8 +67,6 @@ MAX_JOBS = 256
 #: swarm changes logged (and kept as events) per kind in any NOTES_WINDOW_S
 NOTES_PER_KIND = 20
 NOTES_WINDOW_S = 60.0
-#: node ids whose hellos are remembered (each acted on at most once per interval)
-MAX_CONTACTS = 1024
 #: what peers, the status page and doctor say of a peer by how it is reached
 REACH_NOTES: dict[Reach, str] = {
     "direct": "",
@@ -228,41 +223,6 @@ class Federation(Probing):
                                      trio.current_time(),
                                      interval_s=claims.believable_interval_s(
                                          hb.interval_ms, self.interval_s), take_card=False))
-
-    def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
-        """A node asked for our status naming itself. Without its card: if we think it
-        dead, probe it now. With it: know it, unless it is known alive there already
-        (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
-        now = trio.current_time()
-        if card is None or card.node_id != node_id or claims.foreign(card, self.me):
-            if self.table.hello(node_id, now):
-                self._spawn(node_id, self._ping, node_id)
-            return
-        peer = self.table.peers.get(node_id)
-        bound = self.backlinks.ident_of.get(node_id)
-        if peer is not None and peer.state in (PeerState.ALIVE, PeerState.SUSPECT) \
-                and (bound is None or bound == back) and self._same_place(peer, card):
-            return
-        if now < self._contact_at.get(node_id, -math.inf):
-            return
-        self._contact_at.pop(node_id, None)
-        self._contact_at[node_id] = now + self.interval_s
-        while len(self._contact_at) > MAX_CONTACTS:
-            del self._contact_at[next(iter(self._contact_at))]
-        self._spawn(f"contact:{node_id}", self._contacted, card, back)
-
-    @staticmethod
-    def _same_place(peer: Peer, card: NodeCard) -> bool:
-        return (peer.card.rpc, peer.card.pub) == (card.rpc, card.pub)
-
-    def from_link(self, ident: bytes, msg: Message) -> None:
-        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py)."""
-        if not isinstance(msg, Heartbeat):
-            self.backlinks.reply(ident, msg)
-        elif self.backlinks.speaks_for(ident, msg.card.node_id):
-            self.on_heartbeat(msg)
-        else:  # a link not (or no longer) bound: its node may have reconnected
-            self.hello(msg.card.node_id, msg.card, back=ident)
 
     def _let_go(self, node_id: str, why: str) -> None:
         """No links to the peer, its own included, and no subscription."""

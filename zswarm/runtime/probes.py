@@ -3,8 +3,10 @@
 Owns: probing static endpoints, endpoints learned by peer exchange (runtime/exchange.py:
 asking an ALIVE peer for the peers it knows, then each named node at its endpoint),
 announced and DEAD peers (pings, which also measure round-trip time), claimed
-moves, and nodes that contacted this one showing their card (``_contacted``: probed
-at the endpoints they announce, else over their own link to us when they gave one);
+moves, and nodes that contacted this one showing their card (``hello``, at most once
+per interval per node id, and ``from_link`` for what arrives over a member's own link;
+``_contacted``: probed at the endpoints they announce, else over their own link to us
+when they gave one);
 and the one rule for admitting a node that answered: it is the node expected
 there (when one is named) and of our swarm and key (core/claims.py), then it is
 discovered (moved, if it was known elsewhere: it answered here) and heard at the
@@ -17,6 +19,7 @@ It must not: carry out the table's changes (Federation._apply does).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -26,7 +29,15 @@ import trio
 
 from zswarm.core import claims
 from zswarm.core.ids import new_request_id
-from zswarm.core.messages import NodeCard, PeersReply, PeersRequest, Status, StatusRequest
+from zswarm.core.messages import (
+    Heartbeat,
+    Message,
+    NodeCard,
+    PeersReply,
+    PeersRequest,
+    Status,
+    StatusRequest,
+)
 from zswarm.core.peers import Change, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter
@@ -44,6 +55,8 @@ log = logging.getLogger("zswarm.runtime.federation")
 #: machine, pings every 5 beats were a third of an idle node's CPU (bench/swarm_size.py,
 #: docs/scale.md); every 60, a swarm of 64 pings about once a second each way
 PING_EVERY = 60
+#: node ids whose hellos are remembered (each acted on at most once per interval)
+MAX_CONTACTS = 1024
 
 
 class Probing:
@@ -58,6 +71,7 @@ class Probing:
     _static_ids: dict[str, str]
     _probe_drops: DropCounter
     _tried: exchange.Tried
+    _contact_at: dict[str, float]
 
     def _apply(self, changes: list[Change]) -> None:
         raise NotImplementedError
@@ -70,6 +84,44 @@ class Probing:
 
     def _let_go(self, node_id: str, why: str) -> None:
         raise NotImplementedError
+
+    def on_heartbeat(self, hb: Heartbeat) -> None:
+        raise NotImplementedError
+
+    def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
+        """A node asked for our status naming itself. Without its card: if we think it
+        dead, probe it now. With it: know it, unless it is known alive there already
+        (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
+        now = trio.current_time()
+        if card is None or card.node_id != node_id or claims.foreign(card, self.me):
+            if self.table.hello(node_id, now):
+                self._spawn(node_id, self._ping, node_id)
+            return
+        peer = self.table.peers.get(node_id)
+        bound = self.backlinks.ident_of.get(node_id)
+        if peer is not None and peer.state in (PeerState.ALIVE, PeerState.SUSPECT) \
+                and (bound is None or bound == back) and self._same_place(peer, card):
+            return
+        if now < self._contact_at.get(node_id, -math.inf):
+            return
+        self._contact_at.pop(node_id, None)
+        self._contact_at[node_id] = now + self.interval_s
+        while len(self._contact_at) > MAX_CONTACTS:
+            del self._contact_at[next(iter(self._contact_at))]
+        self._spawn(f"contact:{node_id}", self._contacted, card, back)
+
+    @staticmethod
+    def _same_place(peer: Peer, card: NodeCard) -> bool:
+        return (peer.card.rpc, peer.card.pub) == (card.rpc, card.pub)
+
+    def from_link(self, ident: bytes, msg: Message) -> None:
+        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py)."""
+        if not isinstance(msg, Heartbeat):
+            self.backlinks.reply(ident, msg)
+        elif self.backlinks.speaks_for(ident, msg.card.node_id):
+            self.on_heartbeat(msg)
+        else:  # a link not (or no longer) bound: its node may have reconnected
+            self.hello(msg.card.node_id, msg.card, back=ident)
 
     def _probes(self, beat: int) -> None:
         """What to probe at this heartbeat: static peers not in the table, a peer to

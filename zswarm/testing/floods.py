@@ -104,7 +104,7 @@ def contact_flood(endpoint: str, count: int, *, swarm: str, key: SwarmKey | None
     ``127.0.0.1:port``, where nothing answers) and answers, for ``seconds``, every
     StatusRequest the node sends back over the link, with a heartbeat every 0.5 s.
     Returns how many links were asked back at least once."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     socks: list[zmq.Socket[bytes]] = []
     cards = []
     asked: set[int] = set()
