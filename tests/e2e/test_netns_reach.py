@@ -87,6 +87,16 @@ class Swarm:
                               "best_of_n")
             assert {c["node"] for c in report["candidates"]} == set(NAMES), (name, report)
 
+    def start_all(self, *, multicast: bool, refusing: tuple[str, ...] = ()) -> None:
+        """Apply the topology's rules, start a, b, c in turn, wait until all see all."""
+        for host in () if multicast else self.lan.names:
+            self.lan.drop_multicast(host)
+        for name in refusing:
+            self.lan.refuse_inbound(self.hosts[name])
+        for name in NAMES:
+            self.start(name)
+        self.wait_all_alive()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.stop()
@@ -108,23 +118,14 @@ KEYS = pytest.mark.parametrize("keys", ["open", "keyed"])
 
 @KEYS
 def test_multicast_dropped_everywhere(swarm, nft, keys):
-    for host in swarm.lan.names:
-        swarm.lan.drop_multicast(host)
-    for name in NAMES:
-        swarm.start(name)
-    swarm.wait_all_alive()
+    swarm.start_all(multicast=False)
     assert swarm.peers("a")["c"]["source"] == "contact"  # a never had c's address
     swarm.ask_everywhere()
 
 
 @KEYS
 def test_multicast_dropped_and_c_refuses_inbound(swarm, nft, keys):
-    for host in swarm.lan.names:
-        swarm.lan.drop_multicast(host)
-    swarm.lan.refuse_inbound(swarm.hosts["c"])
-    for name in NAMES:
-        swarm.start(name)
-    swarm.wait_all_alive()
+    swarm.start_all(multicast=False, refusing=("c",))
     for name in ("a", "b"):
         seen = swarm.peers(name)["c"]
         assert seen["reach"] == "its link" and "own link" in seen["detail"], seen
@@ -138,7 +139,15 @@ def test_multicast_dropped_and_c_refuses_inbound(swarm, nft, keys):
     inbound = findings["inbound"]
     assert inbound["status"] == "warn" and "accepts no inbound connections" in inbound["message"]
     assert f"ufw allow {PUB}:{RPC}/tcp" in inbound["fix"]
-    # ... and on a, that c is reached over its own link
+    # the status page of a says it too (its JSON: the page shows each peer's detail)
+    if keys == "open":
+        page = subprocess.run(["ip", "netns", "exec", swarm.hosts["a"], "curl", "-s",
+                               f"http://{swarm.lan.addresses[swarm.hosts['a']]}:"
+                               f"{swarm.procs['a'].info['http_port']}/v1/status"],
+                              capture_output=True, text=True, timeout=30, check=True)
+        (c,) = [p for p in json.loads(page.stdout)["peers"] if p["name"] == "c"]
+        assert "reached over its own link" in c["detail"]
+    # ... and doctor on a, that c is reached over its own link
     out = run_cli(swarm.hosts["a"], "doctor", "--config", str(swarm.configs["a"]),
                   "--no-model", "--browse", "0.5", "--json", timeout=60)
     notes = [f["message"] for f in json.loads(out.stdout)["findings"]]
@@ -147,21 +156,14 @@ def test_multicast_dropped_and_c_refuses_inbound(swarm, nft, keys):
 
 @KEYS
 def test_flat_lan_and_c_refuses_inbound(swarm, nft, keys):
-    swarm.lan.refuse_inbound(swarm.hosts["c"])
-    for name in NAMES:
-        swarm.start(name)
-    swarm.wait_all_alive()
+    swarm.start_all(multicast=True, refusing=("c",))
     assert swarm.peers("b")["c"]["reach"] == "its link"
     swarm.ask_everywhere()
 
 
 @KEYS
 def test_multicast_dropped_and_b_comes_back_at_a_new_address(swarm, nft, keys):
-    for host in swarm.lan.names:
-        swarm.lan.drop_multicast(host)
-    for name in NAMES:
-        swarm.start(name)
-    swarm.wait_all_alive()
+    swarm.start_all(multicast=False)
     swarm.procs["b"].stop()
     old, new = swarm.lan.addresses[swarm.hosts["b"]], "10.77.0.77"
     swarm.lan.readdress(swarm.hosts["b"], new)

@@ -117,6 +117,8 @@ def test_a_flood_of_contacting_nodes_costs_bounded_entries_not_the_node(tmp_path
         assert sum(p.reach == "its link" for p in peers) <= MAX_BACKLINKS
         assert _ask(a, key).answer == "42"
         assert open_fds(a.pid) < DESKTOP_FDS
+        if keyed:  # without the key no link gets through, old path or new
+            assert contact_flood(a.rpc, 8, swarm=swarm, key=None, seconds=2) == 0
         assert a.proc.poll() is None, a.log()
         assert "Traceback" not in a.log()
 

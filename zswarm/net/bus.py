@@ -107,6 +107,21 @@ class Subscriber:
 BACK_REQUESTS = (StatusRequest, VoteRequest, PeersRequest, Cancel)
 
 
+async def wait_reply(receive: trio.MemoryReceiveChannel[Message | ZswarmError],
+                     timeout_s: float | None, who: str) -> Message:
+    """The reply a request's waiter is sent: the peer's Error raised as its error, a
+    failure of the link raised, PeerUnavailable when nothing comes within ``timeout_s``
+    (None: the caller's cancel scope is the only limit)."""
+    with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
+        reply = await receive.receive()
+        if isinstance(reply, ZswarmError):
+            raise reply
+        if isinstance(reply, Error):
+            raise error_from_kind(reply.kind, reply.message)
+        return reply
+    raise PeerUnavailable(f"{who} did not answer within {timeout_s:.1f} s")
+
+
 class PeerLink:
     """A DEALER to one peer's RPC endpoint: requests with matched replies, and cancels.
 
@@ -171,14 +186,7 @@ class PeerLink:
         self._waiting[request_id] = send
         try:
             self.sock.send_multipart([codec.encode(msg)])
-            with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
-                reply = await receive.receive()
-                if isinstance(reply, ZswarmError):
-                    raise reply
-                if isinstance(reply, Error):
-                    raise error_from_kind(reply.kind, reply.message)
-                return reply
-            raise PeerUnavailable(f"{self.name} did not answer within {timeout_s:.1f} s")
+            return await wait_reply(receive, timeout_s, self.name)
         finally:
             self._waiting.pop(request_id, None)
 

@@ -17,13 +17,12 @@ send on it without waiting (net/zmq_trio allows any task to send).
 
 from __future__ import annotations
 
-import math
-
 import trio
 
 from zswarm.core import codec
-from zswarm.core.messages import Cancel, Error, Message
-from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError, error_from_kind
+from zswarm.core.messages import Cancel, Message
+from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
+from zswarm.net.bus import wait_reply
 from zswarm.net.guard import DropCounter
 from zswarm.net.zmq_trio import TrioSocket
 
@@ -50,15 +49,7 @@ class Backlink:
         self.owner.waiting[key] = send
         try:
             self.owner.send(self.ident, msg)
-            with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
-                reply = await receive.receive()
-                if isinstance(reply, ZswarmError):
-                    raise reply
-                if isinstance(reply, Error):
-                    raise error_from_kind(reply.kind, reply.message)
-                return reply
-            raise PeerUnavailable(f"{self.name} did not answer over its own link within "
-                                  f"{timeout_s:.1f} s")
+            return await wait_reply(receive, timeout_s, f"{self.name} (over its own link)")
         finally:
             self.owner.waiting.pop(key, None)
 

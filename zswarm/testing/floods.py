@@ -17,6 +17,7 @@ Loopback only: these never send to any other address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -119,8 +120,9 @@ def contact_flood(endpoint: str, count: int, *, swarm: str, key: SwarmKey | None
                             workers=1, rpc=f"tcp://{LOOPBACK}:{port}",
                             pub=f"tcp://{LOOPBACK}:{port}", swarm=swarm,
                             key=key.fingerprint if key else "")
-            sock.send(codec.encode(StatusRequest(request_id=f"h{i}", sender=card.node_id,
-                                                 card=card, standing=True)))
+            with contextlib.suppress(zmq.Again):
+                sock.send(codec.encode(StatusRequest(request_id=f"h{i}", sender=card.node_id,
+                                                     card=card, standing=True)), zmq.NOBLOCK)
             socks.append(sock)
             cards.append(card)
         poller = zmq.Poller()
@@ -132,16 +134,18 @@ def contact_flood(endpoint: str, count: int, *, swarm: str, key: SwarmKey | None
             if time.monotonic() >= beat:
                 beat = time.monotonic() + 0.5
                 for sock, card in zip(socks, cards, strict=True):
-                    sock.send(codec.encode(Heartbeat(card=card, seq=1, load=Load())),
-                              zmq.NOBLOCK)
+                    with contextlib.suppress(zmq.Again):  # not connected (no key): dropped
+                        sock.send(codec.encode(Heartbeat(card=card, seq=1, load=Load())),
+                                  zmq.NOBLOCK)
             for sock, _ in poller.poll(100):
                 i = socks.index(sock)
                 msg = codec.decode(sock.recv())
                 if isinstance(msg, StatusRequest):
                     asked.add(i)
-                    sock.send(codec.encode(Status(request_id=msg.request_id, card=cards[i],
-                                                  load=Load(workers_ready=1, idle_workers=1))),
-                              zmq.NOBLOCK)
+                    with contextlib.suppress(zmq.Again):
+                        sock.send(codec.encode(Status(
+                            request_id=msg.request_id, card=cards[i],
+                            load=Load(workers_ready=1, idle_workers=1))), zmq.NOBLOCK)
         return len(asked)
     finally:
         for sock in socks:
