@@ -50,8 +50,10 @@ def test_lifecycle_discovered_alive_suspect_dead_back_left():
     assert states(t.heard(card("a"), Load(), now=101)) == [("a", S.DEAD, S.ALIVE)]
     assert states(t.heard(card("a"), Load(state="leaving"), now=102)) == [
         ("a", S.ALIVE, S.LEFT)]
-    assert states(t.discovered(card("a"), "10.0.0.2", "mdns", now=103)) == [
-        ("a", S.LEFT, S.DISCOVERED)]
+    # a record resolved after the goodbye does not undo it; the node's answer does
+    assert t.discovered(card("a"), "10.0.0.2", "mdns", now=103) == []
+    assert t.peers["a"].state is S.LEFT
+    assert states(t.heard(card("a"), Load(), now=104)) == [("a", S.LEFT, S.ALIVE)]
 
 
 def known(t, node_id, now=0.0, **kw):

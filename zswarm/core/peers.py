@@ -21,6 +21,8 @@ Rules against a hostile LAN, all here so they hold whatever transport brought th
 - a peer that breaks the protocol or leaves a vote unanswered is demoted: still
   watched, but not asked for votes until ``tick`` passes its ``demoted_until``
   (each strike doubles the time, up to MAX_DEMOTION_S);
+- a record at the same endpoints does not undo a goodbye (LEFT stays until the node
+  itself answers: its hello or a probe);
 - DEAD and LEFT peers are not listened to, but probed again with a doubling
   back-off (``due_probes``): a peer that comes back is found, a forged goodbye is
   undone, and a bogus record costs one probe now and then.
@@ -74,7 +76,7 @@ TRANSITIONS: dict[tuple[PeerState, Event], PeerState] = {
     (S.DEAD, E.HEARD): S.ALIVE,
     (S.DEAD, E.DISCOVER): S.DISCOVERED,
     (S.LEFT, E.HEARD): S.ALIVE,
-    (S.LEFT, E.DISCOVER): S.DISCOVERED,
+    # (LEFT, DISCOVER) stays LEFT: a record (mDNS resolves late) does not undo a goodbye
     (S.INCOMPATIBLE, E.DISCOVER): S.DISCOVERED,
     **{(s, E.GOODBYE): S.LEFT for s in (S.DISCOVERED, S.ALIVE, S.SUSPECT, S.DEAD)},
     **{(s, E.MISMATCH): S.INCOMPATIBLE for s in PeerState},

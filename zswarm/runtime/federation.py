@@ -121,6 +121,10 @@ class Federation(Probing):
         self._tried = exchange.Tried()
         #: node id -> when a hello of it may be acted on again (bounded, oldest first out)
         self._contact_at: dict[str, float] = {}
+        #: node id -> when it last asked our status naming itself (MAX_CONTACTS at most)
+        self._greeted: dict[str, float] = {}
+        #: mDNS peers -> (ALIVE since, when to say hello unless they reached us meanwhile)
+        self._hello_due: dict[str, tuple[float, float]] = {}
 
     # --- services -----------------------------------------------------------------
 
@@ -305,10 +309,17 @@ class Federation(Probing):
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
             if self.backlinks.bound(card.node_id) is None:
                 self.peer_io.subscribe(peer)
-            if change.old is not PeerState.SUSPECT:
-                # say hello over the standing link: a member that cannot connect to us
-                # (or did not know us) probes us back, and may ask us over this link
+            if change.old is not PeerState.SUSPECT and peer.source in ("static", "exchange"):
+                # it may not know us: say hello over the standing link (a member that
+                # does not know us, or cannot connect to us, probes us back and may ask
+                # us over it)
                 self._spawn(f"hello:{card.node_id}", self._ping, card.node_id)
+            elif change.old is not PeerState.SUSPECT and peer.source == "mdns":
+                # it knows us from mDNS too and probes us within moments: hello only if
+                # it has not reached us by the next beat (no hello storm when a swarm of
+                # mDNS peers starts together)
+                now = trio.current_time()
+                self._hello_due[card.node_id] = (now, now + self.interval_s)
             if change.old is not PeerState.SUSPECT and peer.source != "mdns":
                 # the members it knows, at once: a peer mDNS found says mDNS works here,
                 # so its members announce themselves too (an exchange per join of an

@@ -2,18 +2,17 @@
 
 Owns: probing static endpoints, endpoints learned by peer exchange (runtime/exchange.py:
 asking an ALIVE peer for the peers it knows, then each named node at its endpoint),
-announced and DEAD peers (pings, which also measure round-trip time), claimed
-moves, and nodes that contacted this one showing their card (``hello``, at most once
-per interval per node id, and ``from_link`` for what arrives over a member's own link;
-``_contacted``: probed at the endpoints they announce, else over their own link to us
-when they gave one);
-and the one rule for admitting a node that answered: it is the node expected
+announced and DEAD peers (pings, which also measure round-trip time), claimed moves, and
+nodes that contacted this one showing their card (``hello``, at most once per interval
+per node id, and ``from_link`` for what arrives over a member's own link; ``_contacted``
+probes them at the endpoints they announce, else over their own link to us when they
+gave one); and the one rule for admitting a node that answered: it is the node expected
 there (when one is named) and of our swarm and key (core/claims.py), then it is
 discovered (moved, if it was known elsewhere: it answered here) and heard at the
-address we reached it at. A node's own link never displaces a direct link to a
-node that is alive there, and binds one node id to one connection. A part of Federation (a mixin
-over its table, links and job spawner), in a file of its own for length.
-It must not: carry out the table's changes (Federation._apply does).
+address we reached it at. A node's own link never displaces a link to a node that is
+alive over another, and binds one node id to one connection (runtime/backlinks.py).
+A part of Federation (a mixin over its table, links and job spawner), in a file of its
+own for length. It must not: carry out the table's changes (Federation._apply does).
 """
 
 from __future__ import annotations
@@ -72,6 +71,8 @@ class Probing:
     _probe_drops: DropCounter
     _tried: exchange.Tried
     _contact_at: dict[str, float]
+    _greeted: dict[str, float]
+    _hello_due: dict[str, tuple[float, float]]
 
     def _apply(self, changes: list[Change]) -> None:
         raise NotImplementedError
@@ -93,6 +94,10 @@ class Probing:
         dead, probe it now. With it: know it, unless it is known alive there already
         (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
         now = trio.current_time()
+        self._greeted.pop(node_id, None)
+        self._greeted[node_id] = now  # it reached us: it needs no hello of ours
+        while len(self._greeted) > MAX_CONTACTS:
+            del self._greeted[next(iter(self._greeted))]
         if card is None or card.node_id != node_id or claims.foreign(card, self.me):
             if self.table.hello(node_id, now):
                 self._spawn(node_id, self._ping, node_id)
@@ -109,6 +114,10 @@ class Probing:
         while len(self._contact_at) > MAX_CONTACTS:
             del self._contact_at[next(iter(self._contact_at))]
         self._spawn(f"contact:{node_id}", self._contacted, card, back)
+
+    def _left_since(self, node_id: str, asked_at: float) -> bool:
+        peer = self.table.peers.get(node_id)
+        return peer is not None and peer.state is PeerState.LEFT and peer.since >= asked_at
 
     @staticmethod
     def _same_place(peer: Peer, card: NodeCard) -> bool:
@@ -134,7 +143,18 @@ class Probing:
                                     self.me.node_id)
             if ask is not None:
                 self._spawn(f"exchange:{ask}", self._exchange, ask)
-        for peer in self.table.due_probes(trio.current_time()):
+        now = trio.current_time()
+        for node_id, (alive_at, due) in list(self._hello_due.items()):
+            if now < due:
+                continue
+            del self._hello_due[node_id]
+            peer = self.table.peers.get(node_id)
+            if peer is not None and peer.state is PeerState.ALIVE \
+                    and self._greeted.get(node_id, -math.inf) < alive_at - self.interval_s:
+                # found over mDNS but it has not reached us: it may not be able to (our
+                # firewall), so we say hello over our link and it may ask us back over it
+                self._spawn(f"hello:{node_id}", self._ping, node_id)
+        for peer in self.table.due_probes(now):
             self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
         for peer in list(self.table.peers.values()):
             # each peer at a beat of its own, and of ours: nodes that started together
@@ -160,15 +180,21 @@ class Probing:
             self._static_ids[reply.card.node_id] = endpoint
 
     def _admit(self, reply: Status, rtt_ms: float, address: str, source: str,
-               expected: str | None = None) -> str:
+               expected: str | None = None, *, asked_at: float | None = None) -> str:
         """A node answered a probe at ``address``: add it to the table (it is heard), or
-        say why not ("" = added)."""
+        say why not ("" = added). Neither an answer to a probe sent at ``asked_at``
+        (older than a goodbye heard since) nor a draining node's brings a node that
+        left back."""
         card = claims.card_at(reply.card, address)
         if expected is not None and card.node_id != expected:
             return f"{card.node_id} answers there, not {expected}"
         why = claims.foreign(card, self.me)
         if why:
             return why
+        if (asked_at is not None and self._left_since(card.node_id, asked_at)) \
+                or (reply.load.state in ("draining", "leaving")
+                    and self._left_since(card.node_id, -math.inf)):
+            return "it said goodbye"  # (and a leaving node's last answers do not undo it)
         now = trio.current_time()
         self._apply(self.table.moved(card.node_id, card, address))  # it answered here
         self._apply(self.table.discovered(card, address, source, now))
@@ -217,15 +243,16 @@ class Probing:
         peer = self.table.peers.get(node_id)
         if peer is None:
             return
+        # our card, over the standing link: a member that cannot reach us, or does not
+        # know us, probes us back (and may ask us back over this link)
+        hello = StatusRequest(request_id=new_request_id(), sender=self.me.node_id,
+                              card=self.me, standing=True)
+        asked_at = trio.current_time()
         try:
             if peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
-                rid = new_request_id()
                 t0 = time.perf_counter()
-                # our card: a member that cannot reach us, or does not know us, probes
-                # us back (and may ask us back over this standing link)
-                reply = await self._link(peer).request(
-                    StatusRequest(request_id=rid, sender=self.me.node_id, card=self.me,
-                                  standing=True), rid, timeout_s=self.interval_s)
+                reply = await self._link(peer).request(hello, hello.request_id,
+                                                       timeout_s=self.interval_s)
                 if not isinstance(reply, Status):
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000
@@ -234,7 +261,7 @@ class Probing:
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
-        if reply.card.node_id == node_id:
+        if reply.card.node_id == node_id and not self._left_since(node_id, asked_at):
             self.table.rtt(node_id, rtt_ms)
             self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
                                          trio.current_time()))
@@ -268,13 +295,15 @@ class Probing:
             self._probe_drops.drop(exc.reason, f"a hello of {node_id}: {exc}")
             return
         bound = self.backlinks.ident_of.get(node_id)
+        asked_at = trio.current_time()
         if bound is None:
             try:
                 reply, rtt_ms = await self.peer_io.status(endpoint, card.name)
             except ZswarmError as exc:
                 log.debug("%s contacted us; no answer at %s (%s)", node_id, endpoint, exc)
             else:
-                why = self._admit(reply, rtt_ms, address, "contact", expected=node_id)
+                why = self._admit(reply, rtt_ms, address, "contact", expected=node_id,
+                                  asked_at=asked_at)
                 if why:
                     self._probe_drops.drop("contact", f"{node_id} at {endpoint}: {why}")
                 return
@@ -304,4 +333,4 @@ class Probing:
         if not self.backlinks.bind(back, node_id):
             return
         self.peer_io.forget(node_id, "reached over its own link now")
-        self._admit(answer, rtt_ms, address, "contact", expected=node_id)
+        self._admit(answer, rtt_ms, address, "contact", expected=node_id, asked_at=asked_at)
