@@ -145,13 +145,14 @@ class Swarm:
     ctx: NodeContext
     router: FakeRouter
 
-    async def answer_back(self, ident: bytes, peer: NodeCard) -> None:
+    async def answer_back(self, ident: bytes, peer: NodeCard, interval_ms: int | None = None
+                          ) -> None:
         """Answer, as ``peer``, what was asked over the connection ``ident``."""
         await wait_for(lambda: any(i == ident for i, _ in self.router.sent))
         for i, msg in self.router.sent:
             if i == ident and isinstance(msg, StatusRequest):
                 self.fed.from_link(ident, Status(request_id=msg.request_id, card=peer,
-                                                 load=READY))
+                                                 load=READY, interval_ms=interval_ms))
         self.router.sent.clear()
         await trio.sleep(0.01)
 
@@ -489,3 +490,16 @@ async def test_contacts_past_the_bound_cost_nothing_held(swarm, autojump_clock):
     assert len(s.fed.backlinks.ident_of) == MAX_BACKLINKS
     assert sum(p.reach == "its link" for p in s.fed.peers()) == MAX_BACKLINKS
     assert s.ctx.drops.counts[("backlinks", "unasked-reply")] == 0
+
+
+async def test_a_peer_with_a_longer_interval_is_not_dead_before_its_first_heartbeat(
+        swarm, autojump_clock):
+    s = await swarm(heartbeat_interval_ms=200)
+    c = card("c", host="10.0.0.4")
+    s.fed.hello("c", c, back=b"conn-c")
+    await s.answer_back(b"conn-c", c, interval_ms=1000)  # its heartbeats come every 1 s
+    await trio.sleep(0.9)  # past our own 0.2 s x 3, before its first heartbeat
+    assert s.state("c") is PeerState.ALIVE
+    s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY, interval_ms=1000))
+    await trio.sleep(0.9)
+    assert s.state("c") is PeerState.ALIVE

@@ -240,6 +240,9 @@ class Status(_Msg, frozen=True, tag="status"):
     request_id: ShortText
     card: NodeCard
     load: Load
+    #: the node's heartbeat interval: an answer counts as hearing from it, like a
+    #: heartbeat, so the asker knows when its silence means it is gone
+    interval_ms: Annotated[int, Meta(ge=1, le=MAX_HEARTBEAT_INTERVAL_MS)] | None = None
 
 
 class PeersRequest(_Msg, frozen=True, tag="peers_request"):

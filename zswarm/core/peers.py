@@ -219,7 +219,8 @@ class PeerTable:
             changes.append(Change(ChangeKind.CARD_CLAIMED, peer))
         peer.load = load
         peer.last_heard = peer.since = now
-        peer.interval_s = max(interval_s or self.interval_s, self.interval_s)
+        if interval_s is not None:  # (a reply without one keeps what its heartbeats said)
+            peer.interval_s = max(interval_s, self.interval_s)
         peer.probe_backoff_s = self.interval_s
         if load.state == "leaving":
             return changes + self._left(peer, now)

@@ -115,6 +115,13 @@ class Probing:
             del self._contact_at[next(iter(self._contact_at))]
         self._spawn(f"contact:{node_id}", self._contacted, card, back)
 
+    def _heard(self, reply: Status, card: NodeCard, now: float) -> list[Change]:
+        """A status reply heard from the node: its load (as believable) and interval."""
+        interval_s = (None if reply.interval_ms is None
+                      else claims.believable_interval_s(reply.interval_ms, self.interval_s))
+        return self.table.heard(card, claims.believable_load(reply.load, card), now,
+                                interval_s=interval_s)
+
     def _left_since(self, node_id: str, asked_at: float) -> bool:
         peer = self.table.peers.get(node_id)
         return peer is not None and peer.state is PeerState.LEFT and peer.since >= asked_at
@@ -198,7 +205,7 @@ class Probing:
         now = trio.current_time()
         self._apply(self.table.moved(card.node_id, card, address))  # it answered here
         self._apply(self.table.discovered(card, address, source, now))
-        self._apply(self.table.heard(card, claims.believable_load(reply.load, card), now))
+        self._apply(self._heard(reply, card, now))
         self.table.rtt(card.node_id, rtt_ms)
         return ""
 
@@ -263,8 +270,7 @@ class Probing:
             return
         if reply.card.node_id == node_id and not self._left_since(node_id, asked_at):
             self.table.rtt(node_id, rtt_ms)
-            self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
-                                         trio.current_time()))
+            self._apply(self._heard(reply, reply.card, trio.current_time()))
 
     async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
         """A record says a known peer moved: believe it once the node answers there."""
@@ -279,8 +285,7 @@ class Probing:
                         node_id, claim.rpc, reply.card.node_id)
             return
         self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
-        self._apply(self.table.heard(reply.card, claims.believable_load(reply.load, reply.card),
-                                     trio.current_time()))
+        self._apply(self._heard(reply, reply.card, trio.current_time()))
 
 
 

@@ -135,7 +135,8 @@ class RpcServer:
     def _handle(self, nursery: trio.Nursery, origin: _Origin, msg: Message) -> None:
         card = self.ctx.card
         if isinstance(msg, StatusRequest):
-            origin.send(Status(request_id=msg.request_id, card=card, load=self.ctx.load()))
+            origin.send(Status(request_id=msg.request_id, card=card, load=self.ctx.load(),
+                               interval_ms=self.ctx.config.federation.heartbeat_interval_ms))
             if msg.sender is not None:
                 self.peers.hello(msg.sender, msg.card,
                                  back=origin.ident if msg.standing else None)
