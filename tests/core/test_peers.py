@@ -299,3 +299,15 @@ def test_the_read_lag_brings_death_forward_by_at_most_one_tick():
         t.tick(now)
     assert t.peers["a"].state is S.SUSPECT
     assert states(t.tick(2.75)) == [("a", S.SUSPECT, S.DEAD)]
+
+
+def test_an_answer_older_than_a_goodbye_or_from_a_leaving_node_does_not_undo_it():
+    t = table()
+    known(t, "a")
+    assert t.after_goodbye("a", 0.0, Load()) is False  # alive: any answer counts
+    t.heard(card("a"), Load(state="leaving"), now=10.0)
+    assert t.peers["a"].state is S.LEFT
+    assert t.after_goodbye("a", 9.0, Load()) is True  # asked before the goodbye
+    assert t.after_goodbye("a", 11.0, Load(state="draining")) is True  # its last answers
+    assert t.after_goodbye("a", 11.0, Load()) is False  # asked after, and ready: back
+    assert t.after_goodbye("nobody", 0.0, Load()) is False

@@ -39,8 +39,10 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError
 from zswarm.net.guard import FrameDrops
 from zswarm.net.mdns import Found
 from zswarm.runtime.backlinks import MAX_BACKLINKS, Backlinks
+from zswarm.runtime.connections import Connections, Inbound
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.federation import MAX_JOBS, NOTES_PER_KIND, Federation
+from zswarm.runtime.probes import MAX_CONTACTS
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.testing.cluster import wait_until_async
 
@@ -503,3 +505,37 @@ async def test_a_peer_with_a_longer_interval_is_not_dead_before_its_first_heartb
     s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY, interval_ms=1000))
     await trio.sleep(0.9)
     assert s.state("c") is PeerState.ALIVE
+
+
+async def test_hellos_of_more_ids_than_remembered_cost_a_bounded_memory(swarm, autojump_clock):
+    s = await swarm()
+    for i in range(MAX_CONTACTS + 200):  # every one a node nobody answers for
+        node = card(f"h{i}", host="10.0.0.9")
+        s.fed.hello(node.node_id, node, back=None)
+        if i % 100 == 0:
+            await trio.sleep(0.01)
+    assert len(s.fed._greeted) == MAX_CONTACTS and len(s.fed._contact_at) == MAX_CONTACTS
+    assert all(p.state is not PeerState.ALIVE for p in s.fed.table.peers.values())
+    assert s.fed.peer_loads("m@1", None) == []  # and the node plans as before
+
+
+class RecordingLink:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(self, msg: Message) -> None:
+        self.sent.append(msg)
+
+
+def test_requests_asked_back_past_the_inbound_bound_are_refused_as_overloaded():
+    send, receive = trio.open_memory_channel[Inbound](2)
+    io = Connections(lambda hb: None, drops=FrameDrops(), key=None, probe_timeout_s=1.0,
+                     inbound=send)
+    link = RecordingLink()
+    for i in range(5):
+        io._asked("a", link, StatusRequest(request_id=f"r{i}"))  # type: ignore[arg-type]
+    assert [item.msg.request_id for item in (receive.receive_nowait(),  # type: ignore[union-attr]
+                                             receive.receive_nowait())] == ["r0", "r1"]
+    assert [(m.request_id, m.kind) for m in link.sent] == [  # type: ignore[union-attr]
+        ("r2", "overloaded"), ("r3", "overloaded"), ("r4", "overloaded")]
+    assert io.asked_back() == {"a"}  # and it is sent our heartbeats over that link

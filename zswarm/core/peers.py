@@ -247,6 +247,16 @@ class PeerTable:
         peer.probe_backoff_s = self.interval_s
         return True
 
+    def after_goodbye(self, node_id: str, asked_at: float, load: Load) -> bool:
+        """Whether an answer to a probe sent at ``asked_at`` must not bring the node back:
+        it said goodbye since (the answer is older), or it is LEFT and the answer says it
+        is draining or leaving (a leaving node's last answers). Its own later hello or
+        the probes after it are what bring a node that left back."""
+        peer = self.peers.get(node_id)
+        if peer is None or peer.state is not S.LEFT:
+            return False
+        return peer.since >= asked_at or load.state in ("draining", "leaving")
+
     def demote(self, node_id: str, now: float, reason: str) -> list[Change]:
         """The peer broke a rule or left a vote unanswered: no votes for it for a while."""
         peer = self.peers.get(node_id)

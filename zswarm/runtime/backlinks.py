@@ -82,6 +82,9 @@ class Backlinks:
         ident = self.ident_of.get(node_id)
         return None if ident is None else Backlink(self, ident, node_id)
 
+    def holds(self, node_id: str) -> bool:
+        return node_id in self.ident_of
+
     def full(self) -> bool:
         return len(self.ident_of) >= MAX_BACKLINKS
 

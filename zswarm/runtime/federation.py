@@ -123,8 +123,9 @@ class Federation(Probing):
         self._contact_at: dict[str, float] = {}
         #: node id -> when it last asked our status naming itself (MAX_CONTACTS at most)
         self._greeted: dict[str, float] = {}
-        #: mDNS peers -> (ALIVE since, when to say hello unless they reached us meanwhile)
-        self._hello_due: dict[str, tuple[float, float]] = {}
+        #: mDNS peers -> ALIVE since: one interval later they get a hello unless they
+        #: reached us meanwhile
+        self._hello_due: dict[str, float] = {}
 
     # --- services -----------------------------------------------------------------
 
@@ -286,7 +287,7 @@ class Federation(Probing):
             self._note(INFO, "moved", "peer %s moved to %s", card.name, card.rpc)
             self.peer_io.close_link(card.node_id, "peer moved")
             if peer.state in (PeerState.DISCOVERED, PeerState.ALIVE, PeerState.SUSPECT) \
-                    and self.backlinks.bound(card.node_id) is None:
+                    and not self.backlinks.holds(card.node_id):
                 self.peer_io.subscribe(peer)
         elif kind is ChangeKind.DEMOTED:
             self._note(WARNING, "demoted", "peer %s (%s) %s", card.name, card.node_id, peer.detail)
@@ -307,7 +308,7 @@ class Federation(Probing):
             if change.old is not PeerState.SUSPECT:
                 self._note(INFO, "joined", "peer %s %s: %s at %s, model %s, %d worker(s)", card.name,
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
-            if self.backlinks.bound(card.node_id) is None:
+            if not self.backlinks.holds(card.node_id):
                 self.peer_io.subscribe(peer)
             if change.old is not PeerState.SUSPECT and peer.source in ("static", "exchange"):
                 # it may not know us: say hello over the standing link (a member that
@@ -318,8 +319,7 @@ class Federation(Probing):
                 # it knows us from mDNS too and probes us within moments: hello only if
                 # it has not reached us by the next beat (no hello storm when a swarm of
                 # mDNS peers starts together)
-                now = trio.current_time()
-                self._hello_due[card.node_id] = (now, now + self.interval_s)
+                self._hello_due[card.node_id] = trio.current_time()
             if change.old is not PeerState.SUSPECT and peer.source != "mdns":
                 # the members it knows, at once: a peer mDNS found says mDNS works here,
                 # so its members announce themselves too (an exchange per join of an
@@ -431,7 +431,7 @@ class Federation(Probing):
         return candidates
 
     def _reach(self, node_id: str, back: set[str]) -> Reach:
-        if node_id in self.backlinks.ident_of:
+        if self.backlinks.holds(node_id):
             return "its link"
         return "our link" if node_id in back else "direct"
 

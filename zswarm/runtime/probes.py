@@ -58,6 +58,14 @@ PING_EVERY = 60
 MAX_CONTACTS = 1024
 
 
+def _remember(times: dict[str, float], node_id: str, value: float) -> None:
+    """Set ``times[node_id]`` as the newest entry; the oldest go past MAX_CONTACTS."""
+    times.pop(node_id, None)
+    times[node_id] = value
+    while len(times) > MAX_CONTACTS:
+        del times[next(iter(times))]
+
+
 class Probing:
     """The probe jobs (run through Federation._spawn, one per key at a time)."""
 
@@ -72,7 +80,7 @@ class Probing:
     _tried: exchange.Tried
     _contact_at: dict[str, float]
     _greeted: dict[str, float]
-    _hello_due: dict[str, tuple[float, float]]
+    _hello_due: dict[str, float]
 
     def _apply(self, changes: list[Change]) -> None:
         raise NotImplementedError
@@ -94,10 +102,7 @@ class Probing:
         dead, probe it now. With it: know it, unless it is known alive there already
         (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
         now = trio.current_time()
-        self._greeted.pop(node_id, None)
-        self._greeted[node_id] = now  # it reached us: it needs no hello of ours
-        while len(self._greeted) > MAX_CONTACTS:
-            del self._greeted[next(iter(self._greeted))]
+        _remember(self._greeted, node_id, now)  # it reached us: it needs no hello of ours
         if card is None or card.node_id != node_id or claims.foreign(card, self.me):
             if self.table.hello(node_id, now):
                 self._spawn(node_id, self._ping, node_id)
@@ -109,10 +114,7 @@ class Probing:
             return
         if now < self._contact_at.get(node_id, -math.inf):
             return
-        self._contact_at.pop(node_id, None)
-        self._contact_at[node_id] = now + self.interval_s
-        while len(self._contact_at) > MAX_CONTACTS:
-            del self._contact_at[next(iter(self._contact_at))]
+        _remember(self._contact_at, node_id, now + self.interval_s)
         self._spawn(f"contact:{node_id}", self._contacted, card, back)
 
     def _heard(self, reply: Status, card: NodeCard, now: float) -> list[Change]:
@@ -121,10 +123,6 @@ class Probing:
                       else claims.believable_interval_s(reply.interval_ms, self.interval_s))
         return self.table.heard(card, claims.believable_load(reply.load, card), now,
                                 interval_s=interval_s)
-
-    def _left_since(self, node_id: str, asked_at: float) -> bool:
-        peer = self.table.peers.get(node_id)
-        return peer is not None and peer.state is PeerState.LEFT and peer.since >= asked_at
 
     @staticmethod
     def _same_place(peer: Peer, card: NodeCard) -> bool:
@@ -151,8 +149,8 @@ class Probing:
             if ask is not None:
                 self._spawn(f"exchange:{ask}", self._exchange, ask)
         now = trio.current_time()
-        for node_id, (alive_at, due) in list(self._hello_due.items()):
-            if now < due:
+        for node_id, alive_at in list(self._hello_due.items()):
+            if now < alive_at + self.interval_s:
                 continue
             del self._hello_due[node_id]
             peer = self.table.peers.get(node_id)
@@ -189,19 +187,17 @@ class Probing:
     def _admit(self, reply: Status, rtt_ms: float, address: str, source: str,
                expected: str | None = None, *, asked_at: float | None = None) -> str:
         """A node answered a probe at ``address``: add it to the table (it is heard), or
-        say why not ("" = added). Neither an answer to a probe sent at ``asked_at``
-        (older than a goodbye heard since) nor a draining node's brings a node that
-        left back."""
+        say why not ("" = added). An answer older than a goodbye (sent at ``asked_at``)
+        or a leaving node's last does not bring it back (PeerTable.after_goodbye)."""
         card = claims.card_at(reply.card, address)
         if expected is not None and card.node_id != expected:
             return f"{card.node_id} answers there, not {expected}"
         why = claims.foreign(card, self.me)
         if why:
             return why
-        if (asked_at is not None and self._left_since(card.node_id, asked_at)) \
-                or (reply.load.state in ("draining", "leaving")
-                    and self._left_since(card.node_id, -math.inf)):
-            return "it said goodbye"  # (and a leaving node's last answers do not undo it)
+        if self.table.after_goodbye(card.node_id, math.inf if asked_at is None else asked_at,
+                                    reply.load):
+            return "it said goodbye"
         now = trio.current_time()
         self._apply(self.table.moved(card.node_id, card, address))  # it answered here
         self._apply(self.table.discovered(card, address, source, now))
@@ -268,7 +264,8 @@ class Probing:
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
-        if reply.card.node_id == node_id and not self._left_since(node_id, asked_at):
+        if reply.card.node_id == node_id \
+                and not self.table.after_goodbye(node_id, asked_at, reply.load):
             self.table.rtt(node_id, rtt_ms)
             self._apply(self._heard(reply, reply.card, trio.current_time()))
 
