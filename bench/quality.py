@@ -3,8 +3,9 @@
 Tolerant of the model's phrasing: only the first line counts; "Paris.", "The capital
 is Paris" and "paris" are right for Paris; "12", "12.0", "twelve", "The answer is 12"
 and "3 x 4 = 12" for 12 (a number after "=" wins, and numbers of the question itself
-are skipped); "Yes, it is" for yes; "(b)", "B) apple", 'The answer is "b"' or "apple"
-for choice b (but not when a wrong option is named too).
+are skipped); "Yes, it is" or "10 is indeed an even number" for yes (_polarity);
+"(b)", "B) apple", 'The answer is "b"' or "apple" for choice b (but not when a wrong
+option is named too).
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ def _has(text: str, phrase: str) -> bool:
     return re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", text) is not None
 
 
+def _polarity(text: str, question: str) -> str | None:
+    """What a reader takes for yes or no: the first "yes"/"no" of the first sentence;
+    else a negation is no; else a sentence restating most of the question ("10 is indeed
+    an even number" to "Is 10 an even number?") is yes; else (a digression) neither."""
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    found = re.search(r"\b(yes|no)\b", sentence)
+    if found:
+        return found.group(1)
+    if re.search(r"\b(not|never|cannot)\b|n't\b", sentence):
+        return "no"
+    asked = set(re.findall(r"[a-z0-9]+", question.lower())[1:]) - {"a", "an", "the"}
+    said = set(re.findall(r"[a-z0-9]+", sentence))
+    return "yes" if asked and 2 * len(asked & said) >= len(asked) else None
+
+
 def correct(question: dict[str, Any], answer: str) -> bool:
     text = _first_line(answer)
     gold: list[str] = question["gold"]
@@ -64,8 +80,7 @@ def correct(question: dict[str, Any], answer: str) -> bool:
     if kind == "number":
         return _number(text, question.get("question", "")) == gold[0]
     if kind == "yesno":
-        found = re.search(r"\b(yes|no)\b", text)
-        return found is not None and found.group(1) == gold[0]
+        return _polarity(text, question.get("question", "")) == gold[0]
     if kind == "choice":
         letter = (re.match(r"^\(?([a-c])\)?(?:[\s.,:)]|$)", text)
                   or re.search(r"answer is:? ?[\"'(]?([a-c])\b", text)
@@ -75,3 +90,18 @@ def correct(question: dict[str, Any], answer: str) -> bool:
         wrong = [g[1:] for g in gold if g.startswith("!")]
         return _has(text, gold[1]) and not any(_has(text, w) for w in wrong)
     return any(_has(text, g) for g in gold)
+
+
+def split(questions: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    """A fixed half of the set: within each kind, questions 0, 2, 4, ... are ``tune`` (the
+    half the rules and defaults were chosen on) and 1, 3, 5, ... are ``held`` (the half
+    they are reported on). Never reshuffled: a figure on ``held`` is out of sample."""
+    if part not in ("tune", "held"):
+        raise ValueError("part is tune or held")
+    seen: dict[str, int] = {}
+    out = []
+    for q in questions:
+        index = seen[q["kind"]] = seen.get(q["kind"], -1) + 1
+        if (index % 2 == 1) == (part == "held"):
+            out.append(q)
+    return out

@@ -12,7 +12,7 @@ from quality import correct, load_questions  # noqa: E402
 
 CAPITAL = {"type": "text", "gold": ["paris"]}
 NUMBER = {"type": "number", "gold": ["12"], "question": "What is 3 x 4?"}
-YESNO = {"type": "yesno", "gold": ["no"]}
+YESNO = {"type": "yesno", "gold": ["no"], "question": "Is 7 an even number?"}
 CHOICE = {"type": "choice", "gold": ["b", "apple", "!carrot", "!potato"]}
 
 
@@ -25,7 +25,9 @@ CHOICE = {"type": "choice", "gold": ["b", "apple", "!carrot", "!potato"]}
     (NUMBER, "3 x 4 = 12\n\nThis is", True), (NUMBER, "3 x 4 = 7", False),
     (NUMBER, "3 times 4 is 12", True), (NUMBER, "3 x 4 =", False),
     (YESNO, "No.", True), (YESNO, "No, it is not", True), (YESNO, "Yes", False),
-    (YESNO, "Nothing", False),
+    (YESNO, "Nothing", False), (YESNO, "7 is not an even number.", True),
+    (YESNO, "7 is an even number.", False),  # restating the question says yes
+    (YESNO, "A number is a number.", False),  # neither
     (CHOICE, "b", True), (CHOICE, "(b) apple", True), (CHOICE, "B) apple", True),
     (CHOICE, "apple", True), (CHOICE, "a", False), (CHOICE, "apple or carrot", False),
     (CHOICE, 'The correct answer is "b"', True), (CHOICE, "The answer is (a) carrot", False),

@@ -33,3 +33,33 @@ def test_the_question_restated_is_not_the_answer():
     cat = "What do you call a baby cat?"
     assert answer_key("A baby cat is called a kitten.", cat) == answer_key("Kitten!", cat)
     assert answer_key("A baby cat!", cat) == "text:baby cat"  # nothing else to go by
+
+
+@pytest.mark.parametrize(("answer", "key"), [
+    ("Yes.", "yesno:yes"), ("yes, because it is", "yesno:yes"), ("YES", "yesno:yes"),
+    ("10 is indeed an even number.", "yesno:yes"),  # restates the question: a yes
+    ("No.", "yesno:no"), ("No, 10 is not even.", "yesno:no"), ("It isn't.", "yesno:no"),
+    ('The answer is "no".', "yesno:no"), ("10 cannot be odd", "yesno:no"),
+    ("Is 10 an even number?", "num:10"),  # the question echoed: not an answer
+    ("I like pie", "text:i like pie"),  # a digression: no polarity
+])
+def test_a_yes_no_question_is_answered_yes_or_no(answer, key):
+    assert answer_key(answer, "Is 10 an even number?") == key
+
+
+def test_yes_and_its_phrasings_form_one_group_that_outvotes_a_united_no():
+    from zswarm.core.consensus import decide
+    from zswarm.core.messages import Candidate
+
+    q = "Is the sun a star?"
+    texts = ["Yes.", "Yes, it is.", "The sun is indeed a star.", "No, it is not.", "No."]
+    cands = [Candidate(text=t, finish_reason="stop") for t in texts]
+    d = decide("majority", cands, expected=5, final=True, question=q)
+    assert d is not None and d.answer_keys[d.winner] == "yesno:yes"
+
+
+@pytest.mark.parametrize("question", [
+    "What is the capital of France?", "Is it Paris or Lyon?", "Name a colour.",
+])
+def test_other_questions_keep_their_keys(question):
+    assert not answer_key("Yes, Paris is", question).startswith("yesno:")

@@ -2,6 +2,14 @@
 
 Used by the ``majority`` strategy (self-consistency). The rules, in order:
 
+0. To a yes/no question (one that opens with "is", "are", "do", "can", ... and offers no
+   "or"), an answer
+   is ``yes`` or ``no``: the first "yes" or "no" of its first sentence; else ``no`` if
+   that sentence negates ("not", "n't", "cannot", "never"); else ``yes`` if it restates
+   at least half of the question's words ("10 is indeed an even number" to "Is 10 an
+   even number?"). Anything else (an echo of the question, a digression) falls through
+   to the rules below. Without this rule "Yes.", "Yes, it is." and "The sun is a star"
+   made three groups, and a split "yes" lost to a united "no".
 1. An option letter ("(B)", "B)", "Answer: b") becomes ``option:b``.
 2. Otherwise a number (digits or an English number word up to ninety-nine) becomes
    ``num:<value>``: the last number stated after "=", "is", "equals" or "answer" in
@@ -51,6 +59,11 @@ _OPTION_RE = re.compile(
     r"^\s*\(?([a-e])\)?\s*(?:[).:]|$)|\b(?:answer|option)\s*(?:is)?\s*:?\s*\(?([a-e])\b\)?",
     re.IGNORECASE,
 )
+_YES_NO_QUESTION_RE = re.compile(
+    r"^(?:is|are|am|was|were|do|does|did|can|could|will|would|should|shall|has|have|had|"
+    r"may|might|must)\b", re.IGNORECASE)
+_YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_NEGATION_RE = re.compile(r"\b(?:not|never|cannot)\b|n't\b", re.IGNORECASE)
 _COPULA_RE = re.compile(r"\b(?:is|are|was|were)\b|=", re.IGNORECASE)
 _ARTICLES = {"the", "a", "an"}
 
@@ -84,6 +97,37 @@ def _question_terms(question: str) -> tuple[frozenset[str], frozenset[str]]:
     return numbers, frozenset(_stem(w) for w in re.findall(r"[^\W_]+", question.lower()))
 
 
+@lru_cache(maxsize=256)
+def _yes_no_terms(question: str) -> frozenset[str] | None:
+    """The words of a yes/no question that an answer restating it repeats (its verb and
+    articles aside), or None when the question's last sentence is not a yes/no one."""
+    last = [s for s in re.split(r"(?<=[.!?:])\s+|\n+", question.strip()) if s.strip()]
+    if not last or not _YES_NO_QUESTION_RE.match(last[-1]) \
+            or re.search(r"\bor\b", last[-1], re.IGNORECASE):
+        return None  # "Is it Paris or Lyon?" asks to choose
+    words = [_stem(w) for w in re.findall(r"[^\W_]+", last[-1].lower())[1:]]
+    return frozenset(w for w in words if w not in _ARTICLES)
+
+
+def _yes_no(text: str, question: str) -> str | None:
+    """``yes``/``no`` for an answer to a yes/no question (rule 0), else None."""
+    terms = _yes_no_terms(question)
+    if terms is None:
+        return None
+    sentence = _first_sentence(text)
+    word = _YES_NO_RE.search(sentence)
+    if word:
+        return word.group(1).lower()
+    if sentence.rstrip().endswith("?"):
+        return None  # the question echoed back
+    if _NEGATION_RE.search(sentence):
+        return "no"
+    said = {_stem(w) for w in re.findall(r"[^\W_]+", sentence.lower())}
+    if terms and 2 * len(terms & said) >= len(terms):
+        return "yes"
+    return None
+
+
 def _stem(word: str) -> str:
     """A crude stem, so "called" matches the question's "call"."""
     for suffix in ("ing", "ed", "es", "s"):
@@ -95,6 +139,9 @@ def _stem(word: str) -> str:
 @lru_cache(maxsize=4096)
 def _answer_key(text: str, question: str) -> str:
     stripped = text.strip()
+    polarity = _yes_no(stripped, question)
+    if polarity is not None:
+        return f"yesno:{polarity}"
     asked, asked_words = _question_terms(question)
     option = _OPTION_RE.search(stripped)
     if option:
