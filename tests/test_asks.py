@@ -57,3 +57,28 @@ def test_any_choice_is_a_request_or_a_refusal(n, max_tokens, temperature, top_p,
         field = exc.field
     assert field is None or field in ("n", "max_tokens", "params.max_tokens", "params.temperature",
                                       "params.top_p", "params.seed")
+
+
+@pytest.mark.parametrize(("consensus", "kw", "expected"), [
+    ({}, {}, (8, True)),  # the default: a budget
+    ({}, {"stream": True}, (1, False)),  # a stream shows one candidate as it is written
+    ({}, {"temperature": 0.0}, (1, False)),  # every candidate would be the same
+    ({"strategy": "weighted_vote"}, {}, (1, False)),  # no groups: no budget
+    ({"n": 3}, {"stream": True}, (3, False)),  # the config's own choice stands
+    ({"budget": 12}, {"stream": True}, (12, True)),
+    ({}, {"n": 5}, (5, False)), ({}, {"budget": 5}, (5, True)),
+    ({"n": 2}, {"budget": 5}, (5, True)),  # the caller's choice wins over the config's
+])
+def test_how_many_candidates_an_ask_gets(consensus, kw, expected):
+    from zswarm.asks import choose_count
+
+    config = parse_config({"consensus": consensus})
+    assert choose_count(config, config.consensus.strategy, **kw) == expected
+
+
+def test_n_and_budget_exclude_each_other():
+    from zswarm.asks import choose_count
+
+    with pytest.raises(RequestRefused, match="not both") as caught:
+        choose_count(CONFIG, "confidence", n=2, budget=4)
+    assert caught.value.field == "budget"

@@ -35,7 +35,12 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     ("[federation]\nliveness = 200\n", r"federation.liveness: expected 2 to 100, got 200"),
     ("[consensus]\nweights = { a = \"x\" }\n", r"consensus.weights values: expected float"),
     ("[consensus]\nweights = { a = 0 }\n", r"consensus.weights values: expected more than 0"),
-    ("[consensus]\nn = 20\n", r"consensus.n: expected 1 to generation.max_n \(16\)"),
+    ("[consensus]\nn = 20\n", r"consensus.n: expected 1 to generation.max_n \(16\), got 20"),
+    ("[consensus]\nbudget = 0\n", r"consensus.budget: expected 1 to generation.max_n"),
+    ("[consensus]\nbudget = 8\nn = 2\n", r"consensus.budget: give n .* or budget .* not both"),
+    ("[consensus]\nbudget = 8\nstrategy = \"first_valid\"\n",
+     r"consensus.budget: a budget needs the strategy confidence, majority, best_of_n; "
+     r"first_valid takes n"),
     ("[generation]\nmax_n = 1000\n", r"generation.max_n: expected 1 to 32 \(the protocol's"),
     ("[model]\nn_ctx = 3\n", r"model.n_ctx: expected at least 64, got 3"),
     ("source = \"x\"\n", r"unknown key 'source'"),

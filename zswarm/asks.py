@@ -1,8 +1,8 @@
 """The one builder of a GenerateRequest from a config's defaults and a caller's choices.
 
 Owns: which config keys fill what a caller leaves out ([generation] max_tokens,
-temperature, top_p, top_k, system_prompt; [consensus] n), and checking the result
-against the message types' own constraints (msgspec.convert, never the bare
+temperature, top_p, top_k, system_prompt; [consensus] n or budget: ``choose_count``),
+and checking the result against the message types' own constraints (msgspec.convert, never the bare
 constructor: a request the workers could not decode must not reach them). A value out
 of range is a RequestRefused whose ``field`` is the request's dotted path ("n",
 "params.top_p", "messages[0].content"), for each door to name in its own words (a CLI
@@ -23,6 +23,28 @@ from zswarm.core import codec
 from zswarm.core.limits import check_count
 from zswarm.core.messages import GenerateRequest
 from zswarm.errors import RequestRefused
+
+
+def choose_count(config: Config, strategy: str, *, n: int | None = None,
+                 budget: int | None = None, stream: bool = False,
+                 temperature: float | None = None) -> tuple[int, bool]:
+    """How many candidates an ask gets, and whether that is a budget (adaptive): the
+    caller's ``n`` or ``budget`` (not both), else the config's (``count_for``) - but one
+    at temperature 0 (``temperature``: the caller's, else [generation]'s), where every
+    candidate would be the same. A count given is held to the node's limit here, so the
+    message names that limit."""
+    if n is not None and budget is not None:
+        raise RequestRefused("give n (exactly that many candidates) or budget (at most that "
+                             "many, adaptive), not both", field="budget")
+    if budget is not None:
+        check_count(config.limits, "budget", budget)
+        return budget, True
+    if n is not None:
+        check_count(config.limits, "n", n)
+        return n, False
+    if (config.generation.temperature if temperature is None else temperature) == 0:
+        return (config.consensus.n or 1), False
+    return config.consensus.count_for(strategy, stream=stream)
 
 
 def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = None,
@@ -49,7 +71,7 @@ def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = N
         if system and (not chat or chat[0].get("role") != "system"):
             chat.insert(0, {"role": "system", "content": system})
         fields = {"messages": chat}
-    fields["n"] = config.consensus.n if n is None else n
+    fields["n"] = (config.consensus.n or 1) if n is None else n  # a budget: choose_count
     fields["params"] = {
         "max_tokens": gen.max_tokens if max_tokens is None else max_tokens,
         "temperature": gen.temperature if temperature is None else temperature,

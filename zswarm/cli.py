@@ -13,7 +13,7 @@ import typer
 
 from zswarm import __version__, cli_ask, cli_node, cli_swarm, client, views
 from zswarm.config import Config, load_config
-from zswarm.core.limits import admit, check_strategy
+from zswarm.core.limits import admit
 from zswarm.core.messages import GenerateRequest, PeerInfo, Report
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.core.text import printable
@@ -21,7 +21,6 @@ from zswarm.errors import (
     ConfigError,
     ModelNotFound,
     RemoteProtocolError,
-    RequestRefused,
     ZswarmError,
 )
 from zswarm.net.security import SwarmKey, http_token, swarm_key, write_key_file
@@ -129,7 +128,11 @@ def ask(
                                         hidden=True),
     prompt_file: Path | None = FileOpt,
     n: int | None = typer.Option(None, "--n", metavar="N", show_default=False,
-                                 help="candidates to generate (default: [consensus] n)"),
+                                 help="exactly N candidates (default: [consensus])"),
+    budget: int | None = typer.Option(
+        None, "--budget", metavar="N", show_default=False,
+        help="at most N candidates, asked in waves until the answer is settled "
+        "(default: [consensus] budget, else 8; confidence, majority, best_of_n)"),
     strategy: str | None = typer.Option(
         None, "--strategy", metavar="NAME", show_default=False,
         help=f"one of {', '.join(ASK_STRATEGIES)} (default: [consensus] strategy)"),
@@ -159,24 +162,22 @@ def ask(
     question = cli_ask.question(prompt, prompt_file)
     cfg = _load(config)
     strategy = strategy or cfg.consensus.strategy
-    try:
-        check_strategy(strategy)  # before connecting: the node's own admission rule
-    except RequestRefused as exc:
-        _out(f"error: --strategy: {exc}", err=True)
-        raise typer.Exit(2) from None
-    request = cli_ask.request(cfg, question, n=n, max_tokens=max_tokens,
-                              temperature=temperature, seed=seed, system=system)
+    request, adaptive = cli_ask.request(cfg, question, strategy, n=n, budget=budget,
+                                        max_tokens=max_tokens, temperature=temperature,
+                                        seed=seed, system=system)
     deadline_ms = cfg.scheduler.default_deadline_ms
     key = _key(cfg)
     node, where = cli_ask.where_to_ask(cfg, key, node_endpoint, local, config)
     try:
         if node is not None:
             with node:
-                reply = node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
+                reply = node.ask(request, strategy=strategy, deadline_ms=deadline_ms,
+                                 adaptive=adaptive)
             answer, report = reply.answer, reply.report
         else:
             admit(cfg.limits, request)  # before loading a model for it (strategy: above)
-            answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms)
+            answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms,
+                                      adaptive)
     except ZswarmError as exc:
         # refused as malformed or over a limit, or a model that is not there: the options
         # or the configuration (exit 2); anything else happened while asking (exit 1)
@@ -188,13 +189,13 @@ def ask(
 
 
 async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
-                     deadline_ms: int) -> tuple[str, Report]:
+                     deadline_ms: int, adaptive: bool) -> tuple[str, Report]:
     from zswarm.runtime.swarm import local_swarm
     from zswarm.runtime.votes import serve_ask
 
     async with local_swarm(cfg) as swarm:  # the same path as a node's RPC and HTTP asks
         return await serve_ask(swarm.ctx, swarm.coordinator, request, strategy=strategy,
-                               deadline_ms=deadline_ms)
+                               deadline_ms=deadline_ms, adaptive=adaptive)
 
 
 @app.command()

@@ -17,8 +17,9 @@ from pathlib import Path
 import typer
 
 from zswarm import client, views
-from zswarm.asks import new_request
+from zswarm.asks import choose_count, new_request
 from zswarm.config import ENDPOINT, Config
+from zswarm.core.limits import check_strategy
 from zswarm.core.messages import GenerateRequest, Report
 from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey
@@ -39,14 +40,18 @@ def question(prompt: str | None, prompt_file: Path | None) -> str:
     return sys.stdin.read() if prompt == "-" else str(prompt)
 
 
-def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None,
-             temperature: float | None, seed: int | None, system: str | None
-             ) -> GenerateRequest:
-    """The request from the config's defaults and the options (exit 2 naming a bad one)."""
+def request(cfg: Config, question: str, strategy: str, *, n: int | None,
+            budget: int | None, max_tokens: int | None, temperature: float | None,
+            seed: int | None, system: str | None) -> tuple[GenerateRequest, bool]:
+    """The request from the config's defaults and the options, and whether its n is a
+    budget (exit 2 naming a bad option; the strategy is judged by the node's own rule)."""
     try:
+        count, adaptive = choose_count(cfg, strategy, n=n, budget=budget,
+                                       temperature=temperature)
+        check_strategy(strategy, adaptive=adaptive)
         return new_request(cfg, messages=[{"role": "user", "content": question}],
-                           system=system, n=n, max_tokens=max_tokens,
-                           temperature=temperature, seed=seed)
+                           system=system, n=count, max_tokens=max_tokens,
+                           temperature=temperature, seed=seed), adaptive
     except RequestRefused as exc:
         option = _OPTION_OF.get(exc.field)
         what = str(exc).removeprefix(exc.field).strip()
@@ -56,7 +61,8 @@ def request(cfg: Config, question: str, *, n: int | None, max_tokens: int | None
 
 
 #: the request's field -> the option that set it
-_OPTION_OF = {"n": "--n", "max_tokens": "--max-tokens", "params.max_tokens": "--max-tokens",
+_OPTION_OF = {"n": "--n", "budget": "--budget", "strategy": "--strategy",
+              "max_tokens": "--max-tokens", "params.max_tokens": "--max-tokens",
               "params.temperature": "--temperature", "params.seed": "--seed"}
 
 

@@ -95,10 +95,11 @@ class NodeClient:
         return _expect(self.exchange(PeersRequest(request_id=rid), rid, timeout_s), PeersReply)
 
     def ask(self, request: GenerateRequest, *, strategy: str | None,
-            deadline_ms: int) -> ClientReply:
+            deadline_ms: int, adaptive: bool = False) -> ClientReply:
+        """``adaptive``: ``request.n`` is a budget (core/stopping.py)."""
         rid = new_request_id()
         msg = ClientRequest(request_id=rid, request=request, strategy=strategy,
-                            deadline_ms=deadline_ms)
+                            deadline_ms=deadline_ms, adaptive=adaptive)
         return _expect(self.exchange(msg, rid, deadline_ms / 1000 + 5.0), ClientReply)
 
     def close(self) -> None:
@@ -131,9 +132,10 @@ def peers(endpoint: str, *, timeout_s: float = 2.0, key: SwarmKey | None = None)
 
 
 def ask(endpoint: str, request: GenerateRequest, *, strategy: str | None,
-        deadline_ms: int, key: SwarmKey | None = None) -> ClientReply:
+        deadline_ms: int, key: SwarmKey | None = None, adaptive: bool = False) -> ClientReply:
     with NodeClient(endpoint, key=key) as node:
-        return node.ask(request, strategy=strategy, deadline_ms=deadline_ms)
+        return node.ask(request, strategy=strategy, deadline_ms=deadline_ms,
+                        adaptive=adaptive)
 
 
 def node_json(config: Config) -> tuple[int, str] | None:

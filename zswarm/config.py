@@ -28,6 +28,7 @@ from zswarm.core.consensus import DEFAULT_TAU
 from zswarm.core.limits import Limits
 from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
+from zswarm.core.stopping import ADAPTIVE_STRATEGIES, DEFAULT_BUDGET
 from zswarm.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -128,13 +129,30 @@ class SchedulerConfig(Section, frozen=True):
 class ConsensusConfig(Section, frozen=True):
     #: one of core/plan.py's ASK_STRATEGIES (checked in _validate)
     strategy: str = "confidence"
-    n: int = 1
+    #: candidates per ask: exactly ``n``, or up to ``budget`` (adaptive: spent in waves
+    #: until the winner is settled, core/stopping.py; confidence, majority, best_of_n).
+    #: Give one of them; with neither, DEFAULT_BUDGET for those strategies, else n = 1
+    n: int | None = None
+    budget: int | None = None
     allow_truncated: bool = True
     #: per-node weights for weighted_vote, majority and confidence (node id -> weight; the
     #: ids are in `zswarm peers`; names are for display, a peer may choose any)
     weights: dict[str, Annotated[float, Meta(gt=0.0, le=1000.0)]] = field(default_factory=dict)
     #: temperature of ``confidence``: lower trusts log-probabilities more, higher counts more
     confidence_tau: Annotated[float, Meta(gt=0.0, le=10.0)] = DEFAULT_TAU
+
+    def count_for(self, strategy: str, *, stream: bool = False) -> tuple[int, bool]:
+        """(candidates, whether they are a budget) for an ask that gives neither: this
+        table's n or budget, else DEFAULT_BUDGET - but a stream (tokens shown as they
+        are written, which only one candidate can be) then gets n = 1."""
+        if self.n is not None:
+            return self.n, False
+        if self.budget is None and stream:
+            return 1, False
+        budget = DEFAULT_BUDGET if self.budget is None else self.budget
+        if budget and strategy in ADAPTIVE_STRATEGIES:
+            return budget, True
+        return 1, False
 
 
 class FederationConfig(Section, frozen=True):
@@ -371,8 +389,16 @@ def _validate(cfg: Config) -> None:
     if cfg.consensus.strategy not in ASK_STRATEGIES:
         raise bad("consensus.strategy", f"expected one of {', '.join(ASK_STRATEGIES)}, "
                   f"got {cfg.consensus.strategy!r}")
-    if not 1 <= cfg.consensus.n <= cfg.generation.max_n:
-        raise bad("consensus.n", f"expected 1 to generation.max_n ({cfg.generation.max_n})")
+    consensus, top = cfg.consensus, cfg.generation.max_n
+    for key, count in (("n", consensus.n), ("budget", consensus.budget)):
+        if count is not None and not 1 <= count <= top:
+            raise bad(f"consensus.{key}", f"expected 1 to generation.max_n ({top}), got {count}")
+    if consensus.n is not None and consensus.budget is not None:
+        raise bad("consensus.budget", "give n (exactly that many candidates) or budget (at "
+                  "most that many, adaptive), not both")
+    if consensus.budget is not None and consensus.strategy not in ADAPTIVE_STRATEGIES:
+        raise bad("consensus.budget", f"a budget needs the strategy "
+                  f"{', '.join(ADAPTIVE_STRATEGIES)}; {consensus.strategy} takes n")
     if cfg.generation.max_tokens > cfg.generation.max_tokens_limit:
         raise bad("generation.max_tokens", "expected 1 to generation.max_tokens_limit "
                   f"({cfg.generation.max_tokens_limit})")

@@ -94,8 +94,7 @@ def explain(answer: str, report: Report, *, where: str = "") -> str:
     """``zswarm ask --explain``: the answer, then who answered (``where``) and who said what."""
     lines = [answer, ""] + ([f"answered by {where}"] if where else []) + [
              f"strategy {report.strategy}, winner #{report.winner}, "
-             f"agreement {report.agreement:.2f}, {len(report.candidates)} of {report.expected} "
-             "candidates"]
+             f"agreement {report.agreement:.2f}, {spent(report)}"]
     lines.append(f"{'#':>2}  {'node/worker':<20} {'score':>8} {'finish':<9} {'ms':>8} "
                  f"{'cached':>11}  text")
     for i, c in enumerate(report.candidates):
@@ -116,6 +115,16 @@ def explain(answer: str, report: Report, *, where: str = "") -> str:
     return "\n".join(lines)
 
 
+def spent(report: Report) -> str:
+    """How many candidates an answer used: "5 of a budget of 16 candidates, 2 waves,
+    stopped: settled", or "8 of 8 candidates"."""
+    used = len(report.candidates)
+    if not report.budget:
+        return f"{used} of {report.expected} candidates"
+    waves = f"{report.waves} wave" + ("s" if report.waves != 1 else "")
+    return f"{used} of a budget of {report.budget} candidates, {waves}, stopped: {report.stop}"
+
+
 def as_json(answer: str, report: Report, *, where: str = "") -> str:
     """``zswarm ask --json`` (``answered_by``: the node's endpoint, or in-process)."""
     return json.dumps({
@@ -124,6 +133,10 @@ def as_json(answer: str, report: Report, *, where: str = "") -> str:
         "strategy": report.strategy,
         "winner": report.winner,
         "agreement": report.agreement,
+        "used": len(report.candidates),
+        "budget": report.budget or None,
+        "waves": report.waves,
+        "stop": report.stop or None,
         "candidates": [
             {"node": c.node, "worker": c.worker, "text": c.text, "score": c.score,
              "finish_reason": c.finish_reason, "latency_ms": c.latency_ms,

@@ -67,6 +67,31 @@ def test_ask_explain_and_seed_determinism(tmp_path):
         ln[:40] for ln in second.output.splitlines() if "timings" not in ln]
 
 
+def test_ask_with_a_budget_says_what_it_spent(tmp_path):
+    cfg = write_config(tmp_path)
+    args = ["ask", "What is the capital of France?", "--budget", "16", "--config", str(cfg),
+            "--local", "--max-tokens", "12", "--temperature", "0.7"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["budget"] == 16 and report["used"] == len(report["candidates"]) <= 16
+    assert report["stop"] in ("cannot change", "settled", "no agreement", "budget spent")
+    assert report["waves"] >= 1
+    explained = runner.invoke(app, [*args, "--explain"])
+    assert explained.exit_code == 0, explained.output
+    assert "of a budget of 16 candidates" in explained.output and "stopped: " in explained.output
+
+
+def test_the_default_is_a_budget_but_greedy_asks_once(tmp_path):
+    cfg = write_config(tmp_path)
+    base = ["ask", "What is 2 + 2?", "--config", str(cfg), "--local", "--max-tokens", "8",
+            "--json"]
+    sampled = json.loads(runner.invoke(app, [*base, "--temperature", "0.7"]).stdout)
+    assert sampled["budget"] == 8  # [consensus] budget's default
+    greedy = json.loads(runner.invoke(app, [*base, "--temperature", "0"]).stdout)
+    assert greedy["budget"] is None and len(greedy["candidates"]) == 1  # all would agree
+
+
 def test_bad_config_is_exit_2_with_the_key(tmp_path):
     cfg = write_config(tmp_path, "[scheduler]\nmax_qeue = 3\n")
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--local"])
@@ -89,6 +114,16 @@ def test_bad_options_are_clear(tmp_path):
     assert "$." not in result.output  # no msgspec paths
     result = runner.invoke(app, ["ask", "--config", str(cfg), "--local"])
     assert result.exit_code == 2 and "give the question" in result.output
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--budget", "17", "--local"])
+    assert result.exit_code == 2 and "--budget must be 1 to 16 ([generation] max_n)" \
+        in result.output
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--budget", "4", "--n", "4"])
+    assert result.exit_code == 2 and "give n (exactly that many candidates) or budget" \
+        in result.output
+    result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--budget", "4",
+                                 "--strategy", "first_valid"])
+    assert result.exit_code == 2 and "a budget needs the strategy confidence, majority, " \
+        "best_of_n; first_valid takes n" in result.output
 
 
 def test_unknown_model_file(tmp_path):

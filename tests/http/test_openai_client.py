@@ -83,7 +83,36 @@ def test_consensus_candidates_with_one_answer(client):
     assert len(r.model_extra["zswarm"]["candidates"]) >= 2
 
 
+def test_a_budget_answers_once_with_what_it_spent(client):
+    r = client.chat.completions.create(
+        model="default", messages=QUESTION, max_tokens=12, temperature=0.7,
+        extra_body={"zswarm": {"budget": 16}})
+    report = r.model_extra["zswarm"]
+    assert len(r.choices) == 1 and report["budget"] == 16
+    assert 1 <= len(report["candidates"]) <= 16 and report["waves"] >= 1
+    assert report["stop"] in ("cannot change", "settled", "no agreement", "budget spent")
+    assert r.choices[0].message.content == report["candidates"][report["winner"]]["text"]
+
+
+def test_the_default_is_a_budget_and_a_stream_one_candidate(client):
+    r = client.chat.completions.create(model="default", messages=QUESTION, max_tokens=8,
+                                       temperature=0.7)
+    assert r.model_extra["zswarm"]["budget"] == 8  # [consensus] budget's default
+    chunks = list(client.chat.completions.create(model="default", messages=QUESTION,
+                                                 max_tokens=8, temperature=0.7, stream=True))
+    report = next(c.model_extra["zswarm"] for c in chunks if c.model_extra.get("zswarm"))
+    assert report["budget"] == 0 and len(report["candidates"]) == 1  # tokens as written
+
+
 @pytest.mark.parametrize(("kwargs", "error", "param"), [
+    ({"extra_body": {"zswarm": {"budget": 17}}}, openai.UnprocessableEntityError,
+     "zswarm.budget"),
+    ({"extra_body": {"zswarm": {"budget": 4, "n": 4}}}, openai.UnprocessableEntityError,
+     "zswarm.budget"),
+    ({"extra_body": {"zswarm": {"budget": 4, "strategy": "weighted_vote"}}},
+     openai.UnprocessableEntityError, "zswarm.budget"),
+    ({"n": 2, "extra_body": {"zswarm": {"budget": 4}}}, openai.UnprocessableEntityError,
+     "zswarm.budget"),
     ({"model": "gpt-17"}, openai.NotFoundError, "model"),
     ({"max_tokens": 100_000}, openai.UnprocessableEntityError, "max_tokens"),
     ({"n": 99}, openai.UnprocessableEntityError, "n"),

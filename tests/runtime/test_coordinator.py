@@ -204,3 +204,43 @@ async def test_a_conversations_next_turn_goes_to_the_worker_that_holds_it(make, 
             conversation("hi", "42", *(x for t in range(turn) for x in (f"q{t}", "42")),
                          f"q{turn}"), strategy="majority", deadline=within(10))
         assert report.candidates[0].worker == home
+
+
+WORDS = "apple pear plum fig date grape melon mango peach cherry lemon guava olive quince " \
+    "papaya banana".split()
+
+
+async def test_a_budget_stops_once_the_answer_is_settled(make, autojump_clock):
+    coordinator = await make(None)
+    answer, report = await coordinator.ask(ask_request(16), strategy="confidence",
+                                           deadline=within(10), adaptive=True)
+    assert answer == "42"
+    assert (len(report.candidates), report.waves, report.budget, report.stop) == \
+        (3, 1, 16, "settled")
+    (me,) = report.participants
+    assert me.outcome == "cancelled" and "settled" in me.detail
+
+
+async def test_a_budget_of_scattered_answers_stops_at_half_as_no_agreement(make, autojump_clock):
+    coordinator = await make(None, local=WORDS)
+    _, report = await coordinator.ask(ask_request(16), strategy="majority", deadline=within(10),
+                                      adaptive=True)
+    assert (len(report.candidates), report.waves, report.stop) == (8, 2, "no agreement")
+    # each wave continues the seeds (first_index) of the one before: 8 different answers
+    assert len({c.text for c in report.candidates}) == 8
+
+
+async def test_waves_are_spread_over_the_swarm_like_a_fixed_n(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(["kiwi", "lime"]))
+    coordinator = await make(peers, local=WORDS)
+    _, report = await coordinator.ask(ask_request(16), strategy="majority", deadline=within(10),
+                                      adaptive=True)
+    assert peers.asked == ["b", "b"]  # asked in both waves
+    assert {p.node: p.requested for p in report.participants} == {"me": 4, "b": 4}
+    assert (len(report.candidates), report.waves, report.stop) == (8, 2, "no agreement")
+
+
+async def test_a_fixed_n_reports_no_budget(make, autojump_clock):
+    coordinator = await make(None)
+    _, report = await coordinator.ask(ask_request(4), strategy="majority", deadline=within(10))
+    assert (report.budget, report.waves, report.stop) == (0, 1, "")

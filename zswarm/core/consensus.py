@@ -52,8 +52,10 @@ STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 #: the strategies whose decisions log-probabilities (claims, when a peer sends them) sway
 SCORED_STRATEGIES: tuple[Strategy, ...] = ("best_of_n", "confidence")
 
-#: the temperature of ``confidence`` (chosen by bench/consensus_quality.py)
-DEFAULT_TAU = 1.0
+#: the temperature of ``confidence`` (chosen by bench/consensus_quality.py on the tuning
+#: half: at 2.0 yes/no answers score as under majority, where 1.0 trusted the model's
+#: confident "No" - its bias - over a split "yes"; the other kinds are unchanged)
+DEFAULT_TAU = 2.0
 #: the least confidence a candidate has under ``confidence`` (a cap on what one can claim)
 CONFIDENCE_FLOOR = 0.05
 

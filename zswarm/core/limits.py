@@ -16,6 +16,7 @@ from typing import Literal
 
 from zswarm.core.messages import MAX_DEADLINE_MS, GenerateRequest
 from zswarm.core.plan import ASK_STRATEGIES, AskStrategy, is_ask_strategy
+from zswarm.core.stopping import ADAPTIVE_STRATEGIES
 from zswarm.errors import RequestRefused
 
 
@@ -30,11 +31,15 @@ class Limits:
     default_deadline_ms: int
 
 
-def check_strategy(strategy: str) -> AskStrategy:
-    """The strategy a request names, as the type the coordinator takes (a refusal if none)."""
+def check_strategy(strategy: str, *, adaptive: bool = False) -> AskStrategy:
+    """The strategy a request names, as the type the coordinator takes (a refusal if none,
+    or if it cannot spend a budget: ``adaptive``)."""
     if not is_ask_strategy(strategy):
         raise RequestRefused(f"unknown strategy {strategy!r}; choose one of "
                              f"{', '.join(ASK_STRATEGIES)}", field="strategy")
+    if adaptive and strategy not in ADAPTIVE_STRATEGIES:
+        raise RequestRefused(f"a budget needs the strategy {', '.join(ADAPTIVE_STRATEGIES)}; "
+                             f"{strategy} takes n", field="budget")
     return strategy
 
 
@@ -47,10 +52,12 @@ def deadline_s(limits: Limits, deadline_ms: int | None) -> float:
     return ms / 1000
 
 
-def check_count(limits: Limits, field: Literal["n", "max_tokens"], value: int) -> None:
-    """``n`` and ``max_tokens`` are 1 to this node's limit; checked by ``admit``, and by
-    asks.new_request before the wire's own (wider) range, so every door shows this one."""
-    top, key = ((limits.max_n, "max_n") if field == "n"
+def check_count(limits: Limits, field: Literal["n", "budget", "max_tokens"], value: int
+                ) -> None:
+    """``n`` (or a ``budget`` of candidates) and ``max_tokens`` are 1 to this node's limit;
+    checked by ``admit``, and by asks.new_request before the wire's own (wider) range, so
+    every door shows this one."""
+    top, key = ((limits.max_n, "max_n") if field in ("n", "budget")
                 else (limits.max_tokens_limit, "max_tokens_limit"))
     if not 1 <= value <= top:
         raise RequestRefused(f"{field} must be 1 to {top} ([generation] {key}), not {value}",

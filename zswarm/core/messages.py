@@ -169,6 +169,11 @@ class Report(Struct, frozen=True, kw_only=True):
     expected: int = 0
     note: str = ""
     participants: list[Participant] = []
+    #: an adaptive ask: the most candidates it could use (0: a fixed n), the waves it ran
+    #: and why it stopped (core/stopping.py's StopReason)
+    budget: int = 0
+    waves: int = 1
+    stop: str = ""
 
 
 NodeState = Literal["loading", "ready", "draining", "leaving"]
@@ -215,6 +220,8 @@ class ClientRequest(_Msg, frozen=True, tag="client_request"):
     request: GenerateRequest
     strategy: ShortText | None = None
     deadline_ms: Annotated[int, Meta(ge=1, le=MAX_DEADLINE_MS)] | None = None
+    #: ``request.n`` is a budget: at most that many candidates, in waves (core/stopping.py)
+    adaptive: bool = False
 
 
 class ClientReply(_Msg, frozen=True, tag="client_reply"):

@@ -108,7 +108,8 @@ async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
     return await serve_ask(
         node.ctx, node.coordinator, ask.request, strategy=ask.strategy,
         deadline_ms=ask.deadline_ms, on_token=on_token, model_id=model_id,
-        peers=ask.peers, early_stop=ask.choices <= 1)  # n choices: every candidate is one
+        peers=ask.peers, early_stop=ask.choices <= 1,  # n choices: every candidate is one
+        adaptive=ask.adaptive)
 
 
 def _api_error(exc: ZswarmError, ask: Ask) -> ApiError:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from zswarm.asks import new_request
+from zswarm.asks import choose_count, new_request
 from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.messages import (
@@ -64,6 +64,8 @@ class ZswarmOptions(msgspec.Struct, forbid_unknown_fields=True):
 
     strategy: str | None = None
     n: int | None = None
+    #: at most this many candidates, spent in waves until the winner is settled
+    budget: int | None = None
     deadline_ms: int | None = None
     #: "all", "none", or the names or ids of the peers that may be asked
     peers: str | list[str] = "all"
@@ -132,11 +134,13 @@ class Ask:
     extras: dict[str, object] = field(default_factory=dict)
     #: zswarm.n was given (a refused n names it, not OpenAI's n)
     n_given: bool = False
+    #: request.n is a budget (core/stopping.py)
+    adaptive: bool = False
 
 
 #: core/limits.py's field names -> the OpenAI request's
 _PARAMS = {"n": "n", "max_tokens": "max_tokens", "prompt": "messages", "messages": "messages",
-           "strategy": "zswarm.strategy", "deadline_ms": "zswarm.deadline_ms"}
+           "strategy": "zswarm.strategy", "budget": "zswarm.budget", "deadline_ms": "zswarm.deadline_ms"}
 
 
 def _unprocessable(message: str, param: str) -> ApiError:
@@ -152,13 +156,24 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
         max_tokens = req.max_completion_tokens
     if req.n < 1:
         raise _unprocessable("n must be at least 1", "n")
-    n = opts.n if opts.n is not None else (req.n if req.n > 1 else config.consensus.n)
+    strategy = opts.strategy or config.consensus.strategy
+    if opts.budget is not None and req.n > 1:
+        raise _unprocessable("zswarm.budget gives one answer; n > 1 asks for every candidate "
+                             "(use zswarm.n)", "zswarm.budget")
+    try:
+        if opts.n is None and opts.budget is None and req.n > 1:
+            n, adaptive = req.n, False
+        else:
+            n, adaptive = choose_count(config, strategy, n=opts.n, budget=opts.budget,
+                                       stream=req.stream, temperature=req.temperature)
+    except RequestRefused as exc:
+        raise _unprocessable(str(exc), "zswarm.n" if exc.field == "n" else "zswarm.budget"
+                             ) from None
     if n < req.n:
         raise _unprocessable(f"zswarm.n must be at least n ({req.n})", "zswarm.n")
     if req.temperature is not None and not 0.0 <= req.temperature <= 2.0:  # OpenAI's range
         raise _unprocessable("temperature must be 0 to 2", "temperature")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    strategy = opts.strategy or config.consensus.strategy
     peers: list[str] | None
     if isinstance(opts.peers, list):
         peers = list(opts.peers)
@@ -189,7 +204,8 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
         raise _unprocessable(f"{param} {str(exc).removeprefix(exc.field).strip()}",
                              param) from None
     return Ask(request=request, strategy=strategy, deadline_ms=opts.deadline_ms, peers=peers,
-               choices=req.n, stream=req.stream, model=req.model, n_given=opts.n is not None)
+               choices=req.n, stream=req.stream, model=req.model, n_given=opts.n is not None,
+               adaptive=adaptive)
 
 
 def refused(exc: RequestRefused, ask: Ask) -> ApiError:

@@ -107,7 +107,8 @@ def _report(report: Report) -> dict[str, Any]:
     """What the page shows of a report (kept slim by ``NodeStats.asked``)."""
     return {
         "strategy": report.strategy, "winner": report.winner, "agreement": report.agreement,
-        "expected": report.expected, "timings": report.timings, "note": report.note,
+        "expected": report.expected, "budget": report.budget, "waves": report.waves,
+        "stop": report.stop, "timings": report.timings, "note": report.note,
         "candidates": [{"node": c.node, "worker": c.worker, "text": c.text,
                         "score": c.score, "finish_reason": c.finish_reason,
                         "latency_ms": c.latency_ms, "tokens": c.tokens,

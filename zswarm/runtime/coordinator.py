@@ -2,7 +2,7 @@
 
 Owns: asking core/plan.py who generates how many candidates; splitting the local
 share over the local workers (each part decoded as one batch); sending VoteRequests
-to peers through ``Peers`` (runtime/context.py); one ``_Round`` per request holding
+to peers through ``Peers`` (runtime/context.py); one ``Round`` per request holding
 its deadline, start time, token sink, early-stop scope and what arrived; each
 vote's deadline; asking the strategy after every candidate (early stop cancels the
 stragglers, local and remote); retrying a local part once when its worker crashed
@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import msgspec
 import trio
@@ -39,79 +38,22 @@ from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
     Candidate,
     GenerateRequest,
-    Outcome,
-    Participant,
     Report,
     WorkCandidate,
     WorkToken,
 )
 from zswarm.core.plan import ROUTE, SELF, AskStrategy, NodeLoad, Plan, plan
-from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, WorkerCrashed, ZswarmError
+from zswarm.core.stopping import verdict, waves
+from zswarm.errors import NoQuorum, WorkerCrashed, ZswarmError
 from zswarm.runtime.context import NodeContext, Peers, Pool
+from zswarm.runtime.rounds import Asked, Round, TokenSink, nothing_arrived, participants, split_n
 from zswarm.runtime.verify import verified_decision
 
 log = logging.getLogger(__name__)
 
-TokenSink = Callable[[int, str], None]
-
-
 def _question(request: GenerateRequest) -> str:
     """The last user message (what the answer keys are read against, and what is recorded)."""
     return next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-
-
-def split_n(n: int, workers: int) -> list[int]:
-    """Spread n candidates over at most ``workers`` parts, as evenly as possible."""
-    parts = max(1, min(n, workers))
-    base, extra = divmod(n, parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
-
-
-@dataclass
-class _Asked:
-    node: str
-    requested: int = 0
-    received: int = 0
-    #: set when the part failed or timed out; else derived from what arrived
-    outcome: Outcome | None = None
-    detail: str = ""
-    latency_ms: float = 0.0
-
-
-@dataclass
-class _Round:
-    """One request from fan-out to decision: what it may spend and what arrived."""
-
-    #: None = gather every candidate (serving a vote), no strategy
-    strategy: Strategy | None
-    expected: int
-    #: trio time at which the whole round ends
-    deadline: float
-    #: where streamed tokens go (candidate index, text); None = no streaming
-    on_token: TokenSink | None = None
-    #: the last user message: helps the strategies tell answers from restated questions
-    question: str = ""
-    #: decide as soon as the strategy can (else only once every candidate is in)
-    early_stop: bool = True
-    #: the local worker whose prompt cache holds this conversation, if one does
-    home_worker: str | None = None
-    #: perf_counter at the start of the current gather (candidate latencies count from it)
-    t0: float = 0.0
-    #: the current gather: cancelled once the strategy has decided (early stop)
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    candidates: list[Candidate] = field(default_factory=list)
-    decision: Decision | None = None
-    errors: list[ZswarmError] = field(default_factory=list)
-    asked: dict[str, _Asked] = field(default_factory=dict)
-    first_candidate_ms: float | None = None
-    deadline_hit: bool = False
-    #: trio time at which the round began (for messages: "the deadline of 30.0 s")
-    began: float = field(default_factory=trio.current_time)
-
-    @property
-    def seconds(self) -> float:
-        """The time the round was given."""
-        return self.deadline - self.began
 
 
 class Coordinator:
@@ -134,8 +76,8 @@ class Coordinator:
 
     async def ask(self, request: GenerateRequest, *, strategy: AskStrategy, deadline: float,
                   on_token: TokenSink | None = None, model_id: str | None = None,
-                  peers: list[str] | None = None, early_stop: bool = True
-                  ) -> tuple[str, Report]:
+                  peers: list[str] | None = None, early_stop: bool = True,
+                  adaptive: bool = False) -> tuple[str, Report]:
         """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
 
         ``deadline`` is absolute (``trio.current_time()``): every scope of the ask (the
@@ -144,13 +86,15 @@ class Coordinator:
         ``model_id`` other than this node's sends the request to peers serving that model;
         ``peers`` limits which peers may be asked (node ids; [] = this node only).
         ``early_stop=False`` waits for every candidate (OpenAI ``n`` choices) before deciding.
+        ``adaptive``: ``request.n`` is a budget, spent in waves (core/stopping.py).
         Every request is recorded (``NodeStats.recent``) with its report or its error.
         """
         started = time.time()
         question = _question(request)
         try:
             answer, report = await self._ask(request, strategy, deadline, on_token, model_id,
-                                             peers, early_stop, question)
+                                             peers, early_stop and not adaptive, question,
+                                             adaptive=adaptive)
         except ZswarmError as exc:
             self.ctx.stats.asked(started, question, strategy, request.n,
                                  error=f"{exc.kind}: {exc}")
@@ -161,28 +105,30 @@ class Coordinator:
 
     async def _ask(self, request: GenerateRequest, strategy: AskStrategy, deadline: float,
                    on_token: TokenSink | None, model_id: str | None, peers: list[str] | None,
-                   early_stop: bool, question: str) -> tuple[str, Report]:
+                   early_stop: bool, question: str, *, adaptive: bool = False
+                   ) -> tuple[str, Report]:
         t0 = time.perf_counter()
         route = strategy == ROUTE
         decides: Strategy = "first_valid" if strategy == ROUTE else strategy
         if route:
             request = msgspec.structs.replace(request, n=1)
-        own_model = self.ctx.card.model_id
-        local_model = model_id in (None, own_model)
-        local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
         keys = conversation_keys(request)
-        fanout = plan(request.n, strategy, local,
-                      self.peers.peer_loads(model_id or own_model, peers),
-                      prefer=self.node_homes.find(keys) if route else None)
-        if not fanout.parts:
-            if not local_model:
-                raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
-            fanout = Plan({SELF: request.n})  # nobody ready: queue locally
-        rnd = _Round(decides, request.n,
+        rnd = Round(decides, request.n,
                      deadline=deadline, on_token=on_token,
-                     question=question, early_stop=early_stop,
+                     question=question, early_stop=early_stop, adaptive=adaptive,
                      home_worker=self.worker_homes.find(keys))
-        await self._gather(rnd, request, fanout)
+        ran = 0
+        for size in waves(request.n) if adaptive else [request.n]:
+            wave = msgspec.structs.replace(request, n=size,
+                                           first_index=request.first_index + ran)
+            fanout = self._plan(wave, strategy, model_id, peers, keys)
+            rnd.waves += 1
+            await self._gather(rnd, wave, fanout)
+            ran += size
+            if rnd.stopped or rnd.deadline_hit:
+                break
+        if adaptive and rnd.stop is None and not rnd.deadline_hit:
+            rnd.stop = "budget spent"
         notes = []
         if route and not rnd.candidates and SELF not in fanout.parts \
                 and trio.current_time() < rnd.deadline:
@@ -191,14 +137,14 @@ class Coordinator:
         timings = {"total_ms": round((time.perf_counter() - t0) * 1000, 2)}
         if rnd.first_candidate_ms is not None:
             timings["first_candidate_ms"] = round(rnd.first_candidate_ms, 2)
-        participants = self._participants(rnd)
+        who = participants(rnd)
         notes += [f"{p.node}: {p.outcome}" + (f" ({p.detail})" if p.detail else "")
-                  for p in participants if p.outcome not in ("answered", "cancelled")]
+                  for p in who if p.outcome not in ("answered", "cancelled")]
         if rnd.deadline_hit:
             notes.append(f"deadline of {rnd.seconds:.1f} s reached")
         note = "; ".join(notes)
         if not rnd.candidates:
-            raise self._nothing_arrived(rnd, note)
+            raise nothing_arrived(rnd, note)
         decision, rescored = await self._decide(rnd, request)
         if rescored:
             note = "; ".join(n for n in (note, f"{rescored} peer score(s) checked by this "
@@ -206,10 +152,27 @@ class Coordinator:
         timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
-        report = msgspec.structs.replace(report, participants=participants)
+        report = msgspec.structs.replace(
+            report, participants=who, waves=rnd.waves,
+            budget=request.n if adaptive else 0, stop=rnd.stop or "")
         self.ctx.stats.agreement.observe(report.agreement)
         self._remember(keys, rnd.candidates[decision.winner])
         return rnd.candidates[decision.winner].text, report
+
+    def _plan(self, request: GenerateRequest, strategy: AskStrategy, model_id: str | None,
+              peers: list[str] | None, keys: list[str]) -> Plan:
+        """Who generates how many of ``request.n`` (core/plan.py); nobody ready: queue here."""
+        own_model = self.ctx.card.model_id
+        local_model = model_id in (None, own_model)
+        local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
+        fanout = plan(request.n, strategy, local,
+                      self.peers.peer_loads(model_id or own_model, peers),
+                      prefer=self.node_homes.find(keys) if strategy == ROUTE else None)
+        if fanout.parts:
+            return fanout
+        if not local_model:
+            raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
+        return Plan({SELF: request.n})
 
     def _remember(self, keys: list[str], winner: Candidate) -> None:
         """The conversation's next turn has this answer in it: where it was made holds it
@@ -221,7 +184,7 @@ class Coordinator:
         else:
             self.node_homes.record(keys, winner.node_id)
 
-    async def _decide(self, rnd: _Round, request: GenerateRequest) -> tuple[Decision, int]:
+    async def _decide(self, rnd: Round, request: GenerateRequest) -> tuple[Decision, int]:
         """The final decision, with every peer's deciding score checked (runtime/verify.py)."""
         strategy = rnd.strategy
         assert strategy is not None  # None only when serving a vote
@@ -242,51 +205,16 @@ class Coordinator:
                            ) -> list[Candidate]:
         """Every candidate the local workers make for a peer's vote (no strategy, no fan-out)."""
         keys = conversation_keys(request)
-        rnd = _Round(None, request.n, deadline=deadline,
+        rnd = Round(None, request.n, deadline=deadline,
                      home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, Plan({SELF: request.n}))
         if not rnd.candidates:
-            raise self._nothing_arrived(rnd, "")
+            raise nothing_arrived(rnd, "")
         if rnd.candidates[0].worker:
             self.worker_homes.record(keys, rnd.candidates[0].worker)
         return rnd.candidates
 
-    def _nothing_arrived(self, rnd: _Round, note: str) -> ZswarmError:
-        peers_asked = any(key != SELF for key in rnd.asked)
-        if rnd.errors and not peers_asked:
-            return rnd.errors[0]
-        refusals = [e for e in rnd.errors if isinstance(e, Overloaded)]
-        if refusals and len(refusals) == len(rnd.errors) \
-                and all(a.outcome == "failed" for a in rnd.asked.values()):
-            # every node asked refused for load: backpressure, not a failure to agree
-            return Overloaded("every node asked is overloaded" + (f": {note}" if note else ""),
-                              retry_after_s=max(e.retry_after_s for e in refusals))
-        if rnd.deadline_hit and not peers_asked:
-            return DeadlineExceeded(f"no candidate within the deadline of {rnd.seconds:.1f} s")
-        return NoQuorum("no candidate arrived" + (f": {note}" if note else ""))
-
-    def _participants(self, rnd: _Round) -> list[Participant]:
-        out = []
-        for a in rnd.asked.values():
-            outcome: Outcome
-            detail = a.detail
-            if a.outcome is not None:
-                outcome = a.outcome
-            elif a.received >= a.requested:
-                outcome = "answered"
-            elif rnd.decision is not None:  # we stopped it, not a fault of the node's
-                outcome = "cancelled"
-                detail = detail or "stopped early: the winner could not change"
-            elif a.received:
-                outcome = "partial"
-            else:
-                outcome = "timeout"
-            out.append(Participant(node=a.node, requested=a.requested, received=a.received,
-                                   outcome=outcome, detail=detail,
-                                   latency_ms=round(a.latency_ms, 2)))
-        return out
-
-    async def _gather(self, rnd: _Round, request: GenerateRequest, fanout: Plan) -> None:
+    async def _gather(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
         rnd.t0 = time.perf_counter()
         local_n = fanout.parts.get(SELF, 0)
         if local_n and len(fanout.parts) == 1 and len(split_n(local_n, len(self.pool.workers))) == 1:
@@ -316,8 +244,8 @@ class Coordinator:
                         first += c
         rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
 
-    def _add(self, rnd: _Round, asked: _Asked, cand: Candidate) -> None:
-        if rnd.decision is not None:
+    def _add(self, rnd: Round, asked: Asked, cand: Candidate) -> None:
+        if rnd.stopped:
             return  # a straggler: the winner was decided (and the report built) without it
         latency_ms = (time.perf_counter() - rnd.t0) * 1000
         rnd.candidates.append(msgspec.structs.replace(cand, latency_ms=latency_ms))
@@ -325,7 +253,13 @@ class Coordinator:
         asked.latency_ms = latency_ms
         if rnd.first_candidate_ms is None:
             rnd.first_candidate_ms = latency_ms
-        if rnd.strategy is not None and rnd.early_stop:
+        if rnd.strategy is not None and rnd.adaptive:
+            rnd.stop = verdict(rnd.strategy, rnd.candidates, budget=rnd.expected,
+                               weights=self.weights, validation=self.validation, tau=self.tau,
+                               question=rnd.question)
+            if rnd.stop is not None:
+                rnd.scope.cancel()
+        elif rnd.strategy is not None and rnd.early_stop:
             try:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,
@@ -336,13 +270,13 @@ class Coordinator:
             if rnd.decision is not None:
                 rnd.scope.cancel()
 
-    def _asked(self, rnd: _Round, key: str, node: str, count: int) -> _Asked:
+    def _asked(self, rnd: Round, key: str, node: str, count: int) -> Asked:
         """The report entry of one node (keyed by id: two peers may share a name)."""
-        asked = rnd.asked.setdefault(key, _Asked(node))
+        asked = rnd.asked.setdefault(key, Asked(node))
         asked.requested += count
         return asked
 
-    async def _run_local(self, rnd: _Round, part: GenerateRequest, index_offset: int) -> None:
+    async def _run_local(self, rnd: Round, part: GenerateRequest, index_offset: int) -> None:
         name = self.ctx.card.name
         asked = self._asked(rnd, SELF, name, part.n)
         produced = 0
@@ -380,7 +314,7 @@ class Coordinator:
                 asked.outcome, asked.detail = "failed", str(exc)
                 return
 
-    async def _run_peer(self, rnd: _Round, node_id: str, part: GenerateRequest) -> None:
+    async def _run_peer(self, rnd: Round, node_id: str, part: GenerateRequest) -> None:
         name = self.peers.peer_name(node_id)
         asked = self._asked(rnd, node_id, name, part.n)
         # the round's deadline, or sooner: [federation] deadline_ms is a peer's time to answer

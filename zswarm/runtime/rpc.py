@@ -204,7 +204,7 @@ class RpcServer:
         answer, report = await serve_ask(
             self.ctx, self.coordinator, msg.request,
             strategy=msg.strategy or self.ctx.config.consensus.strategy,
-            deadline_ms=msg.deadline_ms)
+            deadline_ms=msg.deadline_ms, adaptive=msg.adaptive)
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:

@@ -43,21 +43,22 @@ async def serve_ask(ctx: NodeContext, coordinator: Coordinator, request: Generat
                     strategy: str, deadline_ms: int | None,
                     on_token: Callable[[int, str], None] | None = None,
                     model_id: str | None = None, peers: list[str] | None = None,
-                    early_stop: bool = True) -> tuple[str, Report]:
+                    early_stop: bool = True, adaptive: bool = False) -> tuple[str, Report]:
     """The answer and its report; raises (and counts) what admission or the ask raise.
 
-    ``deadline_ms``: the time the asker gives it (None: the node's default)."""
+    ``deadline_ms``: the time the asker gives it (None: the node's default).
+    ``adaptive``: ``request.n`` is a budget (core/stopping.py)."""
     try:
         refusal = ctx.refusal()
         if refusal is not None:
             raise refusal
         limits = ctx.config.limits
-        checked = check_strategy(strategy)
+        checked = check_strategy(strategy, adaptive=adaptive)
         admit(limits, request)
         deadline = trio.current_time() + deadline_s(limits, deadline_ms)
         return await coordinator.ask(request, strategy=checked, deadline=deadline,
                                      on_token=on_token, model_id=model_id, peers=peers,
-                                     early_stop=early_stop)
+                                     early_stop=early_stop, adaptive=adaptive)
     except ZswarmError as exc:
         ctx.stats.errors[exc.kind] += 1
         raise
