@@ -56,12 +56,13 @@ async def peers_of(info: NodeInfo, key: SwarmKey | None = None) -> list[PeerInfo
     return reply.peers
 
 
-async def ask(info: NodeInfo, n: int, strategy: str, deadline_ms: int = 20_000
-              ) -> tuple[str, Report]:
-    """Ask the node ``n`` candidates of "What is 6 * 7?" over RPC (in a thread)."""
+async def ask(info: NodeInfo, n: int, strategy: str, deadline_ms: int = 20_000, *,
+              adaptive: bool = False) -> tuple[str, Report]:
+    """Ask the node ``n`` candidates of "What is 6 * 7?" over RPC (in a thread); with
+    ``adaptive``, a budget of ``n``."""
     reply = await trio.to_thread.run_sync(
         lambda: client.ask(info.rpc_endpoint, question(n=n), strategy=strategy,
-                           deadline_ms=deadline_ms))
+                           deadline_ms=deadline_ms, adaptive=adaptive))
     return reply.answer, reply.report
 
 

@@ -153,6 +153,17 @@ async def test_static_peers_without_mdns(cluster):
     assert {c.node for c in report.candidates} == {"a", "b"}
 
 
+async def test_a_budget_over_rpc_spends_waves_on_both_nodes(cluster):
+    words = "apple pear plum fig date grape melon mango".split()
+    b = await cluster.start("b", ["kiwi", "lime"], federation={"discovery": "static"})
+    a = await cluster.start("a", words, federation={"discovery": "static",
+                                                    "peers": [b.rpc_endpoint]})
+    await wait_peers(a, alive("b"))
+    _, report = await ask(a, 16, "majority", adaptive=True)
+    assert (report.budget, report.waves, report.stop) == (16, 2, "no agreement")
+    assert {p.node: p.requested for p in report.participants} == {"a": 4, "b": 4}
+
+
 async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
     zc = await trio.to_thread.run_sync(

@@ -215,7 +215,7 @@ class Coordinator:
         return rnd.candidates
 
     async def _gather(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
-        rnd.t0 = time.perf_counter()
+        rnd.t0 = rnd.t0 or time.perf_counter()  # candidate latencies count from the first wave
         local_n = fanout.parts.get(SELF, 0)
         if local_n and len(fanout.parts) == 1 and len(split_n(local_n, len(self.pool.workers))) == 1:
             # one local part (n=1, or one worker): no nursery and no extra task needed

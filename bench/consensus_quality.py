@@ -1,0 +1,430 @@
+"""More right answers for the same budget? Fixed n against adaptive budgets, real model, live node.
+
+The questions: one fixed half of bench/data/questions.jsonl (quality.split: ``held``
+by default, the half nothing was tuned on; ``--part tune`` is the half the stopping
+rule, its thresholds and tau were chosen on). A `zswarm node` with the default model
+(one worker, every core) answers each question over HTTP with the official `openai`
+client, every mode in turn before the next question (so the machine is the same for
+all of them):
+
+- greedy (T = 0, n = 1), for reference;
+- ``best_of_n`` n = 16 (waits for all 16, each with its mean log-probability): the
+  fixed-n curves of every strategy are computed from these candidates, by the node's
+  own pure functions (core/consensus.py), n = 16 as they came and n < 16 as the mean
+  over 20 random subsets; the stopping rules are compared on them too (waves as the
+  node runs them, the shorter answers of a wave first);
+- ``confidence`` with n = 8 and n = 16, live: their wall time is the fixed cost;
+- ``confidence``, ``majority`` and ``best_of_n`` with a budget of 4, 8 and 16, live;
+- at the default temperature (0.2), ``confidence`` with n = 1 (the old default) and with
+  the default budget of 8: what the default buys.
+
+With --swarm (default in the full run) two nodes, one core each, answer with
+``confidence`` n = 16 and budget 16 over the swarm (waves spread over both). Scoring:
+bench/quality.py. 95% intervals: bootstrap over questions. Prints one JSON line (the
+goals of the issue) and writes results/consensus_quality[_quick].{json,md,png}.
+--quick: every third question of the part, no swarm (a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import openai
+from _common import RESULTS, percentile, write_results
+from quality import correct, load_questions, split
+
+from zswarm.core import stopping
+from zswarm.core.consensus import DEFAULT_TAU, decide
+from zswarm.core.messages import Candidate
+from zswarm.errors import NoQuorum
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+
+SYSTEM = "Answer with a single word or number only."
+STRATEGIES = ("confidence", "majority", "best_of_n")
+NS = (1, 2, 4, 8, 16)
+BUDGETS = (4, 8, 16)
+SUBSETS = 20
+TAUS = (0.5, 1.0, 2.0, 3.0)
+#: [generation] temperature's default
+DEFAULT_T = 0.2
+
+Record = dict[str, Any]
+
+
+class Node:
+    """One live node and an OpenAI client of its HTTP API."""
+
+    def __init__(self, tmp: Path, k: int, threads: int) -> None:
+        swarm = "quality-" + secrets.token_hex(4)
+        self.procs = [NodeProcess(node_config(tmp, f"q{i}", swarm=swarm,
+                                              model={"threads": threads},
+                                              federation={"enabled": k > 1}))
+                      for i in range(k)]
+        for p in self.procs:
+            p.wait_ready(300)
+        port = self.procs[0].info["http_port"]
+        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-",
+                                    max_retries=0, timeout=600)
+        if k > 1:
+            import httpx
+            wait_until(lambda: sum(p["state"] == "alive" for p in httpx.get(
+                f"http://127.0.0.1:{port}/v1/federation/peers").json()["peers"]) == k - 1,
+                60, what="peers alive")
+
+    def ask(self, question: str, *, temperature: float, **zswarm: Any
+            ) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        r = self.client.chat.completions.create(
+            model="default", max_tokens=12, temperature=temperature,
+            messages=[{"role": "system", "content": SYSTEM},
+                      {"role": "user", "content": question}],
+            extra_body={"zswarm": zswarm})
+        return r.model_extra["zswarm"], time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.client.close()
+        for p in self.procs:
+            p.stop()
+
+
+def _cands(report: dict[str, Any]) -> list[Candidate]:
+    return [Candidate(text=c["text"], finish_reason=c["finish_reason"], tokens=c["tokens"],
+                      mean_logprob=c["mean_logprob"], node=c["node"], node_id=c["node"],
+                      model_id=c["model_id"]) for c in report["candidates"]]
+
+
+def _live(report: dict[str, Any], seconds: float) -> Record:
+    return {"answer": report["candidates"][report["winner"]]["text"],
+            "used": len(report["candidates"]), "waves": report.get("waves", 1),
+            "stop": report.get("stop", ""), "s": seconds,
+            "nodes": sorted({c["node"] for c in report["candidates"]})}
+
+
+def collect(node: Node, questions: list[dict[str, Any]], temperature: float, *,
+            swarm: bool = False) -> list[Record]:
+    records = []
+    for i, q in enumerate(questions):
+        rec: Record = {"id": q["id"]}
+
+        def ask(question: str = q["question"], **kw: Any) -> Record:
+            return _live(*node.ask(question, temperature=temperature, **kw))
+
+        if swarm:
+            rec["confidence_n16"] = ask(strategy="confidence", n=16)
+            rec["confidence_b16"] = ask(strategy="confidence", budget=16)
+        else:
+            report, _ = node.ask(q["question"], temperature=0.0, strategy="first_valid", n=1)
+            rec["greedy"] = report["candidates"][0]["text"]
+            report, _ = node.ask(q["question"], temperature=temperature,
+                                 strategy="best_of_n", n=16)
+            rec["candidates"] = _cands(report)
+            for n in (8, 16):
+                rec[f"confidence_n{n}"] = ask(strategy="confidence", n=n)
+            for s in STRATEGIES:
+                for b in BUDGETS:
+                    rec[f"{s}_b{b}"] = ask(strategy=s, budget=b)
+            # what a user gets by default ([generation] temperature 0.2): one candidate
+            # (the old default), or the default budget
+            for mode, count in (("default_n1", {"n": 1}), ("default_b8", {"budget": 8})):
+                rec[mode] = _live(*node.ask(q["question"], temperature=DEFAULT_T,
+                                            strategy="confidence", **count))
+        records.append(rec)
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{len(questions)} questions", file=sys.stderr, flush=True)
+    return records
+
+
+# --- what the collected candidates say (the node's pure functions) -------------------
+
+
+def _winner(strategy: str, cands: Sequence[Candidate], question: str,
+            tau: float = DEFAULT_TAU) -> str | None:
+    try:
+        d = decide(strategy, cands, expected=len(cands), final=True,  # type: ignore[arg-type]
+                   question=question, tau=tau)
+    except NoQuorum:
+        return None
+    assert d is not None
+    return cands[d.winner].text
+
+
+def fixed_n(records: list[Record], by_id: dict[str, Any], strategy: str, n: int,
+            tau: float = DEFAULT_TAU) -> list[float]:
+    """Per question: right (1/0) with all 16, else the mean over random n-subsets."""
+    out = []
+    for rec in records:
+        q, cands = by_id[rec["id"]], rec["candidates"]
+        everyone = list(range(len(cands)))
+        rnd = random.Random(f"{rec['id']}/{n}")
+        subsets = [everyone] if n >= len(cands) else \
+            [rnd.sample(everyone, n) for _ in range(SUBSETS)]
+        hits = [(w := _winner(strategy, [cands[i] for i in s], q["question"], tau)) is not None
+                and correct(q, w) for s in subsets]
+        out.append(sum(hits) / len(hits))
+    return out
+
+
+def p_leader(a: float, b: float, steps: int = 400) -> float:
+    """P(p1 > p2) under Beta(a + 1, b + 1) on the top two (Adaptive-Consistency)."""
+    log_norm = math.lgamma(a + b + 2) - math.lgamma(a + 1) - math.lgamma(b + 1)
+    h = 0.5 / steps
+    return h * sum(math.exp(log_norm + a * math.log(x) + b * math.log(1 - x))
+                   for x in (0.5 + (i + 0.5) * h for i in range(steps)))
+
+
+def _beta_rule(threshold: float) -> Callable[[str, list[Candidate], int, str], bool]:
+    def rule(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+        if _cannot_change(strategy, got, budget, question):
+            return True
+        from zswarm.core.answers import answer_key
+        counts: dict[str, int] = {}
+        for c in got:
+            counts[answer_key(c.text, question)] = counts.get(answer_key(c.text, question), 0) + 1
+        top = sorted(counts.values(), reverse=True) + [0]
+        return p_leader(top[0], top[1]) >= threshold
+    return rule
+
+
+def _cannot_change(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+    try:
+        return decide(strategy, got, expected=budget, final=False,  # type: ignore[arg-type]
+                      question=question) is not None
+    except NoQuorum:
+        return False
+
+
+def _share_only(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+    reason = stopping.verdict(strategy, got, budget=budget,  # type: ignore[arg-type]
+                              tau=DEFAULT_TAU, question=question)
+    return reason in ("cannot change", "settled", "budget spent")
+
+
+def _zswarm(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+    return stopping.verdict(strategy, got, budget=budget,  # type: ignore[arg-type]
+                            tau=DEFAULT_TAU, question=question) is not None
+
+
+RULES: dict[str, Callable[[str, list[Candidate], int, str], bool]] = {
+    "cannot change (the old early stop)": _cannot_change,
+    "beta posterior 0.95 (Adaptive-Consistency)": _beta_rule(0.95),
+    "beta posterior 0.9": _beta_rule(0.9),
+    "weight share 0.6": _share_only,
+    "zswarm (share 0.6 or no agreement)": _zswarm,
+}
+
+
+def simulate(records: list[Record], by_id: dict[str, Any], strategy: str, budget: int,
+             rule: Callable[[str, list[Candidate], int, str], bool], orders: int = 4
+             ) -> tuple[float, float]:
+    """(accuracy, mean candidates) of a stopping rule on the collected candidates: waves
+    as core/stopping.waves, each in a random draw, its shorter answers first."""
+    hits, used = [], []
+    for rec in records:
+        q, cands = by_id[rec["id"]], rec["candidates"]
+        for k in range(orders):
+            order = list(range(len(cands)))
+            random.Random(f"{rec['id']}/{k}").shuffle(order)
+            got: list[Candidate] = []
+            for size in stopping.waves(budget):
+                wave = sorted(order[len(got):len(got) + size], key=lambda i: cands[i].tokens)
+                done = False
+                for i in wave:
+                    got.append(cands[i])
+                    if rule(strategy, got, budget, q["question"]):
+                        done = True
+                        break
+                if done:
+                    break
+            w = _winner(strategy, got, q["question"])
+            hits.append(float(w is not None and correct(q, w)))
+            used.append(len(got))
+    return round(statistics.mean(hits), 4), round(statistics.mean(used), 2)
+
+
+def bootstrap(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    rnd = random.Random(7)
+    k = len(values)
+    means = sorted(sum(rnd.choices(values, k=k)) / k for _ in range(resamples))
+    return (round(sum(values) / k, 4), round(means[int(0.025 * resamples)], 4),
+            round(means[int(0.975 * resamples) - 1], 4))
+
+
+def plot(curves: dict[str, list[tuple[float, float]]], budgets: dict[str, list[tuple[float, float]]],
+         greedy: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, strategy in enumerate(curves):
+        color = f"C{i}"
+        xs, ys = zip(*curves[strategy], strict=True)
+        ax.plot(xs, ys, marker="o", color=color, label=f"{strategy}, n = 1-16")
+        bx, by = zip(*budgets[strategy], strict=True)
+        ax.plot(bx, by, marker="s", linestyle="--", color=color,
+                label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}")
+    ax.axhline(greedy, color="grey", linestyle=":", label="greedy (T = 0)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("mean candidates per question")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", choices=("held", "tune"), default="held")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--swarm", action=argparse.BooleanOptionalAction, default=None)
+    args = parser.parse_args()
+    questions = split(load_questions(), args.part)
+    if args.quick:
+        questions = questions[::3]
+    by_id = {q["id"]: q for q in questions}
+    swarm = (not args.quick) if args.swarm is None else args.swarm
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="zswarm-quality-") as tmp_name:
+        tmp = Path(tmp_name)
+        node = Node(tmp / "one", 1, cores)
+        try:
+            t0 = time.perf_counter()
+            records = collect(node, questions, args.temperature)
+            one_s = time.perf_counter() - t0
+        finally:
+            node.close()
+        swarm_records: list[Record] = []
+        if swarm:
+            node = Node(tmp / "two", 2, max(1, cores // 2))
+            try:
+                swarm_records = collect(node, questions, args.temperature, swarm=True)
+            finally:
+                node.close()
+    kinds = sorted({q["kind"] for q in questions})
+
+    def right(mode: str, recs: list[Record] = records) -> list[float]:
+        return [float(correct(by_id[r["id"]], r[mode]["answer"])) for r in recs]
+
+    def per_kind(values: list[float], recs: list[Record] = records) -> dict[str, float]:
+        return {k: round(statistics.mean(v for v, r in zip(values, recs, strict=True)
+                                         if by_id[r["id"]]["kind"] == k), 3) for k in kinds}
+
+    greedy = [float(correct(by_id[r["id"]], r["greedy"])) for r in records]
+    fixed = {s: {n: fixed_n(records, by_id, s, n) for n in NS} for s in STRATEGIES}
+    live = {f"{s}_b{b}": right(f"{s}_b{b}") for s in STRATEGIES for b in BUDGETS}
+    live |= {mode: right(mode) for mode in ("confidence_n8", "confidence_n16", "default_n1",
+                                            "default_b8")}
+    used = {mode: statistics.mean(r[mode]["used"] for r in records) for mode in live}
+    seconds = {mode: [r[mode]["s"] for r in records] for mode in live}
+    figures: dict[str, Any] = {
+        "part": args.part, "questions": len(records), "temperature": args.temperature,
+        "tau": DEFAULT_TAU, "waves": {b: stopping.waves(b) for b in BUDGETS},
+        "greedy": bootstrap(greedy),
+        "fixed_n": {s: {n: bootstrap(v) for n, v in by_n.items()} for s, by_n in fixed.items()},
+        "fixed_n_per_kind": {s: {n: per_kind(v) for n, v in by_n.items()}
+                             for s, by_n in fixed.items()},
+        "live": {mode: {"accuracy": bootstrap(v), "mean_candidates": round(used[mode], 2),
+                        "mean_waves": round(statistics.mean(r[mode]["waves"] for r in records), 2),
+                        "p50_s": round(percentile(seconds[mode], 50), 3),
+                        "p95_s": round(percentile(seconds[mode], 95), 3),
+                        "per_kind": per_kind(v),
+                        "stops": {s: sum(r[mode]["stop"] == s for r in records)
+                                  for s in ("cannot change", "settled", "no agreement",
+                                            "budget spent")}}
+                 for mode, v in live.items()},
+        "rules_confidence": {f"{name}, budget {b}": simulate(records, by_id, "confidence", b, rule)
+                             for name, rule in RULES.items() for b in (8, 16)},
+        # paired over the same questions (tighter than two intervals side by side)
+        "paired": {f"{a} - {b}": bootstrap([x - y for x, y in zip(live[a], live[b],
+                                                                  strict=True)])
+                   for a, b in (("confidence_b16", "confidence_n16"),
+                                ("confidence_b16", "confidence_n8"),
+                                ("default_b8", "default_n1"))},
+        "tau_confidence_n16": {t: round(statistics.mean(fixed_n(records, by_id, "confidence", 16,
+                                                                t)), 4) for t in TAUS},
+        "one_node_run_s": round(one_s, 1),
+    }
+    if swarm_records:
+        figures["swarm_2_nodes"] = {
+            mode: {"accuracy": bootstrap(right(mode, swarm_records)),
+                   "mean_candidates": round(statistics.mean(r[mode]["used"]
+                                                            for r in swarm_records), 2),
+                   "p50_s": round(percentile([r[mode]["s"] for r in swarm_records], 50), 3),
+                   "p95_s": round(percentile([r[mode]["s"] for r in swarm_records], 95), 3),
+                   "questions_on_both_nodes": sum(len(r[mode]["nodes"]) > 1
+                                                  for r in swarm_records)}
+            for mode in ("confidence_n16", "confidence_b16")}
+    name = "consensus_quality" + ("_quick" if args.quick else "") + \
+        ("" if args.part == "held" else "_tune")
+    RESULTS.mkdir(exist_ok=True)
+    curves = {s: [(n, figures["fixed_n"][s][n][0]) for n in NS] for s in STRATEGIES}
+    budget_points = {s: [(figures["live"][f"{s}_b{b}"]["mean_candidates"],
+                          figures["live"][f"{s}_b{b}"]["accuracy"][0]) for b in BUDGETS]
+                     for s in STRATEGIES}
+    plot(curves, budget_points, figures["greedy"][0], RESULTS / f"{name}.png",
+         f"zswarm, SmolLM2-135M, T = {args.temperature:g}, {args.part} half "
+         f"({len(records)} questions): fixed n vs budget")
+    rows = [("greedy (T = 0)", str(figures["greedy"]))]
+    rows += [(f"{s} n={n}", f"{v[0]} [{v[1]}, {v[2]}]")
+             for s, by_n in figures["fixed_n"].items() for n, v in by_n.items()]
+    rows += [(f"live {mode}", f"{f['accuracy'][0]} [{f['accuracy'][1]}, {f['accuracy'][2]}], "
+              f"{f['mean_candidates']} candidates, {f['mean_waves']} waves, p50 {f['p50_s']} s, "
+              f"p95 {f['p95_s']} s, stops {json.dumps(f['stops'])}")
+             for mode, f in figures["live"].items()]
+    rows += [(f"live {mode} per kind", json.dumps(f["per_kind"]))
+             for mode, f in figures["live"].items()]
+    rows += [(f"n={n} per kind {s}", json.dumps(figures["fixed_n_per_kind"][s][n]))
+             for s in STRATEGIES for n in (8, 16)]
+    rows += [(f"rule: {k}", f"accuracy {a}, {c} candidates")
+             for k, (a, c) in figures["rules_confidence"].items()]
+    rows += [(f"paired {k}", str(v)) for k, v in figures["paired"].items()]
+    rows += [(f"tau {t}, confidence n=16", str(v))
+             for t, v in figures["tau_confidence_n16"].items()]
+    for mode, f in figures.get("swarm_2_nodes", {}).items():
+        rows.append((f"2 nodes {mode}", json.dumps(f)))
+    write_results(name, figures, rows)
+    with (RESULTS / f"{name}_samples.jsonl").open("w") as out:  # for analyses not made here
+        for rec in records + swarm_records:
+            out.write(json.dumps({**rec, "candidates": [
+                {"text": c.text, "mean_logprob": c.mean_logprob, "tokens": c.tokens}
+                for c in rec.get("candidates", [])]}) + "\n")
+    for row in rows:
+        print(f"{row[0]:<48} {row[1]}", file=sys.stderr)
+    lv = figures["live"]
+    line = {
+        "part": args.part, "questions": len(records),
+        "confidence_n16": figures["fixed_n"]["confidence"][16][0],
+        "confidence_n8": figures["fixed_n"]["confidence"][8][0],
+        "budget16": lv["confidence_b16"]["accuracy"][0],
+        "budget16_candidates": lv["confidence_b16"]["mean_candidates"],
+        "yesno_budget16": lv["confidence_b16"]["per_kind"].get("yesno"),
+        "p50_s": {m: lv[m]["p50_s"] for m in ("confidence_b16", "confidence_n16",
+                                               "confidence_n8")},
+        "p95_s": {m: lv[m]["p95_s"] for m in ("confidence_b16", "confidence_n16",
+                                               "confidence_n8")},
+        "default_b8": lv["default_b8"]["accuracy"][0],
+        "default_n1": lv["default_n1"]["accuracy"][0],
+    }
+    if swarm_records:
+        line["swarm_budget16"] = figures["swarm_2_nodes"]["confidence_b16"]["accuracy"][0]
+        line["swarm_n16"] = figures["swarm_2_nodes"]["confidence_n16"]["accuracy"][0]
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
