@@ -63,3 +63,18 @@ def test_yes_and_its_phrasings_form_one_group_that_outvotes_a_united_no():
 ])
 def test_other_questions_keep_their_keys(question):
     assert not answer_key("Yes, Paris is", question).startswith("yesno:")
+
+
+CHOICE = "Which of these is a fruit? (a) carrot (b) apple (c) potato. Answer with the letter."
+
+
+@pytest.mark.parametrize(("answer", "key"), [
+    ("b) apple", "option:b"), ("An apple.", "option:b"), ("Potato", "option:c"),
+    ("The answer is b.", "option:b"), ("The correct answer is C. Snake.", "option:c"),
+    ("The answer is a carrot.", "option:a"),  # named, not lettered: the "a" is an article
+    ("The answer is a pillow.", "text:pillow"),  # neither a letter nor a listed option
+    ("apple or carrot", None),  # two options named: not one of them
+])
+def test_an_option_is_its_letter_or_its_listed_text(answer, key):
+    got = answer_key(answer, CHOICE)
+    assert got == key if key else not got.startswith("option:")

@@ -10,7 +10,9 @@ Used by the ``majority`` strategy (self-consistency). The rules, in order:
    even number?"). Anything else (an echo of the question, a digression) falls through
    to the rules below. Without this rule "Yes.", "Yes, it is." and "The sun is a star"
    made three groups, and a split "yes" lost to a united "no".
-1. An option letter ("(B)", "B)", "Answer: b") becomes ``option:b``.
+1. An option letter ("(B)", "B)", "Answer: b") becomes ``option:b``; so does an answer
+   naming exactly one of the options the question lists ("An apple." to "(a) carrot
+   (b) apple (c) potato").
 2. Otherwise a number (digits or an English number word up to ninety-nine) becomes
    ``num:<value>``: the last number stated after "=", "is", "equals" or "answer" in
    the first sentence that has one; failing that, the last number of the first
@@ -56,7 +58,10 @@ _STATED_RE = re.compile(
     re.IGNORECASE,
 )
 _OPTION_RE = re.compile(
-    r"^\s*\(?([a-e])\)?\s*(?:[).:]|$)|\b(?:answer|option)\s*(?:is)?\s*:?\s*\(?([a-e])\b\)?",
+    # "(b)", "b)", "B." or "b" alone; "the answer is (b)" or "... is b." - but in "the
+    # answer is a pillow" the "a" is an article
+    r"^\s*\(?([a-e])\)?\s*(?:[).:]|$)|\b(?:answer|option)\s*(?:is)?\s*:?\s*"
+    r"(?:\(([a-e])\)|([a-e])(?=[).,:;!?]|\s*$))",
     re.IGNORECASE,
 )
 _YES_NO_QUESTION_RE = re.compile(
@@ -109,6 +114,28 @@ def _yes_no_terms(question: str) -> frozenset[str] | None:
     return frozenset(w for w in words if w not in _ARTICLES)
 
 
+_LISTED_RE = re.compile(r"\(([a-e])\)\s*([^()]+?)(?=\s*\([a-e]\)|[.?!]|$)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=256)
+def _options(question: str) -> tuple[tuple[str, str], ...]:
+    """The options a question lists as "(a) carrot (b) apple": (letter, lower-cased text)."""
+    return tuple((m.group(1).lower(), " ".join(m.group(2).lower().split()))
+                 for m in _LISTED_RE.finditer(question))
+
+
+def _named_option(text: str, question: str) -> str | None:
+    """The letter of the one listed option the answer's first sentence names ("An apple."
+    for "(b) apple"), or None (no options, none named, or several)."""
+    options = _options(question)
+    if len(options) < 2:
+        return None
+    sentence = _first_sentence(text).lower()
+    named = {letter for letter, option in options
+             if option and re.search(rf"(?<!\w){re.escape(option)}(?!\w)", sentence)}
+    return named.pop() if len(named) == 1 else None
+
+
 def _yes_no(text: str, question: str) -> str | None:
     """``yes``/``no`` for an answer to a yes/no question (rule 0), else None."""
     terms = _yes_no_terms(question)
@@ -145,7 +172,10 @@ def _answer_key(text: str, question: str) -> str:
     asked, asked_words = _question_terms(question)
     option = _OPTION_RE.search(stripped)
     if option:
-        return f"option:{(option.group(1) or option.group(2)).lower()}"
+        return f"option:{next(g for g in option.groups() if g).lower()}"
+    named = _named_option(stripped, question)
+    if named is not None:
+        return f"option:{named}"
     sentences = [p for p in re.split(r"(?<=[.!?])\s+|\n+", stripped) if p.strip()]
     for sentence in sentences:
         stated = _STATED_RE.findall(sentence)
