@@ -41,10 +41,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import openai
 from _common import RESULTS, percentile, write_results
 from quality import correct, load_questions, split
 
+from zswarm.client import NodeClient
 from zswarm.core import stopping
 from zswarm.core.consensus import DEFAULT_TAU, decide
 from zswarm.core.messages import Candidate
@@ -78,10 +80,9 @@ class Node:
         self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-",
                                     max_retries=0, timeout=600)
         if k > 1:
-            import httpx
-            wait_until(lambda: sum(p["state"] == "alive" for p in httpx.get(
-                f"http://127.0.0.1:{port}/v1/federation/peers").json()["peers"]) == k - 1,
-                60, what="peers alive")
+            with NodeClient(self.procs[0].rpc) as rpc:
+                wait_until(lambda: sum(p.state == "alive" for p in rpc.peers().peers) == k - 1,
+                           60, what="peers alive")
 
     def ask(self, question: str, *, temperature: float, **zswarm: Any
             ) -> tuple[dict[str, Any], float]:
@@ -144,6 +145,19 @@ def collect(node: Node, questions: list[dict[str, Any]], temperature: float, *,
         if (i + 1) % 10 == 0:
             print(f"  {i + 1}/{len(questions)} questions", file=sys.stderr, flush=True)
     return records
+
+
+def _save(path: Path, records: list[Record]) -> None:
+    """Every record, its candidates as dicts: --reuse reads them back."""
+    RESULTS.mkdir(exist_ok=True)
+    with path.open("w") as out:
+        for rec in records:
+            out.write(json.dumps({**rec, "candidates": [
+                msgspec.to_builtins(c) for c in rec.get("candidates", [])]}) + "\n")
+
+
+def _load(rec: Record) -> Record:
+    return {**rec, "candidates": [msgspec.convert(c, Candidate) for c in rec["candidates"]]}
 
 
 # --- what the collected candidates say (the node's pure functions) -------------------
@@ -292,22 +306,36 @@ def main() -> None:
     parser.add_argument("--part", choices=("held", "tune"), default="held")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--swarm", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--reuse", action="store_true",
+                        help="analyse the one-node samples of the last run again (no node)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N questions")
     args = parser.parse_args()
     questions = split(load_questions(), args.part)
     if args.quick:
         questions = questions[::3]
+    if args.limit:
+        questions = questions[:args.limit]
     by_id = {q["id"]: q for q in questions}
     swarm = (not args.quick) if args.swarm is None else args.swarm
     cores = os.cpu_count() or 1
+    name = "consensus_quality" + ("_quick" if args.quick else "") + \
+        ("" if args.part == "held" else "_tune")
+    samples = RESULTS / f"{name}_samples.jsonl"
     with tempfile.TemporaryDirectory(prefix="zswarm-quality-") as tmp_name:
         tmp = Path(tmp_name)
-        node = Node(tmp / "one", 1, cores)
-        try:
-            t0 = time.perf_counter()
-            records = collect(node, questions, args.temperature)
-            one_s = time.perf_counter() - t0
-        finally:
-            node.close()
+        if args.reuse:  # the one-node run of a previous invocation (to analyse it again)
+            records = [_load(json.loads(line)) for line in samples.read_text().splitlines()]
+            records = [r for r in records if r["id"] in by_id and "greedy" in r]
+            one_s = 0.0
+        else:
+            node = Node(tmp / "one", 1, cores)
+            try:
+                t0 = time.perf_counter()
+                records = collect(node, questions, args.temperature)
+                one_s = time.perf_counter() - t0
+            finally:
+                node.close()
+            _save(samples, records)  # before the swarm: a failure there keeps this run
         swarm_records: list[Record] = []
         if swarm:
             node = Node(tmp / "two", 2, max(1, cores // 2))
@@ -369,8 +397,6 @@ def main() -> None:
                    "questions_on_both_nodes": sum(len(r[mode]["nodes"]) > 1
                                                   for r in swarm_records)}
             for mode in ("confidence_n16", "confidence_b16")}
-    name = "consensus_quality" + ("_quick" if args.quick else "") + \
-        ("" if args.part == "held" else "_tune")
     RESULTS.mkdir(exist_ok=True)
     curves = {s: [(n, figures["fixed_n"][s][n][0]) for n in NS] for s in STRATEGIES}
     budget_points = {s: [(figures["live"][f"{s}_b{b}"]["mean_candidates"],
@@ -398,11 +424,7 @@ def main() -> None:
     for mode, f in figures.get("swarm_2_nodes", {}).items():
         rows.append((f"2 nodes {mode}", json.dumps(f)))
     write_results(name, figures, rows)
-    with (RESULTS / f"{name}_samples.jsonl").open("w") as out:  # for analyses not made here
-        for rec in records + swarm_records:
-            out.write(json.dumps({**rec, "candidates": [
-                {"text": c.text, "mean_logprob": c.mean_logprob, "tokens": c.tokens}
-                for c in rec.get("candidates", [])]}) + "\n")
+    _save(samples, records + swarm_records)
     for row in rows:
         print(f"{row[0]:<48} {row[1]}", file=sys.stderr)
     lv = figures["live"]
