@@ -156,6 +156,12 @@ def _save(path: Path, records: list[Record]) -> None:
                 msgspec.to_builtins(c) for c in rec.get("candidates", [])]}) + "\n")
 
 
+def _asked(mode: str, waves_run: int) -> int:
+    """Candidates a live mode started: a fixed n all of them, a budget its waves'."""
+    count = int(mode.rsplit("_", 1)[1][1:])
+    return sum(stopping.waves(count)[:waves_run]) if "_b" in mode else count
+
+
 def _load(rec: Record) -> Record:
     return {**rec, "candidates": [msgspec.convert(c, Candidate) for c in rec["candidates"]]}
 
@@ -275,8 +281,10 @@ def bootstrap(values: list[float], resamples: int = 2000) -> tuple[float, float,
             round(means[int(0.975 * resamples) - 1], 4))
 
 
-def plot(curves: dict[str, list[tuple[float, float]]], budgets: dict[str, list[tuple[float, float]]],
-         greedy: float, path: Path, title: str) -> None:
+def plot(curves: dict[str, list[tuple[float, float]]],
+         budgets: dict[str, list[tuple[float, float]]],
+         same: dict[str, list[tuple[float, float]]], greedy: float, path: Path, title: str
+         ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,13 +297,18 @@ def plot(curves: dict[str, list[tuple[float, float]]], budgets: dict[str, list[t
         ax.plot(xs, ys, marker="o", color=color, label=f"{strategy}, n = 1-16")
         bx, by = zip(*budgets[strategy], strict=True)
         ax.plot(bx, by, marker="s", linestyle="--", color=color,
-                label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}")
+                label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}, live")
+        sx, sy = zip(*same[strategy], strict=True)
+        ax.plot(sx, sy, marker="^", linestyle=":", color=color,
+                label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}, "
+                      "on the curve's candidates")
     ax.axhline(greedy, color="grey", linestyle=":", label="greedy (T = 0)")
     ax.set_xscale("log", base=2)
+    ax.set_xticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
     ax.set_xlabel("mean candidates per question")
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -323,9 +336,12 @@ def main() -> None:
     samples = RESULTS / f"{name}_samples.jsonl"
     with tempfile.TemporaryDirectory(prefix="zswarm-quality-") as tmp_name:
         tmp = Path(tmp_name)
-        if args.reuse:  # the one-node run of a previous invocation (to analyse it again)
-            records = [_load(json.loads(line)) for line in samples.read_text().splitlines()]
-            records = [r for r in records if r["id"] in by_id and "greedy" in r]
+        swarm_records: list[Record] = []
+        if args.reuse:  # the records of the last run, analysed again (no node is started)
+            kept = [_load(json.loads(line)) for line in samples.read_text().splitlines()]
+            records = [r for r in kept if r["id"] in by_id and "greedy" in r]
+            swarm_records = [r for r in kept if r["id"] in by_id and "greedy" not in r]
+            swarm = False
             one_s = 0.0
         else:
             node = Node(tmp / "one", 1, cores)
@@ -336,7 +352,6 @@ def main() -> None:
             finally:
                 node.close()
             _save(samples, records)  # before the swarm: a failure there keeps this run
-        swarm_records: list[Record] = []
         if swarm:
             node = Node(tmp / "two", 2, max(1, cores // 2))
             try:
@@ -358,6 +373,8 @@ def main() -> None:
     live |= {mode: right(mode) for mode in ("confidence_n8", "confidence_n16", "default_n1",
                                             "default_b8")}
     used = {mode: statistics.mean(r[mode]["used"] for r in records) for mode in live}
+    asked = {mode: statistics.mean(_asked(mode, r[mode]["waves"]) for r in records)
+             for mode in live}
     seconds = {mode: [r[mode]["s"] for r in records] for mode in live}
     figures: dict[str, Any] = {
         "part": args.part, "questions": len(records), "temperature": args.temperature,
@@ -367,6 +384,8 @@ def main() -> None:
         "fixed_n_per_kind": {s: {n: per_kind(v) for n, v in by_n.items()}
                              for s, by_n in fixed.items()},
         "live": {mode: {"accuracy": bootstrap(v), "mean_candidates": round(used[mode], 2),
+                        # started (the compute spent): a wave stopped early was asked whole
+                        "mean_asked": round(asked[mode], 2),
                         "mean_waves": round(statistics.mean(r[mode]["waves"] for r in records), 2),
                         "p50_s": round(percentile(seconds[mode], 50), 3),
                         "p95_s": round(percentile(seconds[mode], 95), 3),
@@ -375,6 +394,10 @@ def main() -> None:
                                   for s in ("cannot change", "settled", "no agreement",
                                             "budget spent")}}
                  for mode, v in live.items()},
+        # the rule on the same candidates as the fixed-n curves (4 orders each): less noisy
+        # than the live budgets (one draw per question), and paired with the curves
+        "budget_on_the_same_candidates": {
+            s: {b: simulate(records, by_id, s, b, _zswarm) for b in BUDGETS} for s in STRATEGIES},
         "rules_confidence": {f"{name}, budget {b}": simulate(records, by_id, "confidence", b, rule)
                              for name, rule in RULES.items() for b in (8, 16)},
         # paired over the same questions (tighter than two intervals side by side)
@@ -397,25 +420,34 @@ def main() -> None:
                    "questions_on_both_nodes": sum(len(r[mode]["nodes"]) > 1
                                                   for r in swarm_records)}
             for mode in ("confidence_n16", "confidence_b16")}
+        figures["swarm_2_nodes"]["paired confidence_b16 - confidence_n16"] = bootstrap(
+            [x - y for x, y in zip(right("confidence_b16", swarm_records),
+                                   right("confidence_n16", swarm_records), strict=True)])
     RESULTS.mkdir(exist_ok=True)
     curves = {s: [(n, figures["fixed_n"][s][n][0]) for n in NS] for s in STRATEGIES}
     budget_points = {s: [(figures["live"][f"{s}_b{b}"]["mean_candidates"],
                           figures["live"][f"{s}_b{b}"]["accuracy"][0]) for b in BUDGETS]
                      for s in STRATEGIES}
-    plot(curves, budget_points, figures["greedy"][0], RESULTS / f"{name}.png",
+    same = {s: [(c, a) for a, c in figures["budget_on_the_same_candidates"][s].values()]
+            for s in STRATEGIES}
+    plot(curves, budget_points, same, figures["greedy"][0], RESULTS / f"{name}.png",
          f"zswarm, SmolLM2-135M, T = {args.temperature:g}, {args.part} half "
          f"({len(records)} questions): fixed n vs budget")
     rows = [("greedy (T = 0)", str(figures["greedy"]))]
     rows += [(f"{s} n={n}", f"{v[0]} [{v[1]}, {v[2]}]")
              for s, by_n in figures["fixed_n"].items() for n, v in by_n.items()]
     rows += [(f"live {mode}", f"{f['accuracy'][0]} [{f['accuracy'][1]}, {f['accuracy'][2]}], "
-              f"{f['mean_candidates']} candidates, {f['mean_waves']} waves, p50 {f['p50_s']} s, "
+              f"{f['mean_candidates']} candidates ({f['mean_asked']} asked), "
+             f"{f['mean_waves']} waves, p50 {f['p50_s']} s, "
               f"p95 {f['p95_s']} s, stops {json.dumps(f['stops'])}")
              for mode, f in figures["live"].items()]
     rows += [(f"live {mode} per kind", json.dumps(f["per_kind"]))
              for mode, f in figures["live"].items()]
     rows += [(f"n={n} per kind {s}", json.dumps(figures["fixed_n_per_kind"][s][n]))
              for s in STRATEGIES for n in (8, 16)]
+    rows += [(f"{s} budget {b}, on the curve's candidates", f"accuracy {a}, {c} candidates")
+             for s, by_b in figures["budget_on_the_same_candidates"].items()
+             for b, (a, c) in by_b.items()]
     rows += [(f"rule: {k}", f"accuracy {a}, {c} candidates")
              for k, (a, c) in figures["rules_confidence"].items()]
     rows += [(f"paired {k}", str(v)) for k, v in figures["paired"].items()]
@@ -434,6 +466,7 @@ def main() -> None:
         "confidence_n8": figures["fixed_n"]["confidence"][8][0],
         "budget16": lv["confidence_b16"]["accuracy"][0],
         "budget16_candidates": lv["confidence_b16"]["mean_candidates"],
+        "budget16_asked": lv["confidence_b16"]["mean_asked"],
         "yesno_budget16": lv["confidence_b16"]["per_kind"].get("yesno"),
         "p50_s": {m: lv[m]["p50_s"] for m in ("confidence_b16", "confidence_n16",
                                                "confidence_n8")},

@@ -6,9 +6,10 @@
 1. lists the models the swarm serves;
 2. streams an answer token by token (``stream=True``); the last chunk carries the
    ``zswarm`` report (which nodes answered);
-3. asks for 4 candidates with the ``zswarm`` extension (``extra_body``): the node
-   fans them out over its workers and peers and picks one with the strategy; the
-   response's ``zswarm`` field says who said what.
+3. gives the ask a budget of up to 16 candidates with the ``zswarm`` extension
+   (``extra_body``): the node asks for them in waves over its workers and peers until
+   the answer is settled, and picks one with the strategy; the response's ``zswarm``
+   field says who said what, how many candidates it took and why it stopped.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ def main() -> None:
 
     response = client.chat.completions.create(
         model="default", messages=messages, max_tokens=48, temperature=0.7,
-        extra_body={"zswarm": {"n": 4, "strategy": "confidence"}})
+        extra_body={"zswarm": {"budget": 16, "strategy": "confidence"}})
     report = (response.model_extra or {})["zswarm"]
-    # the strategy may stop early once the remaining candidates cannot change the winner
-    print(f"\n{report['strategy']}, {len(report['candidates'])} of {report['expected']} "
-          f"candidates (agreement {report['agreement']:.2f}): "
+    # waves of 4, 4 and 8 candidates, until the winner is settled (or cannot be)
+    print(f"\n{report['strategy']}, {len(report['candidates'])} of a budget of "
+          f"{report['budget']} candidates, {report['waves']} wave(s), stopped: "
+          f"{report['stop']} (agreement {report['agreement']:.2f}): "
           f"{response.choices[0].message.content}")
     for i, cand in enumerate(report["candidates"]):
         mark = "*" if i == report["winner"] else " "

@@ -60,12 +60,11 @@ def test_any_choice_is_a_request_or_a_refusal(n, max_tokens, temperature, top_p,
 
 
 @pytest.mark.parametrize(("consensus", "kw", "expected"), [
-    ({}, {}, (8, True)),  # the default: a budget
-    ({}, {"stream": True}, (1, False)),  # a stream shows one candidate as it is written
-    ({}, {"temperature": 0.0}, (1, False)),  # every candidate would be the same
-    ({"strategy": "weighted_vote"}, {}, (1, False)),  # no groups: no budget
-    ({"n": 3}, {"stream": True}, (3, False)),  # the config's own choice stands
-    ({"budget": 12}, {"stream": True}, (12, True)),
+    ({}, {}, (1, False)),  # the default: one candidate (README: what a budget buys)
+    ({"budget": 12}, {}, (12, True)),
+    ({"budget": 12}, {"temperature": 0.0}, (1, False)),  # every candidate would be the same
+    ({"budget": 12}, {"budget": 3, "temperature": 0.0}, (3, True)),  # asked for: given
+    ({"n": 3}, {"temperature": 0.0}, (3, False)),  # a fixed n is what it says
     ({}, {"n": 5}, (5, False)), ({}, {"budget": 5}, (5, True)),
     ({"n": 2}, {"budget": 5}, (5, True)),  # the caller's choice wins over the config's
 ])

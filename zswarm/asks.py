@@ -26,13 +26,13 @@ from zswarm.errors import RequestRefused
 
 
 def choose_count(config: Config, strategy: str, *, n: int | None = None,
-                 budget: int | None = None, stream: bool = False,
-                 temperature: float | None = None) -> tuple[int, bool]:
+                 budget: int | None = None, temperature: float | None = None
+                 ) -> tuple[int, bool]:
     """How many candidates an ask gets, and whether that is a budget (adaptive): the
-    caller's ``n`` or ``budget`` (not both), else the config's (``count_for``) - but one
-    at temperature 0 (``temperature``: the caller's, else [generation]'s), where every
-    candidate would be the same. A count given is held to the node's limit here, so the
-    message names that limit."""
+    caller's ``n`` or ``budget`` (not both), else the config's (``count_for``) - but a
+    configured budget is one candidate at temperature 0 (``temperature``: the caller's,
+    else [generation]'s), where every candidate would be the same. A count given is held
+    to the node's limit here, so the message names that limit."""
     if n is not None and budget is not None:
         raise RequestRefused("give n (exactly that many candidates) or budget (at most that "
                              "many, adaptive), not both", field="budget")
@@ -42,9 +42,10 @@ def choose_count(config: Config, strategy: str, *, n: int | None = None,
     if n is not None:
         check_count(config.limits, "n", n)
         return n, False
-    if (config.generation.temperature if temperature is None else temperature) == 0:
-        return (config.consensus.n or 1), False
-    return config.consensus.count_for(strategy, stream=stream)
+    count, adaptive = config.consensus.count_for(strategy)
+    if adaptive and (config.generation.temperature if temperature is None else temperature) == 0:
+        return 1, False
+    return count, adaptive
 
 
 def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = None,

@@ -132,7 +132,7 @@ def ask(
     budget: int | None = typer.Option(
         None, "--budget", metavar="N", show_default=False,
         help="at most N candidates, asked in waves until the answer is settled "
-        "(default: [consensus] budget, else 8; confidence, majority, best_of_n)"),
+        "(confidence, majority, best_of_n; default: [consensus] n or budget, else n = 1)"),
     strategy: str | None = typer.Option(
         None, "--strategy", metavar="NAME", show_default=False,
         help=f"one of {', '.join(ASK_STRATEGIES)} (default: [consensus] strategy)"),

@@ -28,7 +28,7 @@ from zswarm.core.consensus import DEFAULT_TAU
 from zswarm.core.limits import Limits
 from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
-from zswarm.core.stopping import ADAPTIVE_STRATEGIES, DEFAULT_BUDGET
+from zswarm.core.stopping import ADAPTIVE_STRATEGIES
 from zswarm.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -131,7 +131,8 @@ class ConsensusConfig(Section, frozen=True):
     strategy: str = "confidence"
     #: candidates per ask: exactly ``n``, or up to ``budget`` (adaptive: spent in waves
     #: until the winner is settled, core/stopping.py; confidence, majority, best_of_n).
-    #: Give one of them; with neither, DEFAULT_BUDGET for those strategies, else n = 1
+    #: Give one of them; with neither, n = 1 (the default, by measurement: README, "A
+    #: budget instead of a count")
     n: int | None = None
     budget: int | None = None
     allow_truncated: bool = True
@@ -141,18 +142,12 @@ class ConsensusConfig(Section, frozen=True):
     #: temperature of ``confidence``: lower trusts log-probabilities more, higher counts more
     confidence_tau: Annotated[float, Meta(gt=0.0, le=10.0)] = DEFAULT_TAU
 
-    def count_for(self, strategy: str, *, stream: bool = False) -> tuple[int, bool]:
+    def count_for(self, strategy: str) -> tuple[int, bool]:
         """(candidates, whether they are a budget) for an ask that gives neither: this
-        table's n or budget, else DEFAULT_BUDGET - but a stream (tokens shown as they
-        are written, which only one candidate can be) then gets n = 1."""
-        if self.n is not None:
-            return self.n, False
-        if self.budget is None and stream:
-            return 1, False
-        budget = DEFAULT_BUDGET if self.budget is None else self.budget
-        if budget and strategy in ADAPTIVE_STRATEGIES:
-            return budget, True
-        return 1, False
+        table's n or budget (under a strategy that can spend one), else one."""
+        if self.budget is not None and strategy in ADAPTIVE_STRATEGIES:
+            return self.budget, True
+        return self.n or 1, False
 
 
 class FederationConfig(Section, frozen=True):

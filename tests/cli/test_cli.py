@@ -82,12 +82,12 @@ def test_ask_with_a_budget_says_what_it_spent(tmp_path):
     assert "of a budget of 16 candidates" in explained.output and "stopped: " in explained.output
 
 
-def test_the_default_is_a_budget_but_greedy_asks_once(tmp_path):
-    cfg = write_config(tmp_path)
+def test_a_configured_budget_is_the_default_but_greedy_asks_once(tmp_path):
+    cfg = write_config(tmp_path, "[consensus]\nbudget = 8\n")
     base = ["ask", "What is 2 + 2?", "--config", str(cfg), "--local", "--max-tokens", "8",
             "--json"]
     sampled = json.loads(runner.invoke(app, [*base, "--temperature", "0.7"]).stdout)
-    assert sampled["budget"] == 8  # [consensus] budget's default
+    assert sampled["budget"] == 8
     greedy = json.loads(runner.invoke(app, [*base, "--temperature", "0"]).stdout)
     assert greedy["budget"] is None and len(greedy["candidates"]) == 1  # all would agree
 

@@ -47,7 +47,8 @@ def test_openai_client_example(node):
     assert "  answered by: h" in lines
     summary = next(x for x in lines if x.startswith("confidence, "))
     arrived = int(summary.split()[1])
-    assert 2 <= arrived <= 4 and " of 4 candidates (agreement " in summary
+    assert 3 <= arrived <= 16 and " of a budget of 16 candidates, " in summary
+    assert " wave(s), stopped: " in summary
     assert sum(x.startswith((" * h/w0", "   h/w0")) for x in lines) == arrived
 
 

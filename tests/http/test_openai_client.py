@@ -94,14 +94,11 @@ def test_a_budget_answers_once_with_what_it_spent(client):
     assert r.choices[0].message.content == report["candidates"][report["winner"]]["text"]
 
 
-def test_the_default_is_a_budget_and_a_stream_one_candidate(client):
+def test_the_default_is_one_candidate(client):
     r = client.chat.completions.create(model="default", messages=QUESTION, max_tokens=8,
                                        temperature=0.7)
-    assert r.model_extra["zswarm"]["budget"] == 8  # [consensus] budget's default
-    chunks = list(client.chat.completions.create(model="default", messages=QUESTION,
-                                                 max_tokens=8, temperature=0.7, stream=True))
-    report = next(c.model_extra["zswarm"] for c in chunks if c.model_extra.get("zswarm"))
-    assert report["budget"] == 0 and len(report["candidates"]) == 1  # tokens as written
+    report = r.model_extra["zswarm"]
+    assert report["budget"] == 0 and len(report["candidates"]) == 1
 
 
 @pytest.mark.parametrize(("kwargs", "error", "param"), [

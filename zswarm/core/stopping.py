@@ -39,9 +39,6 @@ from zswarm.errors import NoQuorum
 
 #: the strategies a budget works with: they group answers, so "settled" has a meaning
 ADAPTIVE_STRATEGIES: Final[tuple[Strategy, ...]] = ("confidence", "majority", "best_of_n")
-#: the budget of an ask that gives neither n nor budget, under those strategies
-#: (config.py's ConsensusConfig.count_for; 0 would mean n = 1)
-DEFAULT_BUDGET: Final = 8
 #: the first wave; each later one doubles what was asked so far (4, 4, 8 for 16)
 FIRST_WAVE: Final = 4
 MIN_CANDIDATES: Final = 3

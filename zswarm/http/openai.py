@@ -165,7 +165,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
             n, adaptive = req.n, False
         else:
             n, adaptive = choose_count(config, strategy, n=opts.n, budget=opts.budget,
-                                       stream=req.stream, temperature=req.temperature)
+                                       temperature=req.temperature)
     except RequestRefused as exc:
         raise _unprocessable(str(exc), "zswarm.n" if exc.field == "n" else "zswarm.budget"
                              ) from None

@@ -131,7 +131,9 @@ function drawRequest(r) {
   const rep = r.report;
   const meta = rep
     ? `${fmt.clock(r.at)} \u00b7 ${rep.strategy} \u00b7 ${rep.candidates.length} of ` +
-      `${rep.expected} candidates from ${new Set(rep.candidates.map((c) => c.node)).size} ` +
+      (rep.budget ? `a budget of ${rep.budget} (${rep.waves} wave${rep.waves === 1 ? "" : "s"}, ` +
+                    `${rep.stop})` : `${rep.expected}`) +
+      ` candidates from ${new Set(rep.candidates.map((c) => c.node)).size} ` +
       `node(s) \u00b7 agreement ${rep.agreement.toFixed(2)} \u00b7 ` +
       `${fmt.ms(rep.timings.total_ms)}`
     : `${fmt.clock(r.at)} \u00b7 ${r.strategy} \u00b7 n=${r.n}`;
