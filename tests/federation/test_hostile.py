@@ -272,12 +272,14 @@ async def test_a_bogus_record_costs_a_probe_now_and_then_not_a_reconnect_storm(c
 
 @pytest.mark.parametrize("strategy", ["confidence", "best_of_n"])
 async def test_a_lying_member_cannot_outweigh_two_honest_nodes(cluster, nursery, strategy):
-    """The liar claims log-probability 0 (certain) for a wrong answer: the asker re-scores
-    the claim with its own model (same model id), which finds it unlikely."""
+    """The liar claims log-probability 0 (certain) for a wrong answer, which outweighs the
+    two honest candidates as claimed (confidence at tau 2: 1.0 against 2 x e^-1): the
+    asker re-scores the claim with its own model (same model id), which finds it unlikely
+    (-5: this model would not have said it)."""
     fake = FakePeer(cluster.swarm, "liar")
     nursery.start_soon(fake.serve)
     try:
-        honest = {"answers": ["42"], "script": {"mean_logprob": [-1.0]}}
+        honest = {"answers": ["42"], "script": {"mean_logprob": [-2.0]}}
         fed = {"discovery": "both", "peers": [fake.rpc_endpoint]}
         a = await cluster.start("a", federation=fed, **honest)
         await cluster.start("b", federation={"discovery": "mdns"}, **honest)
@@ -286,7 +288,7 @@ async def test_a_lying_member_cannot_outweigh_two_honest_nodes(cluster, nursery,
         assert {c.node for c in report.candidates} == {"a", "b", "fake"}
         assert answer == "42"
         (lie,) = [c for c in report.candidates if c.node == "fake"]
-        assert lie.mean_logprob is not None and lie.mean_logprob < -1.0  # a's figure
+        assert lie.mean_logprob is not None and lie.mean_logprob < -2.0  # a's figure
         assert "checked by this node's model" in report.note
     finally:
         fake.close()

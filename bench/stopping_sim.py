@@ -1,0 +1,131 @@
+"""What collected candidates say under the node's pure functions: fixed-n accuracy by
+random subsets, and stopping rules replayed in waves (bench/consensus_quality.py).
+
+The rules compared: the old "cannot change" early stop, a Beta posterior that the
+leader stays ahead of the runner-up (Adaptive-Consistency, Aggarwal et al. 2023), the
+weight share alone, and zswarm's (core/stopping.verdict).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from quality import correct
+
+from zswarm.core import stopping
+from zswarm.core.answers import answer_key
+from zswarm.core.consensus import DEFAULT_TAU, decide
+from zswarm.core.messages import Candidate
+from zswarm.errors import NoQuorum
+
+Record = dict[str, Any]
+SUBSETS = 20
+
+
+def _winner(strategy: str, cands: Sequence[Candidate], question: str,
+            tau: float = DEFAULT_TAU) -> str | None:
+    try:
+        d = decide(strategy, cands, expected=len(cands), final=True,  # type: ignore[arg-type]
+                   question=question, tau=tau)
+    except NoQuorum:
+        return None
+    assert d is not None
+    return cands[d.winner].text
+
+
+def fixed_n(records: list[Record], by_id: dict[str, Any], strategy: str, n: int,
+            tau: float = DEFAULT_TAU) -> list[float]:
+    """Per question: right (1/0) with all 16, else the mean over random n-subsets."""
+    out = []
+    for rec in records:
+        q, cands = by_id[rec["id"]], rec["candidates"]
+        everyone = list(range(len(cands)))
+        rnd = random.Random(f"{rec['id']}/{n}")
+        subsets = [everyone] if n >= len(cands) else \
+            [rnd.sample(everyone, n) for _ in range(SUBSETS)]
+        hits = [(w := _winner(strategy, [cands[i] for i in s], q["question"], tau)) is not None
+                and correct(q, w) for s in subsets]
+        out.append(sum(hits) / len(hits))
+    return out
+
+
+def p_leader(a: float, b: float, steps: int = 400) -> float:
+    """P(p1 > p2) under Beta(a + 1, b + 1) on the top two (Adaptive-Consistency)."""
+    log_norm = math.lgamma(a + b + 2) - math.lgamma(a + 1) - math.lgamma(b + 1)
+    h = 0.5 / steps
+    return h * sum(math.exp(log_norm + a * math.log(x) + b * math.log(1 - x))
+                   for x in (0.5 + (i + 0.5) * h for i in range(steps)))
+
+
+def _beta_rule(threshold: float) -> Callable[[str, list[Candidate], int, str], bool]:
+    def rule(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+        if _cannot_change(strategy, got, budget, question):
+            return True
+        counts: dict[str, int] = {}
+        for c in got:
+            counts[answer_key(c.text, question)] = counts.get(answer_key(c.text, question), 0) + 1
+        top = sorted(counts.values(), reverse=True) + [0]
+        return p_leader(top[0], top[1]) >= threshold
+    return rule
+
+
+def _cannot_change(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+    try:
+        return decide(strategy, got, expected=budget, final=False,  # type: ignore[arg-type]
+                      question=question) is not None
+    except NoQuorum:
+        return False
+
+
+def _share_only(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+    reason = stopping.verdict(strategy, got, budget=budget,  # type: ignore[arg-type]
+                              tau=DEFAULT_TAU, question=question)
+    return reason in ("cannot change", "settled", "budget spent")
+
+
+def zswarm_rule(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+    return stopping.verdict(strategy, got, budget=budget,  # type: ignore[arg-type]
+                            tau=DEFAULT_TAU, question=question) is not None
+
+
+RULES: dict[str, Callable[[str, list[Candidate], int, str], bool]] = {
+    "cannot change (the old early stop)": _cannot_change,
+    "beta posterior 0.95 (Adaptive-Consistency)": _beta_rule(0.95),
+    "beta posterior 0.9": _beta_rule(0.9),
+    "weight share 0.6": _share_only,
+    "zswarm (share 0.6 or no agreement)": zswarm_rule,
+}
+
+
+def simulate(records: list[Record], by_id: dict[str, Any], strategy: str, budget: int,
+             rule: Callable[[str, list[Candidate], int, str], bool], orders: int = 4
+             ) -> tuple[float, float]:
+    """(accuracy, mean candidates) of a stopping rule on the collected candidates: waves
+    as core/stopping.waves, each in a random draw, its shorter answers first."""
+    hits, used = [], []
+    for rec in records:
+        q, cands = by_id[rec["id"]], rec["candidates"]
+        for k in range(orders):
+            order = list(range(len(cands)))
+            random.Random(f"{rec['id']}/{k}").shuffle(order)
+            got: list[Candidate] = []
+            for size in stopping.waves(budget):
+                wave = sorted(order[len(got):len(got) + size], key=lambda i: cands[i].tokens)
+                done = False
+                for i in wave:
+                    got.append(cands[i])
+                    if rule(strategy, got, budget, q["question"]):
+                        done = True
+                        break
+                if done:
+                    break
+            w = _winner(strategy, got, q["question"])
+            hits.append(float(w is not None and correct(q, w)))
+            used.append(len(got))
+    return round(statistics.mean(hits), 4), round(statistics.mean(used), 2)
+
+
