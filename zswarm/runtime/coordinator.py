@@ -5,7 +5,9 @@ share over the local workers (each part decoded as one batch); sending VoteReque
 to peers through ``Peers`` (runtime/context.py); one ``Round`` per request holding
 its deadline, start time, token sink, early-stop scope and what arrived; each
 vote's deadline; asking the strategy after every candidate (early stop cancels the
-stragglers, local and remote); retrying a local part once when its worker crashed
+stragglers, local and remote); for a budget (``adaptive``), asking for the candidates
+in waves (core/stopping.py's ``waves``, each planned like a fixed n) and asking
+``verdict`` after every candidate instead; retrying a local part once when its worker crashed
 before producing anything; ``route`` mode with a local fallback; and the report of
 who was asked, who answered, who timed out; where each conversation was answered
 (``Homes``, core/affinity.py), so its next turn goes to the worker - and with
@@ -50,6 +52,7 @@ from zswarm.runtime.rounds import Asked, Round, TokenSink, nothing_arrived, part
 from zswarm.runtime.verify import verified_decision
 
 log = logging.getLogger(__name__)
+
 
 def _question(request: GenerateRequest) -> str:
     """The last user message (what the answer keys are read against, and what is recorded)."""
@@ -113,10 +116,9 @@ class Coordinator:
         if route:
             request = msgspec.structs.replace(request, n=1)
         keys = conversation_keys(request)
-        rnd = Round(decides, request.n,
-                     deadline=deadline, on_token=on_token,
-                     question=question, early_stop=early_stop, adaptive=adaptive,
-                     home_worker=self.worker_homes.find(keys))
+        rnd = Round(decides, request.n, deadline=deadline, on_token=on_token,
+                    question=question, early_stop=early_stop, adaptive=adaptive,
+                    home_worker=self.worker_homes.find(keys))
         ran = 0
         for size in waves(request.n) if adaptive else [request.n]:
             wave = msgspec.structs.replace(request, n=size,
@@ -206,7 +208,7 @@ class Coordinator:
         """Every candidate the local workers make for a peer's vote (no strategy, no fan-out)."""
         keys = conversation_keys(request)
         rnd = Round(None, request.n, deadline=deadline,
-                     home_worker=self.worker_homes.find(keys))
+                    home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, Plan({SELF: request.n}))
         if not rnd.candidates:
             raise nothing_arrived(rnd, "")
