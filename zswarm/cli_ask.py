@@ -54,8 +54,9 @@ def request(cfg: Config, question: str, strategy: str, *, n: int | None,
                            temperature=temperature, seed=seed), adaptive
     except RequestRefused as exc:
         option = _OPTION_OF.get(exc.field)
-        what = str(exc).removeprefix(exc.field).strip()
-        views.say(f"error: invalid option: {option} {what}" if option
+        said = str(exc)  # "budget must be 1 to 16 ..." reads "--budget must be 1 to 16 ..."
+        what = said.removeprefix(exc.field) if said.startswith(exc.field) else f": {said}"
+        views.say(f"error: invalid option: {option}{what}" if option
                   else f"error: invalid question: {exc}", err=True)
         raise typer.Exit(2) from None
 

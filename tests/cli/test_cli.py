@@ -118,12 +118,12 @@ def test_bad_options_are_clear(tmp_path):
     assert result.exit_code == 2 and "--budget must be 1 to 16 ([generation] max_n)" \
         in result.output
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--budget", "4", "--n", "4"])
-    assert result.exit_code == 2 and "give n (exactly that many candidates) or budget" \
-        in result.output
+    assert result.exit_code == 2 and "invalid option: --budget: give n (exactly that many " \
+        "candidates) or budget" in result.output
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg), "--budget", "4",
                                  "--strategy", "first_valid"])
-    assert result.exit_code == 2 and "a budget needs the strategy confidence, majority, " \
-        "best_of_n; first_valid takes n" in result.output
+    assert result.exit_code == 2 and "invalid option: --budget: a budget needs the strategy " \
+        "confidence, majority, best_of_n; first_valid takes n" in result.output
 
 
 def test_unknown_model_file(tmp_path):
