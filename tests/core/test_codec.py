@@ -19,13 +19,13 @@ from zswarm.core.messages import (
 from zswarm.errors import RemoteProtocolError
 
 requests = st.builds(
-    lambda rid, content, n, mt, temp, seed: ClientRequest(
+    lambda rid, content, n, mt, temp, seed, adaptive: ClientRequest(
         request_id=rid,
         request=GenerateRequest(messages=(ChatMessage(role="user", content=content),), n=n,
                                 params=SamplingParams(max_tokens=mt, temperature=temp, seed=seed)),
-        strategy="majority"),
+        strategy="majority", adaptive=adaptive),
     st.text(max_size=40), st.text(max_size=500), st.integers(1, 32), st.integers(1, 4096),
-    st.floats(0, 5), st.one_of(st.none(), st.integers(0, 2**63 - 1)))
+    st.floats(0, 5), st.one_of(st.none(), st.integers(0, 2**63 - 1)), st.booleans())
 
 
 @settings(max_examples=200)
@@ -86,7 +86,10 @@ REPORT = m.Report(strategy="majority", winner=0, agreement=1.0, candidates=[
     m.Participant(node="a", requested=1, received=1, outcome="answered")])
 EVERY_MESSAGE = [
     m.ClientRequest(request_id="r", request=GEN, strategy="majority", deadline_ms=1000),
+    m.ClientRequest(request_id="r", request=GEN, strategy="confidence", adaptive=True),
     m.ClientReply(request_id="r", answer="42", report=REPORT),
+    m.ClientReply(request_id="r", answer="42", report=msgspec.structs.replace(
+        REPORT, budget=16, waves=2, stop="settled")),
     m.StatusRequest(request_id="r"),
     m.StatusRequest(request_id="r", sender="n1", card=CARD, standing=True),
     m.Status(request_id="r", card=CARD, load=m.Load()),

@@ -28,6 +28,7 @@ _CAND = m.Candidate(text="42", finish_reason="stop", tokens=1, mean_logprob=-0.5
 #: one valid message of each type that may reach a node's sockets
 SEEDS: list[m.Message] = [
     m.ClientRequest(request_id="r", request=_GEN, strategy="majority", deadline_ms=2000),
+    m.ClientRequest(request_id="r", request=_GEN, strategy="confidence", adaptive=True),
     m.StatusRequest(request_id="r"),
     m.StatusRequest(request_id="r", sender="f00dfeed", card=_CARD, standing=True),
     m.PeersRequest(request_id="r"),
