@@ -71,15 +71,21 @@ class Node:
                                               model={"threads": threads},
                                               federation={"enabled": k > 1}))
                       for i in range(k)]
-        for p in self.procs:
-            p.wait_ready(300)
+        try:
+            for p in self.procs:
+                p.wait_ready(300)
+            if k > 1:
+                with NodeClient(self.procs[0].rpc) as rpc:
+                    wait_until(lambda: sum(p.state == "alive"
+                                           for p in rpc.peers().peers) == k - 1,
+                               60, what="peers alive")
+        except BaseException:
+            for p in self.procs:  # a node that never served is still ours to stop
+                p.stop()
+            raise
         port = self.procs[0].info["http_port"]
         self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-",
                                     max_retries=0, timeout=600)
-        if k > 1:
-            with NodeClient(self.procs[0].rpc) as rpc:
-                wait_until(lambda: sum(p.state == "alive" for p in rpc.peers().peers) == k - 1,
-                           60, what="peers alive")
 
     def ask(self, question: str, *, temperature: float, **zswarm: Any
             ) -> tuple[dict[str, Any], float]:
