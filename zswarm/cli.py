@@ -12,6 +12,7 @@ import trio
 import typer
 
 from zswarm import __version__, cli_ask, cli_node, cli_swarm, client, views
+from zswarm.client import NodeGone
 from zswarm.config import Config, load_config
 from zswarm.core.limits import admit
 from zswarm.core.messages import GenerateRequest, PeerInfo, Report
@@ -178,6 +179,11 @@ def ask(
             admit(cfg.limits, request)  # before loading a model for it (strategy: above)
             answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms,
                                       adaptive)
+    except NodeGone as exc:  # the node died (or vanished) with the question in it
+        _out(f"error: {exc}. Is it running? `zswarm peers{cli_ask.config_arg(config)}` or "
+             f"`zswarm doctor{cli_ask.config_arg(config)}` say; start it again with `zswarm "
+             f"node{cli_ask.config_arg(config)}`, or ask in-process with --local", err=True)
+        raise typer.Exit(1) from None
     except ZswarmError as exc:
         # refused as malformed or over a limit, or a model that is not there: the options
         # or the configuration (exit 2); anything else happened while asking (exit 1)

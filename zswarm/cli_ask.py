@@ -86,7 +86,7 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:
         views.say("note: no node is running with this config: answering in-process, on this "
-                  f"machine only (start one: zswarm node{_config_arg(config)}; --local says "
+                  f"machine only (start one: zswarm node{config_arg(config)}; --local says "
                   "in-process is meant)", err=True)
         return None, "in-process (no node running with this config)"
     node = None
@@ -98,7 +98,7 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
             node.close()
         if started is not None:
             views.say(f"error: the node started with this config (pid {started[0]}) does not "
-                      f"answer: {exc}. Start it again (zswarm node{_config_arg(config)}) or ask "
+                      f"answer: {exc}. Start it again (zswarm node{config_arg(config)}) or ask "
                       "in-process with --local", err=True)
         else:
             views.say(f"error: {exc}", err=True)
@@ -106,7 +106,7 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     return node, f"the node at {endpoint}"
 
 
-def _config_arg(config: Path | None) -> str:
+def config_arg(config: Path | None) -> str:
     return f" --config {config}" if config is not None else ""
 
 

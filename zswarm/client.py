@@ -3,6 +3,12 @@
 With the swarm's key (``key=``, from ``[security] swarm_key_file``) the connection
 is CURVE-encrypted; a node with a key refuses clients without it (the request
 then times out: ZeroMQ does not tell a refused client why).
+
+A node that dies while it answers must not leave the caller waiting out the deadline
+(an ask's can be minutes): the client watches its connection (a ZeroMQ socket
+monitor: the node's end closed, as when its process is killed) and, on a long
+exchange, pings the node's status every PING_EVERY_S; either failing ends the wait
+with NodeGone, which says what happened and what to do.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zswarm.config import Config
 from zswarm.core import codec
@@ -33,6 +40,16 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError, error_from_kind
 from zswarm.net.security import SwarmKey
 from zswarm.net.zmq_trio import open_socket
 
+#: a long exchange asks the node's status this often ...
+PING_EVERY_S = 2.0
+#: ... and gives up when nothing at all has come back for this long (a machine that
+#: vanished without closing its connections: powered off, unplugged)
+SILENT_FOR_S = 15.0
+
+
+class NodeGone(PeerUnavailable):
+    """The node's connection closed, or it stopped answering, while a request was out."""
+
 
 class NodeClient:
     """One DEALER connection to a node's RPC endpoint, reused across calls (blocking).
@@ -45,24 +62,68 @@ class NodeClient:
         self.endpoint = endpoint
         self.key = key
         self.sock = open_socket(zmq.DEALER, role="client", key=key)
+        self.monitor: zmq.Socket[bytes] | None = None
         try:
             self.sock.connect(endpoint)
+            self.monitor = self.sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         except zmq.ZMQError as exc:
-            self.sock.close(linger=0)
+            self.close()
             raise PeerUnavailable(f"cannot connect to {endpoint!r}: {exc}") from exc
+        #: the node's end of the connection was up (a handshake succeeded) and then closed
+        self._lost = False
+        self._up = False
 
-    def exchange(self, msg: Message, request_id: str, timeout_s: float) -> Message:
-        """Send and wait for the reply to ``request_id`` (late replies to others are skipped)."""
+    def _watch(self) -> None:
+        """Read the monitor's events: a connection that was up and closed is lost."""
+        assert self.monitor is not None
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._up = True
+            elif event == zmq.EVENT_DISCONNECTED and self._up:
+                self._lost, self._up = True, False
+
+    def exchange(self, msg: Message, request_id: str, timeout_s: float, *,
+                 watch: bool = False) -> Message:
+        """Send and wait for the reply to ``request_id`` (late replies to others are skipped).
+
+        ``watch`` (a long exchange, an ask): NodeGone as soon as the connection closes, or
+        when the node has not answered a status ping for SILENT_FOR_S."""
+        self._watch()
+        self._lost = False  # a connection lost before this request was sent is not its loss
         self.sock.send(codec.encode(msg))
-        deadline = time.monotonic() + timeout_s
+        start = last_heard = time.monotonic()
+        deadline = start + timeout_s
+        pinged = start
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        assert self.monitor is not None
+        poller.register(self.monitor, zmq.POLLIN)
         while True:
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 or not self.sock.poll(left_ms):
+            now = time.monotonic()
+            if now >= deadline:
                 raise PeerUnavailable(
                     f"no answer from the node at {self.endpoint} within {timeout_s:.1f} s")
+            if watch and now - last_heard >= SILENT_FOR_S:
+                raise NodeGone(f"the node at {self.endpoint} stopped answering: nothing for "
+                               f"{SILENT_FOR_S:.0f} s, not even its status")
+            if watch and now - pinged >= PING_EVERY_S:
+                self.sock.send(codec.encode(StatusRequest(request_id=new_request_id())))
+                pinged = now
+            wait_s = min(deadline, pinged + PING_EVERY_S if watch else deadline) - now
+            ready = dict(poller.poll(max(1, int(wait_s * 1000))))
+            if self.monitor in ready:
+                self._watch()
+                if watch and self._lost:
+                    raise NodeGone(f"the node at {self.endpoint} closed the connection while "
+                                   "answering: it stopped or crashed")
+            if self.sock not in ready:
+                continue
             reply = codec.decode(self.sock.recv())
+            last_heard = time.monotonic()
             if getattr(reply, "request_id", request_id) in (request_id, None):
-                break
+                break  # else a status ping's answer (or a late reply): the node lives
         if isinstance(reply, Error):
             raise error_from_kind(reply.kind, reply.message)
         return reply
@@ -100,9 +161,13 @@ class NodeClient:
         rid = new_request_id()
         msg = ClientRequest(request_id=rid, request=request, strategy=strategy,
                             deadline_ms=deadline_ms, adaptive=adaptive)
-        return _expect(self.exchange(msg, rid, deadline_ms / 1000 + 5.0), ClientReply)
+        return _expect(self.exchange(msg, rid, deadline_ms / 1000 + 5.0, watch=True),
+                       ClientReply)
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
         self.sock.close(linger=0)
 
     def __enter__(self) -> NodeClient:

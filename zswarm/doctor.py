@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from zswarm import client
+from zswarm import client, pull
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
@@ -258,7 +258,7 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
             yield Finding("mdns", WARN, f"{name}: protocol {f.proto}, this node speaks "
                           f"{PROTOCOL_VERSION}", "run the same zswarm version on both")
             continue
-        other = card.model_id != me.model_id
+        other = not pull.is_named(me.model_id, card.model_id)
         if other:
             yield Finding("mdns", INFO if not fed.same_model_only else WARN,
                           f"{name}: another model ({card.model_id})",
@@ -296,6 +296,18 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
                           + (" and by this machine" if node_id == me.node_id else ""),
                           "a copied state dir: delete state_dir/node_id on all but one "
                           "(a new id is made at start)")
+
+
+def _not_pulled(config: Config, want: str) -> Finding:
+    """``[model] path = "swarm:..."`` before the node's first start pulled it."""
+    peers = config.federation.peers
+    said = f"[model] path = \"swarm:{want}\" is not pulled yet (into {pull.models_dir(config)})"
+    if not peers:
+        return Finding("model", FAIL, f"{said}, and there are no [federation] peers to pull "
+                       "it from", "add the member it comes from to [federation] peers "
+                       "(zswarm join writes one), or set [model] path to a GGUF file")
+    return Finding("model", INFO, f"{said}: the node pulls it from {', '.join(peers)} at its "
+                   "first start (zswarm node), and the model is checked then")
 
 
 async def _model(config: Config) -> Finding:
@@ -380,11 +392,19 @@ def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool 
     if fed.enabled and fed.discovery != "static":
         findings.append(_route(address))
     running_pid, running_rpc = _running(config)
+    want = pull.wanted(config)
+    pulled = pull.pulled(config) if want is not None else None
     try:
-        model = model_id(config.model)
+        if want is not None and pulled is None:
+            findings.append(_not_pulled(config, want))
+            model, check_model = want, False  # join writes the model's id: peers compare
+        else:
+            if pulled is not None:
+                config = pull.use_path(config, pulled)
+            model = model_id(config.model)
     except ZswarmError as exc:
         findings.append(Finding("model", FAIL, f"{exc.kind}: {exc}", "check [model] path "
-                                "(or leave it empty for the embedded default model)"))
+                                "(or path = \"default\" for the embedded default model)"))
         model, check_model = "", False
     me = NodeCard(node_id=_node_id(config) or "-", name=config.node.name, model_id=model,
                   workers=config.node.workers, rpc="", pub="", swarm=fed.swarm,

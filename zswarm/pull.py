@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -306,29 +307,59 @@ def models_dir(config: Config) -> Path:
     return Path(config.node.state_dir).expanduser() / "models"
 
 
-def local_model(config: Config, key: SwarmKey | None, *,
-                progress: Progress | None = None) -> Config:
-    """``[model] path = "swarm:NAME-or-ID"``: the config with the path of that model in
-    models_dir, pulled first (from the [federation] peers) when it is not there."""
+SWARM_PREFIX = "swarm:"
+
+
+def wanted(config: Config) -> str | None:
+    """What ``[model] path = "swarm:NAME-or-ID"`` names (None for a local path)."""
     setting = config.model.path
-    if not setting.startswith("swarm:"):
-        return config
-    want = setting[len("swarm:"):]
+    return setting[len(SWARM_PREFIX):] if setting.startswith(SWARM_PREFIX) else None
+
+
+def is_named(want: str, model_id: str, filename: str = "") -> bool:
+    """Does ``swarm:WANT`` name this model: its id, its file's name, or (8 characters or
+    more) the start of its id."""
+    return bool(want) and (want in (model_id, filename)
+                           or (len(want) >= 8 and model_id.startswith(want)))
+
+
+def use_path(config: Config, path: Path) -> Config:
+    """The config with [model] path set to a file."""
+    return msgspec.structs.replace(config, model=msgspec.structs.replace(config.model,
+                                                                         path=str(path)))
+
+
+def pulled(config: Config) -> Path | None:
+    """The file in models_dir that ``swarm:...`` names, if it was pulled (no network)."""
+    want = wanted(config)
     directory = models_dir(config)
-
-    def use(path: Path) -> Config:
-        model = msgspec.structs.replace(config.model, path=str(path))
-        return msgspec.structs.replace(config, model=model)
-
-    for path in sorted(directory.glob("*")) if directory.is_dir() else []:
+    if want is None or not directory.is_dir():
+        return None
+    for path in sorted(directory.glob("*")):
         if path.suffix == ".part" or not path.is_file():
             continue
         try:
             found = resolve_model(str(path)).model_id
         except ModelNotFound:
             continue
-        if want in (found, path.name) or (len(want) >= 8 and found.startswith(want)):
-            return use(path)
+        if is_named(want, found, path.name):
+            return path
+    return None
+
+
+def local_model(config: Config, key: SwarmKey | None, *,
+                progress: Progress | None = None) -> Config:
+    """``[model] path = "swarm:NAME-or-ID"``: the config with the path of that model in
+    models_dir, pulled first (from the [federation] peers) when it is not there."""
+    want = wanted(config)
+    if want is None:
+        return config
+    setting = config.model.path
+    directory = models_dir(config)
+    use = partial(use_path, config)
+    found = pulled(config)
+    if found is not None:
+        return use(found)
     if not config.federation.peers:
         raise ConfigError(f"model.path = {setting!r}: it is not in {directory}, and there are "
                           "no [federation] peers to pull it from (zswarm join writes one)")

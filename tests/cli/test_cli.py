@@ -277,3 +277,79 @@ def test_a_question_from_a_file_help_and_version(tmp_path):
     assert "<bool>" not in result.output and "[generation]" in result.output
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("zswarm ")
+
+
+def _slow_node(tmp_path: Path):
+    """A node whose (scripted) answers take a minute: an ask stays in flight."""
+    from zswarm.testing.cluster import NodeProcess, node_config
+
+    proc = NodeProcess(node_config(tmp_path, "slow", swarm="slow-" + secrets.token_hex(4),
+                                   answers=["42"], delay_ms=60_000,
+                                   federation={"enabled": False}))
+    proc.wait_ready(60)
+    return proc
+
+
+def _busy(rpc: str) -> bool:
+    from zswarm.client import NodeClient
+
+    with NodeClient(rpc) as node:
+        return node.status().load.idle_workers == 0
+
+
+def test_ask_returns_within_seconds_when_its_node_is_killed_mid_answer(tmp_path):
+    from zswarm.testing.cluster import wait_until
+
+    proc = _slow_node(tmp_path)
+    ask = subprocess.Popen([sys.executable, "-m", "zswarm", "ask", "hi", "--config",
+                            str(proc.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        wait_until(lambda: _busy(proc.rpc), 30, what="the ask in flight")
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = ask.communicate(timeout=30)
+        took = time.monotonic() - killed
+        # its worker, mid-request (a minute of scripted work), notices and exits too
+        wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 10,
+                   what="the dead node's worker gone")
+    finally:
+        if ask.poll() is None:  # it waited out the kill: stop it, the assertions say why
+            ask.kill()
+            ask.communicate()
+        proc.stop()
+    assert ask.returncode == 1, err
+    assert f"the node at {proc.rpc} closed the connection while answering" in err
+    assert "start it again with `zswarm node --config" in err
+    assert took < 10, took  # the deadline is 300 s: seconds, not the deadline
+
+
+def test_a_frozen_node_is_given_up_when_it_answers_nothing_not_even_status(tmp_path,
+                                                                          monkeypatch):
+    from tests.helpers import question
+    from zswarm import client
+    from zswarm.testing.cluster import wait_until
+
+    monkeypatch.setattr(client, "SILENT_FOR_S", 3.0)
+    monkeypatch.setattr(client, "PING_EVERY_S", 0.5)
+    proc = _slow_node(tmp_path)
+    try:
+        with client.NodeClient(proc.rpc) as node:
+            node.reach()
+            stopped_at: list[float] = []
+
+            def freeze() -> None:
+                wait_until(lambda: _busy(proc.rpc), 30, what="the ask in flight")
+                proc.signal(signal.SIGSTOP)  # alive, connections open, answering nothing
+                stopped_at.append(time.monotonic())
+
+            import threading
+            freezer = threading.Thread(target=freeze)
+            freezer.start()
+            with pytest.raises(client.NodeGone, match="stopped answering: nothing for 3 s"):
+                node.ask(question(), strategy="first_valid", deadline_ms=120_000)
+            freezer.join()
+            assert time.monotonic() - stopped_at[0] < 10
+    finally:
+        proc.stop()  # SIGCONT, then SIGTERM

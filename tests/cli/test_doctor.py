@@ -130,3 +130,57 @@ def test_a_flood_of_records_is_probed_at_once_and_within_one_bound(tmp_path):
     failed = sum(f["status"] == "FAIL" for f in probed)
     # side by side: more finished within the bound than one at a time could have
     assert failed > doctor_module.PROBES_TOTAL_S / doctor_module.PROBE_TIMEOUT_S, failed
+
+
+def test_a_node_made_by_join_is_understood_pulled_or_not(tmp_path):
+    """`zswarm join` writes [model] path = "swarm:<model id>": doctor reads it before the
+    first start pulled it, and after; a member with that model is not "another model"."""
+    from zswarm.engines.models import resolve_model
+
+    default = resolve_model("default")
+    swarm = "doc-" + secrets.token_hex(6)
+    member = NodeCard(node_id=secrets.token_hex(8), name="member", model_id=default.model_id,
+                      workers=1, rpc=f"tcp://127.0.0.1:{free_port()}",
+                      pub=f"tcp://127.0.0.1:{free_port()}", swarm=swarm)
+    cfg = node_config(tmp_path, "joined", swarm=swarm,
+                      model={"path": f"swarm:{default.model_id}"},
+                      federation={"peers": [member.rpc]})
+    mdns = Mdns("127.0.0.1")
+    try:
+        mdns.advertise(member)
+        _, findings = doctor(cfg, "--no-model", "--browse", "3")
+    finally:
+        mdns.close()
+    assert not where(findings, "model", "FAIL"), findings
+    (waiting,) = where(findings, "model", "info")
+    assert "is not pulled yet" in waiting and f"pulls it from {member.rpc}" in waiting
+    assert not [f for f in findings if "another model" in f["message"]]
+    models = tmp_path / "joined" / "state" / "models"
+    models.mkdir(parents=True)
+    (models / default.path.name).symlink_to(default.path)  # as a pull leaves it
+    code, findings = doctor(cfg)  # the model check too: it loads the pulled file
+    assert not where(findings, "model", "FAIL"), findings
+    assert where(findings, "model", "ok") and not where(findings, "model", "info")
+
+
+def test_a_swarm_model_with_nowhere_to_pull_it_from_fails_with_the_fix(tmp_path):
+    cfg = node_config(tmp_path, "lost", swarm="doc-" + secrets.token_hex(6),
+                      model={"path": "swarm:SmolLM2-135M"}, federation={"discovery": "mdns"})
+    code, findings = doctor(cfg, "--no-model", "--browse", "0.5")
+    assert code == 1
+    (failed,) = [f for f in findings if f["check"] == "model" and f["status"] == "FAIL"]
+    assert "no [federation] peers to pull it from" in failed["message"]
+    assert "zswarm join writes one" in failed["fix"]
+
+
+def test_the_fix_for_a_missing_model_works_as_written(tmp_path):
+    cfg = node_config(tmp_path, "m", swarm="doc-" + secrets.token_hex(6),
+                      model={"path": str(tmp_path / "nope.gguf")}, federation={"enabled": False})
+    _, findings = doctor(cfg, "--no-model")
+    (failed,) = [f for f in findings if f["check"] == "model" and f["status"] == "FAIL"]
+    assert "nope.gguf" in failed["message"] and 'path = "default"' in failed["fix"]
+    text = cfg.read_text()
+    cfg.write_text(text.replace(f'path = "{tmp_path / "nope.gguf"}"', 'path = "default"'))
+    assert 'path = "default"' in cfg.read_text()
+    _, findings = doctor(cfg, "--no-model")
+    assert not where(findings, "model", "FAIL"), findings

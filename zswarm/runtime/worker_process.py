@@ -140,14 +140,17 @@ class _Output:
         self.link.send(error(self.rid, "inference", f"engine failed: {exc}"))
 
 
-def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate) -> None:
+def _serve_one(link: _Link, engine: Engine, msg: WorkGenerate, parent_pid: int) -> None:
     """One request at a time (an engine without a batcher); between tokens, a look at
-    the socket for WorkCancel, and other requests are refused as busy."""
+    the socket for WorkCancel, and other requests are refused as busy. A node that died
+    stops the request too (nobody is left to read it)."""
     rid = msg.request_id
     cancelled = False
 
     def should_stop() -> bool:
         nonlocal cancelled
+        if _parent_gone(parent_pid):
+            cancelled = True
         while not cancelled:
             other = link.recv(0)
             if other is None:
@@ -198,7 +201,7 @@ def _serve_batched(link: _Link, engine: Any, parent_pid: int) -> None:
             msg = link.recv(None)
             if isinstance(msg, WorkGenerate):
                 if msg.score is not None:
-                    _serve_one(link, engine, msg)
+                    _serve_one(link, engine, msg, parent_pid)
                 elif msg.request_id in outputs or len(outputs) >= batcher.max_jobs:
                     link.send(Error(request_id=msg.request_id, kind="overloaded",
                                     message=f"worker is busy ({len(outputs)} requests)"))
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         while not _parent_gone(parent_pid):
             msg = link.recv(1000)
             if isinstance(msg, WorkGenerate):
-                _serve_one(link, engine, msg)
+                _serve_one(link, engine, msg, parent_pid)
             elif isinstance(msg, WorkCancel) and msg.request_id == "*shutdown*":
                 break
     engine.close()
