@@ -36,6 +36,9 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
     ("[consensus]\nweights = { a = \"x\" }\n", r"consensus.weights values: expected float"),
     ("[consensus]\nweights = { a = 0 }\n", r"consensus.weights values: expected more than 0"),
     ("[consensus]\nn = 20\n", r"consensus.n: expected 1 to generation.max_n \(16\), got 20"),
+    ("[consensus.weights]\ndesk = 2.0\n", r"consensus.weights: 'desk' is not a node id: "
+     r"weights are by node id, its 16 hex characters or the first 8 or more"),
+    ("[consensus.weights]\nab12 = 2.0\n", r"consensus.weights: 'ab12' is not a node id"),
     ("[consensus]\nbudget = 0\n", r"consensus.budget: expected 1 to generation.max_n"),
     ("[consensus]\nbudget = 8\nn = 2\n", r"consensus.budget: give n .* or budget .* not both"),
     ("[consensus]\nbudget = 8\nstrategy = \"first_valid\"\n",

@@ -112,7 +112,8 @@ def node(config: Path | None = ConfigOpt,
         _out("stopped", err=True)
     except ZswarmError as exc:
         _out(f"error: {exc}", err=True)
-        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+        # the configuration, or a model file that is missing or not GGUF: exit 2, as for ask
+        raise typer.Exit(2 if isinstance(exc, (ConfigError, ModelNotFound)) else 1) from None
 
 
 @app.callback(invoke_without_command=True)

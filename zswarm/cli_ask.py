@@ -37,7 +37,11 @@ def question(prompt: str | None, prompt_file: Path | None) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             views.say(f"error: --file {prompt_file}: {exc}", err=True)
             raise typer.Exit(2) from None
-    return sys.stdin.read() if prompt == "-" else str(prompt)
+    text = sys.stdin.read() if prompt == "-" else str(prompt)
+    if not text.strip():
+        views.say("error: the question is empty", err=True)
+        raise typer.Exit(2)
+    return text
 
 
 def request(cfg: Config, question: str, strategy: str, *, n: int | None,

@@ -24,7 +24,7 @@ import msgspec
 from msgspec import Meta, field
 from msgspec import inspect as mi
 
-from zswarm.core.consensus import DEFAULT_TAU
+from zswarm.core.consensus import DEFAULT_TAU, MIN_ID_PREFIX
 from zswarm.core.limits import Limits
 from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
@@ -136,8 +136,9 @@ class ConsensusConfig(Section, frozen=True):
     n: int | None = None
     budget: int | None = None
     allow_truncated: bool = True
-    #: per-node weights for weighted_vote, majority and confidence (node id -> weight; the
-    #: ids are in `zswarm peers`; names are for display, a peer may choose any)
+    #: per-node weights for weighted_vote, majority and confidence (node id, or its first 8
+    #: or more characters as `zswarm peers` shows them -> weight; never a name, which a
+    #: peer may choose)
     weights: dict[str, Annotated[float, Meta(gt=0.0, le=1000.0)]] = field(default_factory=dict)
     #: temperature of ``confidence``: lower trusts log-probabilities more, higher counts more
     confidence_tau: Annotated[float, Meta(gt=0.0, le=10.0)] = DEFAULT_TAU
@@ -388,6 +389,11 @@ def _validate(cfg: Config) -> None:
     for key, count in (("n", consensus.n), ("budget", consensus.budget)):
         if count is not None and not 1 <= count <= top:
             raise bad(f"consensus.{key}", f"expected 1 to generation.max_n ({top}), got {count}")
+    for node in consensus.weights:
+        if not re.fullmatch(rf"[0-9a-f]{{{MIN_ID_PREFIX},16}}", node):
+            raise bad("consensus.weights", f"{node!r} is not a node id: weights are by node "
+                      f"id, its 16 hex characters or the first {MIN_ID_PREFIX} or more (the "
+                      "12 `zswarm peers` shows), never by name (a peer chooses its name)")
     if consensus.n is not None and consensus.budget is not None:
         raise bad("consensus.budget", "give n (exactly that many candidates) or budget (at "
                   "most that many, adaptive), not both")

@@ -353,3 +353,13 @@ def test_a_frozen_node_is_given_up_when_it_answers_nothing_not_even_status(tmp_p
             assert time.monotonic() - stopped_at[0] < 10
     finally:
         proc.stop()  # SIGCONT, then SIGTERM
+
+
+def test_an_empty_question_and_a_node_without_its_model_are_exit_2(tmp_path):
+    cfg = write_config(tmp_path)
+    empty = runner.invoke(app, ["ask", "   ", "--config", str(cfg), "--local"])
+    assert empty.exit_code == 2 and "the question is empty" in empty.output
+    missing = write_config(tmp_path, f'[model]\npath = "{tmp_path / "nope.gguf"}"\n')
+    node = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config", str(missing)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert node.returncode == 2 and "nope.gguf" in node.stderr  # as `zswarm ask` says it

@@ -292,3 +292,17 @@ def test_confidence_does_not_stop_early_when_a_second_model_could_turn_it_into_c
     final = decide("confidence", [*seen, cand("6", lp=-1.0, model="other@2")], expected=6,
                    final=True)
     assert final is not None and final.answer_keys[final.winner] == "num:6"
+
+
+def test_a_weight_by_the_start_of_a_node_id_as_zswarm_peers_shows_it():
+    from zswarm.core.consensus import node_weight
+
+    weights = {"3f2a9c0d1e4b": 2.0, "3f2a9c0d1e4b5a67": 5.0, "77aa88bb": 3.0, "77aa": 9.0}
+    assert node_weight(weights, "3f2a9c0d1e4b5a67") == 5.0  # the whole id first
+    assert node_weight(weights, "3f2a9c0d1e4b0000") == 2.0  # its first 12 characters
+    assert node_weight(weights, "77aa88bb00000000") == 3.0  # the longest key that fits
+    assert node_weight(weights, "77aa000000000000") == 1.0  # 4 characters are not a key
+    cands = [cand("Paris", node="77aa88bb00000000"), cand("Lyon", node="n1"),
+             cand("Lyon", node="n2")]
+    d = decide("majority", cands, expected=3, final=True, weights=weights)
+    assert d is not None and cands[d.winner].text == "Paris"  # 3 > 1 + 1

@@ -92,9 +92,22 @@ class Decision:
     note: str = ""
 
 
+#: a weight's key is a node id or its first characters, at least this many (`zswarm
+#: peers` shows 12): never a name, which the peer chooses (config.py checks the keys)
+MIN_ID_PREFIX = 8
+
+
+def node_weight(weights: Mapping[str, float], node_id: str) -> float:
+    """The weight of a node: its id's, else the longest key its id starts with, else 1."""
+    if node_id in weights:
+        return float(weights[node_id])
+    keys = [k for k in weights if len(k) >= MIN_ID_PREFIX and node_id.startswith(k)]
+    return float(weights[max(keys, key=len)]) if keys else 1.0
+
+
 def _weight(weights: Mapping[str, float], cand: Candidate) -> float:
     """The node's weight, by node id (a name is chosen by the peer and may change)."""
-    return float(weights.get(cand.node_id, 1.0))
+    return node_weight(weights, cand.node_id)
 
 
 def _norm(text: str) -> str:
