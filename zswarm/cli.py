@@ -229,11 +229,20 @@ def peers(
                        f"no zswarm node answered mDNS within {browse:g} s (try zswarm doctor)")
         return
     key = _key(cfg)
-    endpoint = node_endpoint or client.running_node_endpoint(cfg, key=key)
+    started = None if node_endpoint else client.node_json(cfg)
+    if started is not None and not client.alive(started[0]):
+        started = None  # that node is gone
+    endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:
         _out(f"error: no node is running with {cfg.source} (start one with "
                    "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
         raise typer.Exit(1)
+    try:  # the same first exchange as ask: a silent node is explained (a key?), not timed out
+        client.reach(endpoint, key=key)
+    except ZswarmError as exc:
+        mismatch = client.key_mismatch(cfg, key) if started is not None else ""
+        _out(f"error: {mismatch or exc}", err=True)
+        raise typer.Exit(1) from None
     if watch:
         _watch_peers(endpoint, key)
         return

@@ -100,7 +100,11 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     except ZswarmError as exc:
         if node is not None:
             node.close()
-        if started is not None:
+        mismatch = client.key_mismatch(cfg, key) if started is not None else ""
+        if started is not None and client.alive(started[0]):
+            views.say(f"error: the node started with this config (pid {started[0]}) is running "
+                      f"but does not answer this client: {mismatch or exc}", err=True)
+        elif started is not None:
             views.say(f"error: the node started with this config (pid {started[0]}) does not "
                       f"answer: {exc}. Start it again (zswarm node{config_arg(config)}) or ask "
                       "in-process with --local", err=True)

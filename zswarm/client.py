@@ -14,6 +14,7 @@ with NodeGone, which says what happened and what to do.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -211,6 +212,31 @@ def node_json(config: Config) -> tuple[int, str] | None:
         return int(info["pid"]), str(info["rpc_endpoint"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def key_mismatch(config: Config, key: SwarmKey | None) -> str:
+    """Why the node started with this config's state dir would not answer this client:
+    its swarm key (from its node.json) is not this config's; "" when they agree or when
+    it cannot be told."""
+    try:
+        theirs = str(json.loads((config.state_path / "node.json").read_text())["swarm_key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    mine = key.fingerprint if key is not None else ""
+    if theirs == mine:
+        return ""
+    said = f"key {theirs}" if theirs else "no key"
+    return (f"the node runs with {said}, this config with "
+            f"{'key ' + mine if mine else 'no key'} ([security] swarm_key_file): use the "
+            "config the node was started with")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def reach(endpoint: str, *, key: SwarmKey | None = None, timeout_s: float = 3.0,

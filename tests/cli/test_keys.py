@@ -53,7 +53,18 @@ def test_ask_and_peers_use_the_key_from_the_config(tmp_path):
         assert peers.returncode == 0 and "swarm key on (fingerprint" in peers.stdout
         open_cfg = node_config(tmp_path, "o", swarm=swarm, answers=["0"])
         refused = zswarm("peers", "--config", str(open_cfg), "--node", info["rpc_endpoint"])
-        assert refused.returncode == 1 and "no answer" in refused.stderr
+        assert refused.returncode == 1 and "no zswarm node answers" in refused.stderr
+        assert "a node of a keyed swarm" in refused.stderr, refused.stderr  # the key is named
+        # the same state dir as the keyed node, without its key: running, not "start it again"
+        unkeyed = tmp_path / "k" / "unkeyed.toml"
+        unkeyed.write_text(keyed.read_text().replace(f'swarm_key_file = "{key}"', ""))
+        assert "swarm_key_file" not in unkeyed.read_text()
+        for cmd in (("ask", "6 * 7?"), ("peers",)):
+            said = zswarm(*cmd, "--config", str(unkeyed))
+            assert said.returncode == 1, said.stderr
+            assert "the node runs with key" in said.stderr and "this config with no key" \
+                in said.stderr, said.stderr
+            assert "Start it again" not in said.stderr
         for cfg, verdict in ((keyed, "same swarm, same key"),
                              (open_cfg, "not a peer: it uses a swarm key and this node has none")):
             seen = zswarm("peers", "--config", str(cfg), "--browse", "2", "--json")

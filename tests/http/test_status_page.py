@@ -48,7 +48,9 @@ def test_page_files_and_status_snapshot(tmp_path):
 
 def test_status_honours_the_api_key_and_can_be_turned_off(tmp_path):
     with start_node(tmp_path, answers=["42"], http={"api_keys": ["k1"]}) as node:
-        assert httpx.get(f"{node.root}/").status_code == 200  # the page holds no data
+        page = httpx.get(f"{node.root}/")
+        assert page.status_code == 200  # the page holds no data
+        assert "zswarm http-token" in page.text  # a keyed swarm's token is where to look
         assert httpx.get(f"{node.base}/status").status_code == 401
         ok = httpx.get(f"{node.base}/status", headers={"authorization": "Bearer k1"})
         assert ok.status_code == 200 and ok.json()["node"]["name"] == "h"
