@@ -94,6 +94,12 @@ def node(config: Path | None = ConfigOpt,
          http_port: int | None = typer.Option(None, "--http-port", metavar="PORT",
                                               show_default=False, help="0 = any free port "
                                               "(default: [ports] http, 17615)"),
+         rpc_port: int | None = typer.Option(None, "--rpc-port", metavar="PORT",
+                                             show_default=False, help="0 = any free port "
+                                             "(default: [ports] rpc, 17617)"),
+         pub_port: int | None = typer.Option(None, "--pub-port", metavar="PORT",
+                                             show_default=False, help="0 = any free port "
+                                             "(default: [ports] pub, 17616)"),
          peer: list[str] | None = PeerOpt,
          verbose: bool = VerboseOpt) -> None:
     """Run a node: load the model into workers and serve until Ctrl-C. Flags win over the file."""
@@ -101,7 +107,8 @@ def node(config: Path | None = ConfigOpt,
     cfg = _load(config)
     try:
         cfg = cli_node.overrides(cfg, federation=federation, name=name, bind=bind,
-                                 http_port=http_port, peer=peer)
+                                 http_port=http_port, peer=peer, rpc_port=rpc_port,
+                                 pub_port=pub_port)
     except ConfigError as exc:
         _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

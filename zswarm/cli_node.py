@@ -23,7 +23,8 @@ log = logging.getLogger("zswarm")
 
 
 def overrides(cfg: Config, *, federation: bool | None, name: str | None, bind: str | None,
-              http_port: int | None, peer: list[str] | None) -> Config:
+              http_port: int | None, peer: list[str] | None, rpc_port: int | None = None,
+              pub_port: int | None = None) -> Config:
     """The config with the flags given applied (ConfigError naming a bad one)."""
     changes: dict[str, dict[str, Any]] = {"node": {}, "federation": {}, "ports": {}}
     if federation is not None:
@@ -32,8 +33,9 @@ def overrides(cfg: Config, *, federation: bool | None, name: str | None, bind: s
         changes["node"]["name"] = name
     if bind is not None:
         changes["node"]["bind"] = bind
-    if http_port is not None:
-        changes["ports"]["http"] = http_port
+    for key, port in (("http", http_port), ("rpc", rpc_port), ("pub", pub_port)):
+        if port is not None:
+            changes["ports"][key] = port
     if peer:
         changes["federation"]["peers"] = [*cfg.federation.peers, *peer]
         if cfg.federation.discovery == "mdns":  # a peer named on the command line is used

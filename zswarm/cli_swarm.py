@@ -6,6 +6,7 @@ Registered on cli.py's app (``register``); the work is zswarm/pull.py's.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -15,8 +16,8 @@ from typing import Any
 
 import typer
 
-from zswarm import client
-from zswarm.config import Config, load_config
+from zswarm import client, doctor
+from zswarm.config import Config, load_config, parse_config
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import ModelOffer, ModelRequest, PeersReply
 from zswarm.errors import ConfigError, PeerUnavailable, ZswarmError
@@ -34,6 +35,19 @@ NameOpt = typer.Option(socket.gethostname() or "zswarm", "--name", metavar="NAME
                        help="this node's name")
 StateDirOpt = typer.Option(None, "--state-dir", metavar="DIR", show_default=False,
                            help="default: ~/.local/state/zswarm")
+def PortOpt(name: str, default: int) -> Any:  # noqa: N802 - a typer option, like the others
+    return typer.Option(None, f"--{name}-port", metavar="PORT", show_default=False,
+                        help=f"0 = any free port (default: {default})")
+
+
+def _another_node_here(bind: str) -> bool:
+    """Does something hold this machine's default zswarm ports (another node, most likely)?"""
+    try:
+        return bool(doctor.ports_taken(parse_config({"node": {"bind": bind}})))
+    except ZswarmError:
+        return False
+
+
 OutOpt = typer.Option(Path("swarm.toml"), "--config", "-c", metavar="FILE",
                       help="the swarm.toml to write")
 
@@ -155,10 +169,19 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
              out: Path = OutOpt,
              name: str = NameOpt,
              state_dir: Path | None = StateDirOpt,
+             bind: str = typer.Option("auto", "--bind", metavar="ADDRESS",
+                                      help='address to listen on, or "auto"'),
+             rpc_port: int | None = PortOpt("rpc", 17617),
+             pub_port: int | None = PortOpt("pub", 17616),
+             http_port: int | None = PortOpt("http", 17615),
+             threads: int | None = typer.Option(
+                 None, "--threads", metavar="N", show_default=False,
+                 help="threads of the worker (default: all cores, or half of them when "
+                 "another node already runs on this machine)"),
              start: bool = typer.Option(True, "--start/--no-start",
                                         help="run the node once written")) -> None:
         """From nothing to a member of the swarm at ENDPOINT (tcp://host:port of any
-        member): write swarm.toml, pull the model, start the node."""
+        member): write swarm.toml, check its ports, pull the model, start the node."""
         if out.exists():
             say(f"error: {out} exists; join writes a new one (pass --config elsewhere.toml, "
                  f"or use zswarm node --config {out})", err=True)
@@ -170,11 +193,22 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
         except ZswarmError as exc:  # reach says why a member does not answer
             say(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        lines = ["[node]", f"name = {json.dumps(name)}", 'bind = "auto"']
+        lines = ["[node]", f"name = {json.dumps(name)}", f"bind = {json.dumps(bind)}"]
         if state_dir is not None:
             lines.append(f"state_dir = {json.dumps(str(state_dir.resolve()))}")
+        ports = {k: v for k, v in (("rpc", rpc_port), ("pub", pub_port), ("http", http_port))
+                 if v is not None}
+        if ports:
+            lines += ["", "[ports]", *(f"{k} = {v}" for k, v in ports.items())]
+        if threads is None and _another_node_here(bind):
+            threads = max(1, (os.cpu_count() or 1) // 2)
+            say(f"another node runs on this machine: the worker gets {threads} of its "
+                f"{os.cpu_count()} cores (--threads N to choose)", err=True)
         lines += ["",
-                 "[model]", f"path = {json.dumps('swarm:' + member.node.model_id)}", "",
+                 "[model]", f"path = {json.dumps('swarm:' + member.node.model_id)}"]
+        if threads is not None:
+            lines.append(f"threads = {threads}")
+        lines += ["",
                  "[federation]", f"swarm = {json.dumps(member.node.swarm)}",
                  'discovery = "both"', f"peers = [{json.dumps(address)}]", ""]
         if key_file is not None:
@@ -182,10 +216,18 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
                       ""]
         out.write_text("\n".join(lines))
         try:
-            load_config(out)
+            written = load_config(out)
         except ZswarmError as exc:
             out.unlink()
             raise _fail(exc) from None
+        taken = doctor.ports_taken(written)  # before a model is pulled for nothing
+        if taken:
+            out.unlink()
+            for finding in taken:
+                say(f"error: {finding.message}", err=True)
+            say("pass free ports: --rpc-port N --pub-port N --http-port N (0 = any free "
+                "port); nothing was written or pulled", err=True)
+            raise typer.Exit(2)
         say(f"wrote {out}: member of swarm {member.node.swarm!r} through {member.node.name}, "
              f"model {member.node.model_id}", err=True)
         if start:

@@ -174,6 +174,13 @@ def _ports(config: Config, address: str, running_pid: int | None) -> Iterator[Fi
                       f"stop that process, or set [ports] {name} to a free port (0 = any)")
 
 
+def ports_taken(config: Config) -> list[Finding]:
+    """The configured ports another process holds on the bind address (`zswarm join`
+    checks them before it pulls a model)."""
+    address = choose_bind_address(config.node.bind)
+    return [f for f in _ports(config, address, None) if f.status == FAIL]
+
+
 def _probe(endpoint: str, key: SwarmKey | None) -> tuple[NodeCard | None, float, str]:
     t0 = time.perf_counter()
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,6 +202,33 @@ def test_node_flags_win_over_the_file(tmp_path):
                           "--http-port", "70000"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "+ command line: ports.http: expected 0 to 65535" in bad.stderr, bad.stderr
+    from zswarm.testing.cluster import free_port
+
+    rpc = free_port()
+    with NodeProcess(cfg, args=("--rpc-port", str(rpc), "--pub-port", "0")) as node:
+        info = node.wait_ready()
+        assert info["rpc_endpoint"].endswith(f":{rpc}") and info["pub_endpoint"]
+
+
+def test_join_halves_the_threads_when_another_node_holds_this_machines_ports():
+    from zswarm.cli_swarm import _another_node_here
+
+    held = []
+    try:
+        for port in (17615, 17616, 17617):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                held.append(s)
+            except OSError:  # something of this machine holds it already: still "taken"
+                s.close()
+        assert _another_node_here("127.0.0.1")
+    finally:
+        for s in held:
+            s.close()
+    if len(held) == 3:  # all three were free before: free again now
+        assert not _another_node_here("127.0.0.1")
 
 
 def test_override_checks_like_the_file():

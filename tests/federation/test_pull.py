@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -203,18 +204,28 @@ def test_join_from_an_empty_machine_pulls_the_model_and_answers(tmp_path):
         member.wait_ready(120)
         fresh = tmp_path / "fresh"
         fresh.mkdir()
-        run = subprocess.run(
-            [sys.executable, "-m", "zswarm", "join", member.rpc, "--no-start", "--name", "fresh",
-             "--state-dir", str(fresh / "state"), "--config", str(fresh / "swarm.toml")],
-            capture_output=True, text=True, timeout=60, cwd=fresh)
+        join = [sys.executable, "-m", "zswarm", "join", member.rpc, "--no-start", "--name",
+                "fresh", "--state-dir", str(fresh / "state"), "--config",
+                str(fresh / "swarm.toml"), "--bind", "127.0.0.1", "--pub-port", "0",
+                "--http-port", "0", "--threads", "1"]
+        # a port another process holds is found before anything is written or pulled
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            busy = held.getsockname()[1]
+            taken = subprocess.run([*join, "--rpc-port", str(busy)],
+                                   capture_output=True, text=True, timeout=60, cwd=fresh)
+        assert taken.returncode == 2, taken.stderr
+        assert f"ports.rpc {busy} on 127.0.0.1" in taken.stderr
+        assert "--rpc-port N" in taken.stderr and "nothing was written or pulled" in taken.stderr
+        assert not (fresh / "swarm.toml").exists() and not (fresh / "state" / "models").exists()
+        port = free_port()  # this test's ports, not the defaults another node may hold
+        run = subprocess.run([*join, "--rpc-port", str(port)],
+                             capture_output=True, text=True, timeout=60, cwd=fresh)
         assert run.returncode == 0, run.stderr
         toml = (fresh / "swarm.toml").read_text()
         assert f'path = "swarm:{MODEL.model_id}"' in toml and member.rpc in toml
-        port = free_port()  # this test's ports, not the defaults another node may hold
-        (fresh / "swarm.toml").write_text(
-            toml + f'\n[ports]\nrpc = {port}\npub = 0\nhttp = 0\n')
-        (fresh / "swarm.toml").write_text((fresh / "swarm.toml").read_text().replace(
-            'bind = "auto"', 'bind = "127.0.0.1"'))
+        assert f"rpc = {port}" in toml and "threads = 1" in toml and 'bind = "127.0.0.1"' in toml
         with NodeProcess(fresh / "swarm.toml") as node:
             info = node.wait_ready(120)
             assert info["model_id"] == MODEL.model_id
