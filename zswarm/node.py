@@ -47,7 +47,7 @@ from zswarm.http.server import open_listener, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.security import swarm_key
-from zswarm.pull import Progress, local_model
+from zswarm.pull import local_model
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import MAX_INBOUND, Inbound
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
@@ -100,8 +100,13 @@ async def _run_node(config: Config, drain: trio.Event,
         log.warning("OPEN HTTP: no API key and no swarm key, so any host on this LAN can "
                     "ask this node to generate and read its status at http://%s:%d "
                     "(set [http] api_keys, or a swarm key)", host, config.ports.http)
+    asked_for = config.model.path
+    progress = _PullLog()
     config = await trio.to_thread.run_sync(partial(local_model, config, key,
-                                                    progress=_log_progress()))
+                                                    progress=progress))
+    if config.model.path != asked_for:
+        log.info("model %s: %s (%s; its sha256 matches the model's id)", asked_for,
+                 config.model.path, "pulled" if progress.pulled else "pulled before")
     served = await trio.to_thread.run_sync(model_file, config.model)
     model = (served.model_id if served is not None
              else await trio.to_thread.run_sync(model_id, config.model))
@@ -268,14 +273,18 @@ def _remove_node_json(path: Path) -> None:
         pass
 
 
-def _log_progress() -> Progress:
-    """A pull at start, logged every 5 s (the CLI's pull draws a bar instead)."""
-    last = [0.0]
+class _PullLog:
+    """A pull at start (a Progress callback), logged every 5 s (the CLI's pull draws a bar
+    instead); whether it pulled anything, for the line that says the file is verified."""
 
-    def progress(done: int, total: int, rate: float) -> None:
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.pulled = False
+
+    def __call__(self, done: int, total: int, rate: float) -> None:
+        self.pulled = True
         now = time.monotonic()
-        if now - last[0] >= 5 or done == total:
-            last[0] = now
-            log.warning("pulling the model: %.0f of %.0f MiB (%.1f MiB/s)", done / 2**20,
-                        total / 2**20, rate / 2**20)
-    return progress
+        if now - self.last >= 5 or done == total:
+            self.last = now
+            log.info("pulling the model: %.0f of %.0f MiB (%.1f MiB/s)", done / 2**20,
+                     total / 2**20, rate / 2**20)

@@ -266,9 +266,14 @@ class Pull:
 
 def check_offer(offer: ModelOffer, model_id: str) -> None:
     """An offer must be of the model asked, with one hash per piece."""
-    if offer.model_id != model_id or not model_id.endswith("@" + offer.sha256[:16]):
-        raise RemoteProtocolError(f"offered {offer.model_id[:80]} (sha256 "
-                                  f"{offer.sha256[:16]}), not {model_id}", reason="bad-offer")
+    if offer.model_id != model_id:
+        raise RemoteProtocolError(f"offered {offer.model_id[:80]}, not {model_id}",
+                                  reason="bad-offer")
+    if not model_id.endswith("@" + offer.sha256[:16]):
+        raise RemoteProtocolError(f"offered {model_id} with a file whose sha256 is "
+                                  f"{offer.sha256[:16]}, not the {model_id.rpartition('@')[2]} "
+                                  "of its id (the holder's file changed since it started?)",
+                                  reason="bad-offer")
     if len(offer.chunk_sha256) != math.ceil(offer.size / offer.chunk_bytes):
         raise RemoteProtocolError(f"{len(offer.chunk_sha256)} piece hashes for "
                                   f"{offer.size} bytes", reason="bad-offer")

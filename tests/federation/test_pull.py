@@ -231,6 +231,9 @@ def test_join_from_an_empty_machine_pulls_the_model_and_answers(tmp_path):
             assert info["model_id"] == MODEL.model_id
             pulled = fresh / "state" / "models" / MODEL.path.name
             assert pulled.exists() and sha256_of(pulled) == sha256_of(MODEL.path)
+            log = node.log()
+            assert "INFO zswarm.node: pulling the model: " in log  # progress, not a warning
+            assert "(pulled; its sha256 matches the model's id)" in log, log
             ask_run = subprocess.run(
                 [sys.executable, "-m", "zswarm", "ask", "--node", node.rpc, "--json",
                  "--max-tokens", "8", "What is 2 + 2?"],
@@ -240,3 +243,17 @@ def test_join_from_an_empty_machine_pulls_the_model_and_answers(tmp_path):
         # pulling again is a no-op: the file is there
         wait_until(lambda: not list((fresh / "state" / "models").glob("*.part")), 5)
     shutil.rmtree(fresh)
+
+
+def test_an_offer_of_another_file_says_which_hash_differs():
+    from zswarm.core.messages import ModelOffer
+    from zswarm.errors import RemoteProtocolError
+
+    model_id = "copy.gguf@b179c9523d0e6a0f"
+    stale = ModelOffer(request_id="r", model_id=model_id, name="copy.gguf", size=1,
+                       sha256="739f" + "0" * 60, chunk_bytes=2**20, chunk_sha256=[b"\0" * 32])
+    with pytest.raises(RemoteProtocolError) as caught:
+        pull_module.check_offer(stale, model_id)
+    said = str(caught.value)
+    assert said.count(model_id) == 1  # the id once, not twice as if two ids differed
+    assert "sha256 is 739f000000000000, not the b179c9523d0e6a0f of its id" in said

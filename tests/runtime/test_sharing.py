@@ -50,3 +50,21 @@ async def test_only_the_served_model_and_its_pieces(tmp_path):
         await shelf.chunk(ChunkRequest(request_id="r", model_id=model.model_id, index=4))
     with pytest.raises(ModelNotFound):
         await sharing.ModelShelf(None).offer(ModelRequest(request_id="r", model_id="x"))
+
+
+async def test_a_file_replaced_since_the_last_offer_is_hashed_again(tmp_path):
+    shelf, model, data = shelf_of(tmp_path, None)
+    first = await shelf.offer(ModelRequest(request_id="r", model_id=model.model_id, chunks=True))
+    assert first.sha256 == hashlib.sha256(data).hexdigest()
+    changed = b"x" + data[1:]  # a damaged copy (then restored below): same size
+    model.path.write_bytes(changed)
+    second = await shelf.offer(ModelRequest(request_id="r", model_id=model.model_id,
+                                            chunks=True))
+    assert second.sha256 == hashlib.sha256(changed).hexdigest()  # not the stale hash
+    assert second.chunk_sha256[0] != first.chunk_sha256[0]
+    model.path.write_bytes(data)  # restored
+    third = await shelf.offer(ModelRequest(request_id="r", model_id=model.model_id))
+    assert third.sha256 == first.sha256
+    model.path.unlink()
+    with pytest.raises(ModelNotFound, match="is gone"):
+        await shelf.offer(ModelRequest(request_id="r", model_id=model.model_id))
