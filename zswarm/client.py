@@ -116,10 +116,11 @@ class NodeClient:
             ready = dict(poller.poll(max(1, int(wait_s * 1000))))
             if self.monitor in ready:
                 self._watch()
+            if self.sock not in ready and not self.sock.poll(0):
+                # nothing to read (a draining node's last answer is read before its close)
                 if watch and self._lost:
                     raise NodeGone(f"the node at {self.endpoint} closed the connection while "
                                    "answering: it stopped or crashed")
-            if self.sock not in ready:
                 continue
             reply = codec.decode(self.sock.recv())
             last_heard = time.monotonic()

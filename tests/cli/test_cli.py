@@ -391,3 +391,25 @@ def test_an_empty_question_and_a_node_without_its_model_are_exit_2(tmp_path):
     node = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config", str(missing)],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert node.returncode == 2 and "nope.gguf" in node.stderr  # as `zswarm ask` says it
+
+
+def test_a_node_that_drains_mid_answer_still_answers_before_it_closes(tmp_path):
+    from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+
+    proc = NodeProcess(node_config(tmp_path, "draining", swarm="d-" + secrets.token_hex(4),
+                                   answers=["42"], delay_ms=2000,
+                                   federation={"enabled": False}))
+    proc.wait_ready(60)
+    ask = subprocess.Popen([sys.executable, "-m", "zswarm", "ask", "hi", "--config",
+                            str(proc.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        wait_until(lambda: _busy(proc.rpc), 30, what="the ask in flight")
+        proc.signal(signal.SIGTERM)  # drain: the answer in flight is finished, then it exits
+        out, err = ask.communicate(timeout=60)
+    finally:
+        if ask.poll() is None:
+            ask.kill()
+            ask.communicate()
+        proc.stop()
+    assert ask.returncode == 0 and out.strip() == "42", err
