@@ -387,6 +387,11 @@ def test_an_empty_question_and_a_node_without_its_model_are_exit_2(tmp_path):
     cfg = write_config(tmp_path)
     empty = runner.invoke(app, ["ask", "   ", "--config", str(cfg), "--local"])
     assert empty.exit_code == 2 and "the question is empty" in empty.output
+    # admitted by its characters, over the model's context in tokens: a limit too, exit 2
+    long = runner.invoke(app, ["ask", "word " * 6000, "--config", str(cfg), "--local",
+                               "--max-tokens", "4"])
+    assert long.exit_code == 2, long.output
+    assert "does not fit the model's context of 4096 tokens" in long.output
     missing = write_config(tmp_path, f'[model]\npath = "{tmp_path / "nope.gguf"}"\n')
     node = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config", str(missing)],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -92,10 +92,12 @@ def test_cancel_mid_generation_stops_at_the_next_token(engine):
 
 
 def test_prompt_longer_than_context_is_a_clear_error(engine):
-    from zswarm.errors import InferenceError
+    from zswarm.errors import RequestRefused
 
-    with pytest.raises(InferenceError, match="does not fit the context"):
+    # a limit of this node's (exit 2, HTTP 422), not an inference failure
+    with pytest.raises(RequestRefused, match="does not fit the model's context of") as caught:
         engine.generate(GenerateRequest(prompt="word " * 5000))
+    assert caught.value.field == "prompt" and "raise [model] n_ctx" in str(caught.value)
 
 
 def test_missing_and_corrupt_model_files_are_named(tmp_path):

@@ -110,6 +110,9 @@ def test_the_default_is_one_candidate(client):
      openai.UnprocessableEntityError, "zswarm.budget"),
     ({"n": 2, "extra_body": {"zswarm": {"budget": 4}}}, openai.UnprocessableEntityError,
      "zswarm.budget"),
+    # within the node's characters, over the model's context in tokens: a limit, not a 500
+    ({"messages": [{"role": "user", "content": "word " * 6000}]},
+     openai.UnprocessableEntityError, None),
     ({"model": "gpt-17"}, openai.NotFoundError, "model"),
     ({"max_tokens": 100_000}, openai.UnprocessableEntityError, "max_tokens"),
     ({"n": 99}, openai.UnprocessableEntityError, "n"),

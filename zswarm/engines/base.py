@@ -102,3 +102,10 @@ class TextStream:
         out = self.text[self._emitted :]
         self._emitted = len(self.text)
         return out
+
+
+def context_message(tokens: int, n_ctx: int) -> str:
+    """A prompt over the model's context: a limit (RequestRefused, field "prompt"), said the
+    same by every engine, with what to change."""
+    return (f"prompt of {tokens} tokens does not fit the model's context of {n_ctx} tokens: "
+            "shorten it, or raise [model] n_ctx")

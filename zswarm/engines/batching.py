@@ -28,10 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from zswarm.core.messages import Candidate, FinishReason, GenerateRequest, TokenLogprob
-from zswarm.engines.base import CandidateCallback, TextStream, TokenCallback
+from zswarm.engines.base import CandidateCallback, TextStream, TokenCallback, context_message
 from zswarm.engines.prefix_cache import Slot
 from zswarm.engines.sampling import make_rng, sample
-from zswarm.errors import InferenceError, ZswarmError
+from zswarm.errors import InferenceError, RequestRefused, ZswarmError
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,8 @@ class Batcher:
                on_token: TokenCallback | None, on_candidate: CandidateCallback | None,
                on_done: DoneCallback) -> None:
         """Queue a request; its output arrives through the callbacks during ``step``."""
-        if len(prompt) + 1 > self.kv.n_ctx:
-            on_done(InferenceError(f"prompt of {len(prompt)} tokens does not fit the context "
-                                   f"of {self.kv.n_ctx} tokens"))
+        if len(prompt) + 1 > self.kv.n_ctx:  # a limit of this node's, not a failure
+            on_done(RequestRefused(context_message(len(prompt), self.kv.n_ctx), field="prompt"))
             return
         count = min(request.n, self.kv.max_batch_candidates)
         budget = min(request.params.max_tokens, (self.kv.n_ctx - len(prompt)) // count)

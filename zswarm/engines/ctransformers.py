@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from zswarm.core.messages import Candidate, ChatMessage, FinishReason, GenerateRequest, TokenLogprob
-from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback
+from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback, context_message
 from zswarm.engines.models import ModelFile
 from zswarm.engines.sampling import make_rng, sample
-from zswarm.errors import InferenceError, ModelNotFound
+from zswarm.errors import InferenceError, ModelNotFound, RequestRefused
 
 # bytes per block and elements per block of the legacy ggml tensor types
 _TYPE_SIZES = {0: (4, 1), 1: (2, 1), 2: (18, 32), 3: (20, 32), 6: (22, 32), 7: (24, 32),
@@ -121,8 +121,7 @@ class CTransformersEngine:
         if not prompt:
             raise InferenceError("the prompt is empty after tokenization")
         if len(prompt) >= self.n_ctx:
-            raise InferenceError(
-                f"prompt of {len(prompt)} tokens does not fit the context of {self.n_ctx} tokens")
+            raise RequestRefused(context_message(len(prompt), self.n_ctx), field="prompt")
         budget = min(request.params.max_tokens, self.n_ctx - len(prompt))
         out: list[Candidate] = []
         for i in range(request.n):
