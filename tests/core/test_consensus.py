@@ -306,3 +306,16 @@ def test_a_weight_by_the_start_of_a_node_id_as_zswarm_peers_shows_it():
              cand("Lyon", node="n2")]
     d = decide("majority", cands, expected=3, final=True, weights=weights)
     assert d is not None and cands[d.winner].text == "Paris"  # 3 > 1 + 1
+
+
+def test_a_look_alike_id_does_not_take_a_weight_given_by_prefix():
+    from zswarm.core.consensus import resolve_weights
+
+    weights = {"3f2a9c0d1e4b": 5.0}
+    honest, lookalike = "3f2a9c0d1e4b5a67", "3f2a9c0d1e4bffff"
+    assert resolve_weights(weights, {honest})[honest] == 5.0
+    both = resolve_weights(weights, {honest, lookalike})
+    assert honest not in both and lookalike not in both  # ambiguous: nobody gets it
+    cands = [cand("Paris", node=honest), cand("Lyon", node=lookalike), cand("Lyon", node="n1")]
+    d = decide("majority", cands, expected=3, final=True, weights=weights)
+    assert d is not None and cands[d.winner].text == "Lyon"  # counted 1 each: 1 against 2

@@ -97,17 +97,31 @@ class Decision:
 MIN_ID_PREFIX = 8
 
 
+def resolve_weights(weights: Mapping[str, float], node_ids: set[str]) -> dict[str, float]:
+    """The weights by the ids present: a key that is an id counts for it; a shorter key
+    (the start of an id) counts for the one present id that starts with it - the longest
+    such key - and for none when two present ids do: a node cannot take another's weight
+    by choosing an id that looks like it. Unmatched keys stay (inert), so the largest
+    weight is still known to the early stop."""
+    out = dict(weights)
+    for key in sorted(weights, key=len, reverse=True):
+        if len(key) < MIN_ID_PREFIX or key in node_ids:
+            continue
+        matching = [n for n in node_ids if n.startswith(key) and n not in weights]
+        if len(matching) == 1:
+            out.setdefault(matching[0], float(weights[key]))
+    return out
+
+
 def node_weight(weights: Mapping[str, float], node_id: str) -> float:
-    """The weight of a node: its id's, else the longest key its id starts with, else 1."""
-    if node_id in weights:
-        return float(weights[node_id])
-    keys = [k for k in weights if len(k) >= MIN_ID_PREFIX and node_id.startswith(k)]
-    return float(weights[max(keys, key=len)]) if keys else 1.0
+    """The weight of one node (resolve_weights with only that node present)."""
+    return float(resolve_weights(weights, {node_id}).get(node_id, 1.0))
 
 
 def _weight(weights: Mapping[str, float], cand: Candidate) -> float:
-    """The node's weight, by node id (a name is chosen by the peer and may change)."""
-    return node_weight(weights, cand.node_id)
+    """The node's weight, by node id (a name is chosen by the peer and may change);
+    ``weights`` resolved for the candidates present (``decide`` does)."""
+    return float(weights.get(cand.node_id, 1.0))
 
 
 def _norm(text: str) -> str:
@@ -149,7 +163,7 @@ def decide(
     ``question`` (the prompt's last user message) helps group answers: a number or word
     of the question, restated, is not taken for the answer (core/answers.py).
     """
-    weights = weights or {}
+    weights = resolve_weights(weights or {}, {c.node_id for c in candidates})
     validation = validation or Validation()
     valid = [i for i, c in enumerate(candidates) if validation.accepts(c)]
     remaining = max(0, expected - len(candidates))

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
 from zswarm.core.answers import answer_key
-from zswarm.core.consensus import Decision, Strategy, Validation, decide, node_weight
+from zswarm.core.consensus import Decision, Strategy, Validation, decide, resolve_weights
 from zswarm.core.messages import Candidate
 from zswarm.errors import NoQuorum
 
@@ -70,7 +70,8 @@ def leader_share(strategy: Strategy, candidates: Sequence[Candidate], decision: 
     if not valid:
         return 0.0
     won = answer_key(candidates[decision.winner].text, question)
-    weight = [node_weight(weights, c.node_id) for c in valid]
+    resolved = resolve_weights(weights, {c.node_id for c in valid})
+    weight = [resolved.get(c.node_id, 1.0) for c in valid]
     same = sum(w for c, w in zip(valid, weight, strict=True)
                if answer_key(c.text, question) == won)
     return same / sum(weight)
