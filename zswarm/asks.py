@@ -20,7 +20,7 @@ import msgspec
 
 from zswarm.config import Config
 from zswarm.core import codec
-from zswarm.core.limits import check_count
+from zswarm.core.limits import check_count, check_one_count
 from zswarm.core.messages import GenerateRequest
 from zswarm.errors import RequestRefused
 
@@ -33,9 +33,7 @@ def choose_count(config: Config, strategy: str, *, n: int | None = None,
     configured budget is one candidate at temperature 0 (``temperature``: the caller's,
     else [generation]'s), where every candidate would be the same. A count given is held
     to the node's limit here, so the message names that limit."""
-    if n is not None and budget is not None:
-        raise RequestRefused("give n (exactly that many candidates) or budget (at most that "
-                             "many, adaptive), not both", field="budget")
+    check_one_count(n, budget)
     if budget is not None:
         check_count(config.limits, "budget", budget)
         return budget, True

@@ -25,11 +25,11 @@ from msgspec import Meta, field
 from msgspec import inspect as mi
 
 from zswarm.core.consensus import DEFAULT_TAU, MIN_ID_PREFIX
-from zswarm.core.limits import Limits
+from zswarm.core.limits import Limits, check_one_count, check_strategy
 from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.core.stopping import ADAPTIVE_STRATEGIES
-from zswarm.errors import ConfigError
+from zswarm.errors import ConfigError, RequestRefused
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -394,12 +394,11 @@ def _validate(cfg: Config) -> None:
             raise bad("consensus.weights", f"{node!r} is not a node id: weights are by node "
                       f"id, its 16 hex characters or the first {MIN_ID_PREFIX} or more (the "
                       "12 `zswarm peers` shows), never by name (a peer chooses its name)")
-    if consensus.n is not None and consensus.budget is not None:
-        raise bad("consensus.budget", "give n (exactly that many candidates) or budget (at "
-                  "most that many, adaptive), not both")
-    if consensus.budget is not None and consensus.strategy not in ADAPTIVE_STRATEGIES:
-        raise bad("consensus.budget", f"a budget needs the strategy "
-                  f"{', '.join(ADAPTIVE_STRATEGIES)}; {consensus.strategy} takes n")
+    try:  # the rules a request's n and budget are held to, in the same words
+        check_one_count(consensus.n, consensus.budget)
+        check_strategy(consensus.strategy, adaptive=consensus.budget is not None)
+    except RequestRefused as exc:
+        raise bad(f"consensus.{exc.field}", str(exc)) from None
     if cfg.generation.max_tokens > cfg.generation.max_tokens_limit:
         raise bad("generation.max_tokens", "expected 1 to generation.max_tokens_limit "
                   f"({cfg.generation.max_tokens_limit})")

@@ -52,6 +52,13 @@ def deadline_s(limits: Limits, deadline_ms: int | None) -> float:
     return ms / 1000
 
 
+def check_one_count(n: int | None, budget: int | None) -> None:
+    """A request (or [consensus]) gives n or a budget, not both."""
+    if n is not None and budget is not None:
+        raise RequestRefused("give n (exactly that many candidates) or budget (at most that "
+                             "many, adaptive), not both", field="budget")
+
+
 def check_count(limits: Limits, field: Literal["n", "budget", "max_tokens"], value: int
                 ) -> None:
     """``n`` (or a ``budget`` of candidates) and ``max_tokens`` are 1 to this node's limit;
