@@ -244,20 +244,21 @@ def peers(
         _out(f"error: no node is running with {cfg.source} (start one with "
                    "`zswarm node`, pass --node tcp://host:port, or use --browse 2)", err=True)
         raise typer.Exit(1)
-    try:  # the same first exchange as ask: a silent node is explained (a key?), not timed out
-        client.reach(endpoint, key=key)
-    except ZswarmError as exc:
-        mismatch = client.key_mismatch(cfg, key) if started is not None else ""
-        _out(f"error: {mismatch or exc}", err=True)
-        raise typer.Exit(1) from None
-    if watch:
-        _watch_peers(endpoint, key)
-        return
     try:
-        reply = client.peers(endpoint, key=key)
+        with client.NodeClient(endpoint, key=key) as node:
+            try:  # the same first exchange as ask: a silent node is explained (a key?)
+                node.reach()
+            except ZswarmError as exc:
+                mismatch = client.key_mismatch(cfg, key) if started is not None else ""
+                _out(f"error: {mismatch or exc}", err=True)
+                raise typer.Exit(1) from None
+            reply = None if watch else node.peers()
     except ZswarmError as exc:
         _out(f"error: {exc.kind}: {exc}", err=True)
         raise typer.Exit(1) from None
+    if reply is None:
+        _watch_peers(endpoint, key)
+        return
     if as_json:
         _out(json.dumps([views.peer_json(p) for p in reply.peers], ensure_ascii=False))
         return

@@ -340,13 +340,9 @@ async def _model(config: Config) -> Finding:
 def _running(config: Config) -> tuple[int | None, str | None]:
     """(pid, RPC endpoint) of the node running with this config, from its node.json."""
     written = client.node_json(config)
-    try:
-        if written is not None:
-            os.kill(written[0], 0)
-            return written
-    except OSError:
-        pass  # that node is gone
-    return None, None
+    if written is not None and client.alive(written[0]):
+        return written
+    return None, None  # none started, or that node is gone
 
 
 def _inbound(config: Config, running_rpc: str | None, key: SwarmKey | None
