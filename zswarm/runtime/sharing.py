@@ -44,11 +44,9 @@ class ModelShelf:
         self.model = model
         self.busy = busy
         self._next = 0.0
-        self._sha256: str | None = None
         self._chunks: list[bytes] | None = None
-        #: (inode, size, mtime) of the file the hashes are of: a file replaced or restored
-        #: since is hashed again (an offer must be of the file as it is now)
-        self._hashed: tuple[int, int, int] | None = None
+        #: the file's sha256 the piece hashes are of (an offer is of the file as it is now)
+        self._chunks_of: str | None = None
         self._readers = trio.CapacityLimiter(READERS)
         self._hashing = trio.Lock()
         self.chunks_served = 0
@@ -62,20 +60,16 @@ class ModelShelf:
     async def offer(self, req: ModelRequest) -> ModelOffer:
         model = self._file(req.model_id)
         async with self._hashing:
-            try:
-                st = model.path.stat()
+            try:  # file_sha256 hashes again only a file whose size or mtime changed
+                sha256 = await trio.to_thread.run_sync(file_sha256, model.path)
             except OSError as exc:
                 raise ModelNotFound(f"the model file {model.path} is gone: {exc}") from None
-            if (st.st_ino, st.st_size, st.st_mtime_ns) != self._hashed:
-                self._sha256, self._chunks = None, None
-                self._hashed = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if self._sha256 is None:
-                self._sha256 = await trio.to_thread.run_sync(file_sha256, model.path)
-            if req.chunks and self._chunks is None:
+            if req.chunks and self._chunks_of != sha256:
                 self._chunks = await trio.to_thread.run_sync(chunk_hashes, model.path,
                                                              CHUNK_BYTES)
+                self._chunks_of = sha256
         return ModelOffer(request_id=req.request_id, model_id=model.model_id,
-                          name=model.path.name, size=model.size_bytes, sha256=self._sha256,
+                          name=model.path.name, size=model.size_bytes, sha256=sha256,
                           chunk_bytes=CHUNK_BYTES,
                           chunk_sha256=list(self._chunks or []) if req.chunks else [])
 
