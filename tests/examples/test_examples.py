@@ -56,9 +56,10 @@ def test_python_client_example(node):
     out = run_example(str(EXAMPLES / "python_client.py"), node.rpc, "What is 7 * 6?")
     assert out.startswith("node h serves SmolLM2-135M-Instruct")
     # majority may stop once two candidates agree (sampling is not seeded here): the
-    # third is then cut short, and the report says "partial"
+    # third is then cut short, and the report says the node's part was cancelled by us
     assert "answer: " in out
-    assert "h: asked 3, got 3 (answered)" in out or "h: asked 3, got 2 (partial)" in out
+    assert "h: asked 3, got 3 (answered)" in out or "h: asked 3, got 2 (partial)" in out \
+        or "h: asked 3, got 2 (cancelled) stopped early: the winner could not change" in out
 
 
 @pytest.mark.slow
