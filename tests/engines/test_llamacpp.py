@@ -179,6 +179,22 @@ def test_the_prompt_cache_decodes_only_what_is_new_and_changes_no_answer():
         cold.close()
 
 
+def test_warm_leaves_the_shared_opening_of_chat_prompts_cached():
+    engine = LlamaCppEngine(resolve_model("default"), n_ctx=2048, threads=2)
+    try:
+        question = GenerateRequest(messages=(ChatMessage(role="user", content="Name a city."),),
+                                   params=SamplingParams(temperature=0, max_tokens=4))
+        [cold] = engine.generate(question)
+        assert cold.cached_tokens == 0
+        engine.clear_cache()
+        engine.warm()
+        [warmed] = engine.generate(question)
+        # the default template's system prompt and the user turn's opening were decoded
+        assert warmed.cached_tokens >= 20 and warmed.text == cold.text
+    finally:
+        engine.close()
+
+
 def test_a_full_cache_makes_room_and_a_long_history_still_fits():
     engine = LlamaCppEngine(resolve_model("default"), n_ctx=384, threads=2, cache_slots=3)
     try:

@@ -3,7 +3,9 @@
 Engines are synchronous and run inside a worker process (runtime/workers.py).
 ``generate`` decodes ``request.n`` candidates (in one batch where the backend can),
 calls ``on_token(index, text)`` as text is produced, and checks ``should_stop()``
-between tokens so cancellation really stops the work.
+between tokens so cancellation really stops the work. Optional, looked up by the
+worker: ``warm()`` (run once before the worker says it is ready), ``batcher`` and
+``submit`` (continuous batching), ``clear_cache()``.
 """
 
 from __future__ import annotations

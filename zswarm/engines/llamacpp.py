@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest
+from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, SamplingParams
 from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
 from zswarm.engines.batching import Batcher, DoneCallback
 from zswarm.engines.models import ModelFile
@@ -309,6 +309,22 @@ class LlamaCppEngine:
             self.cache.forget(slot)
             raise
         return max(-1e9, min(0.0, total / len(answer)))
+
+    def warm(self) -> None:
+        """Answer one short chat message before the worker says it is ready.
+
+        Its prompt stays in the prompt cache, and with it the chat template's opening
+        (a system prompt, for the default model) that every chat request shares: the
+        first request of a new worker then decodes only its own part, as later ones
+        do (about 70 ms less for the default model here). It also pays once for what
+        a process's first decode sets up.
+        """
+        hello = GenerateRequest(messages=(ChatMessage(role="user", content="Hello."),),
+                                params=SamplingParams(temperature=0.0, max_tokens=1))
+        try:
+            self.generate(hello)
+        except ZswarmError as exc:  # a context too small for it: requests will say so
+            log.warning("warm-up answer failed: %s", exc)
 
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:

@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         link.send(error(None, exc.kind, str(exc)))
         link.sock.close(linger=1000)
         return 3
+    warm = getattr(engine, "warm", None)  # optional (engines/llamacpp.py has one)
+    if warm is not None:
+        warm()
     batcher = getattr(engine, "batcher", None)
     link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid(),
                         slots=batcher.max_jobs if batcher is not None else 1))
