@@ -59,8 +59,10 @@ def test_bad_config_names_file_key_and_type(tmp_path, text, match):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="nope.toml: no such config file .leave out --config"):
         load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path)  # a directory
 
 
 def test_int_accepted_for_float():

@@ -437,6 +437,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     p = Path(path)
     try:
         raw = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: no such config file (leave out --config for the built-in "
+                          "defaults; the repository's swarm.toml documents every key)") from exc
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from exc
     try:
