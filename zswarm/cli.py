@@ -112,6 +112,11 @@ def node(config: Path | None = ConfigOpt,
     except ConfigError as exc:
         _out(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _serve(cfg)
+
+
+def _serve(cfg: Config) -> None:
+    """Run the node of ``cfg`` until Ctrl-C (`zswarm node`, and `zswarm join` at its end)."""
     try:
         cli_node.run(cfg)
         _out("stopped", err=True)
@@ -385,9 +390,12 @@ def _browse(cfg: Config, seconds: float, *, judge: bool) -> list[PeerInfo]:
             for f in browse_for(address, seconds)]
 
 
-cli_swarm.register(app, ConfigOpt, _load, _key, lambda path: node(
-    config=path, federation=None, name=None, bind=None, http_port=None, peer=None,
-    verbose=False))
+def _serve_file(path: Path) -> None:
+    _setup_logging(False)
+    _serve(_load(path))
+
+
+cli_swarm.register(app, ConfigOpt, _load, _key, _serve_file)
 
 
 def main() -> None:

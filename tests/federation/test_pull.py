@@ -220,15 +220,17 @@ def test_join_from_an_empty_machine_pulls_the_model_and_answers(tmp_path):
         assert "--rpc-port N" in taken.stderr and "nothing was written or pulled" in taken.stderr
         assert not (fresh / "swarm.toml").exists() and not (fresh / "state" / "models").exists()
         port = free_port()  # this test's ports, not the defaults another node may hold
-        run = subprocess.run([*join, "--rpc-port", str(port)],
-                             capture_output=True, text=True, timeout=60, cwd=fresh)
-        assert run.returncode == 0, run.stderr
-        toml = (fresh / "swarm.toml").read_text()
-        assert f'path = "swarm:{MODEL.model_id}"' in toml and member.rpc in toml
-        assert f"rpc = {port}" in toml and "threads = 1" in toml and 'bind = "127.0.0.1"' in toml
-        with NodeProcess(fresh / "swarm.toml") as node:
+        # join as a user runs it: it writes the config, then starts the node (which pulls)
+        args = [a for a in join[4:] if a != "--no-start"]
+        at = args.index("--config")
+        with NodeProcess(fresh / "swarm.toml", command="join",
+                         args=(*args[:at], *args[at + 2:], "--rpc-port", str(port))) as node:
             info = node.wait_ready(120)
             assert info["model_id"] == MODEL.model_id
+            toml = (fresh / "swarm.toml").read_text()
+            assert f'path = "swarm:{MODEL.model_id}"' in toml and member.rpc in toml
+            assert f"rpc = {port}" in toml and "threads = 1" in toml
+            assert 'bind = "127.0.0.1"' in toml
             pulled = fresh / "state" / "models" / MODEL.path.name
             assert pulled.exists() and sha256_of(pulled) == sha256_of(MODEL.path)
             log = node.log()

@@ -112,11 +112,12 @@ class NodeProcess:
 
     def __init__(self, config: Path, *, netns: str | None = None, log_path: Path | None = None,
                  env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-                 max_fds: int | None = None) -> None:
-        """``max_fds``: the child's RLIMIT_NOFILE, soft and hard (a desktop's 1,024, say)."""
+                 max_fds: int | None = None, command: str = "node") -> None:
+        """``max_fds``: the child's RLIMIT_NOFILE, soft and hard (a desktop's 1,024, say);
+        ``command``: ``join`` runs `zswarm join --config PATH ARGS`, which ends in a node."""
         self.config = config
         self.netns = netns
-        cmd = [sys.executable, "-m", "zswarm", "node", "--config", str(config), *args]
+        cmd = [sys.executable, "-m", "zswarm", command, "--config", str(config), *args]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         self.log_path = log_path or config.with_name("node.log")
