@@ -17,7 +17,7 @@ from zswarm import views
 from zswarm.config import Config, override
 
 if TYPE_CHECKING:
-    from zswarm.node import NodeInfo
+    from zswarm.statedir import NodeInfo
 
 log = logging.getLogger("zswarm")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from zswarm import client, doctor
+from zswarm import client, doctor, statedir
 from zswarm.config import Config, load_config, parse_config
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import ModelOffer, ModelRequest, PeersReply
@@ -194,6 +194,11 @@ def register(app: typer.Typer, config_opt: Any, load: Callable[[Path | None], Co
             say(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         lines = ["[node]", f"name = {json.dumps(name)}", f"bind = {json.dumps(bind)}"]
+        default = parse_config({})
+        if state_dir is None and statedir.in_use(default):
+            state_dir = out.resolve().parent / "state"
+            say(f"another node uses {default.node.state_dir}: this one keeps its id and "
+                f"models in {state_dir} (--state-dir DIR to choose)", err=True)
         if state_dir is not None:
             lines.append(f"state_dir = {json.dumps(str(state_dir.resolve()))}")
         ports = {k: v for k, v in (("rpc", rpc_port), ("pub", pub_port), ("http", http_port))

@@ -13,16 +13,15 @@ with NodeGone, which says what happened and what to do.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
-from pathlib import Path
 from typing import TypeVar
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from zswarm import statedir
 from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.ids import new_request_id
@@ -207,22 +206,18 @@ def ask(endpoint: str, request: GenerateRequest, *, strategy: str | None,
 
 def node_json(config: Config) -> tuple[int, str] | None:
     """(pid, RPC endpoint) from the node.json a node started with this config wrote."""
-    path: Path = config.state_path / "node.json"
-    try:
-        info = json.loads(path.read_text())
-        return int(info["pid"]), str(info["rpc_endpoint"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    info = statedir.read(config)
+    return (info.pid, info.rpc_endpoint) if info is not None else None
 
 
 def key_mismatch(config: Config, key: SwarmKey | None) -> str:
     """Why the node started with this config's state dir would not answer this client:
     its swarm key (from its node.json) is not this config's; "" when they agree or when
     it cannot be told."""
-    try:
-        theirs = str(json.loads((config.state_path / "node.json").read_text())["swarm_key"])
-    except (OSError, ValueError, KeyError, TypeError):
+    info = statedir.read(config)
+    if info is None:
         return ""
+    theirs = info.swarm_key
     mine = key.fingerprint if key is not None else ""
     if theirs == mine:
         return ""

@@ -2,7 +2,8 @@
 
 Nothing else in the package wires parts together. In order, ``run_node``:
 
-1. reads the node id, the swarm key, the bind address and the model's id (an
+1. holds the state dir (statedir.py: one node per directory), reads the node id,
+   the swarm key, the bind address and the model's id (an
    unknown model fails here, before any port is taken);
 2. binds every socket (HTTP, RPC, heartbeat publisher), so the node's card -
    who it is and where to reach it - is complete before anything serves;
@@ -22,23 +23,18 @@ imports one to its right.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
-import re
 import resource
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, closing, contextmanager
 from functools import partial
-from pathlib import Path
 
 import trio
 
+from zswarm import statedir
 from zswarm.config import Config
-from zswarm.core.ids import NodeId, new_node_id
 from zswarm.core.messages import NodeCard
 from zswarm.engines.loader import model_file, model_id
 from zswarm.errors import ConfigError
@@ -59,23 +55,9 @@ from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.sharing import ModelShelf
 from zswarm.runtime.swarm import serving, single_errors
 from zswarm.runtime.workers import WorkerPool
+from zswarm.statedir import NodeInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    node_id: str
-    name: str
-    host: str
-    rpc_endpoint: str
-    pub_endpoint: str
-    http_port: int
-    model_id: str
-    workers: int
-    federation: bool
-    #: fingerprint of the swarm key ("" = an open swarm)
-    swarm_key: str = ""
 
 
 async def run_node(config: Config, *, drain: trio.Event | None = None,
@@ -88,7 +70,13 @@ async def run_node(config: Config, *, drain: trio.Event | None = None,
 async def _run_node(config: Config, drain: trio.Event,
                     task_status: trio.TaskStatus[NodeInfo]) -> None:
     raise_fd_limit()
-    node_id = load_node_id(config)
+    with closing(statedir.lock(config)):  # a second node on this state dir stops here
+        await _run_locked(config, drain, task_status)
+
+
+async def _run_locked(config: Config, drain: trio.Event,
+                      task_status: trio.TaskStatus[NodeInfo]) -> None:
+    node_id = statedir.load_node_id(config)
     key = swarm_key(config.security.swarm_key_file, source=config.source)
     fed_cfg = config.federation
     if key is None and fed_cfg.enabled:
@@ -160,7 +148,7 @@ async def _run_node(config: Config, drain: trio.Event,
                     await drain.wait()
                     await _drain(ctx)
                 finally:
-                    _remove_node_json(config.state_path / "node.json")
+                    statedir.remove(config)
                 servers.cancel_scope.cancel()  # RPC and federation (goodbye) before the workers
             nursery.cancel_scope.cancel()
 
@@ -182,7 +170,7 @@ def _announce(config: Config, ctx: NodeContext, host: str) -> NodeInfo:
     info = NodeInfo(node_id=card.node_id, name=card.name, host=host, rpc_endpoint=card.rpc,
                     pub_endpoint=card.pub, http_port=card.http, model_id=card.model_id,
                     workers=card.workers, federation=bool(card.pub), swarm_key=card.key)
-    _write_node_json(config.state_path / "node.json", info, config.source)
+    statedir.write(config, info)
     log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
              "federation %s", info.name, info.node_id, host, card.rpc, card.pub or "-",
              card.http or "-", info.model_id, info.workers,
@@ -218,32 +206,6 @@ def raise_fd_limit() -> None:
             log.debug("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
 
 
-def load_node_id(config: Config) -> NodeId:
-    """The node's persistent id (state_dir/node_id), created on first start."""
-    path = config.state_path / "node_id"
-    try:
-        with path.open("rb") as f:
-            text = f.read(100).decode("ascii", errors="replace").strip()
-        if text:
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
-                raise ConfigError(f"{config.source}: node.state_dir: {path} does not hold a "
-                                  "node id (damaged?); delete it and a new id is made")
-            return NodeId(text)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ConfigError(f"{config.source}: node.state_dir: cannot read {path}: "
-                          f"{exc.strerror or exc}") from exc
-    node_id = new_node_id()
-    try:
-        config.state_path.mkdir(parents=True, exist_ok=True)
-        path.write_text(node_id + "\n")
-    except OSError as exc:
-        raise ConfigError(f"{config.source}: node.state_dir: cannot write {path}: "
-                          f"{exc.strerror or exc}") from exc
-    return node_id
-
-
 def hardware_summary() -> str:
     mem_gib = 0
     try:
@@ -252,25 +214,6 @@ def hardware_summary() -> str:
     except (OSError, ValueError, IndexError):
         pass
     return f"{os.cpu_count() or 1} cpu, {mem_gib} GiB"
-
-
-def _write_node_json(path: Path, info: NodeInfo, source: str) -> None:
-    """Tell local clients where this node listens (a few bytes: written synchronously)."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({**dataclasses.asdict(info), "pid": os.getpid()}))
-        tmp.replace(path)
-    except OSError as exc:  # disk full, read-only, not a directory: say which file
-        raise ConfigError(f"{source}: node.state_dir: cannot write {tmp}: "
-                          f"{exc.strerror or exc}") from exc
-
-
-def _remove_node_json(path: Path) -> None:
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 class _PullLog:

@@ -210,6 +210,46 @@ def test_node_flags_win_over_the_file(tmp_path):
         assert info["rpc_endpoint"].endswith(f":{rpc}") and info["pub_endpoint"]
 
 
+def test_a_second_node_on_a_state_dir_in_use_is_refused_and_join_picks_its_own(
+        tmp_path, monkeypatch):
+    from zswarm.testing.cluster import NodeProcess, node_config
+
+    swarm = "state-" + secrets.token_hex(4)
+    first_cfg = node_config(tmp_path, "first", swarm=swarm, answers=["42"],
+                            federation={"enabled": False})
+    shared = str(tmp_path / "first" / "state")
+    second_cfg = node_config(tmp_path, "second", swarm=swarm, answers=["42"],
+                             federation={"enabled": False}, node={"state_dir": shared})
+    with NodeProcess(first_cfg) as first:
+        info = first.wait_ready()
+        second = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config",
+                                 str(second_cfg)], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert (f"node.state_dir {shared} is in use by node first (pid {first.pid}, "
+                f"{info['rpc_endpoint']})") in second.stderr
+        # the first node is untouched: its node.json still names it
+        assert json.loads((tmp_path / "first" / "state" / "node.json").read_text()) == info
+        # join on a machine whose default state dir a node holds: a state dir of its own
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        from zswarm import statedir
+        from zswarm.config import parse_config
+
+        default = parse_config({})
+        held = statedir.lock(default)
+        try:
+            out = tmp_path / "joined" / "swarm.toml"
+            out.parent.mkdir()
+            result = runner.invoke(app, ["join", info["rpc_endpoint"], "--no-start",
+                                         "--config", str(out), "--bind", "127.0.0.1",
+                                         "--rpc-port", "0", "--pub-port", "0",
+                                         "--http-port", "0", "--threads", "1"])
+        finally:
+            held.close()
+        assert result.exit_code == 0, result.output
+        assert f"this one keeps its id and models in {out.parent / 'state'}" in result.output
+        assert f'state_dir = "{out.parent / "state"}"' in out.read_text()
+
+
 def test_join_halves_the_threads_when_another_node_holds_this_machines_ports():
     from zswarm.cli_swarm import _another_node_here
 
@@ -271,7 +311,10 @@ def test_a_node_of_this_config_that_died_is_an_error_not_a_silent_local_answer(t
     cfg = write_config(tmp_path)
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "node.json").write_text(json.dumps(  # what kill -9 leaves behind
-        {"pid": 999_999, "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}"}))
+        {"node_id": "0123456789abcdef", "name": "gone", "host": "127.0.0.1",
+         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "pub_endpoint": "",
+         "http_port": 0, "model_id": "m", "workers": 1, "federation": False,
+         "swarm_key": "", "pid": 999_999}))
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg)])
     assert result.exit_code == 1
     assert "pid 999999" in result.output and "--local" in result.output

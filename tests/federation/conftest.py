@@ -15,7 +15,8 @@ from zswarm import client
 from zswarm.config import load_config
 from zswarm.core.messages import PeerInfo, Report
 from zswarm.net.security import SwarmKey
-from zswarm.node import NodeInfo, run_node
+from zswarm.node import run_node
+from zswarm.statedir import NodeInfo
 from zswarm.testing.cluster import node_config
 
 

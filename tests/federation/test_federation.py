@@ -21,7 +21,7 @@ from zswarm.core import codec
 from zswarm.core.messages import ClientRequest, Error
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.zmq_trio import TrioSocket
-from zswarm.node import NodeInfo
+from zswarm.statedir import NodeInfo
 from zswarm.testing.cluster import wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
