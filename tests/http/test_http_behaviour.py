@@ -117,6 +117,7 @@ def test_api_keys(tmp_path):
                                                     "api_key_file": str(keyfile)}) as n:
         r = httpx.post(f"{n.base}/chat/completions", json=CHAT)
         assert r.status_code == 401 and error_of(r)["code"] == "invalid_api_key"
+        assert "zswarm http-token --config" in error_of(r)["message"]  # where a token comes from
         assert httpx.get(f"{n.root}/metrics", headers={"authorization": "Bearer no"}
                          ).status_code == 401
         assert httpx.get(f"{n.root}/health").status_code == 200  # stays open

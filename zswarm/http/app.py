@@ -66,8 +66,9 @@ class ApiKeyAuth:
         if any(hmac.compare_digest(given, key) for key in self.keys):
             await self.app(scope, receive, send)
             return
-        err = ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>)",
-                       code="invalid_api_key")
+        err = ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>: "
+                       "one of [http] api_keys, or in a keyed swarm the token "
+                       "`zswarm http-token --config swarm.toml` prints)", code="invalid_api_key")
         await error_response(err)(scope, receive, send)
 
 
