@@ -112,9 +112,12 @@ class NodeProcess:
 
     def __init__(self, config: Path, *, netns: str | None = None, log_path: Path | None = None,
                  env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-                 max_fds: int | None = None, command: str = "node") -> None:
+                 max_fds: int | None = None, command: str = "node",
+                 cpus: set[int] | None = None) -> None:
         """``max_fds``: the child's RLIMIT_NOFILE, soft and hard (a desktop's 1,024, say);
-        ``command``: ``join`` runs `zswarm join --config PATH ARGS`, which ends in a node."""
+        ``command``: ``join`` runs `zswarm join --config PATH ARGS`, which ends in a node;
+        ``cpus``: the cores the node and its workers may run on (benches: one machine's
+        share)."""
         self.config = config
         self.netns = netns
         cmd = [sys.executable, "-m", "zswarm", command, "--config", str(config), *args]
@@ -122,12 +125,17 @@ class NodeProcess:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         self.log_path = log_path or config.with_name("node.log")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        def limits() -> None:  # in the child, before it runs
+            if max_fds is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                     preexec_fn=None if max_fds is None else
-                                     lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
-                                                                (max_fds, max_fds)))
+                                     preexec_fn=None if max_fds is None and cpus is None
+                                     else limits)
         self.info: dict[str, Any] = {}
 
     @property

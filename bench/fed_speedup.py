@@ -1,0 +1,228 @@
+"""One vote, two machines: how much sooner does a second node finish a vote, and where does the time go?
+
+Two setups with the same compute per node: node A alone, pinned to CPU 0 (one worker,
+one thread), and A with a second node B pinned to CPU 1 (a static peer; candidates split
+over both). The same questions (bench/data/questions.jsonl, the held-out half, every
+kind) are asked one at a time through A's HTTP API with the `openai` client, every mode
+in turn before the next question: ``confidence``, ``best_of_n`` and ``majority`` at
+n = 8 and n = 16, T = 0.7, 12 tokens at most. Then ``route`` throughput: two clients
+asking at once (n = 1) for a fixed number of questions, questions per second.
+
+Per mode: time per question (p50, p95) in each setup and their ratio (two / one; ideal
+0.5), accuracy (bench/quality.py), candidates used, and the breakdown of an ask from its
+report: planning, each node's last candidate (A's own, B's), waiting for the slowest
+(gathering end minus the first node's last candidate), re-scoring peers' claims
+(runtime/verify.py), deciding, and the HTTP door (client wall time minus the node's
+total). Prints one JSON line; writes results/fed_speedup[_quick].{json,md}.
+
+    python bench/fed_speedup.py            # 100 questions
+    python bench/fed_speedup.py --quick    # 30 questions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+from _common import percentile, write_results
+from quality import correct, load_questions, split
+
+from zswarm.client import NodeClient
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+
+SYSTEM = "Answer with a single word or number only."
+MODES = tuple((s, n) for s in ("confidence", "best_of_n", "majority") for n in (8, 16))
+TEMPERATURE = 0.7
+MAX_TOKENS = 12
+ROUTE_CLIENTS = 2
+
+Record = dict[str, Any]
+
+
+class Swarm:
+    """Node A (CPU 0), and with ``two`` node B (CPU 1) as its static peer."""
+
+    def __init__(self, tmp: Path, two: bool) -> None:
+        swarm = "speedup-" + secrets.token_hex(4)
+        common = {"model": {"threads": 1, "n_ctx": 1024}, "node": {"workers": 1}}
+        self.procs: list[NodeProcess] = []
+        try:
+            if two:
+                b = NodeProcess(node_config(tmp, "b", swarm=swarm, **common,
+                                            federation={"discovery": "static"}), cpus={1})
+                self.procs.append(b)
+                b.wait_ready(300)
+            fed = ({"discovery": "static", "peers": [self.procs[0].rpc]} if two
+                   else {"enabled": False})
+            a = NodeProcess(node_config(tmp, "a", swarm=swarm, **common, federation=fed),
+                            cpus={0})
+            self.procs.insert(0, a)
+            a.wait_ready(300)
+            if two:
+                with NodeClient(a.rpc) as rpc:
+                    wait_until(lambda: any(p.state == "alive" for p in rpc.peers().peers),
+                               60, what="B alive at A")
+        except BaseException:
+            self.close()
+            raise
+        self.url = f"http://127.0.0.1:{self.procs[0].info['http_port']}/v1"
+        self.client = openai.OpenAI(base_url=self.url, api_key="-", max_retries=0,
+                                    timeout=600)
+
+    def ask(self, question: str, client: openai.OpenAI | None = None, **zswarm: Any
+            ) -> tuple[dict[str, Any], str, float]:
+        t0 = time.perf_counter()
+        r = (client or self.client).chat.completions.create(
+            model="default", max_tokens=MAX_TOKENS, temperature=TEMPERATURE,
+            messages=[{"role": "system", "content": SYSTEM},
+                      {"role": "user", "content": question}],
+            extra_body={"zswarm": zswarm})
+        return r.model_extra["zswarm"], r.choices[0].message.content or "", \
+            time.perf_counter() - t0
+
+    def close(self) -> None:
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        for p in self.procs:
+            p.stop()
+
+
+def breakdown(report: dict[str, Any], wall_s: float) -> Record:
+    """Where an ask's time went, in ms, from its report."""
+    t = report.get("timings", {})
+    last = {p["node"]: p["latency_ms"] for p in report.get("participants", [])
+            if p.get("received")}
+    gather = t.get("gather_ms", 0.0)
+    return {"wall_ms": wall_s * 1000, "total_ms": t.get("total_ms", 0.0),
+            "plan_ms": t.get("plan_ms", 0.0), "gather_ms": gather,
+            "rescore_ms": t.get("rescore_ms", 0.0), "decide_ms": t.get("decide_ms", 0.0),
+            "last_ms": last,
+            "wait_slowest_ms": gather - min(last.values()) if last else 0.0,
+            "door_ms": wall_s * 1000 - t.get("total_ms", 0.0)}
+
+
+def run_setup(swarm: Swarm, questions: list[dict[str, Any]]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {f"{s}_n{n}": [] for s, n in MODES}
+    for i, q in enumerate(questions):
+        for s, n in MODES:
+            report, answer, wall = swarm.ask(q["question"], strategy=s, n=n)
+            out[f"{s}_n{n}"].append({"id": q["id"], "ok": correct(q, answer),
+                                     "used": len(report["candidates"]),
+                                     "rescored": "checked by this node" in report.get("note",
+                                                                                      ""),
+                                     **breakdown(report, wall)})
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{len(questions)}", file=sys.stderr, flush=True)
+    return out
+
+
+def route_rate(swarm: Swarm, questions: list[dict[str, Any]]) -> float:
+    """Questions per second with ROUTE_CLIENTS clients asking at once (route, n = 1)."""
+    clients = [openai.OpenAI(base_url=swarm.url, api_key="-", max_retries=0, timeout=600)
+               for _ in range(ROUTE_CLIENTS)]
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for q in questions[k::ROUTE_CLIENTS]:
+                swarm.ask(q["question"], clients[k], strategy="route")
+        except BaseException as exc:  # noqa: BLE001 - reported after the join
+            errors.append(exc)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(ROUTE_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    if errors:
+        raise errors[0]
+    return len(questions) / seconds
+
+
+def summary(one: list[Record], two: list[Record]) -> Record:
+    def p(recs: list[Record], q: float) -> float:
+        return percentile([r["wall_ms"] for r in recs], q) / 1000
+
+    def med(recs: list[Record], key: str) -> float:
+        return round(statistics.median(r[key] for r in recs), 1)
+
+    def last(recs: list[Record], which: str) -> float:
+        vals = [r["last_ms"].get(which) for r in recs]
+        got = [v for v in vals if v is not None]
+        return round(statistics.median(got), 1) if got else 0.0
+
+    nodes_two = sorted({n for r in two for n in r["last_ms"]})
+    return {
+        "p50_s": [round(p(one, 50), 3), round(p(two, 50), 3)],
+        "p95_s": [round(p(one, 95), 3), round(p(two, 95), 3)],
+        "ratio_p50": round(p(two, 50) / p(one, 50), 3),
+        "ratio_p95": round(p(two, 95) / p(one, 95), 3),
+        "ratio_total": round(sum(r["wall_ms"] for r in two) / sum(r["wall_ms"] for r in one),
+                             3),
+        "accuracy": [round(statistics.mean(r["ok"] for r in one), 3),
+                     round(statistics.mean(r["ok"] for r in two), 3)],
+        "used": [round(statistics.mean(r["used"] for r in one), 2),
+                 round(statistics.mean(r["used"] for r in two), 2)],
+        "rescored_share_two": round(statistics.mean(r["rescored"] for r in two), 2),
+        "two_breakdown_ms": {
+            "plan": med(two, "plan_ms"),
+            **{f"last_{n}": last(two, n) for n in nodes_two},
+            "gather": med(two, "gather_ms"), "wait_slowest": med(two, "wait_slowest_ms"),
+            "rescore": med(two, "rescore_ms"), "decide": med(two, "decide_ms"),
+            "total": med(two, "total_ms"), "door": med(two, "door_ms")},
+        "one_breakdown_ms": {"gather": med(one, "gather_ms"), "decide": med(one, "decide_ms"),
+                             "total": med(one, "total_ms"), "door": med(one, "door_ms")},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--questions", type=int, default=None)
+    args = parser.parse_args()
+    count = args.questions or (30 if args.quick else 100)
+    held = split(load_questions(), "held")
+    questions = held[::max(1, len(held) // count)][:count]
+    tmp = Path(tempfile.mkdtemp(prefix="zswarm-speedup-"))
+    runs: dict[str, dict[str, list[Record]]] = {}
+    rates: dict[str, float] = {}
+    for setup in ("one", "two"):
+        print(f"{setup} node(s)", file=sys.stderr, flush=True)
+        swarm = Swarm(tmp / setup, two=setup == "two")
+        try:
+            runs[setup] = run_setup(swarm, questions)
+            rates[setup] = route_rate(swarm, questions)
+        finally:
+            swarm.close()
+    modes = {f"{s}_n{n}": summary(runs["one"][f"{s}_n{n}"], runs["two"][f"{s}_n{n}"])
+             for s, n in MODES}
+    figures = {"questions": len(questions), "modes": modes,
+               "route_q_per_s": [round(rates["one"], 2), round(rates["two"], 2)],
+               "route_ratio": round(rates["two"] / rates["one"], 2)}
+    name = "fed_speedup" + ("_quick" if args.quick else "")
+    write_results(name, {**figures, "records": runs}, [
+        (f"{m} two/one p50 (p95); accuracy one, two",
+         f"{v['ratio_p50']} ({v['ratio_p95']}); {v['accuracy'][0]}, {v['accuracy'][1]}")
+        for m, v in modes.items()] + [("route q/s one, two", str(figures["route_q_per_s"]))])
+    line = {"questions": len(questions), "route_ratio": figures["route_ratio"],
+            **{m: {k: v[k] for k in ("ratio_p50", "ratio_p95", "accuracy", "p50_s")}
+               for m, v in modes.items()},
+            "confidence_n8_breakdown_ms": modes["confidence_n8"]["two_breakdown_ms"]}
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
