@@ -120,10 +120,13 @@ class Coordinator:
                     question=question, early_stop=early_stop, adaptive=adaptive,
                     home_worker=self.worker_homes.find(keys))
         ran = 0
+        plan_s = 0.0
         for size in waves(request.n) if adaptive else [request.n]:
             wave = msgspec.structs.replace(request, n=size,
                                            first_index=request.first_index + ran)
+            planned = time.perf_counter()
             fanout = self._plan(wave, strategy, model_id, peers, keys)
+            plan_s += time.perf_counter() - planned
             rnd.waves += 1
             await self._gather(rnd, wave, fanout)
             ran += size
@@ -136,7 +139,8 @@ class Coordinator:
                 and trio.current_time() < rnd.deadline:
             notes.append("routed node failed; answered locally")
             await self._gather(rnd, request, Plan({SELF: 1}))
-        timings = {"total_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        timings = {"plan_ms": round(plan_s * 1000, 2),
+                   "gather_ms": round((time.perf_counter() - t0) * 1000, 2)}
         if rnd.first_candidate_ms is not None:
             timings["first_candidate_ms"] = round(rnd.first_candidate_ms, 2)
         who = participants(rnd)
@@ -147,7 +151,9 @@ class Coordinator:
         note = "; ".join(notes)
         if not rnd.candidates:
             raise nothing_arrived(rnd, note)
+        deciding = time.perf_counter()
         decision, rescored = await self._decide(rnd, request)
+        timings["decide_ms"] = round((time.perf_counter() - deciding) * 1000, 2)
         if rescored:
             note = "; ".join(n for n in (note, f"{rescored} peer score(s) checked by this "
                                          "node's model") if n)
