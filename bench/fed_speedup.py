@@ -4,7 +4,8 @@ Two setups with the same compute per node: node A alone, pinned to CPU 0 (one wo
 one thread), and A with a second node B pinned to CPU 1 (a static peer; candidates split
 over both). The same questions (bench/data/questions.jsonl, the held-out half, every
 kind) are asked one at a time through A's HTTP API with the `openai` client, every mode
-in turn before the next question: ``confidence``, ``best_of_n`` and ``majority`` at
+in turn before the next question (each mode first as often as the others: the first
+decodes the prompt, the rest find it in the prompt cache): ``confidence``, ``best_of_n`` and ``majority`` at
 n = 8 and n = 16, T = 0.7, 12 tokens at most. Then ``route`` throughput: two clients
 asking at once (n = 1) for a fixed number of questions, questions per second.
 
@@ -113,7 +114,9 @@ def breakdown(report: dict[str, Any], wall_s: float) -> Record:
 def run_setup(swarm: Swarm, questions: list[dict[str, Any]]) -> dict[str, list[Record]]:
     out: dict[str, list[Record]] = {f"{s}_n{n}": [] for s, n in MODES}
     for i, q in enumerate(questions):
-        for s, n in MODES:
+        # the first mode of a question also decodes its prompt (later ones find it in the
+        # prompt cache): every mode goes first equally often
+        for s, n in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
             report, answer, wall = swarm.ask(q["question"], strategy=s, n=n)
             out[f"{s}_n{n}"].append({"id": q["id"], "ok": correct(q, answer),
                                      "used": len(report["candidates"]),

@@ -31,6 +31,8 @@ class Behaviour:
     delay_s: float = 0.0
     error: ZswarmError | None = None
     hang: bool = False
+    #: the claimed mean log-probability of every candidate (None: no claim)
+    logprob: float | None = None
 
 
 class ScriptedPeers:
@@ -75,7 +77,8 @@ class ScriptedPeers:
         if b.error is not None:
             raise b.error
         return [Candidate(text=b.texts[i % len(b.texts)], finish_reason="stop", node=node_id,
-                          node_id=node_id)  # as the federation names them (claims.accept_vote)
+                          node_id=node_id,  # as the federation names them (claims.accept_vote)
+                          model_id="scripted", mean_logprob=b.logprob)
                 for i in range(request.n)]
 
 
@@ -87,13 +90,13 @@ def ask_request(n: int) -> GenerateRequest:
 async def make(nursery):
     async def build(peers: ScriptedPeers | None, *, local: list[str] | None = None,
                     local_delay_s: float = 0.0, vote_deadline_s: float = 5.0,
-                    workers: int = 1) -> Coordinator:
+                    workers: int = 1, local_logprob: float | None = None) -> Coordinator:
         config = parse_config({"node": {"name": "me"},
                                "federation": {"deadline_ms": int(vote_deadline_s * 1000)}})
         card = NodeCard(node_id="me", name="me", model_id="scripted", workers=1, rpc="", pub="")
         ctx = NodeContext(config, card, Scheduler(max_queue=4), state="ready")
         pool = InlinePool(ctx.scheduler, answers=local or ["42"], delay_s=local_delay_s,
-                          workers=workers)
+                          workers=workers, logprob=local_logprob)
         await nursery.start(pool.serve)
         return Coordinator(ctx, pool, peers if peers is not None else NoPeers())
     return build
@@ -244,3 +247,53 @@ async def test_a_fixed_n_reports_no_budget(make, autojump_clock):
     coordinator = await make(None)
     _, report = await coordinator.ask(ask_request(4), strategy="majority", deadline=within(10))
     assert (report.budget, report.waves, report.stop) == (0, 1, "")
+
+
+async def test_a_peer_claim_the_answer_wins_without_is_not_rescored(make, autojump_clock):
+    """42 wins on this node's own candidate even with the agreeing peer's claim at the
+    least confidence: no pass is spent on it (its claim is dropped, not believed)."""
+    peers = ScriptedPeers(agrees=Behaviour(["42"], logprob=-1.0),
+                          other=Behaviour(["41"], logprob=-3.0))
+    coordinator = await make(peers, local_logprob=-1.0)
+    answer, report = await coordinator.ask(ask_request(3), strategy="confidence",
+                                           deadline=within(10))
+    assert answer == "42" and coordinator.pool.scored == []
+    assert "1 peer score(s) not needed" in report.note and "checked" not in report.note
+    (agrees,) = [c for c in report.candidates if c.node == "agrees"]
+    assert agrees.mean_logprob is None
+
+
+async def test_a_deciding_lie_is_rescored_and_loses(make, autojump_clock):
+    peers = ScriptedPeers(liar=Behaviour(["41"], logprob=0.0),
+                          honest=Behaviour(["42"], logprob=-3.0))
+    coordinator = await make(peers, local_logprob=-3.0)
+    answer, report = await coordinator.ask(ask_request(3), strategy="confidence",
+                                           deadline=within(10))
+    assert answer == "42" and coordinator.pool.scored == [["41"]]
+    assert "1 peer score(s) checked by this node's model" in report.note
+
+
+async def test_best_of_n_checks_every_claim_in_line_in_one_slot(make, autojump_clock):
+    """Two peers claim more than this node's best: both are re-scored in one worker slot
+    (the second would be next in line once the first fell), not one after the other."""
+    peers = ScriptedPeers(p1=Behaviour(["41"], logprob=-0.1),
+                          p2=Behaviour(["40"], logprob=-0.2))
+    coordinator = await make(peers, local_logprob=-2.0)
+    answer, report = await coordinator.ask(ask_request(3), strategy="best_of_n",
+                                           deadline=within(10))
+    assert answer == "42" and coordinator.pool.scored == [["41", "40"]]
+    assert "2 peer score(s) checked" in report.note
+
+
+async def test_the_next_ask_gives_a_slower_peer_a_smaller_share(make, autojump_clock):
+    """Both finish together: after one ask in which the peer took three times as long
+    for the same share, the split follows the measured speeds (runtime/speeds.py)."""
+    peers = ScriptedPeers(slow=Behaviour(["42"], delay_s=3.0))
+    coordinator = await make(peers, local_delay_s=1.0)
+    _, first = await coordinator.ask(ask_request(8), strategy="majority", deadline=within(30),
+                                     early_stop=False)
+    assert {p.node: p.requested for p in first.participants} == {"me": 4, "slow": 4}
+    _, second = await coordinator.ask(ask_request(8), strategy="majority",
+                                      deadline=within(30), early_stop=False)
+    shares = {p.node: p.requested for p in second.participants}
+    assert shares["me"] > 4 > shares["slow"] >= 1 and sum(shares.values()) == 8

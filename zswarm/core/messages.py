@@ -330,9 +330,10 @@ class WorkGenerate(_Msg, frozen=True, tag="work_generate"):
     request_id: ShortText
     request: GenerateRequest
     stream: bool = False
-    #: score this text as the answer (one WorkCandidate carrying its mean log-probability,
-    #: None if the engine cannot score) instead of generating
-    score: Annotated[str, Meta(max_length=MAX_CANDIDATE_CHARS)] | None = None
+    #: score these texts as answers instead of generating: one WorkCandidate each (index:
+    #: its position), carrying its mean log-probability (None if the engine cannot score)
+    score: Annotated[tuple[Annotated[str, Meta(max_length=MAX_CANDIDATE_CHARS)], ...],
+                     Meta(max_length=MAX_N)] | None = None
 
 
 class WorkCancel(_Msg, frozen=True, tag="work_cancel"):

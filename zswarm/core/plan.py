@@ -3,9 +3,12 @@
 Pure: the coordinator passes in what it knows (this node's load, the ALIVE
 compatible peers and theirs) and gets back a Plan. Rules:
 
-- consensus strategies spread the n candidates round-robin over this node and
-  the least-loaded peers, one node per candidate at most, so that n=3 with two
-  peers asks three different nodes (diverse votes) and n=1 stays local;
+- consensus strategies spread the n candidates over this node and the least-loaded
+  peers, one node per candidate at most, so that n=3 with two peers asks three
+  different nodes (diverse votes) and n=1 stays local; beyond one each, a node gets
+  candidates in proportion to its speed (candidates per second, as the asker measured
+  it: runtime/speeds.py), so that every node finishes its share at about the same
+  time and the asker does not wait for the slowest (equal speeds: round-robin);
 - ``route`` sends the whole request (n=1) to the least-loaded node, this one
   included: load balancing across the swarm;
 - a node without a ready worker is skipped; if nobody can serve, the plan is
@@ -30,6 +33,10 @@ def is_ask_strategy(name: str) -> TypeGuard[AskStrategy]:
 
 #: the key of this node in a Plan
 SELF = ""
+#: what a share of candidates costs beyond its size, in candidates: the prompt's prefill
+#: and each step's overhead do not grow with the batch (bench/local_candidates: n = 4
+#: takes about 2.6x the time of n = 1, so c candidates cost about c + 1)
+FIXED_COST = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class NodeLoad:
     workers_ready: int
     idle_workers: int
     queue_depth: int
+    #: candidates per second this node delivered lately, measured by the asker (a
+    #: peer's own claim would let it pull in work); 0 = not known yet
+    speed: float = 0.0
 
     @property
     def pressure(self) -> float:
@@ -80,8 +90,23 @@ def plan(n: int, strategy: AskStrategy, local: NodeLoad, peers: list[NodeLoad], 
     ranked_peers = least_loaded(peers)
     members = ([local] if local.workers_ready > 0 else []) + ranked_peers
     members = members[:n]
-    parts: dict[str, int] = {}
-    for i in range(n if members else 0):
-        key = members[i % len(members)].node_id
-        parts[key] = parts.get(key, 0) + 1
-    return Plan(parts)
+    return Plan(shares(n, members) if members else {})
+
+
+def shares(n: int, members: list[NodeLoad]) -> dict[str, int]:
+    """n >= len(members) candidates: one each, then each next one to the node that
+    would finish its share soonest with it ((count + FIXED_COST) / speed, the speed
+    lowered by the work waiting there; ties: the earlier member).
+
+    A node of unknown speed counts as the median of the known ones (all unknown: equal,
+    which is round-robin)."""
+    known = sorted(m.speed for m in members if m.speed > 0)
+    typical = known[len(known) // 2] if known else 1.0
+    rate = [(m.speed if m.speed > 0 else typical) / (1 + max(0.0, m.pressure))
+            for m in members]
+    counts = [1] * len(members)
+    for _ in range(n - len(members)):
+        k = min(range(len(members)),
+                key=lambda i: ((counts[i] + 1 + FIXED_COST) / rate[i], i))
+        counts[k] += 1
+    return {m.node_id: c for m, c in zip(members, counts, strict=True)}

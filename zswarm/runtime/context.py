@@ -100,15 +100,15 @@ class NodeContext:
 class Pool(Protocol):
     """The local workers (runtime/workers.py; zswarm.testing.inline for benches and tests).
 
-    ``run`` generates; with ``score`` it scores that text as the answer instead
-    (one candidate whose mean_logprob is the model's: Engine.score)."""
+    ``run`` generates; with ``score`` it scores those texts as answers instead (one
+    candidate each, index = position, whose mean_logprob is the model's: Engine.score)."""
 
     @property
     def workers(self) -> Mapping[str, object]: ...
 
     async def run(self, worker_name: str, request_id: str, request: GenerateRequest, *,
                   on_event: Callable[[WorkToken | WorkCandidate], None],
-                  stream: bool = False, score: str | None = None) -> None: ...
+                  stream: bool = False, score: tuple[str, ...] | None = None) -> None: ...
 
 
 class Peers(Protocol):

@@ -49,7 +49,8 @@ from zswarm.core.stopping import verdict, waves
 from zswarm.errors import NoQuorum, WorkerCrashed, ZswarmError
 from zswarm.runtime.context import NodeContext, Peers, Pool
 from zswarm.runtime.rounds import Asked, Round, TokenSink, nothing_arrived, participants, split_n
-from zswarm.runtime.verify import verified_decision
+from zswarm.runtime.speeds import Speeds
+from zswarm.runtime.verify import Checks, verified_decision
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Coordinator:
         #: where conversations were answered: a local worker, and (route) a node
         self.worker_homes = Homes()
         self.node_homes = Homes()
+        #: how fast each node delivered its share lately (the plan splits by it)
+        self.speeds = Speeds()
 
     def local_load(self) -> NodeLoad:
         s = self.ctx.scheduler
@@ -152,11 +155,16 @@ class Coordinator:
         if not rnd.candidates:
             raise nothing_arrived(rnd, note)
         deciding = time.perf_counter()
-        decision, rescored = await self._decide(rnd, request)
+        decision, checks = await self._decide(rnd, request)
         timings["decide_ms"] = round((time.perf_counter() - deciding) * 1000, 2)
-        if rescored:
-            note = "; ".join(n for n in (note, f"{rescored} peer score(s) checked by this "
-                                         "node's model") if n)
+        timings["rescore_ms"] = round(checks.seconds * 1000, 2)
+        said = [note] if note else []
+        if checks.rescored:
+            said.append(f"{checks.rescored} peer score(s) checked by this node's model")
+        if checks.not_needed:
+            said.append(f"{checks.not_needed} peer score(s) not needed: the answer wins "
+                        "without them")
+        note = "; ".join(said)
         timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         report = build_report(strategy, rnd.candidates, decision, expected=request.n,
                               timings=timings, note=note)
@@ -173,8 +181,9 @@ class Coordinator:
         own_model = self.ctx.card.model_id
         local_model = model_id in (None, own_model)
         local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
-        fanout = plan(request.n, strategy, local,
-                      self.peers.peer_loads(model_id or own_model, peers),
+        speed = self.speeds.applied
+        fanout = plan(request.n, strategy, speed(local),
+                      [speed(p) for p in self.peers.peer_loads(model_id or own_model, peers)],
                       prefer=self.node_homes.find(keys) if strategy == ROUTE else None)
         if fanout.parts:
             return fanout
@@ -192,7 +201,7 @@ class Coordinator:
         else:
             self.node_homes.record(keys, winner.node_id)
 
-    async def _decide(self, rnd: Round, request: GenerateRequest) -> tuple[Decision, int]:
+    async def _decide(self, rnd: Round, request: GenerateRequest) -> tuple[Decision, Checks]:
         """The final decision, with every peer's deciding score checked (runtime/verify.py)."""
         strategy = rnd.strategy
         assert strategy is not None  # None only when serving a vote
@@ -205,7 +214,7 @@ class Coordinator:
             return decision
 
         if rnd.decision is not None and strategy not in SCORED_STRATEGIES:
-            return rnd.decision, 0  # no log-probabilities decided: nothing to check
+            return rnd.decision, Checks()  # no log-probabilities decided: nothing to check
         return await verified_decision(self.ctx, self.pool, strategy, request, rnd.candidates,
                                        final, deadline=rnd.deadline)
 
@@ -223,7 +232,20 @@ class Coordinator:
         return rnd.candidates
 
     async def _gather(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
+        """Run one wave of the plan; then note how fast each node delivered its share."""
         rnd.t0 = rnd.t0 or time.perf_counter()  # candidate latencies count from the first wave
+        started = trio.current_time()
+        before = {key: asked.received for key, asked in rnd.asked.items()}
+        try:
+            await self._gather_wave(rnd, request, fanout)
+        finally:
+            for key in fanout.parts:
+                asked = rnd.asked.get(key)
+                if asked is not None and asked.outcome != "failed":
+                    self.speeds.observe(key, asked.received - before.get(key, 0),
+                                        asked.last_at - started)
+
+    async def _gather_wave(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
         local_n = fanout.parts.get(SELF, 0)
         if local_n and len(fanout.parts) == 1 and len(split_n(local_n, len(self.pool.workers))) == 1:
             # one local part (n=1, or one worker): no nursery and no extra task needed
@@ -259,6 +281,7 @@ class Coordinator:
         rnd.candidates.append(msgspec.structs.replace(cand, latency_ms=latency_ms))
         asked.received += 1
         asked.latency_ms = latency_ms
+        asked.last_at = trio.current_time()
         if rnd.first_candidate_ms is None:
             rnd.first_candidate_ms = latency_ms
         if rnd.strategy is not None and rnd.adaptive:

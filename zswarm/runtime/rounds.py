@@ -47,6 +47,8 @@ class Asked:
     outcome: Outcome | None = None
     detail: str = ""
     latency_ms: float = 0.0
+    #: trio time of its last candidate (how fast it delivered: runtime/speeds.py)
+    last_at: float = 0.0
 
 
 @dataclass

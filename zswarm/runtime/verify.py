@@ -1,20 +1,34 @@
 """A peer's claimed log-probability decides nothing until this node's model confirms it.
 
-Owns the check between gathering and answering: after the strategy decides, the peer
+Owns the check between gathering and answering. After the strategy decides, the peer
 candidates whose log-probabilities helped decide (core/consensus.deciding_claims) are
-re-scored with the local model (a teacher-forced pass over the candidate's tokens,
-Engine.score through a local worker), their claims replaced by the verified figures,
-and the strategy decides again; at most MAX_RESCORES per request. A claim that cannot
-be checked (another model, no time or worker left, an engine that cannot score, the
-budget spent) is dropped, so the candidate counts like one without log-probabilities;
-a re-scored candidate's per-token figures are dropped with its claim.
-So one member that lies about its scores cannot outweigh honest nodes; it still has
-its candidates' votes, like any member.
+settled, and the strategy decides again, until no unsettled claim decides:
+
+- **not needed**: under ``confidence``, when every candidate carries a log-probability
+  of one model (so each weight depends on its own claim only), claims that the winning
+  answer does not need - it still wins with them at the least confidence there is
+  (CONFIDENCE_FLOOR) - are dropped without a pass: a checked figure could only be
+  higher than that, so it could not change the answer, and dropping them keeps a liar's
+  text from being the one shown;
+- **checked**: the others are re-scored with the local model (Engine.score, a
+  teacher-forced pass over the candidate's tokens whose prompt the worker holds in its
+  prompt cache), all of them in one worker slot; under ``best_of_n`` every peer claim
+  above the best checked or local score at once (the next in line when the first
+  falls), and their claims replaced by the verified figures. At most MAX_RESCORES per
+  request;
+- **dropped**: a claim that cannot be checked (another model, no time or worker left,
+  an engine that cannot score, the budget spent) counts like a candidate without
+  log-probabilities.
+
+A re-scored or dropped candidate's per-token figures go with its claim. So one member
+that lies about its scores cannot outweigh honest nodes; it still has its candidates'
+votes, like any member.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 import trio
@@ -25,52 +39,114 @@ from zswarm.core.messages import Candidate, GenerateRequest, WorkCandidate, Work
 from zswarm.errors import ZswarmError
 from zswarm.runtime.context import NodeContext, Pool
 
-#: peer candidates re-scored per request at most (each costs one local prompt pass)
+#: peer candidates re-scored per request at most (each costs one pass over its answer)
 MAX_RESCORES = 4
+#: a claim at least as low as any confidence (CONFIDENCE_FLOOR) it can be given
+_LEAST = -1e9
+
+
+@dataclass
+class Checks:
+    """What the check of one decision did (the report's note, the bench's breakdown)."""
+
+    rescored: int = 0
+    not_needed: int = 0
+    seconds: float = 0.0
 
 
 async def verified_decision(ctx: NodeContext, pool: Pool, strategy: Strategy,
                             request: GenerateRequest, candidates: list[Candidate],
                             decide: Callable[[Sequence[Candidate]], Decision], *,
-                            deadline: float) -> tuple[Decision, int]:
-    """Decide with every deciding claim checked; returns (decision, claims re-scored).
-
-    ``candidates`` is updated in place (verified figures, unverifiable claims dropped).
-    """
+                            deadline: float) -> tuple[Decision, Checks]:
+    """Decide with every deciding claim settled; ``candidates`` is updated in place
+    (verified figures, claims not needed or not checkable dropped)."""
     me = ctx.card
+    checks = Checks()
     checked: set[int] = set()
-    while True:
-        decision = decide(candidates)
-        suspects = [i for i in deciding_claims(strategy, candidates, decision)
-                    if i not in checked and candidates[i].node_id != me.node_id
-                    and candidates[i].mean_logprob is not None]
-        if not suspects:
-            return decision, len(checked)
-        for i in suspects:
-            cand = candidates[i]
-            verified = None
-            if cand.model_id == me.model_id and len(checked) < MAX_RESCORES:
-                verified = await _rescore(ctx, pool, request, cand.text, deadline)
-            checked.add(i)
-            candidates[i] = msgspec.structs.replace(cand, mean_logprob=verified,
-                                                    token_logprobs=None)
+    started = trio.current_time()
+
+    def peer_claim(i: int) -> bool:
+        cand = candidates[i]
+        return i not in checked and cand.node_id != me.node_id and \
+            cand.mean_logprob is not None
+
+    try:
+        while True:
+            decision = decide(candidates)
+            suspects = [i for i in deciding_claims(strategy, candidates, decision)
+                        if peer_claim(i)]
+            if not suspects:
+                return decision, checks
+            if strategy == "confidence" and _wins_without(candidates, decision, suspects,
+                                                           decide):
+                for i in suspects:
+                    candidates[i] = _with_claim(candidates[i], None)
+                checks.not_needed += len(suspects)
+                continue
+            if strategy == "best_of_n":
+                suspects = _in_line(candidates, suspects[0], peer_claim)
+            room = max(0, MAX_RESCORES - checks.rescored)
+            batch = [i for i in suspects if candidates[i].model_id == me.model_id][:room]
+            verified = await _rescore(ctx, pool, request,
+                                      [candidates[i].text for i in batch], deadline)
+            checks.rescored += len(batch)
+            for i in suspects:
+                checked.add(i)
+                candidates[i] = _with_claim(candidates[i], verified.get(batch.index(i))
+                                            if i in batch else None)
+    finally:
+        checks.seconds = trio.current_time() - started
 
 
-async def _rescore(ctx: NodeContext, pool: Pool, request: GenerateRequest, text: str,
-                   deadline: float) -> float | None:
-    """This node's model's mean log-probability of ``text`` (None: no time, no worker)."""
-    got: float | None = None
+def _with_claim(cand: Candidate, mean_logprob: float | None) -> Candidate:
+    return msgspec.structs.replace(cand, mean_logprob=mean_logprob, token_logprobs=None)
+
+
+def _wins_without(candidates: list[Candidate], decision: Decision, suspects: list[int],
+                  decide: Callable[[Sequence[Candidate]], Decision]) -> bool:
+    """Does the winning answer still win with the suspects' claims at the least
+    confidence? Only asked where each weight depends on its own claim alone."""
+    if any(c.mean_logprob is None for c in candidates) or \
+            len({c.model_id for c in candidates}) > 1 or not decision.answer_keys:
+        return False
+    floor = [_with_claim(c, _LEAST) if i in suspects else c for i, c in enumerate(candidates)]
+    alt = decide(floor)
+    return bool(alt.answer_keys) and \
+        alt.answer_keys[alt.winner] == decision.answer_keys[decision.winner]
+
+
+def _in_line(candidates: list[Candidate], winner: int,
+             unsettled: Callable[[int], bool]) -> list[int]:
+    """best_of_n: the winner and every unsettled peer claim above the best settled score
+    (local or checked), best first: whoever would win next if the ones above fell."""
+    settled = [c.mean_logprob for i, c in enumerate(candidates)
+               if not unsettled(i) and c.mean_logprob is not None]
+    bar = max(settled, default=float("-inf"))
+    above = [i for i, c in enumerate(candidates) if unsettled(i) and i != winner
+             and c.mean_logprob is not None and c.mean_logprob > bar]
+    return [winner, *sorted(above, key=lambda i: -(candidates[i].mean_logprob or 0.0))]
+
+
+async def _rescore(ctx: NodeContext, pool: Pool, request: GenerateRequest,
+                   texts: list[str], deadline: float) -> dict[int, float]:
+    """This node's model's mean log-probability of each text, by position (missing: no
+    time, no worker, or the engine cannot score). One worker request for all of them:
+    the first pass leaves the prompt in its cache, the others decode their answers only."""
+    got: dict[int, float] = {}
+    if not texts:
+        return got
 
     def on_event(event: WorkToken | WorkCandidate) -> None:
-        nonlocal got
-        if isinstance(event, WorkCandidate):
-            got = event.candidate.mean_logprob
+        if isinstance(event, WorkCandidate) and event.candidate.mean_logprob is not None \
+                and 0 <= event.index < len(texts):
+            got[event.index] = event.candidate.mean_logprob
 
     one = msgspec.structs.replace(request, n=1, first_index=0)
     with trio.move_on_at(deadline):
         try:
             async with ctx.scheduler.slot() as worker:
-                await pool.run(worker, new_request_id(), one, on_event=on_event, score=text)
+                await pool.run(worker, new_request_id(), one, on_event=on_event,
+                               score=tuple(texts))
         except ZswarmError:
-            return None
+            pass
     return got

@@ -226,12 +226,16 @@ def _serve_batched(link: _Link, engine: Any, parent_pid: int) -> None:
                 engine.clear_cache()
 
 
-def _score(link: _Link, engine: Engine, request: GenerateRequest, text: str, rid: str) -> None:
-    """Score ``text`` as the answer: one WorkCandidate with its mean log-probability."""
+def _score(link: _Link, engine: Engine, request: GenerateRequest, texts: tuple[str, ...],
+           rid: str) -> None:
+    """Score each text as the answer: a WorkCandidate each with its mean log-probability
+    (the first pass leaves the prompt in the prompt cache; the others decode their
+    answers only)."""
     score = getattr(engine, "score", None)  # a plugin engine may not score: None
-    mean = score(request, text) if score is not None else None
-    link.send(WorkCandidate(request_id=rid, index=0, candidate=Candidate(
-        text=text, finish_reason="stop", mean_logprob=mean)))
+    for k, text in enumerate(texts):
+        mean = score(request, text) if score is not None else None
+        link.send(WorkCandidate(request_id=rid, index=k, candidate=Candidate(
+            text=text, finish_reason="stop", mean_logprob=mean)))
     link.send(WorkDone(request_id=rid))
 
 

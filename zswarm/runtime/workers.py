@@ -235,12 +235,12 @@ class WorkerPool:
         *,
         on_event: Callable[[WorkToken | WorkCandidate], None],
         stream: bool = False,
-        score: str | None = None,
+        score: tuple[str, ...] | None = None,
     ) -> None:
         """Run one request on one (acquired) worker; tokens and candidates go to on_event.
 
-        With ``score``: the worker scores that text as the answer instead of generating
-        (one candidate, its mean_logprob the model's; Engine.score).
+        With ``score``: the worker scores those texts as answers instead of generating
+        (one candidate each, index = position, its mean_logprob the model's; Engine.score).
 
         Raises WorkerCrashed if the worker dies, or the engine's error. If the caller
         is cancelled, the worker is told to stop and the call returns once it has.

@@ -19,12 +19,17 @@ from zswarm.runtime.scheduler import Scheduler
 
 class InlinePool:
     def __init__(self, scheduler: Scheduler, *, workers: int = 1, answers: list[str] | None = None,
-                 delay_s: float = 0.0, model_id: str = "scripted") -> None:
+                 delay_s: float = 0.0, model_id: str = "scripted",
+                 logprob: float | None = None) -> None:
         self.scheduler = scheduler
         self.workers = {f"w{i}": None for i in range(workers)}
         self.answers = answers or ["42"]
         self.delay_s = delay_s
         self.model_id = model_id
+        #: every candidate's mean log-probability (None: none given)
+        self.logprob = logprob
+        #: the texts of every scoring request, one list per request
+        self.scored: list[list[str]] = []
 
     async def serve(self, *, task_status: trio.TaskStatus[InlinePool] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -35,15 +40,17 @@ class InlinePool:
 
     async def run(self, worker_name: str, request_id: str, request: GenerateRequest, *,
                   on_event: Callable[[WorkToken | WorkCandidate], None],
-                  stream: bool = False, score: str | None = None) -> None:
+                  stream: bool = False, score: tuple[str, ...] | None = None) -> None:
         if self.delay_s:
             await trio.sleep(self.delay_s)
         if score is not None:  # the answers are this "model's": anything else is unlikely
-            on_event(WorkCandidate(request_id=request_id, index=0, candidate=Candidate(
-                text=score, finish_reason="stop", mean_logprob=-0.5 if score in self.answers
-                else -5.0)))
+            self.scored.append(list(score))
+            for k, text in enumerate(score):
+                on_event(WorkCandidate(request_id=request_id, index=k, candidate=Candidate(
+                    text=text, finish_reason="stop", mean_logprob=-0.5 if text in self.answers
+                    else -5.0)))
             return
         for i in range(request.n):
             text = self.answers[(request.first_index + i) % len(self.answers)]
             on_event(WorkCandidate(request_id=request_id, index=i, candidate=Candidate(
-                text=text, finish_reason="stop", tokens=1)))
+                text=text, finish_reason="stop", tokens=1, mean_logprob=self.logprob)))
