@@ -5,8 +5,8 @@ one thread), and A with a second node B pinned to CPU 1 (a static peer; candidat
 over both). The same questions (bench/data/questions.jsonl, the held-out half, every
 kind) are asked one at a time through A's HTTP API with the `openai` client, every mode
 in turn before the next question (each mode first as often as the others: the first
-decodes the prompt, the rest find it in the prompt cache): ``confidence``, ``best_of_n`` and ``majority`` at
-n = 8 and n = 16, T = 0.7, 12 tokens at most. Then ``route`` throughput: two clients
+decodes the prompt, the rest find it in the prompt cache): ``confidence``, ``best_of_n``
+and ``majority`` at n = 8 and n = 16, T = 0.7, 12 tokens at most. Then ``route`` throughput: two clients
 asking at once (n = 1) for a fixed number of questions, questions per second.
 
 Per mode: time per question (p50, p95) in each setup and their ratio (two / one; ideal
