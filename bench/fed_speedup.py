@@ -14,7 +14,10 @@ Per mode: time per question (p50, p95) in each setup and their ratio (two / one;
 report: planning, each node's last candidate (A's own, B's), waiting for the slowest
 (gathering end minus the first node's last candidate), re-scoring peers' claims
 (runtime/verify.py), deciding, and the HTTP door (client wall time minus the node's
-total). Prints one JSON line; writes results/fed_speedup[_quick].{json,md}.
+total). The one-node setup also measures the time of a share of 1, 2 and 4 candidates
+(best_of_n, which waits for all; 8 and 16 from its modes): the curve docs/scale.md
+predicts larger swarms from. Prints one JSON line; writes
+results/fed_speedup[_quick].{json,md}.
 
     python bench/fed_speedup.py            # 100 questions
     python bench/fed_speedup.py --quick    # 30 questions
@@ -45,6 +48,8 @@ MODES = tuple((s, n) for s in ("confidence", "best_of_n", "majority") for n in (
 TEMPERATURE = 0.7
 MAX_TOKENS = 12
 ROUTE_CLIENTS = 2
+#: share sizes whose time one node is measured at (beside n = 8 and 16)
+CURVE = (1, 2, 4)
 
 Record = dict[str, Any]
 
@@ -111,9 +116,15 @@ def breakdown(report: dict[str, Any], wall_s: float) -> Record:
             "door_ms": wall_s * 1000 - t.get("total_ms", 0.0)}
 
 
-def run_setup(swarm: Swarm, questions: list[dict[str, Any]]) -> dict[str, list[Record]]:
+def run_setup(swarm: Swarm, questions: list[dict[str, Any]], *, curve: bool = False
+              ) -> dict[str, list[Record]]:
+    """Every mode for every question; with ``curve`` also best_of_n at n = 1, 2, 4 (it
+    waits for all: the time one node takes for a share of that size)."""
     out: dict[str, list[Record]] = {f"{s}_n{n}": [] for s, n in MODES}
     for i, q in enumerate(questions):
+        for c in CURVE if curve else ():
+            report, _, wall = swarm.ask(q["question"], strategy="best_of_n", n=c)
+            out.setdefault(f"share_{c}", []).append(breakdown(report, wall))
         # the first mode of a question also decodes its prompt (later ones find it in the
         # prompt cache): every mode goes first equally often
         for s, n in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
@@ -206,13 +217,19 @@ def main() -> None:
         print(f"{setup} node(s)", file=sys.stderr, flush=True)
         swarm = Swarm(tmp / setup, two=setup == "two")
         try:
-            runs[setup] = run_setup(swarm, questions)
+            runs[setup] = run_setup(swarm, questions, curve=setup == "one")
             rates[setup] = route_rate(swarm, questions)
         finally:
             swarm.close()
     modes = {f"{s}_n{n}": summary(runs["one"][f"{s}_n{n}"], runs["two"][f"{s}_n{n}"])
              for s, n in MODES}
+    one = runs["one"]
+    share_ms = {c: round(statistics.median(r["gather_ms"] for r in one[f"share_{c}"]), 1)
+                for c in CURVE}
+    share_ms |= {n: round(statistics.median(r["gather_ms"] for r in one[f"best_of_n_n{n}"]), 1)
+                 for n in (8, 16)}
     figures = {"questions": len(questions), "modes": modes,
+               "one_node_share_ms": share_ms,
                "route_q_per_s": [round(rates["one"], 2), round(rates["two"], 2)],
                "route_ratio": round(rates["two"] / rates["one"], 2)}
     name = "fed_speedup" + ("_quick" if args.quick else "")
@@ -223,7 +240,8 @@ def main() -> None:
     line = {"questions": len(questions), "route_ratio": figures["route_ratio"],
             **{m: {k: v[k] for k in ("ratio_p50", "ratio_p95", "accuracy", "p50_s")}
                for m, v in modes.items()},
-            "confidence_n8_breakdown_ms": modes["confidence_n8"]["two_breakdown_ms"]}
+            "confidence_n8_breakdown_ms": modes["confidence_n8"]["two_breakdown_ms"],
+            "one_node_share_ms": share_ms}
     print(json.dumps(line))
 
 

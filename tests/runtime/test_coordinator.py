@@ -297,3 +297,18 @@ async def test_the_next_ask_gives_a_slower_peer_a_smaller_share(make, autojump_c
                                       deadline=within(30), early_stop=False)
     shares = {p.node: p.requested for p in second.participants}
     assert shares["me"] > 4 > shares["slow"] >= 1 and sum(shares.values()) == 8
+
+
+async def test_only_the_claim_that_tips_the_answer_is_rescored(make, autojump_clock):
+    """42 needs one of its two peer claims to beat 41: the less confident one is spared
+    (42 still wins with it at the least confidence), the other is re-scored."""
+    peers = ScriptedPeers(sure=Behaviour(["42"], logprob=-0.5),
+                          unsure=Behaviour(["42"], logprob=-2.0),
+                          other=Behaviour(["41"], logprob=-1.0))
+    coordinator = await make(peers, local_logprob=-3.0)
+    answer, report = await coordinator.ask(ask_request(4), strategy="confidence",
+                                           deadline=within(10))
+    assert answer == "42" and coordinator.pool.scored == [["42"]]
+    assert "1 peer score(s) checked" in report.note and "1 peer score(s) not needed" in report.note
+    by_node = {c.node: c.mean_logprob for c in report.candidates}
+    assert by_node["sure"] == -0.5 and by_node["unsure"] is None  # checked; dropped

@@ -5,11 +5,12 @@ candidates whose log-probabilities helped decide (core/consensus.deciding_claims
 settled, and the strategy decides again, until no unsettled claim decides:
 
 - **not needed**: under ``confidence``, when every candidate carries a log-probability
-  of one model (so each weight depends on its own claim only), claims that the winning
+  of one model (so each weight depends on its own claim only), the claims the winning
   answer does not need - it still wins with them at the least confidence there is
-  (CONFIDENCE_FLOOR) - are dropped without a pass: a checked figure could only be
-  higher than that, so it could not change the answer, and dropping them keeps a liar's
-  text from being the one shown;
+  (CONFIDENCE_FLOOR), taken least confident first - are not checked: a checked figure
+  could only be higher than that. The others are checked; once the answer stands on
+  what is checked, the claims not needed are dropped (so a liar's text is not the one
+  shown for its claim);
 - **checked**: the others are re-scored with the local model (Engine.score, a
   teacher-forced pass over the candidate's tokens whose prompt the worker holds in its
   prompt cache), all of them in one worker slot; under ``best_of_n`` every peer claim
@@ -77,20 +78,22 @@ async def verified_decision(ctx: NodeContext, pool: Pool, strategy: Strategy,
                         if peer_claim(i)]
             if not suspects:
                 return decision, checks
-            if strategy == "confidence" and _wins_without(candidates, decision, suspects,
-                                                           decide):
-                for i in suspects:
+            spare = _not_needed(candidates, decision, suspects, decide) \
+                if strategy == "confidence" else []
+            if len(spare) == len(suspects):  # the answer stands on what is settled
+                for i in spare:
                     candidates[i] = _with_claim(candidates[i], None)
-                checks.not_needed += len(suspects)
-                continue
+                checks.not_needed += len(spare)
+                return decide(candidates), checks
             if strategy == "best_of_n":
                 suspects = _in_line(candidates, suspects[0], peer_claim)
+            need = [i for i in suspects if i not in spare]
             room = max(0, MAX_RESCORES - checks.rescored)
-            batch = [i for i in suspects if candidates[i].model_id == me.model_id][:room]
+            batch = [i for i in need if candidates[i].model_id == me.model_id][:room]
             verified = await _rescore(ctx, pool, request,
                                       [candidates[i].text for i in batch], deadline)
             checks.rescored += len(batch)
-            for i in suspects:
+            for i in need:
                 checked.add(i)
                 candidates[i] = _with_claim(candidates[i], verified.get(batch.index(i))
                                             if i in batch else None)
@@ -102,17 +105,26 @@ def _with_claim(cand: Candidate, mean_logprob: float | None) -> Candidate:
     return msgspec.structs.replace(cand, mean_logprob=mean_logprob, token_logprobs=None)
 
 
-def _wins_without(candidates: list[Candidate], decision: Decision, suspects: list[int],
-                  decide: Callable[[Sequence[Candidate]], Decision]) -> bool:
-    """Does the winning answer still win with the suspects' claims at the least
-    confidence? Only asked where each weight depends on its own claim alone."""
+def _not_needed(candidates: list[Candidate], decision: Decision, suspects: list[int],
+                decide: Callable[[Sequence[Candidate]], Decision]) -> list[int]:
+    """The suspects (confidence) whose claims the winning answer does not need: it still
+    wins with all of them at the least confidence there is. Taken least confident first,
+    as long as the answer stands. Only where each weight depends on its own claim alone
+    (every candidate has one, of one model); elsewhere none."""
     if any(c.mean_logprob is None for c in candidates) or \
             len({c.model_id for c in candidates}) > 1 or not decision.answer_keys:
-        return False
-    floor = [_with_claim(c, _LEAST) if i in suspects else c for i, c in enumerate(candidates)]
-    alt = decide(floor)
-    return bool(alt.answer_keys) and \
-        alt.answer_keys[alt.winner] == decision.answer_keys[decision.winner]
+        return []
+    key = decision.answer_keys[decision.winner]
+    spare: list[int] = []
+    trial = list(candidates)
+    for i in sorted(suspects, key=lambda i: candidates[i].mean_logprob or 0.0):
+        trial[i] = _with_claim(candidates[i], _LEAST)
+        alt = decide(trial)
+        if alt.answer_keys and alt.answer_keys[alt.winner] == key:
+            spare.append(i)
+        else:
+            trial[i] = candidates[i]
+    return spare
 
 
 def _in_line(candidates: list[Candidate], winner: int,
