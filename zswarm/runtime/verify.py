@@ -13,7 +13,7 @@ settled, and the strategy decides again, until no unsettled claim decides:
   shown for its claim);
 - **checked**: the others are re-scored with the local model (Engine.score, a
   teacher-forced pass over the candidate's tokens whose prompt the worker holds in its
-  prompt cache), all of them in one worker slot; under ``best_of_n`` every peer claim
+  prompt cache), all of them in one worker request; under ``best_of_n`` every peer claim
   above the best checked or local score at once (the next in line when the first
   falls), and their claims replaced by the verified figures. At most MAX_RESCORES per
   request;
