@@ -161,7 +161,10 @@ async def test_a_budget_over_rpc_spends_waves_on_both_nodes(cluster):
     await wait_peers(a, alive("b"))
     _, report = await ask(a, 16, "majority", adaptive=True)
     assert (report.budget, report.waves, report.stop) == (16, 2, "no agreement")
-    assert {p.node: p.requested for p in report.participants} == {"a": 4, "b": 4}
+    # both nodes in both waves; the second wave's split follows the speeds the first
+    # measured (runtime/speeds.py), so 2 + 2 then 2 + 2, or 3 + 1
+    shares = {p.node: p.requested for p in report.participants}
+    assert set(shares) == {"a", "b"} and sum(shares.values()) == 8 and min(shares.values()) >= 2
 
 
 async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(cluster):

@@ -256,7 +256,8 @@ async def test_a_peer_claim_the_answer_wins_without_is_not_rescored(make, autoju
                           other=Behaviour(["41"], logprob=-3.0))
     coordinator = await make(peers, local_logprob=-1.0)
     answer, report = await coordinator.ask(ask_request(3), strategy="confidence",
-                                           deadline=within(10))
+                                           deadline=within(10),
+                                           early_stop=False)  # every claim arrives
     assert answer == "42" and coordinator.pool.scored == []
     assert "1 peer score(s) not needed" in report.note and "checked" not in report.note
     (agrees,) = [c for c in report.candidates if c.node == "agrees"]
@@ -268,7 +269,8 @@ async def test_a_deciding_lie_is_rescored_and_loses(make, autojump_clock):
                           honest=Behaviour(["42"], logprob=-3.0))
     coordinator = await make(peers, local_logprob=-3.0)
     answer, report = await coordinator.ask(ask_request(3), strategy="confidence",
-                                           deadline=within(10))
+                                           deadline=within(10),
+                                           early_stop=False)  # every claim arrives
     assert answer == "42" and coordinator.pool.scored == [["41"]]
     assert "1 peer score(s) checked by this node's model" in report.note
 
@@ -280,7 +282,8 @@ async def test_best_of_n_checks_every_claim_in_line_in_one_slot(make, autojump_c
                           p2=Behaviour(["40"], logprob=-0.2))
     coordinator = await make(peers, local_logprob=-2.0)
     answer, report = await coordinator.ask(ask_request(3), strategy="best_of_n",
-                                           deadline=within(10))
+                                           deadline=within(10),
+                                           early_stop=False)  # every claim arrives
     assert answer == "42" and coordinator.pool.scored == [["41", "40"]]
     assert "2 peer score(s) checked" in report.note
 
@@ -307,7 +310,8 @@ async def test_only_the_claim_that_tips_the_answer_is_rescored(make, autojump_cl
                           other=Behaviour(["41"], logprob=-1.0))
     coordinator = await make(peers, local_logprob=-3.0)
     answer, report = await coordinator.ask(ask_request(4), strategy="confidence",
-                                           deadline=within(10))
+                                           deadline=within(10),
+                                           early_stop=False)  # every claim arrives
     assert answer == "42" and coordinator.pool.scored == [["42"]]
     assert "1 peer score(s) checked" in report.note and "1 peer score(s) not needed" in report.note
     by_node = {c.node: c.mean_logprob for c in report.candidates}
