@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from zswarm import client, pull
+from zswarm import client, pull, statedir
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
@@ -378,13 +378,6 @@ def _inbound(config: Config, running_rpc: str | None, key: SwarmKey | None
                           "accepts no inbound connections); it serves this node all the same")
 
 
-def _node_id(config: Config) -> str:
-    try:
-        return (config.state_path / "node_id").read_text().strip()
-    except OSError:
-        return ""  # made at the node's first start
-
-
 def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool = True
                ) -> list[Finding]:
     """Every check, in the order a person would look; ConfigError for a bad swarm key file."""
@@ -409,7 +402,7 @@ def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool 
         findings.append(Finding("model", FAIL, f"{exc.kind}: {exc}", "check [model] path "
                                 "(or path = \"default\" for the embedded default model)"))
         model, check_model = "", False
-    me = NodeCard(node_id=_node_id(config) or "-", name=config.node.name, model_id=model,
+    me = NodeCard(node_id=statedir.node_id(config) or "-", name=config.node.name, model_id=model,
                   workers=config.node.workers, rpc="", pub="", swarm=fed.swarm,
                   key=key.fingerprint if key else "")
     findings += _ports(config, address, running_pid)

@@ -50,6 +50,14 @@ def _problem(config: Config, what: str, exc: OSError) -> ConfigError:
     return ConfigError(f"{config.source}: node.state_dir: {what}: {exc.strerror or exc}")
 
 
+def node_id(config: Config) -> str:
+    """The node id kept in the state dir, without making one ("" before the first start)."""
+    try:
+        return (config.state_path / "node_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def load_node_id(config: Config) -> NodeId:
     """The node's persistent id (state_dir/node_id), created on first start."""
     path = config.state_path / "node_id"

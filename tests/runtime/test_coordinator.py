@@ -249,15 +249,20 @@ async def test_a_fixed_n_reports_no_budget(make, autojump_clock):
     assert (report.budget, report.waves, report.stop) == (0, 1, "")
 
 
+async def every_claim(coordinator: Coordinator, n: int, strategy: str):
+    """Ask and wait for every candidate (no early stop: which claims arrive before one
+    is not these tests' to pin)."""
+    return await coordinator.ask(ask_request(n), strategy=strategy, deadline=within(10),
+                                 early_stop=False)
+
+
 async def test_a_peer_claim_the_answer_wins_without_is_not_rescored(make, autojump_clock):
     """42 wins on this node's own candidate even with the agreeing peer's claim at the
     least confidence: no pass is spent on it (its claim is dropped, not believed)."""
     peers = ScriptedPeers(agrees=Behaviour(["42"], logprob=-1.0),
                           other=Behaviour(["41"], logprob=-3.0))
     coordinator = await make(peers, local_logprob=-1.0)
-    answer, report = await coordinator.ask(ask_request(3), strategy="confidence",
-                                           deadline=within(10),
-                                           early_stop=False)  # every claim arrives
+    answer, report = await every_claim(coordinator, 3, "confidence")
     assert answer == "42" and coordinator.pool.scored == []
     assert "1 peer score(s) not needed" in report.note and "checked" not in report.note
     (agrees,) = [c for c in report.candidates if c.node == "agrees"]
@@ -268,9 +273,7 @@ async def test_a_deciding_lie_is_rescored_and_loses(make, autojump_clock):
     peers = ScriptedPeers(liar=Behaviour(["41"], logprob=0.0),
                           honest=Behaviour(["42"], logprob=-3.0))
     coordinator = await make(peers, local_logprob=-3.0)
-    answer, report = await coordinator.ask(ask_request(3), strategy="confidence",
-                                           deadline=within(10),
-                                           early_stop=False)  # every claim arrives
+    answer, report = await every_claim(coordinator, 3, "confidence")
     assert answer == "42" and coordinator.pool.scored == [["41"]]
     assert "1 peer score(s) checked by this node's model" in report.note
 
@@ -281,9 +284,7 @@ async def test_best_of_n_checks_every_claim_in_line_in_one_slot(make, autojump_c
     peers = ScriptedPeers(p1=Behaviour(["41"], logprob=-0.1),
                           p2=Behaviour(["40"], logprob=-0.2))
     coordinator = await make(peers, local_logprob=-2.0)
-    answer, report = await coordinator.ask(ask_request(3), strategy="best_of_n",
-                                           deadline=within(10),
-                                           early_stop=False)  # every claim arrives
+    answer, report = await every_claim(coordinator, 3, "best_of_n")
     assert answer == "42" and coordinator.pool.scored == [["41", "40"]]
     assert "2 peer score(s) checked" in report.note
 
@@ -309,9 +310,7 @@ async def test_only_the_claim_that_tips_the_answer_is_rescored(make, autojump_cl
                           unsure=Behaviour(["42"], logprob=-2.0),
                           other=Behaviour(["41"], logprob=-1.0))
     coordinator = await make(peers, local_logprob=-3.0)
-    answer, report = await coordinator.ask(ask_request(4), strategy="confidence",
-                                           deadline=within(10),
-                                           early_stop=False)  # every claim arrives
+    answer, report = await every_claim(coordinator, 4, "confidence")
     assert answer == "42" and coordinator.pool.scored == [["42"]]
     assert "1 peer score(s) checked" in report.note and "1 peer score(s) not needed" in report.note
     by_node = {c.node: c.mean_logprob for c in report.candidates}
