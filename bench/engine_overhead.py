@@ -14,6 +14,7 @@ import time
 import trio
 from _common import bench_config, report_tok_s_ratio, story_request
 
+from zswarm.asks import Ask
 from zswarm.engines.loader import load_engine
 from zswarm.runtime.swarm import local_swarm
 
@@ -31,16 +32,14 @@ def main() -> None:
 
     async def run() -> None:
         async with local_swarm(cfg) as swarm:
-            await swarm.coordinator.ask(request, strategy="first_valid",  # warm
-                                        deadline=trio.current_time() + 120)
+            await swarm.coordinator.ask(Ask(request, "first_valid", 120_000))  # warm
             engine.generate(request)  # warm
             for _ in range(reps):
                 t0 = time.perf_counter()
                 [c] = engine.generate(request)
                 direct.append(c.tokens / (time.perf_counter() - t0))
                 t0 = time.perf_counter()
-                _, report = await swarm.coordinator.ask(request, strategy="first_valid",
-                                                        deadline=trio.current_time() + 120)
+                _, report = await swarm.coordinator.ask(Ask(request, "first_valid", 120_000))
                 node.append(report.candidates[0].tokens / (time.perf_counter() - t0))
 
     trio.run(run)

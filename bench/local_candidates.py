@@ -15,6 +15,7 @@ import time
 import trio
 from _common import bench_config, median, story_request, write_results
 
+from zswarm.asks import Ask
 from zswarm.core.messages import GenerateRequest
 from zswarm.engines.loader import load_engine
 from zswarm.runtime.swarm import local_swarm
@@ -37,14 +38,12 @@ def main() -> None:
 
     async def run() -> None:
         async with local_swarm(cfg) as swarm:
-            await swarm.coordinator.ask(request(1, 16), strategy="best_of_n",
-                                        deadline=trio.current_time() + 120)
+            await swarm.coordinator.ask(Ask(request(1, 16), "best_of_n", 120_000))
             for _ in range(reps):
                 for n in NS:
                     t0 = time.perf_counter()
                     _, report = await swarm.coordinator.ask(
-                        request(n, tokens), strategy="best_of_n",
-                        deadline=trio.current_time() + 300)
+                        Ask(request(n, tokens), "best_of_n", 300_000))
                     node_times[n].append(time.perf_counter() - t0)
                     assert all(c.tokens == tokens for c in report.candidates)
 

@@ -1,13 +1,18 @@
-"""The one builder of a GenerateRequest from a config's defaults and a caller's choices.
+"""The ask as a value, and the one builder of it from a config's defaults and a caller's choices.
 
-Owns: which config keys fill what a caller leaves out ([generation] max_tokens,
-temperature, top_p, top_k, system_prompt; [consensus] n or budget: ``choose_count``),
+Owns: ``Ask`` - one client's ask with every default resolved (the request, the checked
+strategy, the deadline, whether n is a budget, early stop, which model and peers),
+built by ``build`` at every door (`zswarm ask`, the RPC ClientRequest, the OpenAI
+routes) and handed unchanged to runtime/serving.serve_ask and Coordinator.ask; and
+the GenerateRequest inside it: which config keys fill what a caller leaves out
+([generation] max_tokens, temperature, top_p, top_k, system_prompt; [consensus]
+strategy, n or budget: ``choose_count``; [scheduler] default_deadline_ms),
 and checking the result against the message types' own constraints (msgspec.convert, never the bare
 constructor: a request the workers could not decode must not reach them). A value out
 of range is a RequestRefused whose ``field`` is the request's dotted path ("n",
 "params.top_p", "messages[0].content"), for each door to name in its own words (a CLI
-option, an OpenAI parameter). Used by `zswarm ask` (cli_ask.py) and the OpenAI routes
-(http/openai.py). Of the node's limits it applies only ``check_count`` to a count the
+option, an OpenAI parameter). Used by `zswarm ask`, the RPC server (runtime/rpc.py) and
+the OpenAI routes (http/openai.py). Of the node's limits it applies only ``check_count`` to a count the
 caller gave (so every door shows the node's range); the rest are core/limits.admit's,
 after.
 """
@@ -15,17 +20,55 @@ after.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 
 from zswarm.config import Config
 from zswarm.core import codec
-from zswarm.core.limits import check_count, check_one_count
+from zswarm.core.limits import check_count, check_one_count, check_strategy, deadline_s
 from zswarm.core.messages import GenerateRequest
+from zswarm.core.plan import AskStrategy
 from zswarm.errors import RequestRefused
 
 
-def choose_count(config: Config, strategy: str, *, n: int | None = None,
+@dataclass(frozen=True)
+class Ask:
+    """One client's ask, every default resolved: what the coordinator answers."""
+
+    request: GenerateRequest
+    strategy: AskStrategy
+    #: how long it may take, from when the coordinator starts it
+    deadline_ms: int
+    #: ``request.n`` is a budget, spent in waves until settled (core/stopping.py)
+    adaptive: bool = False
+    #: False: wait for every candidate (OpenAI ``n`` choices) before deciding
+    early_stop: bool = True
+    #: another model than this node's: the peers serving it answer
+    model_id: str | None = None
+    #: the peers that may be asked (node ids; () = this node only; None = any)
+    peers: tuple[str, ...] | None = None
+
+
+def build(config: Config, request: GenerateRequest, *, strategy: str | None = None,
+          deadline_ms: int | None = None, adaptive: bool = False, early_stop: bool = True,
+          model_id: str | None = None, peers: Sequence[str] | None = None) -> Ask:
+    """The Ask of ``request``: None takes the config's strategy and deadline. A strategy
+    that is unknown (or cannot spend a budget) or a deadline out of range is a
+    RequestRefused naming the field ("strategy", "budget", "deadline_ms"). The node's
+    limits on the request itself are checked when it is served (core/limits.admit)."""
+    checked = check_strategy(strategy_of(config, strategy), adaptive=adaptive)
+    ms = round(deadline_s(config.limits, deadline_ms) * 1000)
+    return Ask(request, checked, ms, adaptive=adaptive, early_stop=early_stop,
+               model_id=model_id, peers=None if peers is None else tuple(peers))
+
+
+def strategy_of(config: Config, name: str | None) -> str:
+    """The strategy a caller named, else the config's (checked by ``build``)."""
+    return name or config.consensus.strategy
+
+
+def choose_count(config: Config, strategy: str | None, *, n: int | None = None,
                  budget: int | None = None, temperature: float | None = None
                  ) -> tuple[int, bool]:
     """How many candidates an ask gets, and whether that is a budget (adaptive): the
@@ -40,7 +83,7 @@ def choose_count(config: Config, strategy: str, *, n: int | None = None,
     if n is not None:
         check_count(config.limits, "n", n)
         return n, False
-    count, adaptive = config.consensus.count_for(strategy)
+    count, adaptive = config.consensus.count_for(strategy_of(config, strategy))
     if adaptive and (config.generation.temperature if temperature is None else temperature) == 0:
         return 1, False
     return count, adaptive

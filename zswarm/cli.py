@@ -12,10 +12,11 @@ import trio
 import typer
 
 from zswarm import __version__, cli_ask, cli_node, cli_swarm, client, views
+from zswarm.asks import Ask
 from zswarm.client import NodeGone
 from zswarm.config import Config, load_config
 from zswarm.core.limits import admit
-from zswarm.core.messages import GenerateRequest, PeerInfo, Report
+from zswarm.core.messages import PeerInfo, Report
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.core.text import printable
 from zswarm.errors import (
@@ -175,23 +176,19 @@ def ask(
         _setup_logging(True)
     question = cli_ask.question(prompt, prompt_file)
     cfg = _load(config)
-    strategy = strategy or cfg.consensus.strategy
-    request, adaptive = cli_ask.request(cfg, question, strategy, n=n, budget=budget,
-                                        max_tokens=max_tokens, temperature=temperature,
-                                        seed=seed, system=system)
-    deadline_ms = cfg.scheduler.default_deadline_ms
+    ask = cli_ask.build(cfg, question, strategy, n=n, budget=budget, max_tokens=max_tokens,
+                        temperature=temperature, seed=seed, system=system)
     key = _key(cfg)
     node, where = cli_ask.where_to_ask(cfg, key, node_endpoint, local, config)
     try:
         if node is not None:
             with node:
-                reply = node.ask(request, strategy=strategy, deadline_ms=deadline_ms,
-                                 adaptive=adaptive)
+                reply = node.ask(ask.request, strategy=ask.strategy,
+                                 deadline_ms=ask.deadline_ms, adaptive=ask.adaptive)
             answer, report = reply.answer, reply.report
         else:
-            admit(cfg.limits, request)  # before loading a model for it (strategy: above)
-            answer, report = trio.run(_ask_local, cfg, request, strategy, deadline_ms,
-                                      adaptive)
+            admit(cfg.limits, ask.request)  # before loading a model for it
+            answer, report = trio.run(_ask_local, cfg, ask)
     except NodeGone as exc:  # the node died (or vanished) with the question in it
         _out(f"error: {exc}. Is it running? `zswarm peers{cli_ask.config_arg(config)}` or "
              f"`zswarm doctor{cli_ask.config_arg(config)}` say; start it again with `zswarm "
@@ -204,17 +201,15 @@ def ask(
         _out(f"error: {exc}" if bad_input else f"error: {exc.kind}: {exc}", err=True)
         raise typer.Exit(2 if bad_input else 1) from None
     cli_ask.show(answer, report, where=where, as_json=as_json, explain=explain,
-                 max_tokens=request.params.max_tokens)
+                 max_tokens=ask.request.params.max_tokens)
 
 
-async def _ask_local(cfg: Config, request: GenerateRequest, strategy: str,
-                     deadline_ms: int, adaptive: bool) -> tuple[str, Report]:
+async def _ask_local(cfg: Config, ask: Ask) -> tuple[str, Report]:
+    from zswarm.runtime.serving import serve_ask
     from zswarm.runtime.swarm import local_swarm
-    from zswarm.runtime.votes import serve_ask
 
     async with local_swarm(cfg) as swarm:  # the same path as a node's RPC and HTTP asks
-        return await serve_ask(swarm.ctx, swarm.coordinator, request, strategy=strategy,
-                               deadline_ms=deadline_ms, adaptive=adaptive)
+        return await serve_ask(swarm.ctx, swarm.coordinator, ask)
 
 
 @app.command()

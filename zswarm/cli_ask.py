@@ -16,11 +16,10 @@ from pathlib import Path
 
 import typer
 
-from zswarm import client, views
-from zswarm.asks import choose_count, new_request
+from zswarm import asks, client, views
+from zswarm.asks import Ask, choose_count, new_request
 from zswarm.config import ENDPOINT, Config
-from zswarm.core.limits import check_strategy
-from zswarm.core.messages import GenerateRequest, Report
+from zswarm.core.messages import Report
 from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey
 
@@ -44,18 +43,17 @@ def question(prompt: str | None, prompt_file: Path | None) -> str:
     return text
 
 
-def request(cfg: Config, question: str, strategy: str, *, n: int | None,
-            budget: int | None, max_tokens: int | None, temperature: float | None,
-            seed: int | None, system: str | None) -> tuple[GenerateRequest, bool]:
-    """The request from the config's defaults and the options, and whether its n is a
-    budget (exit 2 naming a bad option; the strategy is judged by the node's own rule)."""
+def build(cfg: Config, question: str, strategy: str | None, *, n: int | None,
+          budget: int | None, max_tokens: int | None, temperature: float | None,
+          seed: int | None, system: str | None) -> Ask:
+    """The ask from the config's defaults and the options (exit 2 naming a bad option)."""
     try:
         count, adaptive = choose_count(cfg, strategy, n=n, budget=budget,
                                        temperature=temperature)
-        check_strategy(strategy, adaptive=adaptive)
-        return new_request(cfg, messages=[{"role": "user", "content": question}],
-                           system=system, n=count, max_tokens=max_tokens,
-                           temperature=temperature, seed=seed), adaptive
+        request = new_request(cfg, messages=[{"role": "user", "content": question}],
+                              system=system, n=count, max_tokens=max_tokens,
+                              temperature=temperature, seed=seed)
+        return asks.build(cfg, request, strategy=strategy, adaptive=adaptive)
     except RequestRefused as exc:
         option = _OPTION_OF.get(exc.field)
         said = str(exc)  # "budget must be 1 to 16 ..." reads "--budget must be 1 to 16 ..."

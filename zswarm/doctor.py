@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import trio
 
 from zswarm import client, pull, statedir
+from zswarm.asks import Ask
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
@@ -325,8 +326,7 @@ async def _model(config: Config) -> Finding:
     try:
         async with local_swarm(one) as swarm:
             loaded = time.perf_counter()
-            await swarm.coordinator.ask(request, strategy="first_valid",
-                                        deadline=trio.current_time() + 120)
+            await swarm.coordinator.ask(Ask(request, "first_valid", 120_000))
     except ZswarmError as exc:
         fix = ("a worker that dies on the first token (SIGILL) runs a llama.cpp built for "
                "another CPU: rebuild with ./scripts/install.sh (portable flags, see README)"

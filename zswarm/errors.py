@@ -1,7 +1,26 @@
 """The zswarm error tree: every failure a user or peer can see has a type here.
 
-Adapters translate library errors into these (``raise X(...) from exc``);
-nothing outside this module invents new top-level exceptions.
+    ZswarmError                  kind "error"
+    +-- ConfigError              "config": a bad file or key; the message names it
+    +-- LocalProtocolError       "local_protocol": a bug on our side of a protocol
+    +-- RemoteProtocolError      "protocol": bytes we cannot accept (``reason`` counted)
+    |   +-- RequestRefused       (same kind): over this node's limits; ``field`` names why
+    |   +-- DuplicateRequest     "duplicate_request": a request id still in flight
+    +-- InternalError            "internal": a bug that costs one request
+    +-- PeerUnavailable          "unavailable": unreachable, or gone mid-request
+    +-- NoQuorum                 "no_quorum": no usable candidate arrived
+    +-- Overloaded               "overloaded": backpressure; ``retry_after_s``
+    |   +-- Loading              "loading": the model is not loaded yet
+    |   +-- Draining             "draining": the node is shutting down
+    +-- DeadlineExceeded         "deadline"
+    +-- InferenceError           "inference": the engine or its worker failed
+    |   +-- WorkerCrashed        "worker_crashed"
+    +-- ModelNotFound            "model_not_found"
+
+``kind`` travels on the wire and in HTTP error bodies; ``ERROR_KINDS`` (derived from
+the classes below) turns it back into a type. Adapters translate library errors into
+these (``raise X(...) from exc``); nothing outside this module invents new top-level
+exceptions.
 """
 
 from __future__ import annotations
@@ -130,26 +149,16 @@ class ModelNotFound(ZswarmError):
     kind = "model_not_found"
 
 
-ERROR_KINDS: dict[str, type[ZswarmError]] = {
-    cls.kind: cls
-    for cls in (
-        ZswarmError,
-        ConfigError,
-        LocalProtocolError,
-        RemoteProtocolError,
-        DuplicateRequest,
-        InternalError,
-        PeerUnavailable,
-        NoQuorum,
-        Overloaded,
-        Loading,
-        Draining,
-        DeadlineExceeded,
-        InferenceError,
-        WorkerCrashed,
-        ModelNotFound,
-    )
-}
+def _kinds(root: type[ZswarmError]) -> dict[str, type[ZswarmError]]:
+    """Every class of the tree by its kind; a subclass that keeps its parent's kind
+    (RequestRefused) does not replace the parent."""
+    kinds = {root.kind: root}
+    for sub in root.__subclasses__():
+        kinds = {**_kinds(sub), **kinds}
+    return kinds
+
+
+ERROR_KINDS: dict[str, type[ZswarmError]] = _kinds(ZswarmError)
 
 
 def error_from_kind(kind: str, message: str) -> ZswarmError:

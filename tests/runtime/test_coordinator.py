@@ -6,14 +6,15 @@ pin down fan-out, early stop, route fallback, outcomes and demotion requests exa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
-from tests.helpers import conversation, question, within
+from tests.helpers import conversation, question
+from zswarm.asks import Ask
 from zswarm.config import parse_config
 from zswarm.core.messages import Candidate, GenerateRequest, Load, NodeCard, PeerInfo
 from zswarm.core.peers import Peer, PeerState
@@ -49,7 +50,7 @@ class ScriptedPeers:
         self.asked: list[str] = []
         self.unanswered_calls: list[str] = []
 
-    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
         return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
                          p.load.queue_depth)
                 for p in self.table.values() if p.card.model_id == model_id
@@ -105,7 +106,7 @@ async def make(nursery):
 async def test_majority_over_local_and_peers_reports_every_participant(make, autojump_clock):
     peers = ScriptedPeers(b=Behaviour(["41"]), c=Behaviour(["41"], delay_s=0.5))
     coordinator = await make(peers)
-    answer, report = await coordinator.ask(ask_request(3), strategy="majority", deadline=within(10))
+    answer, report = await coordinator.ask(Ask(ask_request(3), "majority", 10_000))
     assert answer == "41" and sorted(peers.asked) == ["b", "c"]
     assert {p.node: p.outcome for p in report.participants} == {
         "me": "answered", "b": "answered", "c": "answered"}
@@ -115,8 +116,7 @@ async def test_first_valid_stops_early_and_cancels_the_stragglers(make, autojump
     peers = ScriptedPeers(b=Behaviour(delay_s=30), c=Behaviour(delay_s=30))
     coordinator = await make(peers)
     t0 = trio.current_time()
-    answer, report = await coordinator.ask(ask_request(3), strategy="first_valid",
-                                           deadline=within(60))
+    answer, report = await coordinator.ask(Ask(ask_request(3), "first_valid", 60_000))
     assert answer == "42" and trio.current_time() - t0 < 1
     assert {p.node: p.outcome for p in report.participants} == {
         "me": "answered", "b": "cancelled", "c": "cancelled"}
@@ -126,7 +126,7 @@ async def test_first_valid_stops_early_and_cancels_the_stragglers(make, autojump
 async def test_a_silent_peer_times_out_and_is_reported_for_demotion(make, autojump_clock):
     peers = ScriptedPeers(b=Behaviour(hang=True))
     coordinator = await make(peers, vote_deadline_s=2.0)
-    answer, report = await coordinator.ask(ask_request(2), strategy="majority", deadline=within(10))
+    answer, report = await coordinator.ask(Ask(ask_request(2), "majority", 10_000))
     assert answer == "42"
     (b,) = [p for p in report.participants if p.node == "b"]
     assert b.outcome == "timeout" and "b: timeout" in report.note
@@ -145,7 +145,7 @@ async def test_route_falls_back_to_this_node_when_the_routed_peer_fails(make, au
     async with trio.open_nursery() as nursery:
         nursery.start_soon(busy_for_a_moment)
         await trio.testing.wait_all_tasks_blocked()
-        answer, report = await coordinator.ask(ask_request(1), strategy="route", deadline=within(10))
+        answer, report = await coordinator.ask(Ask(ask_request(1), "route", 10_000))
     assert peers.asked == ["b"] and answer == "42"
     assert "routed node failed; answered locally" in report.note
     assert {p.node: p.outcome for p in report.participants} == {"b": "failed", "me": "answered"}
@@ -159,7 +159,7 @@ async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_
             hold.start_soon(coordinator.ctx.scheduler.acquire)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(Overloaded) as info:
-            await coordinator.ask(ask_request(2), strategy="majority", deadline=within(10))
+            await coordinator.ask(Ask(ask_request(2), "majority", 10_000))
         assert info.value.retry_after_s == 3.0
         hold.cancel_scope.cancel()
 
@@ -167,8 +167,7 @@ async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_
 async def test_a_peer_only_model_with_no_peer_is_no_quorum(make, autojump_clock):
     coordinator = await make(ScriptedPeers())
     with pytest.raises(NoQuorum, match="no ALIVE peer serves the model"):
-        await coordinator.ask(ask_request(1), strategy="first_valid", deadline=within(1),
-                              model_id="other@123")
+        await coordinator.ask(Ask(ask_request(1), "first_valid", 1000, model_id="other@123"))
 
 
 async def test_route_sends_a_conversations_next_turn_to_the_node_that_answered_it(
@@ -176,36 +175,33 @@ async def test_route_sends_a_conversations_next_turn_to_the_node_that_answered_i
     peers = ScriptedPeers(b=Behaviour(["from b"]))
     coordinator = await make(peers, local=["from me"], local_delay_s=1.0)
     async with trio.open_nursery() as nursery:  # the only local worker is busy for a while
-        nursery.start_soon(partial(coordinator.ask, ask_request(1), strategy="majority",
-                                   deadline=within(10)))
+        nursery.start_soon(coordinator.ask, Ask(ask_request(1), "majority", 10_000))
         await trio.sleep(0.1)
-        answer, _ = await coordinator.ask(conversation("hi"), strategy="route", deadline=within(10))
+        answer, _ = await coordinator.ask(Ask(conversation("hi"), "route", 10_000))
         assert answer == "from b"  # the least loaded node
     # the local worker is free again (a tie, which this node would win), but b holds the
     # conversation in its prompt cache: its next turn goes there
-    answer, _ = await coordinator.ask(conversation("hi", "from b", "more"), strategy="route",
-                                      deadline=within(10))
+    answer, _ = await coordinator.ask(Ask(conversation("hi", "from b", "more"), "route", 10_000))
     assert answer == "from b"
-    answer, _ = await coordinator.ask(conversation("another"), strategy="route", deadline=within(10))
+    answer, _ = await coordinator.ask(Ask(conversation("another"), "route", 10_000))
     assert answer == "from me"  # a new conversation: least loaded, this node
     # the home is busy (a vote of ours in flight there): the least loaded node answers
     peers.table["b"].load = Load(workers_ready=1, idle_workers=0, queue_depth=2)
-    answer, _ = await coordinator.ask(conversation("hi", "from b", "more", "from b", "again"),
-                                      strategy="route", deadline=within(10))
+    answer, _ = await coordinator.ask(
+        Ask(conversation("hi", "from b", "more", "from b", "again"), "route", 10_000))
     assert answer == "from me"
 
 
 async def test_a_conversations_next_turn_goes_to_the_worker_that_holds_it(make, autojump_clock):
     coordinator = await make(None, workers=2)
-    _, first = await coordinator.ask(conversation("hi"), strategy="majority", deadline=within(10))
+    _, first = await coordinator.ask(Ask(conversation("hi"), "majority", 10_000))
     home = first.candidates[0].worker
     for turn in range(3):  # other conversations in between, and the next turns
         for other in range(2):  # which would leave the next idle worker the other one
-            await coordinator.ask(conversation(f"other {turn} {other}"), strategy="majority",
-                                  deadline=within(10))
+            await coordinator.ask(Ask(conversation(f"other {turn} {other}"), "majority", 10_000))
         _, report = await coordinator.ask(
-            conversation("hi", "42", *(x for t in range(turn) for x in (f"q{t}", "42")),
-                         f"q{turn}"), strategy="majority", deadline=within(10))
+            Ask(conversation("hi", "42", *(x for t in range(turn) for x in (f"q{t}", "42")),
+                         f"q{turn}"), "majority", 10_000))
         assert report.candidates[0].worker == home
 
 
@@ -215,8 +211,8 @@ WORDS = "apple pear plum fig date grape melon mango peach cherry lemon guava oli
 
 async def test_a_budget_stops_once_the_answer_is_settled(make, autojump_clock):
     coordinator = await make(None)
-    answer, report = await coordinator.ask(ask_request(16), strategy="confidence",
-                                           deadline=within(10), adaptive=True)
+    answer, report = await coordinator.ask(
+        Ask(ask_request(16), "confidence", 10_000, adaptive=True))
     assert answer == "42"
     assert (len(report.candidates), report.waves, report.budget, report.stop) == \
         (3, 1, 16, "settled")
@@ -226,8 +222,7 @@ async def test_a_budget_stops_once_the_answer_is_settled(make, autojump_clock):
 
 async def test_a_budget_of_scattered_answers_stops_at_half_as_no_agreement(make, autojump_clock):
     coordinator = await make(None, local=WORDS)
-    _, report = await coordinator.ask(ask_request(16), strategy="majority", deadline=within(10),
-                                      adaptive=True)
+    _, report = await coordinator.ask(Ask(ask_request(16), "majority", 10_000, adaptive=True))
     assert (len(report.candidates), report.waves, report.stop) == (8, 2, "no agreement")
     # each wave continues the seeds (first_index) of the one before: 8 different answers
     assert len({c.text for c in report.candidates}) == 8
@@ -236,8 +231,7 @@ async def test_a_budget_of_scattered_answers_stops_at_half_as_no_agreement(make,
 async def test_waves_are_spread_over_the_swarm_like_a_fixed_n(make, autojump_clock):
     peers = ScriptedPeers(b=Behaviour(["kiwi", "lime"]))
     coordinator = await make(peers, local=WORDS)
-    _, report = await coordinator.ask(ask_request(16), strategy="majority", deadline=within(10),
-                                      adaptive=True)
+    _, report = await coordinator.ask(Ask(ask_request(16), "majority", 10_000, adaptive=True))
     assert peers.asked == ["b", "b"]  # asked in both waves
     assert {p.node: p.requested for p in report.participants} == {"me": 4, "b": 4}
     assert (len(report.candidates), report.waves, report.stop) == (8, 2, "no agreement")
@@ -245,15 +239,14 @@ async def test_waves_are_spread_over_the_swarm_like_a_fixed_n(make, autojump_clo
 
 async def test_a_fixed_n_reports_no_budget(make, autojump_clock):
     coordinator = await make(None)
-    _, report = await coordinator.ask(ask_request(4), strategy="majority", deadline=within(10))
+    _, report = await coordinator.ask(Ask(ask_request(4), "majority", 10_000))
     assert (report.budget, report.waves, report.stop) == (0, 1, "")
 
 
 async def every_claim(coordinator: Coordinator, n: int, strategy: str):
     """Ask and wait for every candidate (no early stop: which claims arrive before one
     is not these tests' to pin)."""
-    return await coordinator.ask(ask_request(n), strategy=strategy, deadline=within(10),
-                                 early_stop=False)
+    return await coordinator.ask(Ask(ask_request(n), strategy, 10_000, early_stop=False))
 
 
 async def test_a_peer_claim_the_answer_wins_without_is_not_rescored(make, autojump_clock):
@@ -294,11 +287,9 @@ async def test_the_next_ask_gives_a_slower_peer_a_smaller_share(make, autojump_c
     for the same share, the split follows the measured speeds (runtime/speeds.py)."""
     peers = ScriptedPeers(slow=Behaviour(["42"], delay_s=3.0))
     coordinator = await make(peers, local_delay_s=1.0)
-    _, first = await coordinator.ask(ask_request(8), strategy="majority", deadline=within(30),
-                                     early_stop=False)
+    _, first = await coordinator.ask(Ask(ask_request(8), "majority", 30_000, early_stop=False))
     assert {p.node: p.requested for p in first.participants} == {"me": 4, "slow": 4}
-    _, second = await coordinator.ask(ask_request(8), strategy="majority",
-                                      deadline=within(30), early_stop=False)
+    _, second = await coordinator.ask(Ask(ask_request(8), "majority", 30_000, early_stop=False))
     shares = {p.node: p.requested for p in second.participants}
     assert shares["me"] > 4 > shares["slow"] >= 1 and sum(shares.values()) == 8
 

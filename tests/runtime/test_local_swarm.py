@@ -8,7 +8,8 @@ import signal
 import pytest
 import trio
 
-from tests.helpers import conversation, question, within
+from tests.helpers import conversation, question
+from zswarm.asks import Ask
 from zswarm.core.messages import GenerateRequest, SamplingParams
 from zswarm.errors import DeadlineExceeded, ModelNotFound, Overloaded
 from zswarm.runtime.swarm import local_swarm
@@ -23,8 +24,7 @@ async def test_ask_with_candidates_from_two_workers(config_factory):
     cfg = config_factory(node={"workers": 2})
     async with local_swarm(cfg) as swarm:
         answer, report = await swarm.coordinator.ask(
-            question("What is 2 + 3?", n=4, max_tokens=24, seed=1), strategy="majority",
-            deadline=within(60))
+            Ask(question("What is 2 + 3?", n=4, max_tokens=24, seed=1), "majority", 60_000))
         assert answer == report.candidates[report.winner].text
         assert {c.worker for c in report.candidates} == {"w0", "w1"}
         assert len(report.candidates) >= 3 and report.strategy == "majority"
@@ -39,8 +39,8 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
 
         async def long_request():
             result.append(await swarm.coordinator.ask(
-                question("Write a long story.", max_tokens=400, ignore_eos=True, seed=2),
-                strategy="first_valid", deadline=within(60)))
+                Ask(question("Write a long story.", max_tokens=400, ignore_eos=True, seed=2),
+                    "first_valid", 60_000)))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_request)
@@ -54,8 +54,8 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
         assert report.candidates[0].tokens == 400
         await wait_until_async(lambda: swarm.scheduler.workers_ready == 2, 10.0)
         assert busy[0].restarts == 1
-        answer, _ = await swarm.coordinator.ask(question("Say hi.", max_tokens=8),
-                                                strategy="first_valid", deadline=within(30))
+        answer, _ = await swarm.coordinator.ask(
+            Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000))
         assert answer
 
 
@@ -67,9 +67,9 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
 
         async def long_request():
             try:
-                await swarm.coordinator.ask(question("Write a long story.", max_tokens=400,
-                                                ignore_eos=True), strategy="first_valid",
-                                            deadline=within(60), on_token=lambda i, t: tokens.append(t))
+                story = question("Write a long story.", max_tokens=400, ignore_eos=True)
+                await swarm.coordinator.ask(Ask(story, "first_valid", 60_000),
+                                            on_token=lambda i, t: tokens.append(t))
             except Exception as exc:  # noqa: BLE001 - the test inspects it
                 errors.append(exc)
 
@@ -78,8 +78,8 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
             await wait_until_async(lambda: len(tokens) > 0, 10.0)
             os.kill(swarm.pool.workers["w0"].pid, signal.SIGKILL)
         assert len(errors) == 1 and "died" in str(errors[0]) and "SIGKILL" in str(errors[0])
-        answer, _ = await swarm.coordinator.ask(question("Say hi.", max_tokens=8),
-                                                strategy="first_valid", deadline=within(30))
+        answer, _ = await swarm.coordinator.ask(
+            Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000))
         assert answer
 
 
@@ -89,11 +89,10 @@ async def test_overload_fails_fast(config_factory):
         long = question("Write a long story.", max_tokens=500, ignore_eos=True)
         async with trio.open_nursery() as nursery:
             for _ in range(cfg.model.cache_slots + 1):  # each slot runs one, one waits
-                nursery.start_soon(lambda: swarm.coordinator.ask(long, strategy="first_valid",
-                                                                 deadline=within(60)))
+                nursery.start_soon(lambda: swarm.coordinator.ask(Ask(long, "first_valid", 60_000)))
             await wait_until_async(lambda: swarm.scheduler.queue_depth == 1, 10.0)
             with trio.fail_after(2), pytest.raises(Overloaded, match="queue full"):
-                await swarm.coordinator.ask(long, strategy="first_valid", deadline=within(60))
+                await swarm.coordinator.ask(Ask(long, "first_valid", 60_000))
             nursery.cancel_scope.cancel()
 
 
@@ -101,14 +100,13 @@ async def test_deadline_cancels_the_worker_and_frees_it(config_factory):
     cfg = config_factory()
     async with local_swarm(cfg) as swarm:
         with pytest.raises(DeadlineExceeded):
-            await swarm.coordinator.ask(question("Write a long story.", max_tokens=4000,
-                                            ignore_eos=True),
-                                        strategy="first_valid", deadline=within(0.5))
+            await swarm.coordinator.ask(Ask(question("Write a long story.", max_tokens=4000,
+                                            ignore_eos=True), "first_valid", 500))
         # the worker confirmed the cancel before the call returned: it is idle again
         with trio.fail_after(1):
             await wait_until_async(lambda: swarm.scheduler.idle_workers == 1, 10.0)
-        answer, _ = await swarm.coordinator.ask(question("Say hi.", max_tokens=8),
-                                                strategy="first_valid", deadline=within(30))
+        answer, _ = await swarm.coordinator.ask(
+            Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000))
         assert answer
 
 
@@ -117,9 +115,9 @@ async def test_cancel_of_caller_stops_generation_within_a_second(config_factory)
     async with local_swarm(cfg) as swarm:
         tokens: list[str] = []
         with trio.move_on_after(0.5):
-            await swarm.coordinator.ask(question("Write a long story.", max_tokens=4000,
-                                            ignore_eos=True), strategy="first_valid",
-                                        deadline=within(60), on_token=lambda i, t: tokens.append(t))
+            story = question("Write a long story.", max_tokens=4000, ignore_eos=True)
+            await swarm.coordinator.ask(Ask(story, "first_valid", 60_000),
+                                        on_token=lambda i, t: tokens.append(t))
         count = len(tokens)
         assert swarm.scheduler.idle_workers == 1
         await trio.sleep(0.3)  # measuring that nothing more arrives, not synchronising
@@ -141,10 +139,9 @@ async def test_ctransformers_backend_through_a_worker(config_factory, tmp_path):
     cfg = config_factory(model={"path": str(tiny.path), "backend": "ctransformers",
                                 "model_type": "gpt2", "memory_limit_mib": 4096})
     async with local_swarm(cfg) as swarm:
-        answer, report = await swarm.coordinator.ask(
-            GenerateRequest(prompt="abc", n=2, params=SamplingParams(max_tokens=6, seed=1,
-                                                                      ignore_eos=True)),
-            strategy="best_of_n", deadline=within(30))
+        request = GenerateRequest(prompt="abc", n=2,
+                                  params=SamplingParams(max_tokens=6, seed=1, ignore_eos=True))
+        answer, report = await swarm.coordinator.ask(Ask(request, "best_of_n", 30_000))
         assert len(report.candidates) == 2 and all(c.tokens == 6 for c in report.candidates)
         assert swarm.pool.model_id.startswith("tiny.bin@")
 
@@ -156,11 +153,11 @@ async def test_confidence_prefers_the_real_models_confident_answer_to_an_unsure_
     from zswarm.core.consensus import decide
 
     async with local_swarm(config_factory()) as swarm:
-        ask = swarm.coordinator.ask
-        _, sure = await ask(question("What is the capital of France?", max_tokens=8, temperature=0.0),
-                            strategy="first_valid", deadline=within(60))
-        _, hot = await ask(question("What is the capital of France?", max_tokens=8, temperature=1.8,
-                               seed=3), strategy="first_valid", deadline=within(60))
+        q = "What is the capital of France?"
+        _, sure = await swarm.coordinator.ask(
+            Ask(question(q, max_tokens=8, temperature=0.0), "first_valid", 60_000))
+        _, hot = await swarm.coordinator.ask(
+            Ask(question(q, max_tokens=8, temperature=1.8, seed=3), "first_valid", 60_000))
     confident, unsure = sure.candidates[0], hot.candidates[0]
     assert confident.mean_logprob is not None and unsure.mean_logprob is not None
     assert confident.mean_logprob - unsure.mean_logprob > 1.0, (confident, unsure)
@@ -191,8 +188,8 @@ async def test_concurrent_requests_run_together_on_one_worker(config_factory):
 
         async def one(i: int) -> None:
             answer, report = await swarm.coordinator.ask(
-                question(f"Count to {i + 10}.", max_tokens=48, ignore_eos=True),
-                strategy="first_valid", deadline=within(60))
+                Ask(question(f"Count to {i + 10}.", max_tokens=48, ignore_eos=True),
+                    "first_valid", 60_000))
             results.append(report.candidates[0])
 
         async with trio.open_nursery() as nursery:
@@ -210,8 +207,7 @@ async def test_a_killed_worker_loses_only_its_own_cache(config_factory):
         first: dict[str, object] = {}
 
         async def turn1(key: str, question: str) -> None:
-            answer, report = await swarm.coordinator.ask(
-                chat(question), strategy="first_valid", deadline=within(60))
+            answer, report = await swarm.coordinator.ask(Ask(chat(question), "first_valid", 60_000))
             first[key] = (answer, report.candidates[0])
 
         async with trio.open_nursery() as nursery:  # together: one on each worker
@@ -224,12 +220,12 @@ async def test_a_killed_worker_loses_only_its_own_cache(config_factory):
         os.kill(old_pid, signal.SIGKILL)
         await wait_until_async(lambda: victim.ready and victim.pid != old_pid, 30.0)
         # y's worker kept its cache: the next turn decodes only what is new
-        _, ry = await swarm.coordinator.ask(chat("Name a city.", ay, "Another one."),
-                                            strategy="first_valid", deadline=within(60))
+        _, ry = await swarm.coordinator.ask(
+            Ask(chat("Name a city.", ay, "Another one."), "first_valid", 60_000))
         assert ry.candidates[0].worker == cy.worker
         assert ry.candidates[0].cached_tokens >= cy.prompt_tokens
         # x's cache died with its worker: x is answered from scratch, and no worse
-        _, rx = await swarm.coordinator.ask(chat("Name a colour.", ax, "Another one."),
-                                            strategy="first_valid", deadline=within(60))
+        _, rx = await swarm.coordinator.ask(
+            Ask(chat("Name a colour.", ax, "Another one."), "first_valid", 60_000))
         cand = rx.candidates[0]
         assert cand.text and cand.cached_tokens < cx.prompt_tokens

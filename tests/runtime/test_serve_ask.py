@@ -1,19 +1,24 @@
-"""serve_ask: the one path of a client's ask (RPC and HTTP call it): state, limits, count."""
+"""serve_ask: the one path of a client's ask (RPC and HTTP call it): state, limits, count;
+and the ask each door builds (zswarm/asks.build): every default resolved."""
 
 from __future__ import annotations
 
 import pytest
 
+from zswarm import asks
+from zswarm.asks import Ask
+from zswarm.config import parse_config
 from zswarm.core.messages import ChatMessage, GenerateRequest, NodeCard
 from zswarm.errors import Draining, Loading, RequestRefused
 from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.serving import serve_ask
 from zswarm.runtime.swarm import serving
-from zswarm.runtime.votes import serve_ask
 from zswarm.testing.inline import InlinePool
 
-ASK = GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=1)
+QUESTION = GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=1)
+ASK = Ask(QUESTION, "majority", 5000)
 
 
 async def test_refusals_and_answers_are_counted_in_one_place(config_factory):
@@ -23,17 +28,37 @@ async def test_refusals_and_answers_are_counted_in_one_place(config_factory):
     pool = InlinePool(ctx.scheduler, workers=1)
     coordinator = Coordinator(ctx, pool, NoPeers())
     with pytest.raises(Loading):  # before the workers are up
-        await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_ms=5000)
+        await serve_ask(ctx, coordinator, ASK)
     async with serving(ctx, pool):
-        answer, report = await serve_ask(ctx, coordinator, ASK, strategy="majority",
-                                         deadline_ms=5000)
+        answer, report = await serve_ask(ctx, coordinator, ASK)
         assert answer and report.candidates
         with pytest.raises(RequestRefused):  # over this node's limit of n
-            await serve_ask(ctx, coordinator, GenerateRequest(messages=ASK.messages, n=17),
-                            strategy="majority", deadline_ms=5000)
-        with pytest.raises(RequestRefused):  # a deadline out of range: counted the same
-            await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_ms=0)
+            await serve_ask(ctx, coordinator,
+                            Ask(GenerateRequest(messages=QUESTION.messages, n=17), "majority",
+                                5000))
         ctx.state = "draining"
         with pytest.raises(Draining):
-            await serve_ask(ctx, coordinator, ASK, strategy="majority", deadline_ms=5000)
-    assert dict(ctx.stats.errors) == {"loading": 1, "protocol": 2, "draining": 1}
+            await serve_ask(ctx, coordinator, ASK)
+    assert dict(ctx.stats.errors) == {"loading": 1, "protocol": 1, "draining": 1}
+
+
+def test_an_ask_is_built_with_every_default_resolved():
+    cfg = parse_config({"consensus": {"strategy": "best_of_n"},
+                        "scheduler": {"default_deadline_ms": 7000}})
+    ask = asks.build(cfg, QUESTION)
+    assert (ask.strategy, ask.deadline_ms, ask.adaptive, ask.early_stop, ask.peers) == (
+        "best_of_n", 7000, False, True, None)
+    chosen = asks.build(cfg, QUESTION, strategy="majority", deadline_ms=250, peers=[])
+    assert (chosen.strategy, chosen.deadline_ms, chosen.peers) == ("majority", 250, ())
+
+
+@pytest.mark.parametrize(("choice", "field"), [
+    ({"strategy": "loudest"}, "strategy"),
+    ({"strategy": "first_valid", "adaptive": True}, "budget"),
+    ({"deadline_ms": 0}, "deadline_ms"),
+    ({"deadline_ms": 3_600_001}, "deadline_ms"),
+])
+def test_an_ask_that_cannot_be_built_names_its_field(choice, field):
+    with pytest.raises(RequestRefused) as info:
+        asks.build(parse_config({}), QUESTION, **choice)
+    assert info.value.field == field

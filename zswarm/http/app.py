@@ -37,7 +37,7 @@ from zswarm.http.status import PAGE_FILES, page, status
 from zswarm.net.addresses import interfaces
 from zswarm.net.guard import QuietLog
 from zswarm.net.security import http_token
-from zswarm.runtime.votes import serve_vote
+from zswarm.runtime.serving import serve_vote
 
 log = logging.getLogger(__name__)
 #: clients' mistakes are logged at most once per route and status every 10 s
@@ -236,12 +236,13 @@ class VoteIn(msgspec.Struct):
     """POST /v1/federation/vote: the JSON form of a VoteRequest."""
 
     request: GenerateRequest
-    deadline_ms: int = 30_000
+    #: None: the node's default ([scheduler] default_deadline_ms)
+    deadline_ms: int | None = None
     request_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 async def federation_vote(request: Request) -> Response:
-    """The VoteRequest of the ZMQ protocol as JSON: served like a ZeroMQ vote (runtime/votes.py)."""
+    """The VoteRequest of the ZMQ protocol as JSON: served like a ZeroMQ vote (runtime/serving.py)."""
     node: HttpNode = request.app.state.node
     body = await read_body(request, node.config.http)
     vote_in = openai.decode(body, VoteIn)

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -26,8 +26,8 @@ from zswarm.core.messages import Report
 from zswarm.errors import InternalError, RequestRefused, ZswarmError
 from zswarm.http import openai
 from zswarm.http.base import HttpNode, from_zswarm, read_body
-from zswarm.http.openai import ApiError, Ask
-from zswarm.runtime.votes import serve_ask
+from zswarm.http.openai import ApiAsk, ApiError
+from zswarm.runtime.serving import serve_ask
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,12 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
     req: openai.ChatCompletionRequest | openai.CompletionRequest = (
         openai.decode(body, openai.ChatCompletionRequest) if kind == "chat"
         else openai.decode(body, openai.CompletionRequest))
-    ask = openai.to_ask(req, node.config)
-    model_id = resolve_model(node, ask.model)
+    model_id = resolve_model(node, req.model)
+    ask = openai.to_ask(req, node.config, model_id)
     sse = _Sse(kind, ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id(),
                model_id or node.ctx.card.model_id, ask)
     if ask.stream:
-        return await _stream(request, node, sse, model_id)
+        return await _stream(request, node, sse)
     result: list[tuple[str, Report]] = []
     errors: list[ZswarmError] = []
     async with trio.open_nursery() as nursery:
@@ -87,7 +87,7 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
 
         async def work() -> None:
             try:
-                result.append(await _ask(node, ask, model_id, None))
+                result.append(await serve_ask(node.ctx, node.coordinator, ask.ask))
             except ZswarmError as exc:
                 errors.append(exc)
             nursery.cancel_scope.cancel()
@@ -103,19 +103,10 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
                         headers=_headers(report))
 
 
-async def _ask(node: HttpNode, ask: Ask, model_id: str | None,
-               on_token: Callable[[int, str], None] | None) -> tuple[str, Report]:
-    return await serve_ask(
-        node.ctx, node.coordinator, ask.request, strategy=ask.strategy,
-        deadline_ms=ask.deadline_ms, on_token=on_token, model_id=model_id,
-        peers=ask.peers, early_stop=ask.choices <= 1,  # n choices: every candidate is one
-        adaptive=ask.adaptive)
-
-
-def _api_error(exc: ZswarmError, ask: Ask) -> ApiError:
+def _api_error(exc: ZswarmError, ask: ApiAsk) -> ApiError:
     """A request over this node's limits names the OpenAI parameter (422); the rest map
     by kind (base.from_zswarm)."""
-    return openai.refused(exc, ask) if isinstance(exc, RequestRefused) else from_zswarm(exc)
+    return openai.refused(exc, ask.n_given) if isinstance(exc, RequestRefused) else from_zswarm(exc)
 
 
 # --- streams ------------------------------------------------------------------------
@@ -147,7 +138,7 @@ class _Sse:
     kind: openai.Kind
     rid: str
     model: str
-    ask: Ask
+    ask: ApiAsk
     #: did any token go out? (not when the answer came from a peer, or for n > 1)
     streamed: bool = False
 
@@ -177,8 +168,7 @@ class _Sse:
         return "".join(out)
 
 
-async def _stream(request: Request, node: HttpNode, sse: _Sse, model_id: str | None
-                  ) -> Response:
+async def _stream(request: Request, node: HttpNode, sse: _Sse) -> Response:
     """Server-sent events: tokens as they come (one candidate), else the choices at the end.
 
     The generation runs in the node's nursery (it outlives this handler, which returns
@@ -186,7 +176,7 @@ async def _stream(request: Request, node: HttpNode, sse: _Sse, model_id: str | N
     """
     send, receive = trio.open_memory_channel[_Event](math.inf)
     scope = trio.CancelScope()
-    node.nursery.start_soon(_generate, node, sse, model_id, send, scope)
+    node.nursery.start_soon(_generate, node, sse, send, scope)
     first = await _first(request, receive)
     if first is None:
         scope.cancel()
@@ -207,11 +197,11 @@ async def _stream(request: Request, node: HttpNode, sse: _Sse, model_id: str | N
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",
-                                      "x-zswarm-strategy": sse.ask.strategy})
+                                      "x-zswarm-strategy": sse.ask.ask.strategy})
 
 
-async def _generate(node: HttpNode, sse: _Sse, model_id: str | None,
-                    send: trio.MemorySendChannel[_Event], scope: trio.CancelScope) -> None:
+async def _generate(node: HttpNode, sse: _Sse, send: trio.MemorySendChannel[_Event],
+                    scope: trio.CancelScope) -> None:
     """The ask behind a stream: its tokens (one candidate only) and its end, into ``send``."""
 
     def on_token(index: int, text: str) -> None:
@@ -223,8 +213,9 @@ async def _generate(node: HttpNode, sse: _Sse, model_id: str | None,
         with scope:
             event: _Event
             try:
-                _, report = await _ask(node, sse.ask, model_id,
-                                       on_token if sse.ask.request.n == 1 else None)
+                ask = sse.ask.ask
+                _, report = await serve_ask(node.ctx, node.coordinator, ask,
+                                            on_token=on_token if ask.request.n == 1 else None)
                 event = _Done(report)
             except ZswarmError as exc:
                 event = _Failed(exc)

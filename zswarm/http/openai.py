@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from zswarm import asks
 from zswarm.asks import choose_count, new_request
 from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.messages import (
     MAX_MESSAGES,
-    GenerateRequest,
     Report,
     ReportCandidate,
 )
@@ -118,24 +118,17 @@ def decode(body: bytes, kind: type[_Shape]) -> _Shape:
 
 
 @dataclass(frozen=True)
-class Ask:
-    """What the coordinator is asked to do for one HTTP request."""
+class ApiAsk:
+    """One OpenAI request: the ask (zswarm/asks.py) and how its answer is shaped."""
 
-    request: GenerateRequest
-    strategy: str
-    #: None: the node's default (checked with the node's limits when served)
-    deadline_ms: int | None
-    #: None = every peer; [] = this node only; else peer names or ids
-    peers: list[str] | None
+    ask: asks.Ask
     #: OpenAI ``n``: how many choices the response carries
     choices: int
     stream: bool
+    #: the model the client named (the response names it back)
     model: str
-    extras: dict[str, object] = field(default_factory=dict)
     #: zswarm.n was given (a refused n names it, not OpenAI's n)
     n_given: bool = False
-    #: request.n is a budget (core/stopping.py)
-    adaptive: bool = False
 
 
 #: core/limits.py's field names -> the OpenAI request's
@@ -147,16 +140,17 @@ def _unprocessable(message: str, param: str) -> ApiError:
     return ApiError(422, message, param=param, code="invalid_value")
 
 
-def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> Ask:
-    """Build the generate request (422 naming the parameter for a value out of range;
-    this node's limits are checked when it is served: runtime/votes.serve_ask)."""
+def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config,
+           model_id: str | None) -> ApiAsk:
+    """Build the ask (422 naming the parameter for a value out of range; this node's
+    limits are checked when it is served: runtime/serving.serve_ask). ``model_id``: the
+    model the client named, when it is not this node's."""
     opts = req.zswarm or ZswarmOptions()
     max_tokens = req.max_tokens
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
         max_tokens = req.max_completion_tokens
     if req.n < 1:
         raise _unprocessable("n must be at least 1", "n")
-    strategy = opts.strategy or config.consensus.strategy
     if opts.budget is not None and req.n > 1:
         raise _unprocessable("zswarm.budget gives one answer; n > 1 asks for every candidate "
                              "(use zswarm.n)", "zswarm.budget")
@@ -164,7 +158,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
         if opts.n is None and opts.budget is None and req.n > 1:
             n, adaptive = req.n, False
         else:
-            n, adaptive = choose_count(config, strategy, n=opts.n, budget=opts.budget,
+            n, adaptive = choose_count(config, opts.strategy, n=opts.n, budget=opts.budget,
                                        temperature=req.temperature)
     except RequestRefused as exc:
         raise _unprocessable(str(exc), "zswarm.n" if exc.field == "n" else "zswarm.budget"
@@ -203,15 +197,20 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config) -> As
         param = "zswarm.n" if field == "n" and opts.n is not None else field or "messages"
         raise _unprocessable(f"{param} {str(exc).removeprefix(exc.field).strip()}",
                              param) from None
-    return Ask(request=request, strategy=strategy, deadline_ms=opts.deadline_ms, peers=peers,
-               choices=req.n, stream=req.stream, model=req.model, n_given=opts.n is not None,
-               adaptive=adaptive)
+    try:
+        ask = asks.build(config, request, strategy=opts.strategy, deadline_ms=opts.deadline_ms,
+                         adaptive=adaptive, early_stop=req.n <= 1,  # n choices: each one
+                         model_id=model_id, peers=peers)
+    except RequestRefused as exc:
+        raise refused(exc, opts.n is not None) from None
+    return ApiAsk(ask, choices=req.n, stream=req.stream, model=req.model,
+                  n_given=opts.n is not None)
 
 
-def refused(exc: RequestRefused, ask: Ask) -> ApiError:
-    """A request over this node's limits (runtime/votes.serve_ask): 422 naming the
-    OpenAI parameter that set the field."""
-    return _unprocessable(str(exc), "zswarm.n" if ask.n_given and exc.field == "n"
+def refused(exc: RequestRefused, n_given: bool) -> ApiError:
+    """A request over this node's limits (runtime/serving.serve_ask): 422 naming the
+    OpenAI parameter that set the field (``n_given``: zswarm.n did)."""
+    return _unprocessable(str(exc), "zswarm.n" if n_given and exc.field == "n"
                           else _PARAMS.get(exc.field, exc.field))
 
 

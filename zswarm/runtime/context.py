@@ -12,7 +12,7 @@ its peer table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -114,10 +114,10 @@ class Pool(Protocol):
 class Peers(Protocol):
     """What the rest of the node may ask of the swarm (runtime/federation.py answers)."""
 
-    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
         """ALIVE peers serving ``model_id`` that may be sent votes, with their load.
 
-        ``allowed`` limits them to these node ids (None = any, [] = none); never names,
+        ``allowed`` limits them to these node ids (None = any, empty = none); never names,
         which a peer chooses and may change.
         """
         ...
@@ -155,7 +155,7 @@ class Peers(Protocol):
 class NoPeers:
     """The swarm of a node without federation: nobody to ask."""
 
-    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
         return []
 
     def peer_name(self, node_id: str) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
+from zswarm.asks import Ask
 from zswarm.core.affinity import Homes, conversation_keys
 from zswarm.core.consensus import (
     SCORED_STRATEGIES,
@@ -80,39 +81,33 @@ class Coordinator:
         s = self.ctx.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
-    async def ask(self, request: GenerateRequest, *, strategy: AskStrategy, deadline: float,
-                  on_token: TokenSink | None = None, model_id: str | None = None,
-                  peers: list[str] | None = None, early_stop: bool = True,
-                  adaptive: bool = False) -> tuple[str, Report]:
-        """Answer one request; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
+    async def ask(self, ask: Ask, *, on_token: TokenSink | None = None
+                  ) -> tuple[str, Report]:
+        """Answer one ask; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
 
-        ``deadline`` is absolute (``trio.current_time()``): every scope of the ask (the
-        round, each vote, the check of peers' scores) ends by it.
-
-        ``model_id`` other than this node's sends the request to peers serving that model;
-        ``peers`` limits which peers may be asked (node ids; [] = this node only).
-        ``early_stop=False`` waits for every candidate (OpenAI ``n`` choices) before deciding.
-        ``adaptive``: ``request.n`` is a budget, spent in waves (core/stopping.py).
-        Every request is recorded (``NodeStats.recent``) with its report or its error.
+        Its deadline starts now: every scope of the ask (the round, each vote, the check
+        of peers' scores) ends by it. ``on_token``: a one-candidate ask's tokens as they
+        come. Every ask is recorded (``NodeStats.recent``) with its report or its error.
         """
         started = time.time()
+        deadline = trio.current_time() + ask.deadline_ms / 1000
+        request = ask.request
         question = _question(request)
         try:
-            answer, report = await self._ask(request, strategy, deadline, on_token, model_id,
-                                             peers, early_stop and not adaptive, question,
-                                             adaptive=adaptive)
+            answer, report = await self._ask(ask, deadline, on_token, question)
         except ZswarmError as exc:
-            self.ctx.stats.asked(started, question, strategy, request.n,
+            self.ctx.stats.asked(started, question, ask.strategy, request.n,
                                  error=f"{exc.kind}: {exc}")
             raise
-        self.ctx.stats.asked(started, question, strategy, request.n, answer=answer,
+        self.ctx.stats.asked(started, question, ask.strategy, request.n, answer=answer,
                              report=report)
         return answer, report
 
-    async def _ask(self, request: GenerateRequest, strategy: AskStrategy, deadline: float,
-                   on_token: TokenSink | None, model_id: str | None, peers: list[str] | None,
-                   early_stop: bool, question: str, *, adaptive: bool = False
-                   ) -> tuple[str, Report]:
+    async def _ask(self, ask: Ask, deadline: float, on_token: TokenSink | None,
+                   question: str) -> tuple[str, Report]:
+        request, strategy, adaptive = ask.request, ask.strategy, ask.adaptive
+        model_id, peers = ask.model_id, ask.peers
+        early_stop = ask.early_stop and not adaptive
         t0 = time.perf_counter()
         route = strategy == ROUTE
         decides: Strategy = "first_valid" if strategy == ROUTE else strategy
@@ -176,7 +171,7 @@ class Coordinator:
         return rnd.candidates[decision.winner].text, report
 
     def _plan(self, request: GenerateRequest, strategy: AskStrategy, model_id: str | None,
-              peers: list[str] | None, keys: list[str]) -> Plan:
+              peers: tuple[str, ...] | None, keys: list[str]) -> Plan:
         """Who generates how many of ``request.n`` (core/plan.py); nobody ready: queue here."""
         own_model = self.ctx.card.model_id
         local_model = model_id in (None, own_model)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from logging import ERROR, INFO, WARNING
 
 import trio
@@ -356,14 +356,14 @@ class Federation(Probing):
 
     # --- Peers: what the coordinator, the rpc server and the HTTP shim ask ------------
 
-    def peer_loads(self, model_id: str, allowed: list[str] | None) -> list[NodeLoad]:
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
         """ALIVE, ready peers a vote may go to (same model unless configured otherwise).
 
         Planned with what a peer delivered, not what it claims: at most one worker more
         than the votes it has answered at once (``Peer.proven``), and our own votes in
         flight to it count as its queue.
         """
-        if allowed == []:
+        if allowed is not None and not allowed:
             return []
         same = model_id if self.config.federation.same_model_only else None
         out = []

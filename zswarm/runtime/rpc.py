@@ -25,6 +25,7 @@ from functools import partial
 import trio
 import zmq
 
+from zswarm import asks
 from zswarm.core import codec
 from zswarm.core.messages import (
     MAX_REQUEST_BYTES,
@@ -51,8 +52,8 @@ from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.connections import Inbound
 from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.serving import serve_ask, serve_vote
 from zswarm.runtime.sharing import ModelShelf
-from zswarm.runtime.votes import serve_ask, serve_vote
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +202,9 @@ class RpcServer:
             origin.send(reply)
 
     async def _client(self, msg: ClientRequest) -> Message:
-        answer, report = await serve_ask(
-            self.ctx, self.coordinator, msg.request,
-            strategy=msg.strategy or self.ctx.config.consensus.strategy,
-            deadline_ms=msg.deadline_ms, adaptive=msg.adaptive)
+        ask = asks.build(self.ctx.config, msg.request, strategy=msg.strategy,
+                         deadline_ms=msg.deadline_ms, adaptive=msg.adaptive)
+        answer, report = await serve_ask(self.ctx, self.coordinator, ask)
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:
