@@ -180,7 +180,7 @@ def _announce(config: Config, ctx: NodeContext, host: str) -> NodeInfo:
 
 async def _drain(ctx: NodeContext) -> None:
     """Refuse new work, tell peers (heartbeats say "draining"), wait for the requests in flight."""
-    ctx.state = "draining"
+    ctx.drain()
     timeout_s = ctx.config.node.drain_timeout_s
     log.info("draining: refusing new requests, waiting up to %.0f s for %d in flight",
              timeout_s, ctx.requests.count)

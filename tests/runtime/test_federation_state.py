@@ -308,7 +308,7 @@ async def test_heartbeats_say_draining_and_goodbye_says_leaving(swarm, nursery, 
     s = await swarm()
     await trio.sleep(1.5)  # between two heartbeats (every 1 s), never at the same instant
     assert s.published.heartbeats[-1].load.state == "ready"
-    s.ctx.state = "draining"
+    s.ctx.drain()
     await trio.sleep(1.0)
     last = s.published.heartbeats[-1].load
     assert last.state == "draining" and last.workers_ready == 0 and last.max_queue == 8

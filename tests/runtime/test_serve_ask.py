@@ -36,7 +36,7 @@ async def test_refusals_and_answers_are_counted_in_one_place(config_factory):
             await serve_ask(ctx, coordinator,
                             Ask(GenerateRequest(messages=QUESTION.messages, n=17), "majority",
                                 5000))
-        ctx.state = "draining"
+        ctx.drain()
         with pytest.raises(Draining):
             await serve_ask(ctx, coordinator, ASK)
     assert dict(ctx.stats.errors) == {"loading": 1, "protocol": 1, "draining": 1}

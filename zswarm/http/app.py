@@ -27,9 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import GenerateRequest
 from zswarm.core.peers import count_states, endpoint_host
-from zswarm.errors import ZswarmError
+from zswarm.errors import Overloaded, ZswarmError
 from zswarm.http import openai
-from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body
+from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body, retry_after
 from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text, registry
 from zswarm.http.openai import ApiError
@@ -210,17 +210,14 @@ async def models(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     node: HttpNode = request.app.state.node
+    refusal = node.ctx.refusal()
     load = node.ctx.load()
-    if load.state == "loading":
-        return JSONResponse({"status": "loading", "reason": "the workers are loading the model"},
-                            status_code=503, headers={"Retry-After": "2"})
-    if load.state != "ready":
-        return JSONResponse({"status": "draining", "reason": "the node is shutting down"},
-                            status_code=503, headers={"Retry-After": "5"})
-    if load.workers_ready == 0:
-        return JSONResponse({"status": "unavailable", "reason": "no worker has the model loaded "
-                             "(starting or restarting)"}, status_code=503,
-                            headers={"Retry-After": "1"})
+    if refusal is None and load.workers_ready == 0:
+        refusal = Overloaded("no worker has the model loaded (starting or restarting)")
+    if refusal is not None:
+        status = "unavailable" if type(refusal) is Overloaded else refusal.kind
+        return JSONResponse({"status": status, "reason": str(refusal)}, status_code=503,
+                            headers={"Retry-After": retry_after(refusal)})
     return JSONResponse({"status": "ready", "workers_ready": load.workers_ready,
                          "queue_depth": load.queue_depth, "peers": _peer_counts(node)})
 

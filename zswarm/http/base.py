@@ -63,11 +63,16 @@ def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
+def retry_after(exc: ZswarmError) -> str:
+    """The Retry-After header of a refusal: its own ``retry_after_s``, at least 1 s."""
+    return str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
+
+
 def from_zswarm(exc: ZswarmError) -> ApiError:
     status = status_of(exc)
     headers = {}
     if status == 503:
-        headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
+        headers["Retry-After"] = retry_after(exc)
     type_ = "server_error" if status >= 500 else "invalid_request_error"
     return ApiError(status, str(exc), type_=type_, code=exc.kind, headers=headers,
                     param=getattr(exc, "field", None))

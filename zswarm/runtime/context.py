@@ -1,7 +1,9 @@
 """What the servers of one node share, built once by the composition root (zswarm/node.py).
 
-Owns: ``NodeContext`` - the config, this node's card, its state (loading -> ready ->
-draining), its stats and drop counters, the requests in flight (``InFlight``: a
+Owns: ``NodeContext`` - the config, this node's card, its life (the one state machine:
+loading -> ready -> draining, or loading -> draining; ``ready()`` and ``drain()`` are
+the only transitions, and ``refusal()`` is what every front door and /health say of a
+state that takes no work), its stats and drop counters, the requests in flight (``InFlight``: a
 drain waits for its "none left" event instead of polling) and the load figures
 every server reports (``load()``); and ``Peers``, what the coordinator, the RPC
 server and the HTTP shim may ask of the swarm, with ``NoPeers`` for a node that
@@ -32,7 +34,14 @@ from zswarm.core.messages import (
     WorkToken,
 )
 from zswarm.core.plan import NodeLoad
-from zswarm.errors import Draining, Loading, Overloaded, PeerUnavailable, RemoteProtocolError
+from zswarm.errors import (
+    Draining,
+    Loading,
+    LocalProtocolError,
+    Overloaded,
+    PeerUnavailable,
+    RemoteProtocolError,
+)
 from zswarm.net.guard import FrameDrops
 from zswarm.net.security import SwarmKey
 from zswarm.runtime.scheduler import Scheduler
@@ -78,12 +87,27 @@ class NodeContext:
     stats: NodeStats = field(default_factory=NodeStats)
     drops: FrameDrops = field(default_factory=FrameDrops)
     requests: InFlight = field(default_factory=InFlight)
-    #: "loading" until the workers have the model, "draining" once shutting down
+    #: "loading" until the workers have the model, "draining" once shutting down (set by
+    #: ``ready`` and ``drain`` only; a leaving node's last heartbeat says "leaving" on the
+    #: wire: runtime/federation.py)
     state: NodeState = "loading"
+
+    def ready(self) -> None:
+        """The workers have the model: take work (loading -> ready)."""
+        if self.state != "loading":
+            raise LocalProtocolError(f"a {self.state} node cannot become ready")
+        self.state = "ready"
+
+    def drain(self) -> None:
+        """Shutting down: take nothing new, finish what is in flight (from any state but
+        draining; heartbeats say so, and every door refuses with ``Draining``)."""
+        if self.state == "draining":
+            raise LocalProtocolError("the node is draining already")
+        self.state = "draining"
 
     def refusal(self) -> Overloaded | None:
         """Why this node takes no new request now (the one rule, for every front door:
-        RPC, HTTP, OpenAI), or None when it is ready."""
+        RPC, HTTP, OpenAI, /health), or None when it is ready."""
         if self.state == "loading":
             return Loading()
         if self.state != "ready":

@@ -71,7 +71,7 @@ async def serving(ctx: NodeContext, pool: Servable) -> AsyncIterator[None]:
     """The workers running for the duration of the block; the node is ready inside it."""
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.serve)
-        ctx.state = "ready"
+        ctx.ready()
         try:
             yield
         finally:
