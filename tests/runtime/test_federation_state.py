@@ -514,7 +514,7 @@ async def test_hellos_of_more_ids_than_remembered_cost_a_bounded_memory(swarm, a
         s.fed.hello(node.node_id, node, back=None)
         if i % 100 == 0:
             await trio.sleep(0.01)
-    assert len(s.fed._greeted) == MAX_CONTACTS and len(s.fed._contact_at) == MAX_CONTACTS
+    assert len(s.fed.prober._greeted) == MAX_CONTACTS and len(s.fed.prober._contact_at) == MAX_CONTACTS
     assert all(p.state is not PeerState.ALIVE for p in s.fed.table.peers.values())
     assert s.fed.peer_loads("m@1", None) == []  # and the node plans as before
 

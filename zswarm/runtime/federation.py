@@ -15,9 +15,9 @@ is checked (core/claims.py) before anyone uses it, and planning peers with what
 they delivered. What arrives from peers is handled inside the guard of the loop
 that read it (net/guard.py), and a library error while acting on one peer's data
 costs that peer. The probes themselves (what to ask a node at an endpoint, and
-what to admit from the answer) are runtime/probes.py, a part of this class kept in
-a file of its own. It must not: decide fan-out (core/plan.py) or combine candidates
-(coordinator + core/consensus.py).
+what to admit from the answer) are runtime/probes.py's Prober, which this class
+holds and lends its hands (apply, spawn, link). It must not: decide fan-out
+(core/plan.py) or combine candidates (coordinator + core/consensus.py).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from zswarm.core.messages import (
     GenerateRequest,
     Heartbeat,
     Load,
+    Message,
+    NodeCard,
     PeerInfo,
     Reach,
     Vote,
@@ -48,11 +50,10 @@ from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import Publisher
 from zswarm.net.guard import Budget, MessageGuard, QuietLog
 from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
-from zswarm.runtime import exchange
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import Connections, Inbound, Link, PeerIO
 from zswarm.runtime.context import NodeContext
-from zswarm.runtime.probes import Probing
+from zswarm.runtime.probes import Prober
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ REACH_NOTES: dict[Reach, str] = {
 }
 
 
-class Federation(Probing):
+class Federation:
     """``Peers`` (runtime/context.py) for a federating node; run ``nursery.start(serve)``.
 
     ``peer_io`` is built here unless given (the tests give a recording one);
@@ -104,11 +105,6 @@ class Federation(Probing):
         self.backlinks = backlinks or Backlinks(None, ctx.drops.counter("backlinks"))
         #: votes sent and not yet answered, by peer (counted as queue in peer_loads)
         self._votes_out: dict[str, int] = {}
-        #: static endpoint -> why it is not in the table yet ("" once it answered)
-        self.static: dict[str, str] = {}
-        if fed.discovery in ("static", "both"):
-            self.static = dict.fromkeys(fed.peers, "not answered yet")
-        self._static_ids: dict[str, str] = {}  # node id -> static endpoint
         self._nursery: trio.Nursery | None = None
         self._seq = 0
         self._busy: set[str] = set()
@@ -118,14 +114,11 @@ class Federation(Probing):
         self._vote_drops = ctx.drops.counter("votes")
         self._quiet = QuietLog(log, every_s=60.0)
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
-        self._tried = exchange.Tried()
-        #: node id -> when a hello of it may be acted on again (bounded, oldest first out)
-        self._contact_at: dict[str, float] = {}
-        #: node id -> when it last asked our status naming itself (MAX_CONTACTS at most)
-        self._greeted: dict[str, float] = {}
-        #: mDNS peers -> ALIVE since: one interval later they get a hello unless they
-        #: reached us meanwhile
-        self._hello_due: dict[str, float] = {}
+        self.prober = Prober(
+            self.me, self.table, self.peer_io, self.backlinks, interval_s=self.interval_s,
+            static=fed.peers if fed.discovery in ("static", "both") else [],
+            drops=self._probe_drops, apply=self._apply, spawn=self._spawn, link=self._link,
+            on_heartbeat=self.on_heartbeat)
 
     # --- services -----------------------------------------------------------------
 
@@ -177,7 +170,7 @@ class Federation(Probing):
             self.peer_io.read_heartbeats()
             if ticks % TICKS_PER_INTERVAL == 0:
                 self._publish(self._heartbeat())
-                self._probes(ticks // TICKS_PER_INTERVAL)
+                self.prober.beat(ticks // TICKS_PER_INTERVAL)
             self._apply(self.table.tick(trio.current_time()))
             ticks = max(ticks + 1, int((trio.current_time() - start) / every) + 1)
             await trio.sleep_until(start + ticks * every)
@@ -279,10 +272,11 @@ class Federation(Probing):
             log.debug("peer %s (%s) forgotten (%s)", card.name, card.node_id, peer.state.value)
             self._let_go(card.node_id, f"peer {card.name} forgotten")
         elif kind is ChangeKind.CARD_CLAIMED:
-            self._spawn(card.node_id, self._ping, card.node_id)
+            self._spawn(card.node_id, self.prober.ping, card.node_id)
         elif kind is ChangeKind.MOVE_CLAIMED:
             assert change.claim is not None
-            self._spawn(f"move:{card.node_id}", self._confirm_move, card.node_id, change.claim)
+            self._spawn(f"move:{card.node_id}", self.prober.confirm_move, card.node_id,
+                        change.claim)
         elif kind is ChangeKind.ENDPOINTS:
             self._note(INFO, "moved", "peer %s moved to %s", card.name, card.rpc)
             self.peer_io.close_link(card.node_id, "peer moved")
@@ -302,7 +296,7 @@ class Federation(Probing):
         if new is PeerState.DISCOVERED:  # only announced: anyone can announce (debug only)
             log.debug("peer announced: %s (%s) at %s via %s", card.name, card.node_id,
                       peer.address, peer.source)
-            self._spawn(card.node_id, self._ping, card.node_id)  # heard only once it answers
+            self._spawn(card.node_id, self.prober.ping, card.node_id)  # heard only once it answers
         elif new is PeerState.ALIVE:
             verb = "is back" if change.old in (PeerState.DEAD, PeerState.LEFT) else "joined"
             if change.old is not PeerState.SUSPECT:
@@ -314,18 +308,19 @@ class Federation(Probing):
                 # it may not know us: say hello over the standing link (a member that
                 # does not know us, or cannot connect to us, probes us back and may ask
                 # us over it)
-                self._spawn(f"hello:{card.node_id}", self._ping, card.node_id)
+                self._spawn(f"hello:{card.node_id}", self.prober.ping, card.node_id)
             elif change.old is not PeerState.SUSPECT and peer.source == "mdns":
                 # it knows us from mDNS too and probes us within moments: hello only if
                 # it has not reached us by the next beat (no hello storm when a swarm of
                 # mDNS peers starts together)
-                self._hello_due[card.node_id] = trio.current_time()
+                self.prober.alive_over_mdns(card.node_id)
             if change.old is not PeerState.SUSPECT and peer.source != "mdns":
                 # the members it knows, at once: a peer mDNS found says mDNS works here,
                 # so its members announce themselves too (an exchange per join of an
                 # mDNS swarm of 64 was a probe storm at start); the periodic exchange
                 # (runtime/exchange.py) still finds any it does not reach
-                self._spawn(f"exchange:{card.node_id}", self._exchange, card.node_id)
+                self._spawn(f"exchange:{card.node_id}", self.prober.exchange_with,
+                            card.node_id)
         elif new is PeerState.DEAD:
             why = f"no heartbeat for {peer.interval_s * self.table.liveness:.1f} s"
             if peer.last_heard is None:  # an announcement nobody answered for
@@ -334,25 +329,19 @@ class Federation(Probing):
                 self._note(WARNING, "dead", "peer %s (%s) is dead: %s", card.name,
                            card.node_id, why)
             self._let_go(card.node_id, f"peer {card.name} died ({why})")
-            self._static_lost(card.node_id, "dead: " + why)
+            self.prober.static_lost(card.node_id, "dead: " + why)
             # one probe at once: a peer only starved of CPU (seen at 64 nodes starting on
             # one machine) answers and is back now, not after its first back-off
-            self._spawn(card.node_id, self._ping, card.node_id)
+            self._spawn(card.node_id, self.prober.ping, card.node_id)
         elif new is PeerState.LEFT:
             self._note(INFO, "left", "peer %s (%s) left", card.name, card.node_id)
             self._let_go(card.node_id, f"peer {card.name} left")
-            self._static_lost(card.node_id, "left")
+            self.prober.static_lost(card.node_id, "left")
         elif new is PeerState.INCOMPATIBLE:
             self._note(WARNING, "incompatible", "peer %s (%s) is incompatible: %s; it is "
                        "never sent votes",
                        card.name, card.node_id, peer.detail)
             self._let_go(card.node_id, f"peer {card.name} is incompatible")
-
-    def _static_lost(self, node_id: str, why: str) -> None:
-        """A static peer died or left: probe its endpoint again (it may come back elsewhere)."""
-        endpoint = self._static_ids.get(node_id)
-        if endpoint is not None and endpoint in self.static:
-            self.static[endpoint] = why
 
     # --- Peers: what the coordinator, the rpc server and the HTTP shim ask ------------
 
@@ -380,6 +369,12 @@ class Federation(Probing):
         for peer in self.table.alive():
             out.setdefault(peer.card.model_id, peer.card.name)
         return out
+
+    def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
+        self.prober.hello(node_id, card, back=back)
+
+    def from_link(self, ident: bytes, msg: Message) -> None:
+        self.prober.from_link(ident, msg)
 
     def peer_name(self, node_id: str) -> str:
         peer = self.table.peers.get(node_id)
@@ -450,6 +445,6 @@ class Federation(Probing):
         out += [PeerInfo(node_id="", name="", address=endpoint, state="unreachable",
                          model_id="", load=Load(state="loading"), last_seen_s=None, rtt_ms=None,
                          source="static", rpc=endpoint, detail=why)
-                for endpoint, why in self.static.items() if why]
+                for endpoint, why in self.prober.static.items() if why]
         return out
 

@@ -11,8 +11,10 @@ there (when one is named) and of our swarm and key (core/claims.py), then it is
 discovered (moved, if it was known elsewhere: it answered here) and heard at the
 address we reached it at. A node's own link never displaces a link to a node that is
 alive over another, and binds one node id to one connection (runtime/backlinks.py).
-A part of Federation (a mixin over its table, links and job spawner), in a file of its
-own for length. It must not: carry out the table's changes (Federation._apply does).
+``Prober`` is held by runtime/federation.py's Federation, which gives it the table, the
+links and three of its own hands: ``apply`` (carry out the table's changes), ``spawn``
+(run a probe job, one per key at a time) and ``link`` (a member's vote link). It must
+not: carry out the table's changes itself, or open links of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -66,36 +68,46 @@ def _remember(times: dict[str, float], node_id: str, value: float) -> None:
         del times[next(iter(times))]
 
 
-class Probing:
-    """The probe jobs (run through Federation._spawn, one per key at a time)."""
+class Prober:
+    """The probe jobs of a federating node, and what it remembers of who reached it."""
 
-    me: NodeCard
-    table: PeerTable
-    peer_io: PeerIO
-    backlinks: Backlinks
-    interval_s: float
-    static: dict[str, str]
-    _static_ids: dict[str, str]
-    _probe_drops: DropCounter
-    _tried: exchange.Tried
-    _contact_at: dict[str, float]
-    _greeted: dict[str, float]
-    _hello_due: dict[str, float]
+    def __init__(self, me: NodeCard, table: PeerTable, peer_io: PeerIO, backlinks: Backlinks,
+                 *, interval_s: float, static: list[str], drops: DropCounter,
+                 apply: Callable[[list[Change]], None],
+                 spawn: Callable[..., None],  # (key, job, *args)
+                 link: Callable[[Peer], Link],
+                 on_heartbeat: Callable[[Heartbeat], None]) -> None:
+        self.me = me
+        self.table = table
+        self.peer_io = peer_io
+        self.backlinks = backlinks
+        self.interval_s = interval_s
+        #: static endpoint -> why it is not in the table yet ("" once it answered)
+        self.static: dict[str, str] = dict.fromkeys(static, "not answered yet")
+        self._static_ids: dict[str, str] = {}  # node id -> static endpoint
+        self._probe_drops = drops
+        self._apply = apply
+        self._spawn = spawn
+        self._link = link
+        self._on_heartbeat = on_heartbeat
+        self._tried = exchange.Tried()
+        #: node id -> when a hello of it may be acted on again (bounded, oldest first out)
+        self._contact_at: dict[str, float] = {}
+        #: node id -> when it last asked our status naming itself (MAX_CONTACTS at most)
+        self._greeted: dict[str, float] = {}
+        #: mDNS peers -> ALIVE since: one interval later they get a hello unless they
+        #: reached us meanwhile
+        self._hello_due: dict[str, float] = {}
 
-    def _apply(self, changes: list[Change]) -> None:
-        raise NotImplementedError
+    def alive_over_mdns(self, node_id: str) -> None:
+        """An mDNS peer is ALIVE: unless it reaches us within an interval, say hello."""
+        self._hello_due[node_id] = trio.current_time()
 
-    def _spawn(self, key: str, job: Callable[..., Awaitable[None]], *args: object) -> None:
-        raise NotImplementedError
-
-    def _link(self, peer: Peer) -> Link:
-        raise NotImplementedError
-
-    def _let_go(self, node_id: str, why: str) -> None:
-        raise NotImplementedError
-
-    def on_heartbeat(self, hb: Heartbeat) -> None:
-        raise NotImplementedError
+    def static_lost(self, node_id: str, why: str) -> None:
+        """A static peer died or left: probe its endpoint again (it may come back elsewhere)."""
+        endpoint = self._static_ids.get(node_id)
+        if endpoint is not None and endpoint in self.static:
+            self.static[endpoint] = why
 
     def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
         """A node asked for our status naming itself. Without its card: if we think it
@@ -105,7 +117,7 @@ class Probing:
         _remember(self._greeted, node_id, now)  # it reached us: it needs no hello of ours
         if card is None or card.node_id != node_id or claims.foreign(card, self.me):
             if self.table.hello(node_id, now):
-                self._spawn(node_id, self._ping, node_id)
+                self._spawn(node_id, self.ping, node_id)
             return
         peer = self.table.peers.get(node_id)
         bound = self.backlinks.ident_of.get(node_id)
@@ -133,11 +145,11 @@ class Probing:
         if not isinstance(msg, Heartbeat):
             self.backlinks.reply(ident, msg)
         elif self.backlinks.speaks_for(ident, msg.card.node_id):
-            self.on_heartbeat(msg)
+            self._on_heartbeat(msg)
         else:  # a link not (or no longer) bound: its node may have reconnected
             self.hello(msg.card.node_id, msg.card, back=ident)
 
-    def _probes(self, beat: int) -> None:
+    def beat(self, beat: int) -> None:
         """What to probe at this heartbeat: static peers not in the table, a peer to
         exchange with (every few beats), DEAD and LEFT peers (backed off), pings for RTT."""
         for endpoint, why in self.static.items():
@@ -147,7 +159,7 @@ class Probing:
             ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()],
                                     self.me.node_id)
             if ask is not None:
-                self._spawn(f"exchange:{ask}", self._exchange, ask)
+                self._spawn(f"exchange:{ask}", self.exchange_with, ask)
         now = trio.current_time()
         for node_id, alive_at in list(self._hello_due.items()):
             if now < alive_at + self.interval_s:
@@ -158,9 +170,9 @@ class Probing:
                     and self._greeted.get(node_id, -math.inf) < alive_at - self.interval_s:
                 # found over mDNS but it has not reached us: it may not be able to (our
                 # firewall), so we say hello over our link and it may ask us back over it
-                self._spawn(f"hello:{node_id}", self._ping, node_id)
+                self._spawn(f"hello:{node_id}", self.ping, node_id)
         for peer in self.table.due_probes(now):
-            self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
+            self._spawn(peer.card.node_id, self.ping, peer.card.node_id)
         for peer in list(self.table.peers.values()):
             # each peer at a beat of its own, and of ours: nodes that started together
             # do not all ping the same peer in the same second
@@ -168,7 +180,7 @@ class Probing:
                    ) % PING_EVERY == 0 \
                 or peer.rtt_ms is None
             if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
-                self._spawn(peer.card.node_id, self._ping, peer.card.node_id)
+                self._spawn(peer.card.node_id, self.ping, peer.card.node_id)
 
     async def _probe_static(self, endpoint: str) -> None:
         try:
@@ -205,7 +217,7 @@ class Probing:
         self.table.rtt(card.node_id, rtt_ms)
         return ""
 
-    async def _exchange(self, node_id: str) -> None:
+    async def exchange_with(self, node_id: str) -> None:
         """Ask an ALIVE peer for the peers it knows; probe those worth it (exchange.py)."""
         peer = self.table.peers.get(node_id)
         if peer is None or peer.state is not PeerState.ALIVE:
@@ -242,7 +254,7 @@ class Probing:
             self._probe_drops.drop("exchange", f"{member} named {entry.node_id} at "
                                    f"{entry.endpoint}: {why}")
 
-    async def _ping(self, node_id: str) -> None:
+    async def ping(self, node_id: str) -> None:
         peer = self.table.peers.get(node_id)
         if peer is None:
             return
@@ -269,7 +281,7 @@ class Probing:
             self.table.rtt(node_id, rtt_ms)
             self._apply(self._heard(reply, reply.card, trio.current_time()))
 
-    async def _confirm_move(self, node_id: str, claim: NodeCard) -> None:
+    async def confirm_move(self, node_id: str, claim: NodeCard) -> None:
         """A record says a known peer moved: believe it once the node answers there."""
         try:
             reply, _ = await self.peer_io.status(claim.rpc, claim.name)
@@ -283,8 +295,6 @@ class Probing:
             return
         self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
         self._apply(self._heard(reply, reply.card, trio.current_time()))
-
-
 
     async def _contacted(self, card: NodeCard, back: bytes | None) -> None:
         """A node contacted us showing its card: know it where it answers as itself -
