@@ -13,13 +13,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "zswarm"
 
 #: lower number = lower layer; a module may import its own layer's package and lower ones
 LAYERS = {
-    "errors": 0, "core": 1, "config": 2, "net": 3, "engines": 3, "runtime": 4, "http": 5,
-    "asks": 2.5, "statedir": 2.5, "client": 5, "pull": 5.5, "node": 6, "views": 6, "doctor": 6,
-    "cli_swarm": 6.5, "cli_ask": 6.5, "cli_node": 6.5, "cli": 7,
-    "__main__": 8, "testing": 8,
-    "": 3,  # zswarm/__init__.py: the version and the public config names
-    # pull.py: a client (it uses client.py) that the node also uses, to fetch its model
+    "errors": 0, "core": 1, "config": 2, "asks": 3, "statedir": 3, "": 3,
+    "net": 4, "engines": 4, "runtime": 5, "http": 6, "client": 6,
+    "pull": 7,  # a client (it uses client.py) that the node also uses, to fetch its model
+    "node": 8, "views": 8, "doctor": 8, "cli": 9, "__main__": 10, "testing": 10,
 }
+# "": zswarm/__init__.py, the version and the public names (errors, core, config)
 
 
 def _module(path: Path) -> str:

@@ -251,7 +251,7 @@ def test_a_second_node_on_a_state_dir_in_use_is_refused_and_join_picks_its_own(
 
 
 def test_join_halves_the_threads_when_another_node_holds_this_machines_ports():
-    from zswarm.cli_swarm import _another_node_here
+    from zswarm.cli.swarm import _another_node_here
 
     held = []
     try:

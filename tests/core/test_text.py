@@ -44,7 +44,7 @@ def test_the_known_attacks_are_defused():
 
 
 def test_the_cli_log_formatter_keeps_one_line_per_record(capsys):
-    from zswarm.cli import _SafeFormatter
+    from zswarm.cli.common import SafeFormatter as _SafeFormatter
     record = logging.LogRecord("zswarm.x", logging.INFO, __file__, 1, "peer %s joined",
                                ("b\nFAKE LINE\x1b[2J",), None)
     line = _SafeFormatter("%(levelname)s %(message)s").format(record)

@@ -1,25 +1,80 @@
-"""`zswarm node`: the command line's flags over the file, signals, and the ready banner.
+"""`zswarm node`: run a node until Ctrl-C - the flags over the file, signals, the banner.
 
 Owns: which flag changes which config key, the first-signal-drains / second-stops
-rule, and what the terminal shows once the node is up. The node itself is
-zswarm/node.py's (the composition root); cli.py registers the command.
+rule, what the terminal shows once the node is up, and ``serve`` (the run that
+`zswarm join` ends in too). The node itself is zswarm/node.py's (the composition root).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+import typer
 
 from zswarm import views
+from zswarm.cli.common import ConfigOpt, PeerOpt, VerboseOpt, app, failed, load, setup_logging
 from zswarm.config import Config, override
+from zswarm.errors import ZswarmError
 
 if TYPE_CHECKING:
     from zswarm.statedir import NodeInfo
 
 log = logging.getLogger("zswarm")
+
+
+@app.command()
+def node(config: Path | None = ConfigOpt,
+         federation: bool | None = typer.Option(
+             None, "--federation/--no-federation", show_default=False,
+             help="join the swarm or not (default: [federation] enabled, on)"),
+         name: str | None = typer.Option(None, "--name", metavar="NAME", show_default=False,
+                                         help="this node's name (default: [node] name, the "
+                                         "host name)"),
+         bind: str | None = typer.Option(None, "--bind", metavar="ADDRESS", show_default=False,
+                                         help='address to listen on, or "auto" (default: '
+                                         "[node] bind, auto)"),
+         http_port: int | None = typer.Option(None, "--http-port", metavar="PORT",
+                                              show_default=False, help="0 = any free port "
+                                              "(default: [ports] http, 17615)"),
+         rpc_port: int | None = typer.Option(None, "--rpc-port", metavar="PORT",
+                                             show_default=False, help="0 = any free port "
+                                             "(default: [ports] rpc, 17617)"),
+         pub_port: int | None = typer.Option(None, "--pub-port", metavar="PORT",
+                                             show_default=False, help="0 = any free port "
+                                             "(default: [ports] pub, 17616)"),
+         peer: list[str] | None = PeerOpt,
+         verbose: bool = VerboseOpt) -> None:
+    """Run a node: load the model into workers and serve until Ctrl-C. Flags win over the file."""
+    setup_logging(verbose)
+    cfg = load(config)
+    try:
+        cfg = overrides(cfg, federation=federation, name=name, bind=bind, http_port=http_port,
+                        peer=peer, rpc_port=rpc_port, pub_port=pub_port)
+    except ZswarmError as exc:
+        failed(exc)
+    serve(cfg)
+
+
+def serve(cfg: Config) -> None:
+    """Run the node of ``cfg`` until Ctrl-C (`zswarm node`, and `zswarm join` at its end):
+    a bad config or model file exits 2, as for ask; a failure while running, 1."""
+    try:
+        run(cfg)
+    except KeyboardInterrupt:
+        pass
+    except ZswarmError as exc:
+        failed(exc)
+    views.say("stopped", err=True)
+
+
+def serve_file(path: Path) -> None:
+    """`zswarm node --config PATH` (what join runs once it wrote PATH)."""
+    setup_logging(False)
+    serve(load(path))
 
 
 def overrides(cfg: Config, *, federation: bool | None, name: str | None, bind: str | None,
