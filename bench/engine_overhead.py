@@ -16,7 +16,7 @@ from _common import bench_config, report_tok_s_ratio, story_request
 
 from zswarm.asks import Ask
 from zswarm.engines.loader import load_engine
-from zswarm.runtime.swarm import local_swarm
+from zswarm.runtime.local import local_node
 
 
 def main() -> None:
@@ -31,15 +31,15 @@ def main() -> None:
     node: list[float] = []
 
     async def run() -> None:
-        async with local_swarm(cfg) as swarm:
-            await swarm.coordinator.ask(Ask(request, "first_valid", 120_000))  # warm
+        async with local_node(cfg) as local:
+            await local.coordinator.ask(Ask(request, "first_valid", 120_000))  # warm
             engine.generate(request)  # warm
             for _ in range(reps):
                 t0 = time.perf_counter()
                 [c] = engine.generate(request)
                 direct.append(c.tokens / (time.perf_counter() - t0))
                 t0 = time.perf_counter()
-                _, report = await swarm.coordinator.ask(Ask(request, "first_valid", 120_000))
+                _, report = await local.coordinator.ask(Ask(request, "first_valid", 120_000))
                 node.append(report.candidates[0].tokens / (time.perf_counter() - t0))
 
     trio.run(run)

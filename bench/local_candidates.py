@@ -18,7 +18,7 @@ from _common import bench_config, median, story_request, write_results
 from zswarm.asks import Ask
 from zswarm.core.messages import GenerateRequest
 from zswarm.engines.loader import load_engine
-from zswarm.runtime.swarm import local_swarm
+from zswarm.runtime.local import local_node
 
 NS = (1, 2, 4)
 
@@ -37,12 +37,12 @@ def main() -> None:
     direct_times: dict[int, list[float]] = {n: [] for n in NS}
 
     async def run() -> None:
-        async with local_swarm(cfg) as swarm:
-            await swarm.coordinator.ask(Ask(request(1, 16), "best_of_n", 120_000))
+        async with local_node(cfg) as local:
+            await local.coordinator.ask(Ask(request(1, 16), "best_of_n", 120_000))
             for _ in range(reps):
                 for n in NS:
                     t0 = time.perf_counter()
-                    _, report = await swarm.coordinator.ask(
+                    _, report = await local.coordinator.ask(
                         Ask(request(n, tokens), "best_of_n", 300_000))
                     node_times[n].append(time.perf_counter() - t0)
                     assert all(c.tokens == tokens for c in report.candidates)

@@ -50,9 +50,9 @@ async def serve() -> None:
     from zswarm.http.server import open_listener, serve_http
     from zswarm.runtime.context import NodeContext, NoPeers
     from zswarm.runtime.coordinator import Coordinator
+    from zswarm.runtime.local import serving
     from zswarm.runtime.rpc import RpcServer, open_endpoint
     from zswarm.runtime.scheduler import Scheduler
-    from zswarm.runtime.swarm import serving
     from zswarm.testing.inline import InlinePool
 
     cfg = parse_config({"node": {"name": "server", "bind": "127.0.0.1",

@@ -21,8 +21,8 @@ def test_example_swarm_toml_is_valid_and_matches_defaults():
 @pytest.mark.parametrize(("text", "match"), [
     ("[node]\nworkerz = 2\n", r"swarm.toml: unknown key 'node.workerz'"),
     ("[node]\nworkers = \"2\"\n", r"node.workers: expected int, got str"),
-    ("[consensus]\nstrategy = \"best\"\n", r"consensus.strategy: expected one of"),
-    ("[model]\nbackend = \"vllm\"\n", r"model.backend: expected 'llamacpp' or 'ctransformers'"),
+    ("[consensus]\nstrategy = \"best\"\n", r"consensus.strategy: expected 'first_valid' or"),
+    ("[model]\nbackend = 3\n", r"model.backend: expected str, got int"),
     ("[ports]\nrpc = 70000\n", r"ports.rpc"),
     ("[node\n", r"not valid TOML"),
     ("node = 3\n", r"node: expected a table"),
@@ -90,3 +90,12 @@ def test_any_data_gives_a_config_or_a_config_error(data):
         assert str(outcome).startswith("swarm.toml: ")
     else:
         assert outcome.source == "swarm.toml"
+
+
+def test_a_backend_nobody_installed_is_named_when_the_node_starts():
+    from zswarm.engines.loader import model_id
+
+    cfg = parse_config({"model": {"backend": "vllm"}})  # a plugin's name may be any
+    with pytest.raises(ConfigError, match=r"model.backend: no engine backend 'vllm' is "
+                       r"installed \(built in: llamacpp, ctransformers;"):
+        model_id(cfg.model)

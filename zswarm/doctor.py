@@ -39,7 +39,7 @@ from zswarm.net.addresses import IFF_LOOPBACK, IFF_MULTICAST, IFF_UP, choose_bin
 from zswarm.net.guard import DropCounter
 from zswarm.net.mdns import Found, browse_for
 from zswarm.net.security import SwarmKey, swarm_key
-from zswarm.runtime.swarm import local_swarm
+from zswarm.runtime.local import local_node
 
 MDNS_GROUP = "224.0.0.251"
 #: how long mDNS is browsed (responders answer a query at most once a second)
@@ -324,9 +324,9 @@ async def _model(config: Config) -> Finding:
                               params=SamplingParams(max_tokens=1, temperature=0.0))
     t0 = time.perf_counter()
     try:
-        async with local_swarm(one) as swarm:
+        async with local_node(one) as local:
             loaded = time.perf_counter()
-            await swarm.coordinator.ask(Ask(request, "first_valid", 120_000))
+            await local.coordinator.ask(Ask(request, "first_valid", 120_000))
     except ZswarmError as exc:
         fix = ("a worker that dies on the first token (SIGILL) runs a llama.cpp built for "
                "another CPU: rebuild with ./scripts/install.sh (portable flags, see README)"

@@ -49,11 +49,11 @@ from zswarm.runtime.connections import MAX_INBOUND, Inbound
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation
+from zswarm.runtime.local import serving, single_errors
 from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.sharing import ModelShelf
-from zswarm.runtime.swarm import serving, single_errors
 from zswarm.runtime.workers import WorkerPool
 from zswarm.statedir import NodeInfo
 

@@ -311,3 +311,14 @@ def test_an_answer_older_than_a_goodbye_or_from_a_leaving_node_does_not_undo_it(
     assert t.after_goodbye("a", 11.0, Load(state="draining")) is True  # its last answers
     assert t.after_goodbye("a", 11.0, Load()) is False  # asked after, and ready: back
     assert t.after_goodbye("nobody", 0.0, Load()) is False
+
+
+def test_the_table_states_and_the_shown_states_are_one_vocabulary():
+    import typing
+
+    from zswarm.core.messages import MemberState, TableState
+    from zswarm.core.peers import PeerState
+
+    assert [s.value for s in PeerState] != [] and \
+        {s.value for s in PeerState} == set(typing.get_args(TableState))
+    assert set(typing.get_args(MemberState)) == {*typing.get_args(TableState), "unreachable"}

@@ -111,7 +111,7 @@ def test_nodes_that_started_together_ask_different_peers():
     """Every node asks at the same beats; each from a place of its own in the list, so a
     swarm started at once does not send all its exchanges to one peer."""
     ids = [f"{i:016x}" for i in range(64)]
-    asked = [exchange.asked_at(5, [x for x in ids if x != me], me) for me in ids]
+    asked = [exchange.partner_at(5, [x for x in ids if x != me], me) for me in ids]
     assert None not in asked and len(set(asked)) >= 16
-    later = [exchange.asked_at(15, [x for x in ids if x != me], me) for me in ids]
+    later = [exchange.partner_at(15, [x for x in ids if x != me], me) for me in ids]
     assert later != asked  # and each node goes round the list in turn

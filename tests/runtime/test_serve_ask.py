@@ -12,9 +12,9 @@ from zswarm.core.messages import ChatMessage, GenerateRequest, NodeCard
 from zswarm.errors import Draining, Loading, RequestRefused
 from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.local import serving
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.serving import serve_ask
-from zswarm.runtime.swarm import serving
 from zswarm.testing.inline import InlinePool
 
 QUESTION = GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),), n=1)

@@ -196,8 +196,8 @@ def ask(
 
 
 async def _ask_local(cfg: Config, ask: Ask) -> tuple[str, Report]:
+    from zswarm.runtime.local import local_node
     from zswarm.runtime.serving import serve_ask
-    from zswarm.runtime.swarm import local_swarm
 
-    async with local_swarm(cfg) as swarm:  # the same path as a node's RPC and HTTP asks
-        return await serve_ask(swarm.ctx, swarm.coordinator, ask)
+    async with local_node(cfg) as local:  # the same path as a node's RPC and HTTP asks
+        return await serve_ask(local.ctx, local.coordinator, ask)

@@ -114,7 +114,7 @@ async def _stop_on_signals(drain: trio.Event, scope: trio.CancelScope) -> None:
 def run(cfg: Config) -> None:
     """Serve until a signal (raises what the node raises, one error, not a group)."""
     from zswarm.node import run_node  # late: `zswarm --help` stays quick
-    from zswarm.runtime.swarm import single_errors
+    from zswarm.runtime.local import single_errors
 
     async def main() -> None:
         drain = trio.Event()

@@ -54,10 +54,11 @@ LogProb = Annotated[float, Meta(ge=-1e9, le=0.0)]
 Millis = Annotated[float, Meta(ge=0.0, le=1e9)]
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
-#: a member's state as counted and shown, in that order: the peer table's states
-#: (core/peers.PeerState) and "unreachable" (a static peer not heard from yet)
-MemberState = Literal["alive", "suspect", "discovered", "dead", "left", "incompatible",
-                      "unreachable"]
+#: the peer table's states (core/peers.PeerState has one member for each)
+TableState = Literal["alive", "suspect", "discovered", "dead", "left", "incompatible"]
+#: a member's state as counted and shown, in that order: the table's, and "unreachable"
+#: (a static peer not heard from yet: an endpoint, not yet in the table)
+MemberState = Literal[TableState, "unreachable"]
 #: ...and "advertised": a node `zswarm peers --browse` saw on mDNS (not a member)
 ShownState = Literal[MemberState, "advertised"]
 #: how a member is reached: over links this node opens to it ("direct"), only over the

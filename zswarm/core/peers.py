@@ -41,11 +41,18 @@ from dataclasses import dataclass, field
 import msgspec
 
 from zswarm.core.claims import foreign
-from zswarm.core.messages import PROTOCOL_VERSION, Load, MemberState, NodeCard, ShownState
+from zswarm.core.messages import (
+    PROTOCOL_VERSION,
+    Load,
+    MemberState,
+    NodeCard,
+    ShownState,
+    TableState,
+)
 
 
 class PeerState(enum.Enum):
-    _value_: MemberState  # shown as these names (PeerInfo.state)
+    _value_: TableState  # shown as these names (PeerInfo.state)
 
     DISCOVERED = "discovered"
     ALIVE = "alive"

@@ -96,12 +96,12 @@ def worth_probing(reply: PeersReply, *, me: NodeCard, known: Container[str],
     return out
 
 
-def asks_at(beat: int) -> bool:
+def is_exchange_beat(beat: int) -> bool:
     """Whether a peer is asked at this heartbeat (every EXCHANGE_EVERY beats)."""
     return beat % EXCHANGE_EVERY == EXCHANGE_EVERY // 2
 
 
-def asked_at(beat: int, alive: list[str], me: str) -> str | None:
+def partner_at(beat: int, alive: list[str], me: str) -> str | None:
     """The peer to ask at such a heartbeat (the ALIVE peers in turn, from a place of
     this node's own: nodes that started together do not all ask the same peer), if any."""
     if not alive:

@@ -155,11 +155,11 @@ class Prober:
         for endpoint, why in self.static.items():
             if why:
                 self._spawn(endpoint, self._probe_static, endpoint)
-        if exchange.asks_at(beat):
-            ask = exchange.asked_at(beat, [p.card.node_id for p in self.table.alive()],
-                                    self.me.node_id)
-            if ask is not None:
-                self._spawn(f"exchange:{ask}", self.exchange_with, ask)
+        if exchange.is_exchange_beat(beat):
+            partner = exchange.partner_at(beat, [p.card.node_id for p in self.table.alive()],
+                                          self.me.node_id)
+            if partner is not None:
+                self._spawn(f"exchange:{partner}", self.exchange_with, partner)
         now = trio.current_time()
         for node_id, alive_at in list(self._hello_due.items()):
             if now < alive_at + self.interval_s:

@@ -2,7 +2,7 @@
 
 ``serving(ctx, pool)`` runs the workers for the duration of a block and marks the
 node ready once they have the model; the composition root (zswarm/node.py) builds
-its servers around it. ``local_swarm(config)`` is the whole local part on its own,
+its servers around it. ``local_node(config)`` is the whole local part on its own,
 for ``zswarm ask --local``, tests and benches. ``single_errors`` unwraps the one
 error a failed start-up leaves in trio's exception groups, so callers see a
 ConfigError or ModelNotFound, not a group.
@@ -36,7 +36,7 @@ class Servable(Protocol):
 
 
 @dataclass
-class LocalSwarm:
+class LocalNode:
     ctx: NodeContext
     pool: WorkerPool
     coordinator: Coordinator
@@ -79,7 +79,7 @@ async def serving(ctx: NodeContext, pool: Servable) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def local_swarm(config: Config) -> AsyncIterator[LocalSwarm]:
+async def local_node(config: Config) -> AsyncIterator[LocalNode]:
     """Workers loaded and a scheduler running, for the duration of the block."""
     with single_errors():
         model = await trio.to_thread.run_sync(model_id, config.model)
@@ -90,4 +90,4 @@ async def local_swarm(config: Config) -> AsyncIterator[LocalSwarm]:
         pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
                           stats=ctx.stats)
         async with serving(ctx, pool):
-            yield LocalSwarm(ctx, pool, Coordinator(ctx, pool, NoPeers()))
+            yield LocalNode(ctx, pool, Coordinator(ctx, pool, NoPeers()))
