@@ -319,3 +319,15 @@ def test_a_look_alike_id_does_not_take_a_weight_given_by_prefix():
     cands = [cand("Paris", node=honest), cand("Lyon", node=lookalike), cand("Lyon", node="n1")]
     d = decide("majority", cands, expected=3, final=True, weights=weights)
     assert d is not None and cands[d.winner].text == "Lyon"  # counted 1 each: 1 against 2
+
+
+def test_confidence_does_not_stop_on_counts_a_first_log_probability_could_undo():
+    """Three candidates without log-probabilities agree; the two to come carry them. The
+    first of those lowers what the three count (to the least confident's), so three of
+    five is not settled yet (found by the property above)."""
+    cands = [cand("5"), cand("5"), cand("5"), cand("5", lp=-1.0), cand("6", lp=0.0)]
+    final = decide("confidence", cands, expected=5, final=True, tau=0.2)
+    assert final is not None and cands[final.winner].text == "6"
+    for k in (3, 4):
+        early = decide("confidence", cands[:k], expected=5, final=False, tau=0.2)
+        assert early is None

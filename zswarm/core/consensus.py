@@ -347,22 +347,46 @@ def _confidence(
     keys, total, first = _groups(candidates, valid, weight, question)
     ranked = sorted(total, key=lambda k: (-total[k], first[k]))
     best = ranked[0]
-    if remaining:
-        # A newcomer adds at most w_max (confidence <= 1) to one group, and may turn the
-        # rule into counting (a second model): stop only if neither can change the winner.
-        w_max = max([1.0, *weights.values()])
-        counted = {i: _weight(weights, candidates[i]) for i in valid}
-        _, by_count, _ = _groups(candidates, valid, counted, question)
-        for sums in (total, by_count):
-            rest = max((v for k, v in sums.items() if k != best), default=0.0)
-            if sums[best] - rest <= remaining * w_max:
-                return None
+    if remaining and not _settled(candidates, valid, weights, keys, weight, best,
+                                  remaining, question):
+        return None
     winner = max((i for i in valid if keys[i] == best), key=lambda i: (weight[i], -i))
     grand = sum(total.values())
     scores: list[float | None] = [None] * len(candidates)
     for i in valid:
         scores[i] = weight[i] / grand
     return Decision(winner, scores, total[best] / grand, answer_keys=keys, note=note)
+
+
+def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float],
+             keys: list[str | None], weight: Mapping[int, float], best: str, remaining: int,
+             question: str) -> bool:
+    """Can no ``remaining`` newcomers change the winner? Each adds at most w_max
+    (confidence <= 1) to one group; a second model turns the rule into counting; and,
+    while there is one model, a newcomer with a log-probability may lower what each
+    candidate without one counts (the least confident's) down to CONFIDENCE_FLOOR, or
+    make the rule confidence where it was counting. So the winner's are taken at their
+    lowest and the others' at their highest."""
+    w_max = max([1.0, *weights.values()])
+    counted = {i: _weight(weights, candidates[i]) for i in valid}
+    _, by_count, _ = _groups(candidates, valid, counted, question)
+    sums = [by_count]
+    if len({candidates[i].model_id for i in valid}) == 1:
+        bound: dict[str, float] = {}
+        for i in valid:
+            key = keys[i]
+            assert key is not None
+            if candidates[i].mean_logprob is not None:
+                w = weight[i]
+            else:
+                w = counted[i] * (CONFIDENCE_FLOOR if key == best else 1.0)
+            bound[key] = bound.get(key, 0.0) + w
+        sums.append(bound)
+    for total in sums:
+        rest = max((v for k, v in total.items() if k != best), default=0.0)
+        if total[best] - rest <= remaining * w_max:
+            return False
+    return True
 
 
 def deciding_claims(strategy: Strategy, candidates: Sequence[Candidate], decision: Decision
