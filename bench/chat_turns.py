@@ -219,7 +219,7 @@ def route_pair(work: Path, rounds: int) -> dict[str, object]:
         a = NodeProcess(node_config(work, "a", swarm=swarm, federation={
             "swarm": swarm, "discovery": "static", "peers": [b.rpc]}, **common))
         info = a.wait_ready(120)
-        base = f"http://127.0.0.1:{info['http_port']}/v1"
+        base = f"http://127.0.0.1:{info.http_port}/v1"
         http = httpx.Client(timeout=120)
 
         def b_alive() -> bool:
@@ -292,7 +292,7 @@ def main() -> None:
     try:
         info = node.wait_ready(120)
         for _ in range(rounds):
-            grow_node.append(growing(node_asker(f"http://127.0.0.1:{info['http_port']}/v1"),
+            grow_node.append(growing(node_asker(f"http://127.0.0.1:{info.http_port}/v1"),
                                      f"round {len(grow_node)}"))
             ours.clear_cache()
             lib.reset()
@@ -316,7 +316,7 @@ def main() -> None:
                                    scheduler={"default_deadline_ms": 300_000}))
     try:
         binfo = busy.wait_ready(120)
-        bbase = f"http://127.0.0.1:{binfo['http_port']}/v1"
+        bbase = f"http://127.0.0.1:{binfo.http_port}/v1"
         each = 2 if args.quick else 4
         one_client = concurrent_clients(bbase, 1, each)
         four_clients = concurrent_clients(bbase, 4, each)

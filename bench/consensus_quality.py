@@ -83,7 +83,7 @@ class Node:
             for p in self.procs:  # a node that never served is still ours to stop
                 p.stop()
             raise
-        port = self.procs[0].info["http_port"]
+        port = self.procs[0].info.http_port
         self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-",
                                     max_retries=0, timeout=600)
 

@@ -80,7 +80,7 @@ class Swarm:
         except BaseException:
             self.close()
             raise
-        self.url = f"http://127.0.0.1:{self.procs[0].info['http_port']}/v1"
+        self.url = f"http://127.0.0.1:{self.procs[0].info.http_port}/v1"
         self.client = openai.OpenAI(base_url=self.url, api_key="-", max_retries=0,
                                     timeout=600)
 

@@ -178,13 +178,13 @@ def floods(proc: NodeProcess, info: dict, swarm: str, records: int, connections:
     with mdns_flood(records, swarm=swarm, tag="flood"):
         hold("mdns")
         try:
-            listed = client.peers(info["rpc_endpoint"], timeout_s=5).peers
+            listed = client.peers(info.rpc_endpoint, timeout_s=5).peers
             out["mdns_entries_kept"] = sum(p.name.startswith("flood") for p in listed)
         except Exception as exc:  # reported: the node did not answer
             out["mdns_entries_kept"] = f"no answer: {exc}"
     out["mdns_records"] = records
-    for name, port in (("rpc_idle", int(info["rpc_endpoint"].rsplit(":", 1)[1])),
-                       ("http_idle", int(info["http_port"]))):
+    for name, port in (("rpc_idle", int(info.rpc_endpoint.rsplit(":", 1)[1])),
+                       ("http_idle", int(info.http_port))):
         with idle_connections(port, connections) as conns:
             out[f"{name}_connections"] = len(conns)
             hold(name)
@@ -219,7 +219,7 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
         statuses: Counter[str] = Counter()
         asked: Counter[str] = Counter()
         stop_questions = threading.Event()
-        asker = threading.Thread(target=questions, args=(info["rpc_endpoint"], stop_questions,
+        asker = threading.Thread(target=questions, args=(info.rpc_endpoint, stop_questions,
                                                          asked, model))
         asker.start()
         t0 = time.monotonic()
@@ -228,10 +228,10 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
                                     daemon=True)
         watchdog.start()
         workers = [threading.Thread(target=fuzz_rpc, args=(
-            info["rpc_endpoint"], frames // connections, seed + i, counter, node_gone))
+            info.rpc_endpoint, frames // connections, seed + i, counter, node_gone))
             for i in range(connections)]
         workers.append(threading.Thread(target=fuzz_http, args=(
-            f"http://127.0.0.1:{info['http_port']}", http_requests, seed, statuses)))
+            f"http://127.0.0.1:{info.http_port}", http_requests, seed, statuses)))
         for t in workers:
             t.start()
         for t in workers:
@@ -243,7 +243,7 @@ def run(frames: int, http_requests: int, connections: int, model: str, seed: int
         asker.join(120)
         alive = proc.proc.poll() is None
         try:
-            client.status(info["rpc_endpoint"], timeout_s=5)
+            client.status(info.rpc_endpoint, timeout_s=5)
             answers_status = True
         except Exception:
             answers_status = False

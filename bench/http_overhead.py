@@ -57,7 +57,7 @@ def main() -> None:
         node = NodeProcess(path)
         try:
             info = node.wait_ready(120)
-            base = f"http://127.0.0.1:{info['http_port']}/v1"
+            base = f"http://127.0.0.1:{info.http_port}/v1"
             stream_once(base, tokens)  # warm up
             engine.generate(request)
             direct, http = [], []

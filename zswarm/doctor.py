@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
+import psutil
 import trio
 
 from zswarm import client, pull, statedir
@@ -115,35 +115,25 @@ def _route(address: str) -> Finding:
     return Finding("multicast", OK, f"route for {MDNS_GROUP} via {source}")
 
 
-def _listeners() -> dict[int, int]:
-    """Listening TCP port -> socket inode (IPv4 and IPv6, from /proc)."""
-    out: dict[int, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "0A":  # LISTEN
-                        out[int(fields[1].rsplit(":", 1)[1], 16)] = int(fields[9])
-        except (OSError, ValueError, IndexError, StopIteration):
-            continue
-    return out
-
-
-def _owner(inode: int) -> str:
-    """'pid 123 (python -m zswarm node)' for the process holding a socket, if we may look."""
-    target = f"socket:[{inode}]"
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target
-                   for fd in os.listdir(f"/proc/{pid}/fd")):
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                return f"pid {pid} ({cmd[:80]})"
-        except OSError:
-            continue
-    return "another process (not visible to this user)"
+def _owner(port: int) -> str:
+    """'pid 123 (python -m zswarm node)' for the process listening on TCP ``port``, as far
+    as this user may look ("" when nothing listens there)."""
+    hidden = "another process (not visible to this user)"
+    try:
+        listening = [c for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    except psutil.Error:
+        return hidden
+    if not listening:
+        return ""
+    pid = listening[0].pid
+    if pid is None:
+        return hidden
+    try:
+        cmd = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return hidden
+    return f"pid {pid} ({cmd[:80]})"
 
 
 def _ports(config: Config, address: str, running_pid: int | None) -> Iterator[Finding]:
@@ -152,7 +142,6 @@ def _ports(config: Config, address: str, running_pid: int | None) -> Iterator[Fi
         wanted["http"] = config.ports.http
     if config.federation.enabled:
         wanted["pub"] = config.ports.pub
-    listening = _listeners()
     for name, port in wanted.items():
         if port == 0:
             yield Finding("ports", OK, f"ports.{name} = 0: any free port")
@@ -165,7 +154,7 @@ def _ports(config: Config, address: str, running_pid: int | None) -> Iterator[Fi
                 continue
             except OSError as exc:
                 error = exc.strerror or str(exc)
-        owner = _owner(listening[port]) if port in listening else ""
+        owner = _owner(port)
         if running_pid is not None and owner.startswith(f"pid {running_pid} "):
             yield Finding("ports", OK, f"ports.{name} {port} is held by the node running with "
                           f"this config (pid {running_pid})")

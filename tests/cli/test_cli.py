@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from zswarm.cli import app
+from zswarm.statedir import NodeInfo
 
 pytestmark = pytest.mark.model
 runner = CliRunner()
@@ -133,13 +135,13 @@ def test_unknown_model_file(tmp_path):
     assert result.exit_code == 2 and "nope.gguf" in result.output  # configuration: exit 2
 
 
-def _wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 60) -> dict:
+def _wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 60) -> NodeInfo:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else "node exited"
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
+            return msgspec.json.decode(path.read_bytes(), type=NodeInfo)
+        except (OSError, msgspec.DecodeError):
             time.sleep(0.05)
     raise AssertionError(f"{path} did not appear within {timeout_s} s")
 
@@ -152,7 +154,7 @@ def test_node_subprocess_and_ask_through_it(tmp_path):
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         info = _wait_for_file(tmp_path / "state" / "node.json", node)
-        assert info["rpc_endpoint"].startswith("tcp://127.0.0.1:")
+        assert info.rpc_endpoint.startswith("tcp://127.0.0.1:")
         out = subprocess.run(
             [sys.executable, "-m", "zswarm", "ask", "What is 2 + 3?", "--config", str(cfg),
              "--n", "2", "--strategy", "best_of_n", "--json", "--max-tokens", "24"],
@@ -160,11 +162,11 @@ def test_node_subprocess_and_ask_through_it(tmp_path):
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         assert {c["worker"] for c in report["candidates"]} == {"w0", "w1"}
-        assert report["answered_by"] == f"the node at {info['rpc_endpoint']}"
+        assert report["answered_by"] == f"the node at {info.rpc_endpoint}"
         # the client's defaults allow 100 tokens, this node's limit does not: refused by
         # the node, a bad option (exit 2)
         out = subprocess.run(
-            [sys.executable, "-m", "zswarm", "ask", "hi", "--node", info["rpc_endpoint"],
+            [sys.executable, "-m", "zswarm", "ask", "hi", "--node", info.rpc_endpoint,
              "--max-tokens", "100"], capture_output=True, text=True, timeout=60, env=env)
         assert out.returncode == 2 and "max_tokens must be 1 to 64" in out.stderr
         assert node.poll() is None  # bad input did not hurt the node
@@ -195,8 +197,8 @@ def test_node_flags_win_over_the_file(tmp_path):
     with NodeProcess(cfg, args=("--no-federation", "--name", "flagged", "--http-port", "0",
                                 "--peer", "tcp://127.0.0.1:9")) as node:
         info = node.wait_ready()
-        assert info["name"] == "flagged" and info["federation"] is False
-        assert info["pub_endpoint"] == "" and info["http_port"] > 0
+        assert info.name == "flagged" and info.federation is False
+        assert info.pub_endpoint == "" and info.http_port > 0
     assert "federation off" in node.log()
     bad = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config", str(cfg),
                           "--http-port", "70000"], capture_output=True, text=True, timeout=60)
@@ -207,7 +209,7 @@ def test_node_flags_win_over_the_file(tmp_path):
     rpc = free_port()
     with NodeProcess(cfg, args=("--rpc-port", str(rpc), "--pub-port", "0")) as node:
         info = node.wait_ready()
-        assert info["rpc_endpoint"].endswith(f":{rpc}") and info["pub_endpoint"]
+        assert info.rpc_endpoint.endswith(f":{rpc}") and info.pub_endpoint
 
 
 def test_a_second_node_on_a_state_dir_in_use_is_refused_and_join_picks_its_own(
@@ -226,9 +228,10 @@ def test_a_second_node_on_a_state_dir_in_use_is_refused_and_join_picks_its_own(
                                  str(second_cfg)], capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second.stderr
         assert (f"node.state_dir {shared} is in use by node first (pid {first.pid}, "
-                f"{info['rpc_endpoint']})") in second.stderr
+                f"{info.rpc_endpoint})") in second.stderr
         # the first node is untouched: its node.json still names it
-        assert json.loads((tmp_path / "first" / "state" / "node.json").read_text()) == info
+        assert msgspec.json.decode((tmp_path / "first" / "state" / "node.json").read_bytes(),
+                                   type=NodeInfo) == info
         # join on a machine whose default state dir a node holds: a state dir of its own
         monkeypatch.setenv("HOME", str(tmp_path / "home"))
         from zswarm import statedir
@@ -239,7 +242,7 @@ def test_a_second_node_on_a_state_dir_in_use_is_refused_and_join_picks_its_own(
         try:
             out = tmp_path / "joined" / "swarm.toml"
             out.parent.mkdir()
-            result = runner.invoke(app, ["join", info["rpc_endpoint"], "--no-start",
+            result = runner.invoke(app, ["join", info.rpc_endpoint, "--no-start",
                                          "--config", str(out), "--bind", "127.0.0.1",
                                          "--rpc-port", "0", "--pub-port", "0",
                                          "--http-port", "0", "--threads", "1"])

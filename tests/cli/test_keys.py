@@ -52,7 +52,7 @@ def test_ask_and_peers_use_the_key_from_the_config(tmp_path):
         peers = zswarm("peers", "--config", str(keyed))
         assert peers.returncode == 0 and "swarm key on (fingerprint" in peers.stdout
         open_cfg = node_config(tmp_path, "o", swarm=swarm, answers=["0"])
-        refused = zswarm("peers", "--config", str(open_cfg), "--node", info["rpc_endpoint"])
+        refused = zswarm("peers", "--config", str(open_cfg), "--node", info.rpc_endpoint)
         assert refused.returncode == 1 and "no zswarm node answers" in refused.stderr
         assert "a node of a keyed swarm" in refused.stderr, refused.stderr  # the key is named
         # the same state dir as the keyed node, without its key: running, not "start it again"

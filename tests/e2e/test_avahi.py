@@ -111,13 +111,13 @@ def test_avahi_sees_the_node_and_the_node_survives_avahi_records(lan_with_avahi,
         info = node.wait_ready(60)
         # 1. avahi lists the zswarm node of the other host, TXT record included
         line = wait_until(lambda: next((x for x in avahi.browse().splitlines()
-                                        if x.startswith("=") and info["node_id"] in x), None),
+                                        if x.startswith("=") and info.node_id in x), None),
                           20, what="avahi-browse lists the node")
         fields = line.split(";")
         assert fields[2] == "IPv4" and fields[4] == "_zswarm._tcp"
-        assert fields[7] == lan.addresses[zs_host] and fields[8] == str(info["rpc_endpoint"]
+        assert fields[7] == lan.addresses[zs_host] and fields[8] == str(info.rpc_endpoint
                                                                          ).rsplit(":", 1)[1]
-        for txt in (f'"id={info["node_id"]}"', f'"swarm={swarm}"', '"name=zs"', '"proto=1"',
+        for txt in (f'"id={info.node_id}"', f'"swarm={swarm}"', '"name=zs"', '"proto=1"',
                     '"model=scripted"'):
             assert txt in fields[9], (txt, fields[9])
 
@@ -133,7 +133,7 @@ def test_avahi_sees_the_node_and_the_node_survives_avahi_records(lan_with_avahi,
         status = wait_until(lambda: _dropped(zs_host, info), 20, what="broken records dropped")
         assert status["totals"]["frames_dropped"] >= 2
         assert status["node"]["state"] == "ready" and status["peers"] == []
-        asked = zswarm_in(zs_host, "ask", "What is 6 x 7?", "--node", info["rpc_endpoint"])
+        asked = zswarm_in(zs_host, "ask", "What is 6 x 7?", "--node", info.rpc_endpoint)
         assert asked.returncode == 0 and asked.stdout.strip() == "42"
         assert "Traceback" not in node.log()
 
@@ -145,7 +145,7 @@ def _browse_json(host: str, cfg: Path) -> dict[str, dict[str, str]] | None:
 
 
 def _dropped(host: str, info: dict[str, object]) -> dict[str, object] | None:
-    url = f"http://{info['host']}:{info['http_port']}/v1/status"
+    url = f"http://{info.host}:{info.http_port}/v1/status"
     run = subprocess.run(["ip", "netns", "exec", host, "curl", "-s", url], capture_output=True,
                          text=True, timeout=20)
     status = json.loads(run.stdout)

@@ -85,7 +85,7 @@ def test_a_host_without_the_model_pulls_it_and_joins_in_one_step(lan, members,
         'bind = "auto"', f'bind = "{lan.addresses[host]}"'))
     with NodeProcess(config, netns=host) as node:  # pulls the model, then serves it
         info = node.wait_ready(180)
-        assert info["model_id"] == result["model_id"]
+        assert info.model_id == result["model_id"]
         asked = run_cli(host, "ask", "What is 2 + 2?", "--json", "--max-tokens", "8",
                         "--node", node.rpc, timeout=120)
         assert asked.returncode == 0, asked.stderr

@@ -147,7 +147,7 @@ def test_multicast_dropped_and_c_refuses_inbound(swarm, nft, keys):
     if keys == "open":
         page = subprocess.run(["ip", "netns", "exec", swarm.hosts["a"], "curl", "-s",
                                f"http://{swarm.lan.addresses[swarm.hosts['a']]}:"
-                               f"{swarm.procs['a'].info['http_port']}/v1/status"],
+                               f"{swarm.procs['a'].info.http_port}/v1/status"],
                               capture_output=True, text=True, timeout=30, check=True)
         (c,) = [p for p in json.loads(page.stdout)["peers"] if p["name"] == "c"]
         assert "reached over its own link" in c["detail"]

@@ -90,7 +90,7 @@ def test_home_swarm_toml_runs_a_keyed_node(tmp_path):
     cfg.write_text(to_toml(data))
     with NodeProcess(cfg) as proc:
         info = proc.wait_ready(60)
-        root = f"http://127.0.0.1:{info['http_port']}"
+        root = f"http://127.0.0.1:{info.http_port}"
         assert httpx.get(f"{root}/v1/status").status_code == 401
         status = httpx.get(f"{root}/v1/status",
                            headers={"authorization": "Bearer home-secret"}).json()

@@ -226,7 +226,7 @@ def test_join_from_an_empty_machine_pulls_the_model_and_answers(tmp_path):
         with NodeProcess(fresh / "swarm.toml", command="join",
                          args=(*args[:at], *args[at + 2:], "--rpc-port", str(port))) as node:
             info = node.wait_ready(120)
-            assert info["model_id"] == MODEL.model_id
+            assert info.model_id == MODEL.model_id
             toml = (fresh / "swarm.toml").read_text()
             assert f'path = "swarm:{MODEL.model_id}"' in toml and member.rpc in toml
             assert f"rpc = {port}" in toml and "threads = 1" in toml

@@ -17,9 +17,9 @@ class HttpNode:
     def __init__(self, proc: NodeProcess) -> None:
         self.proc = proc
         info = proc.info
-        self.root = f"http://127.0.0.1:{info['http_port']}"
+        self.root = f"http://127.0.0.1:{info.http_port}"
         self.base = f"{self.root}/v1"
-        self.rpc = str(info["rpc_endpoint"])
+        self.rpc = str(info.rpc_endpoint)
 
 
 @contextmanager

@@ -38,7 +38,7 @@ def test_a_node_restarted_with_the_same_id_is_accepted_again_at_once(tmp_path, h
     b = NodeProcess(b_cfg)
     try:
         a.wait_ready()
-        b_id = b.wait_ready()["node_id"]
+        b_id = b.wait_ready().node_id
         wait_until(lambda: state_of(a, "b") == "alive", 10, what="b alive")
         old_rpc = b.rpc
         if how is signal.SIGTERM:
@@ -50,12 +50,12 @@ def test_a_node_restarted_with_the_same_id_is_accepted_again_at_once(tmp_path, h
             b.stop()
         b = NodeProcess(b_cfg)  # same state dir: same node id, new ephemeral ports
         info = b.wait_ready()
-        assert info["node_id"] == b_id and info["rpc_endpoint"] != old_rpc
+        assert info.node_id == b_id and info.rpc_endpoint != old_rpc
         # mDNS announces the new endpoints; a crashed node's old entry is still ALIVE or
         # SUSPECT, so the claim is probed (one status round trip). Without that, the old
         # entry would hold the id until forgotten (forget_after_ms: 300 s), far past the wait
         wait_until(lambda: (p := peers(a).get("b")) is not None and p.state == "alive"
-                   and p.rpc == info["rpc_endpoint"], 10, what="b alive at its new endpoint")
+                   and p.rpc == info.rpc_endpoint, 10, what="b alive at its new endpoint")
         reply = client.ask(a.rpc, _request(2), strategy="best_of_n", deadline_ms=10_000)
         assert {c.node for c in reply.report.candidates} == {"a", "b"}
     finally:
@@ -156,7 +156,7 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_event(tmp_path
                 "messages": [{"role": "user", "content": "Write a very long story about a "
                               "lighthouse keeper, in many chapters."}]}
         events = []
-        url = f"http://127.0.0.1:{info['http_port']}/v1/chat/completions"
+        url = f"http://127.0.0.1:{info.http_port}/v1/chat/completions"
         with httpx.stream("POST", url, json=body, timeout=60) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
@@ -168,7 +168,7 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_event(tmp_path
         assert events[-1] == "[DONE]"
         error = json.loads(events[-2])
         assert error["error"]["code"] == "worker_crashed" and "died" in error["error"]["message"]
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{info['http_port']}/health"
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{info.http_port}/health"
                                      ).status_code == 200, 60, what="the worker restarted")
     finally:
         node.stop()

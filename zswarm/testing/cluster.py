@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -23,34 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 import trio
 
+from zswarm import statedir
+from zswarm.config import load_config
+from zswarm.errors import ConfigError
+from zswarm.statedir import NodeInfo
 from zswarm.testing.scripted import write_script
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def to_toml(data: dict[str, dict[str, Any]]) -> str:
-    """A two-level TOML writer: enough for swarm.toml ([section] and [section.table])."""
-    out: list[str] = []
-    for section, values in data.items():
-        out.append(f"[{section}]")
-        tables = {k: v for k, v in values.items() if isinstance(v, dict)}
-        out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in tables]
-        for key, table in tables.items():
-            out.append(f"[{section}.{key}]")
-            out += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(out) + "\n"
+    """swarm.toml text of ``data`` ([section] and [section.table])."""
+    return tomli_w.dumps(data)
 
 
 def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | None = None,
@@ -136,7 +120,7 @@ class NodeProcess:
                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                      preexec_fn=None if max_fds is None and cpus is None
                                      else limits)
-        self.info: dict[str, Any] = {}
+        self.info: NodeInfo | None = None
 
     @property
     def pid(self) -> int:
@@ -144,19 +128,23 @@ class NodeProcess:
 
     @property
     def rpc(self) -> str:
-        return str(self.info["rpc_endpoint"])
+        assert self.info is not None, "wait_ready() first"
+        return self.info.rpc_endpoint
 
-    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
-        path = self.config.parent / "state" / "node.json"
+    def wait_ready(self, timeout_s: float = 60.0) -> NodeInfo:
+        """The node's node.json (in its config's state dir), once this process wrote it (in
+        a namespace, whichever process did: ``ip netns exec`` runs it under another pid).
+        The config may not exist yet: `zswarm join` writes it."""
 
-        def ready() -> dict[str, Any] | None:
+        def ready() -> NodeInfo | None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log()}")
             try:
-                info: dict[str, Any] = json.loads(path.read_text())
-            except (OSError, ValueError):
+                info = statedir.read(load_config(self.config))
+            except ConfigError:
                 return None
-            return info if info.get("pid") == self.proc.pid or self.netns else None
+            return info if info is not None and (info.pid == self.proc.pid or self.netns) \
+                else None
 
         self.info = wait_until(ready, timeout_s, what=f"node {self.config.parent.name} ready")
         return self.info
