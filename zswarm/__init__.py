@@ -1,4 +1,22 @@
-"""zswarm: join the small local LLMs on a LAN into one swarm. Public API only."""
+"""zswarm: join the small local LLMs on a LAN into one swarm. Public API only.
+
+The package, lowest layer first (each imports only those before it; tests/test_layers.py):
+
+    errors.py      the error tree
+    core/          pure logic: wire messages, codec, consensus, plan, limits, peer table
+    config.py      swarm.toml -> a checked Config
+    asks.py        the ask as a value;  statedir.py  the state dir
+    net/           sockets: zmq under trio, PUB/SUB and links, mDNS, the swarm key
+    engines/       inference backends (llama.cpp, ctransformers, plugins)
+    runtime/       one node under trio: context, coordinator, scheduler, workers, federation
+    http/          the HTTP shim: OpenAI API, federation routes, metrics, status page
+    client.py      the blocking RPC client;  pull.py  fetching a model from members
+    node.py        the composition root;  doctor.py, views.py
+    cli/           the command line
+    testing/       fakes and fixtures (never imported by the code above)
+
+docs/architecture.md is the map: each package's job, an ask's path, the node's life.
+"""
 
 from zswarm.config import Config, load_config
 from zswarm.core.consensus import STRATEGIES, decide

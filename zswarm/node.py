@@ -14,11 +14,11 @@ Nothing else in the package wires parts together. In order, ``run_node``:
 4. serves HTTP at once (503 "loading"), starts the workers (the node is then
    ready), the RPC server and the federation, and writes ``node.json`` (pid and
    RPC endpoint, for the CLI);
-5. on ``drain``: state "draining" (new work refused, peers told), waits for the
+5. on ``drain``: ``ctx.drain()`` (new work refused, peers told), waits for the
    requests in flight (``NodeContext.requests``, at most ``node.drain_timeout_ms``).
 
-Layering: core (pure) <- net <- runtime <- http <- node.py <- cli.py; no module
-imports one to its right.
+Layering: core (pure) <- net, engines <- runtime <- http <- node.py <- cli/; no
+module imports one to its right (docs/architecture.md has the whole map).
 """
 
 from __future__ import annotations

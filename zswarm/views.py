@@ -1,7 +1,7 @@
 """How the command line shows things: peer tables (plain, JSON, live), reports, key state.
 
-Pure formatting over the protocol's messages (core/messages.py); cli.py decides what
-to fetch and where to print it.
+Pure formatting over the protocol's messages (core/messages.py); the commands (cli/)
+decide what to fetch and where to print it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ from zswarm.testing.cluster import wait_until_async
 
 pytestmark = pytest.mark.model
 
+#: a short ask: the node answers again (after a crash, a cancel, an overload)
+SAY_HI = Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000)
+
 
 
 
@@ -54,8 +57,7 @@ async def test_worker_killed_mid_request_is_retried_and_node_keeps_serving(confi
         assert report.candidates[0].tokens == 400
         await wait_until_async(lambda: local.scheduler.workers_ready == 2, 10.0)
         assert busy[0].restarts == 1
-        answer, _ = await local.coordinator.ask(
-            Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000))
+        answer, _ = await local.coordinator.ask(SAY_HI)
         assert answer
 
 
@@ -78,8 +80,7 @@ async def test_crash_of_only_worker_fails_cleanly_then_recovers(config_factory):
             await wait_until_async(lambda: len(tokens) > 0, 10.0)
             os.kill(local.pool.workers["w0"].pid, signal.SIGKILL)
         assert len(errors) == 1 and "died" in str(errors[0]) and "SIGKILL" in str(errors[0])
-        answer, _ = await local.coordinator.ask(
-            Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000))
+        answer, _ = await local.coordinator.ask(SAY_HI)
         assert answer
 
 
@@ -105,8 +106,7 @@ async def test_deadline_cancels_the_worker_and_frees_it(config_factory):
         # the worker confirmed the cancel before the call returned: it is idle again
         with trio.fail_after(1):
             await wait_until_async(lambda: local.scheduler.idle_workers == 1, 10.0)
-        answer, _ = await local.coordinator.ask(
-            Ask(question("Say hi.", max_tokens=8), "first_valid", 30_000))
+        answer, _ = await local.coordinator.ask(SAY_HI)
         assert answer
 
 
