@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,18 @@ def tree_cpu_s(pid: int) -> float:
             except OSError:
                 pass  # it exited meanwhile
     return total
+
+
+def run_clients(work: Callable[[int], None], clients: int) -> float:
+    """``work(k)`` for k = 0 .. clients - 1, each in a thread of its own, all at once;
+    the seconds until the last one ends."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def write_results(name: str, figures: dict[str, Any], table: list[tuple[str, str]]) -> None:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import median, proc_status_mib, write_results
+from _common import median, proc_status_mib, run_clients, write_results
 
 from zswarm.core.messages import ChatMessage, GenerateRequest, SamplingParams
 from zswarm.engines.llamacpp import LlamaCppEngine
@@ -145,8 +145,6 @@ def interleaved(ask: Ask, conversations: int = 4) -> list[list[float]]:
 
 def concurrent_clients(base: str, clients: int, requests_each: int) -> float:
     """Aggregate completion tokens/s of ``clients`` threads, each asking in turn."""
-    import threading
-
     import httpx
 
     tokens: list[int] = []
@@ -160,13 +158,8 @@ def concurrent_clients(base: str, clients: int, requests_each: int) -> float:
                 reply = http.post(f"{base}/chat/completions", json=body).json()
                 tokens.append(reply["usage"]["completion_tokens"])
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(tokens) / (time.perf_counter() - t0)
+    seconds = run_clients(client, clients)
+    return sum(tokens) / seconds
 
 
 def engine_batch_ratio(model: ModelFile, clients: int) -> float:

@@ -31,13 +31,12 @@ import secrets
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import openai
-from _common import percentile, write_results
+from _common import percentile, run_clients, write_results
 from quality import correct, load_questions, split
 
 from zswarm.client import NodeClient
@@ -152,13 +151,7 @@ def route_rate(swarm: Swarm, questions: list[dict[str, Any]]) -> float:
         except BaseException as exc:  # noqa: BLE001 - reported after the join
             errors.append(exc)
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(ROUTE_CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
+    seconds = run_clients(work, ROUTE_CLIENTS)
     for c in clients:
         c.close()
     if errors:

@@ -4,7 +4,7 @@ Owns: the typer ``app`` the commands register on; the options more than one comm
 takes (``ConfigOpt``, ``VerboseOpt``, ``PeerOpt``, ``NodeOpt``); loading the config and
 the swarm key (``load``, ``key_of``); logging to stderr one line per record
 (``setup_logging``); and the one policy for how a command ends when something is wrong
-(``exit_code``, ``fail``, ``failed``, ``failing``): "error: ..." on stderr, and
+(``exit_code``, ``fail``, ``failed``): "error: ..." on stderr, and
 
     exit 2  what the user gave is wrong: an option, the config, a key or model file,
             a request a node refused as malformed or over its limits
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -61,15 +59,6 @@ def failed(exc: ZswarmError, hint: str = "") -> NoReturn:
     """End the command for ``exc`` by the policy (a failure while doing it names its kind)."""
     code = exit_code(exc)
     fail(f"{exc}{hint}" if code == 2 else f"{exc.kind}: {exc}{hint}", code)
-
-
-@contextmanager
-def failing() -> Iterator[None]:
-    """A ZswarmError inside the block ends the command by the policy (``failed``)."""
-    try:
-        yield
-    except ZswarmError as exc:
-        failed(exc)
 
 
 def load(config: Path | None) -> Config:

@@ -90,13 +90,13 @@ async def verified_decision(ctx: NodeContext, pool: Pool, strategy: Strategy,
             need = [i for i in suspects if i not in spare]
             room = max(0, MAX_RESCORES - checks.rescored)
             batch = [i for i in need if candidates[i].model_id == me.model_id][:room]
-            verified = await _rescore(ctx, pool, request,
-                                      [candidates[i].text for i in batch], deadline)
+            scores = await _rescore(ctx, pool, request,
+                                    [candidates[i].text for i in batch], deadline)
+            verified = {i: scores.get(k) for k, i in enumerate(batch)}
             checks.rescored += len(batch)
             for i in need:
                 checked.add(i)
-                candidates[i] = _with_claim(candidates[i], verified.get(batch.index(i))
-                                            if i in batch else None)
+                candidates[i] = _with_claim(candidates[i], verified.get(i))
     finally:
         checks.seconds = trio.current_time() - started
 

@@ -26,7 +26,7 @@ import tomli_w
 import trio
 
 from zswarm import statedir
-from zswarm.config import load_config
+from zswarm.config import Config, load_config
 from zswarm.errors import ConfigError
 from zswarm.statedir import NodeInfo
 from zswarm.testing.scripted import write_script
@@ -136,13 +136,17 @@ class NodeProcess:
         a namespace, whichever process did: ``ip netns exec`` runs it under another pid).
         The config may not exist yet: `zswarm join` writes it."""
 
+        configs: list[Config] = []  # parsed once it exists
+
         def ready() -> NodeInfo | None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log()}")
-            try:
-                info = statedir.read(load_config(self.config))
-            except ConfigError:
-                return None
+            if not configs:
+                try:
+                    configs.append(load_config(self.config))
+                except ConfigError:
+                    return None
+            info = statedir.read(configs[0])
             return info if info is not None and (info.pid == self.proc.pid or self.netns) \
                 else None
 
