@@ -19,7 +19,7 @@ after.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -27,7 +27,7 @@ import msgspec
 from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.limits import check_count, check_one_count, check_strategy, deadline_s
-from zswarm.core.messages import GenerateRequest
+from zswarm.core.messages import GenerateRequest, Structure
 from zswarm.core.plan import AskStrategy
 from zswarm.errors import RequestRefused
 
@@ -89,14 +89,17 @@ def choose_count(config: Config, strategy: str | None, *, n: int | None = None,
     return count, adaptive
 
 
-def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = None,
+def new_request(config: Config, *, messages: Sequence[Mapping[str, object]] | None = None,
                 prompt: str | None = None, system: str | None = None, n: int | None = None,
                 max_tokens: int | None = None, temperature: float | None = None,
                 top_p: float | None = None, stop: Sequence[str] = (), seed: int | None = None,
-                logprobs: bool = False) -> GenerateRequest:
+                logprobs: bool = False, sampling: Mapping[str, object] | None = None,
+                structure: Structure | None = None) -> GenerateRequest:
     """``messages`` (a chat; unless it starts with a system message, ``system`` first, or
     the config's system prompt when ``system`` is None; "" for none) or a raw ``prompt``.
-    None for any other choice takes the config's default."""
+    None for any other choice takes the config's default. ``sampling``: more of
+    SamplingParams' fields (top_logprobs, penalties, logit_bias); ``structure``: the
+    answer's shape (core/structured.py)."""
     gen = config.generation
     # a count given is held to the node's limit first, so the message names that limit
     # (not the wire's wider one): the same rule admit applies
@@ -118,7 +121,9 @@ def new_request(config: Config, *, messages: Sequence[dict[str, str]] | None = N
         "max_tokens": gen.max_tokens if max_tokens is None else max_tokens,
         "temperature": gen.temperature if temperature is None else temperature,
         "top_p": gen.top_p if top_p is None else top_p, "top_k": gen.top_k,
-        "stop": list(stop), "seed": seed, "logprobs": logprobs}
+        "stop": list(stop), "seed": seed, "logprobs": logprobs, **(sampling or {})}
+    if structure is not None:
+        fields["structure"] = msgspec.to_builtins(structure)
     try:
         return msgspec.convert(fields, GenerateRequest)
     except msgspec.ValidationError as exc:

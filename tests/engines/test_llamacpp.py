@@ -94,7 +94,7 @@ def test_cancel_mid_generation_stops_at_the_next_token(engine):
 def test_prompt_longer_than_context_is_a_clear_error(engine):
     from zswarm.errors import RequestRefused
 
-    # a limit of this node's (exit 2, HTTP 422), not an inference failure
+    # a limit of this node's (exit 2, HTTP 400), not an inference failure
     with pytest.raises(RequestRefused, match="does not fit the model's context of") as caught:
         engine.generate(GenerateRequest(prompt="word " * 5000))
     assert caught.value.field == "prompt" and "raise [model] n_ctx" in str(caught.value)

@@ -102,25 +102,25 @@ def test_the_default_is_one_candidate(client):
 
 
 @pytest.mark.parametrize(("kwargs", "error", "param"), [
-    ({"extra_body": {"zswarm": {"budget": 17}}}, openai.UnprocessableEntityError,
+    ({"extra_body": {"zswarm": {"budget": 17}}}, openai.BadRequestError,
      "zswarm.budget"),
-    ({"extra_body": {"zswarm": {"budget": 4, "n": 4}}}, openai.UnprocessableEntityError,
+    ({"extra_body": {"zswarm": {"budget": 4, "n": 4}}}, openai.BadRequestError,
      "zswarm.budget"),
     ({"extra_body": {"zswarm": {"budget": 4, "strategy": "weighted_vote"}}},
-     openai.UnprocessableEntityError, "zswarm.budget"),
-    ({"n": 2, "extra_body": {"zswarm": {"budget": 4}}}, openai.UnprocessableEntityError,
+     openai.BadRequestError, "zswarm.budget"),
+    ({"n": 2, "extra_body": {"zswarm": {"budget": 4}}}, openai.BadRequestError,
      "zswarm.budget"),
     # within the node's characters, over the model's context in tokens: a limit, not a 500
     ({"messages": [{"role": "user", "content": "word " * 6000}]},
-     openai.UnprocessableEntityError, None),
+     openai.BadRequestError, None),
     ({"model": "gpt-17"}, openai.NotFoundError, "model"),
-    ({"max_tokens": 100_000}, openai.UnprocessableEntityError, "max_tokens"),
-    ({"n": 99}, openai.UnprocessableEntityError, "n"),
-    ({"temperature": 7.0}, openai.UnprocessableEntityError, "temperature"),
-    ({"extra_body": {"zswarm": {"strategy": "loudest"}}}, openai.UnprocessableEntityError,
+    ({"max_tokens": 100_000}, openai.BadRequestError, "max_tokens"),
+    ({"n": 99}, openai.BadRequestError, "n"),
+    ({"temperature": 7.0}, openai.BadRequestError, "temperature"),
+    ({"extra_body": {"zswarm": {"strategy": "loudest"}}}, openai.BadRequestError,
      "zswarm.strategy"),
-    ({"extra_body": {"zswarm": {"colour": "red"}}}, openai.BadRequestError, None),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, openai.UnprocessableEntityError,
+    ({"extra_body": {"zswarm": {"colour": "red"}}}, openai.BadRequestError, "zswarm.colour"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, openai.BadRequestError,
      "messages[0].role"),
 ])
 def test_errors_in_openai_shape(client, kwargs, error, param):

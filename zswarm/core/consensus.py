@@ -45,6 +45,7 @@ from typing_extensions import Never
 
 from zswarm.core.answers import answer_key
 from zswarm.core.messages import Candidate, Report, ReportCandidate
+from zswarm.core.structured import Shape
 from zswarm.errors import NoQuorum
 
 Strategy = Literal["first_valid", "best_of_n", "weighted_vote", "majority", "confidence"]
@@ -67,11 +68,16 @@ class Validation:
     allow_truncated: bool = True
     regex: str | None = None
     require_json: bool = False
+    #: a structured request's shape (core/structured.py): a candidate is valid only if
+    #: complete and of the shape, and its answer key is its value
+    shape: Shape | None = None
 
     def accepts(self, cand: Candidate) -> bool:
         if cand.finish_reason in ("error", "cancelled") or not cand.text.strip():
             return False
-        if cand.finish_reason == "length" and not self.allow_truncated:
+        if cand.finish_reason == "length" and (not self.allow_truncated or self.shape):
+            return False
+        if self.shape is not None and self.shape.key(cand.text) is None:
             return False
         if self.regex is not None and re.search(self.regex, cand.text) is None:
             return False
@@ -81,6 +87,13 @@ class Validation:
             except ValueError:
                 return False
         return True
+
+
+    def key(self, text: str, question: str) -> str:
+        """A valid candidate's answer key: its structured value, else core/answers.py's."""
+        if self.shape is not None:
+            return self.shape.key(text, question) or ""
+        return answer_key(text, question)
 
 
 @dataclass(frozen=True)
@@ -168,24 +181,29 @@ def decide(
     valid = [i for i, c in enumerate(candidates) if validation.accepts(c)]
     remaining = max(0, expected - len(candidates))
     if not valid:
-        if final or remaining == 0:
-            raise NoQuorum(f"none of {len(candidates)} candidates passed validation")
-        return None
+        if not (final or remaining == 0):
+            return None
+        cut = [i for i, c in enumerate(candidates) if c.finish_reason == "length"]
+        if validation.shape is not None and cut:  # as OpenAI does: the cut answer, "length"
+            return Decision(winner=cut[0], scores=[None] * len(candidates), agreement=0.0,
+                            note="every candidate was cut by max_tokens before its structure "
+                                 "was complete")
+        raise NoQuorum(f"none of {len(candidates)} candidates passed validation")
     match strategy:
         case "first_valid":
             return _first_valid(candidates, valid)
         case "best_of_n":
             if remaining and not final:
                 return None
-            return _best_of_n(candidates, valid, weights)
+            return _best_of_n(candidates, valid, weights, _compared(candidates, validation))
         case "weighted_vote":
-            return _weighted_vote(candidates, valid, weights,
+            return _weighted_vote(candidates, valid, weights, _compared(candidates, validation),
                                   remaining=0 if final else remaining)
         case "majority":
-            return _majority(candidates, valid, weights, question,
+            return _majority(candidates, valid, weights, question, validation,
                              remaining=0 if final else remaining)
         case "confidence":
-            return _confidence(candidates, valid, weights, tau, question,
+            return _confidence(candidates, valid, weights, tau, question, validation,
                                remaining=0 if final else remaining)
         case _:
             _unknown(strategy)
@@ -204,10 +222,18 @@ def _first_valid(candidates: Sequence[Candidate], valid: list[int]) -> Decision:
     return Decision(winner=winner, scores=scores, agreement=1.0 / len(valid))
 
 
+def _compared(candidates: Sequence[Candidate], validation: Validation) -> list[str]:
+    """What similarity compares: the texts, or a structured answer's canonical values."""
+    if validation.shape is None:
+        return [c.text for c in candidates]
+    return [validation.key(c.text, "") for c in candidates]
+
+
 def _vote_scores(
-    candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float]
+    candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float],
+    texts: Sequence[str]
 ) -> tuple[dict[int, float], list[list[float]]]:
-    sim = similarity_matrix([candidates[i].text for i in valid])
+    sim = similarity_matrix([texts[i] for i in valid])
     raw: dict[int, float] = {}
     for a, i in enumerate(valid):
         raw[i] = sum(
@@ -222,9 +248,10 @@ def _agreement(sim: list[list[float]], pos: int) -> float:
 
 
 def _best_of_n(
-    candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float]
+    candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float],
+    texts: Sequence[str]
 ) -> Decision:
-    raw, sim = _vote_scores(candidates, valid, weights)
+    raw, sim = _vote_scores(candidates, valid, weights, texts)
     with_lp = [candidates[i].mean_logprob for i in valid
                if candidates[i].mean_logprob is not None]
     models = {candidates[i].model_id for i in valid}
@@ -248,10 +275,11 @@ def _weighted_vote(
     candidates: Sequence[Candidate],
     valid: list[int],
     weights: Mapping[str, float],
+    texts: Sequence[str],
     *,
     remaining: int,
 ) -> Decision | None:
-    raw, sim = _vote_scores(candidates, valid, weights)
+    raw, sim = _vote_scores(candidates, valid, weights, texts)
     ranked = sorted(valid, key=lambda i: (-raw[i], i))
     leader = ranked[0]
     if remaining:
@@ -273,11 +301,13 @@ def _majority(
     valid: list[int],
     weights: Mapping[str, float],
     question: str,
+    validation: Validation,
     *,
     remaining: int,
 ) -> Decision | None:
     keys, group_weight, first_seen = _groups(
-        candidates, valid, {i: _weight(weights, candidates[i]) for i in valid}, question)
+        candidates, valid, {i: _weight(weights, candidates[i]) for i in valid}, question,
+        validation)
     ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
     best = ranked[0]
     if remaining:
@@ -321,13 +351,14 @@ def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
 
 
 def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float],
-            question: str) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
+            question: str, validation: Validation
+            ) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
     """Answer key per candidate, summed weight per key, first arrival per key."""
     keys: list[str | None] = [None] * len(candidates)
     total: dict[str, float] = {}
     first: dict[str, int] = {}
     for i in valid:
-        key = keys[i] = answer_key(candidates[i].text, question)
+        key = keys[i] = validation.key(candidates[i].text, question)
         total[key] = total.get(key, 0.0) + weight[i]
         first.setdefault(key, i)
     return keys, total, first
@@ -339,16 +370,17 @@ def _confidence(
     weights: Mapping[str, float],
     tau: float,
     question: str,
+    validation: Validation,
     *,
     remaining: int,
 ) -> Decision | None:
     conf, note = confidences(candidates, valid, tau)
     weight = {i: _weight(weights, candidates[i]) * conf[i] for i in valid}
-    keys, total, first = _groups(candidates, valid, weight, question)
+    keys, total, first = _groups(candidates, valid, weight, question, validation)
     ranked = sorted(total, key=lambda k: (-total[k], first[k]))
     best = ranked[0]
     if remaining and not _settled(candidates, valid, weights, keys, weight, best,
-                                  remaining, question):
+                                  remaining, question, validation):
         return None
     winner = max((i for i in valid if keys[i] == best), key=lambda i: (weight[i], -i))
     grand = sum(total.values())
@@ -360,7 +392,7 @@ def _confidence(
 
 def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float],
              keys: list[str | None], weight: Mapping[int, float], best: str, remaining: int,
-             question: str) -> bool:
+             question: str, validation: Validation) -> bool:
     """Can no ``remaining`` newcomers change the winner? Each adds at most w_max
     (confidence <= 1) to one group; a second model turns the rule into counting; and,
     while there is one model, a newcomer with a log-probability may lower what each
@@ -369,7 +401,7 @@ def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping
     lowest and the others' at their highest."""
     w_max = max([1.0, *weights.values()])
     counted = {i: _weight(weights, candidates[i]) for i in valid}
-    _, by_count, _ = _groups(candidates, valid, counted, question)
+    _, by_count, _ = _groups(candidates, valid, counted, question, validation)
     sums = [by_count]
     if len({candidates[i].model_id for i in valid}) == 1:
         bound: dict[str, float] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from zswarm.core import structured
 from zswarm.core.messages import MAX_DEADLINE_MS, GenerateRequest
 from zswarm.core.plan import ASK_STRATEGIES, AskStrategy, is_ask_strategy
 from zswarm.core.stopping import ADAPTIVE_STRATEGIES
@@ -94,3 +95,5 @@ def admit(limits: Limits, req: GenerateRequest) -> None:
                              f"{limits.max_prompt_chars}", field="prompt")
     if not req.messages and req.prompt is None:
         raise RequestRefused("request has neither messages nor prompt", field="messages")
+    if req.structure is not None:  # a peer's too: a schema that is no schema ends here
+        structured.check(req.structure)

@@ -52,7 +52,7 @@ NodeIdText = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z
 LogProb = Annotated[float, Meta(ge=-1e9, le=0.0)]
 #: milliseconds as a finite, non-negative float
 Millis = Annotated[float, Meta(ge=0.0, le=1e9)]
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 #: the peer table's states (core/peers.PeerState has one member for each)
 TableState = Literal["alive", "suspect", "discovered", "dead", "left", "incompatible"]
@@ -68,9 +68,57 @@ ShownState = Literal[MemberState, "advertised"]
 Reach = Literal["direct", "its link", "our link"]
 
 
-class ChatMessage(Struct, frozen=True):
+#: a JSON schema (JSON text) in a structured request: at most this many characters
+MAX_SCHEMA_CHARS = 32_000
+#: tools one request may define
+MAX_TOOLS = 64
+#: the most top log-probabilities a token may carry (OpenAI's range of top_logprobs)
+MAX_TOP_LOGPROBS = 20
+#: tokens one request may bias (OpenAI's logit_bias)
+MAX_LOGIT_BIAS = 1024
+SchemaText = Annotated[str, Meta(max_length=MAX_SCHEMA_CHARS)]
+#: a function's name, as OpenAI allows it
+ToolName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class ToolCall(Struct, frozen=True, kw_only=True):
+    """A call of a tool an assistant made (in a conversation's history)."""
+
+    id: ShortText = ""
+    name: ToolName
+    #: the arguments as JSON text
+    arguments: SchemaText = "{}"
+
+
+class ChatMessage(Struct, frozen=True, kw_only=True):
     role: Role
     content: Text
+    #: an assistant's calls of tools (its content may then be empty)
+    tool_calls: Annotated[tuple[ToolCall, ...], Meta(max_length=MAX_TOOLS)] = ()
+    #: a tool's result: the id of the call it answers
+    tool_call_id: ShortText = ""
+
+
+class ToolSpec(Struct, frozen=True, kw_only=True):
+    """A function the model may call: its name, what it does, and its parameters' schema."""
+
+    name: ToolName
+    description: Annotated[str, Meta(max_length=4096)] = ""
+    #: the JSON schema of the arguments object (JSON text)
+    parameters: SchemaText = "{}"
+
+
+class Structure(Struct, frozen=True, kw_only=True):
+    """What shape an answer must have (core/structured.py reads it; engines constrain
+    their decoding to it). ``format``: free text, any JSON object, or JSON valid under
+    ``schema``; ``tools``: functions the answer may call, as ``tool_choice`` says ("auto":
+    text or calls, "required": calls, "none": text only, or a tool's name: a call of it)."""
+
+    format: Literal["text", "json", "schema"] = "text"
+    schema: SchemaText = ""
+    tools: Annotated[tuple[ToolSpec, ...], Meta(max_length=MAX_TOOLS)] = ()
+    tool_choice: ShortText = "auto"
+    parallel_tool_calls: bool = True
 
 
 class SamplingParams(Struct, frozen=True, kw_only=True):
@@ -84,6 +132,16 @@ class SamplingParams(Struct, frozen=True, kw_only=True):
     ignore_eos: bool = False
     #: report every generated token with its log-probability
     logprobs: bool = False
+    #: ... and this many of the most likely tokens at its place (with logprobs)
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] = 0
+    #: OpenAI's penalties: a token's logit less ``presence_penalty`` once it appeared in
+    #: the answer, and ``frequency_penalty`` times the times it appeared
+    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
+    #: token id -> a bias added to its logit (-100 bans it, 100 all but forces it)
+    logit_bias: Annotated[dict[Annotated[int, Meta(ge=0, le=10_000_000)],
+                               Annotated[float, Meta(ge=-100.0, le=100.0)]],
+                          Meta(max_length=MAX_LOGIT_BIAS)] = {}
 
 
 class TokenLogprob(Struct, frozen=True, array_like=True):
@@ -91,6 +149,9 @@ class TokenLogprob(Struct, frozen=True, array_like=True):
 
     token: Annotated[str, Meta(max_length=1024)]
     logprob: LogProb
+    #: the most likely tokens at this place and their log-probabilities (top_logprobs)
+    top: Annotated[tuple[tuple[Annotated[str, Meta(max_length=1024)], LogProb], ...],
+                   Meta(max_length=MAX_TOP_LOGPROBS)] = ()
 
 
 class GenerateRequest(Struct, frozen=True, kw_only=True):
@@ -102,6 +163,8 @@ class GenerateRequest(Struct, frozen=True, kw_only=True):
     n: Annotated[int, Meta(ge=1, le=MAX_N)] = 1
     #: index of this request's first candidate within a larger request (seeding)
     first_index: Annotated[int, Meta(ge=0, le=4 * MAX_N)] = 0
+    #: the answer's required shape (JSON, a schema, tool calls); None: free text
+    structure: Structure | None = None
 
 
 class Candidate(Struct, frozen=True, kw_only=True):

@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
-from zswarm.core.answers import answer_key
 from zswarm.core.consensus import Decision, Strategy, Validation, decide, resolve_weights
 from zswarm.core.messages import Candidate
 from zswarm.errors import NoQuorum
@@ -69,11 +68,11 @@ def leader_share(strategy: Strategy, candidates: Sequence[Candidate], decision: 
     valid = [c for c in candidates if validation.accepts(c)]
     if not valid:
         return 0.0
-    won = answer_key(candidates[decision.winner].text, question)
+    won = validation.key(candidates[decision.winner].text, question)
     resolved = resolve_weights(weights, {c.node_id for c in valid})
     weight = [resolved.get(c.node_id, 1.0) for c in valid]
     same = sum(w for c, w in zip(valid, weight, strict=True)
-               if answer_key(c.text, question) == won)
+               if validation.key(c.text, question) == won)
     return same / sum(weight)
 
 

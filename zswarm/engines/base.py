@@ -94,6 +94,13 @@ class TextStream:
         self._emitted = safe
         return out
 
+    def cut(self, at: int) -> None:
+        """End the text at ``at`` and stop (what was shown past it stays shown: for
+        answers that are not streamed as they come, such as tool calls)."""
+        self.text = self.text[:at]
+        self._emitted = min(self._emitted, at)
+        self.stopped = True
+
     def finish(self) -> str:
         """End of generation: return whatever is still held back."""
         if not self.stopped:

@@ -27,10 +27,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, FinishReason, GenerateRequest, TokenLogprob
+from zswarm.core.messages import (
+    Candidate,
+    FinishReason,
+    GenerateRequest,
+    Structure,
+    TokenLogprob,
+)
+from zswarm.core.structured import CALL_CLOSE, repeated_call
 from zswarm.engines.base import CandidateCallback, TextStream, TokenCallback, context_message
+from zswarm.engines.grammar import Matcher
 from zswarm.engines.prefix_cache import Slot
-from zswarm.engines.sampling import make_rng, sample
+from zswarm.engines.sampling import make_rng, sample, top_logprobs
 from zswarm.errors import InferenceError, RequestRefused, ZswarmError
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,7 @@ class Kv(Protocol):
     def drop_seq(self, seq: int, start: int = 0) -> None: ...
     def token_bytes(self, token: int) -> bytes: ...
     def forget(self, slot: Slot) -> None: ...
+    def matcher(self, structure: Structure) -> Matcher: ...
 
 
 @dataclass(eq=False)
@@ -78,6 +87,10 @@ class Run:
     logprob_sum: float = 0.0
     per_token: list[TokenLogprob] | None = None
     finish: FinishReason | None = None
+    #: a structured answer's grammar state (engines/grammar.py); None: free text
+    matcher: Matcher | None = None
+    #: token -> times generated (presence and frequency penalties)
+    counts: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -100,6 +113,8 @@ class Job:
     waiting: deque[int] = field(default_factory=deque)  # candidate indices not started
     runs: list[Run] = field(default_factory=list)
     cancelled: bool = False
+    #: the compiled constraint of a structured request (each run takes a copy)
+    matcher: Matcher | None = None
 
     @property
     def reserved(self) -> int:
@@ -146,6 +161,12 @@ class Batcher:
         count = min(request.n, self.kv.max_batch_candidates)
         budget = min(request.params.max_tokens, (self.kv.n_ctx - len(prompt)) // count)
         job = Job(key, request, prompt, count, max(1, budget), on_token, on_candidate, on_done)
+        if request.structure is not None:
+            try:
+                job.matcher = self.kv.matcher(request.structure)
+            except RequestRefused as exc:
+                on_done(exc)
+                return
         job.waiting.extend(range(request.n))
         self.queue.append(job)
 
@@ -273,25 +294,46 @@ class Batcher:
                 index=index, seq=seq,
                 rng=make_rng(params.seed, job.request.first_index + index),
                 stream=TextStream(params.stop), logits=job.first_logits,
-                per_token=[] if params.logprobs else None))
+                per_token=[] if params.logprobs else None,
+                matcher=None if job.matcher is None else job.matcher.copy()))
             live += 1
 
     def _sample(self, job: Job, run: Run) -> tuple[int, int, int, bool] | None:
         """Sample the run's next token; the decode entry for it, or None if it ended."""
         params = job.request.params
-        banned = self.kv.eog if params.ignore_eos else None
         assert run.logits is not None
-        token, logprob = sample(run.logits, params, run.rng, banned=banned)
-        run.logits = None
-        if token in self.kv.eog_set and not params.ignore_eos:
+        logits, run.logits = run.logits, None
+        allowed = None
+        if run.matcher is not None:  # a structured answer: its grammar says what may follow
+            allowed = run.matcher.mask()
+            if allowed is None or not allowed.any():
+                log.warning("constrained decoding stopped: %s", run.matcher.error)
+                self._close(job, run, "error")
+                return None
+        ignore_eos = params.ignore_eos and run.matcher is None  # a grammar decides its end
+        token, logprob = sample(logits, params, run.rng, allowed=allowed, counts=run.counts,
+                                banned=self.kv.eog if ignore_eos else None)
+        if token in self.kv.eog_set and not ignore_eos:
             self._close(job, run, "stop")
             return None
+        if run.matcher is not None:
+            run.matcher.consume(token)
         run.tokens += 1
         run.logprob_sum += logprob
+        run.counts[token] = run.counts.get(token, 0) + 1
         piece = self.kv.token_bytes(token)
         if run.per_token is not None:
-            run.per_token.append(TokenLogprob(piece.decode(errors="replace"), logprob))
+            top = tuple((self.kv.token_bytes(t).decode(errors="replace"), lp)
+                        for t, lp in top_logprobs(logits, params.top_logprobs)
+                        ) if params.top_logprobs else ()
+            run.per_token.append(TokenLogprob(piece.decode(errors="replace"), logprob, top))
         text = run.stream.feed(piece)
+        if run.matcher is not None and run.stream.text.rstrip().endswith(CALL_CLOSE):  # a repeated
+            # call ends the answer before it
+            cut = repeated_call(run.stream.text)
+            if cut is not None:
+                run.stream.cut(cut)
+                text = ""
         if text and job.on_token is not None:
             job.on_token(run.index, text)
         if run.stream.stopped:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from zswarm.core.messages import Candidate, ChatMessage, FinishReason, GenerateRequest, TokenLogprob
+from zswarm.core.structured import generic_messages
 from zswarm.engines.base import CandidateCallback, StopCheck, TextStream, TokenCallback, context_message
 from zswarm.engines.models import ModelFile
-from zswarm.engines.sampling import make_rng, sample
+from zswarm.engines.sampling import make_rng, sample, top_logprobs
 from zswarm.errors import InferenceError, ModelNotFound, RequestRefused
 
 # bytes per block and elements per block of the legacy ggml tensor types
@@ -97,7 +98,10 @@ class CTransformersEngine:
 
     @staticmethod
     def render(messages: tuple[ChatMessage, ...]) -> str:
-        return "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+        """A plain transcript (these legacy models have no chat template); tool calls and
+        results in the history in core/structured.py's generic form."""
+        chat = generic_messages(messages, None)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in chat) + "assistant:"
 
     def reset(self) -> None:
         """Forget the context (LLM.reset() is deprecated and warns)."""
@@ -116,6 +120,11 @@ class CTransformersEngine:
         on_candidate: CandidateCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> list[Candidate]:
+        if request.structure is not None:  # no grammar library drives this backend
+            field = "tools" if request.structure.tools else "response_format"
+            raise RequestRefused(f"{field}: the ctransformers backend cannot constrain its "
+                                 "answers (structured output and tools need the llamacpp "
+                                 "backend)", field=field)
         text = request.prompt if request.prompt is not None else self.render(request.messages)
         prompt = self.tokenize(text)
         if not prompt:
@@ -147,19 +156,24 @@ class CTransformersEngine:
         reason: FinishReason = "length"
         count, lp_sum = 0, 0.0
         per_token: list[TokenLogprob] | None = [] if params.logprobs else None
+        counts: dict[int, int] = {}
         while count < budget:
             if should_stop is not None and should_stop():
                 reason = "cancelled"
                 break
-            token, lp = sample(self._logits(), params, rng, banned=banned)
+            logits = self._logits()
+            token, lp = sample(logits, params, rng, banned=banned, counts=counts)
             if token == self._eos:
                 reason = "stop"
                 break
             count += 1
             lp_sum += lp
+            counts[token] = counts.get(token, 0) + 1
             raw = self._llm.ctransformers_llm_detokenize(token)
             if per_token is not None:
-                per_token.append(TokenLogprob(raw.decode(errors="replace"), lp))
+                top = tuple((self._llm.ctransformers_llm_detokenize(t).decode(errors="replace"), x)
+                            for t, x in top_logprobs(logits, params.top_logprobs))
+                per_token.append(TokenLogprob(raw.decode(errors="replace"), lp, top))
             piece = stream.feed(raw)
             if piece and on_token is not None:
                 on_token(i, piece)

@@ -15,15 +15,24 @@ It must not: know about processes, sockets or trio (runtime/workers.py does).
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 from typing import Any
 
 import numpy as np
 
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, SamplingParams
+from zswarm.core.messages import (
+    Candidate,
+    ChatMessage,
+    GenerateRequest,
+    SamplingParams,
+    Structure,
+)
+from zswarm.core.structured import active_tools, generic_messages
 from zswarm.engines.base import CandidateCallback, StopCheck, TokenCallback
 from zswarm.engines.batching import Batcher, DoneCallback
+from zswarm.engines.grammar import Grammars, Matcher
 from zswarm.engines.models import ModelFile
 from zswarm.engines.prefix_cache import Choice, PrefixCache, Slot
 from zswarm.errors import InferenceError, ModelNotFound, ZswarmError
@@ -45,6 +54,24 @@ def _silence_llama_logs() -> None:
 
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
     _silence_llama_logs.keep = _quiet  # type: ignore[attr-defined]
+
+
+def _native(m: ChatMessage) -> dict[str, Any]:
+    """A message as templates that render tools read it (OpenAI's shape)."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+            "name": c.name, "arguments": _json_or_text(c.arguments)}} for c in m.tool_calls]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class LlamaCppEngine:
@@ -117,6 +144,16 @@ class LlamaCppEngine:
         self._bos = self._piece(self._model.token_bos())
         self._eos = self._piece(self._model.token_eos())
         self._add_bos = bool(self._model.add_bos_token())
+        #: structured answers' grammars, over a tokenizer built from this model's vocabulary
+        self.grammars = Grammars(self._grammar_tokenizer, self.n_vocab)
+
+    def _grammar_tokenizer(self) -> Any:
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        return lltokenizer_from_vocab(self._vocab)
+
+    def matcher(self, structure: Structure) -> Matcher:
+        return self.grammars.matcher(structure)
 
     # --- text <-> tokens --------------------------------------------------------
 
@@ -140,7 +177,25 @@ class LlamaCppEngine:
             return ""
         return self.token_bytes(token, special=True).decode("utf-8", "replace")
 
-    def render_chat(self, messages: tuple[ChatMessage, ...]) -> str:
+    @property
+    def template_has_tools(self) -> bool:
+        """Does the GGUF's chat template render tools itself (else the generic form)?"""
+        return "tools" in self._template_src
+
+    def render_chat(self, messages: tuple[ChatMessage, ...],
+                    structure: Structure | None = None) -> str:
+        """The prompt of a chat: the GGUF's template (jinja, sandboxed), given the tools
+        when it renders them, else the generic form of core/structured.py."""
+        tools = active_tools(structure) if structure is not None else ()
+        extra: dict[str, Any] = {}
+        if self.template_has_tools:
+            chat: list[dict[str, Any]] = [_native(m) for m in messages]
+            if tools:
+                extra["tools"] = [{"type": "function", "function": {
+                    "name": t.name, "description": t.description,
+                    "parameters": json.loads(t.parameters or "{}")}} for t in tools]
+        else:
+            chat = list(generic_messages(messages, structure))
         if self._template is None:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -152,15 +207,17 @@ class LlamaCppEngine:
             self._template = env.from_string(self._template_src)
         return str(
             self._template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+                messages=chat,
                 add_generation_prompt=True,
                 bos_token=self._bos,
                 eos_token=self._eos,
+                **extra,
             )
         )
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
-        text = request.prompt if request.prompt is not None else self.render_chat(request.messages)
+        text = request.prompt if request.prompt is not None else \
+            self.render_chat(request.messages, request.structure)
         add_bos = self._add_bos and not (self._bos and text.startswith(self._bos))
         return list(self._model.tokenize(text.encode("utf-8"), add_bos, True))
 

@@ -28,7 +28,7 @@ from zswarm.core.ids import new_request_id
 from zswarm.core.messages import GenerateRequest
 from zswarm.core.peers import count_states, endpoint_host
 from zswarm.errors import Overloaded, ZswarmError
-from zswarm.http import openai
+from zswarm.http import openai, responses
 from zswarm.http.base import HttpNode, error_response, from_zswarm, read_body, retry_after
 from zswarm.http.completions import chat_completions, completions
 from zswarm.http.metrics import metrics_text, registry
@@ -252,7 +252,7 @@ async def federation_vote(request: Request) -> Response:
                                     request=vote_in.request, deadline_ms=vote_in.deadline_ms)
     except ZswarmError as exc:
         raise from_zswarm(exc) from None
-    return JSONResponse(openai.json_safe(msgspec.to_builtins(vote)))
+    return JSONResponse(responses.json_safe(msgspec.to_builtins(vote)))
 
 
 async def federation_health(request: Request) -> Response:

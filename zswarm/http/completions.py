@@ -23,8 +23,9 @@ from typing_extensions import assert_never
 
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
-from zswarm.errors import InternalError, RequestRefused, ZswarmError
-from zswarm.http import openai
+from zswarm.core.structured import active_tools
+from zswarm.errors import InternalError, RemoteProtocolError, ZswarmError
+from zswarm.http import openai, responses
 from zswarm.http.base import HttpNode, from_zswarm, read_body
 from zswarm.http.openai import ApiAsk, ApiError
 from zswarm.runtime.serving import serve_ask
@@ -99,14 +100,16 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
         log.info("%s: the client went away; generation cancelled", sse.rid)
         return Response(status_code=499)
     _, report = result[0]
-    return JSONResponse(openai.completion_object(kind, sse.rid, sse.model, report, ask.choices),
+    return JSONResponse(responses.completion_object(kind, sse.rid, sse.model, report,
+                                                    ask.choices, ask.ask.request.structure),
                         headers=_headers(report))
 
 
 def _api_error(exc: ZswarmError, ask: ApiAsk) -> ApiError:
-    """A request over this node's limits names the OpenAI parameter (422); the rest map
-    by kind (base.from_zswarm)."""
-    return openai.refused(exc, ask.n_given) if isinstance(exc, RequestRefused) else from_zswarm(exc)
+    """A request refused (over this node's limits, or a worker's) names the OpenAI
+    parameter (400); the rest map by kind (base.from_zswarm)."""
+    return openai.refused(exc, ask.n_given) if isinstance(exc, RemoteProtocolError) \
+        else from_zswarm(exc)
 
 
 # --- streams ------------------------------------------------------------------------
@@ -142,11 +145,27 @@ class _Sse:
     #: did any token go out? (not when the answer came from a peer, or for n > 1)
     streamed: bool = False
 
+    @property
+    def live(self) -> bool:
+        """Do tokens stream as they come? One candidate, and no tools (an answer that turns
+        out to be a call must not have gone out as text)."""
+        structure = self.ask.ask.request.structure
+        return self.ask.ask.request.n == 1 and not (structure and active_tools(structure))
+
+    def opening(self, first: _Event) -> str:
+        """The first chunk: the role (and empty content, unless the answer is calls)."""
+        calls = None
+        if isinstance(first, _Done):
+            winner = first.report.candidates[first.report.winner]
+            calls = responses.calls_of(self.ask.ask.request.structure, winner)
+        text = "" if self.kind == "chat" and not calls else None
+        return _sse(responses.chunk(self.kind, self.rid, self.model, 0, role=True, text=text))
+
     def event(self, event: _Event) -> str:
         match event:
             case _Token(text):
                 self.streamed = True
-                return _sse(openai.chunk(self.kind, self.rid, self.model, 0, text=text))
+                return _sse(responses.chunk(self.kind, self.rid, self.model, 0, text=text))
             case _Failed(error):  # after the stream began: an error event, then the end
                 return _sse(_api_error(error, self.ask).body())
             case _Done(report):
@@ -156,15 +175,21 @@ class _Sse:
 
     def choices(self, report: Report) -> str:
         out = []
-        for i, c in enumerate(openai.ordered_choices(report, self.ask.choices)):
-            if not self.streamed:  # the text arrives whole: consensus over n, or a peer's vote
-                out.append(_sse(openai.chunk(self.kind, self.rid, self.model, i, text=c.text)))
-            last = openai.chunk(self.kind, self.rid, self.model, i,
-                                finish="length" if c.finish_reason == "length" else "stop")
+        structure = self.ask.ask.request.structure
+        for i, c in enumerate(responses.ordered_choices(report, self.ask.choices)):
+            calls = responses.calls_of(structure, c) if self.kind == "chat" else None
+            if calls:
+                out += [_sse(x) for x in responses.call_chunks(self.rid, self.model, i, calls)]
+            elif not self.streamed:  # the text arrives whole: consensus over n, a peer's
+                out.append(_sse(responses.chunk(self.kind, self.rid, self.model, i,  # vote
+                                                text=c.text)))
+            last = responses.chunk(self.kind, self.rid, self.model, i,
+                                   finish=responses.finish_reason(c, calls))
             if i == 0:
-                last["usage"] = openai.usage(report)
-                last["zswarm"] = openai.report_json(report)
+                last["zswarm"] = responses.report_json(report)
             out.append(_sse(last))
+        if self.ask.include_usage:
+            out.append(_sse(responses.usage_chunk(self.kind, self.rid, self.model, report)))
         return "".join(out)
 
 
@@ -186,8 +211,7 @@ async def _stream(request: Request, node: HttpNode, sse: _Sse) -> Response:
 
     async def events() -> AsyncIterator[str]:
         try:
-            yield _sse(openai.chunk(sse.kind, sse.rid, sse.model, 0, role=True,
-                                    text="" if sse.kind == "chat" else None))
+            yield sse.opening(first)
             yield sse.event(first)
             async for event in receive:
                 yield sse.event(event)
@@ -215,7 +239,7 @@ async def _generate(node: HttpNode, sse: _Sse, send: trio.MemorySendChannel[_Eve
             try:
                 ask = sse.ask.ask
                 _, report = await serve_ask(node.ctx, node.coordinator, ask,
-                                            on_token=on_token if ask.request.n == 1 else None)
+                                            on_token=on_token if sse.live else None)
                 event = _Done(report)
             except ZswarmError as exc:
                 event = _Failed(exc)

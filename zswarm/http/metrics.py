@@ -74,6 +74,9 @@ class NodeCollector(Collector):
                                   value=stats.votes_sent)
         yield CounterMetricFamily("zswarm_votes_received", "vote requests served for peers",
                                   value=stats.votes_received)
+        yield CounterMetricFamily("zswarm_candidates_misshapen",
+                                  "candidates of structured asks cut short or not of the "
+                                  "shape asked (not counted)", value=stats.misshapen)
         unanswered = CounterMetricFamily("zswarm_votes_unanswered",
                                          "votes sent that brought no candidates, by outcome",
                                          labels=["outcome"])

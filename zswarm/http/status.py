@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from zswarm.core.messages import Report
 from zswarm.core.peers import count_states, endpoint_host
 from zswarm.http.base import HttpNode
-from zswarm.http.openai import ApiError, json_safe
+from zswarm.http.openai import ApiError
+from zswarm.http.responses import json_safe
 from zswarm.runtime.stats import RequestRecord
 
 #: URL path -> (file in http/static/, media type); public: they hold no data

@@ -20,6 +20,7 @@ It must not: pick winners itself (core/consensus.py does), talk to worker proces
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from zswarm.core.messages import (
 )
 from zswarm.core.plan import ROUTE, SELF, AskStrategy, NodeLoad, Plan, plan
 from zswarm.core.stopping import verdict, waves
+from zswarm.core.structured import Shape
 from zswarm.errors import NoQuorum, WorkerCrashed, ZswarmError
 from zswarm.runtime.context import NodeContext, Peers, Pool
 from zswarm.runtime.rounds import Asked, Round, TokenSink, nothing_arrived, participants, split_n
@@ -76,6 +78,12 @@ class Coordinator:
         self.node_homes = Homes()
         #: how fast each node delivered its share lately (the plan splits by it)
         self.speeds = Speeds()
+
+    def _validation(self, request: GenerateRequest) -> Validation:
+        """A structured request's candidates are valid when complete and of its shape."""
+        if request.structure is None:
+            return self.validation
+        return Validation(allow_truncated=False, shape=Shape(request.structure))
 
     def local_load(self) -> NodeLoad:
         s = self.ctx.scheduler
@@ -116,7 +124,8 @@ class Coordinator:
         keys = conversation_keys(request)
         rnd = Round(decides, request.n, deadline=deadline, on_token=on_token,
                     question=question, early_stop=early_stop, adaptive=adaptive,
-                    home_worker=self.worker_homes.find(keys))
+                    home_worker=self.worker_homes.find(keys),
+                    validation=self._validation(request))
         ran = 0
         plan_s = 0.0
         for size in waves(request.n) if adaptive else [request.n]:
@@ -154,6 +163,17 @@ class Coordinator:
         timings["decide_ms"] = round((time.perf_counter() - deciding) * 1000, 2)
         timings["rescore_ms"] = round(checks.seconds * 1000, 2)
         said = [note] if note else []
+        shape = rnd.validation.shape
+        if shape is not None:  # a structured ask: every candidate's key is its value
+            misshapen = sum(1 for c in rnd.candidates if c.finish_reason in ("stop", "length")
+                            and not rnd.validation.accepts(c))
+            if misshapen:
+                self.ctx.stats.misshapen += misshapen
+                said.append(f"{misshapen} candidate(s) not of the requested shape (cut "
+                            "short, or not valid JSON or calls): not counted")
+            decision = dataclasses.replace(decision, answer_keys=[
+                shape.key(c.text, rnd.question) if rnd.validation.accepts(c) else None
+                for c in rnd.candidates])
         if checks.rescored:
             said.append(f"{checks.rescored} peer score(s) checked by this node's model")
         if checks.not_needed:
@@ -203,7 +223,7 @@ class Coordinator:
 
         def final(candidates: Sequence[Candidate]) -> Decision:
             decision = decide(strategy, candidates, expected=rnd.expected, final=True,
-                              weights=self.weights, validation=self.validation, tau=self.tau,
+                              weights=self.weights, validation=rnd.validation, tau=self.tau,
                               question=rnd.question)
             assert decision is not None
             return decision
@@ -281,7 +301,7 @@ class Coordinator:
             rnd.first_candidate_ms = latency_ms
         if rnd.strategy is not None and rnd.adaptive:
             rnd.stop = verdict(rnd.strategy, rnd.candidates, budget=rnd.expected,
-                               weights=self.weights, validation=self.validation, tau=self.tau,
+                               weights=self.weights, validation=rnd.validation, tau=self.tau,
                                question=rnd.question)
             if rnd.stop is not None:
                 rnd.scope.cancel()
@@ -289,7 +309,7 @@ class Coordinator:
             try:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,
-                                      validation=self.validation, tau=self.tau,
+                                      validation=rnd.validation, tau=self.tau,
                                       question=rnd.question)
             except NoQuorum:
                 rnd.decision = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from zswarm.core.consensus import Decision, Strategy
+from zswarm.core.consensus import Decision, Strategy, Validation
 from zswarm.core.messages import Candidate, Outcome, Participant
 from zswarm.core.plan import SELF
 from zswarm.core.stopping import StopReason
@@ -73,6 +73,8 @@ class Round:
     waves: int = 0
     #: the local worker whose prompt cache holds this conversation, if one does
     home_worker: str | None = None
+    #: what makes a candidate valid, and its answer key (a structured answer's value)
+    validation: Validation = field(default_factory=Validation)
     #: perf_counter at the start of the current gather (candidate latencies count from it)
     t0: float = 0.0
     #: the current gather: cancelled once the strategy has decided (early stop)

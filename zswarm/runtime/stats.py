@@ -121,6 +121,8 @@ class NodeStats:
     tokens: RateMeter = field(default_factory=RateMeter)
     votes_sent: int = 0
     votes_received: int = 0
+    #: candidates of structured asks that were cut short or not of the shape (not counted)
+    misshapen: int = 0
     #: outcome (timeout, failed, cancelled) -> votes sent that did not answer
     votes_unanswered: Counter[str] = field(default_factory=Counter)
     agreement: Histogram = field(default_factory=lambda: Histogram(
