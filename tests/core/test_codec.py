@@ -78,8 +78,19 @@ def test_oversize_frame_refused():
 CARD = m.NodeCard(node_id="n1", name="one", model_id="m", workers=1, rpc="tcp://10.0.0.1:1",
                   pub="tcp://10.0.0.1:2")
 GEN = m.GenerateRequest(messages=(m.ChatMessage(role="user", content="hi"),), n=2)
+#: a structured request: a schema, tools, a call and a tool's result in the history
+STRUCTURED = m.GenerateRequest(
+    messages=(m.ChatMessage(role="user", content="weather?"),
+              m.ChatMessage(role="assistant", content="", tool_calls=(
+                  m.ToolCall(id="c1", name="get_weather", arguments='{"city": "Paris"}'),)),
+              m.ChatMessage(role="tool", content="sunny", tool_call_id="c1")),
+    params=m.SamplingParams(logprobs=True, top_logprobs=3, presence_penalty=0.5,
+                            logit_bias={42: -100.0}),
+    structure=m.Structure(format="schema", schema='{"type": "object"}', tools=(
+        m.ToolSpec(name="get_weather", parameters='{"type": "object"}'),),
+        tool_choice="required"))
 CAND = m.Candidate(text="42", finish_reason="stop", tokens=1, mean_logprob=-0.5,
-                   token_logprobs=[m.TokenLogprob("42", -0.5)])
+                   token_logprobs=[m.TokenLogprob("42", -0.5, (("42", -0.5), ("41", -2.0)))])
 REPORT = m.Report(strategy="majority", winner=0, agreement=1.0, candidates=[
     m.ReportCandidate(node="a", worker="w0", text="42", score=1.0, finish_reason="stop",
                       latency_ms=1.0)], participants=[
@@ -100,6 +111,7 @@ EVERY_MESSAGE = [
         load=m.Load(), last_seen_s=0.1, rtt_ms=0.2, source="mdns")]),
     m.Heartbeat(card=CARD, seq=1, load=m.Load(workers_ready=1)),
     m.VoteRequest(request_id="r", request=GEN, deadline_ms=1000, origin="a"),
+    m.VoteRequest(request_id="r", request=STRUCTURED, deadline_ms=1000, origin="a"),
     m.Vote(request_id="r", node_id="n1", name="one", candidates=[CAND]),
     m.Cancel(request_id="r"),
     m.ModelRequest(request_id="r", model_id="a.gguf@0123456789abcdef", chunks=True),

@@ -118,7 +118,8 @@ class Structure(Struct, frozen=True, kw_only=True):
     schema: SchemaText = ""
     tools: Annotated[tuple[ToolSpec, ...], Meta(max_length=MAX_TOOLS)] = ()
     tool_choice: ShortText = "auto"
-    parallel_tool_calls: bool = True
+    #: may an answer make several calls (else one)
+    parallel_tool_calls: bool = False
 
 
 class SamplingParams(Struct, frozen=True, kw_only=True):

@@ -148,9 +148,25 @@ class LlamaCppEngine:
         self.grammars = Grammars(self._grammar_tokenizer, self.n_vocab)
 
     def _grammar_tokenizer(self) -> Any:
-        from llguidance.llamacpp import lltokenizer_from_vocab
+        """llguidance's tokenizer over this model's vocabulary: each token's bytes, a
+        control token marked by a leading 0xFF (so a grammar's text never matches it),
+        and llama.cpp's own tokenize function for llguidance to call."""
+        from llguidance import LLTokenizer
 
-        return lltokenizer_from_vocab(self._vocab)
+        ll = self._ll
+        control = ll.LLAMA_TOKEN_ATTR_CONTROL
+        pieces = []
+        for token in range(self.n_vocab):
+            piece = self.token_bytes(token, special=True)
+            attr = ll.llama_vocab_get_attr(self._vocab, token)
+            looks_special = piece.startswith(b"<") and piece.endswith(b">")
+            if attr & control or (attr & ll.LLAMA_TOKEN_ATTR_USER_DEFINED and looks_special):
+                piece = b"\xff" + piece
+            pieces.append(piece)
+        tokenize = ctypes.cast(ll.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+        return LLTokenizer.from_llamacpp(tokens=pieces, vocab_ptr=self._vocab,
+                                         tokenize_fptr=tokenize,
+                                         eos_token=ll.llama_vocab_eos(self._vocab))
 
     def matcher(self, structure: Structure) -> Matcher:
         return self.grammars.matcher(structure)

@@ -165,6 +165,7 @@ class ChatCompletionRequest(_Common, kw_only=True):
     response_format: ResponseFormatIn | None = None
     tools: list[ToolIn] | None = None
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceIn | None = None
+    #: true: an answer may make several calls; absent or false: one
     parallel_tool_calls: bool | None = None
     #: storing completions is OpenAI's service; only false (or null) is accepted
     store: bool | None = None
@@ -319,7 +320,9 @@ def _structure(req: ChatCompletionRequest, config: Config) -> Structure | None:
     try:
         structure = msgspec.convert({"format": fmt, "schema": schema, "tools": [
             msgspec.to_builtins(t) for t in tools], "tool_choice": name,
-            "parallel_tool_calls": req.parallel_tool_calls is not False}, Structure)
+            # one call per answer unless several are asked for (true): allowed either way
+            # by OpenAI's default, and a small model free to call again loops on calls
+            "parallel_tool_calls": req.parallel_tool_calls is True}, Structure)
     except msgspec.ValidationError as exc:
         what, path = codec.invalid(exc)
         param = {"schema": "response_format.json_schema.schema"}.get(path, "tools")

@@ -24,6 +24,11 @@ _CARD = m.NodeCard(node_id="f00dfeed", name="fuzz", model_id="scripted", workers
                    rpc="tcp://127.0.0.1:9", pub="tcp://127.0.0.1:9")
 _GEN = m.GenerateRequest(messages=(m.ChatMessage(role="user", content="What is 6 * 7?"),),
                          params=m.SamplingParams(max_tokens=4), n=2)
+_STRUCTURED = m.GenerateRequest(
+    messages=(m.ChatMessage(role="user", content="Weather in Paris?"),),
+    params=m.SamplingParams(max_tokens=4, logprobs=True, top_logprobs=2), structure=m.Structure(
+        format="schema", schema='{"type": "object", "properties": {"a": {"type": "integer"}}}',
+        tools=(m.ToolSpec(name="get_weather", parameters='{"type": "object"}'),)))
 _CAND = m.Candidate(text="42", finish_reason="stop", tokens=1, mean_logprob=-0.5)
 #: one valid message of each type that may reach a node's sockets
 SEEDS: list[m.Message] = [
@@ -34,6 +39,7 @@ SEEDS: list[m.Message] = [
     m.PeersRequest(request_id="r"),
     m.Cancel(request_id="r"),
     m.VoteRequest(request_id="r", request=_GEN, deadline_ms=2000, origin="fuzz"),
+    m.VoteRequest(request_id="r", request=_STRUCTURED, deadline_ms=2000, origin="fuzz"),
     m.Vote(request_id="r", node_id="f00dfeed", name="fuzz", candidates=[_CAND]),
     m.Heartbeat(card=_CARD, seq=1, load=m.Load(workers_ready=1)),
     m.Error(request_id="r", kind="protocol", message="x"),
@@ -139,13 +145,18 @@ class FrameFuzzer:
                   "/v1/%ff", "/v1/chat/completions/../x"]
         chat = {"model": "default", "messages": [{"role": "user", "content": "What is 2+2?"}],
                 "max_tokens": 4}
+        structured = {**chat, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "n", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}},
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object"}}}], "tool_choice": "auto", "top_logprobs": 2, "logprobs": True}
         while True:
             method = r.choice(["GET", "POST", "POST", "POST", "PUT", "DELETE", "OPTIONS"])
             path = r.choice(routes)
             headers = {"content-type": r.choice(["application/json", "application/json",
                                                  "text/plain", "application/json; charset=x"])}
-            base: Any = {"request": msgspec.to_builtins(_GEN), "deadline_ms": 2000} \
-                if path.endswith("/vote") else json.loads(json.dumps(chat))
+            base: Any = {"request": msgspec.to_builtins(r.choice([_GEN, _STRUCTURED])),
+                         "deadline_ms": 2000} \
+                if path.endswith("/vote") else json.loads(json.dumps(r.choice([chat, structured])))
             kind = r.randrange(5)
             if kind == 0:
                 body = bytes(r.randrange(256) for _ in range(r.randrange(0, 300)))
@@ -153,7 +164,8 @@ class FrameFuzzer:
                 body = json.dumps(base).encode().replace(b"2+2", b"\xff\xfe")
             else:
                 for _ in range(r.randrange(1, 4)):
-                    key = r.choice(list(base) + ["n", "stream", "zswarm", "stop", "temperature"])
+                    key = r.choice(list(base) + ["n", "stream", "zswarm", "stop", "temperature",
+                                                 "tools", "tool_choice", "response_format"])
                     base[key] = self.hostile_value()
                 body = json.dumps(base, default=repr).encode()
             yield method, path, headers, body
