@@ -142,6 +142,11 @@ def active_tools(structure: Structure) -> tuple[ToolSpec, ...]:
     return tuple(t for t in structure.tools if t.name == choice)
 
 
+def constrains(structure: Structure) -> bool:
+    """Does decoding need a grammar (JSON, or calls allowed)? Free text does not."""
+    return structure.format != "text" or bool(active_tools(structure))
+
+
 def call_schema(structure: Structure) -> dict[str, Any]:
     """The JSON schema of one call's object: the name of an active tool and its arguments."""
     options = [{"type": "object",

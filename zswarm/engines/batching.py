@@ -34,7 +34,7 @@ from zswarm.core.messages import (
     Structure,
     TokenLogprob,
 )
-from zswarm.core.structured import CALL_CLOSE, repeated_call
+from zswarm.core.structured import CALL_CLOSE, constrains, repeated_call
 from zswarm.engines.base import CandidateCallback, TextStream, TokenCallback, context_message
 from zswarm.engines.grammar import Matcher
 from zswarm.engines.prefix_cache import Slot
@@ -161,7 +161,7 @@ class Batcher:
         count = min(request.n, self.kv.max_batch_candidates)
         budget = min(request.params.max_tokens, (self.kv.n_ctx - len(prompt)) // count)
         job = Job(key, request, prompt, count, max(1, budget), on_token, on_candidate, on_done)
-        if request.structure is not None:
+        if request.structure is not None and constrains(request.structure):
             try:
                 job.matcher = self.kv.matcher(request.structure)
             except RequestRefused as exc:

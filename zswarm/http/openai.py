@@ -197,6 +197,7 @@ Kind = Literal["chat", "text"]
 
 _Shape = TypeVar("_Shape", bound=msgspec.Struct)
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+?)`")
+_MISSING = re.compile(r"Object missing required field `(.+?)`")
 
 
 def decode(body: bytes, kind: type[_Shape]) -> _Shape:
@@ -210,6 +211,9 @@ def decode(body: bytes, kind: type[_Shape]) -> _Shape:
             param = f"{param}.{unknown.group(1)}" if param else unknown.group(1)
             raise invalid(f"unrecognized request argument supplied: {param} (this server "
                           "does not support it)", param, code="unknown_parameter") from None
+        missing = _MISSING.match(what)
+        if missing:
+            param = f"{param}.{missing.group(1)}" if param else missing.group(1)
         raise invalid(f"invalid request: {param}: {what}" if param else
                       f"invalid request: {what}", param or None, code="invalid_type") from None
     except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
@@ -332,14 +336,12 @@ def _structure(req: ChatCompletionRequest, config: Config) -> Structure | None:
                       f"({config.model.backend}) cannot constrain answers; structured "
                       "output and tools need the llamacpp backend",
                       "tools" if tools else "response_format")
-    if structured.active_tools(structure) or fmt != "text":
-        try:
-            structured.check(structure)
-            grammar.check(structure)
-        except RequestRefused as exc:
-            raise invalid(str(exc), exc.field or "response_format") from None
-    else:
+    try:
         structured.check(structure)
+        if structured.constrains(structure):
+            grammar.check(structure)
+    except RequestRefused as exc:
+        raise invalid(str(exc), exc.field or "response_format") from None
     return structure
 
 
