@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +51,18 @@ def test_openai_client_example(node):
     assert 3 <= arrived <= 16 and " of a budget of 16 candidates, " in summary
     assert " wave(s), stopped: " in summary
     assert sum(x.startswith((" * h/w0", "   h/w0")) for x in lines) == arrived
+
+
+def test_tools_and_json_example(node):
+    out = run_example(str(EXAMPLES / "tools_and_json.py"), "--base-url", node.base)
+    lines = out.splitlines()
+    person = json.loads(lines[0].removeprefix("extracted: "))
+    assert set(person) == {"name", "age", "city"} and isinstance(person["age"], int)
+    keys = [x for x in lines if x.startswith((" * h/", "   h/"))]
+    assert 3 <= len(keys) <= 5 and all(": json:{" in x for x in keys)
+    call = next(x for x in lines if x.startswith("call: "))
+    assert call.startswith("call: get_weather({") and "finish_reason=tool_calls" in call
+    assert next(x for x in lines if x.startswith("answer: ")) != "answer: "
 
 
 def test_python_client_example(node):
