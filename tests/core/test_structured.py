@@ -116,6 +116,14 @@ def test_requests_that_make_no_sense_are_refused_naming_the_field(structure, fie
     assert caught.value.field == field
 
 
+def test_many_big_tools_are_refused_in_all():
+    big = json.dumps({"type": "object", "description": "x" * 30_000})
+    tools = tuple(ToolSpec(name=f"f{i}", parameters=big) for i in range(3))
+    with pytest.raises(RequestRefused, match="at most 64000") as caught:
+        check(Structure(tools=tools))
+    assert caught.value.field == "tools"
+
+
 def test_a_schema_nested_too_deep_is_refused():
     schema: dict[str, object] = {"type": "string"}
     for _ in range(structured.MAX_SCHEMA_DEPTH):

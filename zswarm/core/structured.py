@@ -31,6 +31,8 @@ from zswarm.errors import RequestRefused
 
 #: how deep a schema may nest (objects and arrays in its JSON)
 MAX_SCHEMA_DEPTH = 24
+#: the schemas and descriptions of one request, in all (each is also capped on the wire)
+MAX_STRUCTURE_CHARS = 64_000
 #: the tags around one call in the answer's text
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL_RE = re.compile(re.escape(CALL_OPEN) + r"\s*(.*?)\s*" + re.escape(CALL_CLOSE), re.DOTALL)
@@ -74,6 +76,12 @@ def load_schema(text: str, field: str) -> dict[str, Any]:
 
 def check(structure: Structure) -> None:
     """Refuse a structure that makes no sense, naming the field (OpenAI's names)."""
+    size = len(structure.schema) + sum(len(t.parameters) + len(t.description)
+                                       for t in structure.tools)
+    if size > MAX_STRUCTURE_CHARS:
+        raise RequestRefused(f"response_format and tools hold {size} characters of schemas "
+                             f"and descriptions; at most {MAX_STRUCTURE_CHARS}",
+                             field="tools" if structure.tools else "response_format")
     if structure.format == "schema":
         load_schema(structure.schema, "response_format.json_schema.schema")
     names = [t.name for t in structure.tools]
@@ -107,7 +115,8 @@ def _normal(value: Any) -> Any:
 @lru_cache(maxsize=128)
 def _validator(schema_text: str) -> Any:
     schema = json.loads(schema_text)
-    return jsonschema.validators.validator_for(schema)(schema)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 def _valid(value: Any, schema_text: str) -> bool:
