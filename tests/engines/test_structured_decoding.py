@@ -14,6 +14,7 @@ from zswarm.core.messages import (
     GenerateRequest,
     SamplingParams,
     Structure,
+    ToolCall,
     ToolSpec,
 )
 from zswarm.core.structured import Shape, parse_calls
@@ -158,3 +159,35 @@ def test_logit_bias_bans_a_token(engine):
     [biased] = engine.generate(req("Name a colour.", None, temperature=0, max_tokens=4,
                                    logprobs=True, logit_bias={tokens[0]: -100.0}))
     assert biased.token_logprobs[0].token != greedy.token_logprobs[0].token
+
+
+def test_a_template_with_a_tools_section_gets_the_tools_itself(engine):
+    """A GGUF whose chat template renders tools (as Qwen's and Hermes' do) is given them in
+    OpenAI's shape, with calls and results in the history; the default model's template
+    has none and gets the generic form (core/structured.py)."""
+    history = (ChatMessage(role="user", content="Weather in Paris?"),
+               ChatMessage(role="assistant", content="", tool_calls=(
+                   ToolCall(id="c1", name="get_weather", arguments='{"city": "Paris"}'),)),
+               ChatMessage(role="tool", content="sunny", tool_call_id="c1"))
+    structure = Structure(tools=(WEATHER,), tool_choice="auto")
+    generic = engine.render_chat(history, structure)
+    assert not engine.template_has_tools and "<tools>" in generic
+    assert "<tool_response>\nsunny\n</tool_response>" in generic
+    source, template = engine._template_src, engine._template
+    try:
+        engine._template_src = (
+            "{% for t in tools or [] %}TOOL {{ t.function.name }} "
+            "{{ t.function.parameters.properties | list }}\n{% endfor %}"
+            "{% for m in messages %}{{ m.role }}: {{ m.content }}"
+            "{% for c in m.tool_calls or [] %}CALL {{ c.id }} {{ c.function.name }} "
+            "{{ c.function.arguments.city }}{% endfor %}"
+            "{% if m.tool_call_id %} FOR {{ m.tool_call_id }}{% endif %}{{ '\\n' }}"
+            "{% endfor %}")
+        engine._template = None
+        native = engine.render_chat(history, structure)
+    finally:
+        engine._template_src, engine._template = source, None
+    assert native.splitlines() == [
+        "TOOL get_weather ['city']", "user: Weather in Paris?",
+        "assistant: CALL c1 get_weather Paris", "tool: sunny FOR c1"]
+    assert engine.render_chat(history, structure) == generic
