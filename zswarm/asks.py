@@ -12,7 +12,7 @@ constructor: a request the workers could not decode must not reach them). A valu
 of range is a RequestRefused whose ``field`` is the request's dotted path ("n",
 "params.top_p", "messages[0].content"), for each door to name in its own words (a CLI
 option, an OpenAI parameter). Used by `zswarm ask`, the RPC server (runtime/rpc.py) and
-the OpenAI routes (http/openai.py). Of the node's limits it applies only ``check_count`` to a count the
+the OpenAI routes (http/contract.py). Of the node's limits it applies only ``check_count`` to a count the
 caller gave (so every door shows the node's range); the rest are core/limits.admit's,
 after.
 """

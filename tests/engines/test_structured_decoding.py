@@ -173,7 +173,7 @@ def test_a_template_with_a_tools_section_gets_the_tools_itself(engine):
     generic = engine.render_chat(history, structure)
     assert not engine.template_has_tools and "<tools>" in generic
     assert "<tool_response>\nsunny\n</tool_response>" in generic
-    source, template = engine._template_src, engine._template
+    source = engine._template_src
     try:
         engine._template_src = (
             "{% for t in tools or [] %}TOOL {{ t.function.name }} "

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zswarm.config import parse_config
-from zswarm.http import openai
+from zswarm.http import contract, openai
 from zswarm.http.openai import ApiError
 
 CONFIG = parse_config({})
@@ -32,7 +32,7 @@ FIELDS = [*BASE, "parallel_tool_calls", "logit_bias", "presence_penalty", "n", "
 def build(body: bytes) -> None:
     refused: ApiError | None = None
     try:
-        openai.to_ask(openai.decode(body, openai.ChatCompletionRequest), CONFIG, None)
+        contract.to_ask(openai.decode(body, openai.ChatCompletionRequest), CONFIG, None)
     except ApiError as exc:
         refused = exc
     if refused is not None:

@@ -328,9 +328,8 @@ class Batcher:
                         ) if params.top_logprobs else ()
             run.per_token.append(TokenLogprob(piece.decode(errors="replace"), logprob, top))
         text = run.stream.feed(piece)
-        if run.matcher is not None and run.stream.text.rstrip().endswith(CALL_CLOSE):  # a repeated
-            # call ends the answer before it
-            cut = repeated_call(run.stream.text)
+        if run.matcher is not None and run.stream.text.rstrip().endswith(CALL_CLOSE):
+            cut = repeated_call(run.stream.text)  # a call said again ends the answer before it
             if cut is not None:
                 run.stream.cut(cut)
                 text = ""

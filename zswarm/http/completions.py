@@ -1,9 +1,9 @@
 """POST /v1/chat/completions and /v1/completions: answers, streams and disconnects.
 
-Owns: turning one OpenAI request into one coordinator ask (shapes in http/openai.py),
-server-sent events (tokens as they come for one candidate, else the choices once
-decided, the report in the final chunk), and cancelling the ask - locally and on the
-peers - when the client goes away.
+Owns: turning one OpenAI request into one coordinator ask (shapes in http/openai.py, the
+ask in http/contract.py), server-sent events (tokens as they come for one candidate
+without tools, else the choices once decided, the report in the final chunk), and
+cancelling the ask - locally and on the peers - when the client goes away.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
 from zswarm.core.structured import active_tools
 from zswarm.errors import InternalError, RemoteProtocolError, ZswarmError
-from zswarm.http import openai, responses
+from zswarm.http import contract, openai, responses
 from zswarm.http.base import HttpNode, from_zswarm, read_body
-from zswarm.http.openai import ApiAsk, ApiError
+from zswarm.http.contract import ApiAsk
+from zswarm.http.openai import ApiError
 from zswarm.runtime.serving import serve_ask
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
         openai.decode(body, openai.ChatCompletionRequest) if kind == "chat"
         else openai.decode(body, openai.CompletionRequest))
     model_id = resolve_model(node, req.model)
-    ask = openai.to_ask(req, node.config, model_id)
+    ask = contract.to_ask(req, node.config, model_id)
     sse = _Sse(kind, ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id(),
                model_id or node.ctx.card.model_id, ask)
     if ask.stream:
@@ -108,7 +109,7 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
 def _api_error(exc: ZswarmError, ask: ApiAsk) -> ApiError:
     """A request refused (over this node's limits, or a worker's) names the OpenAI
     parameter (400); the rest map by kind (base.from_zswarm)."""
-    return openai.refused(exc, ask.n_given) if isinstance(exc, RemoteProtocolError) \
+    return contract.refused(exc, ask.n_given) if isinstance(exc, RemoteProtocolError) \
         else from_zswarm(exc)
 
 
