@@ -189,7 +189,8 @@ BAD = [
     ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
     ({"response_format": {"type": "yaml"}}, "response_format.type"),
     ({"response_format": {"type": "json_schema", "json_schema": {
-        "name": "x", "schema": {"type": "array", "uniqueItems": True}}}}, "response_format"),
+        "name": "x", "schema": {"type": "array", "uniqueItems": True}}}},
+     "response_format.json_schema.schema"),
     ({"response_format": {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "wat"}}}}, "response_format.json_schema.schema"),
     ({"functions": [{"name": "f"}]}, "functions"),
@@ -212,6 +213,18 @@ def test_invalid_requests_are_400_naming_the_parameter(real_node, extra, param):
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
     assert error["param"] == param, error
+
+
+def test_a_keyword_that_cannot_be_enforced_is_named(real_node):
+    body = {"model": "default", "messages": ASK_WEATHER, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "not": {"required": ["a"]}, "dependentRequired": {"a": ["b"]}}}}}
+    r = httpx.post(f"{real_node.base}/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert message.startswith("response_format.json_schema.schema uses keywords this server "
+                              "cannot enforce: ") and "not" in message
+    assert "dependentRequired" in message and "%json" not in message
 
 
 def test_an_unknown_model_is_404_model_not_found(client):

@@ -16,6 +16,7 @@ before any worker sees it. It must not: know about batches or processes.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -36,7 +37,24 @@ def _limits() -> Any:
     import llguidance
 
     return llguidance.LLParserLimits(max_grammar_size=200_000, initial_lexer_fuel=2_000_000,
-                                     step_lexer_fuel=500_000, max_lexer_states=100_000)
+                                     step_lexer_fuel=500_000, max_lexer_states=100_000,
+                                     verbose_errors=False)
+
+
+_UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[(.*?)\]")
+
+
+def _reason(message: str) -> str:
+    """llguidance's error in a sentence: the keywords it cannot enforce named, the
+    grammar it quotes left out."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    first = re.sub(r"^at \d+\(\d+\): ", "", first)
+    first = first.removeprefix("failed to compile JSON schema: ")
+    keys = _UNIMPLEMENTED.search(first)
+    if keys:
+        names = ", ".join(k.strip().strip('"') for k in keys.group(1).split(","))
+        return f"uses keywords this server cannot enforce: {names}"
+    return f"cannot be enforced: {first[:300]}"
 
 
 def _json(schema: dict[str, Any]) -> str:
@@ -68,9 +86,11 @@ def grammar_of(structure: Structure) -> str:
 
 
 def _field(structure: Structure) -> str:
+    """The request's field a refusal names (OpenAI's path)."""
     if active_tools(structure):
         return "tools"
-    return "response_format"
+    return "response_format.json_schema.schema" if structure.format == "schema" \
+        else "response_format"
 
 
 def check(structure: Structure) -> None:
@@ -85,7 +105,7 @@ def check(structure: Structure) -> None:
     failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, None,
                                                                 limits=_limits())
     if failed:
-        raise RequestRefused(f"{_field(structure)} cannot be enforced: {messages[0][:400]}",
+        raise RequestRefused(f"{_field(structure)} {_reason(messages[0])}",
                              field=_field(structure))
 
 
@@ -139,8 +159,8 @@ class Grammars:
                 self._tokenizer = self._make_tokenizer()
             inner = LLMatcher(self._tokenizer, grammar, log_level=0, limits=_limits())
             if inner.is_error():
-                raise RequestRefused(f"{_field(structure)} cannot be enforced: "
-                                     f"{str(inner.get_error())[:400]}", field=_field(structure))
+                raise RequestRefused(f"{_field(structure)} {_reason(str(inner.get_error()))}",
+                                     field=_field(structure))
             compiled = Matcher(inner, self._n_vocab)
             self._compiled[grammar] = compiled
             while len(self._compiled) > GRAMMAR_CACHE:
