@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zswarm.core import catalog
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import GenerateRequest
 from zswarm.core.peers import count_states, endpoint_host
@@ -198,14 +199,18 @@ class CountRequests:
 
 
 async def models(request: Request) -> Response:
+    """Every model of the swarm once (this node's first), in OpenAI's shape; ``zswarm``
+    says its file name and which nodes hold it (core/catalog.py)."""
     node: HttpNode = request.app.state.node
     node.ready()
-    seen = {node.ctx.card.model_id: node.ctx.card.name}
-    for model, owner in node.peers.models().items():
-        seen.setdefault(model, owner)
+    card = node.ctx.card
+    found = catalog.catalog(card.model_id, catalog.Holder(card.node_id, card.name),
+                            node.peers.models())
     return JSONResponse({"object": "list", "data": [
-        {"id": model, "object": "model", "created": 0, "owned_by": f"zswarm:{owner}"}
-        for model, owner in seen.items()]})
+        {"id": model, "object": "model", "created": 0, "owned_by": f"zswarm:{holders[0].name}",
+         "zswarm": {"name": catalog.file_name(model), "holders": [
+             {"node": h.name, "node_id": h.node_id, "state": h.state} for h in holders]}}
+        for model, holders in found.items()]})
 
 
 async def health(request: Request) -> Response:

@@ -21,29 +21,39 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from typing_extensions import assert_never
 
+from zswarm.core import catalog
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
 from zswarm.core.structured import active_tools
-from zswarm.errors import InternalError, RemoteProtocolError, ZswarmError
+from zswarm.errors import (
+    InternalError,
+    ModelNotFound,
+    RemoteProtocolError,
+    RequestRefused,
+    ZswarmError,
+)
 from zswarm.http import contract, openai, responses
 from zswarm.http.base import HttpNode, from_zswarm, read_body
 from zswarm.http.contract import ApiAsk
-from zswarm.http.openai import ApiError
+from zswarm.http.openai import ApiError, invalid
 from zswarm.runtime.serving import serve_ask
 
 log = logging.getLogger(__name__)
 
 
 def resolve_model(node: HttpNode, name: str) -> str | None:
-    """The model id to ask for (None = this node's), or 404 if nobody serves it."""
+    """The model id to ask for (None = this node's): by id, file name or file name
+    without .gguf (core/catalog.py); 404 ``model_not_found`` listing the swarm's models if
+    nobody serves it, 400 if the name fits several."""
     local = node.ctx.card.model_id
-    if name in ("", "default", "zswarm", local, local.split("@")[0]):
-        return None
-    for model_id in node.peers.models():
-        if name in (model_id, model_id.split("@")[0]):
-            return model_id
-    raise ApiError(404, f"model {name!r} is not served by this swarm (GET /v1/models)",
-                   code="model_not_found", param="model")
+    try:
+        model_id = catalog.resolve(name, local, node.peers.models())
+    except ModelNotFound as exc:
+        raise ApiError(404, f"{exc} (GET /v1/models)", code="model_not_found",
+                       param="model") from None
+    except RequestRefused as exc:
+        raise invalid(str(exc), "model", code="model_ambiguous") from None
+    return None if model_id == local else model_id
 
 
 async def until_disconnect(request: Request, scope: trio.CancelScope) -> None:

@@ -22,6 +22,7 @@ from typing import Protocol
 import trio
 
 from zswarm.config import Config
+from zswarm.core.catalog import Holder
 from zswarm.core.messages import (
     Candidate,
     GenerateRequest,
@@ -169,8 +170,8 @@ class Peers(Protocol):
         link (RemoteProtocolError for one we did not ask or that speaks for another)."""
         ...
 
-    def models(self) -> dict[str, str]:
-        """Model id -> the name of an ALIVE peer serving it."""
+    def models(self) -> dict[str, list[Holder]]:
+        """Model id -> the ALIVE peers serving it."""
         ...
 
     def peers(self) -> list[PeerInfo]: ...
@@ -199,7 +200,7 @@ class NoPeers:
         raise RemoteProtocolError(f"unexpected {type(msg).__name__} (federation is off)",
                                   reason="unexpected")
 
-    def models(self) -> dict[str, str]:
+    def models(self) -> dict[str, list[Holder]]:
         return {}
 
     def peers(self) -> list[PeerInfo]:

@@ -30,6 +30,7 @@ from logging import ERROR, INFO, WARNING
 import trio
 
 from zswarm.core import claims
+from zswarm.core.catalog import Holder
 from zswarm.core.ids import new_request_id
 from zswarm.core.limits import wire_ms
 from zswarm.core.messages import (
@@ -364,10 +365,11 @@ class Federation:
                                 p.load.queue_depth + self._votes_out.get(p.card.node_id, 0)))
         return out
 
-    def models(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def models(self) -> dict[str, list[Holder]]:
+        out: dict[str, list[Holder]] = {}
         for peer in self.table.alive():
-            out.setdefault(peer.card.model_id, peer.card.name)
+            out.setdefault(peer.card.model_id, []).append(
+                Holder(peer.card.node_id, peer.card.name))
         return out
 
     def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:

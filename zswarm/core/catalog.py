@@ -1,0 +1,66 @@
+"""The swarm's models: who holds each one, and what name a request may use for it.
+
+Owns: ``Holder`` (a node holding a model, as its card says: a claim, capped where cards
+are read), ``catalog`` (each model once, with its holders: this node first) and
+``resolve`` (a request's ``model`` -> one model id). A model is named by its id
+(``file.gguf@sha256-prefix``), its file name, or its file name without ``.gguf``; an
+id always wins, and a name that two models share (two files of one name on different
+nodes) is refused naming their ids, never guessed. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from zswarm.errors import ModelNotFound, RequestRefused
+
+#: the models a 404 lists at most
+LISTED = 20
+#: what a request may say for "this node's own model"
+DEFAULT_NAMES = ("", "default", "zswarm")
+
+
+@dataclass(frozen=True)
+class Holder:
+    node_id: str
+    name: str
+    #: "loaded": the node serves it now
+    state: str = "loaded"
+
+
+def file_name(model_id: str) -> str:
+    return model_id.split("@")[0]
+
+
+def catalog(own_model: str, me: Holder, peers: Mapping[str, Sequence[Holder]]
+            ) -> dict[str, list[Holder]]:
+    """Model id -> its holders, this node's model first and this node first among them."""
+    out: dict[str, list[Holder]] = {own_model: [me]}
+    for model_id, holders in peers.items():
+        out.setdefault(model_id, []).extend(h for h in holders if h.node_id != me.node_id)
+    return out
+
+
+def _names(model_id: str) -> tuple[str, ...]:
+    name = file_name(model_id)
+    return (name, name.removesuffix(".gguf")) if name.endswith(".gguf") else (name,)
+
+
+def resolve(name: str, own_model: str, models: Iterable[str]) -> str:
+    """The model id a request's ``model`` names: ModelNotFound (listing the models there
+    are) if none, RequestRefused (field "model") if a name fits several."""
+    known = list(dict.fromkeys([own_model, *models]))
+    if name in DEFAULT_NAMES or name == own_model:
+        return own_model
+    if name in known:
+        return name
+    matches = [m for m in known if name in _names(m)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise RequestRefused(f"model {name!r} names {len(matches)} models; use one of their "
+                             f"ids: {', '.join(matches)}", field="model")
+    shown = ", ".join(known[:LISTED]) + (f" and {len(known) - LISTED} more"
+                                         if len(known) > LISTED else "")
+    raise ModelNotFound(f"model {name!r} is not served by this swarm; it serves: {shown}")
