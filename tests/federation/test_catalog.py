@@ -26,8 +26,10 @@ def chat(port: int, model: str) -> httpx.Response:
 
 async def test_one_endpoint_for_the_models_of_two_nodes(cluster):
     q8 = await trio.to_thread.run_sync(requantized, "Q8_0")
-    a = await cluster.start("a", federation={"discovery": "mdns"})
-    b = await cluster.start("b", model={"path": str(q8)}, federation={"discovery": "mdns"})
+    # one thread each: two llama.cpp workers of two threads on 2 cores crawl (they spin)
+    a = await cluster.start("a", model={"threads": 1}, federation={"discovery": "mdns"})
+    b = await cluster.start("b", model={"path": str(q8), "threads": 1},
+                            federation={"discovery": "mdns"})
     await wait_peers(a, lambda t: t.get("b") == "alive", timeout_s=60)
     await wait_peers(b, lambda t: t.get("a") == "alive", timeout_s=60)
     assert a.model_id != b.model_id

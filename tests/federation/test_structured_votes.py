@@ -30,15 +30,17 @@ def ask(port: int, **kw):
 
 
 async def test_two_real_nodes_vote_on_json_values(cluster):
-    a = await cluster.start("a", federation={"discovery": "mdns"})
-    await cluster.start("b", federation={"discovery": "mdns"})
+    # one thread each: two llama.cpp workers of two threads on 2 cores crawl (they spin)
+    a = await cluster.start("a", model={"threads": 1}, federation={"discovery": "mdns"})
+    await cluster.start("b", model={"threads": 1}, federation={"discovery": "mdns"})
     await wait_peers(a, lambda t: t.get("b") == "alive", timeout_s=60)
     r = await trio.to_thread.run_sync(lambda: ask(
         a.http_port, max_tokens=60, temperature=0.8, seed=3,
         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}},
         extra_body={"zswarm": {"n": 4, "strategy": "majority"}}, n=4))
     report = r.model_extra["zswarm"]
-    assert sorted({c["node"] for c in report["candidates"]}) == ["a", "b"]
+    assert sorted({c["node"] for c in report["candidates"]}) == ["a", "b"], \
+        (report["participants"], report["note"])
     for cand in report["candidates"]:  # b decoded under the same schema
         assert cand["answer_key"].startswith("json:")
         jsonschema.validate(json.loads(cand["text"]), PERSON)
@@ -47,7 +49,7 @@ async def test_two_real_nodes_vote_on_json_values(cluster):
 
 async def test_a_peer_answering_the_wrong_shape_is_dropped_and_counted(cluster):
     model_id = resolve_model("default").model_id
-    a = await cluster.start("a", federation={"discovery": "mdns"})
+    a = await cluster.start("a", model={"threads": 1}, federation={"discovery": "mdns"})
     await cluster.start("liar", answers=['{"name": "Mallory"', "Sure! Alice, 30."],
                         model_id=model_id, script={"mean_logprob": [-0.001]},
                         federation={"discovery": "mdns"})
