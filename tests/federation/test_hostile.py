@@ -24,6 +24,7 @@ from zswarm.core.messages import (
     Error,
     Heartbeat,
     Load,
+    VoteRequest,
 )
 from zswarm.errors import PeerUnavailable
 from zswarm.net.mdns import SERVICE_TYPE
@@ -100,6 +101,26 @@ async def test_request_ids_are_scoped_per_sender_and_duplicates_refused(cluster)
     assert kinds == [(False, "ClientReply", ""), (True, "ClientReply", ""),
                      (True, "Error", "duplicate_request")]
     assert all(r.request_id == "same" for _, r in replies)
+
+
+async def test_a_vote_for_a_model_the_node_does_not_serve_is_refused(cluster):
+    """Candidates are labelled with the model the asker expected: a node serving another
+    (restarted with another file meanwhile) refuses instead of answering with it."""
+    a = await cluster.start("a", ["42"], model_id="m@1", federation={"discovery": "static"})
+    with TrioSocket.open(zmq.DEALER) as sock:
+        sock.connect(a.rpc_endpoint)
+        for rid, model in (("wrong", "m@2"), ("right", "m@1"), ("any", "")):
+            await sock.send([codec.encode(VoteRequest(
+                request_id=rid, request=question(n=1), deadline_ms=5000, model_id=model))])
+        with trio.fail_after(10):
+            replies = {}
+            for _ in range(3):
+                reply = codec.decode((await sock.recv_multipart())[0])
+                replies[reply.request_id] = reply
+    assert isinstance(replies["wrong"], Error) and "serves m@1, not m@2" in \
+        replies["wrong"].message
+    assert [c.text for c in replies["right"].candidates] == ["42"]
+    assert [c.text for c in replies["any"].candidates] == ["42"]
 
 
 async def test_bad_mdns_records_cost_the_record_and_real_peers_still_join(cluster):

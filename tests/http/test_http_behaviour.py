@@ -96,6 +96,12 @@ def test_health_metrics_and_federation_routes(node):
         "request": {"messages": [{"role": "user", "content": "q"}], "n": 2},
         "deadline_ms": 5000}).json()
     assert vote["type"] == "vote" and [c["text"] for c in vote["candidates"]] == ["42", "42"]
+    # a vote for a model this node does not serve is refused (never answered by another)
+    wrong = httpx.post(f"{node.base}/federation/vote", json={
+        "request": {"messages": [{"role": "user", "content": "q"}]}, "deadline_ms": 5000,
+        "model_id": "other.gguf@0123456789abcdef"})
+    assert wrong.status_code == 422 and "not other.gguf@0123456789abcdef" in wrong.text
+    assert wrong.json()["error"]["param"] == "model_id"
 
 
 def test_slow_client_does_not_block_others(node):

@@ -360,6 +360,10 @@ class VoteRequest(_Msg, frozen=True, tag="vote_request"):
     #: time left for this vote when it was sent; past it the vote is not started
     deadline_ms: Annotated[int, Meta(ge=1, le=MAX_DEADLINE_MS)]
     origin: ShortText = ""
+    #: the model the asker expects this node to answer with ("": the one it serves); a
+    #: node that does not serve it refuses, so candidates are never labelled with a
+    #: model that did not make them
+    model_id: ShortText = ""
 
 
 class Vote(_Msg, frozen=True, tag="vote"):

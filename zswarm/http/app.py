@@ -241,6 +241,8 @@ class VoteIn(msgspec.Struct):
     #: None: the node's default ([scheduler] default_deadline_ms)
     deadline_ms: int | None = None
     request_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    #: the model the caller expects ("": the one this node serves)
+    model_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 async def federation_vote(request: Request) -> Response:
@@ -254,7 +256,8 @@ async def federation_vote(request: Request) -> Response:
         with node.ctx.requests.hold():  # a drain waits for it, like any request
             vote = await serve_vote(node.ctx, coordinator,
                                     request_id=vote_in.request_id or new_request_id(),
-                                    request=vote_in.request, deadline_ms=vote_in.deadline_ms)
+                                    request=vote_in.request, deadline_ms=vote_in.deadline_ms,
+                                    model_id=vote_in.model_id)
     except ZswarmError as exc:
         raise from_zswarm(exc) from None
     return JSONResponse(responses.json_safe(msgspec.to_builtins(vote)))

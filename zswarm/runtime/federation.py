@@ -402,7 +402,8 @@ class Federation:
         link = self._link(peer)
         rid = new_request_id()
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
-                          deadline_ms=wire_ms(deadline - trio.current_time()))
+                          deadline_ms=wire_ms(deadline - trio.current_time()),
+                          model_id=peer.card.model_id)  # what its candidates are labelled
         self._votes_out[node_id] = in_flight = self._votes_out.get(node_id, 0) + 1
         done = False
         try:

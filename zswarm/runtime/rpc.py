@@ -209,7 +209,8 @@ class RpcServer:
 
     async def _vote(self, msg: VoteRequest) -> Message:
         return await serve_vote(self.ctx, self.coordinator, request_id=msg.request_id,
-                                request=msg.request, deadline_ms=msg.deadline_ms)
+                                request=msg.request, deadline_ms=msg.deadline_ms,
+                                model_id=msg.model_id)
 
     def _reply(self, ident: bytes, msg: Message) -> None:
         """Send to one sender; a sender that is gone or too slow costs nothing here."""

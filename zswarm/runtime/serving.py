@@ -22,21 +22,26 @@ import trio
 from zswarm.asks import Ask
 from zswarm.core.limits import admit, deadline_s
 from zswarm.core.messages import GenerateRequest, Report, Vote
-from zswarm.errors import ZswarmError
+from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.coordinator import Coordinator
 
 
 async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: str,
-                     request: GenerateRequest, deadline_ms: int | None) -> Vote:
+                     request: GenerateRequest, deadline_ms: int | None,
+                     model_id: str = "") -> Vote:
     """Generate ``request.n`` candidates locally; raises what admission or the workers raise.
-    ``deadline_ms``: the time the asker gives it (None: the node's default).
+    ``deadline_ms``: the time the asker gives it (None: the node's default); ``model_id``:
+    the model the asker expects ("": any), refused if this node does not serve it.
 
     The caller holds ``ctx.requests`` while this runs (a drain waits for it).
     """
     t0 = time.perf_counter()
     ctx.stats.votes_received += 1
     limits = ctx.config.limits
+    if model_id and model_id != ctx.card.model_id:
+        raise RequestRefused(f"this node serves {ctx.card.model_id}, not {model_id}",
+                             field="model_id")
     admit(limits, request)
     deadline = trio.current_time() + deadline_s(limits, deadline_ms)
     candidates = await coordinator.gather_local(request, deadline=deadline)
