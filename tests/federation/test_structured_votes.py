@@ -23,10 +23,19 @@ PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength
 ALICE = [{"role": "user", "content": "Alice is 30 years old. Give her name and age."}]
 
 
-def ask(port: int, **kw):
-    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
-                       max_retries=0) as c:
-        return c.chat.completions.create(model="default", messages=ALICE, **kw)
+async def ask_person(port: int, *, strategy: str, choices: int, seed: int):
+    """Four candidates under the PERSON schema, asked at ``port`` with the openai client."""
+
+    def call():
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
+                           max_retries=0) as c:
+            return c.chat.completions.create(
+                model="default", messages=ALICE, max_tokens=60, temperature=0.8, seed=seed,
+                n=choices, extra_body={"zswarm": {"n": 4, "strategy": strategy}},
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "p", "schema": PERSON}})
+
+    return await trio.to_thread.run_sync(call)
 
 
 async def test_two_real_nodes_vote_on_json_values(cluster):
@@ -34,10 +43,7 @@ async def test_two_real_nodes_vote_on_json_values(cluster):
     a = await cluster.start("a", model={"threads": 1}, federation={"discovery": "mdns"})
     await cluster.start("b", model={"threads": 1}, federation={"discovery": "mdns"})
     await wait_peers(a, lambda t: t.get("b") == "alive", timeout_s=60)
-    r = await trio.to_thread.run_sync(lambda: ask(
-        a.http_port, max_tokens=60, temperature=0.8, seed=3,
-        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}},
-        extra_body={"zswarm": {"n": 4, "strategy": "majority"}}, n=4))
+    r = await ask_person(a.http_port, strategy="majority", choices=4, seed=3)
     report = r.model_extra["zswarm"]
     assert sorted({c["node"] for c in report["candidates"]}) == ["a", "b"], \
         (report["participants"], report["note"])
@@ -54,10 +60,7 @@ async def test_a_peer_answering_the_wrong_shape_is_dropped_and_counted(cluster):
                         model_id=model_id, script={"mean_logprob": [-0.001]},
                         federation={"discovery": "mdns"})
     await wait_peers(a, lambda t: t.get("liar") == "alive", timeout_s=60)
-    r = await trio.to_thread.run_sync(lambda: ask(
-        a.http_port, max_tokens=60, temperature=0.8, seed=5,
-        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}},
-        extra_body={"zswarm": {"n": 4, "strategy": "confidence"}}, n=1))
+    r = await ask_person(a.http_port, strategy="confidence", choices=1, seed=5)
     report = r.model_extra["zswarm"]
     liars = [c for c in report["candidates"] if c["node"] == "liar"]
     assert liars and all(c["answer_key"] is None for c in liars)
