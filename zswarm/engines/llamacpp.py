@@ -164,9 +164,10 @@ class LlamaCppEngine:
                 piece = b"\xff" + piece
             pieces.append(piece)
         tokenize = ctypes.cast(ll.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
-        return LLTokenizer.from_llamacpp(tokens=pieces, vocab_ptr=self._vocab,
-                                         tokenize_fptr=tokenize,
-                                         eos_token=ll.llama_vocab_eos(self._vocab))
+        # from_llamacpp is llguidance's own constructor for llama.cpp (not in its stubs)
+        return LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
+            tokens=pieces, vocab_ptr=self._vocab, tokenize_fptr=tokenize,
+            eos_token=ll.llama_vocab_eos(self._vocab))
 
     def matcher(self, structure: Structure) -> Matcher:
         return self.grammars.matcher(structure)
