@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from zswarm.config import Config, load_config, parse_config
 from zswarm.errors import ConfigError
+from zswarm.net.security import swarm_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,3 +100,23 @@ def test_a_backend_nobody_installed_is_named_when_the_node_starts():
     with pytest.raises(ConfigError, match=r"model.backend: no engine backend 'vllm' is "
                        r"installed \(built in: llamacpp, ctransformers;"):
         model_id(cfg.model)
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    home = tmp_path / "machine"
+    home.mkdir()
+    (home / "swarm.toml").write_text(
+        '[node]\nstate_dir = "state"\n[model]\npath = "models/m.gguf"\n'
+        '[security]\nswarm_key_file = "keys/swarm.key"\n[http]\napi_key_file = "../api.keys"\n')
+    monkeypatch.chdir(tmp_path)  # the shell is elsewhere
+    cfg = load_config("machine/swarm.toml")
+    assert cfg.state_path == home / "state"
+    assert cfg.model.path == str(home / "models/m.gguf")
+    assert cfg.security.swarm_key_file == str(home / "keys/swarm.key")
+    assert cfg.http.api_key_file == str(home / "../api.keys")
+    with pytest.raises(ConfigError, match=str(home / "keys/swarm.key")):  # the path tried
+        swarm_key(cfg.security.swarm_key_file, source=cfg.source)
+    kept = tmp_path / "kept.toml"
+    kept.write_text('[node]\nstate_dir = "~/zs"\n[model]\npath = "swarm:m.gguf@0011223344556677"\n')
+    cfg = load_config(kept)
+    assert cfg.node.state_dir == "~/zs" and cfg.model.path.startswith("swarm:")

@@ -430,8 +430,27 @@ def override(cfg: Config, changes: dict[str, dict[str, Any]]) -> Config:
     return parse_config(data, source=f"{cfg.source} + command line")
 
 
+#: the keys that name files: a relative one is relative to the config file (as a user
+#: reads it), not to the shell's directory; "default" and "swarm:<id>" are not paths
+PATH_KEYS = (("node", "state_dir"), ("model", "path"), ("security", "swarm_key_file"),
+             ("http", "api_key_file"))
+
+
+def _anchored(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``data`` with the relative paths of PATH_KEYS made absolute against ``base``."""
+    for section, key in PATH_KEYS:
+        values = data.get(section)
+        value = values.get(key) if isinstance(values, dict) else None
+        if not isinstance(value, str) or not value or value.startswith(("/", "~")) \
+                or (key == "path" and (value == "default" or value.startswith("swarm:"))):
+            continue
+        data[section] = {**values, key: str(base / value)}
+    return data
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Load and validate a swarm.toml; ``None`` gives the defaults."""
+    """Load and validate a swarm.toml; ``None`` gives the defaults. A relative path in it
+    (PATH_KEYS) is relative to the file's own directory."""
     if path is None:
         return parse_config({}, source="<defaults>")
     p = Path(path)
@@ -446,4 +465,4 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
-    return parse_config(data, source=str(p))
+    return parse_config(_anchored(data, p.resolve().parent), source=str(p))
