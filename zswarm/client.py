@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import TypeVar
 
 import zmq
@@ -26,8 +27,10 @@ from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
+    Cancel,
     ClientReply,
     ClientRequest,
+    ClientToken,
     Error,
     GenerateRequest,
     Message,
@@ -45,6 +48,8 @@ PING_EVERY_S = 2.0
 #: ... and gives up when nothing at all has come back for this long (a machine that
 #: vanished without closing its connections: powered off, unplugged)
 SILENT_FOR_S = 15.0
+#: after Ctrl-C, how long the client waits for its Cancel to leave before it exits
+CANCEL_LINGER_MS = 1000
 
 
 class NodeGone(PeerUnavailable):
@@ -63,6 +68,8 @@ class NodeClient:
         self.key = key
         self.sock = open_socket(zmq.DEALER, role="client", key=key)
         self.monitor: zmq.Socket[bytes] | None = None
+        #: how long close() lets unsent messages go out (a Cancel after Ctrl-C)
+        self._linger_ms = 0
         try:
             self.sock.connect(endpoint)
             self.monitor = self.sock.get_monitor_socket(
@@ -85,11 +92,13 @@ class NodeClient:
                 self._lost, self._up = True, False
 
     def exchange(self, msg: Message, request_id: str, timeout_s: float, *,
-                 watch: bool = False) -> Message:
+                 watch: bool = False, on_token: Callable[[str], None] | None = None
+                 ) -> Message:
         """Send and wait for the reply to ``request_id`` (late replies to others are skipped).
 
         ``watch`` (a long exchange, an ask): NodeGone as soon as the connection closes, or
-        when the node has not answered a status ping for SILENT_FOR_S."""
+        when the node has not answered a status ping for SILENT_FOR_S. ``on_token``: the
+        answer's pieces (ClientToken) as they come."""
         self._watch()
         self._lost = False  # a connection lost before this request was sent is not its loss
         self.sock.send(codec.encode(msg))
@@ -123,6 +132,10 @@ class NodeClient:
                 continue
             reply = codec.decode(self.sock.recv())
             last_heard = time.monotonic()
+            if isinstance(reply, ClientToken):
+                if reply.request_id == request_id and on_token is not None:
+                    on_token(reply.text)
+                continue
             if getattr(reply, "request_id", request_id) in (request_id, None):
                 break  # else a status ping's answer (or a late reply): the node lives
         if isinstance(reply, Error):
@@ -157,19 +170,29 @@ class NodeClient:
         return _expect(self.exchange(PeersRequest(request_id=rid), rid, timeout_s), PeersReply)
 
     def ask(self, request: GenerateRequest, *, strategy: str | None,
-            deadline_ms: int, adaptive: bool = False) -> ClientReply:
-        """``adaptive``: ``request.n`` is a budget (core/stopping.py)."""
+            deadline_ms: int, adaptive: bool = False,
+            on_token: Callable[[str], None] | None = None) -> ClientReply:
+        """``adaptive``: ``request.n`` is a budget (core/stopping.py); ``on_token``: the
+        answer's text as it is generated (one candidate only). Interrupted (Ctrl-C), it
+        cancels the ask on the node - and so on every peer it reached - before it raises."""
         rid = new_request_id()
         msg = ClientRequest(request_id=rid, request=request, strategy=strategy,
-                            deadline_ms=deadline_ms, adaptive=adaptive)
-        return _expect(self.exchange(msg, rid, deadline_ms / 1000 + 5.0, watch=True),
-                       ClientReply)
+                            deadline_ms=deadline_ms, adaptive=adaptive,
+                            stream=on_token is not None)
+        try:
+            reply = self.exchange(msg, rid, deadline_ms / 1000 + 5.0, watch=True,
+                                  on_token=on_token)
+        except KeyboardInterrupt:
+            self.sock.send(codec.encode(Cancel(request_id=rid)), zmq.NOBLOCK)
+            self._linger_ms = CANCEL_LINGER_MS  # the Cancel leaves before the socket closes
+            raise
+        return _expect(reply, ClientReply)
 
     def close(self) -> None:
         if self.monitor is not None:
             self.sock.disable_monitor()
             self.monitor.close(linger=0)
-        self.sock.close(linger=0)
+        self.sock.close(linger=self._linger_ms)
 
     def __enter__(self) -> NodeClient:
         return self

@@ -98,6 +98,8 @@ REPORT = m.Report(strategy="majority", winner=0, agreement=1.0, candidates=[
 EVERY_MESSAGE = [
     m.ClientRequest(request_id="r", request=GEN, strategy="majority", deadline_ms=1000),
     m.ClientRequest(request_id="r", request=GEN, strategy="confidence", adaptive=True),
+    m.ClientRequest(request_id="r", request=STRUCTURED, stream=True),
+    m.ClientToken(request_id="r", text="Par"),
     m.ClientReply(request_id="r", answer="42", report=REPORT),
     m.ClientReply(request_id="r", answer="42", report=msgspec.structs.replace(
         REPORT, budget=16, waves=2, stop="settled")),

@@ -11,6 +11,7 @@ node's RPC and HTTP asks take). Exit codes: cli/common.py's policy.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from zswarm.config import ENDPOINT, Config
 from zswarm.core.limits import admit
 from zswarm.core.messages import Report
 from zswarm.core.plan import ASK_STRATEGIES
+from zswarm.core.text import printable
 from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.net.security import SwarmKey
 
@@ -123,13 +125,14 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
 
 
 def show(answer: str, report: Report, *, where: str, as_json: bool, explain: bool,
-         max_tokens: int) -> None:
-    """The answer (plain, --explain or --json); a winner cut at the token limit is said."""
+         max_tokens: int, shown: bool = False) -> None:
+    """The answer (plain, --explain or --json; ``shown``: printed already as it came); a
+    winner cut at the token limit is said."""
     if as_json:
         views.say(views.as_json(answer, report, where=where))
     elif explain:
         views.say(views.explain(answer, report, where=where))
-    else:
+    elif not shown:
         views.say(answer.strip())
     if report.candidates and report.candidates[report.winner].finish_reason == "length":
         views.say(f"note: the answer was cut at {max_tokens} tokens (--max-tokens)", err=True)
@@ -163,11 +166,13 @@ def ask(
     local: bool = typer.Option(False, "--local", help="answer in-process, no node needed"),
     explain: bool = typer.Option(False, "--explain", help="show candidates and scores"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    stream: bool = typer.Option(True, "--stream/--no-stream",
+                                help="print one candidate's answer as it is generated"),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Ask the swarm QUESTION ("-" reads it from stdin; or --file): the node started with
     --config (or --node), or, when none was started, this machine in-process (said on
-    stderr and in the report)."""
+    stderr and in the report). Ctrl-C stops the work, on the node and its peers."""
     if verbose:
         setup_logging(True)
     text = question(prompt, prompt_file)
@@ -176,28 +181,69 @@ def ask(
                         temperature=temperature, seed=seed, system=system)
     key = key_of(cfg)
     node, where = where_to_ask(cfg, key, node_endpoint, local, config)
+    printer = _Printer() if stream and not (as_json or explain) and ask.request.n == 1 \
+        else None
+    signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: the work is stopped first
     try:
         if node is not None:
             with node:
                 reply = node.ask(ask.request, strategy=ask.strategy,
-                                 deadline_ms=ask.deadline_ms, adaptive=ask.adaptive)
+                                 deadline_ms=ask.deadline_ms, adaptive=ask.adaptive,
+                                 on_token=printer)
             answer, report = reply.answer, reply.report
         else:
             admit(cfg.limits, ask.request)  # before loading a model for it
-            answer, report = trio.run(_ask_local, cfg, ask)
+            answer, report = trio.run(_ask_local, cfg, ask, printer)
+    except KeyboardInterrupt:  # the node (or this process) has stopped the work
+        if printer is not None and printer.printed:
+            views.say("")
+        views.say("cancelled: the ask was stopped", err=True)
+        raise typer.Exit(130) from None
     except NodeGone as exc:  # the node died (or vanished) with the question in it
         fail(f"{exc}. Is it running? `zswarm peers{config_arg(config)}` or `zswarm "
              f"doctor{config_arg(config)}` say; start it again with `zswarm "
              f"node{config_arg(config)}`, or ask in-process with --local", 1)
     except ZswarmError as exc:
         failed(exc)
+    if printer is not None and printer.printed:
+        printer.end(answer)
+        answer_shown = True
+    else:
+        answer_shown = False
     show(answer, report, where=where, as_json=as_json, explain=explain,
-                 max_tokens=ask.request.params.max_tokens)
+         max_tokens=ask.request.params.max_tokens, shown=answer_shown)
 
 
-async def _ask_local(cfg: Config, ask: Ask) -> tuple[str, Report]:
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class _Printer:
+    """One candidate's answer printed as it comes (stdout, flushed each piece)."""
+
+    def __init__(self) -> None:
+        self.printed = ""
+
+    def __call__(self, text: str) -> None:
+        out = text if self.printed else text.lstrip()  # as the whole answer is shown
+        if out:  # a model's text may hold terminal control sequences: escaped, as say() does
+            sys.stdout.write(printable(out, keep_lines=True))
+            sys.stdout.flush()
+            self.printed += out
+
+    def end(self, answer: str) -> None:
+        """The answer is in: what the pieces missed (none, normally), then a newline."""
+        rest = answer.strip()[len(self.printed):] if answer.strip().startswith(
+            self.printed) else ""
+        sys.stdout.write(printable(rest.rstrip(), keep_lines=True) + "\n")
+        sys.stdout.flush()
+
+
+async def _ask_local(cfg: Config, ask: Ask, printer: _Printer | None) -> tuple[str, Report]:
     from zswarm.runtime.local import local_node
     from zswarm.runtime.serving import serve_ask
 
     async with local_node(cfg) as local:  # the same path as a node's RPC and HTTP asks
-        return await serve_ask(local.ctx, local.coordinator, ask)
+        return await serve_ask(local.ctx, local.coordinator, ask,
+                               on_token=None if printer is None
+                               else lambda index, text: printer(text))

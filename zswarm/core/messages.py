@@ -287,6 +287,16 @@ class ClientRequest(_Msg, frozen=True, tag="client_request"):
     deadline_ms: Annotated[int, Meta(ge=1, le=MAX_DEADLINE_MS)] | None = None
     #: ``request.n`` is a budget: at most that many candidates, in waves (core/stopping.py)
     adaptive: bool = False
+    #: send the answer's text as it is generated (ClientToken), where there is one
+    #: candidate (with several, the text is known only once decided)
+    stream: bool = False
+
+
+class ClientToken(_Msg, frozen=True, tag="client_token"):
+    """A piece of the answer of a streamed ClientRequest, as it is generated."""
+
+    request_id: ShortText
+    text: Annotated[str, Meta(max_length=MAX_CANDIDATE_CHARS)]
 
 
 class ClientReply(_Msg, frozen=True, tag="client_reply"):
@@ -472,8 +482,9 @@ class Chunk(_Msg, frozen=True, tag="chunk"):
 
 
 Message = (
-    ClientRequest | ClientReply | StatusRequest | Status | Error | PeersRequest | PeersReply
-    | Heartbeat | VoteRequest | Vote | Cancel | ModelRequest | ModelOffer | ChunkRequest | Chunk
+    ClientRequest | ClientToken | ClientReply | StatusRequest | Status | Error | PeersRequest
+    | PeersReply | Heartbeat | VoteRequest | Vote | Cancel | ModelRequest | ModelOffer
+    | ChunkRequest | Chunk
     | WorkGenerate | WorkCancel | WorkReady | WorkToken | WorkCandidate | WorkDone
 )
 

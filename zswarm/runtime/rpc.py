@@ -33,6 +33,7 @@ from zswarm.core.messages import (
     ChunkRequest,
     ClientReply,
     ClientRequest,
+    ClientToken,
     Error,
     Heartbeat,
     Message,
@@ -181,7 +182,7 @@ class RpcServer:
         try:
             with scope:
                 if isinstance(msg, ClientRequest):
-                    reply = await self._client(msg)
+                    reply = await self._client(msg, origin)
                 elif isinstance(msg, VoteRequest):
                     reply = await self._vote(msg)
                 elif isinstance(msg, ModelRequest):
@@ -201,10 +202,16 @@ class RpcServer:
         if reply is not None:  # None: a vote cancelled by its sender gets no answer
             origin.send(reply)
 
-    async def _client(self, msg: ClientRequest) -> Message:
+    async def _client(self, msg: ClientRequest, origin: _Origin) -> Message:
         ask = asks.build(self.ctx.config, msg.request, strategy=msg.strategy,
                          deadline_ms=msg.deadline_ms, adaptive=msg.adaptive)
-        answer, report = await serve_ask(self.ctx, self.coordinator, ask)
+
+        def on_token(index: int, text: str) -> None:  # a client gone or slow: dropped
+            origin.send(ClientToken(request_id=msg.request_id, text=text))
+
+        streams = msg.stream and ask.request.n == 1
+        answer, report = await serve_ask(self.ctx, self.coordinator, ask,
+                                         on_token=on_token if streams else None)
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:

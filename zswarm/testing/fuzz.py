@@ -34,6 +34,8 @@ _CAND = m.Candidate(text="42", finish_reason="stop", tokens=1, mean_logprob=-0.5
 SEEDS: list[m.Message] = [
     m.ClientRequest(request_id="r", request=_GEN, strategy="majority", deadline_ms=2000),
     m.ClientRequest(request_id="r", request=_GEN, strategy="confidence", adaptive=True),
+    m.ClientRequest(request_id="r", request=_GEN, stream=True),
+    m.ClientToken(request_id="r", text="4"),
     m.StatusRequest(request_id="r"),
     m.StatusRequest(request_id="r", sender="f00dfeed", card=_CARD, standing=True),
     m.PeersRequest(request_id="r"),

@@ -1,0 +1,70 @@
+"""`zswarm ask` as a user meets it: a real node, a real `zswarm ask` process; the answer
+streams as it is generated, and Ctrl-C (or SIGTERM) stops the work on the node."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from zswarm.client import NodeClient
+from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+
+pytestmark = [pytest.mark.model, pytest.mark.timeout(180)]
+
+STORY = "Write a very long story about a ship."
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> Iterator[str]:
+    proc = NodeProcess(node_config(tmp_path_factory.mktemp("ask"), "s",
+                                   swarm="ask-" + secrets.token_hex(4),
+                                   federation={"enabled": False}))
+    try:
+        yield str(proc.wait_ready(60).rpc_endpoint)
+    finally:
+        proc.stop()
+
+
+def ask(endpoint: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "zswarm", "ask", "--node", endpoint, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+
+
+def idle(endpoint: str) -> bool:
+    with NodeClient(endpoint) as client:
+        load = client.status().load
+    return load.idle_workers == load.workers_ready
+
+
+def test_the_answer_streams_as_it_is_generated(node):
+    proc = ask(node, STORY, "--max-tokens", "300", "--temperature", "0")
+    assert proc.stdout is not None
+    first = proc.stdout.read(8)  # the first piece, while the rest is still being made
+    first_at = time.monotonic()
+    rest, err = proc.communicate(timeout=120)
+    ended_at = time.monotonic()
+    assert proc.returncode == 0, err
+    assert len(first) == 8 and ended_at - first_at > 1.0  # 300 tokens take seconds more
+    whole = ask(node, STORY, "--max-tokens", "300", "--temperature", "0", "--no-stream")
+    out, _ = whole.communicate(timeout=120)
+    assert (first + rest).decode().strip() == out.decode().strip()  # the same answer
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_work_on_the_node(node, sig):
+    proc = ask(node, STORY, "--max-tokens", "1500", "--temperature", "1.0")
+    assert proc.stdout is not None
+    proc.stdout.read(4)  # generating
+    assert not idle(node)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err and b"cancelled" in err
+    wait_until(lambda: idle(node), 5, what="the node's worker free again")  # not 1,500 tokens
