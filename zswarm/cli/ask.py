@@ -5,7 +5,8 @@ config's defaults and the options (zswarm/asks.py) with the node's own limits na
 in the errors, and choosing who answers: the node of --node or of the config, which
 must answer a status request first (NodeClient.reach names the likely cause when it
 does not), or this process, said on stderr and in the report (the same serve_ask a
-node's RPC and HTTP asks take). Exit codes: cli/common.py's policy.
+node's RPC and HTTP asks take); one candidate's answer printed as it comes; Ctrl-C and
+SIGTERM stopping the ask where it runs (exit 130). Exit codes: cli/common.py's policy.
 """
 
 from __future__ import annotations
