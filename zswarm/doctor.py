@@ -35,7 +35,14 @@ from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest,
 from zswarm.core.text import printable
 from zswarm.engines.loader import model_id
 from zswarm.errors import WorkerCrashed, ZswarmError
-from zswarm.net.addresses import IFF_LOOPBACK, IFF_MULTICAST, IFF_UP, choose_bind_address, interfaces
+from zswarm.net.addresses import (
+    IFF_LOOPBACK,
+    IFF_MULTICAST,
+    IFF_UP,
+    choose_bind_address,
+    interfaces,
+    loopback_fix,
+)
 from zswarm.net.guard import DropCounter
 from zswarm.net.mdns import Found, browse_for
 from zswarm.net.security import SwarmKey, swarm_key
@@ -68,11 +75,7 @@ def _bind(config: Config) -> tuple[str, Iterator[Finding]]:
     why = ("set in [node] bind" if setting != "auto" else
            "bind = \"auto\": the first private LAN address of this host"
            if address != "127.0.0.1" else "bind = \"auto\" found no private LAN address")
-    fix = ("this machine has no address in 10/8, 172.16/12, 192.168/16 or 100.64/10: set "
-           "[node] bind to its LAN address" if setting == "auto" else
-           "to join other machines: --bind auto, or [node] bind = \"auto\" or this "
-           "machine's LAN address")
-    return address, _bind_findings(address, why, fix)
+    return address, _bind_findings(address, why, loopback_fix(setting))
 
 
 def _bind_findings(address: str, why: str, loopback_fix: str) -> Iterator[Finding]:

@@ -132,6 +132,8 @@ def test_avahi_sees_the_node_and_the_node_survives_avahi_records(lan_with_avahi,
         assert "not a peer: it is in swarm 'elsewhere'" in seen["foreign"]["detail"]
         status = wait_until(lambda: _dropped(zs_host, info), 20, what="broken records dropped")
         assert status["totals"]["frames_dropped"] >= 2
+        by = status["totals"]["frames_dropped_by"]  # the page says what was dropped, where
+        assert sum(d["count"] for d in by if d["where"] == "mdns") >= 2
         assert status["node"]["state"] == "ready" and status["peers"] == []
         asked = zswarm_in(zs_host, "ask", "What is 6 x 7?", "--node", info.rpc_endpoint)
         assert asked.returncode == 0 and asked.stdout.strip() == "42"

@@ -6,6 +6,7 @@ costs that message (an error reply, a counter) and never the node.
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import httpx
@@ -223,6 +224,28 @@ async def test_only_holders_of_the_swarm_key_get_in(cluster, tmp_path):
             lambda: client.status(a.rpc_endpoint, timeout_s=1.0, key=other))
     status = await trio.to_thread.run_sync(lambda: client.status(a.rpc_endpoint, key=key))
     assert status.card.key == key.fingerprint
+
+
+async def test_the_start_up_report_names_a_key_mismatch(cluster, tmp_path, caplog):
+    """A node whose neighbour has another key (or none) is told that, not only 'no node of
+    the swarm answered'."""
+    caplog.set_level(logging.INFO, logger="zswarm.node")
+    keyed = {"security": {"swarm_key_file": str(tmp_path / "swarm.key")},
+             "federation": {"discovery": "mdns"}}
+    write_key_file(tmp_path / "swarm.key")
+    await cluster.start("open", ["40"], federation={"discovery": "mdns"})
+    await cluster.start("keyed", ["41"], **keyed)
+
+    def reported() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if "every member needs the same" in r.getMessage()]
+
+    await wait_until_async(lambda: len(reported()) >= 2, 15, what="both reports")
+    said = reported()
+    assert any(line.strip().startswith("keyed at ") and "has no swarm key" not in line
+               and "uses a swarm key and this node has none" in line for line in said)
+    assert any(line.strip().startswith("open at ") and "has no swarm key" in line
+               for line in said), said
 
 
 def _ask_keyed(endpoint: str, key) -> tuple[str, object]:

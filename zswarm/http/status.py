@@ -30,6 +30,8 @@ from zswarm.http.openai import ApiError
 from zswarm.http.responses import json_safe
 from zswarm.runtime.stats import RequestRecord
 
+#: the kinds of dropped frames /v1/status lists (the page shows the first three)
+DROPS_SHOWN = 8
 #: URL path -> (file in http/static/, media type); public: they hold no data
 PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -89,7 +91,11 @@ def snapshot(node: HttpNode) -> dict[str, Any]:
                    "prompt_cache_evictions": stats.prompt_cache_evictions,
                    "votes_sent": stats.votes_sent,
                    "votes_received": stats.votes_received,
-                   "frames_dropped": sum(ctx.drops.counts.values())},
+                   "frames_dropped": sum(ctx.drops.counts.values()),
+                   # what they were: (where, why, how many), most first
+                   "frames_dropped_by": [
+                       {"where": where, "reason": reason, "count": count}
+                       for (where, reason), count in ctx.drops.counts.most_common(DROPS_SHOWN)]},
         "peer_counts": count_states(p.state for p in peers),
         "peers": [msgspec.to_builtins(p) for p in peers],
         "requests": [_record(r) for r in reversed(stats.recent)],

@@ -76,3 +76,13 @@ def choose_bind_address(setting: str) -> str:
         if is_private_lan(address):
             return address
     return "127.0.0.1"
+
+
+def loopback_fix(setting: str) -> str:
+    """What to change when a node listens on loopback (``setting``: its [node] bind): the
+    one wording of the start-up report and of doctor."""
+    if setting == "auto":
+        return ("this machine has no address in 10/8, 172.16/12, 192.168/16 or 100.64/10: "
+                "set [node] bind to its LAN address")
+    return ("to join other machines: --bind auto, or [node] bind = \"auto\" or this "
+            "machine's LAN address")

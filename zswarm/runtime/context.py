@@ -176,6 +176,10 @@ class Peers(Protocol):
 
     def peers(self) -> list[PeerInfo]: ...
 
+    def foreign(self) -> list[str]:
+        """Nodes of this swarm's name seen with another swarm key, or none (what and why)."""
+        ...
+
 
 class NoPeers:
     """The swarm of a node without federation: nobody to ask."""
@@ -204,4 +208,7 @@ class NoPeers:
         return {}
 
     def peers(self) -> list[PeerInfo]:
+        return []
+
+    def foreign(self) -> list[str]:
         return []

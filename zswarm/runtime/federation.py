@@ -58,6 +58,9 @@ from zswarm.runtime.probes import Prober
 
 log = logging.getLogger(__name__)
 
+#: nodes of our swarm's name but another key remembered for the start-up report
+MAX_FOREIGN = 16
+
 #: the node's clock ticks this many times per heartbeat interval, on a fixed grid: each
 #: tick reads every peer's waiting heartbeats and checks the table's silences, so a
 #: heartbeat is read at most one tick after it arrived (the table allows for that lag)
@@ -114,6 +117,9 @@ class Federation:
         #: bad votes, counted with the vote links' dropped replies (the same socket name)
         self._vote_drops = ctx.drops.counter("votes")
         self._quiet = QuietLog(log, every_s=60.0)
+        #: nodes of this swarm's name that mDNS showed with another key (or none): what
+        #: they are, for the start-up report (bounded: MAX_FOREIGN)
+        self._foreign: dict[str, str] = {}
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
         self.prober = Prober(
             self.me, self.table, self.peer_io, self.backlinks, interval_s=self.interval_s,
@@ -205,9 +211,11 @@ class Federation:
         if card.swarm != self.me.swarm:
             return  # another swarm on the same LAN: not ours to mention
         why = claims.foreign(card, self.me)
-        if why:  # never a peer; said once a minute per node
+        if why:  # never a peer; said once a minute per node, and in the start-up report
             self._quiet.info(card.node_id, "mDNS: ignoring %s (%s) at %s: it %s", card.name,
                              card.node_id, event.address, why)
+            if len(self._foreign) < MAX_FOREIGN or card.node_id in self._foreign:
+                self._foreign[card.node_id] = f"{card.name} at {event.address} {why}"
             return
         self._apply(self.table.discovered(card, event.address, "mdns", trio.current_time(),
                                           proto=event.proto))
@@ -364,6 +372,9 @@ class Federation:
             out.append(NodeLoad(p.card.node_id, ready, min(p.load.idle_workers, ready),
                                 p.load.queue_depth + self._votes_out.get(p.card.node_id, 0)))
         return out
+
+    def foreign(self) -> list[str]:
+        return list(self._foreign.values())
 
     def models(self) -> dict[str, list[Holder]]:
         out: dict[str, list[Holder]] = {}

@@ -60,9 +60,16 @@ function drawNode(s) {
     fact("prompt tokens from the cache",
          `${s.totals.prompt_tokens_cached} of ${s.totals.prompt_tokens}`),
     fact("votes sent / served", `${s.totals.votes_sent} / ${s.totals.votes_received}`),
-    fact("frames dropped", s.totals.frames_dropped),
+    fact("frames dropped", dropped(s.totals)),
     fact("hardware", n.hardware || "-"),
   );
+}
+
+// "163 (mdns bad-record 160, rpc bad-frame 3)": the count and what was dropped, where
+function dropped(totals) {
+  const by = (totals.frames_dropped_by || []).slice(0, 3)
+    .map((d) => `${d.where} ${d.reason} ${d.count}`).join(", ");
+  return by ? `${totals.frames_dropped} (${by})` : `${totals.frames_dropped}`;
 }
 
 // each cell carries its column's name: on a narrow screen the rows stack (status.css)
