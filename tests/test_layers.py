@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "zswarm"
 
 #: lower number = lower layer; a module may import its own layer's package and lower ones
 LAYERS = {
-    "errors": 0, "core": 1, "config": 2, "asks": 3, "statedir": 3, "": 3,
+    "errors": 0, "core": 1, "config": 2, "asks": 3, "statedir": 3, "cores": 3, "": 3,
     "net": 4, "engines": 4, "runtime": 5, "http": 6, "client": 6,
     "pull": 7,  # a client (it uses client.py) that the node also uses, to fetch its model
     "node": 8, "views": 8, "doctor": 8, "cli": 9, "__main__": 10, "testing": 10,

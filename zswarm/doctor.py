@@ -24,10 +24,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
+import msgspec
 import psutil
 import trio
 
-from zswarm import client, pull, statedir
+from zswarm import client, cores, pull, statedir
 from zswarm.asks import Ask
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
@@ -370,6 +371,24 @@ def _inbound(config: Config, running_rpc: str | None, key: SwarmKey | None
                           "accepts no inbound connections); it serves this node all the same")
 
 
+def _cores(config: Config, running_pid: int | None) -> list[Finding]:
+    """Other nodes of this machine, and whether their workers and this node's fit the cores
+    (a node not running yet takes, with threads = 0, what the others leave: zswarm/cores.py)."""
+    others = [n for n in cores.other_nodes() if n.pid != running_pid]
+    if not others:
+        return []
+    if running_pid is None and config.model.threads == 0:
+        config = msgspec.structs.replace(config, model=msgspec.structs.replace(
+            config.model, threads=cores.share(others, config.node.workers)))
+    said = cores.advice(config, others)
+    total = cores.node_threads(config) + sum(n.threads for n in others)
+    where = f"{len(others)} other zswarm node(s) on this machine (pid " + \
+        ", ".join(str(n.pid) for n in others) + f"): {total} threads on {cores.cores()} cores"
+    if said:
+        return [Finding("cores", WARN, where, said.split(": ", 1)[-1])]
+    return [Finding("cores", OK, where)]
+
+
 def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool = True
                ) -> list[Finding]:
     """Every check, in the order a person would look; ConfigError for a bad swarm key file."""
@@ -398,6 +417,7 @@ def run_checks(config: Config, *, browse_s: float = BROWSE_S, check_model: bool 
                   workers=config.node.workers, rpc="", pub="", swarm=fed.swarm,
                   key=key.fingerprint if key else "")
     findings += _ports(config, address, running_pid)
+    findings += _cores(config, running_pid)
     if not fed.enabled:
         findings.append(Finding("federation", INFO, "federation is off: this node works alone",
                                 "zswarm node --federation, or [federation] enabled = true"))

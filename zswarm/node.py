@@ -31,9 +31,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from functools import partial
 
+import msgspec
 import trio
 
-from zswarm import statedir
+from zswarm import cores, statedir
 from zswarm.config import Config
 from zswarm.core.messages import NodeCard
 from zswarm.engines.loader import model_file, model_id
@@ -92,6 +93,7 @@ async def _run_locked(config: Config, drain: trio.Event,
     progress = _PullLog()
     config = await trio.to_thread.run_sync(partial(local_model, config, key,
                                                     progress=progress))
+    config = await trio.to_thread.run_sync(_share_cores, config)
     if config.model.path != asked_for:
         log.info("model %s: %s (%s; its sha256 matches the model's id)", asked_for,
                  config.model.path, "pulled" if progress.pulled else "pulled before")
@@ -151,6 +153,23 @@ async def _run_locked(config: Config, drain: trio.Event,
                     statedir.remove(config)
                 servers.cancel_scope.cancel()  # RPC and federation (goodbye) before the workers
             nursery.cancel_scope.cancel()
+
+
+def _share_cores(config: Config) -> Config:
+    """Beside other nodes of this machine, threads = "auto" takes the cores they leave
+    (zswarm/cores.py); threads that exceed the cores are said, with what to change."""
+    others = cores.other_nodes()
+    if others and config.model.threads == 0:
+        threads = cores.share(others, config.node.workers)
+        log.info("%d other zswarm node(s) run on this machine: each worker of this one takes "
+                 "%d of its %d cores ([model] threads to choose)", len(others), threads,
+                 cores.cores())
+        config = msgspec.structs.replace(
+            config, model=msgspec.structs.replace(config.model, threads=threads))
+    said = cores.advice(config, others)
+    if said:
+        log.warning("%s", said)
+    return config
 
 
 @contextmanager

@@ -8,7 +8,6 @@ policy.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from zswarm import client, doctor, statedir
+from zswarm import client, cores, doctor, statedir
 from zswarm.cli.common import ConfigOpt, NodeOpt, app, exit_code, fail, failed, key_of, load
 from zswarm.cli.node import serve_file
 from zswarm.config import Config, load_config, parse_config
@@ -196,10 +195,11 @@ def join(address: str = typer.Argument(..., metavar="ENDPOINT", hidden=True),
              if v is not None}
     if ports:
         lines += ["", "[ports]", *(f"{k} = {v}" for k, v in ports.items())]
-    if threads is None and _another_node_here(bind):
-        threads = max(1, (os.cpu_count() or 1) // 2)
+    others = cores.other_nodes()
+    if threads is None and (others or _another_node_here(bind)):
+        threads = cores.share(others) if others else max(1, cores.cores() // 2)
         say(f"another node runs on this machine: the worker gets {threads} of its "
-            f"{os.cpu_count()} cores (--threads N to choose)", err=True)
+            f"{cores.cores()} cores (--threads N to choose)", err=True)
     lines += ["",
              "[model]", f"path = {json.dumps('swarm:' + member.node.model_id)}"]
     if threads is not None:
