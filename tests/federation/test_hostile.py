@@ -248,6 +248,32 @@ async def test_the_start_up_report_names_a_key_mismatch(cluster, tmp_path, caplo
                for line in said), said
 
 
+async def test_a_static_member_of_another_key_is_said_to_be_one(cluster, tmp_path):
+    """With multicast gone, a member of another key is only an endpoint that never
+    answers: the peer list says something listens there and a key may differ."""
+    write_key_file(tmp_path / "swarm.key")
+    keyed = await cluster.start("keyed", ["41"], security={
+        "swarm_key_file": str(tmp_path / "swarm.key")}, federation={"discovery": "static"})
+    a = await cluster.start("a", ["40"], federation={
+        "discovery": "static", "peers": [keyed.rpc_endpoint, f"tcp://127.0.0.1:{free_port()}"]})
+
+    async def details() -> dict[str, str]:
+        return {p.address: p.detail for p in await peers_of(a) if p.state == "unreachable"}
+
+    async def told() -> dict[str, str]:  # both endpoints probed and said why
+        with trio.fail_after(20):
+            while True:
+                found = await details()
+                if len(found) == 2 and all(d.startswith("no answer") for d in found.values()):
+                    return found
+                await trio.sleep(0.05)
+
+    found = await told()
+    assert "another swarm key (this node has none)" in found[keyed.rpc_endpoint]
+    closed = next(d for e, d in found.items() if e != keyed.rpc_endpoint)
+    assert "nothing listens there" in closed
+
+
 def _ask_keyed(endpoint: str, key) -> tuple[str, object]:
     reply = client.ask(endpoint, question(n=2), strategy="best_of_n", deadline_ms=20_000, key=key)
     assert isinstance(reply, ClientReply)

@@ -188,6 +188,9 @@ class Prober:
             infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
             address = claims.ipv4_literal(str(infos[0][4][0]))
             reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port), endpoint)
+        except PeerUnavailable:  # silent: say why, as doctor would (a key, most often)
+            self.static[endpoint] = await _why_silent(address, int(port), bool(self.me.key))
+            return
         except (OSError, ValueError, ZswarmError) as exc:
             self.static[endpoint] = str(exc) or type(exc).__name__
             return
@@ -346,3 +349,18 @@ class Prober:
             return
         self.peer_io.forget(node_id, "reached over its own link now")
         self._admit(answer, rtt_ms, address, "contact", expected=node_id, asked_at=asked_at)
+
+
+async def _why_silent(address: str, port: int, keyed: bool) -> str:
+    """Why a static member did not answer: nothing listens there, or something does and
+    stays silent (a node of another swarm key, or none, never answers us)."""
+    try:
+        with trio.move_on_after(1.0):
+            stream = await trio.open_tcp_stream(address, port)
+            await stream.aclose()
+            return ("no answer, though something listens there: it may use another swarm key "
+                    f"{'than this node' if keyed else '(this node has none)'}, or not be a "
+                    "zswarm node (zswarm doctor shows each key's fingerprint)")
+    except OSError:
+        return "no answer: nothing listens there (is its node running? is the port right?)"
+    return "no answer, and no TCP connection within 1 s (a firewall?)"
