@@ -18,18 +18,48 @@ The package, lowest layer first (each imports only those before it; tests/test_l
 docs/architecture.md is the map: each package's job, an ask's path, the node's life.
 """
 
-from zswarm.config import Config, load_config
-from zswarm.core.consensus import STRATEGIES, decide
-from zswarm.core.messages import Candidate, ChatMessage, GenerateRequest, Report, SamplingParams
-from zswarm.errors import (
-    ConfigError,
-    DeadlineExceeded,
-    InferenceError,
-    ModelNotFound,
-    NoQuorum,
-    Overloaded,
-    ZswarmError,
-)
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zswarm.config import Config, load_config
+    from zswarm.core.consensus import STRATEGIES, decide
+    from zswarm.core.messages import (
+        Candidate,
+        ChatMessage,
+        GenerateRequest,
+        Report,
+        SamplingParams,
+    )
+    from zswarm.errors import (
+        ConfigError,
+        DeadlineExceeded,
+        InferenceError,
+        ModelNotFound,
+        NoQuorum,
+        Overloaded,
+        ZswarmError,
+    )
+
+#: public name -> its module, imported when the name is first used (so that `zswarm ...`
+#: starts with nothing loaded, and a Ctrl-C at any moment is the CLI's to handle)
+_PUBLIC = {
+    "Config": "zswarm.config", "load_config": "zswarm.config",
+    "STRATEGIES": "zswarm.core.consensus", "decide": "zswarm.core.consensus",
+    **dict.fromkeys(("Candidate", "ChatMessage", "GenerateRequest", "Report",
+                     "SamplingParams"), "zswarm.core.messages"),
+    **dict.fromkeys(("ConfigError", "DeadlineExceeded", "InferenceError", "ModelNotFound",
+                     "NoQuorum", "Overloaded", "ZswarmError"), "zswarm.errors"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'zswarm' has no attribute {name!r}")
+
 
 __all__ = [
     "STRATEGIES",

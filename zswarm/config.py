@@ -440,7 +440,9 @@ def _anchored(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """``data`` with the relative paths of PATH_KEYS made absolute against ``base``."""
     for section, key in PATH_KEYS:
         values = data.get(section)
-        value = values.get(key) if isinstance(values, dict) else None
+        if not isinstance(values, dict):
+            continue
+        value = values.get(key)
         if not isinstance(value, str) or not value or value.startswith(("/", "~")) \
                 or (key == "path" and (value == "default" or value.startswith("swarm:"))):
             continue

@@ -68,3 +68,18 @@ def test_ctrl_c_stops_the_work_on_the_node(node, sig):
     assert proc.returncode == 130
     assert b"Traceback" not in err and b"cancelled" in err
     wait_until(lambda: idle(node), 5, what="the node's worker free again")  # not 1,500 tokens
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.3, 0.8])
+@pytest.mark.parametrize("command", [["doctor"], ["ask", "--local", "hi"]])
+def test_ctrl_c_at_any_moment_of_a_command_is_no_traceback(tmp_path, command, after_s):
+    """While Python loads the commands, or while a command loads a model: exit 130 (or the
+    command's own end, if it was quicker) and one line, never a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "zswarm", *command], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    time.sleep(after_s)  # a user's finger, not synchronisation: any moment must be fine
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()[-2000:]
+    assert proc.returncode in (130, 0, 1), err  # 1: doctor's own verdict, if it finished
