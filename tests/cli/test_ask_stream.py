@@ -82,4 +82,6 @@ def test_ctrl_c_at_any_moment_of_a_command_is_no_traceback(tmp_path, command, af
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err, err.decode()[-2000:]
-    assert proc.returncode in (130, 0, 1), err  # 1: doctor's own verdict, if it finished
+    # 1: doctor's own verdict, if it finished; -SIGINT: the signal came before the
+    # interpreter had set up its handler (a loaded machine), which prints nothing either
+    assert proc.returncode in (130, 0, 1, -signal.SIGINT), err
