@@ -41,7 +41,7 @@ from zswarm.net.mdns import Found
 from zswarm.runtime.backlinks import MAX_BACKLINKS, Backlinks
 from zswarm.runtime.connections import Connections, Inbound
 from zswarm.runtime.context import NodeContext
-from zswarm.runtime.federation import MAX_JOBS, NOTES_PER_KIND, Federation
+from zswarm.runtime.federation import MAX_FOREIGN, MAX_JOBS, NOTES_PER_KIND, Federation
 from zswarm.runtime.probes import MAX_CONTACTS
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.testing.cluster import wait_until_async
@@ -207,6 +207,18 @@ async def test_records_of_another_swarm_or_key_are_never_peers(swarm, autojump_c
     s.hear(card("z", swarm="other"))
     await trio.sleep(2.0)
     assert s.fed.peers() == [] and s.io.subscribed == []
+
+
+async def test_nodes_of_another_key_are_remembered_for_the_report_within_a_bound(
+        swarm, autojump_clock):
+    s = await swarm()
+    for i in range(3 * MAX_FOREIGN):  # a flood of records of our swarm name, other keys
+        s.fed.on_mdns(found(card(f"k{i}", key=f"key-{i}")))
+    s.fed.on_mdns(found(card("k0", key="key-0")))  # one already remembered: said again
+    foreign = s.fed.foreign()
+    assert len(foreign) == MAX_FOREIGN and foreign[0].startswith("k0 at ")
+    assert all("swarm key" in f for f in foreign)  # why each is not a peer
+    assert s.fed.peers() == []  # and none of them is a peer
 
 
 async def test_peer_loads_honour_model_state_allowed_and_votes_out(swarm, autojump_clock):

@@ -74,8 +74,10 @@ def load_schema(text: str, field: str) -> dict[str, Any]:
     return schema
 
 
+@lru_cache(maxsize=32)
 def check(structure: Structure) -> None:
-    """Refuse a structure that makes no sense, naming the field (OpenAI's names)."""
+    """Refuse a structure that makes no sense, naming the field (OpenAI's names). Cached
+    (what passed): the HTTP door checks a request, and admission checks it again."""
     size = len(structure.schema) + sum(len(t.parameters) + len(t.description)
                                        for t in structure.tools)
     if size > MAX_STRUCTURE_CHARS:
@@ -208,29 +210,31 @@ class Shape:
 
     structure: Structure
 
-    @property
-    def calls_only(self) -> bool:
-        """The answer must be calls ("required" or a named function)."""
-        return self.structure.tool_choice not in ("none", "auto")
-
     def key(self, text: str, question: str = "") -> str | None:
         """The candidate's answer key: its calls, or its JSON value, or (free text allowed)
-        the free-text key; None: it is not a valid answer of this shape."""
-        s = self.structure
-        if active_tools(s):
-            calls = parse_calls(s, text)
-            if calls is not None:
-                return "call:" + canonical([[c.name, json.loads(c.arguments)] for c in calls])
-            if self.calls_only or CALL_OPEN in text:
-                return None
-        if s.format == "text":
-            return answer_key(text, question)
-        ok, value = _loads(text)
-        if not ok or (s.format == "json" and not isinstance(value, dict)):
+        the free-text key; None: it is not a valid answer of this shape. Cached: a round
+        asks for the same candidate's key after every arrival (validity, groups, report)."""
+        return _shape_key(self.structure, text, question)
+
+
+#: candidates of a round or two (texts are at most MAX_CANDIDATE_CHARS each)
+@lru_cache(maxsize=128)
+def _shape_key(s: Structure, text: str, question: str) -> str | None:
+    """Shape.key, parsed and validated once per (structure, text, question)."""
+    if active_tools(s):
+        calls = parse_calls(s, text)
+        if calls is not None:
+            return "call:" + canonical([[c.name, json.loads(c.arguments)] for c in calls])
+        if s.tool_choice not in ("none", "auto") or CALL_OPEN in text:  # calls only
             return None
-        if s.format == "schema" and not _valid(value, s.schema):
-            return None
-        return "json:" + canonical(value)
+    if s.format == "text":
+        return answer_key(text, question)
+    ok, value = _loads(text)
+    if not ok or (s.format == "json" and not isinstance(value, dict)):
+        return None
+    if s.format == "schema" and not _valid(value, s.schema):
+        return None
+    return "json:" + canonical(value)
 
 
 def tools_prompt(tools: tuple[ToolSpec, ...]) -> str:

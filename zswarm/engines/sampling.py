@@ -43,7 +43,7 @@ def sample(
     logz = log_norm(model)
     x = adjusted(model, params, counts or {})
     if allowed is not None:
-        x = np.where(allowed, x, -np.inf).astype(np.float32)
+        x = np.where(allowed, x, np.float32(-np.inf))
     if params.temperature <= 0.0 or params.top_k == 1:
         token = int(np.argmax(x))
         return token, _logprob(float(model[token]) - logz)

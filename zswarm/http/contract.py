@@ -19,7 +19,7 @@ from zswarm import asks
 from zswarm.asks import choose_count, new_request
 from zswarm.config import Config
 from zswarm.core import codec, structured
-from zswarm.core.messages import MAX_MESSAGES, MAX_TOP_LOGPROBS, Structure, ToolSpec
+from zswarm.core.messages import MAX_MESSAGES, MAX_TOP_LOGPROBS, Structure
 from zswarm.engines import grammar
 from zswarm.errors import RemoteProtocolError, RequestRefused
 from zswarm.http.openai import (
@@ -123,10 +123,9 @@ def _structure(req: ChatCompletionRequest, config: Config) -> Structure | None:
             raise invalid("response_format json_schema needs json_schema.schema",
                           "response_format.json_schema")
         fmt, schema = "schema", msgspec.json.encode(rf.json_schema.schema).decode()
-    tools = tuple(ToolSpec(name=t.function.name, description=t.function.description or "",
-                           parameters=msgspec.json.encode(
-                               t.function.parameters or {"type": "object"}).decode())
-                  for t in req.tools or ())
+    tools = [{"name": t.function.name, "description": t.function.description or "",
+              "parameters": msgspec.json.encode(t.function.parameters or {"type": "object"}
+                                                ).decode()} for t in req.tools or ()]
     choice = req.tool_choice
     if choice is not None and not tools:
         raise invalid("tool_choice is only allowed when tools are given", "tool_choice")
@@ -137,11 +136,12 @@ def _structure(req: ChatCompletionRequest, config: Config) -> Structure | None:
     if fmt == "text" and not tools:
         return None
     try:
-        structure = msgspec.convert({"format": fmt, "schema": schema, "tools": [
-            msgspec.to_builtins(t) for t in tools], "tool_choice": name,
-            # one call per answer unless several are asked for (true): allowed either way
-            # by OpenAI's default, and a small model free to call again loops on calls
-            "parallel_tool_calls": req.parallel_tool_calls is True}, Structure)
+        # one call per answer unless several are asked for (true): allowed either way by
+        # OpenAI's default, and a small model free to call again loops on calls
+        parallel = req.parallel_tool_calls is True
+        structure = msgspec.convert({"format": fmt, "schema": schema, "tools": tools,
+                                     "tool_choice": name, "parallel_tool_calls": parallel},
+                                    Structure)
     except msgspec.ValidationError as exc:
         what, path = codec.invalid(exc)
         param = {"schema": "response_format.json_schema.schema"}.get(path, "tools")
