@@ -51,6 +51,7 @@ async def serve() -> None:
     from zswarm.runtime.context import NodeContext, NoPeers
     from zswarm.runtime.coordinator import Coordinator
     from zswarm.runtime.local import serving
+    from zswarm.runtime.models import Models
     from zswarm.runtime.rpc import RpcServer, open_endpoint
     from zswarm.runtime.scheduler import Scheduler
     from zswarm.testing.inline import InlinePool
@@ -62,11 +63,11 @@ async def serve() -> None:
     listener = open_listener("127.0.0.1", 0)
     card = NodeCard(node_id="s", name="server", model_id="scripted", workers=32,
                     rpc=endpoint, pub="", http=listener.getsockname()[1])
-    ctx = NodeContext(cfg, card, Scheduler(max_queue=1024))
-    pool = InlinePool(ctx.scheduler, workers=32)
-    coordinator = Coordinator(ctx, pool, NoPeers())
+    pool = InlinePool(Scheduler(max_queue=1024), workers=32)
+    ctx = NodeContext(cfg, card, Models.fixed(pool, "scripted"))
+    coordinator = Coordinator(ctx, NoPeers())
     with sock:
-        async with trio.open_nursery() as nursery, serving(ctx, pool):
+        async with trio.open_nursery() as nursery, serving(ctx, ctx.models):
             await nursery.start(RpcServer(ctx, sock, coordinator, NoPeers()).serve)
             await nursery.start(serve_http, HttpNode(ctx, coordinator, NoPeers(), nursery),
                                 listener)

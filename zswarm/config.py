@@ -26,7 +26,7 @@ from msgspec import inspect as mi
 
 from zswarm.core.consensus import DEFAULT_TAU, MIN_ID_PREFIX
 from zswarm.core.limits import Limits, check_one_count, check_strategy
-from zswarm.core.messages import MAX_DEADLINE_MS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
+from zswarm.core.messages import MAX_DEADLINE_MS, MAX_MODELS, MAX_N, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT
 from zswarm.core.plan import AskStrategy
 from zswarm.core.stopping import ADAPTIVE_STRATEGIES
 from zswarm.errors import ConfigError, RequestRefused
@@ -62,6 +62,15 @@ class NodeConfig(Section, frozen=True):
     workers: Annotated[int, _range(1, 64)] = 1
     #: on SIGTERM / Ctrl-C, requests in flight get this long to finish (a second signal stops now)
     drain_timeout_ms: int = 30_000
+    #: a directory whose GGUF files are served too, loaded on demand (each named by its
+    #: file name without .gguf; [model]'s settings; "" = none)
+    models_dir: str = ""
+    #: memory the loaded models may take, estimated from each file, n_ctx and workers
+    #: (runtime/models.py); 0 = three quarters of the memory available at start
+    memory_budget_mib: Annotated[int, Meta(ge=0)] = 0
+    #: a loaded model stays at least this long before it may be unloaded for another
+    #: (a flood of requests for many models cannot make the node reload them in turn)
+    min_resident_s: Annotated[int, _range(0, 3600)] = 10
 
     @property
     def drain_timeout_s(self) -> float:
@@ -95,6 +104,25 @@ class ModelConfig(Section, frozen=True):
     model_type: str = "gpt2"
     #: worker memory limit (RLIMIT_AS) in MiB; 0 = none
     memory_limit_mib: int = 0
+
+
+class ModelEntry(ModelConfig, frozen=True):
+    """One of several models (``[[models]]``): a model's settings, its name and its life."""
+
+    #: how requests name it (unique on this node; "" = its file name without .gguf)
+    name: Annotated[str, Meta(max_length=64)] = ""
+    #: worker processes while it is loaded; 0 = node.workers
+    workers: Annotated[int, _range(0, 64)] = 0
+    #: unloaded after this long without a request; 0 = never
+    keep_alive_s: Annotated[int, _range(0, 86_400 * 365)] = 300
+    #: never unloaded (neither when idle nor to make room for another model)
+    pinned: bool = False
+    #: loaded when the node starts (else at its first request)
+    preload: bool = False
+
+    def settings(self) -> ModelConfig:
+        """The engine's part of the entry (what a worker process is given)."""
+        return ModelConfig(**{f: getattr(self, f) for f in ModelConfig.__struct_fields__})
 
 
 class GenerationConfig(Section, frozen=True):
@@ -237,7 +265,10 @@ class PortsConfig(Section, frozen=True):
 
 class Config(Section, frozen=True):
     node: NodeConfig = field(default_factory=NodeConfig)
+    #: the one-model shorthand (``[model]``); with ``[[models]]`` it is the first of them
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: several models (``[[models]]``); the first is the node's default
+    models: list[ModelEntry] = field(default_factory=list)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
@@ -259,6 +290,20 @@ class Config(Section, frozen=True):
     @property
     def state_path(self) -> Path:
         return Path(os.path.expanduser(self.node.state_dir))
+
+    def entries(self) -> list[ModelEntry]:
+        """The configured models, the default first: ``[[models]]``, or ``[model]`` as one
+        entry that is loaded at start and never unloaded (a one-model node as ever)."""
+        if self.models:
+            return list(self.models)
+        return [ModelEntry(**msgspec.structs.asdict(self.model), pinned=True, preload=True,
+                           keep_alive_s=0)]
+
+    def for_model(self, entry: ModelEntry) -> Config:
+        """This config as one model's workers see it: its settings as ``model``, its
+        worker count as ``node.workers``."""
+        node = msgspec.structs.replace(self.node, workers=entry.workers or self.node.workers)
+        return msgspec.structs.replace(self, model=entry.settings(), node=node)
 
     def api_keys(self) -> frozenset[str]:
         """The HTTP API keys from config and the key file (ConfigError if it is unreadable)."""
@@ -399,6 +444,13 @@ def _validate(cfg: Config) -> None:
         check_strategy(consensus.strategy, adaptive=consensus.budget is not None)
     except RequestRefused as exc:
         raise bad(f"consensus.{exc.field}", str(exc)) from None
+    names = [m.name for m in cfg.models if m.name]
+    if len(cfg.models) > MAX_MODELS:
+        raise bad("models", f"at most {MAX_MODELS} models per node, got {len(cfg.models)}")
+    for name in names:
+        if names.count(name) > 1:
+            raise bad("models", f"two models are named {name!r}: a name says which one a "
+                      "request wants, so each must be unique")
     if cfg.generation.max_tokens > cfg.generation.max_tokens_limit:
         raise bad("generation.max_tokens", "expected 1 to generation.max_tokens_limit "
                   f"({cfg.generation.max_tokens_limit})")
@@ -407,12 +459,17 @@ def _validate(cfg: Config) -> None:
 def parse_config(data: dict[str, Any], *, source: str = "<string>") -> Config:
     if isinstance(data, dict) and "source" in data:
         raise ConfigError(f"{source}: unknown key 'source'")
+    if isinstance(data, dict) and "model" in data and data.get("models"):
+        raise ConfigError(f"{source}: [model] and [[models]]: give one model as [model] or "
+                          "several as [[models]], not both")
     try:
         cfg = msgspec.convert({**data, "source": source} if isinstance(data, dict) else data,
                               Config)
     except msgspec.ValidationError as exc:
         raise _explain(exc, data, source) from None
     _validate(cfg)
+    if cfg.models:  # what reads one model (pull, doctor, cores) reads the default one
+        cfg = msgspec.structs.replace(cfg, model=cfg.models[0].settings())
     return cfg
 
 
@@ -425,6 +482,8 @@ def override(cfg: Config, changes: dict[str, dict[str, Any]]) -> Config:
         return cfg
     data = msgspec.to_builtins(cfg)
     data.pop("source")
+    if data["models"]:
+        data.pop("model")  # the first of them
     for section, values in changes.items():
         data[section] = {**data[section], **values}
     return parse_config(data, source=f"{cfg.source} + command line")
@@ -432,21 +491,27 @@ def override(cfg: Config, changes: dict[str, dict[str, Any]]) -> Config:
 
 #: the keys that name files: a relative one is relative to the config file (as a user
 #: reads it), not to the shell's directory; "default" and "swarm:<id>" are not paths
-PATH_KEYS = (("node", "state_dir"), ("model", "path"), ("security", "swarm_key_file"),
-             ("http", "api_key_file"))
+PATH_KEYS = (("node", "state_dir"), ("node", "models_dir"), ("model", "path"),
+             ("models", "path"), ("security", "swarm_key_file"), ("http", "api_key_file"))
+
+
+def _anchor(values: dict[str, Any], key: str, base: Path) -> dict[str, Any]:
+    value = values.get(key)
+    if not isinstance(value, str) or not value or value.startswith(("/", "~")) \
+            or (key == "path" and (value == "default" or value.startswith("swarm:"))):
+        return values
+    return {**values, key: str(base / value)}
 
 
 def _anchored(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """``data`` with the relative paths of PATH_KEYS made absolute against ``base``."""
     for section, key in PATH_KEYS:
         values = data.get(section)
-        if not isinstance(values, dict):
-            continue
-        value = values.get(key)
-        if not isinstance(value, str) or not value or value.startswith(("/", "~")) \
-                or (key == "path" and (value == "default" or value.startswith("swarm:"))):
-            continue
-        data[section] = {**values, key: str(base / value)}
+        if isinstance(values, dict):
+            data[section] = _anchor(values, key, base)
+        elif isinstance(values, list):  # [[models]]
+            data[section] = [_anchor(v, key, base) if isinstance(v, dict) else v
+                             for v in values]
     return data
 
 

@@ -35,27 +35,26 @@ import msgspec
 import trio
 
 from zswarm import cores, statedir
-from zswarm.config import Config
-from zswarm.core.messages import NodeCard
-from zswarm.engines.loader import model_file, model_id
+from zswarm.config import Config, ModelEntry
+from zswarm.engines.loader import model_file
 from zswarm.errors import ConfigError
 from zswarm.http.base import HttpNode
 from zswarm.http.server import open_listener, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
-from zswarm.net.security import swarm_key
+from zswarm.net.guard import FrameDrops
+from zswarm.net.security import SwarmKey, swarm_key
 from zswarm.pull import local_model
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import MAX_INBOUND, Inbound
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation
-from zswarm.runtime.local import serving, single_errors
+from zswarm.runtime.local import build_models, entries, node_card, serving, single_errors
 from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
-from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.sharing import ModelShelf
-from zswarm.runtime.workers import WorkerPool
+from zswarm.runtime.stats import NodeStats
 from zswarm.statedir import NodeInfo
 
 log = logging.getLogger(__name__)
@@ -78,6 +77,7 @@ async def _run_node(config: Config, drain: trio.Event,
 async def _run_locked(config: Config, drain: trio.Event,
                       task_status: trio.TaskStatus[NodeInfo]) -> None:
     node_id = statedir.load_node_id(config)
+    stats, drops = NodeStats(), FrameDrops()
     key = swarm_key(config.security.swarm_key_file, source=config.source)
     fed_cfg = config.federation
     if key is None and fed_cfg.enabled:
@@ -89,17 +89,11 @@ async def _run_locked(config: Config, drain: trio.Event,
         log.warning("OPEN HTTP: no API key and no swarm key, so any host on this LAN can "
                     "ask this node to generate and read its status at http://%s:%d "
                     "(set [http] api_keys, or a swarm key)", host, config.ports.http)
-    asked_for = config.model.path
-    progress = _PullLog()
-    config = await trio.to_thread.run_sync(partial(local_model, config, key,
-                                                    progress=progress))
     config = await trio.to_thread.run_sync(_share_cores, config)
-    if config.model.path != asked_for:
-        log.info("model %s: %s (%s; its sha256 matches the model's id)", asked_for,
-                 config.model.path, "pulled" if progress.pulled else "pulled before")
-    served = await trio.to_thread.run_sync(model_file, config.model)
-    model = (served.model_id if served is not None
-             else await trio.to_thread.run_sync(model_id, config.model))
+    chosen = await trio.to_thread.run_sync(partial(_pulled_entries, config, key))
+    models = await trio.to_thread.run_sync(partial(
+        build_models, config, chosen, stats=stats, drops=drops.counter("workers")))
+    served = await trio.to_thread.run_sync(model_file, config.for_model(chosen[0]).model)
     ports = config.ports
     with ExitStack() as sockets:  # every socket bound before anything serves
         listener = None
@@ -114,32 +108,25 @@ async def _run_locked(config: Config, drain: trio.Event,
             with _binding(config, "pub", host):
                 publisher = Publisher(f"tcp://{host}:{ports.pub}", key=key)
             sockets.callback(publisher.close)
-        card = NodeCard(node_id=node_id, name=config.node.name, model_id=model,
-                        workers=config.node.workers, rpc=rpc_endpoint,
-                        pub=publisher.endpoint if publisher else "",
-                        http=listener.getsockname()[1] if listener else 0,
-                        swarm=fed_cfg.swarm, hardware=hardware_summary(),
-                        key=key.fingerprint if key else "")
-        ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue),
-                          key=key)
-        scheduler = ctx.scheduler
-        shelf = ModelShelf(served,
-                           busy=lambda: scheduler.idle_workers < scheduler.workers_ready)
-        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
-                          stats=ctx.stats)
+        card = node_card(config, models, node_id=node_id, rpc=rpc_endpoint,
+                         pub=publisher.endpoint if publisher else "",
+                         http=listener.getsockname()[1] if listener else 0,
+                         hardware=hardware_summary(), key=key.fingerprint if key else "")
+        ctx = NodeContext(config, card, models, key=key, stats=stats, drops=drops)
+        shelf = ModelShelf(served, busy=models.busy)
         # requests peers ask back over links this node opened, for the RPC server
         asked_back, inbound = trio.open_memory_channel[Inbound](MAX_INBOUND)
         federation = (Federation(ctx, publisher, mdns_address=host, inbound=asked_back,
                                  backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")))
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()
-        coordinator = Coordinator(ctx, pool, peers)
+        coordinator = Coordinator(ctx, peers)
         rpc = RpcServer(ctx, rpc_sock, coordinator, peers, shelf, inbound=inbound)
         async with trio.open_nursery() as nursery:
             if listener is not None:  # first, so /health can say "loading"
                 await nursery.start(serve_http, HttpNode(ctx, coordinator, peers, nursery),
                                     listener)
-            async with serving(ctx, pool), trio.open_nursery() as servers:
+            async with serving(ctx, models), trio.open_nursery() as servers:
                 await servers.start(rpc.serve)
                 if federation is not None:
                     await servers.start(federation.serve)
@@ -155,6 +142,21 @@ async def _run_locked(config: Config, drain: trio.Event,
             nursery.cancel_scope.cancel()
 
 
+def _pulled_entries(config: Config, key: SwarmKey | None) -> list[ModelEntry]:
+    """The node's models (runtime/local.entries), each ``swarm:`` one pulled from the
+    members that hold it when it is not here yet (pull.py; its sha256 checked)."""
+    out = []
+    for entry in entries(config):
+        progress = _PullLog()
+        found = local_model(config.for_model(entry), key, progress=progress).model.path
+        if found != entry.path:
+            log.info("model %s: %s (%s; its sha256 matches the model's id)", entry.path, found,
+                     "pulled" if progress.pulled else "pulled before")
+            entry = msgspec.structs.replace(entry, path=found)
+        out.append(entry)
+    return out
+
+
 def _share_cores(config: Config) -> Config:
     """Beside other nodes of this machine, threads = "auto" takes the cores they leave
     (zswarm/cores.py); threads that exceed the cores are said, with what to change."""
@@ -165,7 +167,9 @@ def _share_cores(config: Config) -> Config:
                  "%d of its %d cores ([model] threads to choose)", len(others), threads,
                  cores.cores())
         config = msgspec.structs.replace(
-            config, model=msgspec.structs.replace(config.model, threads=threads))
+            config, model=msgspec.structs.replace(config.model, threads=threads),
+            models=[msgspec.structs.replace(m, threads=m.threads or threads)
+                    for m in config.models])
     said = cores.advice(config, others)
     if said:
         log.warning("%s", said)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zswarm.core.catalog import Holder, catalog, resolve
+from tests.helpers import card
+from zswarm.core.catalog import Holder, catalog, held_by, resolve
+from zswarm.core.messages import HeldModel, Load
 from zswarm.errors import ModelNotFound, RequestRefused
 
 OWN = "SmolLM2.Q4_1.gguf@aaaa"
@@ -14,9 +16,26 @@ PEERS = {"SmolLM2.Q8_0.gguf@bbbb": [Holder("b1", "b"), Holder("c1", "c")],
 
 
 def test_each_model_once_with_this_node_first():
-    found = catalog(OWN, Holder("a1", "a"), PEERS)
-    assert list(found)[0] == OWN and [h.name for h in found[OWN]] == ["a", "d"]
+    found = catalog({OWN: Holder("a1", "a"), "coder.gguf@cccc": Holder("a1", "a", "unloaded")},
+                    PEERS)
+    assert list(found)[:2] == [OWN, "coder.gguf@cccc"]
+    assert [h.name for h in found[OWN]] == ["a", "d"]
     assert [h.name for h in found["SmolLM2.Q8_0.gguf@bbbb"]] == ["b", "c"]
+
+
+def test_a_model_is_named_by_the_name_a_holder_gives_it():
+    models = {**PEERS, "x.gguf@3333": [Holder("g1", "g", model_name="coder")]}
+    assert resolve("coder", OWN, models) == "x.gguf@3333"
+
+
+def test_a_card_lists_its_models_with_the_states_its_heartbeat_says():
+    one = card("a")
+    assert held_by(one, Load()) == [(HeldModel(model_id=one.model_id), "loaded")]
+    two = card("b", models=[HeldModel(model_id="p@1", name="p"), HeldModel(model_id="q@2")])
+    assert [st for _, st in held_by(two, Load(models=["loaded", "unloaded"]))] == [
+        "loaded", "unloaded"]
+    # states that do not match the list (an old heartbeat) say nothing is loaded
+    assert [st for _, st in held_by(two, Load(models=["loaded"]))] == ["unloaded"] * 2
 
 
 @pytest.mark.parametrize(("name", "model_id"), [

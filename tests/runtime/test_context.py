@@ -8,13 +8,15 @@ from zswarm.config import parse_config
 from zswarm.core.messages import NodeCard
 from zswarm.errors import Draining, Loading, LocalProtocolError
 from zswarm.runtime.context import NodeContext
+from zswarm.runtime.models import Models
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.testing.inline import InlinePool
 
 CARD = NodeCard(node_id="s", name="s", model_id="m", workers=1, rpc="", pub="")
 
 
 def context() -> NodeContext:
-    return NodeContext(parse_config({}), CARD, Scheduler(max_queue=8))
+    return NodeContext(parse_config({}), CARD, Models.fixed(InlinePool(Scheduler(max_queue=8)), "m"))
 
 
 def test_loading_then_ready_then_draining_each_with_its_refusal():

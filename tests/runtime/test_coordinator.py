@@ -22,6 +22,7 @@ from zswarm.core.plan import NodeLoad
 from zswarm.errors import NoQuorum, Overloaded, PeerUnavailable, ZswarmError
 from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.models import Models
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.testing.inline import InlinePool
 
@@ -48,9 +49,16 @@ class ScriptedPeers:
                                  load=Load(workers_ready=1, idle_workers=1))
                       for name in peers}
         self.asked: list[str] = []
+        self.asked_models: list[str | None] = []
         self.unanswered_calls: list[str] = []
+        #: node -> models it holds without having them loaded
+        self.holding: dict[str, list[str]] = {}
 
-    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None, *,
+                   loaded: bool = True) -> list[NodeLoad]:
+        if not loaded:  # a model they hold but have not loaded
+            return [NodeLoad(node, 1, 1, 0) for node, held in self.holding.items()
+                    if model_id in held]
         return [NodeLoad(p.card.node_id, p.load.workers_ready, p.load.idle_workers,
                          p.load.queue_depth)
                 for p in self.table.values() if p.card.model_id == model_id
@@ -68,9 +76,10 @@ class ScriptedPeers:
     def unanswered(self, node_id: str, why: str) -> None:
         self.unanswered_calls.append(node_id)
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
-                   ) -> list[Candidate]:
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float,
+                   model_id: str | None = None) -> list[Candidate]:
         self.asked.append(node_id)
+        self.asked_models.append(model_id)
         b = self.behaviour[node_id]
         if b.hang:
             await trio.sleep_forever()
@@ -95,11 +104,11 @@ async def make(nursery):
         config = parse_config({"node": {"name": "me"},
                                "federation": {"deadline_ms": int(vote_deadline_s * 1000)}})
         card = NodeCard(node_id="me", name="me", model_id="scripted", workers=1, rpc="", pub="")
-        ctx = NodeContext(config, card, Scheduler(max_queue=4), state="ready")
-        pool = InlinePool(ctx.scheduler, answers=local or ["42"], delay_s=local_delay_s,
-                          workers=workers, logprob=local_logprob)
-        await nursery.start(pool.serve)
-        return Coordinator(ctx, pool, peers if peers is not None else NoPeers())
+        pool = InlinePool(Scheduler(max_queue=4), answers=local or ["42"],
+                          delay_s=local_delay_s, workers=workers, logprob=local_logprob)
+        ctx = NodeContext(config, card, Models.fixed(pool, "scripted"), state="ready")
+        await nursery.start(ctx.models.serve)
+        return Coordinator(ctx, peers if peers is not None else NoPeers())
     return build
 
 
@@ -138,9 +147,9 @@ async def test_route_falls_back_to_this_node_when_the_routed_peer_fails(make, au
     coordinator = await make(peers)
 
     async def busy_for_a_moment() -> None:  # the local worker is busy when the route is planned
-        worker = await coordinator.ctx.scheduler.acquire()
+        worker = await coordinator.ctx.models.default.scheduler.acquire()
         await trio.sleep(0.2)
-        coordinator.ctx.scheduler.release(worker)
+        coordinator.ctx.models.default.scheduler.release(worker)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(busy_for_a_moment)
@@ -156,7 +165,7 @@ async def test_every_node_overloaded_is_overloaded_not_no_quorum(make, autojump_
     coordinator = await make(peers)
     async with trio.open_nursery() as hold:  # fill the local worker and its queue of 4
         for _ in range(5):
-            hold.start_soon(coordinator.ctx.scheduler.acquire)
+            hold.start_soon(coordinator.ctx.models.default.scheduler.acquire)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(Overloaded) as info:
             await coordinator.ask(Ask(ask_request(2), "majority", 10_000))
@@ -256,7 +265,7 @@ async def test_a_peer_claim_the_answer_wins_without_is_not_rescored(make, autoju
                           other=Behaviour(["41"], logprob=-3.0))
     coordinator = await make(peers, local_logprob=-1.0)
     answer, report = await every_claim(coordinator, 3, "confidence")
-    assert answer == "42" and coordinator.pool.scored == []
+    assert answer == "42" and coordinator.models.default.pool.scored == []
     assert "1 peer score(s) not needed" in report.note and "checked" not in report.note
     (agrees,) = [c for c in report.candidates if c.node == "agrees"]
     assert agrees.mean_logprob is None
@@ -267,7 +276,7 @@ async def test_a_deciding_lie_is_rescored_and_loses(make, autojump_clock):
                           honest=Behaviour(["42"], logprob=-3.0))
     coordinator = await make(peers, local_logprob=-3.0)
     answer, report = await every_claim(coordinator, 3, "confidence")
-    assert answer == "42" and coordinator.pool.scored == [["41"]]
+    assert answer == "42" and coordinator.models.default.pool.scored == [["41"]]
     assert "1 peer score(s) checked by this node's model" in report.note
 
 
@@ -278,7 +287,7 @@ async def test_best_of_n_checks_every_claim_in_line_in_one_slot(make, autojump_c
                           p2=Behaviour(["40"], logprob=-0.2))
     coordinator = await make(peers, local_logprob=-2.0)
     answer, report = await every_claim(coordinator, 3, "best_of_n")
-    assert answer == "42" and coordinator.pool.scored == [["41", "40"]]
+    assert answer == "42" and coordinator.models.default.pool.scored == [["41", "40"]]
     assert "2 peer score(s) checked" in report.note
 
 
@@ -302,7 +311,7 @@ async def test_only_the_claim_that_tips_the_answer_is_rescored(make, autojump_cl
                           other=Behaviour(["41"], logprob=-1.0))
     coordinator = await make(peers, local_logprob=-3.0)
     answer, report = await every_claim(coordinator, 4, "confidence")
-    assert answer == "42" and coordinator.pool.scored == [["42"]]
+    assert answer == "42" and coordinator.models.default.pool.scored == [["42"]]
     assert "1 peer score(s) checked" in report.note and "1 peer score(s) not needed" in report.note
     by_node = {c.node: c.mean_logprob for c in report.candidates}
     assert by_node["sure"] == -0.5 and by_node["unsure"] is None  # checked; dropped

@@ -42,9 +42,11 @@ from zswarm.runtime.backlinks import MAX_BACKLINKS, Backlinks
 from zswarm.runtime.connections import Connections, Inbound
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.federation import MAX_FOREIGN, MAX_JOBS, NOTES_PER_KIND, Federation
+from zswarm.runtime.models import Models
 from zswarm.runtime.probes import MAX_CONTACTS
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.testing.cluster import wait_until_async
+from zswarm.testing.inline import InlinePool
 
 READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
 
@@ -170,8 +172,8 @@ async def swarm(nursery):
     async def build(**federation: object) -> Swarm:
         config = parse_config({"node": {"name": "me"}, "federation": {
             "swarm": "s", "discovery": "static", **federation}})
-        ctx = NodeContext(config, card("me", host="10.0.0.1"), Scheduler(max_queue=8),
-                          state="ready")
+        ctx = NodeContext(config, card("me", host="10.0.0.1"),
+                          Models.fixed(InlinePool(Scheduler(max_queue=8)), "m"), state="ready")
         io, published, router = FakeIO(drops=ctx.drops), Published(), FakeRouter()
         fed = Federation(ctx, published, mdns_address="10.0.0.1", peer_io=io,
                          backlinks=Backlinks(router, ctx.drops.counter("backlinks")))  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from zswarm.errors import Draining, Loading, RequestRefused
 from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.local import serving
+from zswarm.runtime.models import Models
 from zswarm.runtime.scheduler import Scheduler
 from zswarm.runtime.serving import serve_ask
 from zswarm.testing.inline import InlinePool
@@ -24,12 +25,12 @@ ASK = Ask(QUESTION, "majority", 5000)
 async def test_refusals_and_answers_are_counted_in_one_place(config_factory):
     cfg = config_factory(federation={"enabled": False})
     card = NodeCard(node_id="s", name="s", model_id="scripted", workers=1, rpc="", pub="")
-    ctx = NodeContext(cfg, card, Scheduler(max_queue=8))
-    pool = InlinePool(ctx.scheduler, workers=1)
-    coordinator = Coordinator(ctx, pool, NoPeers())
+    pool = InlinePool(Scheduler(max_queue=8), workers=1)
+    ctx = NodeContext(cfg, card, Models.fixed(pool, "scripted"))
+    coordinator = Coordinator(ctx, NoPeers())
     with pytest.raises(Loading):  # before the workers are up
         await serve_ask(ctx, coordinator, ASK)
-    async with serving(ctx, pool):
+    async with serving(ctx, ctx.models):
         answer, report = await serve_ask(ctx, coordinator, ASK)
         assert answer and report.candidates
         with pytest.raises(RequestRefused):  # over this node's limit of n

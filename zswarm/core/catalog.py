@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from zswarm.core.messages import HeldModel, Load, ModelState, NodeCard
 from zswarm.errors import ModelNotFound, RequestRefused
 
 #: the models a 404 lists at most
@@ -24,38 +25,56 @@ DEFAULT_NAMES = ("", "default", "zswarm")
 @dataclass(frozen=True)
 class Holder:
     node_id: str
+    #: the node's name
     name: str
-    #: "loaded": the node serves it now
-    state: str = "loaded"
+    #: the model's state there (runtime/models.py): "loaded" serves it now
+    state: ModelState = "loaded"
+    #: the name the node's config gives the model ("" = none)
+    model_name: str = ""
+
+
+def held_by(card: NodeCard, load: Load) -> list[tuple[HeldModel, ModelState]]:
+    """The models a node's card says it serves, each with its state from the node's last
+    heartbeat: a card without a list serves its ``model_id``, loaded; states that do not
+    match the list (a heartbeat from before a restart) say "unloaded"."""
+    if not card.models:
+        return [(HeldModel(model_id=card.model_id), "loaded")]
+    states = load.models if len(load.models) == len(card.models) else ["unloaded"] * len(
+        card.models)
+    return list(zip(card.models, states, strict=True))
 
 
 def file_name(model_id: str) -> str:
     return model_id.split("@")[0]
 
 
-def catalog(own_model: str, me: Holder, peers: Mapping[str, Sequence[Holder]]
+def catalog(mine: Mapping[str, Holder], peers: Mapping[str, Sequence[Holder]]
             ) -> dict[str, list[Holder]]:
-    """Model id -> its holders, this node's model first and this node first among them."""
-    out: dict[str, list[Holder]] = {own_model: [me]}
+    """Model id -> its holders: this node's models first (its default first) and this
+    node first among their holders."""
+    out: dict[str, list[Holder]] = {model_id: [me] for model_id, me in mine.items()}
+    me = next(iter(mine.values())).node_id if mine else ""
     for model_id, holders in peers.items():
-        out.setdefault(model_id, []).extend(h for h in holders if h.node_id != me.node_id)
+        out.setdefault(model_id, []).extend(h for h in holders if h.node_id != me)
     return out
 
 
-def _names(model_id: str) -> tuple[str, ...]:
+def _names(model_id: str, holders: Iterable[Holder]) -> tuple[str, ...]:
     name = file_name(model_id)
-    return (name, name.removesuffix(".gguf")) if name.endswith(".gguf") else (name,)
+    names = (name, name.removesuffix(".gguf")) if name.endswith(".gguf") else (name,)
+    return names + tuple(h.model_name for h in holders if h.model_name)
 
 
-def resolve(name: str, own_model: str, models: Iterable[str]) -> str:
-    """The model id a request's ``model`` names: ModelNotFound (listing the models there
-    are) if none, RequestRefused (field "model") if a name fits several."""
+def resolve(name: str, own_model: str, models: Mapping[str, Iterable[Holder]]) -> str:
+    """The model id a request's ``model`` names (an id, a file name with or without
+    .gguf, or the name a holder's config gives it): ModelNotFound (listing the models
+    there are) if none, RequestRefused (field "model") if a name fits several."""
     known = list(dict.fromkeys([own_model, *models]))
     if name in DEFAULT_NAMES or name == own_model:
         return own_model
     if name in known:
         return name
-    matches = [m for m in known if name in _names(m)]
+    matches = [m for m in known if name in _names(m, models.get(m, ()))]
     if len(matches) == 1:
         return matches[0]
     if matches:

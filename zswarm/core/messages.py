@@ -242,6 +242,17 @@ class Report(Struct, frozen=True, kw_only=True):
 
 
 NodeState = Literal["loading", "ready", "draining", "leaving"]
+#: a model's life on its node (runtime/models.py)
+ModelState = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
+#: models one node may serve and its card list (config.py holds a node to it)
+MAX_MODELS = 16
+
+
+class HeldModel(Struct, frozen=True, kw_only=True):
+    """A model a node serves: its id and the name its config gives it (a claim)."""
+
+    model_id: ShortText
+    name: Annotated[str, Meta(max_length=64)] = ""
 
 
 class NodeCard(Struct, frozen=True, kw_only=True):
@@ -259,6 +270,9 @@ class NodeCard(Struct, frozen=True, kw_only=True):
     hardware: ShortText = ""
     #: fingerprint of the swarm key this node uses ("" = none: an open swarm); public
     key: ShortText = ""
+    #: every model it serves, loaded or not ([] from a node of one model: ``model_id``);
+    #: their states come with each heartbeat (``Load.models``)
+    models: Annotated[list[HeldModel], Meta(max_length=MAX_MODELS)] = []
 
 
 class Load(Struct, frozen=True, kw_only=True):
@@ -271,6 +285,8 @@ class Load(Struct, frozen=True, kw_only=True):
     max_queue: Annotated[int, Meta(ge=0, le=MAX_QUEUE)] = 0
     #: tokens generated per second over the last few seconds
     tokens_per_s: Annotated[float, Meta(ge=0.0, le=MAX_TOKENS_PER_S)] = 0.0
+    #: the state of each model of the card's ``models``, in its order
+    models: Annotated[list[ModelState], Meta(max_length=MAX_MODELS)] = []
 
 
 class _Msg(Struct, frozen=True, kw_only=True, tag_field="type"):

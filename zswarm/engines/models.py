@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +93,87 @@ def resolve_model(setting: str) -> ModelFile:
         raise ModelNotFound(f"model file {path}: not a GGUF or GGML file (magic {magic!r})")
     return ModelFile(path=path, model_id=model_id_from(path.name, file_sha256(path)), format=fmt,
                      size_bytes=size)
+
+
+# --- what a loaded model costs ---------------------------------------------------------
+
+#: GGUF value types -> struct format of one scalar (8 = string, 9 = array)
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+            12: "d"}
+#: keys read before giving up (the architecture's keys come before the vocabulary)
+_MAX_KEYS = 64
+_MAX_STRING = 1 << 20
+#: a worker's own memory besides the KV cache: runtime, compute buffers, the sampler
+#: (measured on the default model: bench/models.py reports it against the estimate)
+WORKER_OVERHEAD_MIB = 48
+
+
+def _gguf_meta(path: Path) -> dict[str, object]:
+    """The scalar keys at the head of a GGUF file (arrays skipped; {} when unreadable)."""
+    out: dict[str, object] = {}
+    try:
+        with path.open("rb") as f:
+            def take(fmt: str) -> tuple[object, ...]:
+                size = struct.calcsize("<" + fmt)
+                raw = f.read(size)
+                if len(raw) != size:
+                    raise ValueError("short file")
+                return struct.unpack("<" + fmt, raw)
+
+            def string() -> str:
+                (n,) = take("Q")
+                if not isinstance(n, int) or n > _MAX_STRING:
+                    raise ValueError("string too long")
+                return f.read(n).decode("utf-8", "replace")
+
+            def skip_array() -> None:
+                kind, count = take("IQ")
+                assert isinstance(kind, int) and isinstance(count, int)
+                if kind == 8:
+                    for _ in range(count):
+                        f.seek(int(take("Q")[0]), 1)  # type: ignore[call-overload]
+                elif kind in _SCALARS:
+                    f.seek(count * struct.calcsize(_SCALARS[kind]), 1)
+                else:
+                    raise ValueError("nested array")
+
+            if f.read(4) != GGUF_MAGIC:
+                return out
+            _version, _tensors, n_kv = take("IQQ")
+            assert isinstance(n_kv, int)
+            for _ in range(min(n_kv, _MAX_KEYS)):
+                key = string()
+                (kind,) = take("I")
+                if kind == 8:
+                    out[key] = string()
+                elif kind == 9:
+                    skip_array()
+                elif isinstance(kind, int) and kind in _SCALARS:
+                    out[key] = take(_SCALARS[kind])[0]
+                else:
+                    break
+    except (OSError, ValueError, struct.error):
+        pass
+    return out
+
+
+def kv_bytes_per_token(path: Path) -> int:
+    """Bytes of KV cache one token of context takes (f16 K and V, every layer), read from
+    the GGUF's own shape; a cautious guess from the file size when the file says nothing."""
+    meta = _gguf_meta(path)
+    arch = meta.get("general.architecture")
+    get = (lambda k: meta.get(f"{arch}.{k}")) if isinstance(arch, str) else (lambda k: None)
+    layers, embd, heads = get("block_count"), get("embedding_length"), \
+        get("attention.head_count")
+    kv_heads = get("attention.head_count_kv") or heads
+    if all(isinstance(v, int) and v > 0 for v in (layers, embd, heads, kv_heads)):
+        kv_width = embd * kv_heads // heads  # type: ignore[operator]
+        return 2 * 2 * layers * kv_width  # type: ignore[operator]
+    return max(4096, path.stat().st_size // 2048)
+
+
+def estimate_mib(file: ModelFile, *, n_ctx: int, workers: int) -> int:
+    """Memory a model takes once loaded: its weights (mapped once, shared by its workers)
+    and, per worker, its KV cache for n_ctx tokens and its own overhead."""
+    kv = kv_bytes_per_token(file.path) * n_ctx
+    return round(file.size_bytes / 2**20 + workers * (kv / 2**20 + WORKER_OVERHEAD_MIB))

@@ -200,24 +200,24 @@ class CountRequests:
 
 async def models(request: Request) -> Response:
     """Every model of the swarm once (this node's first), in OpenAI's shape; ``zswarm``
-    says its file name and which nodes hold it (core/catalog.py)."""
+    says its file name, the names nodes give it, and which nodes hold it in which state
+    (core/catalog.py)."""
     node: HttpNode = request.app.state.node
     node.ready()
-    card = node.ctx.card
-    found = catalog.catalog(card.model_id, catalog.Holder(card.node_id, card.name),
-                            node.peers.models())
     return JSONResponse({"object": "list", "data": [
         {"id": model, "object": "model", "created": 0, "owned_by": f"zswarm:{holders[0].name}",
-         "zswarm": {"name": catalog.file_name(model), "holders": [
-             {"node": h.name, "node_id": h.node_id, "state": h.state} for h in holders]}}
-        for model, holders in found.items()]})
+         "zswarm": {"name": catalog.file_name(model),
+                    "names": sorted({h.model_name for h in holders if h.model_name}),
+                    "holders": [{"node": h.name, "node_id": h.node_id, "state": h.state}
+                                for h in holders]}}
+        for model, holders in node.catalog().items()]})
 
 
 async def health(request: Request) -> Response:
     node: HttpNode = request.app.state.node
     refusal = node.ctx.refusal()
     load = node.ctx.load()
-    if refusal is None and load.workers_ready == 0:
+    if refusal is None and node.ctx.models.unavailable():
         refusal = Overloaded("no worker has the model loaded (starting or restarting)")
     if refusal is not None:
         status = "unavailable" if type(refusal) is Overloaded else refusal.kind

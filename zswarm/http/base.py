@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from zswarm.config import Config, HttpConfig
+from zswarm.core import catalog
 from zswarm.errors import (
     DeadlineExceeded,
     DuplicateRequest,
@@ -50,6 +51,14 @@ class HttpNode:
     @property
     def config(self) -> Config:
         return self.ctx.config
+
+    def catalog(self) -> dict[str, list[catalog.Holder]]:
+        """Every model of the swarm with its holders, this node's models first
+        (core/catalog.py)."""
+        card = self.ctx.card
+        mine = {r.model_id: catalog.Holder(card.node_id, card.name, r.state, r.name)
+                for r in self.ctx.models.residents.values()}
+        return catalog.catalog(mine, self.peers.models())
 
     def ready(self) -> Coordinator:
         """The coordinator, or 503 while the model loads or the node drains."""

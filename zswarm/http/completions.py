@@ -42,12 +42,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_model(node: HttpNode, name: str) -> str | None:
-    """The model id to ask for (None = this node's): by id, file name or file name
-    without .gguf (core/catalog.py); 404 ``model_not_found`` listing the swarm's models if
-    nobody serves it, 400 if the name fits several."""
+    """The model id to ask for (None = this node's default): by id, file name, file name
+    without .gguf or the name a node's config gives it (core/catalog.py); 404
+    ``model_not_found`` listing the swarm's models if nobody serves it, 400 if the name
+    fits several."""
     local = node.ctx.card.model_id
     try:
-        model_id = catalog.resolve(name, local, node.peers.models())
+        model_id = catalog.resolve(name, local, node.catalog())
     except ModelNotFound as exc:
         raise ApiError(404, f"{exc} (GET /v1/models)", code="model_not_found",
                        param="model") from None

@@ -7,14 +7,14 @@ state that takes no work), its stats and drop counters, the requests in flight (
 drain waits for its "none left" event instead of polling) and the load figures
 every server reports (``load()``); and ``Peers``, what the coordinator, the RPC
 server and the HTTP shim may ask of the swarm, with ``NoPeers`` for a node that
-does not federate; and ``Pool``, what the coordinator asks of the local workers.
+does not federate; the local models and their workers are ``models`` (runtime/models.py).
 runtime/federation.py implements ``Peers``; nobody else reads
 its peer table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,8 +31,6 @@ from zswarm.core.messages import (
     NodeCard,
     NodeState,
     PeerInfo,
-    WorkCandidate,
-    WorkToken,
 )
 from zswarm.core.plan import NodeLoad
 from zswarm.errors import (
@@ -45,7 +43,7 @@ from zswarm.errors import (
 )
 from zswarm.net.guard import FrameDrops
 from zswarm.net.security import SwarmKey
-from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.models import Models
 from zswarm.runtime.stats import NodeStats
 
 
@@ -83,7 +81,8 @@ class InFlight:
 class NodeContext:
     config: Config
     card: NodeCard
-    scheduler: Scheduler
+    #: the node's models, loaded or not, and their workers (runtime/models.py)
+    models: Models
     key: SwarmKey | None = None
     stats: NodeStats = field(default_factory=NodeStats)
     drops: FrameDrops = field(default_factory=FrameDrops)
@@ -116,31 +115,16 @@ class NodeContext:
         return None
 
     def load(self) -> Load:
-        s = self.scheduler
-        return Load(state=self.state, workers_ready=s.workers_ready, idle_workers=s.idle_workers,
-                    queue_depth=s.queue_depth, max_queue=s.max_queue,
-                    tokens_per_s=self.stats.tokens.rate())
-
-
-class Pool(Protocol):
-    """The local workers (runtime/workers.py; zswarm.testing.inline for benches and tests).
-
-    ``run`` generates; with ``score`` it scores those texts as answers instead (one
-    candidate each, index = position, whose mean_logprob is the model's: Engine.score)."""
-
-    @property
-    def workers(self) -> Mapping[str, object]: ...
-
-    async def run(self, worker_name: str, request_id: str, request: GenerateRequest, *,
-                  on_event: Callable[[WorkToken | WorkCandidate], None],
-                  stream: bool = False, score: tuple[str, ...] | None = None) -> None: ...
+        return self.models.load(self.state, self.stats.tokens.rate())
 
 
 class Peers(Protocol):
     """What the rest of the node may ask of the swarm (runtime/federation.py answers)."""
 
-    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
-        """ALIVE peers serving ``model_id`` that may be sent votes, with their load.
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None, *,
+                   loaded: bool = True) -> list[NodeLoad]:
+        """ALIVE peers serving ``model_id`` that may be sent votes, with their load
+        (``loaded=False``: those that hold it but have not loaded it).
 
         ``allowed`` limits them to these node ids (None = any, empty = none); never names,
         which a peer chooses and may change.
@@ -149,10 +133,11 @@ class Peers(Protocol):
 
     def peer_name(self, node_id: str) -> str: ...
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
-                   ) -> list[Candidate]:
-        """The peer's candidates. ``deadline`` (trio time) is what the peer is told; the
-        caller's cancel scope ends the wait (there is no timer of its own)."""
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float,
+                   model_id: str | None = None) -> list[Candidate]:
+        """The peer's candidates of ``model_id`` (None: its default model). ``deadline``
+        (trio time) is what the peer is told; the caller's cancel scope ends the wait
+        (there is no timer of its own)."""
         ...
 
     def unanswered(self, node_id: str, why: str) -> None:
@@ -184,14 +169,15 @@ class Peers(Protocol):
 class NoPeers:
     """The swarm of a node without federation: nobody to ask."""
 
-    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None, *,
+                   loaded: bool = True) -> list[NodeLoad]:
         return []
 
     def peer_name(self, node_id: str) -> str:
         return node_id
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
-                   ) -> list[Candidate]:
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float,
+                   model_id: str | None = None) -> list[Candidate]:
         raise PeerUnavailable(f"peer {node_id} is not known (federation is off)")
 
     def unanswered(self, node_id: str, why: str) -> None:

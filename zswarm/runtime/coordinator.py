@@ -46,11 +46,11 @@ from zswarm.core.messages import (
     WorkCandidate,
     WorkToken,
 )
-from zswarm.core.plan import ROUTE, SELF, AskStrategy, NodeLoad, Plan, plan
+from zswarm.core.plan import ROUTE, SELF, AskStrategy, NodeLoad, Plan, least_loaded, plan
 from zswarm.core.stopping import verdict, waves
 from zswarm.core.structured import Shape
 from zswarm.errors import NoQuorum, WorkerCrashed, ZswarmError
-from zswarm.runtime.context import NodeContext, Peers, Pool
+from zswarm.runtime.context import NodeContext, Peers
 from zswarm.runtime.rounds import Asked, Round, TokenSink, nothing_arrived, participants, split_n
 from zswarm.runtime.speeds import Speeds
 from zswarm.runtime.verify import Checks, verified_decision
@@ -64,9 +64,9 @@ def _question(request: GenerateRequest) -> str:
 
 
 class Coordinator:
-    def __init__(self, ctx: NodeContext, pool: Pool, peers: Peers) -> None:
+    def __init__(self, ctx: NodeContext, peers: Peers) -> None:
         self.ctx = ctx
-        self.pool = pool
+        self.models = ctx.models
         self.peers = peers
         consensus = ctx.config.consensus
         self.weights = dict(consensus.weights)
@@ -85,8 +85,12 @@ class Coordinator:
             return self.validation
         return Validation(allow_truncated=False, shape=Shape(request.structure))
 
-    def local_load(self) -> NodeLoad:
-        s = self.ctx.scheduler
+    def local_load(self, model_id: str | None = None) -> NodeLoad:
+        """This node's workers of the model (none while it is not loaded)."""
+        model = self.models.find(model_id)
+        if model is None or model.state != "loaded":
+            return NodeLoad(SELF, 0, 0, 0)
+        s = model.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
     async def ask(self, ask: Ask, *, on_token: TokenSink | None = None
@@ -114,7 +118,7 @@ class Coordinator:
     async def _ask(self, ask: Ask, deadline: float, on_token: TokenSink | None,
                    question: str) -> tuple[str, Report]:
         request, strategy, adaptive = ask.request, ask.strategy, ask.adaptive
-        model_id, peers = ask.model_id, ask.peers
+        model_id, peers = ask.model_id or self.models.default.model_id, ask.peers
         early_stop = ask.early_stop and not adaptive
         t0 = time.perf_counter()
         route = strategy == ROUTE
@@ -122,7 +126,7 @@ class Coordinator:
         if route:
             request = msgspec.structs.replace(request, n=1)
         keys = conversation_keys(request)
-        rnd = Round(decides, request.n, deadline=deadline, on_token=on_token,
+        rnd = Round(decides, request.n, deadline=deadline, model_id=model_id, on_token=on_token,
                     question=question, early_stop=early_stop, adaptive=adaptive,
                     home_worker=self.worker_homes.find(keys),
                     validation=self._validation(request))
@@ -190,21 +194,23 @@ class Coordinator:
         self._remember(keys, rnd.candidates[decision.winner])
         return rnd.candidates[decision.winner].text, report
 
-    def _plan(self, request: GenerateRequest, strategy: AskStrategy, model_id: str | None,
+    def _plan(self, request: GenerateRequest, strategy: AskStrategy, model_id: str,
               peers: tuple[str, ...] | None, keys: list[str]) -> Plan:
-        """Who generates how many of ``request.n`` (core/plan.py); nobody ready: queue here."""
-        own_model = self.ctx.card.model_id
-        local_model = model_id in (None, own_model)
-        local = self.local_load() if local_model else NodeLoad(SELF, 0, 0, 0)
+        """Who generates how many of ``request.n`` (core/plan.py): the nodes where the
+        model is loaded; else this node if it holds the model (queued here, or loaded
+        here); else the least loaded peer that holds it (which loads it)."""
         speed = self.speeds.applied
-        fanout = plan(request.n, strategy, speed(local),
-                      [speed(p) for p in self.peers.peer_loads(model_id or own_model, peers)],
+        fanout = plan(request.n, strategy, speed(self.local_load(model_id)),
+                      [speed(p) for p in self.peers.peer_loads(model_id, peers)],
                       prefer=self.node_homes.find(keys) if strategy == ROUTE else None)
         if fanout.parts:
             return fanout
-        if not local_model:
-            raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
-        return Plan({SELF: request.n})
+        if self.models.find(model_id) is not None:
+            return Plan({SELF: request.n})
+        holders = least_loaded(self.peers.peer_loads(model_id, peers, loaded=False))
+        if holders:
+            return Plan({holders[0].node_id: request.n})
+        raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
 
     def _remember(self, keys: list[str], winner: Candidate) -> None:
         """The conversation's next turn has this answer in it: where it was made holds it
@@ -230,14 +236,16 @@ class Coordinator:
 
         if rnd.decision is not None and strategy not in SCORED_STRATEGIES:
             return rnd.decision, Checks()  # no log-probabilities decided: nothing to check
-        return await verified_decision(self.ctx, self.pool, strategy, request, rnd.candidates,
+        return await verified_decision(self.ctx, rnd.model_id, strategy, request, rnd.candidates,
                                        final, deadline=rnd.deadline)
 
-    async def gather_local(self, request: GenerateRequest, *, deadline: float
-                           ) -> list[Candidate]:
-        """Every candidate the local workers make for a peer's vote (no strategy, no fan-out)."""
+    async def gather_local(self, request: GenerateRequest, *, deadline: float,
+                           model_id: str | None = None) -> list[Candidate]:
+        """Every candidate the local workers of ``model_id`` (None: the default model)
+        make for a peer's vote (no strategy, no fan-out)."""
         keys = conversation_keys(request)
         rnd = Round(None, request.n, deadline=deadline,
+                    model_id=model_id or self.models.default.model_id,
                     home_worker=self.worker_homes.find(keys))
         await self._gather(rnd, request, Plan({SELF: request.n}))
         if not rnd.candidates:
@@ -262,7 +270,9 @@ class Coordinator:
 
     async def _gather_wave(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
         local_n = fanout.parts.get(SELF, 0)
-        if local_n and len(fanout.parts) == 1 and len(split_n(local_n, len(self.pool.workers))) == 1:
+        model = self.models.find(rnd.model_id)
+        workers = max(1, model.workers) if model is not None else 1
+        if local_n and len(fanout.parts) == 1 and len(split_n(local_n, workers)) == 1:
             # one local part (n=1, or one worker): no nursery and no extra task needed
             with trio.CancelScope(deadline=rnd.deadline) as deadline_scope:
                 rnd.scope = trio.CancelScope()
@@ -276,7 +286,7 @@ class Coordinator:
                 first = request.first_index
                 for node_id, count in fanout.parts.items():
                     if node_id == SELF:
-                        counts = split_n(count, max(1, len(self.pool.workers)))
+                        counts = split_n(count, workers)
                     else:
                         counts = [count]
                     for c in counts:
@@ -340,14 +350,16 @@ class Coordinator:
                                      cached_tokens=cand.cached_tokens)
             cand = msgspec.structs.replace(event.candidate, node=name, worker=worker,
                                            node_id=self.ctx.card.node_id,
-                                           model_id=self.ctx.card.model_id)
+                                           model_id=rnd.model_id)
             self._add(rnd, asked, cand)
 
         for attempt in (1, 2):
             try:
-                async with self.ctx.scheduler.slot(prefer=rnd.home_worker) as worker:
-                    await self.pool.run(worker, new_request_id(), part, on_event=on_event,
-                                        stream=rnd.on_token is not None)
+                async with self.models.use(rnd.model_id) as model, \
+                        model.scheduler.slot(prefer=rnd.home_worker) as worker:
+                    assert model.pool is not None
+                    await model.pool.run(worker, new_request_id(), part, on_event=on_event,
+                                         stream=rnd.on_token is not None)
                 return
             except WorkerCrashed as exc:
                 if produced or attempt == 2:
@@ -372,7 +384,8 @@ class Coordinator:
         try:
             with trio.move_on_at(vote_deadline) as vote_scope:
                 try:
-                    candidates = await self.peers.vote(node_id, part, vote_deadline)
+                    candidates = await self.peers.vote(node_id, part, vote_deadline,
+                                                       rnd.model_id)
                 except ZswarmError as exc:
                     asked.outcome, asked.detail = "failed", str(exc)
                     rnd.errors.append(exc)

@@ -30,7 +30,7 @@ from logging import ERROR, INFO, WARNING
 import trio
 
 from zswarm.core import claims
-from zswarm.core.catalog import Holder
+from zswarm.core.catalog import Holder, held_by
 from zswarm.core.ids import new_request_id
 from zswarm.core.limits import wire_ms
 from zswarm.core.messages import (
@@ -354,8 +354,11 @@ class Federation:
 
     # --- Peers: what the coordinator, the rpc server and the HTTP shim ask ------------
 
-    def peer_loads(self, model_id: str, allowed: Sequence[str] | None) -> list[NodeLoad]:
-        """ALIVE, ready peers a vote may go to (same model unless configured otherwise).
+    def peer_loads(self, model_id: str, allowed: Sequence[str] | None, *,
+                   loaded: bool = True) -> list[NodeLoad]:
+        """ALIVE, ready peers a vote may go to: where ``model_id`` is loaded (any peer's
+        default model too unless same_model_only), or with ``loaded=False`` where it is
+        held but not loaded (such a vote loads it).
 
         Planned with what a peer delivered, not what it claims: at most one worker more
         than the votes it has answered at once (``Peer.proven``), and our own votes in
@@ -363,10 +366,16 @@ class Federation:
         """
         if allowed is not None and not allowed:
             return []
-        same = model_id if self.config.federation.same_model_only else None
+        same = self.config.federation.same_model_only
         out = []
-        for p in self.table.alive(model_id=same):
+        for p in self.table.alive():
             if p.load.state != "ready" or (allowed is not None and p.card.node_id not in allowed):
+                continue
+            state = next((st for m, st in held_by(p.card, p.load) if m.model_id == model_id),
+                         None)
+            if loaded and state != "loaded" and same:
+                continue
+            if not loaded and state not in ("unloaded", "loading"):
                 continue
             ready = min(p.load.workers_ready, p.proven + 1)
             out.append(NodeLoad(p.card.node_id, ready, min(p.load.idle_workers, ready),
@@ -379,8 +388,9 @@ class Federation:
     def models(self) -> dict[str, list[Holder]]:
         out: dict[str, list[Holder]] = {}
         for peer in self.table.alive():
-            out.setdefault(peer.card.model_id, []).append(
-                Holder(peer.card.node_id, peer.card.name))
+            for held, state in held_by(peer.card, peer.load):
+                out.setdefault(held.model_id, []).append(
+                    Holder(peer.card.node_id, peer.card.name, state, held.name))
         return out
 
     def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
@@ -397,9 +407,10 @@ class Federation:
         """A vote sent to this peer was not answered in time: ask others for a while."""
         self._apply(self.table.demote(node_id, trio.current_time(), why))
 
-    async def vote(self, node_id: str, request: GenerateRequest, deadline: float
-                   ) -> list[Candidate]:
-        """Ask one peer for ``request.n`` candidates; Cancel is sent if we stop waiting.
+    async def vote(self, node_id: str, request: GenerateRequest, deadline: float,
+                   model_id: str | None = None) -> list[Candidate]:
+        """Ask one peer for ``request.n`` candidates of ``model_id`` (None: its default
+        model); Cancel is sent if we stop waiting.
 
         The peer is told the time left until ``deadline`` (trio time); the caller's
         cancel scope ends the wait.
@@ -412,9 +423,11 @@ class Federation:
             raise PeerUnavailable(f"peer {node_id} is not alive")
         link = self._link(peer)
         rid = new_request_id()
+        if model_id not in {m.model_id for m, _ in held_by(peer.card, peer.load)}:
+            model_id = peer.card.model_id  # same_model_only = false: its default model
         msg = VoteRequest(request_id=rid, request=request, origin=self.me.name,
                           deadline_ms=wire_ms(deadline - trio.current_time()),
-                          model_id=peer.card.model_id)  # what its candidates are labelled
+                          model_id=model_id)
         self._votes_out[node_id] = in_flight = self._votes_out.get(node_id, 0) + 1
         done = False
         try:
@@ -431,7 +444,8 @@ class Federation:
                 raise RemoteProtocolError(f"answered {type(reply).__name__}, not a Vote",
                                           reason="bad-vote")
             candidates = claims.accept_vote(reply, node_id=node_id, name=peer.card.name,
-                                            asked=request, model_id=peer.card.model_id)
+                                            asked=request,
+                                            model_id=model_id)
         except RemoteProtocolError as exc:
             self._vote_drops.drop(exc.reason, f"{peer.card.name}: {exc}")
             self._apply(self.table.demote(node_id, trio.current_time(), str(exc)))

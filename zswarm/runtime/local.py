@@ -1,8 +1,12 @@
-"""A node's local part: workers loaded, a scheduler, a coordinator (no network).
+"""A node's local part: its models, their workers, a coordinator (no network).
 
-``serving(ctx, pool)`` runs the workers for the duration of a block and marks the
-node ready once they have the model; the composition root (zswarm/node.py) builds
-its servers around it. ``local_node(config)`` is the whole local part on its own,
+``build_models`` makes the node's ``Models`` (runtime/models.py) from its config: the
+``[model]`` or ``[[models]]`` entries and the GGUF files of ``[node] models_dir``, each
+file checked and its id computed (an unknown file fails here), its memory estimated,
+its workers built on each load. ``serving(ctx, models)`` runs them for the duration of
+a block and marks the node ready once the models to preload are loaded; the
+composition root (zswarm/node.py) builds its servers around it.
+``local_node(config)`` is the whole local part on its own,
 for ``zswarm ask --local``, tests and benches. ``single_errors`` unwraps the one
 error a failed start-up leaves in trio's exception groups, so callers see a
 ConfigError or ModelNotFound, not a group.
@@ -10,10 +14,12 @@ ConfigError or ModelNotFound, not a group.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -21,14 +27,26 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-from zswarm.config import Config
-from zswarm.core.messages import NodeCard
-from zswarm.engines.loader import model_id
-from zswarm.errors import ZswarmError
+import msgspec
+import psutil
+
+from zswarm.config import Config, ModelEntry
+from zswarm.core.messages import MAX_MODELS, NodeCard
+from zswarm.engines.loader import model_file, model_id
+from zswarm.engines.models import estimate_mib
+from zswarm.errors import ConfigError, ZswarmError
+from zswarm.net.guard import DropCounter, FrameDrops
 from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
+from zswarm.runtime.models import Models, Pool, Resident
 from zswarm.runtime.scheduler import Scheduler
+from zswarm.runtime.stats import NodeStats
 from zswarm.runtime.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+#: the memory budget when [node] memory_budget_mib is 0: this share of what is available
+BUDGET_SHARE = 0.75
 
 
 class Servable(Protocol):
@@ -38,7 +56,6 @@ class Servable(Protocol):
 @dataclass
 class LocalNode:
     ctx: NodeContext
-    pool: WorkerPool
     coordinator: Coordinator
 
     @property
@@ -47,7 +64,75 @@ class LocalNode:
 
     @property
     def scheduler(self) -> Scheduler:
-        return self.ctx.scheduler
+        """The default model's (loaded while the block runs)."""
+        return self.ctx.models.default.scheduler
+
+    @property
+    def pool(self) -> Pool:
+        """The default model's workers."""
+        pool = self.ctx.models.default.pool
+        assert pool is not None
+        return pool
+
+
+def entries(config: Config) -> list[ModelEntry]:
+    """The configured models, then the GGUF files of ``[node] models_dir`` that no entry
+    names (each named by its file name without .gguf, with ``[model]``'s settings,
+    loaded on demand)."""
+    out = config.entries()
+    folder = config.node.models_dir
+    if not folder:
+        return out
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{config.source}: node.models_dir: {path} is not a directory")
+    named = {Path(e.path).expanduser().resolve() for e in out if e.path != "default"}
+    found = sorted(p for p in path.glob("*.gguf") if p.is_file() and p.resolve() not in named)
+    settings = msgspec.structs.asdict(config.model)
+    if len(out) + len(found) > MAX_MODELS:
+        log.warning("node.models_dir: %d GGUF files in %s; a node serves at most %d models, "
+                    "so %d are left out", len(found), path, MAX_MODELS,
+                    len(out) + len(found) - MAX_MODELS)
+        found = found[:max(0, MAX_MODELS - len(out))]
+    return out + [ModelEntry(**{**settings, "path": str(p)}, name=p.name[:-5][:64])
+                  for p in found]
+
+
+def resident(config: Config, entry: ModelEntry, *, stats: NodeStats | None,
+             drops: DropCounter | None) -> Resident:
+    """One configured model: its file checked, its id and memory; workers made per load."""
+    cfg = config.for_model(entry)
+    file = model_file(cfg.model)
+    mid = file.model_id if file is not None else model_id(cfg.model)
+    name = entry.name or (file.path.name.removesuffix(".gguf") if file else mid)
+    workers = cfg.node.workers
+    estimate = estimate_mib(file, n_ctx=cfg.model.n_ctx, workers=workers) if file else 0
+
+    def make_pool() -> WorkerPool:
+        return WorkerPool(cfg, Scheduler(max_queue=config.scheduler.max_queue), mid,
+                          drops=drops, stats=stats)
+
+    return Resident(name[:64], mid, msgspec.structs.replace(entry, workers=workers), estimate,
+                    make_pool)
+
+
+def build_models(config: Config, chosen: list[ModelEntry], *, stats: NodeStats | None = None,
+                 drops: DropCounter | None = None) -> Models:
+    """The node's models from its entries (blocking: files are read and hashed)."""
+    residents: list[Resident] = []
+    for entry in chosen:
+        r = resident(config, entry, stats=stats, drops=drops)
+        same = next((o for o in residents if o.model_id == r.model_id or o.name == r.name),
+                    None)
+        if same is not None:
+            raise ConfigError(f"{config.source}: models: {same.name!r} and {r.name!r} are "
+                              f"{'one file' if same.model_id == r.model_id else 'one name'} "
+                              f"({r.model_id}): give each model once, with its own name")
+        residents.append(r)
+    budget = config.node.memory_budget_mib or int(
+        psutil.virtual_memory().available / 2**20 * BUDGET_SHARE)
+    return Models(residents, budget_mib=budget, min_resident_s=config.node.min_resident_s,
+                  max_waiting=config.scheduler.max_queue)
 
 
 @contextmanager
@@ -67,10 +152,11 @@ def single_errors() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def serving(ctx: NodeContext, pool: Servable) -> AsyncIterator[None]:
-    """The workers running for the duration of the block; the node is ready inside it."""
+async def serving(ctx: NodeContext, models: Servable) -> AsyncIterator[None]:
+    """The models to preload loaded and the others on demand, for the duration of the
+    block; the node is ready inside it."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(pool.serve)
+        await nursery.start(models.serve)
         ctx.ready()
         try:
             yield
@@ -82,12 +168,20 @@ async def serving(ctx: NodeContext, pool: Servable) -> AsyncIterator[None]:
 async def local_node(config: Config) -> AsyncIterator[LocalNode]:
     """Workers loaded and a scheduler running, for the duration of the block."""
     with single_errors():
-        model = await trio.to_thread.run_sync(model_id, config.model)
-        card = NodeCard(node_id="local", name=config.node.name, model_id=model,
-                        workers=config.node.workers, rpc="", pub="",
-                        swarm=config.federation.swarm)
-        ctx = NodeContext(config, card, Scheduler(max_queue=config.scheduler.max_queue))
-        pool = WorkerPool(config, ctx.scheduler, model, drops=ctx.drops.counter("workers"),
-                          stats=ctx.stats)
-        async with serving(ctx, pool):
-            yield LocalNode(ctx, pool, Coordinator(ctx, pool, NoPeers()))
+        stats = NodeStats()
+        drops = FrameDrops()
+        models = await trio.to_thread.run_sync(lambda: build_models(
+            config, entries(config), stats=stats, drops=drops.counter("workers")))
+        card = node_card(config, models, node_id="local", rpc="", pub="")
+        ctx = NodeContext(config, card, models, stats=stats, drops=drops)
+        async with serving(ctx, models):
+            yield LocalNode(ctx, Coordinator(ctx, NoPeers()))
+
+
+def node_card(config: Config, models: Models, **where: object) -> NodeCard:
+    """The card of a node of these models (``where``: its id, endpoints, key...); a node
+    of one model lists none (its ``model_id`` says it, as ever)."""
+    held = models.held()
+    return NodeCard(name=config.node.name, model_id=models.default.model_id,
+                    workers=models.default.workers, swarm=config.federation.swarm,
+                    models=held if len(held) > 1 else [], **where)  # type: ignore[arg-type]

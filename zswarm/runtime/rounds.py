@@ -60,6 +60,8 @@ class Round:
     expected: int
     #: trio time at which the whole round ends
     deadline: float
+    #: the model asked for (its local workers make this node's share)
+    model_id: str = ""
     #: where streamed tokens go (candidate index, text); None = no streaming
     on_token: TokenSink | None = None
     #: the last user message: helps the strategies tell answers from restated questions

@@ -39,12 +39,13 @@ async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: 
     t0 = time.perf_counter()
     ctx.stats.votes_received += 1
     limits = ctx.config.limits
-    if model_id and model_id != ctx.card.model_id:
-        raise RequestRefused(f"this node serves {ctx.card.model_id}, not {model_id}",
-                             field="model_id")
+    if model_id and ctx.models.find(model_id) is None:
+        raise RequestRefused(f"this node does not serve {model_id} (it serves "
+                             f"{', '.join(ctx.models.residents)})", field="model_id")
     admit(limits, request)
     deadline = trio.current_time() + deadline_s(limits, deadline_ms)
-    candidates = await coordinator.gather_local(request, deadline=deadline)
+    candidates = await coordinator.gather_local(request, deadline=deadline,
+                                                model_id=model_id or None)
     return Vote(request_id=request_id, node_id=ctx.card.node_id, name=ctx.card.name,
                 candidates=candidates, elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
 

@@ -38,7 +38,7 @@ from zswarm.core.consensus import Decision, Strategy, deciding_claims
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Candidate, GenerateRequest, WorkCandidate, WorkToken
 from zswarm.errors import ZswarmError
-from zswarm.runtime.context import NodeContext, Pool
+from zswarm.runtime.context import NodeContext
 
 #: peer candidates re-scored per request at most (each costs one pass over its answer)
 MAX_RESCORES = 4
@@ -55,12 +55,13 @@ class Checks:
     seconds: float = 0.0
 
 
-async def verified_decision(ctx: NodeContext, pool: Pool, strategy: Strategy,
+async def verified_decision(ctx: NodeContext, model_id: str, strategy: Strategy,
                             request: GenerateRequest, candidates: list[Candidate],
                             decide: Callable[[Sequence[Candidate]], Decision], *,
                             deadline: float) -> tuple[Decision, Checks]:
     """Decide with every deciding claim settled; ``candidates`` is updated in place
-    (verified figures, claims not needed or not checkable dropped)."""
+    (verified figures, claims not needed or not checkable dropped). Claims are checked
+    with this node's ``model_id``, the ask's model: of another, they are dropped."""
     me = ctx.card
     checks = Checks()
     checked: set[int] = set()
@@ -89,8 +90,8 @@ async def verified_decision(ctx: NodeContext, pool: Pool, strategy: Strategy,
                 suspects = _in_line(candidates, suspects[0], peer_claim)
             need = [i for i in suspects if i not in spare]
             room = max(0, MAX_RESCORES - checks.rescored)
-            batch = [i for i in need if candidates[i].model_id == me.model_id][:room]
-            scores = await _rescore(ctx, pool, request,
+            batch = [i for i in need if candidates[i].model_id == model_id][:room]
+            scores = await _rescore(ctx, model_id, request,
                                     [candidates[i].text for i in batch], deadline)
             verified = {i: scores.get(k) for k, i in enumerate(batch)}
             checks.rescored += len(batch)
@@ -139,7 +140,7 @@ def _in_line(candidates: list[Candidate], winner: int,
     return [winner, *sorted(above, key=lambda i: -(candidates[i].mean_logprob or 0.0))]
 
 
-async def _rescore(ctx: NodeContext, pool: Pool, request: GenerateRequest,
+async def _rescore(ctx: NodeContext, model_id: str, request: GenerateRequest,
                    texts: list[str], deadline: float) -> dict[int, float]:
     """This node's model's mean log-probability of each text, by position (missing: no
     time, no worker, or the engine cannot score). One worker request for all of them:
@@ -156,9 +157,10 @@ async def _rescore(ctx: NodeContext, pool: Pool, request: GenerateRequest,
     one = msgspec.structs.replace(request, n=1, first_index=0)
     with trio.move_on_at(deadline):
         try:
-            async with ctx.scheduler.slot() as worker:
-                await pool.run(worker, new_request_id(), one, on_event=on_event,
-                               score=tuple(texts))
+            async with ctx.models.use(model_id) as model, model.scheduler.slot() as worker:
+                assert model.pool is not None
+                await model.pool.run(worker, new_request_id(), one, on_event=on_event,
+                                     score=tuple(texts))
         except ZswarmError:
             pass
     return got
