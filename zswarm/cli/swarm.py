@@ -20,9 +20,10 @@ from zswarm import client, cores, doctor, statedir
 from zswarm.cli.common import ConfigOpt, NodeOpt, app, exit_code, fail, failed, key_of, load
 from zswarm.cli.node import serve_file
 from zswarm.config import Config, load_config, parse_config
+from zswarm.core.catalog import held_by
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import ModelOffer, ModelRequest, PeersReply
-from zswarm.errors import PeerUnavailable, ZswarmError
+from zswarm.errors import ModelNotFound, PeerUnavailable, ZswarmError
 from zswarm.net.security import SwarmKey, swarm_key
 from zswarm.pull import Progress, holders, models_dir, pull
 from zswarm.views import say
@@ -69,12 +70,20 @@ def _member(cfg: Config, key: SwarmKey | None, node: str | None) -> str:
 
 
 def swarm_models(reply: PeersReply, key: SwarmKey | None) -> list[dict[str, Any]]:
-    """Each model in the swarm: its id, name, size (asked of one holder) and holders."""
-    ids = sorted({reply.node.model_id} | {p.model_id for p in reply.peers
-                                          if p.state == "alive" and p.model_id})
+    """Each model in the swarm: its id, name, size (asked of one holder) and holders,
+    each with the model's state there (core/catalog.py)."""
+    states: dict[str, list[dict[str, str]]] = {}
+    for who, figures in [(reply.node, reply.load)] + [(p, p.load) for p in reply.peers
+                                                   if p.state == "alive" and p.model_id]:
+        for held, state in held_by(who, figures):
+            states.setdefault(held.model_id, []).append(
+                {"node": who.name, "state": state, "name": held.name})
     out = []
-    for model_id in ids:
-        _, found = holders(reply, model_id)
+    for model_id in sorted(states):
+        try:
+            _, found = holders(reply, model_id)
+        except ModelNotFound:  # only a node's default model is shared (runtime/sharing.py)
+            found = []
         size = None
         for holder in found[:2]:
             try:
@@ -88,7 +97,8 @@ def swarm_models(reply: PeersReply, key: SwarmKey | None) -> list[dict[str, Any]
             except ZswarmError:
                 continue
         out.append({"model_id": model_id, "name": model_id.split("@")[0], "size": size,
-                    "holders": [h.name for h in found]})
+                    "holders": [h["node"] for h in states[model_id]],
+                    "states": states[model_id]})
     return out
 
 
@@ -128,7 +138,10 @@ def models(config: Path | None = ConfigOpt,
         return
     for m in found:
         size = f"{m['size'] / 2**20:.0f} MiB" if m["size"] is not None else "size unknown"
-        say(f"{m['model_id']}  {size}  on {', '.join(m['holders'])}")
+        on = ", ".join(f"{h['node']} ({h['state']})" for h in m["states"])
+        named = sorted({h["name"] for h in m["states"] if h["name"]})
+        say(f"{m['model_id']}  {size}  " + (f"named {', '.join(named)}  " if named else "")
+            + f"on {on}")
 
 @app.command("pull")
 def pull_cmd(model: str = typer.Argument(..., metavar="MODEL", hidden=True),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from zswarm.core.messages import HeldModel, Load, ModelState, NodeCard
+from zswarm.core.messages import HeldModel, Load, ModelState, NodeCard, PeerInfo
 from zswarm.errors import ModelNotFound, RequestRefused
 
 #: the models a 404 lists at most
@@ -33,7 +33,7 @@ class Holder:
     model_name: str = ""
 
 
-def held_by(card: NodeCard, load: Load) -> list[tuple[HeldModel, ModelState]]:
+def held_by(card: NodeCard | PeerInfo, load: Load) -> list[tuple[HeldModel, ModelState]]:
     """The models a node's card says it serves, each with its state from the node's last
     heartbeat: a card without a list serves its ``model_id``, loaded; states that do not
     match the list (a heartbeat from before a restart) say "unloaded"."""

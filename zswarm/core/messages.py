@@ -360,12 +360,16 @@ class PeerInfo(Struct, frozen=True, kw_only=True):
     rpc: str = ""
     detail: str = ""
     reach: Reach = "direct"
+    #: the models its card lists (their states: ``load.models``)
+    models: Annotated[list[HeldModel], Meta(max_length=MAX_MODELS)] = []
 
 
 class PeersReply(_Msg, frozen=True, tag="peers_reply"):
     request_id: ShortText
     node: NodeCard
     peers: list[PeerInfo]
+    #: the answering node's own load (its models' states)
+    load: Load = Load()
 
 
 # --- node <-> node (federation) -------------------------------------------------

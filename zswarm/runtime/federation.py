@@ -469,7 +469,8 @@ class Federation:
                 state=p.state.value, model_id=p.card.model_id, load=p.load,
                 last_seen_s=None if p.last_heard is None else round(now - p.last_heard, 3),
                 rtt_ms=None if p.rtt_ms is None else round(p.rtt_ms, 3), source=p.source,
-                rpc=p.card.rpc, detail=p.detail or REACH_NOTES[reach], reach=reach))
+                rpc=p.card.rpc, detail=p.detail or REACH_NOTES[reach], reach=reach,
+                models=p.card.models))
         out += [PeerInfo(node_id="", name="", address=endpoint, state="unreachable",
                          model_id="", load=Load(state="loading"), last_seen_s=None, rtt_ms=None,
                          source="static", rpc=endpoint, detail=why)

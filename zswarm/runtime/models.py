@@ -110,6 +110,10 @@ class Resident:
     def held(self) -> HeldModel:
         return HeldModel(model_id=self.model_id, name=self.name)
 
+    def idle_s(self, now: float) -> float:
+        """How long since it was last used, or loaded if it was not used since."""
+        return now - max(self.last_used, self.loaded_at)
+
     def _set(self, state: ModelState) -> None:
         self.state = state
         self.changed.set()
@@ -159,8 +163,9 @@ class Models:
         return [r.state for r in self.residents.values()]
 
     def loaded_mib(self) -> int:
-        return sum(r.estimate_mib for r in self.residents.values()
-                   if r.state in ("loading", "loaded", "unloading"))
+        """The estimated memory of the models that have workers (loading, loaded or
+        unloading: a load counts once room was made for it)."""
+        return sum(r.estimate_mib for r in self.residents.values() if r.pool is not None)
 
     def load(self, state: str, tokens_per_s: float) -> Load:
         """The node's load: the sum over its loaded models' workers."""
@@ -281,7 +286,9 @@ class Models:
             with trio.CancelScope() as scope:
                 r._scope = scope
                 await r.pool.serve(task_status=task_status)
-        except ZswarmError as exc:  # after start: its workers could not be kept up
+        except ZswarmError as exc:
+            if r.state != "loaded":
+                raise  # before start: the load fails (_load_locked)
             r.error, r.failed_at = str(exc), trio.current_time()
             log.warning("model %s stopped: %s", r.name, exc)
         finally:
@@ -304,12 +311,11 @@ class Models:
                 f"node's memory budget of {self.budget_mib} MiB ({pinned} MiB held by pinned "
                 "models): raise [node] memory_budget_mib, lower its n_ctx or workers, or "
                 "unpin a model")
-        while self.loaded_mib() - (r.estimate_mib if r.state == "loading" else 0) \
-                + r.estimate_mib > self.budget_mib:
+        while self.loaded_mib() + r.estimate_mib > self.budget_mib:
             victim = self._evictable(r)
             if victim is not None:
-                log.info("unloading model %s (idle since %.0f s) to make room for %s",
-                         victim.name, trio.current_time() - victim.last_used, r.name)
+                log.info("unloading model %s (idle for %.0f s) to make room for %s",
+                         victim.name, victim.idle_s(trio.current_time()), r.name)
                 await self._unload(victim)
                 continue
             if r.users == 0 and not (r.entry.preload or r.entry.pinned):
@@ -322,7 +328,7 @@ class Models:
         idle = [o for o in self.residents.values()
                 if o is not r and o.state == "loaded" and not o.entry.pinned and o.users == 0
                 and now - o.loaded_at >= self.min_resident_s]
-        return min(idle, key=lambda o: o.last_used, default=None)
+        return min(idle, key=lambda o: max(o.last_used, o.loaded_at), default=None)
 
     async def _unload(self, r: Resident) -> None:
         r._set("unloading")
@@ -339,7 +345,7 @@ class Models:
         for r in list(self.residents.values()):
             keep = r.entry.keep_alive_s
             if r.state == "loaded" and keep and not r.entry.pinned and r.users == 0 \
-                    and now - r.last_used >= keep and now - r.loaded_at >= self.min_resident_s:
+                    and r.idle_s(now) >= keep and now - r.loaded_at >= self.min_resident_s:
                 log.info("unloading model %s: idle for %.0f s (keep_alive_s = %d)", r.name,
-                         now - r.last_used, keep)
+                         r.idle_s(now), keep)
                 await self._unload(r)

@@ -144,7 +144,7 @@ class RpcServer:
                                  back=origin.ident if msg.standing else None)
         elif isinstance(msg, PeersRequest):
             origin.send(PeersReply(request_id=msg.request_id, node=card,
-                                   peers=self.peers.peers()))
+                                   peers=self.peers.peers(), load=self.ctx.load()))
         elif isinstance(msg, Cancel):
             scope = self._active.get((origin.key, msg.request_id))
             if scope is not None:

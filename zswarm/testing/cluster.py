@@ -54,7 +54,10 @@ def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | 
                             **(script or {}))
         data["model"] = {"backend": "scripted", "path": str(path)}
     for key, values in sections.items():
-        data.setdefault(key, {}).update(values)
+        if isinstance(values, list):  # an array of tables: [[models]]
+            data[key] = values  # type: ignore[assignment]
+        else:
+            data.setdefault(key, {}).update(values)
     path = home / "swarm.toml"
     path.write_text(to_toml(data))
     return path

@@ -46,7 +46,7 @@ function drawNode(s) {
   dl.replaceChildren(
     fact("state", n.state, `state state-${n.state}`),
     fact("address", n.address),
-    fact("model", n.model_id),
+    fact(s.models.length > 1 ? "models" : "model", models(s)),
     fact("workers", `${load.workers_ready} ready, ${load.idle_workers} idle of ${n.workers}`),
     fact("queue", `${load.queue_depth} / ${load.max_queue}`),
     fact("tokens/s", load.tokens_per_s.toFixed(1)),
@@ -63,6 +63,14 @@ function drawNode(s) {
     fact("frames dropped", dropped(s.totals)),
     fact("hardware", n.hardware || "-"),
   );
+}
+
+// "a (loaded), b (unloaded)": each model of the node and its state, the memory they take
+function models(s) {
+  if (s.models.length <= 1) return s.node.model_id;
+  const each = s.models.map((m) => `${m.name} (${m.state}${m.error ? ": " + m.error : ""})`);
+  const budget = s.memory.budget_mib ? ` of ${s.memory.budget_mib}` : "";
+  return `${each.join(", ")}; about ${s.memory.estimate_mib}${budget} MiB loaded`;
 }
 
 // "163 (mdns bad-record 160, rpc bad-frame 3)": the count and what was dropped, where
