@@ -120,3 +120,39 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     kept.write_text('[node]\nstate_dir = "~/zs"\n[model]\npath = "swarm:m.gguf@0011223344556677"\n')
     cfg = load_config(kept)
     assert cfg.node.state_dir == "~/zs" and cfg.model.path.startswith("swarm:")
+
+
+# --- several models ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"model": {}, "models": [{"name": "a"}]}, r"\[model\] and \[\[models\]\]: give one"),
+    ({"models": [{"name": "a"}, {"name": "a"}]}, "two models are named 'a'"),
+    ({"models": [{"name": "a", "foo": 1}]}, r"unknown key 'models\[0\].foo'"),
+    ({"models": [{"name": "a", "workers": 100}]}, r"models\[0\].workers: expected 0 to 64"),
+    ({"models": [{"name": str(i)} for i in range(17)]}, "at most 16 models per node"),
+])
+def test_several_models_are_checked_naming_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_one_model_is_one_pinned_entry_and_several_keep_their_own_settings():
+    (one,) = parse_config({"model": {"n_ctx": 2048}}).entries()
+    assert one.pinned and one.preload and one.keep_alive_s == 0 and one.n_ctx == 2048
+    cfg = parse_config({"node": {"workers": 2}, "models": [
+        {"name": "a", "path": "default"}, {"name": "b", "path": "/m/b.gguf", "workers": 1,
+                                           "keep_alive_s": 60}]})
+    a, b = cfg.entries()
+    assert cfg.model.path == "default"  # what reads one model reads the default one
+    assert cfg.for_model(a).node.workers == 2 and cfg.for_model(b).node.workers == 1
+    assert cfg.for_model(b).model.path == "/m/b.gguf" and not b.pinned and b.keep_alive_s == 60
+
+
+def test_a_relative_model_path_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "swarm.toml").write_text(
+        '[node]\nmodels_dir = "gguf"\n[[models]]\nname = "a"\npath = "m/a.gguf"\n'
+        '[[models]]\nname = "b"\npath = "swarm:b.gguf"\n')
+    cfg = load_config(tmp_path / "swarm.toml")
+    assert [m.path for m in cfg.models] == [str(tmp_path / "m/a.gguf"), "swarm:b.gguf"]
+    assert cfg.node.models_dir == str(tmp_path / "gguf")

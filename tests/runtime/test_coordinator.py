@@ -315,3 +315,14 @@ async def test_only_the_claim_that_tips_the_answer_is_rescored(make, autojump_cl
     assert "1 peer score(s) checked" in report.note and "1 peer score(s) not needed" in report.note
     by_node = {c.node: c.mean_logprob for c in report.candidates}
     assert by_node["sure"] == -0.5 and by_node["unsure"] is None  # checked; dropped
+
+
+async def test_a_model_loaded_nowhere_goes_to_a_peer_that_holds_it(make, autojump_clock):
+    peers = ScriptedPeers(b=Behaviour(["41"]), c=Behaviour(["40"]))
+    peers.holding = {"c": ["q8.gguf@2"]}  # c holds it, not loaded: a vote there loads it
+    coordinator = await make(peers)
+    answer, report = await coordinator.ask(Ask(ask_request(2), "majority", 10_000,
+                                               model_id="q8.gguf@2"))
+    assert answer == "40" and peers.asked == ["c"] and peers.asked_models == ["q8.gguf@2"]
+    with pytest.raises(NoQuorum, match="no ALIVE peer serves the model 'x.gguf@3'"):
+        await coordinator.ask(Ask(ask_request(2), "majority", 10_000, model_id="x.gguf@3"))

@@ -24,6 +24,7 @@ from zswarm.core.messages import (
     ChatMessage,
     GenerateRequest,
     Heartbeat,
+    HeldModel,
     Load,
     Message,
     NodeCard,
@@ -68,6 +69,7 @@ class FakeIO:
     #: node id -> how it answers a vote request
     votes: dict[str, Callable[[VoteRequest], Message]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
+    vote_requests: list[VoteRequest] = field(default_factory=list)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -113,6 +115,7 @@ class FakeLink:
         if isinstance(msg, PeersRequest):  # peer exchange: it knows nobody else
             return PeersReply(request_id=rid, node=self.peer, peers=[])
         assert isinstance(msg, VoteRequest)
+        self.io.vote_requests.append(msg)
         answer = self.io.votes.get(self.peer.node_id)
         if answer is None:
             await trio.sleep_forever()
@@ -241,6 +244,29 @@ async def test_peer_loads_honour_model_state_allowed_and_votes_out(swarm, autoju
         n.cancel_scope.cancel()
     assert len(s.io.cancelled) == 1  # we stopped waiting: the peer is told to stop
     assert s.fed.peer_loads("m@1", ["b"])[0].queue_depth == 0
+
+
+async def test_a_peer_of_several_models_is_planned_by_each_models_state(swarm, autojump_clock):
+    s = await swarm()
+    held = [HeldModel(model_id="m@1", name="small"), HeldModel(model_id="q@2", name="q8")]
+    b = helpers.card("b", host="10.0.0.2", model_id="m@1", swarm="s", models=held)
+    s.fed.on_mdns(found(b))
+    s.hear(b, msgspec.structs.replace(READY, models=["loaded", "unloaded"]))
+    assert [p.node_id for p in s.fed.peer_loads("m@1", None)] == ["b"]
+    assert s.fed.peer_loads("q@2", None) == []  # not loaded there: no vote for it yet
+    assert [p.node_id for p in s.fed.peer_loads("q@2", None, loaded=False)] == ["b"]
+    assert {m: [(h.name, h.state, h.model_name) for h in hs]
+            for m, hs in s.fed.models().items()} == {
+        "m@1": [("b", "loaded", "small")], "q@2": [("b", "unloaded", "q8")]}
+    s.hear(b, msgspec.structs.replace(READY, models=["loaded", "loaded"]))
+    assert [p.node_id for p in s.fed.peer_loads("q@2", None)] == ["b"]
+    # a vote for q@2 names it; for a model b does not hold, b's own (same_model_only off)
+    async with trio.open_nursery() as n:
+        n.start_soon(s.fed.vote, "b", ask(), 5.0, "q@2")
+        n.start_soon(s.fed.vote, "b", ask(), 5.0, "z@9")
+        await trio.sleep(0.1)
+        n.cancel_scope.cancel()
+    assert sorted(r.model_id for r in s.io.vote_requests) == ["m@1", "q@2"]
 
 
 async def test_a_silent_peer_dies_on_time_and_its_links_go(swarm, autojump_clock):

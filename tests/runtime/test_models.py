@@ -171,3 +171,17 @@ async def test_a_load_nobody_waits_for_any_more_is_dropped(nursery, autojump_clo
         await ask(models, b.model_id)
     await trio.sleep(40)
     assert b.state == "unloaded" and a.state == "loaded"
+
+
+def test_models_dir_adds_each_gguf_no_entry_names(tmp_path):
+    from zswarm.config import parse_config
+    from zswarm.runtime.local import entries
+
+    for name in ("b.gguf", "a.gguf", "notes.txt"):
+        (tmp_path / name).write_bytes(b"GGUF")
+    cfg = parse_config({"node": {"models_dir": str(tmp_path)},
+                        "models": [{"name": "mine", "path": str(tmp_path / "b.gguf")}]})
+    found = entries(cfg)
+    assert [(e.name, e.path) for e in found] == [
+        ("mine", str(tmp_path / "b.gguf")), ("a", str(tmp_path / "a.gguf"))]
+    assert not found[1].preload and not found[1].pinned  # loaded on demand

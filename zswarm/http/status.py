@@ -86,6 +86,7 @@ def snapshot(node: HttpNode) -> dict[str, Any]:
         "load": msgspec.to_builtins(ctx.load()),
         "models": [{"model_id": r.model_id, "name": r.name, "state": r.state,
                     "error": r.error, "estimate_mib": r.estimate_mib, "loads": r.loads,
+                    "load_ms": round(r.load_s * 1000, 1),
                     "pinned": r.entry.pinned, "keep_alive_s": r.entry.keep_alive_s,
                     "in_use": r.users} for r in ctx.models.residents.values()],
         "memory": {"estimate_mib": ctx.models.loaded_mib(),

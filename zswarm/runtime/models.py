@@ -89,6 +89,8 @@ class Resident:
     last_used: float = -math.inf
     loaded_at: float = -math.inf
     loads: int = 0
+    #: how long its last load took (its workers started and the model read), seconds
+    load_s: float = 0.0
     failed_at: float = -math.inf
     #: a load of it is under way or waiting for its turn
     pending: bool = False
@@ -258,7 +260,9 @@ class Models:
             r.pool = r.make_pool()
             r._stopped = trio.Event()
             assert self._nursery is not None
+            started = trio.current_time()
             await self._nursery.start(self._run, r)
+            r.load_s = trio.current_time() - started
         except ZswarmError as exc:
             r.pool, r.error, r.failed_at = None, str(exc), trio.current_time()
             r._set("failed")
@@ -331,6 +335,7 @@ class Models:
         return min(idle, key=lambda o: max(o.last_used, o.loaded_at), default=None)
 
     async def _unload(self, r: Resident) -> None:
+        started = trio.current_time()
         r._set("unloading")
         if r._scope is not None:
             r._scope.cancel()
@@ -338,6 +343,7 @@ class Models:
             await r._stopped.wait()
         r.pool, r._scope, r._stopped = None, None, None
         r._set("unloaded")
+        log.debug("model %s unloaded in %.3f s", r.name, trio.current_time() - started)
         self._wake()
 
     async def _unload_idle(self) -> None:
