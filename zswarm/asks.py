@@ -26,6 +26,7 @@ import msgspec
 
 from zswarm.config import Config
 from zswarm.core import codec
+from zswarm.core.committee import MAX_COMMITTEE
 from zswarm.core.limits import check_count, check_one_count, check_strategy, deadline_s
 from zswarm.core.messages import GenerateRequest, Structure
 from zswarm.core.plan import AskStrategy
@@ -48,19 +49,34 @@ class Ask:
     model_id: str | None = None
     #: the peers that may be asked (node ids; () = this node only; None = any)
     peers: tuple[str, ...] | None = None
+    #: a committee: these models (ids) share the candidates (core/committee.py)
+    models: tuple[str, ...] = ()
 
 
 def build(config: Config, request: GenerateRequest, *, strategy: str | None = None,
           deadline_ms: int | None = None, adaptive: bool = False, early_stop: bool = True,
-          model_id: str | None = None, peers: Sequence[str] | None = None) -> Ask:
+          model_id: str | None = None, peers: Sequence[str] | None = None,
+          models: Sequence[str] = ()) -> Ask:
     """The Ask of ``request``: None takes the config's strategy and deadline. A strategy
     that is unknown (or cannot spend a budget) or a deadline out of range is a
-    RequestRefused naming the field ("strategy", "budget", "deadline_ms"). The node's
-    limits on the request itself are checked when it is served (core/limits.admit)."""
+    RequestRefused naming the field ("strategy", "budget", "deadline_ms"); so is a
+    committee (``models``: ids) that cannot be one: more than MAX_COMMITTEE models, fewer
+    candidates than models, a budget or ``route`` ("models"). The node's limits on the
+    request itself are checked when it is served (core/limits.admit)."""
     checked = check_strategy(strategy_of(config, strategy), adaptive=adaptive)
     ms = round(deadline_s(config.limits, deadline_ms) * 1000)
+    committee = tuple(dict.fromkeys(models))
+    if committee:
+        why = (f"at most {MAX_COMMITTEE} models" if len(committee) > MAX_COMMITTEE
+               else "a committee asks a fixed n, not a budget" if adaptive
+               else "route sends the request to one node" if checked == "route"
+               else f"n ({request.n}) is fewer than the models ({len(committee)})"
+               if request.n < len(committee) else "")
+        if why:
+            raise RequestRefused(f"a committee of models: {why}", field="models")
     return Ask(request, checked, ms, adaptive=adaptive, early_stop=early_stop,
-               model_id=model_id, peers=None if peers is None else tuple(peers))
+               model_id=model_id, peers=None if peers is None else tuple(peers),
+               models=committee)
 
 
 def strategy_of(config: Config, name: str | None) -> str:

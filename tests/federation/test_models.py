@@ -98,3 +98,17 @@ async def test_a_model_only_a_peer_holds_is_loaded_there_by_a_request_here(clust
     assert {h["node"]: h["state"] for h in rows["SmolLM2-135M-Instruct.Q8_0.gguf"]} == {
         "b": "loaded"}
 
+
+    # a committee across the two models, asked at a (which holds one of them)
+    def committee() -> dict:
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{a.http_port}/v1", api_key="unused",
+                           max_retries=0, timeout=120) as c:
+            r = c.chat.completions.create(
+                model="swarm", messages=QUESTION, max_tokens=12, temperature=0.7,
+                extra_body={"zswarm": {"n": 4, "strategy": "majority"}})
+        return r.model_extra["zswarm"]
+
+    report = await trio.to_thread.run_sync(committee)
+    made = sorted(c["model_id"].split("@")[0] for c in report["candidates"])
+    assert made == ["SmolLM2-135M-Instruct.Q4_1.gguf"] * 2 + \
+        ["SmolLM2-135M-Instruct.Q8_0.gguf"] * 2, report

@@ -63,3 +63,25 @@ def test_hostile_messages_are_an_ask_or_a_400(messages):
 @given(st.binary(max_size=200))
 def test_any_bytes_are_an_ask_or_a_400(body):
     build(body)
+
+
+def test_a_committee_that_cannot_be_one_is_refused_naming_zswarm_models():
+    def ask(**zswarm: object) -> ApiError:
+        body = json.dumps({"model": "default", "messages": [{"role": "user", "content": "hi"}],
+                           "zswarm": zswarm}).encode()
+        req = openai.decode(body, openai.ChatCompletionRequest)
+        try:
+            contract.to_ask(req, CONFIG, None, ("a@1", "b@2", "c@3"))
+        except ApiError as exc:
+            return exc
+        raise AssertionError("not refused")
+
+    for options, why in (({"budget": 8}, "not a budget"), ({"n": 2}, "fewer than the models"),
+                         ({"n": 4, "strategy": "route"}, "one node")):
+        refused = ask(**options)
+        assert refused.status == 400 and refused.param == "zswarm.models", refused.message
+        assert why in refused.message
+    req = openai.decode(json.dumps({"messages": [{"role": "user", "content": "hi"}],
+                                    "zswarm": {"n": 4}}).encode(), openai.ChatCompletionRequest)
+    ask_ = contract.to_ask(req, CONFIG, None, ("a@1", "b@2")).ask
+    assert ask_.models == ("a@1", "b@2") and ask_.request.n == 4

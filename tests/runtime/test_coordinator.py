@@ -326,3 +326,28 @@ async def test_a_model_loaded_nowhere_goes_to_a_peer_that_holds_it(make, autojum
     assert answer == "40" and peers.asked == ["c"] and peers.asked_models == ["q8.gguf@2"]
     with pytest.raises(NoQuorum, match="no ALIVE peer serves the model 'x.gguf@3'"):
         await coordinator.ask(Ask(ask_request(2), "majority", 10_000, model_id="x.gguf@3"))
+
+
+async def test_a_committee_asks_each_model_for_its_share_and_learns_its_weight(
+        nursery, autojump_clock):
+    from zswarm.config import ModelEntry
+    from zswarm.runtime.models import Resident
+
+    def resident(name: str, answers: list[str]) -> Resident:
+        pool = InlinePool(Scheduler(max_queue=8), answers=answers, workers=2)
+        return Resident(name, f"{name}@1", ModelEntry(pinned=True, workers=2), 0,
+                        lambda: pool)
+
+    models = Models([resident("good", ["Paris"]), resident("bad", ["Lyon"])],
+                    budget_mib=0, min_resident_s=0, max_waiting=8)
+    card = NodeCard(node_id="me", name="me", model_id="good@1", workers=2, rpc="", pub="")
+    ctx = NodeContext(parse_config({}), card, models, state="ready")
+    await nursery.start(models.serve)
+    coordinator = Coordinator(ctx, NoPeers())
+    answer, report = await coordinator.ask(Ask(ask_request(5), "majority", 10_000,
+                                               models=("good@1", "bad@1")))
+    assert sorted(c.model_id for c in report.candidates) == ["bad@1"] * 2 + ["good@1"] * 3, (
+        report.note, report.participants)
+    assert answer == "Paris"  # three of five
+    # the good model agreed with the decision, the bad one did not: they weigh so now
+    assert coordinator.committee.weight("good@1") > 1.0 > coordinator.committee.weight("bad@1")

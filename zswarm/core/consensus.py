@@ -105,6 +105,8 @@ class Decision:
     note: str = ""
 
 
+#: the key of a model's weight among the node weights (no node id has a colon)
+MODEL_KEY = "model:"
 #: a weight's key is a node id or its first characters, at least this many (`zswarm
 #: peers` shows 12): never a name, which the peer chooses (config.py checks the keys)
 MIN_ID_PREFIX = 8
@@ -133,8 +135,17 @@ def node_weight(weights: Mapping[str, float], node_id: str) -> float:
 
 def _weight(weights: Mapping[str, float], cand: Candidate) -> float:
     """The node's weight, by node id (a name is chosen by the peer and may change);
-    ``weights`` resolved for the candidates present (``decide`` does)."""
-    return float(weights.get(cand.node_id, 1.0))
+    ``weights`` resolved for the candidates present (``decide`` does); in a committee
+    across models, times its model's (key ``model:<id>``: core/committee.py)."""
+    return float(weights.get(cand.node_id, 1.0)) * float(
+        weights.get(MODEL_KEY + cand.model_id, 1.0))
+
+
+def _max_weight(weights: Mapping[str, float]) -> float:
+    """The largest weight a candidate can have (a node's times a model's)."""
+    nodes = [w for k, w in weights.items() if not k.startswith(MODEL_KEY)]
+    models = [w for k, w in weights.items() if k.startswith(MODEL_KEY)]
+    return max([1.0, *nodes]) * max([1.0, *models])
 
 
 def _norm(text: str) -> str:
@@ -285,7 +296,7 @@ def _weighted_vote(
     if remaining:
         # Each unseen candidate adds at most w_max to any score, and itself can
         # score at most the total weight of everyone else. Unknown peers weigh 1.
-        w_max = max([1.0, *weights.values()])
+        w_max = _max_weight(weights)
         runner_up = raw[ranked[1]] if len(ranked) > 1 else 0.0
         newcomer_max = sum(_weight(weights, candidates[i]) for i in valid) + w_max * (remaining - 1)
         if raw[leader] - runner_up <= remaining * w_max or raw[leader] <= newcomer_max:
@@ -311,7 +322,7 @@ def _majority(
     ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
     best = ranked[0]
     if remaining:
-        w_max = max([1.0, *weights.values()])
+        w_max = _max_weight(weights)
         second = group_weight[ranked[1]] if len(ranked) > 1 else 0.0
         if group_weight[best] - second <= remaining * w_max:
             return None
@@ -399,7 +410,7 @@ def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping
     candidate without one counts (the least confident's) down to CONFIDENCE_FLOOR, or
     make the rule confidence where it was counting. So the winner's are taken at their
     lowest and the others' at their highest."""
-    w_max = max([1.0, *weights.values()])
+    w_max = _max_weight(weights)
     counted = {i: _weight(weights, candidates[i]) for i in valid}
     _, by_count, _ = _groups(candidates, valid, counted, question, validation)
     sums = [by_count]

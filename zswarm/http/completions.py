@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from typing_extensions import assert_never
 
 from zswarm.core import catalog
+from zswarm.core.committee import MAX_COMMITTEE
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Report
 from zswarm.core.structured import active_tools
@@ -40,6 +41,9 @@ from zswarm.runtime.serving import serve_ask
 
 log = logging.getLogger(__name__)
 
+#: ``"model": "swarm"``: a committee of every model of the swarm
+COMMITTEE_NAME = "swarm"
+
 
 def resolve_model(node: HttpNode, name: str) -> str | None:
     """The model id to ask for (None = this node's default): by id, file name, file name
@@ -55,6 +59,34 @@ def resolve_model(node: HttpNode, name: str) -> str | None:
     except RequestRefused as exc:
         raise invalid(str(exc), "model", code="model_ambiguous") from None
     return None if model_id == local else model_id
+
+
+def resolve_committee(node: HttpNode,
+                      req: openai.ChatCompletionRequest | openai.CompletionRequest
+                      ) -> tuple[str, ...]:
+    """The models of a committee (core/committee.py): ``zswarm.models`` (each resolved
+    as ``model`` is), or every model of the swarm for ``"model": "swarm"``; () for none."""
+    names = req.zswarm.models if req.zswarm is not None else None
+    if names is None and req.model != COMMITTEE_NAME:
+        return ()
+    if names is None:
+        found = tuple(node.catalog())
+        if len(found) > MAX_COMMITTEE:
+            raise invalid(f'"model": "{COMMITTEE_NAME}" asks every model of the swarm, and '
+                          f"it has {len(found)}: at most {MAX_COMMITTEE} vote together "
+                          "(name them in zswarm.models)", "model")
+        return found
+    if not names or len(names) > MAX_COMMITTEE:
+        raise invalid(f"zswarm.models names {len(names)} models: a committee is 1 to "
+                      f"{MAX_COMMITTEE}", "zswarm.models")
+    out = []
+    for name in names:
+        try:
+            out.append(resolve_model(node, name) or node.ctx.card.model_id)
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code,
+                           param="zswarm.models") from None
+    return tuple(out)
 
 
 async def until_disconnect(request: Request, scope: trio.CancelScope) -> None:
@@ -87,8 +119,9 @@ async def _answer(request: Request, node: HttpNode, kind: openai.Kind) -> Respon
     req: openai.ChatCompletionRequest | openai.CompletionRequest = (
         openai.decode(body, openai.ChatCompletionRequest) if kind == "chat"
         else openai.decode(body, openai.CompletionRequest))
-    model_id = resolve_model(node, req.model)
-    ask = contract.to_ask(req, node.config, model_id)
+    committee = resolve_committee(node, req)
+    model_id = None if committee else resolve_model(node, req.model)
+    ask = contract.to_ask(req, node.config, model_id, committee)
     sse = _Sse(kind, ("chatcmpl-" if kind == "chat" else "cmpl-") + new_request_id(),
                model_id or node.ctx.card.model_id, ask)
     if ask.stream:

@@ -55,7 +55,7 @@ class ApiAsk:
 #: core/limits.py's and the wire's field names -> the OpenAI request's
 _PARAMS = {"n": "n", "max_tokens": "max_tokens", "prompt": "messages", "messages": "messages",
            "strategy": "zswarm.strategy", "budget": "zswarm.budget",
-           "deadline_ms": "zswarm.deadline_ms"}
+           "deadline_ms": "zswarm.deadline_ms", "models": "zswarm.models"}
 
 
 def _refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> None:
@@ -161,10 +161,11 @@ def _structure(req: ChatCompletionRequest, config: Config) -> Structure | None:
 
 
 def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config,
-           model_id: str | None) -> ApiAsk:
+           model_id: str | None, committee: tuple[str, ...] = ()) -> ApiAsk:
     """Build the ask (400 naming the parameter for a value out of range; this node's
     limits are checked when it is served: runtime/serving.serve_ask). ``model_id``: the
-    model the client named, when it is not this node's."""
+    model the client named, when it is not this node's; ``committee``: the models of a
+    committee the client asked for (``zswarm.models`` or ``"model": "swarm"``)."""
     _refuse_unsupported(req)
     opts = req.zswarm or ZswarmOptions()
     max_tokens = req.max_tokens
@@ -227,7 +228,7 @@ def to_ask(req: ChatCompletionRequest | CompletionRequest, config: Config,
     try:
         ask = asks.build(config, request, strategy=opts.strategy, deadline_ms=opts.deadline_ms,
                          adaptive=adaptive, early_stop=req.n <= 1,  # n choices: each one
-                         model_id=model_id, peers=peers)
+                         model_id=model_id, peers=peers, models=committee)
     except RequestRefused as exc:
         raise refused(exc, opts.n is not None) from None
     include_usage = req.stream_options is not None and req.stream_options.include_usage

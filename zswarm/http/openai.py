@@ -126,6 +126,8 @@ class ZswarmOptions(_Body):
     deadline_ms: int | None = None
     #: "all", "none", or the names or ids of the peers that may be asked
     peers: str | list[str] = "all"
+    #: a committee: the swarm's models (names or ids) that share the candidates
+    models: list[str] | None = None
 
 
 class _Common(_Body, kw_only=True):

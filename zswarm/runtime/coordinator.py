@@ -30,6 +30,8 @@ import trio
 
 from zswarm.asks import Ask
 from zswarm.core.affinity import Homes, conversation_keys
+from zswarm.core.committee import ModelWeights
+from zswarm.core.committee import shares as committee_shares
 from zswarm.core.consensus import (
     SCORED_STRATEGIES,
     Decision,
@@ -78,6 +80,8 @@ class Coordinator:
         self.node_homes = Homes()
         #: how fast each node delivered its share lately (the plan splits by it)
         self.speeds = Speeds()
+        #: how much each model's candidates weigh in a committee (core/committee.py)
+        self.committee = ModelWeights()
 
     def _validation(self, request: GenerateRequest) -> Validation:
         """A structured request's candidates are valid when complete and of its shape."""
@@ -119,7 +123,8 @@ class Coordinator:
                    question: str) -> tuple[str, Report]:
         request, strategy, adaptive = ask.request, ask.strategy, ask.adaptive
         model_id, peers = ask.model_id or self.models.default.model_id, ask.peers
-        early_stop = ask.early_stop and not adaptive
+        early_stop = ask.early_stop and not adaptive and not ask.models  # a committee:
+        # every model's share is heard
         t0 = time.perf_counter()
         route = strategy == ROUTE
         decides: Strategy = "first_valid" if strategy == ROUTE else strategy
@@ -132,7 +137,11 @@ class Coordinator:
                     validation=self._validation(request))
         ran = 0
         plan_s = 0.0
-        for size in waves(request.n) if adaptive else [request.n]:
+        fanout = Plan({})
+        if ask.models:  # a committee: one fixed wave over its models (asks.build checks)
+            rnd.model_weights = self.committee.weights(ask.models)
+            plan_s = await self._gather_committee(rnd, request, ask.models, peers, keys)
+        for size in [] if ask.models else waves(request.n) if adaptive else [request.n]:
             wave = msgspec.structs.replace(request, n=size,
                                            first_index=request.first_index + ran)
             planned = time.perf_counter()
@@ -191,6 +200,9 @@ class Coordinator:
             report, participants=who, waves=rnd.waves,
             budget=request.n if adaptive else 0, stop=rnd.stop or "")
         self.ctx.stats.agreement.observe(report.agreement)
+        if ask.models:
+            self.committee.observe(rnd.candidates, decision.answer_keys, decision.winner,
+                                   ask.models)
         self._remember(keys, rnd.candidates[decision.winner])
         return rnd.candidates[decision.winner].text, report
 
@@ -227,9 +239,11 @@ class Coordinator:
         strategy = rnd.strategy
         assert strategy is not None  # None only when serving a vote
 
+        weights = {**self.weights, **rnd.model_weights}
+
         def final(candidates: Sequence[Candidate]) -> Decision:
             decision = decide(strategy, candidates, expected=rnd.expected, final=True,
-                              weights=self.weights, validation=rnd.validation, tau=self.tau,
+                              weights=weights, validation=rnd.validation, tau=self.tau,
                               question=rnd.question)
             assert decision is not None
             return decision
@@ -238,6 +252,26 @@ class Coordinator:
             return rnd.decision, Checks()  # no log-probabilities decided: nothing to check
         return await verified_decision(self.ctx, rnd.model_id, strategy, request, rnd.candidates,
                                        final, deadline=rnd.deadline)
+
+    async def _gather_committee(self, rnd: Round, request: GenerateRequest,
+                                models: tuple[str, ...], peers: tuple[str, ...] | None,
+                                keys: list[str]) -> float:
+        """A committee's candidates: ``request.n`` split over its models, each share
+        planned over the nodes of its model and gathered at once; the seconds planning
+        took."""
+        planned = time.perf_counter()
+        parts = []
+        first = request.first_index
+        for model_id, count in committee_shares(request.n, models):
+            part = msgspec.structs.replace(request, n=count, first_index=first)
+            parts.append((part, self._plan(part, "majority", model_id, peers, keys), model_id))
+            first += count
+        plan_s = time.perf_counter() - planned
+        rnd.waves = 1
+        async with trio.open_nursery() as nursery:
+            for part, fanout, model_id in parts:
+                nursery.start_soon(self._gather, rnd, part, fanout, model_id)
+        return plan_s
 
     async def gather_local(self, request: GenerateRequest, *, deadline: float,
                            model_id: str | None = None) -> list[Candidate]:
@@ -254,13 +288,15 @@ class Coordinator:
             self.worker_homes.record(keys, rnd.candidates[0].worker)
         return rnd.candidates
 
-    async def _gather(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
-        """Run one wave of the plan; then note how fast each node delivered its share."""
+    async def _gather(self, rnd: Round, request: GenerateRequest, fanout: Plan,
+                      model_id: str | None = None) -> None:
+        """Run one wave of the plan (of ``model_id``; None: the round's model); then note
+        how fast each node delivered its share."""
         rnd.t0 = rnd.t0 or time.perf_counter()  # candidate latencies count from the first wave
         started = trio.current_time()
         before = {key: asked.received for key, asked in rnd.asked.items()}
         try:
-            await self._gather_wave(rnd, request, fanout)
+            await self._gather_wave(rnd, request, fanout, model_id or rnd.model_id)
         finally:
             for key in fanout.parts:
                 asked = rnd.asked.get(key)
@@ -268,16 +304,17 @@ class Coordinator:
                     self.speeds.observe(key, asked.received - before.get(key, 0),
                                         asked.last_at - started)
 
-    async def _gather_wave(self, rnd: Round, request: GenerateRequest, fanout: Plan) -> None:
+    async def _gather_wave(self, rnd: Round, request: GenerateRequest, fanout: Plan,
+                           model_id: str) -> None:
         local_n = fanout.parts.get(SELF, 0)
-        model = self.models.find(rnd.model_id)
+        model = self.models.find(model_id)
         workers = max(1, model.workers) if model is not None else 1
         if local_n and len(fanout.parts) == 1 and len(split_n(local_n, workers)) == 1:
             # one local part (n=1, or one worker): no nursery and no extra task needed
             with trio.CancelScope(deadline=rnd.deadline) as deadline_scope:
                 rnd.scope = trio.CancelScope()
                 with rnd.scope:
-                    await self._run_local(rnd, request, 0)
+                    await self._run_local(rnd, request, 0, model_id)
             rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
             return
         with trio.CancelScope(deadline=rnd.deadline) as deadline_scope:
@@ -293,9 +330,9 @@ class Coordinator:
                         part = msgspec.structs.replace(request, n=c, first_index=first)
                         if node_id == SELF:
                             nursery.start_soon(self._run_local, rnd, part,
-                                               first - request.first_index)
+                                               first - request.first_index, model_id)
                         else:
-                            nursery.start_soon(self._run_peer, rnd, node_id, part)
+                            nursery.start_soon(self._run_peer, rnd, node_id, part, model_id)
                         first += c
         rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
 
@@ -332,7 +369,8 @@ class Coordinator:
         asked.requested += count
         return asked
 
-    async def _run_local(self, rnd: Round, part: GenerateRequest, index_offset: int) -> None:
+    async def _run_local(self, rnd: Round, part: GenerateRequest, index_offset: int,
+                         model_id: str) -> None:
         name = self.ctx.card.name
         asked = self._asked(rnd, SELF, name, part.n)
         produced = 0
@@ -350,12 +388,12 @@ class Coordinator:
                                      cached_tokens=cand.cached_tokens)
             cand = msgspec.structs.replace(event.candidate, node=name, worker=worker,
                                            node_id=self.ctx.card.node_id,
-                                           model_id=rnd.model_id)
+                                           model_id=model_id)
             self._add(rnd, asked, cand)
 
         for attempt in (1, 2):
             try:
-                async with self.models.use(rnd.model_id) as model, \
+                async with self.models.use(model_id) as model, \
                         model.scheduler.slot(prefer=rnd.home_worker) as worker:
                     assert model.pool is not None
                     await model.pool.run(worker, new_request_id(), part, on_event=on_event,
@@ -372,7 +410,8 @@ class Coordinator:
                 asked.outcome, asked.detail = "failed", str(exc)
                 return
 
-    async def _run_peer(self, rnd: Round, node_id: str, part: GenerateRequest) -> None:
+    async def _run_peer(self, rnd: Round, node_id: str, part: GenerateRequest,
+                        model_id: str) -> None:
         name = self.peers.peer_name(node_id)
         asked = self._asked(rnd, node_id, name, part.n)
         # the round's deadline, or sooner: [federation] deadline_ms is a peer's time to answer
@@ -385,7 +424,7 @@ class Coordinator:
             with trio.move_on_at(vote_deadline) as vote_scope:
                 try:
                     candidates = await self.peers.vote(node_id, part, vote_deadline,
-                                                       rnd.model_id)
+                                                       model_id)
                 except ZswarmError as exc:
                     asked.outcome, asked.detail = "failed", str(exc)
                     rnd.errors.append(exc)

@@ -62,6 +62,8 @@ class Round:
     deadline: float
     #: the model asked for (its local workers make this node's share)
     model_id: str = ""
+    #: a committee's weights of its models (core/committee.py), with the node weights
+    model_weights: dict[str, float] = field(default_factory=dict)
     #: where streamed tokens go (candidate index, text); None = no streaming
     on_token: TokenSink | None = None
     #: the last user message: helps the strategies tell answers from restated questions
