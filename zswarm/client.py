@@ -28,6 +28,7 @@ from zswarm.core import codec
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
     Cancel,
+    ClientProgress,
     ClientReply,
     ClientRequest,
     ClientToken,
@@ -92,13 +93,14 @@ class NodeClient:
                 self._lost, self._up = True, False
 
     def exchange(self, msg: Message, request_id: str, timeout_s: float, *,
-                 watch: bool = False, on_token: Callable[[str], None] | None = None
-                 ) -> Message:
+                 watch: bool = False, on_token: Callable[[str], None] | None = None,
+                 on_progress: Callable[[ClientProgress], None] | None = None) -> Message:
         """Send and wait for the reply to ``request_id`` (late replies to others are skipped).
 
         ``watch`` (a long exchange, an ask): NodeGone as soon as the connection closes, or
         when the node has not answered a status ping for SILENT_FOR_S. ``on_token``: the
-        answer's pieces (ClientToken) as they come."""
+        answer's pieces (ClientToken) as they come; ``on_progress``: each candidate's
+        arrival (ClientProgress)."""
         self._watch()
         self._lost = False  # a connection lost before this request was sent is not its loss
         self.sock.send(codec.encode(msg))
@@ -136,6 +138,10 @@ class NodeClient:
                 if reply.request_id == request_id and on_token is not None:
                     on_token(reply.text)
                 continue
+            if isinstance(reply, ClientProgress):
+                if reply.request_id == request_id and on_progress is not None:
+                    on_progress(reply)
+                continue
             if getattr(reply, "request_id", request_id) in (request_id, None):
                 break  # else a status ping's answer (or a late reply): the node lives
         if isinstance(reply, Error):
@@ -171,17 +177,19 @@ class NodeClient:
 
     def ask(self, request: GenerateRequest, *, strategy: str | None,
             deadline_ms: int, adaptive: bool = False,
-            on_token: Callable[[str], None] | None = None) -> ClientReply:
+            on_token: Callable[[str], None] | None = None,
+            on_progress: Callable[[ClientProgress], None] | None = None) -> ClientReply:
         """``adaptive``: ``request.n`` is a budget (core/stopping.py); ``on_token``: the
-        answer's text as it is generated (one candidate only). Interrupted (Ctrl-C), it
+        answer's text as it is generated (one candidate only); ``on_progress``: each
+        candidate's arrival (several candidates only). Interrupted (Ctrl-C), it
         cancels the ask on the node - and so on every peer it reached - before it raises."""
         rid = new_request_id()
         msg = ClientRequest(request_id=rid, request=request, strategy=strategy,
                             deadline_ms=deadline_ms, adaptive=adaptive,
-                            stream=on_token is not None)
+                            stream=on_token is not None or on_progress is not None)
         try:
             reply = self.exchange(msg, rid, deadline_ms / 1000 + 5.0, watch=True,
-                                  on_token=on_token)
+                                  on_token=on_token, on_progress=on_progress)
         except KeyboardInterrupt:
             self.sock.send(codec.encode(Cancel(request_id=rid)), zmq.NOBLOCK)
             self._linger_ms = CANCEL_LINGER_MS  # the Cancel leaves before the socket closes

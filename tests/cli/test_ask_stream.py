@@ -85,3 +85,34 @@ def test_ctrl_c_at_any_moment_of_a_command_is_no_traceback(tmp_path, command, af
     # 1: doctor's own verdict, if it finished; -SIGINT: the signal came before the
     # interpreter had set up its handler (a loaded machine), which prints nothing either
     assert proc.returncode in (130, 0, 1, -signal.SIGINT), err
+
+
+def test_several_candidates_show_their_progress_on_a_terminal(node):
+    import os
+    import pty
+
+    leader, follower = pty.openpty()  # stderr a terminal, as a user's is
+    proc = subprocess.Popen([sys.executable, "-m", "zswarm", "ask", "--node", node,
+                             "What is 2 + 2?", "--n", "4", "--strategy", "majority",
+                             "--max-tokens", "8"],
+                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0 and out.strip(), seen
+    assert b"1 of 4 candidates: s 1" in seen and b"4 of 4 candidates: s 4" in seen
+    assert seen.endswith(b"\r\x1b[K")  # cleared before the answer is shown
+    # not a terminal (a script, a pipe): nothing but the answer
+    piped = ask(node, "What is 2 + 2?", "--n", "4", "--strategy", "majority",
+                "--max-tokens", "8")
+    _, err = piped.communicate(timeout=120)
+    assert b"candidates:" not in err

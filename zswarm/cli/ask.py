@@ -36,7 +36,7 @@ from zswarm.cli.common import (
 from zswarm.client import NodeGone
 from zswarm.config import ENDPOINT, Config
 from zswarm.core.limits import admit
-from zswarm.core.messages import Report
+from zswarm.core.messages import Candidate, ClientProgress, Report
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.core.text import printable
 from zswarm.errors import RequestRefused, ZswarmError
@@ -184,18 +184,22 @@ def ask(
     node, where = where_to_ask(cfg, key, node_endpoint, local, config)
     printer = _Printer() if stream and not (as_json or explain) and ask.request.n == 1 \
         else None
+    progress = _Progress(ask.request.n) if ask.request.n > 1 and sys.stderr.isatty() \
+        else None
     signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: the work is stopped first
     try:
         if node is not None:
             with node:
                 reply = node.ask(ask.request, strategy=ask.strategy,
                                  deadline_ms=ask.deadline_ms, adaptive=ask.adaptive,
-                                 on_token=printer)
+                                 on_token=printer, on_progress=progress)
             answer, report = reply.answer, reply.report
         else:
             admit(cfg.limits, ask.request)  # before loading a model for it
-            answer, report = trio.run(_ask_local, cfg, ask, printer)
+            answer, report = trio.run(_ask_local, cfg, ask, printer, progress)
     except KeyboardInterrupt:  # the node (or this process) has stopped the work
+        if progress is not None:
+            progress.clear()
         if printer is not None and printer.printed:
             views.say("")
         views.say("cancelled: the ask was stopped", err=True)
@@ -205,7 +209,11 @@ def ask(
              f"doctor{config_arg(config)}` say; start it again with `zswarm "
              f"node{config_arg(config)}`, or ask in-process with --local", 1)
     except ZswarmError as exc:
+        if progress is not None:
+            progress.clear()
         failed(exc)
+    if progress is not None:
+        progress.clear()
     if printer is not None and printer.printed:
         printer.end(answer)
         answer_shown = True
@@ -240,11 +248,46 @@ class _Printer:
         sys.stdout.flush()
 
 
-async def _ask_local(cfg: Config, ask: Ask, printer: _Printer | None) -> tuple[str, Report]:
+class _Progress:
+    """While several candidates gather: one line on stderr (a terminal), redrawn as each
+    arrives ("3 of 8 candidates: a 2, b 1"), cleared before the answer is shown."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.by_node: dict[str, int] = {}
+        self.drawn = False
+
+    def __call__(self, event: ClientProgress) -> None:
+        self.arrived(event.node, event.received)
+
+    def arrived(self, node: str, received: int) -> None:
+        self.by_node[node] = self.by_node.get(node, 0) + 1
+        nodes = ", ".join(f"{printable(n)[:24]} {c}" for n, c in self.by_node.items())
+        sys.stderr.write(f"\r\033[K{received} of {self.expected} candidates: {nodes}")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.drawn = False
+
+
+async def _ask_local(cfg: Config, ask: Ask, printer: _Printer | None,
+                     progress: _Progress | None = None) -> tuple[str, Report]:
     from zswarm.runtime.local import local_node
     from zswarm.runtime.serving import serve_ask
 
     async with local_node(cfg) as local:  # the same path as a node's RPC and HTTP asks
+        count = [0]
+
+        def arrived(cand: Candidate) -> None:
+            count[0] += 1
+            if progress is not None:
+                progress.arrived(cand.node, count[0])
+
         return await serve_ask(local.ctx, local.coordinator, ask,
                                on_token=None if printer is None
-                               else lambda index, text: printer(text))
+                               else lambda index, text: printer(text),
+                               on_candidate=arrived if progress is not None else None)

@@ -304,7 +304,8 @@ class ClientRequest(_Msg, frozen=True, tag="client_request"):
     #: ``request.n`` is a budget: at most that many candidates, in waves (core/stopping.py)
     adaptive: bool = False
     #: send the answer's text as it is generated (ClientToken), where there is one
-    #: candidate (with several, the text is known only once decided)
+    #: candidate (with several, the text is known only once decided: each candidate's
+    #: arrival is sent instead, ClientProgress)
     stream: bool = False
 
 
@@ -313,6 +314,16 @@ class ClientToken(_Msg, frozen=True, tag="client_token"):
 
     request_id: ShortText
     text: Annotated[str, Meta(max_length=MAX_CANDIDATE_CHARS)]
+
+
+class ClientProgress(_Msg, frozen=True, tag="client_progress"):
+    """A candidate of a streamed ClientRequest of several arrived (who made it, how many
+    are in of how many asked), for a client that shows the ask's progress."""
+
+    request_id: ShortText
+    node: ShortText
+    received: Annotated[int, Meta(ge=0, le=MAX_N)]
+    expected: Annotated[int, Meta(ge=0, le=MAX_N)]
 
 
 class ClientReply(_Msg, frozen=True, tag="client_reply"):
@@ -502,7 +513,8 @@ class Chunk(_Msg, frozen=True, tag="chunk"):
 
 
 Message = (
-    ClientRequest | ClientToken | ClientReply | StatusRequest | Status | Error | PeersRequest
+    ClientRequest | ClientToken | ClientProgress | ClientReply | StatusRequest | Status
+    | Error | PeersRequest
     | PeersReply | Heartbeat | VoteRequest | Vote | Cancel | ModelRequest | ModelOffer
     | ChunkRequest | Chunk
     | WorkGenerate | WorkCancel | WorkReady | WorkToken | WorkCandidate | WorkDone

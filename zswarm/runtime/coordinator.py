@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 import trio
@@ -97,20 +97,22 @@ class Coordinator:
         s = model.scheduler
         return NodeLoad(SELF, s.workers_ready, s.idle_workers, s.queue_depth)
 
-    async def ask(self, ask: Ask, *, on_token: TokenSink | None = None
+    async def ask(self, ask: Ask, *, on_token: TokenSink | None = None,
+                  on_candidate: Callable[[Candidate], None] | None = None
                   ) -> tuple[str, Report]:
         """Answer one ask; raises NoQuorum, DeadlineExceeded, Overloaded, InferenceError.
 
         Its deadline starts now: every scope of the ask (the round, each vote, the check
         of peers' scores) ends by it. ``on_token``: a one-candidate ask's tokens as they
-        come. Every ask is recorded (``NodeStats.recent``) with its report or its error.
+        come; ``on_candidate``: each candidate as it arrives. Every ask is recorded
+        (``NodeStats.recent``) with its report or its error.
         """
         started = time.time()
         deadline = trio.current_time() + ask.deadline_ms / 1000
         request = ask.request
         question = _question(request)
         try:
-            answer, report = await self._ask(ask, deadline, on_token, question)
+            answer, report = await self._ask(ask, deadline, on_token, question, on_candidate)
         except ZswarmError as exc:
             self.ctx.stats.asked(started, question, ask.strategy, request.n,
                                  error=f"{exc.kind}: {exc}")
@@ -120,7 +122,8 @@ class Coordinator:
         return answer, report
 
     async def _ask(self, ask: Ask, deadline: float, on_token: TokenSink | None,
-                   question: str) -> tuple[str, Report]:
+                   question: str, on_candidate: Callable[[Candidate], None] | None = None
+                   ) -> tuple[str, Report]:
         request, strategy, adaptive = ask.request, ask.strategy, ask.adaptive
         model_id, peers = ask.model_id or self.models.default.model_id, ask.peers
         early_stop = ask.early_stop and not adaptive and not ask.models  # a committee:
@@ -132,6 +135,7 @@ class Coordinator:
             request = msgspec.structs.replace(request, n=1)
         keys = conversation_keys(request)
         rnd = Round(decides, request.n, deadline=deadline, model_id=model_id, on_token=on_token,
+                    on_candidate=on_candidate,
                     question=question, early_stop=early_stop, adaptive=adaptive,
                     home_worker=self.worker_homes.find(keys),
                     validation=self._validation(request))
@@ -346,6 +350,8 @@ class Coordinator:
         asked.last_at = trio.current_time()
         if rnd.first_candidate_ms is None:
             rnd.first_candidate_ms = latency_ms
+        if rnd.on_candidate is not None:
+            rnd.on_candidate(cand)
         if rnd.strategy is not None and rnd.adaptive:
             rnd.stop = verdict(rnd.strategy, rnd.candidates, budget=rnd.expected,
                                weights=self.weights, validation=rnd.validation, tau=self.tau,

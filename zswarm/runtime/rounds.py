@@ -66,6 +66,8 @@ class Round:
     model_weights: dict[str, float] = field(default_factory=dict)
     #: where streamed tokens go (candidate index, text); None = no streaming
     on_token: TokenSink | None = None
+    #: told of each candidate as it is added (who made it; progress for a client)
+    on_candidate: Callable[[Candidate], None] | None = None
     #: the last user message: helps the strategies tell answers from restated questions
     question: str = ""
     #: decide as soon as the strategy can (else only once every candidate is in)

@@ -28,9 +28,12 @@ import zmq
 from zswarm import asks
 from zswarm.core import codec
 from zswarm.core.messages import (
+    MAX_N,
     MAX_REQUEST_BYTES,
     Cancel,
+    Candidate,
     ChunkRequest,
+    ClientProgress,
     ClientReply,
     ClientRequest,
     ClientToken,
@@ -209,9 +212,18 @@ class RpcServer:
         def on_token(index: int, text: str) -> None:  # a client gone or slow: dropped
             origin.send(ClientToken(request_id=msg.request_id, text=text))
 
-        streams = msg.stream and ask.request.n == 1
-        answer, report = await serve_ask(self.ctx, self.coordinator, ask,
-                                         on_token=on_token if streams else None)
+        arrived = [0]
+
+        def on_candidate(cand: Candidate) -> None:
+            arrived[0] += 1
+            origin.send(ClientProgress(request_id=msg.request_id, node=cand.node[:256],
+                                       received=min(arrived[0], MAX_N),
+                                       expected=ask.request.n))
+
+        one = ask.request.n == 1
+        answer, report = await serve_ask(
+            self.ctx, self.coordinator, ask, on_token=on_token if msg.stream and one else None,
+            on_candidate=on_candidate if msg.stream and not one else None)
         return ClientReply(request_id=msg.request_id, answer=answer, report=report)
 
     async def _vote(self, msg: VoteRequest) -> Message:

@@ -21,7 +21,7 @@ import trio
 
 from zswarm.asks import Ask
 from zswarm.core.limits import admit, deadline_s
-from zswarm.core.messages import GenerateRequest, Report, Vote
+from zswarm.core.messages import Candidate, GenerateRequest, Report, Vote
 from zswarm.errors import RequestRefused, ZswarmError
 from zswarm.runtime.context import NodeContext
 from zswarm.runtime.coordinator import Coordinator
@@ -51,15 +51,18 @@ async def serve_vote(ctx: NodeContext, coordinator: Coordinator, *, request_id: 
 
 
 async def serve_ask(ctx: NodeContext, coordinator: Coordinator, ask: Ask, *,
-                    on_token: Callable[[int, str], None] | None = None) -> tuple[str, Report]:
+                    on_token: Callable[[int, str], None] | None = None,
+                    on_candidate: Callable[[Candidate], None] | None = None
+                    ) -> tuple[str, Report]:
     """The answer and its report; raises (and counts) what admission or the ask raise.
-    ``on_token``: where a one-candidate ask streams its tokens."""
+    ``on_token``: where a one-candidate ask streams its tokens; ``on_candidate``: told
+    of each candidate as it arrives."""
     try:
         refusal = ctx.refusal()
         if refusal is not None:
             raise refusal
         admit(ctx.config.limits, ask.request)
-        return await coordinator.ask(ask, on_token=on_token)
+        return await coordinator.ask(ask, on_token=on_token, on_candidate=on_candidate)
     except ZswarmError as exc:
         ctx.stats.errors[exc.kind] += 1
         raise
