@@ -211,3 +211,18 @@ def test_mutated_messages_decode_or_raise_remote_protocol_error(msg, data):
 @given(st.integers(1, 200_000), st.sampled_from([b"\x91", b"\x81\xa1k"]))
 def test_deep_nesting_never_escapes(depth, opener):
     _check(opener * depth + b"\xc0")
+
+
+def test_a_card_or_load_claiming_more_models_than_a_node_may_serve_is_refused():
+    held = [m.HeldModel(model_id=f"x{i}.gguf@{i}", name=f"x{i}") for i in range(m.MAX_MODELS)]
+    fine = m.Heartbeat(card=msgspec.structs.replace(CARD, models=held), seq=1,
+                       load=m.Load(models=["loaded"] * m.MAX_MODELS))
+    assert codec.decode(codec.encode(fine)) == fine
+    for too_many in (
+            msgspec.structs.replace(fine, card=msgspec.structs.replace(
+                CARD, models=[*held, m.HeldModel(model_id="y")])),
+            msgspec.structs.replace(fine, load=m.Load(models=["loaded"] * (m.MAX_MODELS + 1))),
+            msgspec.structs.replace(fine, card=msgspec.structs.replace(
+                CARD, models=[m.HeldModel(model_id="z", name="n" * 65)]))):
+        with pytest.raises(RemoteProtocolError):
+            codec.decode(msgspec.msgpack.encode(too_many))
