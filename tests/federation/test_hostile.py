@@ -118,7 +118,7 @@ async def test_a_vote_for_a_model_the_node_does_not_serve_is_refused(cluster):
             for _ in range(3):
                 reply = codec.decode((await sock.recv_multipart())[0])
                 replies[reply.request_id] = reply
-    assert isinstance(replies["wrong"], Error) and "serves m@1, not m@2" in \
+    assert isinstance(replies["wrong"], Error) and "does not serve m@2 (it serves m@1)" in \
         replies["wrong"].message
     assert [c.text for c in replies["right"].candidates] == ["42"]
     assert [c.text for c in replies["any"].candidates] == ["42"]
