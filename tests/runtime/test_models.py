@@ -185,3 +185,23 @@ def test_models_dir_adds_each_gguf_no_entry_names(tmp_path):
     assert [(e.name, e.path) for e in found] == [
         ("mine", str(tmp_path / "b.gguf")), ("a", str(tmp_path / "a.gguf"))]
     assert not found[1].preload and not found[1].pinned  # loaded on demand
+
+
+async def test_models_to_preload_that_do_not_fit_together_are_said_not_waited_for(
+        nursery, autojump_clock, caplog):
+    a, b = resident("a", 60, preload=True), resident("b", 60, preload=True)
+    models = await started(nursery, a, b, budget_mib=100, min_resident_s=10)
+    assert (a.state, b.state) == ("loaded", "failed")  # the node started all the same
+    assert "b needs about 60 MiB: it does not fit" in caplog.text
+    await trio.sleep(RETRY_FAILED_S)
+    await ask(models, b.model_id)  # on demand: a goes once it has been loaded 10 s
+    assert (a.state, b.state) == ("unloaded", "loaded")
+
+
+async def test_a_load_waiting_for_room_goes_on_once_the_other_may_go(nursery, autojump_clock):
+    a, b = resident("a", 60), resident("b", 60)
+    models = await started(nursery, a, b, budget_mib=100, min_resident_s=10)
+    await ask(models, a.model_id)
+    t0 = trio.current_time()
+    await ask(models, b.model_id)  # nothing is released meanwhile: a's residence ends
+    assert 10 <= trio.current_time() - t0 <= 10 + 2 and b.state == "loaded"

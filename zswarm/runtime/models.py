@@ -198,8 +198,10 @@ class Models:
             self._nursery = nursery
             try:
                 for r in self.residents.values():
-                    if r.entry.preload or r.entry.pinned:
-                        await self._load(r, raise_errors=True)
+                    if r.entry.pinned:  # the node cannot start without it
+                        await self._load(r, starting=True, raise_errors=True)
+                    elif r.entry.preload:  # else it is loaded by its first request
+                        await self._load(r, starting=True)
                 task_status.started(self)
                 while True:
                     await trio.sleep(IDLE_CHECK_S)
@@ -241,20 +243,21 @@ class Models:
         self._freed.set()
         self._freed = trio.Event()
 
-    async def _load(self, r: Resident, *, raise_errors: bool = False) -> None:
+    async def _load(self, r: Resident, *, starting: bool = False,
+                    raise_errors: bool = False) -> None:
         """Load ``r`` within the budget (one load at a time); failures are its state."""
         try:
             async with self._load_lock:
-                await self._load_locked(r, raise_errors)
+                await self._load_locked(r, starting, raise_errors)
         finally:
             r.pending = False
 
-    async def _load_locked(self, r: Resident, raise_errors: bool) -> None:
+    async def _load_locked(self, r: Resident, starting: bool, raise_errors: bool) -> None:
         if r.state == "loaded":
             return
         r._set("loading")
         try:
-            if not await self._make_room(r):
+            if not await self._make_room(r, starting):
                 r._set("unloaded")  # every request for it went away meanwhile
                 return
             r.pool = r.make_pool()
@@ -302,9 +305,11 @@ class Models:
                 r._set("failed")
                 self._wake()
 
-    async def _make_room(self, r: Resident) -> bool:
+    async def _make_room(self, r: Resident, starting: bool = False) -> bool:
         """Unload idle models (least recently used first) until ``r`` fits the budget;
-        False if nobody wants ``r`` any more while it waits for room."""
+        False if nobody wants ``r`` any more while it waits for room. ``starting`` (the
+        models loaded at start): ModelNotFound if it does not fit beside those loaded
+        before it, instead of waiting."""
         if not self.budget_mib:
             return True
         pinned = sum(o.estimate_mib for o in self.residents.values()
@@ -322,9 +327,17 @@ class Models:
                          victim.name, victim.idle_s(trio.current_time()), r.name)
                 await self._unload(victim)
                 continue
-            if r.users == 0 and not (r.entry.preload or r.entry.pinned):
+            if starting:
+                raise ModelNotFound(
+                    f"model {r.name} needs about {r.estimate_mib} MiB: it does not fit in "
+                    f"the memory budget of {self.budget_mib} MiB beside the models loaded "
+                    f"at start before it ({self.loaded_mib()} MiB)")
+            if r.users == 0:
                 return False
-            await self._freed.wait()  # a model in use or loaded only just: wait for it
+            # a model in use or loaded only just: look again when one is released, or
+            # when a model loaded only just may go
+            with trio.move_on_after(IDLE_CHECK_S):
+                await self._freed.wait()
         return True
 
     def _evictable(self, r: Resident) -> Resident | None:
