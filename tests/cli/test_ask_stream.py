@@ -109,8 +109,8 @@ def test_several_candidates_show_their_progress_on_a_terminal(node):
     out, _ = proc.communicate(timeout=120)
     os.close(leader)
     assert proc.returncode == 0 and out.strip(), seen
-    assert b"1 of 4 candidates: s 1" in seen and b"4 of 4 candidates: s 4" in seen
-    assert seen.endswith(b"\r\x1b[K")  # cleared before the answer is shown
+    assert b"1 of 4 candidates: s 1" in seen
+    assert b"4 of 4 candidates: s 4\r\x1b[K" in seen  # cleared before the answer is shown
     # not a terminal (a script, a pipe): nothing but the answer
     piped = ask(node, "What is 2 + 2?", "--n", "4", "--strategy", "majority",
                 "--max-tokens", "8")

@@ -100,7 +100,7 @@ def test_health_metrics_and_federation_routes(node):
     wrong = httpx.post(f"{node.base}/federation/vote", json={
         "request": {"messages": [{"role": "user", "content": "q"}]}, "deadline_ms": 5000,
         "model_id": "other.gguf@0123456789abcdef"})
-    assert wrong.status_code == 422 and "not other.gguf@0123456789abcdef" in wrong.text
+    assert wrong.status_code == 422 and "not serve other.gguf@0123456789abcdef" in wrong.text
     assert wrong.json()["error"]["param"] == "model_id"
 
 
