@@ -4,7 +4,8 @@ Engines are synchronous and run inside a worker process (runtime/workers.py).
 ``generate`` decodes ``request.n`` candidates (in one batch where the backend can),
 calls ``on_token(index, text)`` as text is produced, and checks ``should_stop()``
 between tokens so cancellation really stops the work. Optional, looked up by the
-worker: ``warm()`` (run once before the worker says it is ready), ``batcher`` and
+worker: ``warm(system)`` (run once before the worker says it is ready; ``system``: the
+node's default system prompt), ``batcher`` and
 ``submit`` (continuous batching), ``clear_cache()``.
 """
 

@@ -384,16 +384,17 @@ class LlamaCppEngine:
             raise
         return max(-1e9, min(0.0, total / len(answer)))
 
-    def warm(self) -> None:
+    def warm(self, system: str = "") -> None:
         """Answer one short chat message before the worker says it is ready.
 
         Its prompt stays in the prompt cache, and with it the chat template's opening
-        (a system prompt, for the default model) that every chat request shares: the
-        first request of a new worker then decodes only its own part, as later ones
-        do (about 70 ms less for the default model here). It also pays once for what
-        a process's first decode sets up.
+        and ``system`` (the node's default system prompt) that most chat requests share:
+        the first request of a new worker - or of a model just loaded - then decodes
+        only its own part, as later ones do (about 70 ms less for the default model
+        here). It also pays once for what a process's first decode sets up.
         """
-        hello = GenerateRequest(messages=(ChatMessage(role="user", content="Hello."),),
+        said = (ChatMessage(role="system", content=system),) if system else ()
+        hello = GenerateRequest(messages=(*said, ChatMessage(role="user", content="Hello.")),
                                 params=SamplingParams(temperature=0.0, max_tokens=1))
         try:
             self.generate(hello)

@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--model", required=True, help="ModelConfig as JSON")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--system", default="",
+                        help="the node's default system prompt (the warm-up's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {args.name}: %(message)s")
     parent_pid = int(os.environ.get("ZSWARM_NODE_PID", os.getppid()))
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     warm = getattr(engine, "warm", None)  # optional (engines/llamacpp.py has one)
     if warm is not None:
-        warm()
+        warm(args.system)
     batcher = getattr(engine, "batcher", None)
     link.send(WorkReady(worker=args.name, model_id=engine.model_id, pid=os.getpid(),
                         slots=batcher.max_jobs if batcher is not None else 1))

@@ -133,6 +133,7 @@ class WorkerPool:
             sys.executable, "-m", "zswarm.runtime.worker_process",
             "--endpoint", self._endpoint, "--name", name,
             "--model", model_json, "--threads", str(self.threads),
+            "--system", self.config.generation.system_prompt,
         ]
 
     async def _supervise(self, name: str) -> None:
