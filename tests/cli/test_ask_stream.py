@@ -3,6 +3,7 @@ streams as it is generated, and Ctrl-C (or SIGTERM) stops the work on the node."
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import subprocess
@@ -109,8 +110,9 @@ def test_several_candidates_show_their_progress_on_a_terminal(node):
     out, _ = proc.communicate(timeout=120)
     os.close(leader)
     assert proc.returncode == 0 and out.strip(), seen
-    assert b"1 of 4 candidates: s 1" in seen
-    assert b"4 of 4 candidates: s 4\r\x1b[K" in seen  # cleared before the answer is shown
+    assert b"1 of 4 candidates: s 1" in seen  # majority may stop early: 3 or 4 come
+    last = seen.rsplit(b"candidates: ", 1)[1]
+    assert re.match(rb"s [34]\r\x1b\[K", last)  # cleared before the answer is shown
     # not a terminal (a script, a pipe): nothing but the answer
     piped = ask(node, "What is 2 + 2?", "--n", "4", "--strategy", "majority",
                 "--max-tokens", "8")
