@@ -39,8 +39,8 @@ def held_by(card: NodeCard | PeerInfo, load: Load) -> list[tuple[HeldModel, Mode
     match the list (a heartbeat from before a restart) say "unloaded"."""
     if not card.models:
         return [(HeldModel(model_id=card.model_id), "loaded")]
-    states = load.models if len(load.models) == len(card.models) else ["unloaded"] * len(
-        card.models)
+    unknown: list[ModelState] = ["unloaded"] * len(card.models)
+    states = load.models if len(load.models) == len(card.models) else unknown
     return list(zip(card.models, states, strict=True))
 
 

@@ -132,7 +132,9 @@ def _gguf_meta(path: Path) -> dict[str, object]:
                 assert isinstance(kind, int) and isinstance(count, int)
                 if kind == 8:
                     for _ in range(count):
-                        f.seek(int(take("Q")[0]), 1)  # type: ignore[call-overload]
+                        (length,) = take("Q")
+                        assert isinstance(length, int)
+                        f.seek(length, 1)
                 elif kind in _SCALARS:
                     f.seek(count * struct.calcsize(_SCALARS[kind]), 1)
                 else:
@@ -163,13 +165,16 @@ def kv_bytes_per_token(path: Path) -> int:
     the GGUF's own shape; a cautious guess from the file size when the file says nothing."""
     meta = _gguf_meta(path)
     arch = meta.get("general.architecture")
-    get = (lambda k: meta.get(f"{arch}.{k}")) if isinstance(arch, str) else (lambda k: None)
-    layers, embd, heads = get("block_count"), get("embedding_length"), \
-        get("attention.head_count")
-    kv_heads = get("attention.head_count_kv") or heads
-    if all(isinstance(v, int) and v > 0 for v in (layers, embd, heads, kv_heads)):
-        kv_width = embd * kv_heads // heads  # type: ignore[operator]
-        return 2 * 2 * layers * kv_width  # type: ignore[operator]
+
+    def count(key: str) -> int:
+        value = meta.get(f"{arch}.{key}")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    layers, embd, heads = count("block_count"), count("embedding_length"), \
+        count("attention.head_count")
+    kv_heads = count("attention.head_count_kv") or heads
+    if min(layers, embd, heads, kv_heads) > 0:
+        return 2 * 2 * layers * (embd * kv_heads // heads)
     return max(4096, path.stat().st_size // 2048)
 
 

@@ -144,7 +144,7 @@ class Models:
 
     @classmethod
     def fixed(cls, pool: Pool, model_id: str, *, name: str = "") -> Models:
-        """One pinned model served by ``pool`` (tests, benches, ``--local``)."""
+        """One pinned model served by ``pool`` (tests and benches)."""
         entry = ModelEntry(pinned=True, preload=True, keep_alive_s=0)
         return cls([Resident(name or model_id, model_id, entry, 0, lambda: pool)],
                    budget_mib=0, min_resident_s=0, max_waiting=pool.scheduler.max_queue)
@@ -285,7 +285,7 @@ class Models:
     def _budget_text(self) -> str:
         return f"{self.budget_mib} MiB" if self.budget_mib else "none"
 
-    async def _run(self, r: Resident, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _run(self, r: Resident, *, task_status: trio.TaskStatus[object]) -> None:
         """Its workers, until unloaded (the scope is cancelled) or the node stops."""
         assert r.pool is not None and r._stopped is not None
         stopped = r._stopped

@@ -55,7 +55,7 @@ def node_config(directory: Path, name: str, *, swarm: str, answers: list[str] | 
         data["model"] = {"backend": "scripted", "path": str(path)}
     for key, values in sections.items():
         if isinstance(values, list):  # an array of tables: [[models]]
-            data[key] = values  # type: ignore[assignment]
+            data[key] = values
         else:
             data.setdefault(key, {}).update(values)
     path = home / "swarm.toml"
