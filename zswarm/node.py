@@ -36,7 +36,6 @@ import trio
 
 from zswarm import cores, statedir
 from zswarm.config import Config, ModelEntry
-from zswarm.engines.loader import model_file
 from zswarm.errors import ConfigError
 from zswarm.http.base import HttpNode
 from zswarm.http.server import open_listener, serve_http
@@ -93,7 +92,6 @@ async def _run_locked(config: Config, drain: trio.Event,
     chosen = await trio.to_thread.run_sync(partial(_pulled_entries, config, key))
     models = await trio.to_thread.run_sync(partial(
         build_models, config, chosen, stats=stats, drops=drops.counter("workers")))
-    served = await trio.to_thread.run_sync(model_file, config.for_model(chosen[0]).model)
     ports = config.ports
     with ExitStack() as sockets:  # every socket bound before anything serves
         listener = None
@@ -113,7 +111,7 @@ async def _run_locked(config: Config, drain: trio.Event,
                          http=listener.getsockname()[1] if listener else 0,
                          hardware=hardware_summary(), key=key.fingerprint if key else "")
         ctx = NodeContext(config, card, models, key=key, stats=stats, drops=drops)
-        shelf = ModelShelf(served, busy=models.busy)
+        shelf = ModelShelf(models.default.file, busy=models.busy)
         # requests peers ask back over links this node opened, for the RPC server
         asked_back, inbound = trio.open_memory_channel[Inbound](MAX_INBOUND)
         federation = (Federation(ctx, publisher, mdns_address=host, inbound=asked_back,

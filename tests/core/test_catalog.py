@@ -59,3 +59,12 @@ def test_an_unknown_model_lists_the_models_there_are():
     many = {f"m{i}.gguf@{i}": [Holder(str(i), str(i))] for i in range(40)}
     with pytest.raises(ModelNotFound, match="and 21 more"):
         resolve("gpt-17", OWN, many)
+
+
+def test_a_name_this_nodes_config_gives_wins_over_the_same_name_a_peer_claims():
+    models = {**PEERS, "x.gguf@3333": [Holder("g1", "g", model_name="small")],
+              OWN: [Holder("a1", "a", model_name="small")]}
+    with pytest.raises(RequestRefused):  # without knowing which names are its own
+        resolve("small", OWN, models)
+    assert resolve("small", OWN, models, own={"small": OWN}) == OWN
+    assert resolve("x.gguf@3333", OWN, models, own={"x.gguf@3333": OWN}) == "x.gguf@3333"

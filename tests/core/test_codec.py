@@ -100,7 +100,7 @@ EVERY_MESSAGE = [
     m.ClientRequest(request_id="r", request=GEN, strategy="confidence", adaptive=True),
     m.ClientRequest(request_id="r", request=STRUCTURED, stream=True),
     m.ClientToken(request_id="r", text="Par"),
-    m.ClientProgress(request_id="r", node="a", received=3, expected=8),
+    m.ClientProgress(request_id="r", node="a"),
     m.ClientReply(request_id="r", answer="42", report=REPORT),
     m.ClientReply(request_id="r", answer="42", report=msgspec.structs.replace(
         REPORT, budget=16, waves=2, stop="settled")),

@@ -52,3 +52,14 @@ def test_weights_stay_within_their_bounds_whatever_is_observed(rounds):
         w.observe(cs, keys[:len(cs)], min(winner, len(cs) - 1), ["a", "b", "c"])
     for m in ("a", "b", "c", "never"):
         assert MIN_WEIGHT <= w.weight(m) <= MAX_WEIGHT
+
+
+def test_models_announced_without_end_cost_the_least_recently_seen_not_memory():
+    from zswarm.core.committee import MAX_TRACKED
+
+    w = ModelWeights()
+    for i in range(3 * MAX_TRACKED):  # a member announcing a new model id every time
+        w.observe([cand("x", "good"), cand("x", f"new{i}")], ["x", "x"], 0,
+                  ["good", f"new{i}"])
+    assert len(w.agreement) == MAX_TRACKED
+    assert "good" in w.agreement and w.weight("good") > 1.4  # seen every time: kept

@@ -36,7 +36,7 @@ from zswarm.cli.common import (
 from zswarm.client import NodeGone
 from zswarm.config import ENDPOINT, Config
 from zswarm.core.limits import admit
-from zswarm.core.messages import Candidate, ClientProgress, Report
+from zswarm.core.messages import ClientProgress, Report
 from zswarm.core.plan import ASK_STRATEGIES
 from zswarm.core.text import printable
 from zswarm.errors import RequestRefused, ZswarmError
@@ -258,11 +258,12 @@ class _Progress:
         self.drawn = False
 
     def __call__(self, event: ClientProgress) -> None:
-        self.arrived(event.node, event.received)
+        self.arrived(event.node)
 
-    def arrived(self, node: str, received: int) -> None:
+    def arrived(self, node: str) -> None:
         self.by_node[node] = self.by_node.get(node, 0) + 1
         nodes = ", ".join(f"{printable(n)[:24]} {c}" for n, c in self.by_node.items())
+        received = sum(self.by_node.values())
         sys.stderr.write(f"\r\033[K{received} of {self.expected} candidates: {nodes}")
         sys.stderr.flush()
         self.drawn = True
@@ -280,14 +281,8 @@ async def _ask_local(cfg: Config, ask: Ask, printer: _Printer | None,
     from zswarm.runtime.serving import serve_ask
 
     async with local_node(cfg) as local:  # the same path as a node's RPC and HTTP asks
-        count = [0]
-
-        def arrived(cand: Candidate) -> None:
-            count[0] += 1
-            if progress is not None:
-                progress.arrived(cand.node, count[0])
-
         return await serve_ask(local.ctx, local.coordinator, ask,
                                on_token=None if printer is None
                                else lambda index, text: printer(text),
-                               on_candidate=arrived if progress is not None else None)
+                               on_candidate=None if progress is None
+                               else lambda cand: progress.arrived(cand.node))

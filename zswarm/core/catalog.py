@@ -65,15 +65,20 @@ def _names(model_id: str, holders: Iterable[Holder]) -> tuple[str, ...]:
     return names + tuple(h.model_name for h in holders if h.model_name)
 
 
-def resolve(name: str, own_model: str, models: Mapping[str, Iterable[Holder]]) -> str:
+def resolve(name: str, own_model: str, models: Mapping[str, Iterable[Holder]], *,
+            own: Mapping[str, str] | None = None) -> str:
     """The model id a request's ``model`` names (an id, a file name with or without
     .gguf, or the name a holder's config gives it): ModelNotFound (listing the models
-    there are) if none, RequestRefused (field "model") if a name fits several."""
+    there are) if none, RequestRefused (field "model") if a name fits several. ``own``:
+    the names this node's config gives its models (name -> id), which win over any
+    other match but an id: a peer cannot make this node's own names ambiguous."""
     known = list(dict.fromkeys([own_model, *models]))
     if name in DEFAULT_NAMES or name == own_model:
         return own_model
     if name in known:
         return name
+    if own and name in own:
+        return own[name]
     matches = [m for m in known if name in _names(m, models.get(m, ()))]
     if len(matches) == 1:
         return matches[0]

@@ -27,22 +27,25 @@ MAX_COMMITTEE = 8
 RATE = 0.1
 MIN_WEIGHT = 0.5
 MAX_WEIGHT = 1.5
+#: models whose agreement is remembered (model ids come from peers' cards: a member that
+#: keeps announcing new ones costs the least recently seen, not memory)
+MAX_TRACKED = 64
 
 
 def shares(n: int, models: Sequence[str]) -> list[tuple[str, int]]:
     """n candidates over the models, as evenly as can be (the first ones get the rest);
     a model whose share would be 0 is left out."""
-    k = len(models)
-    return [(m, n // k + (1 if i < n % k else 0)) for i, m in enumerate(models)
-            if n // k + (1 if i < n % k else 0) > 0]
+    each, rest = divmod(n, len(models))
+    counts = [(m, each + (i < rest)) for i, m in enumerate(models)]
+    return [(m, c) for m, c in counts if c > 0]
 
 
 class ModelWeights:
     """Per model: the decaying share of its candidates that agreed with the decision."""
 
     def __init__(self) -> None:
-        #: model id -> agreement average (0..1); bounded by the models of this node's
-        #: committees (at most the swarm's catalog)
+        #: model id -> agreement average (0..1), least recently observed first; at most
+        #: MAX_TRACKED
         self.agreement: dict[str, float] = {}
 
     def weight(self, model_id: str) -> float:
@@ -68,6 +71,8 @@ class ModelWeights:
             if not mine:
                 continue
             rate = sum(1 for k in mine if k == won) / len(mine)
-            old = self.agreement.get(m, 0.5)
+            old = self.agreement.pop(m, 0.5)
             self.agreement[m] = (1 - RATE) * old + RATE * rate
+            if len(self.agreement) > MAX_TRACKED:
+                del self.agreement[next(iter(self.agreement))]
 

@@ -317,13 +317,11 @@ class ClientToken(_Msg, frozen=True, tag="client_token"):
 
 
 class ClientProgress(_Msg, frozen=True, tag="client_progress"):
-    """A candidate of a streamed ClientRequest of several arrived (who made it, how many
-    are in of how many asked), for a client that shows the ask's progress."""
+    """A candidate of a streamed ClientRequest of several arrived (the node that made it),
+    for a client that shows the ask's progress."""
 
     request_id: ShortText
     node: ShortText
-    received: Annotated[int, Meta(ge=0, le=MAX_N)]
-    expected: Annotated[int, Meta(ge=0, le=MAX_N)]
 
 
 class ClientReply(_Msg, frozen=True, tag="client_reply"):

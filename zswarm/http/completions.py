@@ -50,15 +50,22 @@ def resolve_model(node: HttpNode, name: str) -> str | None:
     without .gguf or the name a node's config gives it (core/catalog.py); 404
     ``model_not_found`` listing the swarm's models if nobody serves it, 400 if the name
     fits several."""
-    local = node.ctx.card.model_id
+    model_id = _resolve(node, name, node.catalog(), "model")
+    return None if model_id == node.ctx.card.model_id else model_id
+
+
+def _resolve(node: HttpNode, name: str, found: dict[str, list[catalog.Holder]],
+             param: str) -> str:
+    """The model id ``name`` names in the catalog ``found``; the names this node's own
+    config gives its models win over names peers give theirs (a claim)."""
+    own = {r.name: r.model_id for r in node.ctx.models.residents.values()}
     try:
-        model_id = catalog.resolve(name, local, node.catalog())
+        return catalog.resolve(name, node.ctx.card.model_id, found, own=own)
     except ModelNotFound as exc:
         raise ApiError(404, f"{exc} (GET /v1/models)", code="model_not_found",
-                       param="model") from None
+                       param=param) from None
     except RequestRefused as exc:
-        raise invalid(str(exc), "model", code="model_ambiguous") from None
-    return None if model_id == local else model_id
+        raise invalid(str(exc), param, code="model_ambiguous") from None
 
 
 def resolve_committee(node: HttpNode,
@@ -69,24 +76,17 @@ def resolve_committee(node: HttpNode,
     names = req.zswarm.models if req.zswarm is not None else None
     if names is None and req.model != COMMITTEE_NAME:
         return ()
+    found = node.catalog()
     if names is None:
-        found = tuple(node.catalog())
         if len(found) > MAX_COMMITTEE:
             raise invalid(f'"model": "{COMMITTEE_NAME}" asks every model of the swarm, and '
                           f"it has {len(found)}: at most {MAX_COMMITTEE} vote together "
                           "(name them in zswarm.models)", "model")
-        return found
+        return tuple(found)
     if not names or len(names) > MAX_COMMITTEE:
         raise invalid(f"zswarm.models names {len(names)} models: a committee is 1 to "
                       f"{MAX_COMMITTEE}", "zswarm.models")
-    out = []
-    for name in names:
-        try:
-            out.append(resolve_model(node, name) or node.ctx.card.model_id)
-        except ApiError as exc:
-            raise ApiError(exc.status, exc.message, code=exc.code,
-                           param="zswarm.models") from None
-    return tuple(out)
+    return tuple(_resolve(node, name, found, "zswarm.models") for name in names)
 
 
 async def until_disconnect(request: Request, scope: trio.CancelScope) -> None:

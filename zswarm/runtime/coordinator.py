@@ -142,10 +142,12 @@ class Coordinator:
         ran = 0
         plan_s = 0.0
         fanout = Plan({})
+        sizes = waves(request.n) if adaptive else [request.n]
         if ask.models:  # a committee: one fixed wave over its models (asks.build checks)
             rnd.model_weights = self.committee.weights(ask.models)
             plan_s = await self._gather_committee(rnd, request, ask.models, peers, keys)
-        for size in [] if ask.models else waves(request.n) if adaptive else [request.n]:
+            sizes = []
+        for size in sizes:
             wave = msgspec.structs.replace(request, n=size,
                                            first_index=request.first_index + ran)
             planned = time.perf_counter()

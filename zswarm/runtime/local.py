@@ -113,7 +113,7 @@ def resident(config: Config, entry: ModelEntry, *, stats: NodeStats | None,
                           drops=drops, stats=stats)
 
     return Resident(name[:64], mid, msgspec.structs.replace(entry, workers=workers), estimate,
-                    make_pool)
+                    make_pool, file)
 
 
 def build_models(config: Config, chosen: list[ModelEntry], *, stats: NodeStats | None = None,

@@ -39,6 +39,7 @@ from zswarm.core.messages import (
     WorkCandidate,
     WorkToken,
 )
+from zswarm.engines.models import ModelFile
 from zswarm.errors import ModelNotFound, Overloaded, ZswarmError
 from zswarm.runtime.scheduler import Scheduler
 
@@ -80,6 +81,8 @@ class Resident:
     estimate_mib: int
     #: builds its workers (a new pool and scheduler each load)
     make_pool: Callable[[], Pool]
+    #: its file, checked and hashed at start (None: a plugin backend without one)
+    file: ModelFile | None = None
     pool: Pool | None = None
     state: ModelState = "unloaded"
     #: why the last load failed

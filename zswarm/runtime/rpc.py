@@ -28,7 +28,6 @@ import zmq
 from zswarm import asks
 from zswarm.core import codec
 from zswarm.core.messages import (
-    MAX_N,
     MAX_REQUEST_BYTES,
     Cancel,
     Candidate,
@@ -212,13 +211,8 @@ class RpcServer:
         def on_token(index: int, text: str) -> None:  # a client gone or slow: dropped
             origin.send(ClientToken(request_id=msg.request_id, text=text))
 
-        arrived = [0]
-
         def on_candidate(cand: Candidate) -> None:
-            arrived[0] += 1
-            origin.send(ClientProgress(request_id=msg.request_id, node=cand.node[:256],
-                                       received=min(arrived[0], MAX_N),
-                                       expected=ask.request.n))
+            origin.send(ClientProgress(request_id=msg.request_id, node=cand.node[:256]))
 
         one = ask.request.n == 1
         answer, report = await serve_ask(
