@@ -93,11 +93,13 @@ async def test_a_model_only_a_peer_holds_is_loaded_there_by_a_request_here(clust
         await trio.to_thread.run_sync(lambda n=node: wait_until(
             lambda: states(n.http_port)["Q8_0"] == {"b": "loaded"}, 30, what="q8 loaded"))
 
+    # in a thread: swarm_models asks the holders over RPC (blocking the loop would stall
+    # both nodes, and b would look silent to a)
     reply = await trio.to_thread.run_sync(lambda: client.peers(a.rpc_endpoint))
-    rows = {m["name"]: m["states"] for m in swarm_models(reply, None)}
+    listing = await trio.to_thread.run_sync(swarm_models, reply, None)
+    rows = {m["name"]: m["states"] for m in listing}
     assert {h["node"]: h["state"] for h in rows["SmolLM2-135M-Instruct.Q8_0.gguf"]} == {
         "b": "loaded"}
-
 
     # a committee across the two models, asked at a (which holds one of them)
     def committee() -> dict:
