@@ -27,29 +27,37 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from functools import partial
+from pathlib import Path
 
 import msgspec
 import trio
 
 from zswarm import cores, statedir
 from zswarm.config import Config, ModelEntry
-from zswarm.errors import ConfigError
+from zswarm.errors import ConfigError, ModelNotFound, ZswarmError
 from zswarm.http.base import HttpNode
 from zswarm.http.server import open_listener, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.guard import FrameDrops
 from zswarm.net.security import SwarmKey, swarm_key
-from zswarm.pull import local_model
+from zswarm.pull import local_model, pulled, remote_id, wanted
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import MAX_INBOUND, Inbound
 from zswarm.runtime.context import NodeContext, NoPeers, Peers
 from zswarm.runtime.coordinator import Coordinator
 from zswarm.runtime.federation import Federation
-from zswarm.runtime.local import build_models, entries, node_card, serving, single_errors
+from zswarm.runtime.local import (
+    Remote,
+    build_models,
+    entries,
+    node_card,
+    serving,
+    single_errors,
+)
 from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
 from zswarm.runtime.sharing import ModelShelf
@@ -89,9 +97,17 @@ async def _run_locked(config: Config, drain: trio.Event,
                     "ask this node to generate and read its status at http://%s:%d "
                     "(set [http] api_keys, or a swarm key)", host, config.ports.http)
     config = await trio.to_thread.run_sync(_share_cores, config)
-    chosen = await trio.to_thread.run_sync(partial(_pulled_entries, config, key))
+    swarm: list[Federation] = []  # set below: a model pulled on demand asks its members
+
+    def members() -> list[str]:
+        alive = [p.card.rpc for f in swarm for p in f.table.alive() if p.card.rpc]
+        return list(dict.fromkeys([*fed_cfg.peers, *alive]))
+
+    chosen, remote = await trio.to_thread.run_sync(partial(_pulled_entries, config, key,
+                                                           members))
     models = await trio.to_thread.run_sync(partial(
-        build_models, config, chosen, stats=stats, drops=drops.counter("workers")))
+        build_models, config, chosen, stats=stats, drops=drops.counter("workers"),
+        remote=remote))
     ports = config.ports
     with ExitStack() as sockets:  # every socket bound before anything serves
         listener = None
@@ -111,13 +127,14 @@ async def _run_locked(config: Config, drain: trio.Event,
                          http=listener.getsockname()[1] if listener else 0,
                          hardware=hardware_summary(), key=key.fingerprint if key else "")
         ctx = NodeContext(config, card, models, key=key, stats=stats, drops=drops)
-        shelf = ModelShelf(models.default.file, busy=models.busy)
+        shelf = ModelShelf(models.files, busy=models.busy)
         # requests peers ask back over links this node opened, for the RPC server
         asked_back, inbound = trio.open_memory_channel[Inbound](MAX_INBOUND)
         federation = (Federation(ctx, publisher, mdns_address=host, inbound=asked_back,
                                  backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")))
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()
+        swarm.extend([federation] if federation is not None else [])
         coordinator = Coordinator(ctx, peers)
         rpc = RpcServer(ctx, rpc_sock, coordinator, peers, shelf, inbound=inbound)
         async with trio.open_nursery() as nursery:
@@ -140,19 +157,43 @@ async def _run_locked(config: Config, drain: trio.Event,
             nursery.cancel_scope.cancel()
 
 
-def _pulled_entries(config: Config, key: SwarmKey | None) -> list[ModelEntry]:
+def _pulled_entries(config: Config, key: SwarmKey | None,
+                    members: Callable[[], list[str]]
+                    ) -> tuple[list[ModelEntry], dict[int, Remote]]:
     """The node's models (runtime/local.entries), each ``swarm:`` one pulled from the
-    members that hold it when it is not here yet (pull.py; its sha256 checked)."""
-    out = []
+    members that hold it when it is not here yet (pull.py; its sha256 checked) - or,
+    for one neither pinned nor preloaded, only its id learned: its first load pulls it
+    (from ``members()``: the [federation] peers and the members alive then)."""
+    out: list[ModelEntry] = []
+    remote: dict[int, Remote] = {}
+    left: list[str] = []
     for entry in entries(config):
+        cfg = config.for_model(entry)
+        if wanted(cfg) is not None and pulled(cfg) is None \
+                and not (entry.pinned or entry.preload):
+            try:
+                mid = remote_id(cfg, key)
+            except ZswarmError as exc:
+                log.warning("model %s is left out until the next start: %s", entry.path, exc)
+                left.append(str(exc))
+                continue
+            remote[len(out)] = Remote(mid, members, partial(_pull_later, cfg, key))
+            out.append(entry)
+            continue
         progress = _PullLog()
-        found = local_model(config.for_model(entry), key, progress=progress).model.path
+        found = local_model(cfg, key, progress=progress).model.path
         if found != entry.path:
             log.info("model %s: %s (%s; its sha256 matches the model's id)", entry.path, found,
                      "pulled" if progress.pulled else "pulled before")
             entry = msgspec.structs.replace(entry, path=found)
         out.append(entry)
-    return out
+    if not out:
+        raise ModelNotFound("no model to serve: " + "; ".join(left))
+    return out, remote
+
+
+def _pull_later(config: Config, key: SwarmKey | None, members: list[str]) -> Path:
+    return Path(local_model(config, key, progress=_PullLog(), members=members).model.path)
 
 
 def _share_cores(config: Config) -> Config:

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ import zmq
 from zswarm import client
 from zswarm.config import Config
 from zswarm.core import codec
+from zswarm.core.catalog import held_by
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import (
     Chunk,
@@ -70,10 +71,12 @@ class Holder:
 
 def holders(reply: PeersReply, model: str) -> tuple[str, list[Holder]]:
     """The model id ``model`` (an id, a file name, or the start of one) names among the
-    models the member and its ALIVE peers serve, and who serves it. ModelNotFound lists
-    what the swarm has."""
-    cards = [(reply.node.name, reply.node.model_id, reply.node.rpc)]
-    cards += [(p.name, p.model_id, p.rpc) for p in reply.peers if p.state == "alive" and p.rpc]
+    models the member and its ALIVE peers serve (every model their cards list), and who
+    serves it. ModelNotFound lists what the swarm has."""
+    cards = [(reply.node.name, held.model_id, reply.node.rpc)
+             for held, _ in held_by(reply.node, reply.load)]
+    cards += [(p.name, held.model_id, p.rpc) for p in reply.peers
+              if p.state == "alive" and p.rpc and p.model_id for held, _ in held_by(p, p.load)]
     ids = sorted({m for _, m, _ in cards if m})
     exact = [m for m in ids if model in (m, m.split("@")[0])]
     matches = exact or [m for m in ids if len(model) >= 3 and m.lower().startswith(model.lower())]
@@ -353,9 +356,11 @@ def pulled(config: Config) -> Path | None:
 
 
 def local_model(config: Config, key: SwarmKey | None, *,
-                progress: Progress | None = None) -> Config:
+                progress: Progress | None = None,
+                members: Sequence[str] | None = None) -> Config:
     """``[model] path = "swarm:NAME-or-ID"``: the config with the path of that model in
-    models_dir, pulled first (from the [federation] peers) when it is not there."""
+    models_dir, pulled first (from ``members``, RPC endpoints: by default the
+    [federation] peers) when it is not there."""
     want = wanted(config)
     if want is None:
         return config
@@ -365,13 +370,35 @@ def local_model(config: Config, key: SwarmKey | None, *,
     found = pulled(config)
     if found is not None:
         return use(found)
-    if not config.federation.peers:
-        raise ConfigError(f"model.path = {setting!r}: it is not in {directory}, and there are "
-                          "no [federation] peers to pull it from (zswarm join writes one)")
     errors = []
-    for member in config.federation.peers:
+    for member in _members(config, members):
         try:
             return use(pull(member, want, directory, key=key, progress=progress).path)
         except ZswarmError as exc:
             errors.append(f"{member}: {exc}")
     raise ModelNotFound(f"model.path = {setting!r}: could not pull it: " + "; ".join(errors))
+
+
+def remote_id(config: Config, key: SwarmKey | None) -> str:
+    """The id of the model ``[model] path = "swarm:NAME-or-ID"`` names, asked of the
+    [federation] peers (nothing is downloaded: a model loaded on demand is pulled by its
+    first load)."""
+    want = wanted(config)
+    assert want is not None
+    errors = []
+    for member in _members(config, None):
+        try:
+            return holders(client.peers(member, key=key, timeout_s=5.0), want)[0]
+        except ZswarmError as exc:
+            errors.append(f"{member}: {exc}")
+    raise ModelNotFound(f"model.path = {config.model.path!r}: no member told its id: "
+                        + "; ".join(errors))
+
+
+def _members(config: Config, members: Sequence[str] | None) -> Sequence[str]:
+    members = config.federation.peers if members is None else members
+    if not members:
+        raise ConfigError(f"model.path = {config.model.path!r}: it is not in "
+                          f"{models_dir(config)}, and there are no [federation] peers to "
+                          "pull it from (zswarm join writes one)")
+    return members

@@ -10,6 +10,7 @@ import trio
 
 from zswarm import client
 from zswarm.cli.swarm import swarm_models
+from zswarm.engines.models import resolve_model
 from zswarm.testing.cluster import wait_until
 from zswarm.testing.models import requantized
 
@@ -114,3 +115,25 @@ async def test_a_model_only_a_peer_holds_is_loaded_there_by_a_request_here(clust
     made = sorted(c["model_id"].split("@")[0] for c in report["candidates"])
     assert made == ["SmolLM2-135M-Instruct.Q4_1.gguf"] * 2 + \
         ["SmolLM2-135M-Instruct.Q8_0.gguf"] * 2, report
+
+
+async def test_a_swarm_model_is_pulled_by_its_first_request_not_at_start(cluster):
+    q8 = str(await trio.to_thread.run_sync(requantized, "Q8_0"))
+    q8_id = (await trio.to_thread.run_sync(resolve_model, q8)).model_id
+    a = await cluster.start("a", models=small_and_q8(q8), federation={"discovery": "static"})
+    b = await cluster.start("b", federation={"discovery": "static", "peers": [a.rpc_endpoint]},
+                            models=[small_and_q8(q8)[0],
+                                    {"name": "q8", "path": f"swarm:{q8_id}", "threads": 1,
+                                     "n_ctx": 1024}])
+    await wait_peers(a, lambda t: t.get("b") == "alive", timeout_s=60)
+    await trio.to_thread.run_sync(lambda: wait_until(  # b's card lists it: not pulled yet
+        lambda: states(a.http_port)["Q8_0"] == {"a": "unloaded", "b": "unloaded"}, 30,
+        what="b lists q8"))
+    pulled_dir = cluster.directory / "b" / "state" / "models"
+    assert not pulled_dir.exists() or not list(pulled_dir.glob("*.gguf"))
+
+    model, text = await trio.to_thread.run_sync(ask, b.http_port, "q8")  # b pulls and loads
+    assert model == q8_id and "Paris" in text
+    (got,) = pulled_dir.glob("*.gguf")
+    assert (await trio.to_thread.run_sync(resolve_model, str(got))).model_id == q8_id
+    assert (await trio.to_thread.run_sync(states, b.http_port))["Q8_0"]["b"] == "loaded"

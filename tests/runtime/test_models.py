@@ -88,6 +88,8 @@ async def test_pinned_models_stay_and_what_cannot_fit_is_refused_saying_why(
         nursery, autojump_clock):
     a, b, big = resident("a", 60, pinned=True), resident("b", 60), resident("big", 500)
     models = await started(nursery, a, b, big, budget_mib=100)
+    # said from the start (heartbeats carry it: peers ask the holders where it fits)
+    assert (b.state, big.state) == ("failed", "failed") and "cannot fit" in big.error
     with pytest.raises(ModelNotFound, match=r"b needs about 60 MiB .* budget of 100 MiB "
                        r"\(60 MiB held by pinned models\)"):
         await ask(models, b.model_id)
@@ -205,3 +207,41 @@ async def test_a_load_waiting_for_room_goes_on_once_the_other_may_go(nursery, au
     t0 = trio.current_time()
     await ask(models, b.model_id)  # nothing is released meanwhile: a's residence ends
     assert 10 <= trio.current_time() - t0 <= 10 + 2 and b.state == "loaded"
+
+
+async def test_a_model_not_here_yet_is_fetched_by_its_first_load_beside_other_loads(
+        nursery, autojump_clock):
+    a, later, c = resident("a", pinned=True), resident("later", 0), resident("c")
+    fetched = trio.Event()
+    pulls = []
+
+    async def fetch(r: Resident) -> None:  # a pull from a peer: slow, and then here
+        pulls.append(r.name)
+        await fetched.wait()
+        r.estimate_mib = 30
+
+    later.fetch = fetch
+    models = await started(nursery, a, later, c, budget_mib=100)
+    assert later.state == "unloaded" and later.model_id not in models.files()
+    async with trio.open_nursery() as asks:
+        asks.start_soon(ask, models, later.model_id)
+        asks.start_soon(ask, models, later.model_id)
+        await trio.testing.wait_all_tasks_blocked()
+        assert later.state == "loading" and pulls == ["later"]  # one pull for both
+        await ask(models, c.model_id)  # another model loads meanwhile
+        fetched.set()
+    assert later.state == "loaded" and later.fetch is None and models.loaded_mib() >= 30
+    assert pulls == ["later"]
+
+
+async def test_a_model_that_cannot_be_fetched_fails_saying_why(nursery, autojump_clock):
+    a, later = resident("a", pinned=True), resident("later")
+
+    async def fetch(r: Resident) -> None:
+        raise ModelNotFound("model.path = 'swarm:x': could not pull it: nobody holds it")
+
+    later.fetch = fetch
+    models = await started(nursery, a, later)
+    with pytest.raises(ModelNotFound, match="later failed to load: .*nobody holds it"):
+        await ask(models, later.model_id)
+    assert later.state == "failed" and later.fetch is fetch  # tried again later

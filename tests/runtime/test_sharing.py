@@ -20,7 +20,7 @@ def shelf_of(tmp_path, busy):
     digest = hashlib.sha256(data).hexdigest()
     model = ModelFile(path=path, model_id=f"m.gguf@{digest[:16]}", format="gguf",
                       size_bytes=len(data))
-    return sharing.ModelShelf(model, busy=busy), model, data
+    return sharing.ModelShelf.of(model, busy=busy), model, data
 
 
 async def test_pieces_are_paced_only_while_the_workers_generate(tmp_path, autojump_clock):
@@ -49,7 +49,7 @@ async def test_only_the_served_model_and_its_pieces(tmp_path):
     with pytest.raises(ModelNotFound, match="no piece 4"):
         await shelf.chunk(ChunkRequest(request_id="r", model_id=model.model_id, index=4))
     with pytest.raises(ModelNotFound):
-        await sharing.ModelShelf(None).offer(ModelRequest(request_id="r", model_id="x"))
+        await sharing.ModelShelf.of(None).offer(ModelRequest(request_id="r", model_id="x"))
 
 
 async def test_a_file_replaced_since_the_last_offer_is_hashed_again(tmp_path):
@@ -68,3 +68,23 @@ async def test_a_file_replaced_since_the_last_offer_is_hashed_again(tmp_path):
     model.path.unlink()
     with pytest.raises(ModelNotFound, match="is gone"):
         await shelf.offer(ModelRequest(request_id="r", model_id=model.model_id))
+
+
+async def test_every_model_file_here_is_served_and_only_while_it_is_here(tmp_path):
+    files = {}
+    for name, size in (("a", 2), ("b", 3)):
+        data = name.encode() * (size * sharing.CHUNK_BYTES)
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(data)
+        model_id = f"{name}.gguf@{hashlib.sha256(data).hexdigest()[:16]}"
+        files[model_id] = ModelFile(path=path, model_id=model_id, format="gguf",
+                                    size_bytes=len(data))
+    here = dict(files)
+    shelf = sharing.ModelShelf(lambda: here)
+    for model_id, size in zip(files, (2, 3), strict=True):
+        offer = await shelf.offer(ModelRequest(request_id="r", model_id=model_id, chunks=True))
+        assert len(offer.chunk_sha256) == size and offer.model_id == model_id
+    gone = next(iter(files))
+    del here[gone]  # e.g. a model not pulled yet, or removed from the config
+    with pytest.raises(ModelNotFound, match="it serves b.gguf@"):
+        await shelf.offer(ModelRequest(request_id="r", model_id=gone))

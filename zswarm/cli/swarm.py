@@ -82,7 +82,7 @@ def swarm_models(reply: PeersReply, key: SwarmKey | None) -> list[dict[str, Any]
     for model_id in sorted(states):
         try:
             _, found = holders(reply, model_id)
-        except ModelNotFound:  # only a node's default model is shared (runtime/sharing.py)
+        except ModelNotFound:  # a member's card without an RPC endpoint
             found = []
         size = None
         for holder in found[:2]:

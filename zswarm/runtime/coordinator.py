@@ -228,7 +228,10 @@ class Coordinator:
         holders = least_loaded(self.peers.peer_loads(model_id, peers, loaded=False))
         if holders:
             return Plan({holders[0].node_id: request.n})
-        raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}")
+        failed = [h.name for h in self.peers.models().get(model_id, []) if h.state == "failed"]
+        raise NoQuorum(f"no ALIVE peer serves the model {model_id!r}" + (
+            f" (it failed to load, or cannot fit in the memory budget, at {', '.join(failed)})"
+            if failed else ""))
 
     def _remember(self, keys: list[str], winner: Candidate) -> None:
         """The conversation's next turn has this answer in it: where it was made holds it

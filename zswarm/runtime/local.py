@@ -3,7 +3,8 @@
 ``build_models`` makes the node's ``Models`` (runtime/models.py) from its config: the
 ``[model]`` or ``[[models]]`` entries and the GGUF files of ``[node] models_dir``, each
 file checked and its id computed (an unknown file fails here), its memory estimated,
-its workers built on each load. ``serving(ctx, models)`` runs them for the duration of
+its workers built on each load; a ``swarm:`` model not pulled yet (``Remote``) is
+pulled by its first load. ``serving(ctx, models)`` runs them for the duration of
 a block and marks the node ready once the models to preload are loaded; the
 composition root (zswarm/node.py) builds its servers around it.
 ``local_node(config)`` is the whole local part on its own,
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,11 @@ import msgspec
 import psutil
 
 from zswarm.config import Config, ModelEntry
+from zswarm.core.catalog import file_name
 from zswarm.core.messages import MAX_MODELS, NodeCard
 from zswarm.engines.loader import model_file, model_id
 from zswarm.engines.models import estimate_mib
-from zswarm.errors import ConfigError, ZswarmError
+from zswarm.errors import ConfigError, ModelNotFound, ZswarmError
 from zswarm.net.guard import DropCounter, FrameDrops
 from zswarm.runtime.context import NodeContext, NoPeers
 from zswarm.runtime.coordinator import Coordinator
@@ -116,12 +118,52 @@ def resident(config: Config, entry: ModelEntry, *, stats: NodeStats | None,
                     make_pool, file)
 
 
+@dataclass(frozen=True)
+class Remote:
+    """A ``swarm:`` model that is not here yet: its id (the members that hold it told it)
+    and how to pull it (blocking; the file's sha256 checked against the id)."""
+
+    model_id: str
+    #: the members to pull it from (RPC endpoints; read in the node's trio thread)
+    members: Callable[[], list[str]]
+    #: pulls it from those members (blocking), returning where the file is
+    pull: Callable[[list[str]], Path]
+
+
+def remote_resident(config: Config, entry: ModelEntry, remote: Remote, *,
+                    stats: NodeStats | None, drops: DropCounter | None) -> Resident:
+    """A model pulled by its first load: until then no file, no estimate, no workers."""
+
+    def not_here() -> Pool:
+        raise ModelNotFound(f"model {entry.name or remote.model_id} is not pulled yet")
+
+    async def fetch(r: Resident) -> None:
+        path = await trio.to_thread.run_sync(remote.pull, remote.members(),
+                                             abandon_on_cancel=True)
+        here = await trio.to_thread.run_sync(lambda: resident(
+            config, msgspec.structs.replace(entry, path=str(path)), stats=stats, drops=drops))
+        if here.model_id != r.model_id:  # pull.py checked the sha256: not expected
+            raise ModelNotFound(f"model {r.name}: pulled {here.model_id}, not {r.model_id}")
+        r.entry, r.file = here.entry, here.file
+        r.estimate_mib, r.make_pool = here.estimate_mib, here.make_pool
+        log.info("model %s pulled: %s (its sha256 matches the model's id)", r.name, path)
+
+    name = entry.name or file_name(remote.model_id).removesuffix(".gguf")
+    return Resident(name[:64], remote.model_id,
+                    msgspec.structs.replace(entry, workers=config.for_model(entry).node.workers),
+                    0, not_here, fetch=fetch)
+
+
 def build_models(config: Config, chosen: list[ModelEntry], *, stats: NodeStats | None = None,
-                 drops: DropCounter | None = None) -> Models:
-    """The node's models from its entries (blocking: files are read and hashed)."""
+                 drops: DropCounter | None = None,
+                 remote: Mapping[int, Remote] | None = None) -> Models:
+    """The node's models from its entries (blocking: files are read and hashed);
+    ``remote``: the entries (by position) that are pulled by their first load."""
     residents: list[Resident] = []
-    for entry in chosen:
-        r = resident(config, entry, stats=stats, drops=drops)
+    for i, entry in enumerate(chosen):
+        later = (remote or {}).get(i)
+        r = (resident(config, entry, stats=stats, drops=drops) if later is None
+             else remote_resident(config, entry, later, stats=stats, drops=drops))
         same = next((o for o in residents if o.model_id == r.model_id or o.name == r.name),
                     None)
         if same is not None:

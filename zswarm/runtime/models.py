@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -81,8 +81,12 @@ class Resident:
     estimate_mib: int
     #: builds its workers (a new pool and scheduler each load)
     make_pool: Callable[[], Pool]
-    #: its file, checked and hashed at start (None: a plugin backend without one)
+    #: its file, checked and hashed at start (None: a plugin backend without one, or a
+    #: model not pulled yet)
     file: ModelFile | None = None
+    #: a model not here yet: brings its file and sets file, estimate and make_pool
+    #: (runtime/local.remote_resident); run by its first load, then None
+    fetch: Callable[[Resident], Awaitable[None]] | None = None
     pool: Pool | None = None
     state: ModelState = "unloaded"
     #: why the last load failed
@@ -144,6 +148,10 @@ class Models:
         self._load_lock = trio.Lock()
         #: set when any model is released or changes state (a load waiting for room)
         self._freed = trio.Event()
+        for r in residents:  # said from the start: heartbeats carry it, so peers ask
+            never = self._never_fits(r)  # the holders where it fits
+            if never and not r.entry.pinned:
+                r.state, r.error = "failed", never
 
     @classmethod
     def fixed(cls, pool: Pool, model_id: str, *, name: str = "") -> Models:
@@ -156,6 +164,10 @@ class Models:
 
     def find(self, model_id: str | None) -> Resident | None:
         return self.default if model_id is None else self.residents.get(model_id)
+
+    def files(self) -> dict[str, ModelFile]:
+        """The model files here now, by id (what runtime/sharing.py serves to pullers)."""
+        return {r.model_id: r.file for r in self.residents.values() if r.file is not None}
 
     def loaded(self) -> list[Resident]:
         return [r for r in self.residents.values() if r.state == "loaded"]
@@ -248,12 +260,29 @@ class Models:
 
     async def _load(self, r: Resident, *, starting: bool = False,
                     raise_errors: bool = False) -> None:
-        """Load ``r`` within the budget (one load at a time); failures are its state."""
+        """Load ``r`` within the budget (one load at a time; a model not here yet is
+        pulled first, beside other loads); failures are its state."""
         try:
+            if r.fetch is not None:
+                r._set("loading")
+                try:
+                    await r.fetch(r)
+                except ZswarmError as exc:
+                    self._failed(r, exc, raise_errors)
+                    return
+                r.fetch = None
             async with self._load_lock:
                 await self._load_locked(r, starting, raise_errors)
         finally:
             r.pending = False
+
+    def _failed(self, r: Resident, exc: ZswarmError, raise_errors: bool) -> None:
+        r.pool, r.error, r.failed_at = None, str(exc), trio.current_time()
+        r._set("failed")
+        self._wake()
+        log.warning("model %s failed to load: %s", r.name, exc)
+        if raise_errors:
+            raise exc
 
     async def _load_locked(self, r: Resident, starting: bool, raise_errors: bool) -> None:
         if r.state == "loaded":
@@ -270,12 +299,7 @@ class Models:
             await self._nursery.start(self._run, r)
             r.load_s = trio.current_time() - started
         except ZswarmError as exc:
-            r.pool, r.error, r.failed_at = None, str(exc), trio.current_time()
-            r._set("failed")
-            self._wake()
-            log.warning("model %s failed to load: %s", r.name, exc)
-            if raise_errors:
-                raise
+            self._failed(r, exc, raise_errors)
             return
         r.loads += 1
         r.loaded_at = trio.current_time()
@@ -315,14 +339,9 @@ class Models:
         before it, instead of waiting."""
         if not self.budget_mib:
             return True
-        pinned = sum(o.estimate_mib for o in self.residents.values()
-                     if o is not r and o.entry.pinned and o.state == "loaded")
-        if r.estimate_mib + pinned > self.budget_mib:
-            raise ModelNotFound(
-                f"model {r.name} needs about {r.estimate_mib} MiB and cannot fit in this "
-                f"node's memory budget of {self.budget_mib} MiB ({pinned} MiB held by pinned "
-                "models): raise [node] memory_budget_mib, lower its n_ctx or workers, or "
-                "unpin a model")
+        never = self._never_fits(r)
+        if never:
+            raise ModelNotFound(never)
         while self.loaded_mib() + r.estimate_mib > self.budget_mib:
             victim = self._evictable(r)
             if victim is not None:
@@ -342,6 +361,18 @@ class Models:
             with trio.move_on_after(IDLE_CHECK_S):
                 await self._freed.wait()
         return True
+
+    def _never_fits(self, r: Resident) -> str:
+        """Why ``r`` can never be loaded within the budget beside the pinned models ("":
+        it can, or its size is not known yet)."""
+        pinned = sum(o.estimate_mib for o in self.residents.values()
+                     if o is not r and o.entry.pinned)
+        if not self.budget_mib or r.estimate_mib + pinned <= self.budget_mib:
+            return ""
+        return (f"model {r.name} needs about {r.estimate_mib} MiB and cannot fit in this "
+                f"node's memory budget of {self.budget_mib} MiB ({pinned} MiB held by pinned "
+                "models): raise [node] memory_budget_mib, lower its n_ctx or workers, or "
+                "unpin a model")
 
     def _evictable(self, r: Resident) -> Resident | None:
         now = trio.current_time()

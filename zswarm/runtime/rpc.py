@@ -91,7 +91,7 @@ class RpcServer:
                  inbound: trio.MemoryReceiveChannel[Inbound] | None = None) -> None:
         self.ctx = ctx
         self.inbound = inbound
-        self.shelf = shelf or ModelShelf(None)
+        self.shelf = shelf or ModelShelf.of(None)
         self.sock = sock
         self.coordinator = coordinator
         self.peers = peers

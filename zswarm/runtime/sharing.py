@@ -1,14 +1,15 @@
-"""Serving this node's model file to the members that pull it (``zswarm pull``).
+"""Serving this node's model files to the members that pull them (``zswarm pull``, and
+a ``swarm:`` model loaded on demand).
 
-Owns: what may be served - only the file this node serves as its model, named by its
-id (a requester never names a path); the file's sha256 and the sha256 of each
-CHUNK_BYTES piece (computed once, in a thread, by the first request that wants
-them); and reading pieces in threads, at most READERS at once and at most
-MAX_WAITING waiting (beyond: Overloaded, the puller asks again or elsewhere), and
-paced to BUSY_BYTES_PER_S while the node's workers generate, so its own answers stay
-fast while it serves. In a keyed swarm only members can
-reach the RPC socket (CURVE); in an open swarm anyone on the LAN can pull the model
-the node serves.
+Owns: what may be served - only the files of the models this node serves (its config
+named them; a lazily pulled one once it is here), each named by its id (a requester
+never names a path); each file's sha256 and the sha256 of each CHUNK_BYTES piece
+(computed once per file, in a thread, by the first request that wants them); and
+reading pieces in threads, at most READERS at once and at most MAX_WAITING waiting
+(beyond: Overloaded, the puller asks again or elsewhere), and paced to
+BUSY_BYTES_PER_S while the node's workers generate, so its own answers stay fast
+while it serves. In a keyed swarm only members can reach the RPC socket (CURVE); in
+an open swarm anyone on the LAN can pull the models the node serves.
 It must not: decide what a puller trusts (zswarm/pull.py checks every hash).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -36,26 +37,35 @@ BUSY_BYTES_PER_S = 16 * 1024 * 1024
 
 
 class ModelShelf:
-    """The model files this node serves to pullers (its own model; none for a scripted
-    or plugin engine without a file)."""
+    """The model files this node serves to pullers: ``files()`` says which are here now
+    (model id -> file; none for a scripted or plugin engine without a file)."""
 
-    def __init__(self, model: ModelFile | None, *,
+    def __init__(self, files: Callable[[], Mapping[str, ModelFile]], *,
                  busy: Callable[[], bool] | None = None) -> None:
-        self.model = model
+        self.files = files
         self.busy = busy
         self._next = 0.0
-        self._chunks: list[bytes] | None = None
-        #: the file's sha256 the piece hashes are of (an offer is of the file as it is now)
-        self._chunks_of: str | None = None
+        #: model id -> (the file's sha256 the piece hashes are of, the piece hashes): an
+        #: offer is of the file as it is now; one entry per file this node serves
+        self._chunks: dict[str, tuple[str, list[bytes]]] = {}
         self._readers = trio.CapacityLimiter(READERS)
         self._hashing = trio.Lock()
         self.chunks_served = 0
 
+    @classmethod
+    def of(cls, model: ModelFile | None, *, busy: Callable[[], bool] | None = None
+           ) -> ModelShelf:
+        """A shelf of one file (or none)."""
+        files: dict[str, ModelFile] = {model.model_id: model} if model is not None else {}
+        return cls(lambda: files, busy=busy)
+
     def _file(self, model_id: str) -> ModelFile:
-        if self.model is None or model_id != self.model.model_id:
-            held = self.model.model_id if self.model is not None else "no model file"
+        files = self.files()
+        model = files.get(model_id)
+        if model is None:
+            held = ", ".join(files) or "no model file"
             raise ModelNotFound(f"this node does not serve {model_id[:80]!r} (it serves {held})")
-        return self.model
+        return model
 
     async def offer(self, req: ModelRequest) -> ModelOffer:
         model = self._file(req.model_id)
@@ -64,14 +74,17 @@ class ModelShelf:
                 sha256 = await trio.to_thread.run_sync(file_sha256, model.path)
             except OSError as exc:
                 raise ModelNotFound(f"the model file {model.path} is gone: {exc}") from None
-            if req.chunks and self._chunks_of != sha256:
-                self._chunks = await trio.to_thread.run_sync(chunk_hashes, model.path,
-                                                             CHUNK_BYTES)
-                self._chunks_of = sha256
+            chunks: list[bytes] = []
+            if req.chunks:
+                of, chunks = self._chunks.get(model.model_id, ("", []))
+                if of != sha256:
+                    chunks = await trio.to_thread.run_sync(chunk_hashes, model.path,
+                                                           CHUNK_BYTES)
+                    self._chunks = {m: c for m, c in self._chunks.items() if m in self.files()}
+                    self._chunks[model.model_id] = (sha256, chunks)
         return ModelOffer(request_id=req.request_id, model_id=model.model_id,
                           name=model.path.name, size=model.size_bytes, sha256=sha256,
-                          chunk_bytes=CHUNK_BYTES,
-                          chunk_sha256=list(self._chunks or []) if req.chunks else [])
+                          chunk_bytes=CHUNK_BYTES, chunk_sha256=list(chunks))
 
     async def chunk(self, req: ChunkRequest) -> Chunk:
         model = self._file(req.model_id)
@@ -84,7 +97,6 @@ class ModelShelf:
             data = await trio.to_thread.run_sync(read_piece, model.path, req.index, CHUNK_BYTES)
         self.chunks_served += 1
         return Chunk(request_id=req.request_id, index=req.index, data=data)
-
 
     async def _pace(self) -> None:
         """While the workers generate, space pieces BUSY_BYTES_PER_S apart."""
