@@ -138,7 +138,8 @@ def as_json(answer: str, report: Report, *, where: str = "") -> str:
         "waves": report.waves,
         "stop": report.stop or None,
         "candidates": [
-            {"node": c.node, "worker": c.worker, "text": c.text, "score": c.score,
+            {"node": c.node, "node_id": c.node_id, "worker": c.worker, "text": c.text,
+             "score": c.score, "model_id": c.model_id or None,
              "finish_reason": c.finish_reason, "latency_ms": c.latency_ms,
              "prompt_tokens": c.prompt_tokens, "cached_tokens": c.cached_tokens}
             for c in report.candidates

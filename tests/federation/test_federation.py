@@ -6,6 +6,7 @@ asserted exactly.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 
@@ -16,7 +17,7 @@ import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from tests.helpers import question
-from zswarm import client
+from zswarm import client, views
 from zswarm.core import codec
 from zswarm.core.messages import ClientRequest, Error
 from zswarm.net.mdns import SERVICE_TYPE
@@ -234,3 +235,16 @@ async def test_many_quick_rounds_with_stragglers_keep_the_node_serving(cluster):
                 report = reply.report
                 assert reply.answer == report.candidates[report.winner].text
                 assert sum(p.received for p in report.participants) >= len(report.candidates)
+
+
+async def test_two_nodes_that_share_a_name_are_told_apart_in_every_report(cluster):
+    # a shelf of machines with one hostname: names are for people, ids for machines
+    a = await cluster.start("a", ["42"], node={"name": "vm"}, federation={"discovery": "mdns"})
+    b = await cluster.start("b", ["42"], node={"name": "vm"}, federation={"discovery": "mdns"})
+    await wait_peers(a, lambda t: t.get("vm") == "alive", 20)
+    _, report = await ask(a, 2, "best_of_n")
+    shown = {a.node_id: f"vm ({a.node_id[:6]})", b.node_id: f"vm ({b.node_id[:6]})"}
+    assert {(c.node_id, c.node) for c in report.candidates} <= set(shown.items())
+    assert {(p.node_id, p.node) for p in report.participants} == set(shown.items())
+    rendered = json.loads(views.as_json("42", report))
+    assert {c["node_id"] for c in rendered["candidates"]} <= set(shown)

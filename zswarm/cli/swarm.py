@@ -23,6 +23,7 @@ from zswarm.config import Config, load_config, parse_config
 from zswarm.core.catalog import held_by
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import ModelOffer, ModelRequest, PeersReply
+from zswarm.core.names import shown
 from zswarm.errors import ModelNotFound, PeerUnavailable, ZswarmError
 from zswarm.net.security import SwarmKey, swarm_key
 from zswarm.pull import Progress, holders, models_dir, pull
@@ -73,11 +74,13 @@ def swarm_models(reply: PeersReply, key: SwarmKey | None) -> list[dict[str, Any]
     """Each model in the swarm: its id, name, size (asked of one holder) and holders,
     each with the model's state there (core/catalog.py)."""
     states: dict[str, list[dict[str, str]]] = {}
-    for who, figures in [(reply.node, reply.load)] + [(p, p.load) for p in reply.peers
-                                                   if p.state == "alive" and p.model_id]:
+    members = [(reply.node, reply.load)] + [(p, p.load) for p in reply.peers
+                                            if p.state == "alive" and p.model_id]
+    names = shown((who.node_id, who.name) for who, _ in members)  # two "pi"s differ
+    for who, figures in members:
         for held, state in held_by(who, figures):
             states.setdefault(held.model_id, []).append(
-                {"node": who.name, "state": state, "name": held.name})
+                {"node": names[who.node_id], "state": state, "name": held.name})
     out = []
     for model_id in sorted(states):
         try:

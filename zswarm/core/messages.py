@@ -219,6 +219,8 @@ class Participant(Struct, frozen=True, kw_only=True):
     requested: int
     received: int
     outcome: Outcome
+    #: its node id (two nodes may share a name: ``node`` then shows the start of this)
+    node_id: str = ""
     detail: str = ""
     latency_ms: float = 0.0
 

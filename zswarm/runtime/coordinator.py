@@ -169,7 +169,7 @@ class Coordinator:
                    "gather_ms": round((time.perf_counter() - t0) * 1000, 2)}
         if rnd.first_candidate_ms is not None:
             timings["first_candidate_ms"] = round(rnd.first_candidate_ms, 2)
-        who = participants(rnd)
+        who, shown = participants(rnd)
         notes += [f"{p.node}: {p.outcome}" + (f" ({p.detail})" if p.detail else "")
                   for p in who if p.outcome not in ("answered", "cancelled")]
         if rnd.deadline_hit:
@@ -200,7 +200,7 @@ class Coordinator:
                         "without them")
         note = "; ".join(said)
         timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        report = build_report(strategy, rnd.candidates, decision, expected=request.n,
+        report = build_report(strategy, shown, decision, expected=request.n,
                               timings=timings, note=note)
         report = msgspec.structs.replace(
             report, participants=who, waves=rnd.waves,
@@ -376,7 +376,8 @@ class Coordinator:
 
     def _asked(self, rnd: Round, key: str, node: str, count: int) -> Asked:
         """The report entry of one node (keyed by id: two peers may share a name)."""
-        asked = rnd.asked.setdefault(key, Asked(node))
+        asked = rnd.asked.setdefault(
+            key, Asked(node, self.ctx.card.node_id if key == SELF else key))
         asked.requested += count
         return asked
 

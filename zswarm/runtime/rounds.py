@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import trio
 
 from zswarm.core.consensus import Decision, Strategy, Validation
 from zswarm.core.messages import Candidate, Outcome, Participant
+from zswarm.core.names import shown
 from zswarm.core.plan import SELF
 from zswarm.core.stopping import StopReason
 from zswarm.errors import DeadlineExceeded, NoQuorum, Overloaded, ZswarmError
@@ -41,6 +43,7 @@ def split_n(n: int, workers: int) -> list[int]:
 @dataclass
 class Asked:
     node: str
+    node_id: str = ""
     requested: int = 0
     received: int = 0
     #: set when the part failed or timed out; else derived from what arrived
@@ -119,7 +122,14 @@ def nothing_arrived(rnd: Round, note: str) -> ZswarmError:
         return DeadlineExceeded(f"no candidate within the deadline of {rnd.seconds:.1f} s")
     return NoQuorum("no candidate arrived" + (f": {note}" if note else ""))
 
-def participants(rnd: Round) -> list[Participant]:
+def participants(rnd: Round) -> tuple[list[Participant], list[Candidate]]:
+    """The report's participants and candidates, each node shown so that no two look
+    alike (core/names.py: a shared name gets the start of its id)."""
+    names = shown([(a.node_id, a.node) for a in rnd.asked.values()]
+                  + [(c.node_id, c.node) for c in rnd.candidates])
+    candidates = [c if names.get(c.node_id, c.node) == c.node
+                  else msgspec.structs.replace(c, node=names[c.node_id])
+                  for c in rnd.candidates]
     out = []
     for a in rnd.asked.values():
         outcome: Outcome
@@ -135,7 +145,8 @@ def participants(rnd: Round) -> list[Participant]:
             outcome = "partial"
         else:
             outcome = "timeout"
-        out.append(Participant(node=a.node, requested=a.requested, received=a.received,
+        out.append(Participant(node=names.get(a.node_id, a.node), node_id=a.node_id,
+                               requested=a.requested, received=a.received,
                                outcome=outcome, detail=detail,
                                latency_ms=round(a.latency_ms, 2)))
-    return out
+    return out, candidates
