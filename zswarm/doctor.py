@@ -32,6 +32,7 @@ from zswarm import client, cores, pull, statedir
 from zswarm.asks import Ask
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
+from zswarm.core.ids import pinned
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
 from zswarm.core.text import printable
 from zswarm.engines.loader import model_id
@@ -195,7 +196,7 @@ def _tcp_open(endpoint: str) -> bool:
 
 def _reach(card: NodeCard, key: SwarmKey | None) -> tuple[NodeCard | None, float, str, bool]:
     """(status reply's card, ms, error, heartbeat port open) for one advertised node."""
-    peer, ms, error = _probe(card.rpc, key)
+    peer, ms, error = _probe(pinned(card.rpc, card.public), key)
     return peer, ms, error, peer is not None and _tcp_open(card.pub)
 
 

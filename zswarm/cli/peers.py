@@ -123,6 +123,7 @@ def _browse(cfg: Config, seconds: float, *, judge: bool) -> list[PeerInfo]:
     return [PeerInfo(node_id=f.card.node_id, name=f.card.name, address=f.address,
                      state="advertised", model_id=f.card.model_id, load=Load(),
                      last_seen_s=None, rtt_ms=None, source="mdns", rpc=f.card.rpc,
+                     public=f.card.public,
                      detail=f"{verdict(f.card)}: swarm {f.card.swarm}, "
                      f"protocol {f.proto}, {f.card.hardware}")
             for f in browse_for(address, seconds)]

@@ -103,7 +103,9 @@ class Federation:
                                forget_after_s=fed.forget_after_s,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL,
                                read_lag_s=self.interval_s / TICKS_PER_INTERVAL)
-        self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
+        assert peer_io is not None or ctx.creds is not None  # (a federation has a key)
+        self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops,
+                                              creds=ctx.creds,  # type: ignore[arg-type]
                                               probe_timeout_s=self.interval_s,
                                               hello=self.me.node_id, inbound=inbound)
         self.backlinks = backlinks or Backlinks(None, ctx.drops.counter("backlinks"))
@@ -396,8 +398,8 @@ class Federation:
     def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
         self.prober.hello(node_id, card, back=back)
 
-    def from_link(self, ident: bytes, msg: Message) -> None:
-        self.prober.from_link(ident, msg)
+    def from_link(self, ident: bytes, msg: Message, public: str) -> None:
+        self.prober.from_link(ident, msg, public)
 
     def peer_name(self, node_id: str) -> str:
         peer = self.table.peers.get(node_id)
@@ -470,7 +472,7 @@ class Federation:
                 last_seen_s=None if p.last_heard is None else round(now - p.last_heard, 3),
                 rtt_ms=None if p.rtt_ms is None else round(p.rtt_ms, 3), source=p.source,
                 rpc=p.card.rpc, detail=p.detail or REACH_NOTES[reach], reach=reach,
-                models=p.card.models))
+                models=p.card.models, public=p.card.public))
         out += [PeerInfo(node_id="", name="", address=endpoint, state="unreachable",
                          model_id="", load=Load(state="loading"), last_seen_s=None, rtt_ms=None,
                          source="static", rpc=endpoint, detail=why)

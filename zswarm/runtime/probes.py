@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from zswarm.core import claims
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import new_request_id, unpinned
 from zswarm.core.messages import (
     Heartbeat,
     Message,
@@ -140,11 +140,17 @@ class Prober:
     def _same_place(peer: Peer, card: NodeCard) -> bool:
         return (peer.card.rpc, peer.card.pub) == (card.rpc, card.pub)
 
-    def from_link(self, ident: bytes, msg: Message) -> None:
-        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py)."""
+    def from_link(self, ident: bytes, msg: Message, public: str) -> None:
+        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py),
+        whose key (``public``) its handshake proved."""
         if not isinstance(msg, Heartbeat):
             self.backlinks.reply(ident, msg)
-        elif self.backlinks.speaks_for(ident, msg.card.node_id):
+            return
+        why = claims.unproven(msg.card, public)
+        if why:  # a heartbeat can only be the sender's own
+            raise RemoteProtocolError(f"a heartbeat over a link that {why}",
+                                      reason="wrong-sender")
+        if self.backlinks.speaks_for(ident, msg.card.node_id):
             self._on_heartbeat(msg)
         else:  # a link not (or no longer) bound: its node may have reconnected
             self.hello(msg.card.node_id, msg.card, back=ident)
@@ -182,22 +188,32 @@ class Prober:
             if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
                 self._spawn(peer.card.node_id, self.ping, peer.card.node_id)
 
-    async def _probe_static(self, endpoint: str) -> None:
+    async def _probe_static(self, entry: str) -> None:
+        """A [federation] peers entry (an address: tcp://HOST:PORT?key=KEY): probed
+        pinned to its key; one without a key cannot be reached (nobody may pose as a
+        member, so a node is only asked with the key it must answer with)."""
+        endpoint, public = unpinned(entry)
+        if not public:
+            self.static[entry] = ("its node key is not known: write it as "
+                                  "tcp://HOST:PORT?key=KEY (the node prints its address at "
+                                  "start; zswarm peers and node.json show it)")
+            return
         try:
             host, port = endpoint[len("tcp://"):].rsplit(":", 1)
             infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
             address = claims.ipv4_literal(str(infos[0][4][0]))
-            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port), endpoint)
+            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port),
+                                                      public, endpoint)
         except PeerUnavailable:  # silent: say why, as doctor would (a key, most often)
-            self.static[endpoint] = await _why_silent(address, int(port), bool(self.me.key))
+            self.static[entry] = await _why_silent(address, int(port), bool(self.me.key))
             return
         except (OSError, ValueError, ZswarmError) as exc:
-            self.static[endpoint] = str(exc) or type(exc).__name__
+            self.static[entry] = str(exc) or type(exc).__name__
             return
         why = self._admit(reply, rtt_ms, address, "static")
-        self.static[endpoint] = why
+        self.static[entry] = why
         if not why:
-            self._static_ids[reply.card.node_id] = endpoint
+            self._static_ids[reply.card.node_id] = entry
 
     def _admit(self, reply: Status, rtt_ms: float, address: str, source: str,
                expected: str | None = None, *, asked_at: float | None = None) -> str:
@@ -247,7 +263,8 @@ class Prober:
         if entry.node_id in self.table.peers:
             return
         try:
-            reply, rtt_ms = await self.peer_io.status(entry.endpoint, entry.node_id)
+            reply, rtt_ms = await self.peer_io.status(entry.endpoint, entry.public,
+                                                      entry.node_id)
         except ZswarmError as exc:
             log.debug("%s named %s at %s: no answer (%s)", member, entry.node_id,
                       entry.endpoint, exc)
@@ -275,26 +292,26 @@ class Prober:
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000
             else:  # DISCOVERED, DEAD, LEFT: no standing link to a node that may not be there
-                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.name)
+                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.public,
+                                                          peer.card.name)
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
-        if reply.card.node_id == node_id \
+        if not claims.unproven(reply.card, peer.card.public) \
                 and not self.table.after_goodbye(node_id, asked_at, reply.load):
             self.table.rtt(node_id, rtt_ms)
             self._apply(self._heard(reply, reply.card, trio.current_time()))
 
     async def confirm_move(self, node_id: str, claim: NodeCard) -> None:
         """A record says a known peer moved: believe it once the node answers there."""
-        try:
-            reply, _ = await self.peer_io.status(claim.rpc, claim.name)
-        except ZswarmError as exc:
-            log.info("a record says %s moved to %s; it does not answer there: %s",
-                     node_id, claim.rpc, exc)
+        peer = self.table.peers.get(node_id)
+        if peer is None:
             return
-        if reply.card.node_id != node_id:
-            log.warning("a record says %s moved to %s, but %s answers there: ignored",
-                        node_id, claim.rpc, reply.card.node_id)
+        try:  # pinned to the key we know it by: only it can answer there
+            reply, _ = await self.peer_io.status(claim.rpc, peer.card.public, claim.name)
+        except ZswarmError as exc:
+            log.info("a record says %s moved to %s; it does not answer there with its key: "
+                     "%s", node_id, claim.rpc, exc)
             return
         self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
         self._apply(self._heard(reply, reply.card, trio.current_time()))
@@ -313,7 +330,7 @@ class Prober:
         asked_at = trio.current_time()
         if bound is None:
             try:
-                reply, rtt_ms = await self.peer_io.status(endpoint, card.name)
+                reply, rtt_ms = await self.peer_io.status(endpoint, card.public, card.name)
             except ZswarmError as exc:
                 log.debug("%s contacted us; no answer at %s (%s)", node_id, endpoint, exc)
             else:
@@ -340,7 +357,7 @@ class Prober:
         except ZswarmError as exc:
             log.debug("%s: no answer over its own link either (%s)", node_id, exc)
             return
-        if not isinstance(answer, Status) or answer.card.node_id != node_id \
+        if not isinstance(answer, Status) or claims.unproven(answer.card, card.public) \
                 or claims.foreign(answer.card, self.me):
             self._probe_drops.drop("contact", f"{node_id}'s link answered as another node")
             return
