@@ -190,6 +190,9 @@ class FederationConfig(Section, frozen=True):
     enabled: bool = True
     #: "mdns", "static" (only the peers below) or "both"
     discovery: Literal["mdns", "static", "both"] = "both"
+    #: members this node verified are remembered (state_dir/members.json) and probed
+    #: after a restart; one not seen for this many days is forgotten
+    remember_days: Annotated[int, _range(1, 3650)] = 30
     #: addresses of peers to use without mDNS, each its RPC endpoint and key, e.g.
     #: ["tcp://192.168.1.20:17617?key=3f9a..."] (what the node prints at start)
     peers: list[PeerEndpoint] = field(default_factory=list)

@@ -59,6 +59,7 @@ from zswarm.runtime.local import (
     serving,
     single_errors,
 )
+from zswarm.runtime.members import Remembered
 from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
 from zswarm.runtime.sharing import ModelShelf
@@ -137,7 +138,8 @@ async def _run_locked(config: Config, drain: trio.Event,
         # requests peers ask back over links this node opened, for the RPC server
         asked_back, inbound = trio.open_memory_channel[Inbound](MAX_INBOUND)
         federation = (Federation(ctx, publisher, mdns_address=host, inbound=asked_back,
-                                 backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")))
+                                 backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")),
+                                 remembered=Remembered(config))
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()
         swarm.extend([federation] if federation is not None else [])

@@ -9,7 +9,9 @@ What lives there:
   kernel lets go of it when the holder dies, even by kill -9);
 - ``node.json``: where the running node listens (NodeInfo and its pid), written when it
   is ready and removed when it stops; clients on this machine find their node by it;
-- ``models/``: model files pulled from the swarm (pull.py).
+- ``models/``: model files pulled from the swarm (pull.py);
+- ``members.json``: the members this node verified, found again after a restart
+  (runtime/members.py keeps it; at most MAX_REMEMBERED, written atomically).
 """
 
 from __future__ import annotations
@@ -181,3 +183,49 @@ def remove(config: Config) -> None:
             path.unlink()
         except OSError:
             pass
+
+
+# --- the members this node has verified (runtime/members.py keeps them) ----------------
+
+MEMBERS_FILE = "members.json"
+
+
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    """A member this node verified: its id (its key's), name, address (RPC endpoint with
+    its key: a probe of it is pinned) and when it was last seen alive (unix time)."""
+
+    node_id: str
+    name: str = ""
+    address: str
+    last_seen: float
+
+
+def read_members(config: Config) -> list[Member]:
+    """The remembered members ([] when there are none, or the file is damaged: said)."""
+    path = config.state_path / MEMBERS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("cannot read %s: %s; the members it lists are not probed", path, exc)
+        return []
+    try:
+        return msgspec.json.decode(data[:1_000_000], type=list[Member])
+    except msgspec.DecodeError as exc:
+        log.warning("%s is damaged (%s): it is written anew from the members seen", path,
+                    exc)
+        return []
+
+
+def write_members(config: Config, members: list[Member]) -> None:
+    """Replace the file at once (written aside, then renamed; mode 0600)."""
+    path = config.state_path / MEMBERS_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.encode(members))
+        tmp.replace(path)
+    except OSError as exc:
+        raise _problem(config, f"cannot write {tmp}", exc) from exc

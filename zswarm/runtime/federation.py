@@ -54,6 +54,7 @@ from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import Connections, Inbound, Link, PeerIO
 from zswarm.runtime.context import NodeContext
+from zswarm.runtime.members import Remembered
 from zswarm.runtime.probes import Prober
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ class Federation:
 
     def __init__(self, ctx: NodeContext, publisher: Publisher, *, mdns_address: str,
                  peer_io: PeerIO | None = None, backlinks: Backlinks | None = None,
-                 inbound: trio.MemorySendChannel[Inbound] | None = None) -> None:
+                 inbound: trio.MemorySendChannel[Inbound] | None = None,
+                 remembered: Remembered | None = None) -> None:
         fed = ctx.config.federation
         self.ctx = ctx
         self.config = ctx.config
@@ -123,9 +125,12 @@ class Federation:
         #: they are, for the start-up report (bounded: MAX_FOREIGN)
         self._foreign: dict[str, str] = {}
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
+        #: the members verified before, probed after a restart (None: not kept)
+        self.remembered = remembered
         self.prober = Prober(
             self.me, self.table, self.peer_io, self.backlinks, interval_s=self.interval_s,
             static=fed.peers if fed.discovery in ("static", "both") else [],
+            remembered=remembered,
             drops=self._probe_drops, apply=self._apply, spawn=self._spawn, link=self._link,
             on_heartbeat=self.on_heartbeat)
 
@@ -148,6 +153,16 @@ class Federation:
                 await trio.sleep_forever()
             finally:
                 self._say_goodbye()
+                self._remember(force=True)
+
+    def _remember(self, *, force: bool = False) -> None:
+        """The members alive now, remembered (runtime/members.py; written now and then)."""
+        if self.remembered is None:
+            return
+        now = time.time()
+        for peer in self.table.alive():
+            self.remembered.seen(peer.card, now)
+        self.remembered.flush(now, force=force)
 
     def _say_goodbye(self) -> None:
         try:
@@ -180,6 +195,7 @@ class Federation:
             if ticks % TICKS_PER_INTERVAL == 0:
                 self._publish(self._heartbeat())
                 self.prober.beat(ticks // TICKS_PER_INTERVAL)
+                self._remember()
             self._apply(self.table.tick(trio.current_time()))
             ticks = max(ticks + 1, int((trio.current_time() - start) / every) + 1)
             await trio.sleep_until(start + ticks * every)
@@ -315,7 +331,8 @@ class Federation:
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
             if not self.backlinks.holds(card.node_id):
                 self.peer_io.subscribe(peer)
-            if change.old is not PeerState.SUSPECT and peer.source in ("static", "exchange"):
+            if change.old is not PeerState.SUSPECT \
+                    and peer.source in ("static", "exchange", "remembered"):
                 # it may not know us: say hello over the standing link (a member that
                 # does not know us, or cannot connect to us, probes us back and may ask
                 # us over it)

@@ -43,6 +43,8 @@ from zswarm.core.peers import Change, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter
 from zswarm.runtime import exchange
+from zswarm.runtime.members import Remembered
+from zswarm.statedir import Member
 
 if TYPE_CHECKING:
     from zswarm.runtime.backlinks import Backlinks
@@ -73,6 +75,7 @@ class Prober:
 
     def __init__(self, me: NodeCard, table: PeerTable, peer_io: PeerIO, backlinks: Backlinks,
                  *, interval_s: float, static: list[str], drops: DropCounter,
+                 remembered: Remembered | None = None,
                  apply: Callable[[list[Change]], None],
                  spawn: Callable[..., None],  # (key, job, *args)
                  link: Callable[[Peer], Link],
@@ -85,6 +88,8 @@ class Prober:
         #: static endpoint -> why it is not in the table yet ("" once it answered)
         self.static: dict[str, str] = dict.fromkeys(static, "not answered yet")
         self._static_ids: dict[str, str] = {}  # node id -> static endpoint
+        #: members verified before (runtime/members.py): probed while not alive
+        self.remembered = remembered
         self._probe_drops = drops
         self._apply = apply
         self._spawn = spawn
@@ -161,6 +166,12 @@ class Prober:
         for endpoint, why in self.static.items():
             if why:
                 self._spawn(endpoint, self._probe_static, endpoint)
+        if self.remembered is not None:
+            clock = trio.current_time()
+            alive = {p.card.node_id for p in self.table.alive()}
+            for member in self.remembered.due(clock, alive):
+                self.remembered.probing(member.node_id, clock)
+                self._spawn(f"remembered:{member.node_id}", self._probe_remembered, member)
         if exchange.is_exchange_beat(beat):
             partner = exchange.partner_at(beat, [p.card.node_id for p in self.table.alive()],
                                           self.me.node_id)
@@ -214,6 +225,22 @@ class Prober:
         self.static[entry] = why
         if not why:
             self._static_ids[reply.card.node_id] = entry
+
+    async def _probe_remembered(self, member: Member) -> None:
+        """A member verified before, not alive now: believed again only with its key
+        (the probe is pinned to it)."""
+        endpoint, public = unpinned(member.address)
+        try:
+            address, port = claims.split_endpoint(endpoint)
+            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port),
+                                                      public, member.name)
+        except ZswarmError as exc:
+            log.debug("remembered member %s (%s) at %s: %s", member.name, member.node_id,
+                      endpoint, exc)
+            return
+        why = self._admit(reply, rtt_ms, address, "remembered", expected=member.node_id)
+        if why:
+            self._probe_drops.drop("remembered", f"{member.node_id} at {endpoint}: {why}")
 
     def _admit(self, reply: Status, rtt_ms: float, address: str, source: str,
                expected: str | None = None, *, asked_at: float | None = None) -> str:
