@@ -13,7 +13,6 @@ import socket
 import msgspec
 import pytest
 import trio
-import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from tests.helpers import question
@@ -21,9 +20,8 @@ from zswarm import client, views
 from zswarm.core import codec
 from zswarm.core.messages import ClientRequest, Error
 from zswarm.net.mdns import SERVICE_TYPE
-from zswarm.net.zmq_trio import TrioSocket
 from zswarm.statedir import NodeInfo
-from zswarm.testing.cluster import wait_until_async
+from zswarm.testing.cluster import dealer, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
 
@@ -190,8 +188,7 @@ async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(clus
 
 async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "static"})
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as sock:
         future = msgspec.to_builtins(ClientRequest(request_id="x", request=question(n=1)))
         future["v"] = 7
         bad = {b"\xc1": "malformed", b"\x80": "malformed", b"{" * 10_000: "malformed",
@@ -203,8 +200,7 @@ async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
             err = codec.decode(reply)
             assert isinstance(err, Error) and err.kind == "protocol" and why in err.message
         await sock.send([b"a", b"b", b"c"])  # wrong frame count: dropped, no reply
-    with TrioSocket.open(zmq.DEALER) as big:  # over ZMQ_MAXMSGSIZE: zmq drops the connection
-        big.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as big:  # over ZMQ_MAXMSGSIZE: zmq drops the connection
         await big.send([b"\x00" * (9 * 1024 * 1024)])
     answer, _ = await ask(a, 1, "first_valid")
     assert answer == "42"

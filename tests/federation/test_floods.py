@@ -86,7 +86,7 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
     with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"], federation=fed,
                                  **security), max_fds=DESKTOP_FDS) as a:
         a.wait_ready(30)
-        port = int(a.rpc.rsplit(":", 1)[1])
+        port = int(unpinned(a.rpc)[0].rsplit(":", 1)[1])
         http_port = int(a.info.http_port)
         with idle_connections(port, 1100) as conns, \
                 idle_connections(http_port, 1100) as http_conns:

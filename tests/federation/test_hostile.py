@@ -13,7 +13,6 @@ import httpx
 import msgspec
 import pytest
 import trio
-import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from tests.helpers import question
@@ -30,8 +29,7 @@ from zswarm.core.messages import (
 from zswarm.errors import PeerUnavailable
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.security import write_key_file
-from zswarm.net.zmq_trio import TrioSocket
-from zswarm.testing.cluster import free_port, wait_until_async
+from zswarm.testing.cluster import dealer, free_port, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
 from .fakes import FakePeer
@@ -68,8 +66,7 @@ async def scrape(info) -> str:
 
 async def test_any_frame_costs_that_frame_only(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "static"})
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as sock:
         for frame in NASTY_FRAMES:
             await sock.send([frame])
             with trio.fail_after(5):
@@ -86,9 +83,7 @@ async def test_any_frame_costs_that_frame_only(cluster):
 async def test_request_ids_are_scoped_per_sender_and_duplicates_refused(cluster):
     a = await cluster.start("a", ["42"], delay_ms=300, federation={"discovery": "static"})
     msg = codec.encode(ClientRequest(request_id="same", request=question(n=1)))
-    with TrioSocket.open(zmq.DEALER) as one, TrioSocket.open(zmq.DEALER) as two:
-        one.connect(a.rpc_endpoint)
-        two.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as one, dealer(a.rpc_endpoint) as two:
         await one.send([msg])
         await one.send([msg])  # again, while the first is in flight: refused
         await two.send([msg])  # the same id from another sender: its own request
@@ -108,8 +103,7 @@ async def test_a_vote_for_a_model_the_node_does_not_serve_is_refused(cluster):
     """Candidates are labelled with the model the asker expected: a node serving another
     (restarted with another file meanwhile) refuses instead of answering with it."""
     a = await cluster.start("a", ["42"], model_id="m@1", federation={"discovery": "static"})
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as sock:
         for rid, model in (("wrong", "m@2"), ("right", "m@1"), ("any", "")):
             await sock.send([codec.encode(VoteRequest(
                 request_id=rid, request=question(n=1), deadline_ms=5000, model_id=model))])
@@ -163,7 +157,7 @@ async def test_a_peer_that_breaks_the_rules_is_demoted_and_not_asked_again(clust
     nursery.start_soon(fake.serve)
     try:
         a = await cluster.start("a", ["42"], federation={
-            "discovery": "static", "peers": [fake.rpc_endpoint], "deadline_ms": 1000})
+            "discovery": "static", "peers": [fake.address], "deadline_ms": 1000})
         await wait_peers(a, alive("fake"))
         answer, report = await ask(a, 2, "majority")
         assert answer == "42" and {c.node for c in report.candidates} == {"a"}
@@ -184,7 +178,7 @@ async def test_a_heartbeat_cannot_move_a_peer_introduce_one_or_claim_absurd_load
     nursery.start_soon(fake.serve)
     try:
         c = await cluster.start("c", ["40"], federation={
-            "discovery": "static", "peers": [fake.rpc_endpoint]})
+            "discovery": "static", "peers": [fake.address]})
         await wait_peers(c, alive("fake"))
         moved = msgspec.structs.replace(fake.card, rpc="tcp://127.0.0.1:1",
                                         pub="tcp://127.0.0.1:2")
@@ -350,7 +344,7 @@ async def test_a_lying_member_cannot_outweigh_two_honest_nodes(cluster, nursery,
     nursery.start_soon(fake.serve)
     try:
         honest = {"answers": ["42"], "script": {"mean_logprob": [-2.0]}}
-        fed = {"discovery": "both", "peers": [fake.rpc_endpoint]}
+        fed = {"discovery": "both", "peers": [fake.address]}
         a = await cluster.start("a", federation=fed, **honest)
         await cluster.start("b", federation={"discovery": "mdns"}, **honest)
         await wait_peers(a, alive("b", "fake"))

@@ -164,12 +164,9 @@ def foreign(card: NodeCard, me: NodeCard) -> str:
     """Why the node of ``card`` is not of this node's swarm ("" = it is one of ours).
 
     The one same-swarm rule: the same swarm name and the same swarm key fingerprint
-    (no key on both sides is an open swarm); and the card's id is its key's
-    (``unproven``), or it is no member at all.
+    (no key on both sides is an open swarm). Whether the card is its key's is
+    ``unproven``, checked where a card arrives.
     """
-    why = unproven(card)
-    if why:
-        return why
     if card.swarm != me.swarm:
         return f"is in swarm {card.swarm!r}, not {me.swarm!r}"
     if card.key != me.key:

@@ -228,7 +228,7 @@ class Federation:
         card = event.card
         if card.swarm != self.me.swarm:
             return  # another swarm on the same LAN: not ours to mention
-        why = claims.foreign(card, self.me)
+        why = claims.unproven(card) or claims.foreign(card, self.me)
         if why:  # never a peer; said once a minute per node, and in the start-up report
             self._quiet.info(card.node_id, "mDNS: ignoring %s (%s) at %s: it %s", card.name,
                              card.node_id, event.address, why)
@@ -239,7 +239,7 @@ class Federation:
                                           proto=event.proto))
 
     def on_heartbeat(self, hb: Heartbeat) -> None:
-        if claims.foreign(hb.card, self.me):
+        if claims.unproven(hb.card) or claims.foreign(hb.card, self.me):
             return
         peer = self.table.peers.get(hb.card.node_id)
         if peer is None:

@@ -120,7 +120,8 @@ class Prober:
         (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
         now = trio.current_time()
         _remember(self._greeted, node_id, now)  # it reached us: it needs no hello of ours
-        if card is None or card.node_id != node_id or claims.foreign(card, self.me):
+        if card is None or card.node_id != node_id or claims.unproven(card) \
+                or claims.foreign(card, self.me):
             if self.table.hello(node_id, now):
                 self._spawn(node_id, self.ping, node_id)
             return
@@ -250,7 +251,7 @@ class Prober:
         card = claims.card_at(reply.card, address)
         if expected is not None and card.node_id != expected:
             return f"{card.node_id} answers there, not {expected}"
-        why = claims.foreign(card, self.me)
+        why = claims.unproven(card) or claims.foreign(card, self.me)
         if why:
             return why
         if self.table.after_goodbye(card.node_id, math.inf if asked_at is None else asked_at,

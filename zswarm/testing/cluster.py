@@ -24,10 +24,14 @@ from typing import Any
 
 import tomli_w
 import trio
+import zmq
 
 from zswarm import statedir
 from zswarm.config import Config, load_config
+from zswarm.core.ids import unpinned
 from zswarm.errors import ConfigError
+from zswarm.net.security import SwarmKey, one_off
+from zswarm.net.zmq_trio import TrioSocket
 from zswarm.statedir import NodeInfo
 from zswarm.testing.scripted import write_script
 
@@ -185,3 +189,18 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def dealer(address: str, key: SwarmKey | None = None, *, kind: int = zmq.DEALER,
+           **options: Any) -> TrioSocket:
+    """A raw client socket to a node's address (tcp://host:port?key=KEY): a key of its
+    own, the swarm's ticket with ``key``, pinned to the node's key (hostile tests send
+    what they like over it)."""
+    endpoint, public = unpinned(address)
+    sock = TrioSocket.open(kind, role="client", creds=one_off(key), **options)
+    try:
+        sock.connect(endpoint, public)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
