@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from zswarm import client
+from zswarm.core.ids import unpinned
 from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
 from zswarm.core.peers import MAX_UNHEARD
 from zswarm.net.security import SwarmKey, write_key_file
