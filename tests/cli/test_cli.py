@@ -51,8 +51,9 @@ def test_ask_json_report(tmp_path):
     assert report["strategy"] == "weighted_vote" and len(report["candidates"]) == 3
     assert report["answer"] == report["candidates"][report["winner"]]["text"]
     for c in report["candidates"]:
-        assert set(c) == {"node", "worker", "text", "score", "finish_reason", "latency_ms",
-                          "prompt_tokens", "cached_tokens"}
+        assert set(c) == {"node", "node_id", "worker", "text", "score", "finish_reason",
+                          "latency_ms", "prompt_tokens", "cached_tokens", "model_id"}
+        assert c["node_id"]  # every candidate names its node by id (names may be shared)
         assert c["node"] == "cli-test" and c["worker"] == "w0"
 
 
