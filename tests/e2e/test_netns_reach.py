@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.debian import need
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, address_of, node_config, wait_until
 
 from .netns import Lan, netns_available, run_cli
 
@@ -55,7 +55,7 @@ class Swarm:
 
     def start(self, name: str) -> NodeProcess:
         host = self.hosts[name]
-        first = f"tcp://{self.lan.addresses[self.hosts['a']]}:{RPC}"
+        first = address_of(self.tmp, "a", f"tcp://{self.lan.addresses[self.hosts['a']]}:{RPC}")
         self.configs[name] = node_config(
             self.tmp, name, swarm=self.swarm, bind=self.lan.addresses[host],
             answers=[f"from {name}"], ports={"rpc": RPC, "pub": PUB, "http": 0},

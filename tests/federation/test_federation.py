@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 
 import msgspec
@@ -21,7 +22,7 @@ from zswarm.core import codec
 from zswarm.core.messages import ClientRequest, Error
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.statedir import NodeInfo
-from zswarm.testing.cluster import dealer, wait_until_async
+from zswarm.testing.cluster import dealer, node_key_of, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
 
@@ -54,7 +55,8 @@ async def three(cluster, specs: dict[str, dict], **common) -> list[NodeInfo]:
 
 
 async def test_majority_follows_the_peers_and_their_weights(cluster):
-    a2_id = "a2a2a2a2a2a2a2a2"  # weights are by node id: a2's is written before it starts
+    # weights are by node id: a2's key (its id) is made before it starts
+    a2_id = node_key_of(cluster.directory, "a2").node_id
     weights = {"consensus": {"weights": {a2_id: 5.0}}}
     a, _, _ = await three(cluster, {"a": {"answers": ["41"]}, "b": {"answers": ["42"]},
                                     "c": {"answers": ["The answer is 42"]}})
@@ -64,8 +66,6 @@ async def test_majority_follows_the_peers_and_their_weights(cluster):
     for name in ("a", "b", "c"):
         cluster.stop(name)
     # new names: the old nodes may still be saying goodbye while the new ones start
-    (cluster.directory / "a2" / "state").mkdir(parents=True)
-    (cluster.directory / "a2" / "state" / "node_id").write_text(a2_id)
     a, _, _ = await three(cluster, {"a2": {"answers": ["41"], **weights},
                                     "b2": {"answers": ["42"]}, "c2": {"answers": ["42"]}})
     answer, report = await ask(a, 3, "majority")
@@ -207,10 +207,10 @@ async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
 
 
 async def test_duplicate_node_id_is_logged_loudly(cluster, caplog):
-    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    await cluster.start("a", ["42"], federation={"discovery": "mdns"})
     twin_state = cluster.directory / "twin" / "state"
-    twin_state.mkdir(parents=True)
-    (twin_state / "node_id").write_text(a.node_id + "\n")
+    twin_state.mkdir(parents=True)  # a copied state dir: the same key, so the same id
+    shutil.copy(cluster.directory / "a" / "state" / "node.key", twin_state / "node.key")
     with caplog.at_level(logging.ERROR, logger="zswarm"):
         await cluster.start("twin", ["42"], federation={"discovery": "mdns"})
         await wait_until_async(lambda: "DUPLICATE NODE ID" in caplog.text, 10,

@@ -106,12 +106,11 @@ def test_a_state_dir_that_is_a_file_is_a_clear_error(tmp_path):
 def test_a_full_disk_or_a_damaged_state_dir_at_start_up_is_a_clear_error(tmp_path):
     state = tmp_path / "x" / "state"
     state.mkdir(parents=True)
-    (state / "node_id").symlink_to("/dev/full")  # reads endless NULs
+    (state / "node.key").symlink_to("/dev/full")  # reads endless NULs
     run = _node_exit(node_config(tmp_path, "x", swarm="s", answers=["42"]))
     assert run.returncode == 2, run.stderr
-    assert "does not hold a node id" in run.stderr and "node_id" in run.stderr
-    (state / "node_id").unlink()
-    (state / "node_id").write_text("abcdef0123456789\n")
+    assert "is not a node key" in run.stderr and "node.key" in run.stderr
+    (state / "node.key").unlink()  # (a new key is made at the next start)
     (state / "node.tmp").symlink_to("/dev/full")  # node.json is written through node.tmp
     run = _node_exit(node_config(tmp_path, "x", swarm="s", answers=["42"]))
     assert run.returncode == 2, run.stderr

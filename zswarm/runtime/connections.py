@@ -116,6 +116,8 @@ class Connections:
         #: replies on vote links and probes that were dropped (the Federation counts the
         #: votes it refuses under the same name, with its own counter)
         self._vote_drops: DropCounter = drops.counter("votes")
+        #: status answers refused (the Federation counts its own probes' under this name)
+        self._probe_drops: DropCounter = drops.counter("probes")
         self.links: dict[str, _Running] = {}
         self.subscribers: dict[str, Subscriber] = {}
         #: which subscribers have news (one poll per pass, not one check per peer)
@@ -269,7 +271,8 @@ class Connections:
         if not isinstance(result, Status):
             raise RemoteProtocolError(f"answered {type(result).__name__}, not Status")
         why = unproven(result.card, public)
-        if why:
+        if why:  # (it holds the key, so it is that node: it lies about itself)
+            self._probe_drops.drop("wrong-key", f"{name} at {endpoint} {why}")
             raise RemoteProtocolError(f"{name} at {endpoint} {why}", reason="wrong-key")
         return result, (time.perf_counter() - t0) * 1000
 

@@ -31,7 +31,7 @@ import trio
 
 from zswarm.core import claims
 from zswarm.core.catalog import Holder, held_by
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import new_request_id, unpinned
 from zswarm.core.limits import wire_ms
 from zswarm.core.messages import (
     Candidate,
@@ -490,9 +490,9 @@ class Federation:
                 rtt_ms=None if p.rtt_ms is None else round(p.rtt_ms, 3), source=p.source,
                 rpc=p.card.rpc, detail=p.detail or REACH_NOTES[reach], reach=reach,
                 models=p.card.models, public=p.card.public))
-        out += [PeerInfo(node_id="", name="", address=endpoint, state="unreachable",
+        out += [PeerInfo(node_id="", name="", address=unpinned(entry)[0], state="unreachable",
                          model_id="", load=Load(state="loading"), last_seen_s=None, rtt_ms=None,
-                         source="static", rpc=endpoint, detail=why)
-                for endpoint, why in self.prober.static.items() if why]
+                         source="static", rpc=entry, detail=why)
+                for entry, why in self.prober.static.items() if why]
         return out
 

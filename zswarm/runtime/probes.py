@@ -325,8 +325,11 @@ class Prober:
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
-        if not claims.unproven(reply.card, peer.card.public) \
-                and not self.table.after_goodbye(node_id, asked_at, reply.load):
+        why = claims.unproven(reply.card, peer.card.public)
+        if why:  # a member that answers in another's name: it lies, and is not believed
+            self._probe_drops.drop("wrong-key", f"{peer.card.name} ({node_id}) {why}")
+            return
+        if not self.table.after_goodbye(node_id, asked_at, reply.load):
             self.table.rtt(node_id, rtt_ms)
             self._apply(self._heard(reply, reply.card, trio.current_time()))
 
