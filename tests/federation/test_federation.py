@@ -16,7 +16,7 @@ import pytest
 import trio
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from tests.helpers import question
+from tests.helpers import id_of, key_of, question
 from zswarm import client, views
 from zswarm.core import codec
 from zswarm.core.messages import ClientRequest, Error
@@ -141,13 +141,14 @@ async def test_slow_peer_times_out_and_the_report_says_so(cluster):
 
 async def test_static_peers_without_mdns(cluster):
     b = await cluster.start("b", ["from b"], federation={"discovery": "static"})
+    nobody = f"tcp://127.0.0.1:9?key={'ab' * 32}"
     a = await cluster.start("a", ["from a"],
                             federation={"discovery": "static", "peers": [b.rpc_endpoint,
-                                                                          "tcp://127.0.0.1:9"]})
+                                                                          nobody]})
     table = await wait_peers(a, alive("b"))
     assert table["b"] == "alive"
     unreachable = [p for p in await peers_of(a) if p.state == "unreachable"]
-    assert [p.address for p in unreachable] == ["tcp://127.0.0.1:9"]
+    assert [(p.address, p.rpc) for p in unreachable] == [("tcp://127.0.0.1:9", nobody)]
     answer, report = await ask(a, 2, "best_of_n")
     assert {c.node for c in report.candidates} == {"a", "b"}
 
@@ -173,7 +174,8 @@ async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(clus
     try:
         info = ServiceInfo(SERVICE_TYPE, f"future-{cluster.swarm}.{SERVICE_TYPE}",
                            addresses=[socket.inet_aton("127.0.0.1")], port=9,
-                           properties={"id": "f" * 16, "name": "future", "proto": "99",
+                           properties={"id": id_of("future"), "pk": key_of("future"),
+                                       "name": "future", "proto": "99",
                                        "model": "scripted", "workers": "1", "pub": "9",
                                        "rpc": "9", "swarm": cluster.swarm},
                            server="future.local.")

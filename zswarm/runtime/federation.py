@@ -34,6 +34,7 @@ from zswarm.core.catalog import Holder, held_by
 from zswarm.core.ids import new_request_id, unpinned
 from zswarm.core.limits import wire_ms
 from zswarm.core.messages import (
+    PROTOCOL_VERSION,
     Candidate,
     GenerateRequest,
     Heartbeat,
@@ -228,7 +229,10 @@ class Federation:
         card = event.card
         if card.swarm != self.me.swarm:
             return  # another swarm on the same LAN: not ours to mention
-        why = claims.unproven(card) or claims.foreign(card, self.me)
+        # a node of another protocol (an older one has no key) is listed as incompatible,
+        # never asked: what to upgrade is worth saying; one of ours must prove its id
+        why = claims.foreign(card, self.me) or (
+            claims.unproven(card) if event.proto == PROTOCOL_VERSION else "")
         if why:  # never a peer; said once a minute per node, and in the start-up report
             self._quiet.info(card.node_id, "mDNS: ignoring %s (%s) at %s: it %s", card.name,
                              card.node_id, event.address, why)
