@@ -83,7 +83,7 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
     key, security = _keyed(tmp_path, keyed)
     # an unreachable static peer: the node opens a probe socket every heartbeat, which is
     # where running out of descriptors ended the node before
-    fed = {"discovery": "static", "peers": ["tcp://127.0.0.1:9"]}
+    fed = {"discovery": "static", "peers": [f"tcp://127.0.0.1:9?key={'ab' * 32}"]}
     with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"], federation=fed,
                                  **security), max_fds=DESKTOP_FDS) as a:
         a.wait_ready(30)

@@ -15,10 +15,12 @@ import pytest
 import trio
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from tests.helpers import question
+from tests.helpers import id_of, key_of, question
 from zswarm import client
 from zswarm.core import codec
+from zswarm.core.ids import unpinned
 from zswarm.core.messages import (
+    PROTOCOL_VERSION,
     ClientReply,
     ClientRequest,
     Error,
@@ -29,7 +31,7 @@ from zswarm.core.messages import (
 from zswarm.errors import PeerUnavailable
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.security import write_key_file
-from zswarm.testing.cluster import dealer, free_port, wait_until_async
+from zswarm.testing.cluster import address_of, dealer, free_port, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
 from .fakes import FakePeer
@@ -41,9 +43,10 @@ NASTY_FRAMES = [
     b"\x91" * 100_000 + b"\xc0",  # nesting 100,000 deep
     b"\xdb\xff\xff\xff\xff",  # a string that claims 4 GiB
     b"\xdd\xff\xff\xff\xff",  # an array that claims 4 billion items
-    msgspec.msgpack.encode({"type": "client_request", "v": 1, "request_id": "r",
+    msgspec.msgpack.encode({"type": "client_request", "v": PROTOCOL_VERSION, "request_id": "r",
                             "request": {"messages": [{"role": "user", "content": 5}]}}),
-    msgspec.msgpack.encode({"type": "vote", "v": 1, "request_id": "r", "node_id": "x",
+    msgspec.msgpack.encode({"type": "vote", "v": PROTOCOL_VERSION, "request_id": "r",
+                            "node_id": "x",
                             "name": "x", "candidates": [{"text": "a", "finish_reason": "stop",
                                                          "mean_logprob": float("nan")}]}),
     b"",
@@ -249,7 +252,8 @@ async def test_a_static_member_of_another_key_is_said_to_be_one(cluster, tmp_pat
     keyed = await cluster.start("keyed", ["41"], security={
         "swarm_key_file": str(tmp_path / "swarm.key")}, federation={"discovery": "static"})
     a = await cluster.start("a", ["40"], federation={
-        "discovery": "static", "peers": [keyed.rpc_endpoint, f"tcp://127.0.0.1:{free_port()}"]})
+        "discovery": "static", "peers": [keyed.rpc_endpoint,
+                                         f"tcp://127.0.0.1:{free_port()}?key={'ab' * 32}"]})
 
     async def details() -> dict[str, str]:
         return {p.address: p.detail for p in await peers_of(a) if p.state == "unreachable"}
@@ -263,8 +267,9 @@ async def test_a_static_member_of_another_key_is_said_to_be_one(cluster, tmp_pat
                 await trio.sleep(0.05)
 
     found = await told()
-    assert "another swarm key (this node has none)" in found[keyed.rpc_endpoint]
-    closed = next(d for e, d in found.items() if e != keyed.rpc_endpoint)
+    there = unpinned(keyed.rpc_endpoint)[0]
+    assert "another swarm key (this node has none)" in found[there]
+    closed = next(d for e, d in found.items() if e != there)
     assert "nothing listens there" in closed
 
 
@@ -279,8 +284,8 @@ async def test_a_static_peer_that_left_is_probed_again_and_returns(cluster):
     port = free_port()
     static_b = {"federation": {"discovery": "static"}, "ports": {"rpc": port}}
     await cluster.start("b", ["41"], **static_b)
-    a = await cluster.start("a", ["42"], federation={
-        "discovery": "static", "peers": [f"tcp://127.0.0.1:{port}"]})
+    b = address_of(cluster.directory, "b", f"tcp://127.0.0.1:{port}")  # (its key is made)
+    a = await cluster.start("a", ["42"], federation={"discovery": "static", "peers": [b]})
     await wait_peers(a, alive("b"))
     cluster.stop("b")  # a clean stop: b says goodbye
     await wait_peers(a, lambda t: t.get("b") == "left")
@@ -315,7 +320,8 @@ async def test_a_bogus_record_costs_a_probe_now_and_then_not_a_reconnect_storm(c
             nursery.start_soon(count_connections)
             info = ServiceInfo(SERVICE_TYPE, f"bogus-{cluster.swarm}.{SERVICE_TYPE}",
                                addresses=[socket.inet_aton("127.0.0.1")], port=port,
-                               properties={"id": "b0905" * 3, "name": "bogus", "proto": "1",
+                               properties={"id": id_of("bogus"), "pk": key_of("bogus"),
+                                           "name": "bogus", "proto": str(PROTOCOL_VERSION),
                                            "model": "scripted", "workers": "1",
                                            "pub": str(port), "rpc": str(port),
                                            "swarm": cluster.swarm},
