@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from zswarm import client
+from zswarm.core.ids import unpinned
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,7 +56,8 @@ def test_a_node_restarted_with_the_same_id_is_accepted_again_at_once(tmp_path, h
         # SUSPECT, so the claim is probed (one status round trip). Without that, the old
         # entry would hold the id until forgotten (forget_after_ms: 300 s), far past the wait
         wait_until(lambda: (p := peers(a).get("b")) is not None and p.state == "alive"
-                   and p.rpc == info.rpc_endpoint, 10, what="b alive at its new endpoint")
+                   and p.rpc == unpinned(info.rpc_endpoint)[0], 10,
+                   what="b alive at its new endpoint")
         reply = client.ask(a.rpc, _request(2), strategy="best_of_n", deadline_ms=10_000)
         assert {c.node for c in reply.report.candidates} == {"a", "b"}
     finally:
