@@ -223,6 +223,7 @@ def write_members(config: Config, members: list[Member]) -> None:
     path = config.state_path / MEMBERS_FILE
     tmp = path.with_suffix(".tmp")
     try:
+        config.state_path.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(msgspec.json.encode(members))

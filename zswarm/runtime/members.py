@@ -8,8 +8,9 @@ peer that is ALIVE (its card proven: every link to it is pinned to its key, and 
 is its key's); ``due`` says whom to probe - remembered members not alive now, most
 recently seen first, MAX_DUE at a time, each backed off after a silent probe (to
 BACKOFF_MAX_S) - and the probe is pinned to the remembered key, so a member is believed
-again only with its key; ``flush`` writes the file when something changed (at most
-every FLUSH_S, and at the end), keeping a deletion made in the file meanwhile
+again only with its key; ``flush`` writes the file when something changed (a new or
+moved member at once, a member seen again at most every FLUSH_S, and at the end),
+keeping a deletion made in the file meanwhile
 (``zswarm peers --forget ID``). Members not seen for ``[federation] remember_days`` are
 forgotten. The file is the node's own word (mode 0600): it is read bounded and each
 entry checked (an id must be its address's key's).
@@ -54,7 +55,7 @@ class Remembered:
         self._trim()
         #: ids as last written: one gone from the file since was forgotten by the user
         self._written = set(self.members)
-        self._dirty = False
+        self._dirty = self._urgent = False
         self._flushed_at = -math.inf
         #: node id -> (trio time it may be probed again, its current backoff)
         self._next: dict[str, tuple[float, float]] = {}
@@ -68,9 +69,9 @@ class Remembered:
                         address=pinned(card.rpc, card.public), last_seen=now)
         self.members[card.node_id] = member  # most recently seen last
         self._next.pop(card.node_id, None)
-        if old is None or (old.address, old.name) != (member.address, member.name) \
-                or now - old.last_seen > FLUSH_S:
-            self._dirty = True
+        self._dirty = True  # (written within FLUSH_S)
+        if old is None or (old.address, old.name) != (member.address, member.name):
+            self._urgent = True  # a new member, or moved: kept at once
         self._trim()
 
     def due(self, clock: float, alive: set[str]) -> list[Member]:
@@ -91,8 +92,10 @@ class Remembered:
         self._next[node_id] = (clock + backoff, backoff)
 
     def flush(self, now: float, *, force: bool = False) -> None:
-        """Write the file if it changed (not more often than FLUSH_S unless ``force``)."""
-        if not self._dirty or (not force and now - self._flushed_at < FLUSH_S):
+        """Write the file if it changed: at once for a new or moved member, else (a
+        member only seen again) not more often than FLUSH_S, unless ``force``."""
+        if not self._dirty or not (force or self._urgent
+                                   or now - self._flushed_at >= FLUSH_S):
             return
         on_disk = {m.node_id for m in statedir.read_members(self.config)}
         for node_id in self._written - on_disk:  # forgotten in the file meanwhile
@@ -104,7 +107,7 @@ class Remembered:
         except ZswarmError as exc:
             log.warning("the members this node knows are not kept: %s", exc)
         self._written = set(self.members)
-        self._dirty = False
+        self._dirty = self._urgent = False
         self._flushed_at = now
 
     def _trim(self) -> None:
