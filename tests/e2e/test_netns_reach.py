@@ -194,6 +194,7 @@ def test_after_a_power_cut_without_a_the_others_find_each_other_again(swarm, nft
     for name in NAMES:  # the power cut: nobody says goodbye
         swarm.procs[name].signal(signal.SIGKILL)
         swarm.procs[name].proc.wait()
+        swarm.procs[name].stop()  # (its log closed)
     healthy: dict[str, float] = {}
     for name in ("b", "c"):
         swarm.procs[name] = NodeProcess(swarm.configs[name], netns=swarm.hosts[name],
