@@ -151,6 +151,27 @@ async def bench_zmq(endpoint: str, sequential: int, concurrent: int) -> tuple[li
     return latencies, rate
 
 
+async def bench_new_links(endpoint: str, count: int) -> list[float]:
+    """A status round trip on a new link each time (connect, handshake: CURVE with the
+    node's key, a ticket in a keyed swarm; one request): what a probe costs, in ms."""
+    from zswarm.core.messages import StatusRequest
+    from zswarm.net.bus import PeerLink
+
+    target, public = unpinned(endpoint)
+    creds = one_off(_key())
+    out = []
+    for _ in range(count):
+        link = PeerLink(target, public, "server", creds=creds, reconnect=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.serve)
+            rid = new_request_id()
+            t0 = time.perf_counter()
+            await link.request(StatusRequest(request_id=rid), rid, timeout_s=5.0)
+            out.append((time.perf_counter() - t0) * 1000)
+            nursery.cancel_scope.cancel()
+    return out
+
+
 async def bench_http(base: str, sequential: int, concurrent: int) -> tuple[list[float], float]:
     import httpx
 
@@ -227,6 +248,7 @@ def main() -> None:
         server_cpu = (process_cpu_s(server.pid) - server_cpu0) / votes * 1000
         client_cpu = (time.process_time() - client_cpu0) / votes * 1000
         http_lat, http_rate = trio.run(bench_http, endpoints["http"], http_seq, http_conc)
+        new_links = trio.run(bench_new_links, endpoints["zmq"], 200 if args.quick else 1000)
     with _server("--serve-floor") as (_, endpoints):
         floor_lat, floor_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
     figures = {
@@ -239,6 +261,7 @@ def main() -> None:
         "cpu_ms_per_vote_asker_link": round(client_cpu, 4),
         "cpu_ms_per_vote_hop": round(server_cpu + client_cpu, 4),
         "http_votes_per_s_c16": round(http_rate),
+        "new_link_status_p50_ms": round(percentile(new_links, 50), 3),
         "floor_p50_ms": round(percentile(floor_lat, 50), 3),
         "floor_votes_per_s_c16": round(floor_rate),
     }
@@ -257,6 +280,8 @@ def main() -> None:
         ("floor: the same link to a bare ROUTER on the adapter, p50; votes/s at 16; vs HTTP",
          f"{figures['floor_p50_ms']} ms; {figures['floor_votes_per_s_c16']}; "
          f"{figures['floor_speedup_vs_http']}x"),
+        ("a new link's first status round trip (its handshake included), p50",
+         f"{figures['new_link_status_p50_ms']} ms"),
         ("CPU per vote hop, voter + asker's link (goal <= 0.25 ms)",
          f"{figures['cpu_ms_per_vote_hop']} ms ({figures['cpu_ms_per_vote_voter']} + "
          f"{figures['cpu_ms_per_vote_asker_link']})"),
