@@ -40,8 +40,8 @@ def test_a_new_member_is_kept_at_once_and_one_seen_again_now_and_then(tmp_path):
     assert {m.name for m in statedir.read_members(cfg)} == {"b", "c"}
     # after a restart: both, most recently seen probed first, none alive
     again = Remembered(cfg, now=1100.0)
-    assert [m.name for m in again.due(0.0, alive=set())] == ["c", "b"]
-    assert [m.name for m in again.due(0.0, alive={id_of("c")})] == ["b"]
+    assert [m.name for m in again.due(0.0, known=set())] == ["c", "b"]
+    assert [m.name for m in again.due(0.0, known={id_of("c")})] == ["b"]
 
 
 def test_a_silent_member_is_probed_less_and_less_often(tmp_path):

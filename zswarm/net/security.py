@@ -1,13 +1,18 @@
-"""The swarm key: CURVE on every TCP socket and a ZAP handler that admits only the swarm.
+"""Keys on every TCP socket: each node's own (its identity), and the swarm key
+(membership), with the one ZAP handler per process that tells servers who connected.
 
-Key scheme (see README, "Threat model"): one swarm key per swarm, made by
-``zswarm keygen`` and copied to every machine (file mode 0600). It is a CURVE
-keypair that every member holds: each node's sockets serve with it (ROUTER, PUB)
-and connect with it (DEALER, SUB), and the ZAP handler admits only clients that
-prove they hold it. Someone without the file can neither complete a handshake
-nor read a byte: no heartbeats, no votes, no questions. CURVE gives each
-connection its own short-term keys, so recorded traffic stays unreadable even if
-the key leaks later.
+Node keys (docs/architecture.md, "Identity"): every node serves CURVE with its own
+keypair (``serve_as``), and a client pins the key of the node it connects to, per
+connect (``pin``), so only the holder of that key completes the handshake. A ROUTER
+admits any client key and learns it from ZAP (User-Id, hex), so every message's
+sender is known; a PUB admits, in a keyed swarm, only subscribers holding the swarm key.
+
+The swarm key (``zswarm keygen``, copied to every machine, mode 0600) is membership: a
+DEALER shows a ticket (``ticket``: HMAC of its public key under the swarm secret) in its
+connection's metadata, and a keyed node serves no message without a good one
+(``Membership``); a SUB subscribes with the swarm keypair itself. Someone without the
+file gets nothing served and reads no heartbeat. CURVE gives each connection its own
+short-term keys, so recorded traffic stays unreadable even if a key leaks later.
 
 Rotation and revoking one machine are the same step: ``zswarm keygen`` a new key,
 copy it to the machines that stay, restart them; the old key (and every machine
@@ -16,9 +21,9 @@ swarms, old key and new, each still working. The mDNS record carries only
 ``fingerprint`` (public: the first 16 hex digits of the SHA-256 of the public
 key), so ``zswarm peers --browse`` and the logs can say "another swarm key".
 
-This module owns reading and writing key files, the socket options, and the one
-authenticator per process (it lives on the zmq context). Worker sockets (ipc://,
-same machine, same user) are not encrypted.
+This module owns reading and writing swarm key files, the socket options, tickets, and
+the one authenticator per process (it lives on the zmq context). Worker sockets
+(ipc://, same machine, same user) are not encrypted.
 """
 
 from __future__ import annotations
@@ -46,9 +51,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 log = logging.getLogger(__name__)
-
-#: ZAP domain of zswarm's sockets
-ZAP_DOMAIN = "zswarm"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Syncthing's device list).
 Owns: ``Remembered`` - node id -> ``statedir.Member`` (name, address with its key, last
 seen), at most MAX_REMEMBERED (the least recently seen go first). ``seen`` records a
 peer that is ALIVE (its card proven: every link to it is pinned to its key, and its id
-is its key's); ``due`` says whom to probe - remembered members not alive now, most
+is its key's); ``due`` says whom to probe - remembered members the peer table does not
+hold (it probes its own, dead ones included), most
 recently seen first, MAX_DUE at a time, each backed off after a silent probe (to
 BACKOFF_MAX_S) - and the probe is pinned to the remembered key, so a member is believed
 again only with its key; ``flush`` writes the file when something changed (a new or
@@ -74,11 +75,12 @@ class Remembered:
             self._urgent = True  # a new member, or moved: kept at once
         self._trim()
 
-    def due(self, clock: float, alive: set[str]) -> list[Member]:
-        """Members to probe now (``clock``: trio time): not alive, not backed off."""
+    def due(self, clock: float, known: set[str]) -> list[Member]:
+        """Members to probe now (``clock``: trio time): not ``known`` (in the peer table,
+        which probes its own), not backed off."""
         out = []
         for m in reversed(self.members.values()):  # most recently seen first
-            if m.node_id in alive or clock < self._next.get(m.node_id, (-math.inf, 0.0))[0]:
+            if m.node_id in known or clock < self._next.get(m.node_id, (-math.inf, 0.0))[0]:
                 continue
             out.append(m)
             if len(out) >= MAX_DUE:

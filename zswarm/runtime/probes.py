@@ -168,9 +168,9 @@ class Prober:
             if why:
                 self._spawn(endpoint, self._probe_static, endpoint)
         if self.remembered is not None:
-            clock = trio.current_time()
-            alive = {p.card.node_id for p in self.table.alive()}
-            for member in self.remembered.due(clock, alive):
+            clock = trio.current_time()  # (a member in the table is probed as its state
+            # says: only the ones it does not hold, or forgot, are probed from memory)
+            for member in self.remembered.due(clock, set(self.table.peers)):
                 self.remembered.probing(member.node_id, clock)
                 self._spawn(f"remembered:{member.node_id}", self._probe_remembered, member)
         if exchange.is_exchange_beat(beat):
