@@ -38,10 +38,15 @@ DELAY_MS = 20.0
 QUESTION = (ChatMessage(role="user", content="What is 6 * 7?"),)
 
 
+#: --keyed: the swarm key every node and the client hold (None: an open swarm)
+KEY: list[Any] = [None, {}]
+
+
 def start_cluster(tmp: Path, k: int, timing: dict[str, float] | None = None,
                   **kw: Any) -> list[NodeProcess]:
     swarm = "bench-" + secrets.token_hex(4)
     kw.setdefault("federation", {"heartbeat_interval_ms": 1000})  # the default, as users run it
+    kw.update(KEY[1])
     configs = [node_config(tmp, f"n{i}", swarm=swarm, **kw) for i in range(k)]
     t0 = time.monotonic()
     procs = [NodeProcess(c) for c in configs]
@@ -49,7 +54,7 @@ def start_cluster(tmp: Path, k: int, timing: dict[str, float] | None = None,
         for p in procs:
             p.wait_ready(120)
         for p in procs:
-            with NodeClient(p.rpc) as node:
+            with NodeClient(p.rpc, key=KEY[0]) as node:
                 wait_until(lambda: sum(p.state == "alive" for p in node.peers().peers) == k - 1,
                            30, what=f"{k - 1} peers alive", interval_s=0.005)
         if timing is not None:
@@ -66,7 +71,7 @@ def stop_cluster(procs: list[NodeProcess]) -> None:
 
 
 def measure(endpoint: str, request: GenerateRequest, strategy: str, reps: int) -> list[float]:
-    with NodeClient(endpoint) as node:
+    with NodeClient(endpoint, key=KEY[0]) as node:
         for _ in range(3):  # warm up links and workers
             node.ask(request, strategy=strategy, deadline_ms=60_000)
         out = []
@@ -229,7 +234,15 @@ def plot(rows: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keyed", action="store_true", help="every node with a swarm key")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the fixed-delay overhead (K = 1..8), written apart")
     args = parser.parse_args()
+    if args.keyed:
+        from zswarm.net.security import write_key_file
+        folder = Path(tempfile.mkdtemp(prefix="zswarm-bench-key-"))
+        KEY[0] = write_key_file(folder / "swarm.key")
+        KEY[1] = {"security": {"swarm_key_file": str(folder / "swarm.key")}}
     reps, ks, real_ks, rounds = ((30, [1, 2, 4, 8], [1, 2], 3) if args.quick
                                  else (200, [1, 2, 4, 8], [1, 2, 4], 7))
     with tempfile.TemporaryDirectory(prefix="zswarm-bench-") as tmp_name:
@@ -237,6 +250,17 @@ def main() -> None:
         ready: dict[str, float] = {}
         stop_cluster(start_cluster(tmp / "ready", 3, ready, answers=["42"]))
         rows = fixed_delay(tmp, ks, reps)
+        if args.overhead_only:
+            k8 = [r for r in rows.values() if r["k"] == max(ks)]
+            figures = {"keyed": args.keyed, "overhead_p50_ms_k8": max(r["p50_ms"] for r in k8),
+                       "overhead_p99_ms_k8": max(r["p99_ms"] for r in k8),
+                       "cpu_ms_per_ask_k8_all_processes": max(r["cpu_ms_per_ask"] for r in k8),
+                       "swarm_ready_s_k3": ready["swarm_ready_s"], "reps": reps, "rows": rows}
+            write_results("consensus_overhead" + ("_keyed" if args.keyed else ""), figures,
+                          [(f"K={r['k']} {r['strategy']} overhead p50 / p99 ms",
+                            f"{r['p50_ms']} / {r['p99_ms']}") for r in rows.values()])
+            print(json.dumps({k: v for k, v in figures.items() if k != "rows"}))
+            return
         real = real_model(tmp, real_ks, max(5, reps // 10))
         disc = discovery(rounds)
         dead_s = dead_peer_detection(tmp, max(1, rounds // 3))

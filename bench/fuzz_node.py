@@ -34,6 +34,7 @@ from _common import proc_status_mib, write_results
 
 from zswarm import client
 from zswarm.core import codec
+from zswarm.core.ids import pinned, unpinned
 from zswarm.core.messages import (
     ChatMessage,
     GenerateRequest,
@@ -44,6 +45,8 @@ from zswarm.core.messages import (
     Status,
     StatusRequest,
 )
+from zswarm.net.security import one_off, pin
+from zswarm.net.zmq_trio import open_socket
 from zswarm.testing.cluster import NodeProcess, node_config
 from zswarm.testing.floods import idle_connections, mdns_flood, open_fds
 from zswarm.testing.fuzz import FrameFuzzer
@@ -58,16 +61,16 @@ class FakePeer(threading.Thread):
 
     def __init__(self, swarm: str, stop: threading.Event, seed: int) -> None:
         super().__init__(daemon=True)
-        ctx = zmq.Context.instance()
-        self.rpc = ctx.socket(zmq.ROUTER)
-        self.rpc.setsockopt(zmq.LINGER, 0)
+        creds = one_off()  # a key of its own: the node pins it, and the id is its key's
+        self.rpc = open_socket(zmq.ROUTER, role="server", creds=creds)
         port = self.rpc.bind_to_random_port("tcp://127.0.0.1")
-        self.pub = ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub = open_socket(zmq.PUB, role="server", creds=creds)
         pub_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.card = NodeCard(node_id="fa4efa4e", name="fake", model_id="scripted", workers=1,
-                             rpc=self.endpoint, pub=f"tcp://127.0.0.1:{pub_port}", swarm=swarm)
+        rpc = f"tcp://127.0.0.1:{port}"
+        self.endpoint = pinned(rpc, creds.node.public)  # its address, with its key
+        self.card = NodeCard(node_id=creds.node.node_id, name="fake", model_id="scripted",
+                             workers=1, rpc=rpc, pub=f"tcp://127.0.0.1:{pub_port}",
+                             swarm=swarm, public=creds.node.public)
         self.stop = stop
         self.fuzz = FrameFuzzer(seed)
         self.sent = 0
@@ -103,10 +106,11 @@ class FakePeer(threading.Thread):
 
 def fuzz_rpc(endpoint: str, count: int, seed: int, counter: Counter[str],
              stop: threading.Event) -> None:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = open_socket(zmq.DEALER, role="client", creds=one_off())
     sock.setsockopt(zmq.SNDHWM, 1000)
-    sock.connect(endpoint)
+    target, public = unpinned(endpoint)
+    pin(sock, public)
+    sock.connect(target)
     frames = FrameFuzzer(seed).frames()
     try:
         sent = 0
@@ -183,7 +187,7 @@ def floods(proc: NodeProcess, info: dict, swarm: str, records: int, connections:
         except Exception as exc:  # reported: the node did not answer
             out["mdns_entries_kept"] = f"no answer: {exc}"
     out["mdns_records"] = records
-    for name, port in (("rpc_idle", int(info.rpc_endpoint.rsplit(":", 1)[1])),
+    for name, port in (("rpc_idle", int(unpinned(info.rpc_endpoint)[0].rsplit(":", 1)[1])),
                        ("http_idle", int(info.http_port))):
         with idle_connections(port, connections) as conns:
             out[f"{name}_connections"] = len(conns)

@@ -165,7 +165,8 @@ def heartbeat_bytes() -> int:
     card = NodeCard(node_id="0123456789abcdef", name="laptop", model_id="SmolLM2-135M-Instruct."
                     "Q4_1@" + "0" * 12, workers=1, rpc="tcp://192.168.1.23:17617",
                     pub="tcp://192.168.1.23:17616", http=17615, swarm="home",
-                    hardware="8 cpu, 16 GiB", key="0123456789abcdef")
+                    hardware="8 cpu, 16 GiB", key="0123456789abcdef",
+                    public="0123456789abcdef" * 4)
     return len(codec.encode(Heartbeat(card=card, seq=12345, load=Load(workers_ready=1,
                                                                      idle_workers=1))))
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import httpx
 import trio
-import zmq
 from _common import percentile, proc_status_mib, write_results
 
 from zswarm import client
@@ -42,8 +41,7 @@ from zswarm.core.messages import (
 )
 from zswarm.errors import error_from_kind
 from zswarm.http.base import status_of
-from zswarm.net.zmq_trio import TrioSocket
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, dealer, node_config, wait_until
 
 HUNG_S = 60.0
 STRATEGIES = ["first_valid", "majority", "best_of_n", "route"]
@@ -87,8 +85,7 @@ async def http_client(roots: list[str], until: float, rng: random.Random, tally:
 
 async def zmq_client(endpoints: list[str], until: float, rng: random.Random,
                      tally: Tally) -> None:
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(rng.choice(endpoints))
+    with dealer(rng.choice(endpoints)) as sock:  # pinned to that node's key
         while trio.current_time() < until:
             rid = new_request_id()
             request = GenerateRequest(messages=(ChatMessage(role="user", content="6 * 7?"),),

@@ -198,7 +198,8 @@ def catalog_bytes() -> dict[str, Any]:
         card = NodeCard(node_id="0123456789abcdef", name="workstation",
                         model_id=held[0].model_id, workers=2, rpc="tcp://192.168.1.20:17617",
                         pub="tcp://192.168.1.20:17616", http=17615, hardware="8 cpu, 32 GiB",
-                        key="f" * 16, models=held if models > 1 else [])
+                        key="f" * 16, models=held if models > 1 else [],
+                        public="0123456789abcdef" * 4)
         load = Load(workers_ready=2, idle_workers=2, max_queue=64, tokens_per_s=40.0,
                     models=["loaded"] * models if models > 1 else [])
         return len(codec.encode(Heartbeat(card=card, seq=12345, load=load)))

@@ -18,16 +18,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import trio
 from _common import percentile, process_cpu_s, write_results
 
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import new_request_id, pinned, unpinned
 from zswarm.core.messages import (
     Candidate,
     ChatMessage,
@@ -36,6 +39,7 @@ from zswarm.core.messages import (
     Vote,
     VoteRequest,
 )
+from zswarm.net.security import SwarmKey, load_key_file, one_off, write_key_file
 
 REQUEST = GenerateRequest(messages=(ChatMessage(role="user", content="What is 6 * 7?"),), n=1)
 
@@ -59,20 +63,23 @@ async def serve() -> None:
     cfg = parse_config({"node": {"name": "server", "bind": "127.0.0.1",
                                  "state_dir": "/tmp/zswarm-bench-vote"},
                         "federation": {"enabled": False}})
-    sock, endpoint = open_endpoint("tcp://127.0.0.1:0", None)
+    creds = one_off(_key())  # the node's own key (and the swarm's, with --keyed)
+    sock, endpoint = open_endpoint("tcp://127.0.0.1:0", creds)
     listener = open_listener("127.0.0.1", 0)
-    card = NodeCard(node_id="s", name="server", model_id="scripted", workers=32,
-                    rpc=endpoint, pub="", http=listener.getsockname()[1])
+    card = NodeCard(node_id=creds.node.node_id, name="server", model_id="scripted",
+                    workers=32, rpc=endpoint, pub="", http=listener.getsockname()[1],
+                    public=creds.node.public)
     pool = InlinePool(Scheduler(max_queue=1024), workers=32)
-    ctx = NodeContext(cfg, card, Models.fixed(pool, "scripted"))
+    ctx = NodeContext(cfg, card, Models.fixed(pool, "scripted"), key=creds.swarm,
+                      creds=creds)
     coordinator = Coordinator(ctx, NoPeers())
     with sock:
         async with trio.open_nursery() as nursery, serving(ctx, ctx.models):
             await nursery.start(RpcServer(ctx, sock, coordinator, NoPeers()).serve)
             await nursery.start(serve_http, HttpNode(ctx, coordinator, NoPeers(), nursery),
                                 listener)
-            print(json.dumps({"zmq": endpoint, "http": f"http://127.0.0.1:{card.http}"}),
-                  flush=True)
+            print(json.dumps({"zmq": pinned(endpoint, card.public),
+                              "http": f"http://127.0.0.1:{card.http}"}), flush=True)
             await trio.to_thread.run_sync(sys.stdin.read)  # until the client closes our stdin
             nursery.cancel_scope.cancel()
 
@@ -84,9 +91,10 @@ async def serve_floor() -> None:
     from zswarm.core import codec
     from zswarm.net.zmq_trio import TrioSocket
 
-    sock, endpoint = TrioSocket.bound(zmq.ROUTER, "tcp://127.0.0.1:0")
+    creds = one_off(_key())
+    sock, endpoint = TrioSocket.bound(zmq.ROUTER, "tcp://127.0.0.1:0", creds=creds)
     answer = [Candidate(text="42", finish_reason="stop", tokens=1)]
-    print(json.dumps({"zmq": endpoint}), flush=True)
+    print(json.dumps({"zmq": pinned(endpoint, creds.node.public)}), flush=True)
     with sock:
         async with trio.open_nursery() as nursery:
             async def replies() -> None:
@@ -102,6 +110,12 @@ async def serve_floor() -> None:
             nursery.cancel_scope.cancel()
 
 
+def _key() -> SwarmKey | None:
+    """The swarm key of a --keyed run (its file's path in ZSWARM_BENCH_KEY), else None."""
+    path = os.environ.get("ZSWARM_BENCH_KEY")
+    return load_key_file(Path(path)) if path else None
+
+
 def _vote_msg() -> tuple[str, VoteRequest]:
     rid = new_request_id()
     return rid, VoteRequest(request_id=rid, request=REQUEST, deadline_ms=5000, origin="bench")
@@ -110,7 +124,8 @@ def _vote_msg() -> tuple[str, VoteRequest]:
 async def bench_zmq(endpoint: str, sequential: int, concurrent: int) -> tuple[list[float], float]:
     from zswarm.net.bus import PeerLink
 
-    link = PeerLink(endpoint, "server")
+    target, public = unpinned(endpoint)
+    link = PeerLink(target, public, "server", creds=one_off(_key()))
     async with trio.open_nursery() as nursery:
         await nursery.start(link.serve)
         latencies = []
@@ -136,14 +151,39 @@ async def bench_zmq(endpoint: str, sequential: int, concurrent: int) -> tuple[li
     return latencies, rate
 
 
+async def bench_new_links(endpoint: str, count: int) -> list[float]:
+    """A status round trip on a new link each time (connect, handshake: CURVE with the
+    node's key, a ticket in a keyed swarm; one request): what a probe costs, in ms."""
+    from zswarm.core.messages import StatusRequest
+    from zswarm.net.bus import PeerLink
+
+    target, public = unpinned(endpoint)
+    creds = one_off(_key())
+    out = []
+    for _ in range(count):
+        link = PeerLink(target, public, "server", creds=creds, reconnect=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.serve)
+            rid = new_request_id()
+            t0 = time.perf_counter()
+            await link.request(StatusRequest(request_id=rid), rid, timeout_s=5.0)
+            out.append((time.perf_counter() - t0) * 1000)
+            nursery.cancel_scope.cancel()
+    return out
+
+
 async def bench_http(base: str, sequential: int, concurrent: int) -> tuple[list[float], float]:
     import httpx
+
+    from zswarm.net.security import http_token
 
     def body() -> dict[str, object]:
         return {"request_id": new_request_id(), "deadline_ms": 5000,
                 "request": msgspec.to_builtins(REQUEST)}
 
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    key = _key()
+    headers = {"Authorization": f"Bearer {http_token(key)}"} if key is not None else {}
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as http:
         latencies = []
         for i in range(sequential + 50):
             t0 = time.perf_counter()
@@ -186,12 +226,19 @@ def _server(flag: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keyed", action="store_true",
+                        help="a keyed swarm (CURVE with each node's key and the swarm's "
+                        "tickets); without: an open one (CURVE with each node's key)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve or args.serve_floor:
         trio.run(serve_floor if args.serve_floor else serve)
         return
+    if args.keyed and "ZSWARM_BENCH_KEY" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="zswarm-bench-key-")
+        write_key_file(Path(folder) / "swarm.key")
+        os.environ["ZSWARM_BENCH_KEY"] = str(Path(folder) / "swarm.key")  # (the servers too)
     seq, conc, http_seq, http_conc = ((2000, 32000, 400, 1600) if args.quick
                                       else (10000, 160000, 2000, 8000))
     with _server("--serve") as (server, endpoints):
@@ -201,6 +248,7 @@ def main() -> None:
         server_cpu = (process_cpu_s(server.pid) - server_cpu0) / votes * 1000
         client_cpu = (time.process_time() - client_cpu0) / votes * 1000
         http_lat, http_rate = trio.run(bench_http, endpoints["http"], http_seq, http_conc)
+        new_links = trio.run(bench_new_links, endpoints["zmq"], 200 if args.quick else 1000)
     with _server("--serve-floor") as (_, endpoints):
         floor_lat, floor_rate = trio.run(bench_zmq, endpoints["zmq"], seq, conc)
     figures = {
@@ -213,13 +261,15 @@ def main() -> None:
         "cpu_ms_per_vote_asker_link": round(client_cpu, 4),
         "cpu_ms_per_vote_hop": round(server_cpu + client_cpu, 4),
         "http_votes_per_s_c16": round(http_rate),
+        "new_link_status_p50_ms": round(percentile(new_links, 50), 3),
         "floor_p50_ms": round(percentile(floor_lat, 50), 3),
         "floor_votes_per_s_c16": round(floor_rate),
     }
     figures["speedup_vs_http"] = round(figures["http_p50_ms"] / figures["zmq_p50_ms"], 2)
     figures["throughput_ratio_c16"] = round(zmq_rate / http_rate, 2)
     figures["floor_speedup_vs_http"] = round(figures["http_p50_ms"] / figures["floor_p50_ms"], 2)
-    write_results("vote_rtt", {**figures, "sequential": seq, "concurrent": conc}, [
+    write_results("vote_rtt_keyed" if args.keyed else "vote_rtt",
+                  {**figures, "keyed": args.keyed, "sequential": seq, "concurrent": conc}, [
         ("zmq vote p50 / p99, 1 in flight (goal p50 <= 0.5 ms)",
          f"{figures['zmq_p50_ms']} / {figures['zmq_p99_ms']} ms"),
         ("http+json vote p50 / p99, 1 in flight",
@@ -230,6 +280,8 @@ def main() -> None:
         ("floor: the same link to a bare ROUTER on the adapter, p50; votes/s at 16; vs HTTP",
          f"{figures['floor_p50_ms']} ms; {figures['floor_votes_per_s_c16']}; "
          f"{figures['floor_speedup_vs_http']}x"),
+        ("a new link's first status round trip (its handshake included), p50",
+         f"{figures['new_link_status_p50_ms']} ms"),
         ("CPU per vote hop, voter + asker's link (goal <= 0.25 ms)",
          f"{figures['cpu_ms_per_vote_hop']} ms ({figures['cpu_ms_per_vote_voter']} + "
          f"{figures['cpu_ms_per_vote_asker_link']})"),

@@ -6,6 +6,7 @@ something unusual build it themselves.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import trio
 
+from zswarm.core.ids import node_id_of
 from zswarm.core.messages import ChatMessage, GenerateRequest, NodeCard, SamplingParams
 
 ROLES = ("user", "assistant")
@@ -30,11 +32,23 @@ def conversation(*turns: str, n: int = 1, **params: Any) -> GenerateRequest:
     return GenerateRequest(messages=messages, n=n, params=SamplingParams(**params))
 
 
-def card(node_id: str, *, host: str = "10.0.0.2", **fields: Any) -> NodeCard:
-    """A peer's card: ``name`` defaults to the id, the ports to 7001 (RPC) and 7002 (PUB)."""
-    defaults: dict[str, Any] = {"name": node_id, "model_id": "m", "workers": 1,
-                                "rpc": f"tcp://{host}:7001", "pub": f"tcp://{host}:7002"}
-    return NodeCard(node_id=node_id, **{**defaults, **fields})
+def key_of(name: str) -> str:
+    """A node key for a test node called ``name`` (the same each time: 32 bytes, hex)."""
+    return hashlib.sha256(b"test node " + name.encode()).hexdigest()
+
+
+def id_of(name: str) -> str:
+    """The id of the test node called ``name``: its key's (core/ids.py)."""
+    return node_id_of(key_of(name))
+
+
+def card(name: str, *, host: str = "10.0.0.2", **fields: Any) -> NodeCard:
+    """The card of a test node called ``name``: its id and key ``id_of(name)`` and
+    ``key_of(name)``, the ports 7001 (RPC) and 7002 (PUB)."""
+    defaults: dict[str, Any] = {"name": name, "model_id": "m", "workers": 1,
+                                "rpc": f"tcp://{host}:7001", "pub": f"tcp://{host}:7002",
+                                "node_id": id_of(name), "public": key_of(name)}
+    return NodeCard(**{**defaults, **fields})
 
 
 def within(seconds: float) -> float:

@@ -52,3 +52,20 @@ def test_node_json_round_trips_and_a_damaged_one_reads_as_none(tmp_path):
     (tmp_path / "node.json").write_text(json.dumps({**dataclasses.asdict(INFO), "pid": 1}))
     statedir.remove(cfg)  # another process's: kept
     assert (tmp_path / "node.json").exists()
+
+
+def test_the_node_key_is_made_once_private_and_its_id_derives_from_it(tmp_path, caplog):
+    from zswarm.core.ids import is_public, node_id_of
+
+    cfg = parse_config({"node": {"state_dir": str(tmp_path / "state")}})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "node_id").write_text("a2a2a2a2a2a2a2a2\n")  # before ids were keys
+    with caplog.at_level("WARNING", logger="zswarm.statedir"):
+        key = statedir.load_node_key(cfg)
+    assert is_public(key.public) and key.node_id == node_id_of(key.public)
+    assert (tmp_path / "state" / "node.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "state" / "node_id").exists()
+    said = caplog.text  # the new id said once, with the old one
+    assert key.node_id in said and "a2a2a2a2a2a2a2a2" in said and "weights" in said
+    assert statedir.load_node_key(cfg) == key and statedir.node_id(cfg) == key.node_id
+    assert key.secret not in repr(key)

@@ -25,7 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 from zswarm import statedir
 from zswarm.config import Config
 from zswarm.core import codec
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import is_public, new_request_id, unpinned
 from zswarm.core.messages import (
     Cancel,
     ClientProgress,
@@ -41,7 +41,7 @@ from zswarm.core.messages import (
     StatusRequest,
 )
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, error_from_kind
-from zswarm.net.security import SwarmKey
+from zswarm.net.security import SwarmKey, one_off, pin
 from zswarm.net.zmq_trio import open_socket
 
 #: a long exchange asks the node's status this often ...
@@ -60,24 +60,31 @@ class NodeGone(PeerUnavailable):
 class NodeClient:
     """One DEALER connection to a node's RPC endpoint, reused across calls (blocking).
 
-    >>> with NodeClient("tcp://127.0.0.1:17617") as node:
+    >>> with NodeClient("tcp://127.0.0.1:17617?key=3f9a...") as node:
     ...     reply = node.ask(request, strategy="majority", deadline_ms=60_000)
     """
 
-    def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
-        self.endpoint = endpoint
+    def __init__(self, address: str, *, key: SwarmKey | None = None) -> None:
+        self.endpoint, self.public = unpinned(address)
         self.key = key
-        self.sock = open_socket(zmq.DEALER, role="client", key=key)
+        if not is_public(self.public):
+            raise PeerUnavailable(
+                f"{address[:200]}: no node key to reach it with: give its address, "
+                "tcp://HOST:PORT?key=KEY (the node's start-up line, its node.json and "
+                "zswarm peers show it), so nobody else can answer in its name")
+        # a key of its own (one-off) and, in a keyed swarm, the ticket the key file makes
+        self.sock = open_socket(zmq.DEALER, role="client", creds=one_off(key))
         self.monitor: zmq.Socket[bytes] | None = None
         #: how long close() lets unsent messages go out (a Cancel after Ctrl-C)
         self._linger_ms = 0
         try:
-            self.sock.connect(endpoint)
+            pin(self.sock, self.public)
+            self.sock.connect(self.endpoint)
             self.monitor = self.sock.get_monitor_socket(
                 zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         except zmq.ZMQError as exc:
             self.close()
-            raise PeerUnavailable(f"cannot connect to {endpoint!r}: {exc}") from exc
+            raise PeerUnavailable(f"cannot connect to {self.endpoint!r}: {exc}") from exc
         #: the node's end of the connection was up (a handshake succeeded) and then closed
         self._lost = False
         self._up = False

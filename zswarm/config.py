@@ -44,9 +44,12 @@ def _range(lo: float, hi: float, why: str = "") -> Meta:
 Port = Annotated[int, _range(0, 65535, "0 = ephemeral")]
 DeadlineMs = Annotated[int, _range(1, MAX_DEADLINE_MS)]
 ClientTimeoutMs = Annotated[int, _range(100, MAX_DEADLINE_MS)]
-#: a peer's RPC endpoint as a user writes it (config, --peer, --node)
-ENDPOINT = r"tcp://[^:/]+:[0-9]+"
-PeerEndpoint = Annotated[str, Meta(pattern=f"^{ENDPOINT}$", description="tcp://host:port")]
+#: a node's address as a user writes it (config, --peer, --node): its RPC endpoint and
+#: the node key it must answer with (core/ids.py: nobody else can answer for it)
+ENDPOINT = r"tcp://[^:/?]+:[0-9]+\?key=[0-9a-fA-F]{64}"
+PeerEndpoint = Annotated[str, Meta(pattern=f"^{ENDPOINT}$",
+                                   description="tcp://host:port?key=KEY (the node's address "
+                                   "as it prints it at start)")]
 
 
 class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -187,7 +190,11 @@ class FederationConfig(Section, frozen=True):
     enabled: bool = True
     #: "mdns", "static" (only the peers below) or "both"
     discovery: Literal["mdns", "static", "both"] = "both"
-    #: RPC endpoints of peers to use without mDNS, e.g. ["tcp://192.168.1.20:17617"]
+    #: members this node verified are remembered (state_dir/members.json) and probed
+    #: after a restart; one not seen for this many days is forgotten
+    remember_days: Annotated[int, _range(1, 3650)] = 30
+    #: addresses of peers to use without mDNS, each its RPC endpoint and key, e.g.
+    #: ["tcp://192.168.1.20:17617?key=3f9a..."] (what the node prints at start)
     peers: list[PeerEndpoint] = field(default_factory=list)
     #: nodes only federate with nodes of the same swarm name (several swarms on one LAN)
     swarm: Annotated[str, Meta(min_length=1, max_length=64, description="a name")] = "default"

@@ -32,6 +32,7 @@ from zswarm import client, cores, pull, statedir
 from zswarm.asks import Ask
 from zswarm.config import Config, override
 from zswarm.core.claims import foreign
+from zswarm.core.ids import pinned, unpinned
 from zswarm.core.messages import PROTOCOL_VERSION, ChatMessage, GenerateRequest, NodeCard, SamplingParams
 from zswarm.core.text import printable
 from zswarm.engines.loader import model_id
@@ -195,7 +196,7 @@ def _tcp_open(endpoint: str) -> bool:
 
 def _reach(card: NodeCard, key: SwarmKey | None) -> tuple[NodeCard | None, float, str, bool]:
     """(status reply's card, ms, error, heartbeat port open) for one advertised node."""
-    peer, ms, error = _probe(card.rpc, key)
+    peer, ms, error = _probe(pinned(card.rpc, card.public), key)
     return peer, ms, error, peer is not None and _tcp_open(card.pub)
 
 
@@ -240,13 +241,15 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
                      if drops.total else ""),
                   "" if found else "if another machine runs a node: same LAN segment (not a "
                   "guest Wi-Fi), UDP 5353 multicast allowed (client isolation and some "
-                  "routers block it), or use static peers: --peer tcp://HOST:17617")
+                  "routers block it), or use static peers: --peer "
+                  "'tcp://HOST:17617?key=KEY' (the address that node prints at start)")
+    running = unpinned(running_rpc)[0] if running_rpc else None  # its endpoint
     by_id: dict[str, set[str]] = {}
     to_probe: list[tuple[str, NodeCard, bool]] = []
     for f in found:
         card = f.card
         by_id.setdefault(card.node_id, set()).add(card.rpc)
-        if card.rpc == running_rpc:
+        if card.rpc == running:
             yield Finding("mdns", OK, f"this machine's node {card.name} is advertised "
                           f"({f.address})")
             continue
@@ -291,12 +294,12 @@ def _discovered(config: Config, found: list[Found], drops: DropCounter, me: Node
             yield Finding("reachability", OK, f"{name}: RPC answered in {ms:.1f} ms, "
                           "heartbeat port open")
     for node_id, endpoints in by_id.items():
-        if node_id == me.node_id and running_rpc not in endpoints or len(endpoints) > 1:
+        if node_id == me.node_id and running not in endpoints or len(endpoints) > 1:
             yield Finding("node ids", FAIL, f"node id {node_id} is used by "
                           f"{len(endpoints)} node(s) at {', '.join(sorted(endpoints))}"
                           + (" and by this machine" if node_id == me.node_id else ""),
-                          "a copied state dir: delete state_dir/node_id on all but one "
-                          "(a new id is made at start)")
+                          "a copied state dir: delete state_dir/node.key on all but one "
+                          "(a new key, and id, is made at start)")
 
 
 def _not_pulled(config: Config, want: str) -> Finding:

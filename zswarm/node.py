@@ -37,13 +37,14 @@ import trio
 
 from zswarm import cores, statedir
 from zswarm.config import Config, ModelEntry
+from zswarm.core.ids import pinned
 from zswarm.errors import ConfigError, ModelNotFound, ZswarmError
 from zswarm.http.base import HttpNode
 from zswarm.http.server import open_listener, serve_http
 from zswarm.net.addresses import choose_bind_address
 from zswarm.net.bus import Publisher
 from zswarm.net.guard import FrameDrops
-from zswarm.net.security import SwarmKey, swarm_key
+from zswarm.net.security import Credentials, SwarmKey, swarm_key
 from zswarm.pull import local_model, pulled, remote_id, wanted
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import MAX_INBOUND, Inbound
@@ -58,6 +59,7 @@ from zswarm.runtime.local import (
     serving,
     single_errors,
 )
+from zswarm.runtime.members import Remembered
 from zswarm.runtime.overview import report_first_peers
 from zswarm.runtime.rpc import RpcServer, open_endpoint
 from zswarm.runtime.sharing import ModelShelf
@@ -83,7 +85,8 @@ async def _run_node(config: Config, drain: trio.Event,
 
 async def _run_locked(config: Config, drain: trio.Event,
                       task_status: trio.TaskStatus[NodeInfo]) -> None:
-    node_id = statedir.load_node_id(config)
+    node_key = statedir.load_node_key(config)
+    node_id = node_key.node_id
     stats, drops = NodeStats(), FrameDrops()
     key = swarm_key(config.security.swarm_key_file, source=config.source)
     fed_cfg = config.federation
@@ -100,7 +103,8 @@ async def _run_locked(config: Config, drain: trio.Event,
     swarm: list[Federation] = []  # set below: a model pulled on demand asks its members
 
     def members() -> list[str]:
-        alive = [p.card.rpc for f in swarm for p in f.table.alive() if p.card.rpc]
+        alive = [pinned(p.card.rpc, p.card.public) for f in swarm for p in f.table.alive()
+                 if p.card.rpc]
         return list(dict.fromkeys([*fed_cfg.peers, *alive]))
 
     chosen, remote = await trio.to_thread.run_sync(partial(_pulled_entries, config, key,
@@ -109,29 +113,33 @@ async def _run_locked(config: Config, drain: trio.Event,
         build_models, config, chosen, stats=stats, drops=drops.counter("workers"),
         remote=remote))
     ports = config.ports
+    creds = Credentials(node_key, key)
     with ExitStack() as sockets:  # every socket bound before anything serves
         listener = None
         if config.http.enabled:
             with _binding(config, "http", host):
                 listener = sockets.enter_context(open_listener(host, ports.http))
         with _binding(config, "rpc", host):
-            rpc_sock, rpc_endpoint = open_endpoint(f"tcp://{host}:{ports.rpc}", key)
+            rpc_sock, rpc_endpoint = open_endpoint(f"tcp://{host}:{ports.rpc}", creds)
         sockets.callback(rpc_sock.close)
         publisher = None
         if fed_cfg.enabled:  # closed last: the goodbye heartbeat goes out before
             with _binding(config, "pub", host):
-                publisher = Publisher(f"tcp://{host}:{ports.pub}", key=key)
+                publisher = Publisher(f"tcp://{host}:{ports.pub}", creds=creds)
             sockets.callback(publisher.close)
         card = node_card(config, models, node_id=node_id, rpc=rpc_endpoint,
                          pub=publisher.endpoint if publisher else "",
                          http=listener.getsockname()[1] if listener else 0,
-                         hardware=hardware_summary(), key=key.fingerprint if key else "")
-        ctx = NodeContext(config, card, models, key=key, stats=stats, drops=drops)
+                         hardware=hardware_summary(), key=key.fingerprint if key else "",
+                         public=node_key.public)
+        ctx = NodeContext(config, card, models, key=key, creds=creds, stats=stats,
+                          drops=drops)
         shelf = ModelShelf(models.files, busy=models.busy)
         # requests peers ask back over links this node opened, for the RPC server
         asked_back, inbound = trio.open_memory_channel[Inbound](MAX_INBOUND)
         federation = (Federation(ctx, publisher, mdns_address=host, inbound=asked_back,
-                                 backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")))
+                                 backlinks=Backlinks(rpc_sock, ctx.drops.counter("backlinks")),
+                                 remembered=Remembered(config))
                       if publisher is not None else None)
         peers: Peers = federation if federation is not None else NoPeers()
         swarm.extend([federation] if federation is not None else [])
@@ -229,12 +237,13 @@ def _binding(config: Config, port: str, host: str) -> Iterator[None]:
 def _announce(config: Config, ctx: NodeContext, host: str) -> NodeInfo:
     """Write node.json and log the banner."""
     card = ctx.card
-    info = NodeInfo(node_id=card.node_id, name=card.name, host=host, rpc_endpoint=card.rpc,
+    info = NodeInfo(node_id=card.node_id, name=card.name, host=host,
+                    rpc_endpoint=pinned(card.rpc, card.public),
                     pub_endpoint=card.pub, http_port=card.http, model_id=card.model_id,
                     workers=card.workers, federation=bool(card.pub), swarm_key=card.key)
     statedir.write(config, info)
     log.info("node %s (%s) on %s: rpc %s, pub %s, http %s, model %s, %d worker(s), "
-             "federation %s", info.name, info.node_id, host, card.rpc, card.pub or "-",
+             "federation %s", info.name, info.node_id, host, info.rpc_endpoint, card.pub or "-",
              card.http or "-", info.model_id, info.workers,
              f"on ({config.federation.discovery})" if info.federation else "off")
     return info

@@ -34,7 +34,7 @@ from zswarm import client
 from zswarm.config import Config
 from zswarm.core import codec
 from zswarm.core.catalog import held_by
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import new_request_id, pinned, unpinned
 from zswarm.core.messages import (
     Chunk,
     ChunkRequest,
@@ -45,7 +45,7 @@ from zswarm.core.messages import (
 )
 from zswarm.engines.models import file_sha256, resolve_model
 from zswarm.errors import ConfigError, ModelNotFound, PeerUnavailable, RemoteProtocolError, ZswarmError
-from zswarm.net.security import SwarmKey
+from zswarm.net.security import SwarmKey, one_off, pin
 from zswarm.net.zmq_trio import open_socket
 
 #: piece requests in flight per holder
@@ -73,9 +73,9 @@ def holders(reply: PeersReply, model: str) -> tuple[str, list[Holder]]:
     """The model id ``model`` (an id, a file name, or the start of one) names among the
     models the member and its ALIVE peers serve (every model their cards list), and who
     serves it. ModelNotFound lists what the swarm has."""
-    cards = [(reply.node.name, held.model_id, reply.node.rpc)
+    cards = [(reply.node.name, held.model_id, pinned(reply.node.rpc, reply.node.public))
              for held, _ in held_by(reply.node, reply.load)]
-    cards += [(p.name, held.model_id, p.rpc) for p in reply.peers
+    cards += [(p.name, held.model_id, pinned(p.rpc, p.public)) for p in reply.peers
               if p.state == "alive" and p.rpc and p.model_id for held, _ in held_by(p, p.load)]
     ids = sorted({m for _, m, _ in cards if m})
     exact = [m for m in ids if model in (m, m.split("@")[0])]
@@ -186,10 +186,12 @@ class Pull:
         used: set[str] = set()
         try:
             for holder in self.sources:
-                sock = open_socket(zmq.DEALER, role="client", key=self.key,
+                sock = open_socket(zmq.DEALER, role="client", creds=one_off(self.key),
                                    max_msg_bytes=offer.chunk_bytes + 64 * 1024)
                 sources.append(_Source(holder, sock))
-                sock.connect(holder.rpc)
+                endpoint, public = unpinned(holder.rpc)
+                pin(sock, public)  # only the holder itself answers there
+                sock.connect(endpoint)
                 poller.register(sock, zmq.POLLIN)
             with part.open("r+b" if part.exists() else "wb") as out:
                 out.seek(written)

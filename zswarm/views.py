@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from zswarm.core.ids import pinned
 from zswarm.core.messages import PeerInfo, Report
 from zswarm.core.peers import count_states, summarize_states
 from zswarm.core.text import printable
@@ -82,7 +83,9 @@ def peer_json(p: PeerInfo) -> dict[str, object]:
     return {"id": p.node_id, "name": p.name, "address": p.address, "state": p.state,
             "model": p.model_id, "load": msgspec.to_builtins(p.load),
             "last_seen_s": p.last_seen_s, "rtt_ms": p.rtt_ms, "source": p.source,
-            "detail": p.detail, "reach": p.reach}
+            "detail": p.detail, "reach": p.reach,
+            # what --node, zswarm join and [federation] peers take
+            "node_address": pinned(p.rpc, p.public) if p.rpc else None}
 
 
 def key_state(fingerprint: str) -> str:

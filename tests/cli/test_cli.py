@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zswarm.cli import app
+from zswarm.core.ids import unpinned
 from zswarm.statedir import NodeInfo
 
 pytestmark = pytest.mark.model
@@ -51,8 +52,9 @@ def test_ask_json_report(tmp_path):
     assert report["strategy"] == "weighted_vote" and len(report["candidates"]) == 3
     assert report["answer"] == report["candidates"][report["winner"]]["text"]
     for c in report["candidates"]:
-        assert set(c) == {"node", "worker", "text", "score", "finish_reason", "latency_ms",
-                          "prompt_tokens", "cached_tokens"}
+        assert set(c) == {"node", "node_id", "worker", "text", "score", "finish_reason",
+                          "latency_ms", "prompt_tokens", "cached_tokens", "model_id"}
+        assert c["node_id"]  # every candidate names its node by id (names may be shared)
         assert c["node"] == "cli-test" and c["worker"] == "w0"
 
 
@@ -195,7 +197,7 @@ def test_node_flags_win_over_the_file(tmp_path):
 
     cfg = node_config(tmp_path, "x", swarm="flags-" + secrets.token_hex(3), answers=["42"])
     with NodeProcess(cfg, args=("--no-federation", "--name", "flagged", "--http-port", "0",
-                                "--peer", "tcp://127.0.0.1:9")) as node:
+                                "--peer", f"tcp://127.0.0.1:9?key={'ab' * 32}")) as node:
         info = node.wait_ready()
         assert info.name == "flagged" and info.federation is False
         assert info.pub_endpoint == "" and info.http_port > 0
@@ -204,12 +206,17 @@ def test_node_flags_win_over_the_file(tmp_path):
                           "--http-port", "70000"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "+ command line: ports.http: expected 0 to 65535" in bad.stderr, bad.stderr
+    keyless = subprocess.run([sys.executable, "-m", "zswarm", "node", "--config", str(cfg),
+                              "--peer", "tcp://127.0.0.1:9"], capture_output=True, text=True,
+                             timeout=60)  # nobody may pose as a member: an address has a key
+    assert keyless.returncode == 2 and "federation.peers[0]: expected tcp://host:port?key=KEY" \
+        in keyless.stderr, keyless.stderr
     from zswarm.testing.cluster import free_port
 
     rpc = free_port()
     with NodeProcess(cfg, args=("--rpc-port", str(rpc), "--pub-port", "0")) as node:
         info = node.wait_ready()
-        assert info.rpc_endpoint.endswith(f":{rpc}") and info.pub_endpoint
+        assert info.rpc_endpoint.split("?")[0].endswith(f":{rpc}") and info.pub_endpoint
 
 
 def test_a_second_node_on_a_state_dir_in_use_is_refused_and_join_picks_its_own(
@@ -279,7 +286,8 @@ def test_override_checks_like_the_file():
     from zswarm.errors import ConfigError
 
     cfg = parse_config({"federation": {"discovery": "mdns"}}, source="swarm.toml")
-    changed = override(cfg, {"federation": {"enabled": False, "peers": ["tcp://10.0.0.2:7"]}})
+    peer = f"tcp://10.0.0.2:7?key={'ab' * 32}"
+    changed = override(cfg, {"federation": {"enabled": False, "peers": [peer]}})
     assert changed.federation.enabled is False and changed.federation.discovery == "mdns"
     assert changed.source == "swarm.toml + command line" and changed.node == cfg.node
     assert override(cfg, {"node": {}, "ports": {}}) is cfg
@@ -290,11 +298,13 @@ def test_override_checks_like_the_file():
 def test_a_port_nobody_listens_on_fails_fast_and_says_so(tmp_path):
     from zswarm.testing.cluster import free_port
 
-    result = runner.invoke(app, ["ask", "hi", "--node", f"tcp://127.0.0.1:{free_port()}"])
+    result = runner.invoke(app, ["ask", "hi", "--node",
+                                 f"tcp://127.0.0.1:{free_port()}?key={'ab' * 32}"])
     # said by the 3 s status exchange (the ask would wait out its 300 s deadline)
     assert result.exit_code == 1 and "within 3 s: nothing listens there" in result.output
-    malformed = runner.invoke(app, ["ask", "hi", "--node", "127.0.0.1:17617"])
-    assert malformed.exit_code == 2 and "is not tcp://host:port" in malformed.output
+    for wrong in ("127.0.0.1:17617", "tcp://127.0.0.1:17617"):  # no key: anyone could answer
+        malformed = runner.invoke(app, ["ask", "hi", "--node", wrong])
+        assert malformed.exit_code == 2 and "tcp://host:port?key=KEY" in malformed.output
 
 
 def test_a_listener_that_does_not_answer_is_named_with_the_key_hint(tmp_path):
@@ -304,7 +314,8 @@ def test_a_listener_that_does_not_answer_is_named_with_the_key_hint(tmp_path):
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        result = runner.invoke(app, ["ask", "hi", "--node", f"tcp://127.0.0.1:{port}"])
+        result = runner.invoke(app, ["ask", "hi", "--node",
+                                     f"tcp://127.0.0.1:{port}?key={'ab' * 32}"])
     assert result.exit_code == 1 and "swarm_key_file" in result.output
 
 
@@ -315,7 +326,7 @@ def test_a_node_of_this_config_that_died_is_an_error_not_a_silent_local_answer(t
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "node.json").write_text(json.dumps(  # what kill -9 leaves behind
         {"node_id": "0123456789abcdef", "name": "gone", "host": "127.0.0.1",
-         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "pub_endpoint": "",
+         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}?key={'ab' * 32}", "pub_endpoint": "",
          "http_port": 0, "model_id": "m", "workers": 1, "federation": False,
          "swarm_key": "", "pid": 999_999}))
     result = runner.invoke(app, ["ask", "hi", "--config", str(cfg)])
@@ -394,7 +405,7 @@ def test_ask_returns_within_seconds_when_its_node_is_killed_mid_answer(tmp_path)
             ask.communicate()
         proc.stop()
     assert ask.returncode == 1, err
-    assert f"the node at {proc.rpc} closed the connection while answering" in err
+    assert f"the node at {unpinned(proc.rpc)[0]} closed the connection while answering" in err
     assert "start it again with `zswarm node --config" in err
     assert took < 10, took  # the deadline is 300 s: seconds, not the deadline
 

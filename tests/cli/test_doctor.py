@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 from zswarm import doctor as doctor_module
+from zswarm.core.ids import pinned
 from zswarm.core.messages import NodeCard
 from zswarm.net.mdns import Mdns
+from zswarm.net.security import one_off
 from zswarm.testing.cluster import NodeProcess, free_port, node_config
 from zswarm.testing.floods import mdns_flood
 
@@ -53,7 +55,7 @@ def test_a_healthy_node_passes(tmp_path):
 
 
 def test_an_unreachable_static_peer_is_named(tmp_path):
-    dead = f"tcp://127.0.0.1:{free_port()}"
+    dead = f"tcp://127.0.0.1:{free_port()}?key={'ab' * 32}"
     cfg = node_config(tmp_path, "n", swarm="doc-" + secrets.token_hex(6), answers=["42"],
                       federation={"discovery": "static", "peers": [dead]})
     code, findings = doctor(cfg, "--no-model")
@@ -139,12 +141,14 @@ def test_a_node_made_by_join_is_understood_pulled_or_not(tmp_path):
 
     default = resolve_model("default")
     swarm = "doc-" + secrets.token_hex(6)
-    member = NodeCard(node_id=secrets.token_hex(8), name="member", model_id=default.model_id,
+    mine = one_off().node
+    member = NodeCard(node_id=mine.node_id, name="member", model_id=default.model_id,
                       workers=1, rpc=f"tcp://127.0.0.1:{free_port()}",
-                      pub=f"tcp://127.0.0.1:{free_port()}", swarm=swarm)
+                      pub=f"tcp://127.0.0.1:{free_port()}", swarm=swarm, public=mine.public)
+    address = pinned(member.rpc, member.public)
     cfg = node_config(tmp_path, "joined", swarm=swarm,
                       model={"path": f"swarm:{default.model_id}"},
-                      federation={"peers": [member.rpc]})
+                      federation={"peers": [address]})
     mdns = Mdns("127.0.0.1")
     try:
         mdns.advertise(member)
@@ -153,7 +157,7 @@ def test_a_node_made_by_join_is_understood_pulled_or_not(tmp_path):
         mdns.close()
     assert not where(findings, "model", "FAIL"), findings
     (waiting,) = where(findings, "model", "info")
-    assert "is not pulled yet" in waiting and f"pulls it from {member.rpc}" in waiting
+    assert "is not pulled yet" in waiting and f"pulls it from {address}" in waiting
     assert not [f for f in findings if "another model" in f["message"]]
     models = tmp_path / "joined" / "state" / "models"
     models.mkdir(parents=True)

@@ -45,7 +45,7 @@ def test_the_banner_reports_the_peers_found(tmp_path):
 def test_the_banner_says_what_to_check_when_no_peer_answers(tmp_path):
     lonely = node_config(tmp_path, "lonely", swarm="view-" + secrets.token_hex(6),
                          answers=["42"], federation={"discovery": "both",
-                                                     "peers": ["tcp://127.0.0.1:9"]})
+                                                     "peers": [f"tcp://127.0.0.1:9?key={'ab' * 32}"]})
     with NodeProcess(lonely) as node:
         node.wait_ready(30)
         def report() -> list[str] | None:

@@ -20,7 +20,8 @@ S = PeerState
 
 
 def card(node_id: str, rpc: str = "", **kw) -> NodeCard:
-    return helpers.card(node_id, name=node_id.upper(),
+    return helpers.card(node_id.upper(), node_id=node_id,  # (ids as given: the table
+                        # takes the cards it is given; core/claims.py proves them)
                         rpc=rpc or f"tcp://10.0.0.{len(node_id)}:1", pub="tcp://10.0.0.9:2", **kw)
 
 

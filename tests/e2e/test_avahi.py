@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.debian import need
+from zswarm.core.ids import unpinned
+from zswarm.core.messages import PROTOCOL_VERSION
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 from .netns import Lan, netns_available
@@ -115,10 +117,10 @@ def test_avahi_sees_the_node_and_the_node_survives_avahi_records(lan_with_avahi,
                           20, what="avahi-browse lists the node")
         fields = line.split(";")
         assert fields[2] == "IPv4" and fields[4] == "_zswarm._tcp"
-        assert fields[7] == lan.addresses[zs_host] and fields[8] == str(info.rpc_endpoint
-                                                                         ).rsplit(":", 1)[1]
-        for txt in (f'"id={info.node_id}"', f'"swarm={swarm}"', '"name=zs"', '"proto=1"',
-                    '"model=scripted"'):
+        endpoint, public = unpinned(info.rpc_endpoint)
+        assert fields[7] == lan.addresses[zs_host] and fields[8] == endpoint.rsplit(":", 1)[1]
+        for txt in (f'"id={info.node_id}"', f'"swarm={swarm}"', '"name=zs"',
+                    f'"proto={PROTOCOL_VERSION}"', '"model=scripted"', f'"pk={public}"'):
             assert txt in fields[9], (txt, fields[9])
 
         # 2. broken and foreign _zswarm._tcp services published by avahi

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, address_of, node_config, wait_until
 
 from .netns import Lan, netns_available, peers, run_cli, states
 
@@ -178,10 +178,11 @@ def test_split_brain_both_sides_serve_and_heal(nodes, lan):
     print(f"split for {split_s:.2f} s, healed in {took:.2f} s")
 
 
-def test_static_peers_without_mdns(nodes, lan):
+def test_static_peers_without_mdns(nodes, lan, tmp_path):
     hosts = lan.names
     fixed = {"ports": {"rpc": 17617, "pub": 17616}}
-    endpoints = [f"tcp://{lan.addresses[h]}:17617" for h in hosts]
+    endpoints = [address_of(tmp_path, n, f"tcp://{lan.addresses[h]}:17617")
+                 for n, h in zip(("a", "b", "c"), hosts, strict=False)]
     swarm = nodes({name: {"answers": [f"from {name}"], **fixed,
                           "federation": {"discovery": "static", "peers": endpoints}}
                    for name in ("a", "b", "c")})

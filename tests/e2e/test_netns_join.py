@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, address_of, node_config, wait_until
 
 from .netns import Lan, netns_available, run_cli, states
 
@@ -37,7 +37,8 @@ def lan():
 def members(lan, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("members")
     hosts = lan.names[:MEMBERS]
-    endpoints = [f"tcp://{lan.addresses[h]}:17617" for h in hosts]
+    endpoints = [address_of(tmp, f"m{i}", f"tcp://{lan.addresses[h]}:17617")
+                 for i, h in enumerate(hosts)]
     procs = {}
     try:
         for i, host in enumerate(hosts):

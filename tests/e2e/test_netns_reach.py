@@ -13,15 +13,17 @@ cannot be built.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.debian import need
-from zswarm.testing.cluster import NodeProcess, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, address_of, node_config, wait_until
 
 from .netns import Lan, netns_available, run_cli
 
@@ -55,7 +57,7 @@ class Swarm:
 
     def start(self, name: str) -> NodeProcess:
         host = self.hosts[name]
-        first = f"tcp://{self.lan.addresses[self.hosts['a']]}:{RPC}"
+        first = address_of(self.tmp, "a", f"tcp://{self.lan.addresses[self.hosts['a']]}:{RPC}")
         self.configs[name] = node_config(
             self.tmp, name, swarm=self.swarm, bind=self.lan.addresses[host],
             answers=[f"from {name}"], ports={"rpc": RPC, "pub": PUB, "http": 0},
@@ -181,3 +183,34 @@ def test_multicast_dropped_and_b_comes_back_at_a_new_address(swarm, nft, keys):
                                    swarm.peers(n)["b"]["address"]) == ("alive", new), 20,
                    what=f"{name} sees b alive at {new}", interval_s=0.25)
     swarm.ask_everywhere()
+
+
+@KEYS
+def test_after_a_power_cut_without_a_the_others_find_each_other_again(swarm, nft, keys):
+    """b and c joined through a (the only address they were given); a power cut stops
+    everyone, and a never comes back. b and c, restarted from their configs, probe the
+    members they remember (state_dir/members.json, each pinned to its key)."""
+    swarm.start_all(multicast=False)
+    for name in NAMES:  # the power cut: nobody says goodbye
+        swarm.procs[name].signal(signal.SIGKILL)
+        swarm.procs[name].proc.wait()
+        swarm.procs[name].stop()  # (its log closed)
+    healthy: dict[str, float] = {}
+    for name in ("b", "c"):
+        swarm.procs[name] = NodeProcess(swarm.configs[name], netns=swarm.hosts[name],
+                                        log_path=swarm.configs[name].with_name("node2.log"))
+    for name in ("b", "c"):
+        swarm.procs[name].wait_ready(60)
+        healthy[name] = time.monotonic()
+    t0 = max(healthy.values())
+    for name, other in (("b", "c"), ("c", "b")):
+        wait_until(lambda n=name, o=other: swarm.peers(n).get(o, {}).get("state") == "alive",
+                   20, what=f"{name} sees {other} alive again", interval_s=0.25)
+    took = time.monotonic() - t0
+    sources = {swarm.peers("b")["c"]["source"], swarm.peers("c")["b"]["source"]}
+    assert sources & {"remembered", "contact"}, sources
+    print(json.dumps({"power_cut_rejoin_s": round(took, 2), "keys": keys}))
+    for name in ("b", "c"):  # and they answer together
+        report = swarm.cli(name, "ask", "What is 6 * 7?", "--n", "4", "--strategy",
+                           "best_of_n")
+        assert {c["node"] for c in report["candidates"]} == {"b", "c"}, report

@@ -58,12 +58,12 @@ async def peers_of(info: NodeInfo, key: SwarmKey | None = None) -> list[PeerInfo
 
 
 async def ask(info: NodeInfo, n: int, strategy: str, deadline_ms: int = 20_000, *,
-              adaptive: bool = False) -> tuple[str, Report]:
+              adaptive: bool = False, key: SwarmKey | None = None) -> tuple[str, Report]:
     """Ask the node ``n`` candidates of "What is 6 * 7?" over RPC (in a thread); with
-    ``adaptive``, a budget of ``n``."""
+    ``adaptive``, a budget of ``n``; ``key``: the swarm key (a keyed swarm's node)."""
     reply = await trio.to_thread.run_sync(
         lambda: client.ask(info.rpc_endpoint, question(n=n), strategy=strategy,
-                           deadline_ms=deadline_ms, adaptive=adaptive))
+                           deadline_ms=deadline_ms, adaptive=adaptive, key=key))
     return reply.answer, reply.report
 
 

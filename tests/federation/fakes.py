@@ -11,6 +11,7 @@ import trio
 import zmq
 
 from zswarm.core import codec
+from zswarm.core.ids import pinned
 from zswarm.core.messages import (
     Candidate,
     Heartbeat,
@@ -25,19 +26,26 @@ from zswarm.core.messages import (
     Vote,
     VoteRequest,
 )
+from zswarm.net.security import SwarmKey, one_off
 from zswarm.net.zmq_trio import TrioSocket
 
 
 class FakePeer:
     """A peer that answers Status and heartbeats honestly and votes as told."""
 
-    def __init__(self, swarm: str, vote: str) -> None:
-        self.rpc = TrioSocket.open(zmq.ROUTER)
+    def __init__(self, swarm: str, vote: str, key: SwarmKey | None = None) -> None:
+        self.creds = one_off(key)  # a key of its own: its id is its key's
+        self.key = key
+        self.rpc = TrioSocket.open(zmq.ROUTER, role="server", creds=self.creds)
         self.rpc_endpoint = self.rpc.bind("tcp://127.0.0.1:0")
-        self.pub = TrioSocket.open(zmq.PUB)
+        self.pub = TrioSocket.open(zmq.PUB, role="server", creds=self.creds)
         self.pub_endpoint = self.pub.bind("tcp://127.0.0.1:0")
-        self.card = NodeCard(node_id="fa4e" * 4, name="fake", model_id="scripted", workers=1,
-                             rpc=self.rpc_endpoint, pub=self.pub_endpoint, swarm=swarm)
+        self.card = NodeCard(node_id=self.creds.node.node_id, name="fake",
+                             model_id="scripted", workers=1, rpc=self.rpc_endpoint,
+                             pub=self.pub_endpoint, swarm=swarm, public=self.creds.node.public,
+                             key=key.fingerprint if key is not None else "")
+        #: what --node and [federation] peers take
+        self.address = pinned(self.rpc_endpoint, self.creds.node.public)
         self.vote = vote
         self.votes_asked = 0
         #: what it answers to PeersRequest (peer exchange)

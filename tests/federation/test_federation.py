@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 
 import msgspec
 import pytest
 import trio
-import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from tests.helpers import question
+from tests.helpers import id_of, key_of, question
 from zswarm import client, views
 from zswarm.core import codec
 from zswarm.core.messages import ClientRequest, Error
 from zswarm.net.mdns import SERVICE_TYPE
-from zswarm.net.zmq_trio import TrioSocket
 from zswarm.statedir import NodeInfo
-from zswarm.testing.cluster import wait_until_async
+from zswarm.testing.cluster import dealer, node_key_of, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
 
@@ -56,7 +55,8 @@ async def three(cluster, specs: dict[str, dict], **common) -> list[NodeInfo]:
 
 
 async def test_majority_follows_the_peers_and_their_weights(cluster):
-    a2_id = "a2a2a2a2a2a2a2a2"  # weights are by node id: a2's is written before it starts
+    # weights are by node id: a2's key (its id) is made before it starts
+    a2_id = node_key_of(cluster.directory, "a2").node_id
     weights = {"consensus": {"weights": {a2_id: 5.0}}}
     a, _, _ = await three(cluster, {"a": {"answers": ["41"]}, "b": {"answers": ["42"]},
                                     "c": {"answers": ["The answer is 42"]}})
@@ -66,8 +66,6 @@ async def test_majority_follows_the_peers_and_their_weights(cluster):
     for name in ("a", "b", "c"):
         cluster.stop(name)
     # new names: the old nodes may still be saying goodbye while the new ones start
-    (cluster.directory / "a2" / "state").mkdir(parents=True)
-    (cluster.directory / "a2" / "state" / "node_id").write_text(a2_id)
     a, _, _ = await three(cluster, {"a2": {"answers": ["41"], **weights},
                                     "b2": {"answers": ["42"]}, "c2": {"answers": ["42"]}})
     answer, report = await ask(a, 3, "majority")
@@ -143,13 +141,14 @@ async def test_slow_peer_times_out_and_the_report_says_so(cluster):
 
 async def test_static_peers_without_mdns(cluster):
     b = await cluster.start("b", ["from b"], federation={"discovery": "static"})
+    nobody = f"tcp://127.0.0.1:9?key={'ab' * 32}"
     a = await cluster.start("a", ["from a"],
                             federation={"discovery": "static", "peers": [b.rpc_endpoint,
-                                                                          "tcp://127.0.0.1:9"]})
+                                                                          nobody]})
     table = await wait_peers(a, alive("b"))
     assert table["b"] == "alive"
     unreachable = [p for p in await peers_of(a) if p.state == "unreachable"]
-    assert [p.address for p in unreachable] == ["tcp://127.0.0.1:9"]
+    assert [(p.address, p.rpc) for p in unreachable] == [("tcp://127.0.0.1:9", nobody)]
     answer, report = await ask(a, 2, "best_of_n")
     assert {c.node for c in report.candidates} == {"a", "b"}
 
@@ -175,7 +174,8 @@ async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(clus
     try:
         info = ServiceInfo(SERVICE_TYPE, f"future-{cluster.swarm}.{SERVICE_TYPE}",
                            addresses=[socket.inet_aton("127.0.0.1")], port=9,
-                           properties={"id": "f" * 16, "name": "future", "proto": "99",
+                           properties={"id": id_of("future"), "pk": key_of("future"),
+                                       "name": "future", "proto": "99",
                                        "model": "scripted", "workers": "1", "pub": "9",
                                        "rpc": "9", "swarm": cluster.swarm},
                            server="future.local.")
@@ -190,8 +190,7 @@ async def test_incompatible_protocol_version_is_listed_and_never_sent_votes(clus
 
 async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "static"})
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as sock:
         future = msgspec.to_builtins(ClientRequest(request_id="x", request=question(n=1)))
         future["v"] = 7
         bad = {b"\xc1": "malformed", b"\x80": "malformed", b"{" * 10_000: "malformed",
@@ -203,18 +202,17 @@ async def test_malformed_frames_get_errors_and_the_node_keeps_serving(cluster):
             err = codec.decode(reply)
             assert isinstance(err, Error) and err.kind == "protocol" and why in err.message
         await sock.send([b"a", b"b", b"c"])  # wrong frame count: dropped, no reply
-    with TrioSocket.open(zmq.DEALER) as big:  # over ZMQ_MAXMSGSIZE: zmq drops the connection
-        big.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as big:  # over ZMQ_MAXMSGSIZE: zmq drops the connection
         await big.send([b"\x00" * (9 * 1024 * 1024)])
     answer, _ = await ask(a, 1, "first_valid")
     assert answer == "42"
 
 
 async def test_duplicate_node_id_is_logged_loudly(cluster, caplog):
-    a = await cluster.start("a", ["42"], federation={"discovery": "mdns"})
+    await cluster.start("a", ["42"], federation={"discovery": "mdns"})
     twin_state = cluster.directory / "twin" / "state"
-    twin_state.mkdir(parents=True)
-    (twin_state / "node_id").write_text(a.node_id + "\n")
+    twin_state.mkdir(parents=True)  # a copied state dir: the same key, so the same id
+    shutil.copy(cluster.directory / "a" / "state" / "node.key", twin_state / "node.key")
     with caplog.at_level(logging.ERROR, logger="zswarm"):
         await cluster.start("twin", ["42"], federation={"discovery": "mdns"})
         await wait_until_async(lambda: "DUPLICATE NODE ID" in caplog.text, 10,

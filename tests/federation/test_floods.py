@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from zswarm import client
+from zswarm.core.ids import unpinned
 from zswarm.core.messages import ChatMessage, ClientReply, GenerateRequest
 from zswarm.core.peers import MAX_UNHEARD
 from zswarm.net.security import SwarmKey, write_key_file
@@ -82,11 +83,11 @@ def test_idle_connections_hold_descriptors_for_a_moment_not_the_node(tmp_path, k
     key, security = _keyed(tmp_path, keyed)
     # an unreachable static peer: the node opens a probe socket every heartbeat, which is
     # where running out of descriptors ended the node before
-    fed = {"discovery": "static", "peers": ["tcp://127.0.0.1:9"]}
+    fed = {"discovery": "static", "peers": [f"tcp://127.0.0.1:9?key={'ab' * 32}"]}
     with NodeProcess(node_config(tmp_path, "a", swarm=swarm, answers=["42"], federation=fed,
                                  **security), max_fds=DESKTOP_FDS) as a:
         a.wait_ready(30)
-        port = int(a.rpc.rsplit(":", 1)[1])
+        port = int(unpinned(a.rpc)[0].rsplit(":", 1)[1])
         http_port = int(a.info.http_port)
         with idle_connections(port, 1100) as conns, \
                 idle_connections(http_port, 1100) as http_conns:

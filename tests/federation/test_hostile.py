@@ -13,13 +13,14 @@ import httpx
 import msgspec
 import pytest
 import trio
-import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from tests.helpers import question
+from tests.helpers import id_of, key_of, question
 from zswarm import client
 from zswarm.core import codec
+from zswarm.core.ids import unpinned
 from zswarm.core.messages import (
+    PROTOCOL_VERSION,
     ClientReply,
     ClientRequest,
     Error,
@@ -30,8 +31,7 @@ from zswarm.core.messages import (
 from zswarm.errors import PeerUnavailable
 from zswarm.net.mdns import SERVICE_TYPE
 from zswarm.net.security import write_key_file
-from zswarm.net.zmq_trio import TrioSocket
-from zswarm.testing.cluster import free_port, wait_until_async
+from zswarm.testing.cluster import address_of, dealer, free_port, wait_until_async
 
 from .conftest import alive, ask, peers_of, wait_peers
 from .fakes import FakePeer
@@ -43,9 +43,10 @@ NASTY_FRAMES = [
     b"\x91" * 100_000 + b"\xc0",  # nesting 100,000 deep
     b"\xdb\xff\xff\xff\xff",  # a string that claims 4 GiB
     b"\xdd\xff\xff\xff\xff",  # an array that claims 4 billion items
-    msgspec.msgpack.encode({"type": "client_request", "v": 1, "request_id": "r",
+    msgspec.msgpack.encode({"type": "client_request", "v": PROTOCOL_VERSION, "request_id": "r",
                             "request": {"messages": [{"role": "user", "content": 5}]}}),
-    msgspec.msgpack.encode({"type": "vote", "v": 1, "request_id": "r", "node_id": "x",
+    msgspec.msgpack.encode({"type": "vote", "v": PROTOCOL_VERSION, "request_id": "r",
+                            "node_id": "x",
                             "name": "x", "candidates": [{"text": "a", "finish_reason": "stop",
                                                          "mean_logprob": float("nan")}]}),
     b"",
@@ -68,8 +69,7 @@ async def scrape(info) -> str:
 
 async def test_any_frame_costs_that_frame_only(cluster):
     a = await cluster.start("a", ["42"], federation={"discovery": "static"})
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as sock:
         for frame in NASTY_FRAMES:
             await sock.send([frame])
             with trio.fail_after(5):
@@ -86,9 +86,7 @@ async def test_any_frame_costs_that_frame_only(cluster):
 async def test_request_ids_are_scoped_per_sender_and_duplicates_refused(cluster):
     a = await cluster.start("a", ["42"], delay_ms=300, federation={"discovery": "static"})
     msg = codec.encode(ClientRequest(request_id="same", request=question(n=1)))
-    with TrioSocket.open(zmq.DEALER) as one, TrioSocket.open(zmq.DEALER) as two:
-        one.connect(a.rpc_endpoint)
-        two.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as one, dealer(a.rpc_endpoint) as two:
         await one.send([msg])
         await one.send([msg])  # again, while the first is in flight: refused
         await two.send([msg])  # the same id from another sender: its own request
@@ -108,8 +106,7 @@ async def test_a_vote_for_a_model_the_node_does_not_serve_is_refused(cluster):
     """Candidates are labelled with the model the asker expected: a node serving another
     (restarted with another file meanwhile) refuses instead of answering with it."""
     a = await cluster.start("a", ["42"], model_id="m@1", federation={"discovery": "static"})
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(a.rpc_endpoint)
+    with dealer(a.rpc_endpoint) as sock:
         for rid, model in (("wrong", "m@2"), ("right", "m@1"), ("any", "")):
             await sock.send([codec.encode(VoteRequest(
                 request_id=rid, request=question(n=1), deadline_ms=5000, model_id=model))])
@@ -163,7 +160,7 @@ async def test_a_peer_that_breaks_the_rules_is_demoted_and_not_asked_again(clust
     nursery.start_soon(fake.serve)
     try:
         a = await cluster.start("a", ["42"], federation={
-            "discovery": "static", "peers": [fake.rpc_endpoint], "deadline_ms": 1000})
+            "discovery": "static", "peers": [fake.address], "deadline_ms": 1000})
         await wait_peers(a, alive("fake"))
         answer, report = await ask(a, 2, "majority")
         assert answer == "42" and {c.node for c in report.candidates} == {"a"}
@@ -184,7 +181,7 @@ async def test_a_heartbeat_cannot_move_a_peer_introduce_one_or_claim_absurd_load
     nursery.start_soon(fake.serve)
     try:
         c = await cluster.start("c", ["40"], federation={
-            "discovery": "static", "peers": [fake.rpc_endpoint]})
+            "discovery": "static", "peers": [fake.address]})
         await wait_peers(c, alive("fake"))
         moved = msgspec.structs.replace(fake.card, rpc="tcp://127.0.0.1:1",
                                         pub="tcp://127.0.0.1:2")
@@ -255,7 +252,8 @@ async def test_a_static_member_of_another_key_is_said_to_be_one(cluster, tmp_pat
     keyed = await cluster.start("keyed", ["41"], security={
         "swarm_key_file": str(tmp_path / "swarm.key")}, federation={"discovery": "static"})
     a = await cluster.start("a", ["40"], federation={
-        "discovery": "static", "peers": [keyed.rpc_endpoint, f"tcp://127.0.0.1:{free_port()}"]})
+        "discovery": "static", "peers": [keyed.rpc_endpoint,
+                                         f"tcp://127.0.0.1:{free_port()}?key={'ab' * 32}"]})
 
     async def details() -> dict[str, str]:
         return {p.address: p.detail for p in await peers_of(a) if p.state == "unreachable"}
@@ -269,8 +267,9 @@ async def test_a_static_member_of_another_key_is_said_to_be_one(cluster, tmp_pat
                 await trio.sleep(0.05)
 
     found = await told()
-    assert "another swarm key (this node has none)" in found[keyed.rpc_endpoint]
-    closed = next(d for e, d in found.items() if e != keyed.rpc_endpoint)
+    there = unpinned(keyed.rpc_endpoint)[0]
+    assert "another swarm key (this node has none)" in found[there]
+    closed = next(d for e, d in found.items() if e != there)
     assert "nothing listens there" in closed
 
 
@@ -285,8 +284,8 @@ async def test_a_static_peer_that_left_is_probed_again_and_returns(cluster):
     port = free_port()
     static_b = {"federation": {"discovery": "static"}, "ports": {"rpc": port}}
     await cluster.start("b", ["41"], **static_b)
-    a = await cluster.start("a", ["42"], federation={
-        "discovery": "static", "peers": [f"tcp://127.0.0.1:{port}"]})
+    b = address_of(cluster.directory, "b", f"tcp://127.0.0.1:{port}")  # (its key is made)
+    a = await cluster.start("a", ["42"], federation={"discovery": "static", "peers": [b]})
     await wait_peers(a, alive("b"))
     cluster.stop("b")  # a clean stop: b says goodbye
     await wait_peers(a, lambda t: t.get("b") == "left")
@@ -321,7 +320,8 @@ async def test_a_bogus_record_costs_a_probe_now_and_then_not_a_reconnect_storm(c
             nursery.start_soon(count_connections)
             info = ServiceInfo(SERVICE_TYPE, f"bogus-{cluster.swarm}.{SERVICE_TYPE}",
                                addresses=[socket.inet_aton("127.0.0.1")], port=port,
-                               properties={"id": "b0905" * 3, "name": "bogus", "proto": "1",
+                               properties={"id": id_of("bogus"), "pk": key_of("bogus"),
+                                           "name": "bogus", "proto": str(PROTOCOL_VERSION),
                                            "model": "scripted", "workers": "1",
                                            "pub": str(port), "rpc": str(port),
                                            "swarm": cluster.swarm},
@@ -350,7 +350,7 @@ async def test_a_lying_member_cannot_outweigh_two_honest_nodes(cluster, nursery,
     nursery.start_soon(fake.serve)
     try:
         honest = {"answers": ["42"], "script": {"mean_logprob": [-2.0]}}
-        fed = {"discovery": "both", "peers": [fake.rpc_endpoint]}
+        fed = {"discovery": "both", "peers": [fake.address]}
         a = await cluster.start("a", federation=fed, **honest)
         await cluster.start("b", federation={"discovery": "mdns"}, **honest)
         await wait_peers(a, alive("b", "fake"))

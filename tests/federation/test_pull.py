@@ -16,6 +16,7 @@ import zmq
 
 from zswarm import pull as pull_module
 from zswarm.core import codec
+from zswarm.core.ids import pinned
 from zswarm.core.messages import (
     Chunk,
     ChunkRequest,
@@ -25,11 +26,11 @@ from zswarm.core.messages import (
 )
 from zswarm.engines.models import resolve_model
 from zswarm.errors import ModelNotFound, PeerUnavailable, ZswarmError
-from zswarm.net.security import write_key_file
+from zswarm.net.security import one_off, write_key_file
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.pull import Holder, Pull, pull
 from zswarm.runtime.sharing import CHUNK_BYTES, MAX_WAITING, chunk_hashes, read_piece
-from zswarm.testing.cluster import NodeProcess, free_port, node_config, wait_until
+from zswarm.testing.cluster import NodeProcess, dealer, free_port, node_config, wait_until
 
 from .conftest import alive, ask, wait_peers
 
@@ -80,8 +81,9 @@ class LyingHolder:
 
     def __init__(self, silent_after: int | None = None) -> None:
         self.silent_after = silent_after
-        self.sock = TrioSocket.open(zmq.ROUTER)
-        self.endpoint = self.sock.bind("tcp://127.0.0.1:0")
+        creds = one_off()
+        self.sock = TrioSocket.open(zmq.ROUTER, role="server", creds=creds)
+        self.endpoint = pinned(self.sock.bind("tcp://127.0.0.1:0"), creds.node.public)
         self.hashes = chunk_hashes(MODEL.path, CHUNK_BYTES)
         self.sha = hashlib.sha256(MODEL.path.read_bytes()).hexdigest()
         self.pieces_sent = 0
@@ -167,8 +169,7 @@ async def test_a_full_disk_is_refused_before_anything_is_written(cluster, tmp_pa
 
 async def test_a_node_serves_only_its_model_by_id_and_bounds_piece_requests(cluster, nursery):
     b = await start_model_node(cluster, "b")
-    with TrioSocket.open(zmq.DEALER) as sock:
-        sock.connect(b.rpc_endpoint)
+    with dealer(b.rpc_endpoint) as sock:
         for model_id in ("../../etc/passwd", "/etc/passwd", "other.gguf@0123456789abcdef"):
             await sock.send([codec.encode(ModelRequest(request_id="r", model_id=model_id))])
             (raw,) = await sock.recv_multipart()

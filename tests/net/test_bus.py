@@ -20,21 +20,26 @@ from zswarm.core.messages import (
 from zswarm.errors import Overloaded, PeerUnavailable
 from zswarm.net.bus import PeerLink, Publisher, Subscriber
 from zswarm.net.guard import DropCounter
+from zswarm.net.security import one_off
 from zswarm.net.zmq_trio import TrioSocket
 
-CARD = NodeCard(node_id="n1", name="one", model_id="m", workers=1, rpc="tcp://127.0.0.1:1",
-                pub="tcp://127.0.0.1:2")
+ONE, TWO = one_off(), one_off()  # the credentials of the publishers below
+CARD = NodeCard(node_id=ONE.node.node_id, name="one", model_id="m", workers=1,
+                rpc="tcp://127.0.0.1:1", pub="tcp://127.0.0.1:2", public=ONE.node.public)
+ME = one_off()  # the subscriber's and the link's
 
 
 async def test_heartbeats_arrive_and_bad_frames_are_counted_not_delivered():
     got: list[Heartbeat] = []
-    pub = Publisher("tcp://127.0.0.1:0")
-    raw = TrioSocket.open(zmq.PUB)
+    pub = Publisher("tcp://127.0.0.1:0", creds=ONE)
+    raw = TrioSocket.open(zmq.PUB, role="server", creds=TWO)
     raw_endpoint = raw.bind("tcp://127.0.0.1:0")
     drops = DropCounter("heartbeats")
-    sub = Subscriber(pub.endpoint, CARD.node_id, got.append, drops=drops)
+    sub = Subscriber(pub.endpoint, ONE.node.public, CARD.node_id, got.append, drops=drops,
+                     creds=ME)
     # a second link, to a publisher that sends garbage and heartbeats in another's name
-    bad = Subscriber(raw_endpoint, "n2", got.append, drops=drops)
+    bad = Subscriber(raw_endpoint, TWO.node.public, TWO.node.node_id, got.append, drops=drops,
+                     creds=ME)
     forged = codec.encode(Heartbeat(card=CARD, seq=1, load=Load()))
     try:
         wrong_version = msgspec.msgpack.encode({"type": "heartbeat", "v": 99, "seq": 1})
@@ -79,9 +84,9 @@ async def _status_server(sock: TrioSocket, behaviour: str) -> None:
 
 @pytest.mark.parametrize("behaviour", ["ok", "busy", "silent"])
 async def test_peer_link_matches_replies_and_translates_errors(behaviour):
-    with TrioSocket.open(zmq.ROUTER) as router:
+    with TrioSocket.open(zmq.ROUTER, role="server", creds=ONE) as router:
         endpoint = router.bind("tcp://127.0.0.1:0")
-        link = PeerLink(endpoint, "one")
+        link = PeerLink(endpoint, ONE.node.public, "one", creds=ME)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_status_server, router, behaviour)
             await nursery.start(link.serve)
@@ -109,9 +114,9 @@ async def test_peer_link_matches_replies_and_translates_errors(behaviour):
 
 
 async def test_closing_a_link_fails_waiting_requests_at_once():
-    with TrioSocket.open(zmq.ROUTER) as router:
+    with TrioSocket.open(zmq.ROUTER, role="server", creds=ONE) as router:
         endpoint = router.bind("tcp://127.0.0.1:0")
-        link = PeerLink(endpoint, "one")
+        link = PeerLink(endpoint, ONE.node.public, "one", creds=ME)
         caught: list[BaseException] = []
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from zswarm import client
+from zswarm.core.ids import unpinned
 from zswarm.testing.cluster import NodeProcess, node_config, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,7 +56,8 @@ def test_a_node_restarted_with_the_same_id_is_accepted_again_at_once(tmp_path, h
         # SUSPECT, so the claim is probed (one status round trip). Without that, the old
         # entry would hold the id until forgotten (forget_after_ms: 300 s), far past the wait
         wait_until(lambda: (p := peers(a).get("b")) is not None and p.state == "alive"
-                   and p.rpc == info.rpc_endpoint, 10, what="b alive at its new endpoint")
+                   and p.rpc == unpinned(info.rpc_endpoint)[0], 10,
+                   what="b alive at its new endpoint")
         reply = client.ask(a.rpc, _request(2), strategy="best_of_n", deadline_ms=10_000)
         assert {c.node for c in reply.report.candidates} == {"a", "b"}
     finally:
@@ -106,12 +108,11 @@ def test_a_state_dir_that_is_a_file_is_a_clear_error(tmp_path):
 def test_a_full_disk_or_a_damaged_state_dir_at_start_up_is_a_clear_error(tmp_path):
     state = tmp_path / "x" / "state"
     state.mkdir(parents=True)
-    (state / "node_id").symlink_to("/dev/full")  # reads endless NULs
+    (state / "node.key").symlink_to("/dev/full")  # reads endless NULs
     run = _node_exit(node_config(tmp_path, "x", swarm="s", answers=["42"]))
     assert run.returncode == 2, run.stderr
-    assert "does not hold a node id" in run.stderr and "node_id" in run.stderr
-    (state / "node_id").unlink()
-    (state / "node_id").write_text("abcdef0123456789\n")
+    assert "is not a node key" in run.stderr and "node.key" in run.stderr
+    (state / "node.key").unlink()  # (a new key is made at the next start)
     (state / "node.tmp").symlink_to("/dev/full")  # node.json is written through node.tmp
     run = _node_exit(node_config(tmp_path, "x", swarm="s", answers=["42"]))
     assert run.returncode == 2, run.stderr

@@ -19,7 +19,9 @@ import trio.lowlevel
 from tests import helpers
 from zswarm.config import parse_config
 from zswarm.core import codec
+from zswarm.core.ids import pinned
 from zswarm.core.messages import (
+    PROTOCOL_VERSION,
     Candidate,
     ChatMessage,
     GenerateRequest,
@@ -39,6 +41,7 @@ from zswarm.core.peers import MAX_UNHEARD, PeerState
 from zswarm.errors import PeerUnavailable, RemoteProtocolError
 from zswarm.net.guard import FrameDrops
 from zswarm.net.mdns import Found
+from zswarm.net.security import one_off
 from zswarm.runtime.backlinks import MAX_BACKLINKS, Backlinks
 from zswarm.runtime.connections import Connections, Inbound
 from zswarm.runtime.context import NodeContext
@@ -50,6 +53,9 @@ from zswarm.testing.cluster import wait_until_async
 from zswarm.testing.inline import InlinePool
 
 READY = Load(workers_ready=1, idle_workers=1, max_queue=8)
+#: the test nodes' ids (their keys': tests/helpers.py) -> their names
+NAMES = {helpers.id_of(n): n for n in ("me", "a", "b", "c", "d", "e", "x", "liar", "twin")}
+ID = {n: i for i, n in NAMES.items()}
 
 
 def card(name: str, *, swarm: str = "s", key: str = "", model: str = "m@1",
@@ -80,10 +86,10 @@ class FakeIO:
         pass  # the tests call on_heartbeat themselves
 
     def subscribe(self, peer) -> None:
-        self.subscribed.append(peer.card.node_id)
+        self.subscribed.append(peer.card.name)
 
     def forget(self, node_id: str, why: str) -> None:
-        self.forgotten.append((node_id, why))
+        self.forgotten.append((NAMES.get(node_id, node_id), why))
 
     def close_link(self, node_id: str, why: str) -> None:
         pass
@@ -91,10 +97,12 @@ class FakeIO:
     def link(self, peer) -> FakeLink:
         return FakeLink(self, peer.card)
 
-    async def status(self, endpoint: str, name: str) -> tuple[Status, float]:
-        if endpoint not in self.at:
-            raise PeerUnavailable(f"{name} does not answer at {endpoint}")
-        return Status(request_id="r", card=self.at[endpoint], load=READY), 0.5
+    async def status(self, endpoint: str, public: str, name: str) -> tuple[Status, float]:
+        """As Connections.status: pinned to ``public``, so only its holder answers."""
+        card = self.at.get(endpoint)
+        if card is None or card.public != public:
+            raise PeerUnavailable(f"{name} does not answer at {endpoint} with {public[:8]}")
+        return Status(request_id="r", card=card, load=READY), 0.5
 
     def heartbeat_back(self, hb: Heartbeat) -> None:
         pass
@@ -116,7 +124,7 @@ class FakeLink:
             return PeersReply(request_id=rid, node=self.peer, peers=[])
         assert isinstance(msg, VoteRequest)
         self.io.vote_requests.append(msg)
-        answer = self.io.votes.get(self.peer.node_id)
+        answer = self.io.votes.get(self.peer.name)
         if answer is None:
             await trio.sleep_forever()
         await trio.sleep(0.1)  # a vote takes a while: several can be in flight
@@ -152,22 +160,25 @@ class Swarm:
     ctx: NodeContext
     router: FakeRouter
 
-    async def answer_back(self, ident: bytes, peer: NodeCard, interval_ms: int | None = None
-                          ) -> None:
-        """Answer, as ``peer``, what was asked over the connection ``ident``."""
+    async def answer_back(self, ident: bytes, peer: NodeCard, interval_ms: int | None = None,
+                          *, public: str | None = None) -> None:
+        """Answer, as ``peer``, what was asked over the connection ``ident`` (whose key,
+        as its handshake proved it, is ``public``: by default the peer's own)."""
         await wait_for(lambda: any(i == ident for i, _ in self.router.sent))
         for i, msg in self.router.sent:
             if i == ident and isinstance(msg, StatusRequest):
                 self.fed.from_link(ident, Status(request_id=msg.request_id, card=peer,
-                                                 load=READY, interval_ms=interval_ms))
+                                                 load=READY, interval_ms=interval_ms),
+                                   public or peer.public)
         self.router.sent.clear()
         await trio.sleep(0.01)
 
     def hear(self, peer: NodeCard, load: Load = READY) -> None:
         self.fed.on_heartbeat(Heartbeat(card=peer, seq=1, load=load, interval_ms=1000))
 
-    def state(self, node_id: str) -> PeerState | None:
-        return {p.node_id: PeerState(p.state) for p in self.fed.peers() if p.node_id}.get(node_id)
+    def state(self, name: str) -> PeerState | None:
+        """The state of the peer called ``name`` (the test nodes' ids are their keys')."""
+        return {p.name: PeerState(p.state) for p in self.fed.peers() if p.node_id}.get(name)
 
 
 @pytest.fixture
@@ -190,7 +201,8 @@ def ask(n: int = 1) -> GenerateRequest:
 
 
 def found(peer: NodeCard) -> Found:
-    return Found(card=peer, address=peer.rpc[6:].split(":")[0], proto=1, service="x")
+    return Found(card=peer, address=peer.rpc[6:].split(":")[0], proto=PROTOCOL_VERSION,
+                 service="x")
 
 
 async def test_a_record_of_this_swarm_is_pinged_and_joins(swarm, autojump_clock):
@@ -202,7 +214,7 @@ async def test_a_record_of_this_swarm_is_pinged_and_joins(swarm, autojump_clock)
     assert s.state("b") is PeerState.DISCOVERED and s.io.subscribed == []
     await trio.sleep(0.01)
     assert s.state("b") is PeerState.ALIVE and s.io.subscribed == ["b"]
-    assert [load.node_id for load in s.fed.peer_loads("m@1", None)] == ["b"]
+    assert [NAMES[load.node_id] for load in s.fed.peer_loads("m@1", None)] == ["b"]
 
 
 async def test_records_of_another_swarm_or_key_are_never_peers(swarm, autojump_clock):
@@ -232,18 +244,19 @@ async def test_peer_loads_honour_model_state_allowed_and_votes_out(swarm, autoju
         s.fed.on_mdns(found(card(name, model=model)))
         s.hear(card(name, model=model))
     s.hear(card("c"), Load(state="draining"))
-    assert [p.node_id for p in s.fed.peer_loads("m@1", None)] == ["b"]  # c drains, d differs
+    assert [NAMES[p.node_id] for p in s.fed.peer_loads("m@1", None)] == ["b"]  # c drains, d differs
     assert s.fed.peer_loads("m@1", []) == []
     assert {m: sorted(h.name for h in hs) for m, hs in s.fed.models().items()} == \
         {"m@1": ["b", "c"], "other@2": ["d"]}  # c is ALIVE (draining): it holds m@1
     # a vote in flight to b counts as queue there, so the planner spreads the next one
     async with trio.open_nursery() as n:
-        n.start_soon(s.fed.vote, "b", ask(), 5.0)
+        n.start_soon(s.fed.vote, ID["b"], ask(), 5.0)
         await trio.sleep(0.1)
-        assert [(p.node_id, p.queue_depth) for p in s.fed.peer_loads("m@1", ["b"])] == [("b", 1)]
+        assert [(NAMES[p.node_id], p.queue_depth)
+                for p in s.fed.peer_loads("m@1", [ID["b"]])] == [("b", 1)]
         n.cancel_scope.cancel()
     assert len(s.io.cancelled) == 1  # we stopped waiting: the peer is told to stop
-    assert s.fed.peer_loads("m@1", ["b"])[0].queue_depth == 0
+    assert s.fed.peer_loads("m@1", [ID["b"]])[0].queue_depth == 0
 
 
 async def test_a_peer_of_several_models_is_planned_by_each_models_state(swarm, autojump_clock):
@@ -252,18 +265,18 @@ async def test_a_peer_of_several_models_is_planned_by_each_models_state(swarm, a
     b = helpers.card("b", host="10.0.0.2", model_id="m@1", swarm="s", models=held)
     s.fed.on_mdns(found(b))
     s.hear(b, msgspec.structs.replace(READY, models=["loaded", "unloaded"]))
-    assert [p.node_id for p in s.fed.peer_loads("m@1", None)] == ["b"]
+    assert [NAMES[p.node_id] for p in s.fed.peer_loads("m@1", None)] == ["b"]
     assert s.fed.peer_loads("q@2", None) == []  # not loaded there: no vote for it yet
-    assert [p.node_id for p in s.fed.peer_loads("q@2", None, loaded=False)] == ["b"]
+    assert [NAMES[p.node_id] for p in s.fed.peer_loads("q@2", None, loaded=False)] == ["b"]
     assert {m: [(h.name, h.state, h.model_name) for h in hs]
             for m, hs in s.fed.models().items()} == {
         "m@1": [("b", "loaded", "small")], "q@2": [("b", "unloaded", "q8")]}
     s.hear(b, msgspec.structs.replace(READY, models=["loaded", "loaded"]))
-    assert [p.node_id for p in s.fed.peer_loads("q@2", None)] == ["b"]
+    assert [NAMES[p.node_id] for p in s.fed.peer_loads("q@2", None)] == ["b"]
     # a vote for q@2 names it; for a model b does not hold, b's own (same_model_only off)
     async with trio.open_nursery() as n:
-        n.start_soon(s.fed.vote, "b", ask(), 5.0, "q@2")
-        n.start_soon(s.fed.vote, "b", ask(), 5.0, "z@9")
+        n.start_soon(s.fed.vote, ID["b"], ask(), 5.0, "q@2")
+        n.start_soon(s.fed.vote, ID["b"], ask(), 5.0, "z@9")
         await trio.sleep(0.1)
         n.cancel_scope.cancel()
     assert sorted(r.model_id for r in s.io.vote_requests) == ["m@1", "q@2"]
@@ -305,7 +318,7 @@ async def test_a_vote_from_the_wrong_node_is_refused_and_demotes_the_peer(swarm,
     s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id="mallory", name="m",
                                        candidates=[Candidate(text="1", finish_reason="stop")])
     with pytest.raises(RemoteProtocolError):
-        await s.fed.vote("b", ask(), 5.0)
+        await s.fed.vote(ID["b"], ask(), 5.0)
     assert s.fed.peer_loads("m@1", None) == []  # demoted: not asked for a while
     assert sum(s.ctx.drops.counts.values()) == 1
     (info,) = s.fed.peers()
@@ -316,10 +329,10 @@ async def test_a_good_vote_is_renamed_after_the_link(swarm, autojump_clock):
     s = await swarm()
     s.fed.on_mdns(found(card("b")))
     s.hear(card("b"))
-    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id="b", name="b",
+    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id=ID["b"], name="b",
                                        candidates=[Candidate(text="42", finish_reason="stop",
                                                              node="someone-else")])
-    (cand,) = await s.fed.vote("b", ask(), 5.0)
+    (cand,) = await s.fed.vote(ID["b"], ask(), 5.0)
     assert cand.text == "42" and cand.node == "b"
 
 
@@ -327,22 +340,27 @@ async def test_an_unanswered_vote_demotes_for_a_while(swarm, autojump_clock):
     s = await swarm()
     s.fed.on_mdns(found(card("b")))
     s.hear(card("b"))
-    s.fed.unanswered("b", "no vote within 1.0 s")
+    s.fed.unanswered(ID["b"], "no vote within 1.0 s")
     assert s.fed.peer_loads("m@1", None) == []
     await trio.sleep(11.0)  # the first demotion lasts 10 s
     s.hear(card("b"))
-    assert [p.node_id for p in s.fed.peer_loads("m@1", None)] == ["b"]
+    assert [NAMES[p.node_id] for p in s.fed.peer_loads("m@1", None)] == ["b"]
 
 
 async def test_static_peers_are_probed_and_explained_until_they_answer(swarm, autojump_clock):
-    s = await swarm(peers=["tcp://10.0.0.3:7001", "tcp://10.0.0.4:7001"])
-    s.io.at["tcp://10.0.0.3:7001"] = card("c", host="10.0.0.3")
-    s.io.at["tcp://10.0.0.4:7001"] = card("d", host="10.0.0.4", swarm="other")
+    c, d = card("c", host="10.0.0.3"), card("d", host="10.0.0.4", swarm="other")
+    liar = card("liar", host="10.0.0.5")  # answers at the address of e's key: cannot
+    addresses = [pinned(c.rpc, c.public), pinned(d.rpc, d.public),
+                 pinned(liar.rpc, helpers.key_of("e"))]
+    s = await swarm(peers=addresses)
+    for x in (c, d, liar):
+        s.io.at[x.rpc] = x
     await trio.sleep(1.5)
     by_rpc = {p.rpc: p for p in s.fed.peers()}
-    assert by_rpc["tcp://10.0.0.3:7001"].state == "alive"
-    assert by_rpc["tcp://10.0.0.4:7001"].state == "unreachable"
-    assert "swarm 'other'" in by_rpc["tcp://10.0.0.4:7001"].detail
+    assert by_rpc[c.rpc].state == "alive"
+    assert by_rpc[addresses[1]].state == "unreachable"
+    assert "swarm 'other'" in by_rpc[addresses[1]].detail
+    assert by_rpc[addresses[2]].state == "unreachable" and s.state("liar") is None
 
 
 async def test_heartbeats_say_draining_and_goodbye_says_leaving(swarm, nursery, autojump_clock):
@@ -383,7 +401,7 @@ async def test_a_restarted_peer_that_asks_our_status_is_probed_at_once(swarm, au
     await trio.sleep(40)  # DEAD, its probes backed off to many seconds apart
     assert s.state("b") is PeerState.DEAD
     s.io.at[b.rpc] = b  # b is back ...
-    s.fed.hello("b", None, back=None)  # ... and pinged us at start (its StatusRequest named it)
+    s.fed.hello(ID["b"], None, back=None)  # ... and pinged us at start (its StatusRequest named it)
     await trio.sleep(0.01)
     assert s.state("b") is PeerState.ALIVE
 
@@ -397,11 +415,11 @@ async def test_a_peer_is_planned_with_what_it_delivered_not_what_it_claims(swarm
     s.hear(greedy, Load(workers_ready=1000, idle_workers=1000, max_queue=8))
     (load,) = s.fed.peer_loads("m@1", None)
     assert (load.workers_ready, load.idle_workers) == (1, 1)  # nothing delivered yet
-    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id="b", name="b",
+    s.io.votes["b"] = lambda msg: Vote(request_id=msg.request_id, node_id=ID["b"], name="b",
                                        candidates=[Candidate(text="42", finish_reason="stop")])
     async with trio.open_nursery() as n:  # three of ours in flight, all answered
         for _ in range(3):
-            n.start_soon(s.fed.vote, "b", ask(), 5.0)
+            n.start_soon(s.fed.vote, ID["b"], ask(), 5.0)
     s.hear(greedy, Load(workers_ready=1000, idle_workers=1000, max_queue=8))
     (load,) = s.fed.peer_loads("m@1", None)
     assert load.workers_ready == 4  # three answered at once, so one more: not 1,000
@@ -462,9 +480,9 @@ async def test_a_node_that_contacts_us_is_probed_back_and_known(swarm, autojump_
     s = await swarm()
     b = card("b", host="10.0.0.3")
     s.io.at[b.rpc] = b  # it answers where it says it is
-    s.fed.hello("b", b, back=b"conn-b")
+    s.fed.hello(ID["b"], b, back=b"conn-b")
     await wait_for(lambda: s.state("b") is PeerState.ALIVE)
-    (info,) = [p for p in s.fed.peers() if p.node_id == "b"]
+    (info,) = [p for p in s.fed.peers() if p.name == "b"]
     assert (info.source, info.reach, info.address) == ("contact", "direct", "10.0.0.3")
     assert s.router.sent == []  # reached directly: nothing asked over its link
 
@@ -473,26 +491,26 @@ async def test_a_node_that_accepts_no_connections_is_reached_over_its_own_link(
         swarm, autojump_clock):
     s = await swarm()
     c = card("c", host="10.0.0.4")  # nothing answers at c.rpc (its firewall)
-    s.fed.hello("c", c, back=b"conn-c")
+    s.fed.hello(ID["c"], c, back=b"conn-c")
     await s.answer_back(b"conn-c", c)
     assert s.state("c") is PeerState.ALIVE and s.io.subscribed == []  # its PUB is out of reach
-    (info,) = [p for p in s.fed.peers() if p.node_id == "c"]
+    (info,) = [p for p in s.fed.peers() if p.name == "c"]
     assert info.reach == "its link" and "own link" in info.detail
     # its heartbeats come over the same connection and keep it alive ...
     for _ in range(10):
-        s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY))
+        s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY), c.public)
         await trio.sleep(0.5)
     assert s.state("c") is PeerState.ALIVE
     # ... and only its own: that connection cannot speak for another node
-    with pytest.raises(RemoteProtocolError, match="over the link of"):
-        s.fed.from_link(b"conn-c", Heartbeat(card=card("b"), seq=1, load=READY))
+    with pytest.raises(RemoteProtocolError, match="another node than the one asked"):
+        s.fed.from_link(b"conn-c", Heartbeat(card=card("b"), seq=1, load=READY), c.public)
     # a vote goes over its link
     with trio.move_on_after(1):
-        await s.fed.vote("c", ask(), trio.current_time() + 1)
+        await s.fed.vote(ID["c"], ask(), trio.current_time() + 1)
     assert any(i == b"conn-c" and isinstance(m, VoteRequest) for i, m in s.router.sent)
     # silent: DEAD, and the connection is let go
     await trio.sleep(10)
-    assert s.state("c") is PeerState.DEAD and "c" not in s.fed.backlinks.ident_of
+    assert s.state("c") is PeerState.DEAD and ID["c"] not in s.fed.backlinks.ident_of
 
 
 async def test_a_link_cannot_take_the_id_of_a_node_alive_elsewhere(swarm, autojump_clock):
@@ -503,18 +521,18 @@ async def test_a_link_cannot_take_the_id_of_a_node_alive_elsewhere(swarm, autoju
     await wait_for(lambda: s.state("b") is PeerState.ALIVE)
     s.hear(b)
     liar = card("b", host="10.0.0.66")  # "I am b, now at .66" (nothing answers there)
-    s.fed.hello("b", liar, back=b"conn-liar")
+    s.fed.hello(ID["b"], liar, back=b"conn-liar")
     await trio.sleep(2)
     assert not any(i == b"conn-liar" for i, _ in s.router.sent)  # not even asked
-    assert "b" not in s.fed.backlinks.ident_of
-    (info,) = [p for p in s.fed.peers() if p.node_id == "b"]
+    assert ID["b"] not in s.fed.backlinks.ident_of
+    (info,) = [p for p in s.fed.peers() if p.name == "b"]
     assert info.address == "10.0.0.3" and info.reach == "direct"
 
 
 async def test_a_link_that_answers_as_another_node_is_not_bound(swarm, autojump_clock):
     s = await swarm()
-    s.fed.hello("c", card("c", host="10.0.0.4"), back=b"conn")
-    await s.answer_back(b"conn", card("d", host="10.0.0.4"))
+    s.fed.hello(ID["c"], card("c", host="10.0.0.4"), back=b"conn")
+    await s.answer_back(b"conn", card("d", host="10.0.0.4"), public=helpers.key_of("c"))
     assert s.state("c") is None and s.state("d") is None and not s.fed.backlinks.ident_of
     assert s.ctx.drops.counts[("probes", "contact")] == 1
 
@@ -528,7 +546,8 @@ async def test_contacts_past_the_bound_cost_nothing_held(swarm, autojump_clock):
     for ident, msg in list(s.router.sent):
         i = int(ident[4:])
         assert isinstance(msg, StatusRequest)
-        s.fed.from_link(ident, Status(request_id=msg.request_id, card=nodes[i], load=READY))
+        s.fed.from_link(ident, Status(request_id=msg.request_id, card=nodes[i], load=READY),
+                        nodes[i].public)
     await trio.sleep(0.1)
     assert len(s.fed.backlinks.ident_of) == MAX_BACKLINKS
     assert sum(p.reach == "its link" for p in s.fed.peers()) == MAX_BACKLINKS
@@ -539,11 +558,12 @@ async def test_a_peer_with_a_longer_interval_is_not_dead_before_its_first_heartb
         swarm, autojump_clock):
     s = await swarm(heartbeat_interval_ms=200)
     c = card("c", host="10.0.0.4")
-    s.fed.hello("c", c, back=b"conn-c")
+    s.fed.hello(ID["c"], c, back=b"conn-c")
     await s.answer_back(b"conn-c", c, interval_ms=1000)  # its heartbeats come every 1 s
     await trio.sleep(0.9)  # past our own 0.2 s x 3, before its first heartbeat
     assert s.state("c") is PeerState.ALIVE
-    s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY, interval_ms=1000))
+    s.fed.from_link(b"conn-c", Heartbeat(card=c, seq=1, load=READY, interval_ms=1000),
+                    c.public)
     await trio.sleep(0.9)
     assert s.state("c") is PeerState.ALIVE
 
@@ -570,7 +590,7 @@ class RecordingLink:
 
 def test_requests_asked_back_past_the_inbound_bound_are_refused_as_overloaded():
     send, receive = trio.open_memory_channel[Inbound](2)
-    io = Connections(lambda hb: None, drops=FrameDrops(), key=None, probe_timeout_s=1.0,
+    io = Connections(lambda hb: None, drops=FrameDrops(), creds=one_off(), probe_timeout_s=1.0,
                      inbound=send)
     link = RecordingLink()
     for i in range(5):

@@ -98,7 +98,8 @@ def where_to_ask(cfg: Config, key: SwarmKey | None, node_endpoint: str | None, l
     if local:
         return None, "in-process (--local)"
     if node_endpoint is not None and not re.fullmatch(ENDPOINT, node_endpoint):
-        fail(f"--node {node_endpoint!r} is not tcp://host:port", 2)
+        fail(f"--node {node_endpoint!r} is not a node's address, tcp://host:port?key=KEY "
+             "(its start-up line, node.json and zswarm peers show it)", 2)
     started = None if node_endpoint else client.node_json(cfg)
     endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:

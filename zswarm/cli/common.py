@@ -37,11 +37,12 @@ ConfigOpt = typer.Option(None, "--config", "-c", metavar="FILE", show_default=Fa
                          help="swarm.toml (default: built-in defaults)")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="log at debug level (every peer "
                           "message dropped, every probe)")
-PeerOpt = typer.Option(None, "--peer", metavar="ENDPOINT", show_default=False,
-                       help="a peer's RPC endpoint tcp://host:port (repeatable; added to the "
-                       "file's)")
-NodeOpt = typer.Option(None, "--node", metavar="ENDPOINT", show_default=False,
-                       help="tcp://host:port of a node")
+PeerOpt = typer.Option(None, "--peer", metavar="ADDRESS", show_default=False,
+                       help="a peer's address tcp://host:port?key=KEY, as it prints it at "
+                       "start (repeatable; added to the file's)")
+NodeOpt = typer.Option(None, "--node", metavar="ADDRESS", show_default=False,
+                       help="a node's address tcp://host:port?key=KEY (its start-up line, "
+                       "node.json and zswarm peers show it)")
 
 
 def exit_code(exc: ZswarmError) -> int:

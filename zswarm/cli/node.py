@@ -145,5 +145,7 @@ def banner(cfg: Config, info: NodeInfo) -> str:
              f"  status  {status}", f"  federation {federation}",
              f"  swarm key {views.key_state(info.swarm_key)}"]
     if info.federation:
+        lines.append(f"  join    zswarm join '{info.rpc_endpoint}' (on another machine; the "
+                     "key pins this node: nobody else can answer in its name)")
         lines.append("  peers   reported in a moment, then logged as they join, die and leave")
     return "\n".join(lines)

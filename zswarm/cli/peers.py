@@ -13,9 +13,11 @@ import typer
 from zswarm import client, views
 from zswarm.cli.common import ConfigOpt, NodeOpt, app, fail, failed, key_of, load
 from zswarm.config import Config
+from zswarm.core.ids import pinned
 from zswarm.core.messages import PeerInfo
 from zswarm.errors import ZswarmError
 from zswarm.net.security import SwarmKey
+from zswarm.runtime import members
 
 
 @app.command()
@@ -28,9 +30,21 @@ def peers(
                                         "responders answer a record at most once a second)"),
     watch: bool = typer.Option(False, "--watch", "-w",
                                help="a live table, refreshed every second (Ctrl-C to stop)"),
+    forget: str | None = typer.Option(None, "--forget", metavar="ID",
+                                      help="no longer remember the member with this id (or "
+                                      "its first characters): it is not probed after a "
+                                      "restart, and believed again only when it is found"),
 ) -> None:
     """List the peers a node knows (or, with --browse, every node answering mDNS)."""
     cfg = load(config)
+    if forget is not None:
+        gone = members.forget(cfg, forget)
+        if not gone:
+            fail(f"no remembered member's id starts with {forget!r} "
+                 f"({cfg.state_path / 'members.json'})", 1)
+        for m in gone:
+            views.say(f"forgot {m.name} ({m.node_id}) at {m.address}")
+        return
     if browse is not None:
         found = _browse(cfg, browse, judge=config is not None)
         if as_json:
@@ -46,7 +60,7 @@ def peers(
     endpoint = node_endpoint or (started[1] if started else None)
     if endpoint is None:
         fail(f"no node is running with {cfg.source} (start one with `zswarm node`, pass "
-             "--node tcp://host:port, or use --browse 2)", 1)
+             "--node tcp://host:port?key=KEY, or use --browse 2)", 1)
     try:
         with client.NodeClient(endpoint, key=key) as node:
             try:  # the same first exchange as ask: a silent node is explained (a key?)
@@ -63,6 +77,8 @@ def peers(
     if as_json:
         views.say(json.dumps([views.peer_json(p) for p in reply.peers], ensure_ascii=False))
         return
+    views.say(f"this node {reply.node.name} ({reply.node.node_id}): "
+              f"{pinned(reply.node.rpc, reply.node.public)}")
     views.say(f"swarm key {views.key_state(reply.node.key)}")
     views.say(views.peer_summary(reply.peers))
     if reply.peers:
@@ -123,6 +139,7 @@ def _browse(cfg: Config, seconds: float, *, judge: bool) -> list[PeerInfo]:
     return [PeerInfo(node_id=f.card.node_id, name=f.card.name, address=f.address,
                      state="advertised", model_id=f.card.model_id, load=Load(),
                      last_seen_s=None, rtt_ms=None, source="mdns", rpc=f.card.rpc,
+                     public=f.card.public,
                      detail=f"{verdict(f.card)}: swarm {f.card.swarm}, "
                      f"protocol {f.proto}, {f.card.hardware}")
             for f in browse_for(address, seconds)]

@@ -172,7 +172,7 @@ def pull_cmd(model: str = typer.Argument(..., metavar="MODEL", hidden=True),
              f"{result.seconds:.1f} s from {', '.join(result.holders) or 'nobody: there'})")
 
 @app.command()
-def join(address: str = typer.Argument(..., metavar="ENDPOINT", hidden=True),
+def join(address: str = typer.Argument(..., metavar="ADDRESS", hidden=True),
          key_file: Path | None = KeyFileOpt,
          out: Path = OutOpt,
          name: str = NameOpt,
@@ -188,7 +188,7 @@ def join(address: str = typer.Argument(..., metavar="ENDPOINT", hidden=True),
              "another node already runs on this machine)"),
          start: bool = typer.Option(True, "--start/--no-start",
                                     help="run the node once written")) -> None:
-    """From nothing to a member of the swarm at ENDPOINT (tcp://host:port of any
+    """From nothing to a member of the swarm at ADDRESS (tcp://host:port?key=KEY of any
     member): write swarm.toml, check its ports, pull the model, start the node."""
     if out.exists():
         fail(f"{out} exists; join writes a new one (pass --config elsewhere.toml, or use "

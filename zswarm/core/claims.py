@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from zswarm.core.ids import is_public, node_id_of
 from zswarm.core.messages import (
     MAX_CHARS_PER_TOKEN,
     Candidate,
@@ -95,6 +96,7 @@ def card_from_txt(props: Mapping[str, str], address: str) -> tuple[NodeCard, int
             "rpc": tcp_endpoint(address, props["rpc"]), "pub": tcp_endpoint(address, props["pub"]),
             "http": int(props.get("http", "0")), "swarm": props.get("swarm", "default"),
             "hardware": props.get("hw", ""), "key": props.get("key", ""),
+            "public": props.get("pk", ""),
         }
         return msgspec.convert(fields, NodeCard), proto
     except (KeyError, ValueError, msgspec.ValidationError) as exc:
@@ -146,11 +148,24 @@ def accept_vote(vote: Vote, *, node_id: str, name: str, asked: GenerateRequest,
             for c in vote.candidates]
 
 
+def unproven(card: NodeCard, public: str | None = None) -> str:
+    """Why ``card`` does not say who it is ("" = its id derives from its key, and that
+    key is ``public``, the one the link it came over is pinned to, when given)."""
+    if not is_public(card.public):
+        return "shows no node key (a zswarm from before ids were keys?)"
+    if node_id_of(card.public) != card.node_id:
+        return f"claims the id {card.node_id}, which is not its key's"
+    if public is not None and card.public != public:
+        return f"answers as {card.node_id}, another node than the one asked"
+    return ""
+
+
 def foreign(card: NodeCard, me: NodeCard) -> str:
     """Why the node of ``card`` is not of this node's swarm ("" = it is one of ours).
 
     The one same-swarm rule: the same swarm name and the same swarm key fingerprint
-    (no key on both sides is an open swarm).
+    (no key on both sides is an open swarm). Whether the card is its key's is
+    ``unproven``, checked where a card arrives.
     """
     if card.swarm != me.swarm:
         return f"is in swarm {card.swarm!r}, not {me.swarm!r}"

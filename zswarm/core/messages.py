@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: ids are keys (NodeCard.public), every link CURVE
 
 MAX_PROMPT_CHARS = 256_000
 MAX_MESSAGES = 256
@@ -275,6 +275,9 @@ class NodeCard(Struct, frozen=True, kw_only=True):
     #: every model it serves, loaded or not ([] from a node of one model: ``model_id``);
     #: their states come with each heartbeat (``Load.models``)
     models: Annotated[list[HeldModel], Meta(max_length=MAX_MODELS)] = []
+    #: its public key (hex): ``node_id`` derives from it (core/ids.py), and every link
+    #: to the node is pinned to it; "" in no card a node accepts (core/claims.py)
+    public: Annotated[str, Meta(max_length=64)] = ""
 
 
 class Load(Struct, frozen=True, kw_only=True):
@@ -373,6 +376,8 @@ class PeerInfo(Struct, frozen=True, kw_only=True):
     reach: Reach = "direct"
     #: the models its card lists (their states: ``load.models``)
     models: Annotated[list[HeldModel], Meta(max_length=MAX_MODELS)] = []
+    #: its key (hex; its id derives from it): what a link to it is pinned to
+    public: str = ""
 
 
 class PeersReply(_Msg, frozen=True, tag="peers_reply"):

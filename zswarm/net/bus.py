@@ -30,7 +30,7 @@ from zswarm.core.messages import (
 )
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError, error_from_kind
 from zswarm.net.guard import DropCounter, MessageGuard
-from zswarm.net.security import SwarmKey
+from zswarm.net.security import Credentials
 from zswarm.net.zmq_trio import TrioSocket
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 class Publisher:
     """This node's heartbeat PUB socket."""
 
-    def __init__(self, endpoint: str, *, key: SwarmKey | None = None) -> None:
-        self.sock, self.endpoint = TrioSocket.bound(zmq.PUB, endpoint, key=key)
+    def __init__(self, endpoint: str, *, creds: Credentials) -> None:
+        self.sock, self.endpoint = TrioSocket.bound(zmq.PUB, endpoint, creds=creds)
 
     def publish(self, hb: Heartbeat) -> None:
         # PUB never blocks: past the high-water mark it drops (heartbeats repeat anyway).
@@ -51,21 +51,23 @@ class Publisher:
 
 
 class Subscriber:
-    """A SUB socket connected to one peer's PUB endpoint: the link its heartbeats come over.
+    """A SUB socket connected to one peer's PUB endpoint: the link its heartbeats come over,
+    pinned to the peer's key (only the holder of its secret can publish on it).
 
     A heartbeat counts only for the peer whose link carried it: one written in another
     node's name is dropped (``wrong-sender``), so no subscriber can speak for a third node.
     """
 
-    def __init__(self, endpoint: str, node_id: str, on_heartbeat: Callable[[Heartbeat], None],
-                 *, drops: DropCounter | None = None, key: SwarmKey | None = None) -> None:
+    def __init__(self, endpoint: str, public: str, node_id: str,
+                 on_heartbeat: Callable[[Heartbeat], None], *, creds: Credentials,
+                 drops: DropCounter | None = None) -> None:
         self.endpoint = endpoint
         self.node_id = node_id
-        self.sock = TrioSocket.open(zmq.SUB, role="client", key=key,
+        self.sock = TrioSocket.open(zmq.SUB, role="client", creds=creds,
                                     max_msg_bytes=MAX_HEARTBEAT_BYTES)
         try:
             self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-            self.sock.connect(endpoint)
+            self.sock.connect(endpoint, public)
         except BaseException:
             self.sock.close()
             raise
@@ -123,24 +125,26 @@ async def wait_reply(receive: trio.MemoryReceiveChannel[Message | ZswarmError],
 
 
 class PeerLink:
-    """A DEALER to one peer's RPC endpoint: requests with matched replies, and cancels.
+    """A DEALER to one peer's RPC endpoint, pinned to the peer's key (``public``: only
+    the holder of its secret answers): requests with matched replies, and cancels.
 
     With ``on_request``, the link works both ways: requests the peer sends back over
     it (BACK_REQUESTS; a peer that cannot connect to this node asks it this way) are
     handed to ``on_request`` and answered with ``send``. Without it they are dropped.
     """
 
-    def __init__(self, endpoint: str, name: str, *, drops: DropCounter | None = None,
-                 key: SwarmKey | None = None, reconnect: bool = True,
+    def __init__(self, endpoint: str, public: str, name: str, *, creds: Credentials,
+                 drops: DropCounter | None = None, reconnect: bool = True,
                  on_request: Callable[[PeerLink, Message], None] | None = None) -> None:
         self.endpoint = endpoint
+        self.public = public
         self.name = name
         self.on_request = on_request
         # replies are votes and status: a peer cannot make us take (and decode) more
-        self.sock = TrioSocket.open(zmq.DEALER, role="client", key=key, reconnect=reconnect,
-                                    max_msg_bytes=MAX_VOTE_BYTES)
+        self.sock = TrioSocket.open(zmq.DEALER, role="client", creds=creds,
+                                    reconnect=reconnect, max_msg_bytes=MAX_VOTE_BYTES)
         try:
-            self.sock.connect(endpoint)
+            self.sock.connect(endpoint, public)
         except BaseException:
             self.sock.close()
             raise

@@ -76,7 +76,7 @@ def txt_record(card: NodeCard) -> dict[str, str]:
     return {"id": card.node_id, "name": card.name, "proto": str(PROTOCOL_VERSION),
             "model": card.model_id, "workers": str(card.workers), "hw": card.hardware,
             "pub": str(_port(card.pub)), "rpc": str(_port(card.rpc)), "http": str(card.http),
-            "swarm": card.swarm, **({"key": card.key} if card.key else {})}
+            "swarm": card.swarm, "pk": card.public, **({"key": card.key} if card.key else {})}
 
 
 def card_from_info(info: ServiceInfo) -> tuple[NodeCard, str, int]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import select
 from collections.abc import Iterable
+from typing import Any
 
 import trio
 import zmq
 
 from zswarm.core.messages import MAX_FRAME_BYTES
 from zswarm.errors import LocalProtocolError, PeerUnavailable
-from zswarm.net.security import SwarmKey, secure_client, secure_server
+from zswarm.net.security import TICKET_PROPERTY, Credentials, connect_as, pin, serve_as
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,13 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
 
 
 def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
-                role: str = "", key: SwarmKey | None = None,
+                role: str = "", creds: Credentials | None = None,
                 reconnect: bool = True) -> zmq.Socket[bytes]:
     """Open a blocking zmq socket with the project's options.
 
-    With a swarm ``key``, ``role`` "server" (will bind) or "client" (will connect)
-    makes it a CURVE socket (net/security.py); no key = plain (an open swarm).
+    With ``creds``, ``role`` "server" (will bind) or "client" (will connect, each
+    connect pinned to the key the other end must answer with) makes it a CURVE socket
+    (net/security.py); no credentials = plain (the node's own ipc:// workers only).
     ``reconnect=False``: one connection attempt (one-shot probes of unknown endpoints).
     """
     try:  # out of sockets or file descriptors: this peer or probe fails, not the node
@@ -57,22 +59,23 @@ def open_socket(kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES,
     except zmq.ZMQError as exc:
         raise PeerUnavailable(f"cannot open a socket: {exc}") from exc
     try:
-        _configure(sock, max_msg_bytes=max_msg_bytes, role=role, key=key, reconnect=reconnect)
+        _configure(sock, kind, max_msg_bytes=max_msg_bytes, role=role, creds=creds,
+                   reconnect=reconnect)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
-def _configure(sock: zmq.Socket[bytes], *, max_msg_bytes: int, role: str,
-               key: SwarmKey | None, reconnect: bool) -> None:
-    if key is not None:
+def _configure(sock: zmq.Socket[bytes], kind: int, *, max_msg_bytes: int, role: str,
+               creds: Credentials | None, reconnect: bool) -> None:
+    if creds is not None:
         if role == "server":
-            secure_server(sock, key)
+            serve_as(sock, creds, kind)
         elif role == "client":
-            secure_client(sock, key)
+            connect_as(sock, creds, kind)
         else:
-            raise LocalProtocolError("a keyed socket must be a server or a client")
+            raise LocalProtocolError("a CURVE socket must be a server or a client")
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
     sock.setsockopt(zmq.SNDHWM, 10_000)
@@ -112,15 +115,16 @@ class TrioSocket:
 
     @classmethod
     def open(cls, kind: int, *, max_msg_bytes: int = MAX_FRAME_BYTES, role: str = "",
-             key: SwarmKey | None = None, reconnect: bool = True) -> TrioSocket:
-        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes, role=role, key=key,
+             creds: Credentials | None = None, reconnect: bool = True) -> TrioSocket:
+        return cls(open_socket(kind, max_msg_bytes=max_msg_bytes, role=role, creds=creds,
                                reconnect=reconnect))
 
     @classmethod
     def bound(cls, kind: int, endpoint: str, *, max_msg_bytes: int = MAX_FRAME_BYTES,
-              role: str = "server", key: SwarmKey | None = None) -> tuple[TrioSocket, str]:
+              role: str = "server", creds: Credentials | None = None
+              ) -> tuple[TrioSocket, str]:
         """A socket bound to ``endpoint`` and the endpoint it got; closed if binding fails."""
-        sock = cls.open(kind, max_msg_bytes=max_msg_bytes, role=role, key=key)
+        sock = cls.open(kind, max_msg_bytes=max_msg_bytes, role=role, creds=creds)
         try:
             return sock, sock.bind(endpoint)
         except BaseException:
@@ -141,8 +145,12 @@ class TrioSocket:
             raise OSError(exc.errno, exc.strerror) from exc
         return str(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
-    def connect(self, endpoint: str) -> None:
-        """Connect (zmq connects in the background); PeerUnavailable if zmq refuses the endpoint."""
+    def connect(self, endpoint: str, public: str | None = None) -> None:
+        """Connect (zmq connects in the background), pinned to the node key ``public``
+        (hex) the other end must answer with (a CURVE socket); PeerUnavailable if zmq
+        refuses the endpoint or there is no key to pin."""
+        if public is not None:
+            pin(self.sock, public)
         try:
             self.sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -187,7 +195,23 @@ class TrioSocket:
         except zmq.Again:
             return None
 
-    async def recv_multipart(self) -> list[bytes]:
+    async def recv_from(self) -> tuple[list[bytes], str, str]:
+        """A message and who sent it, as the CURVE handshake proved it (a server socket):
+        (frames, the sender's key in hex ("" without CURVE), the membership ticket it
+        showed ("" none))."""
+        frames = await self.recv_multipart(copy=False)
+        last = frames[-1]
+        try:
+            user = str(last.get("User-Id"))
+        except zmq.ZMQError:
+            user = ""
+        try:
+            shown = str(last.get(TICKET_PROPERTY))
+        except zmq.ZMQError:
+            shown = ""
+        return [f.bytes for f in frames], user, shown
+
+    async def recv_multipart(self, *, copy: bool = True) -> list[Any]:
         if self._receiving:
             raise LocalProtocolError("two tasks are receiving on one zmq socket")
         self._receiving = True
@@ -196,7 +220,7 @@ class TrioSocket:
                 if self.closed:
                     raise trio.ClosedResourceError("socket is closed")
                 try:
-                    frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                    frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=copy)
                 except zmq.Again:
                     pass
                 else:

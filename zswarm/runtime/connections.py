@@ -11,8 +11,10 @@ link works both ways: what the peer asks back over it (a peer that cannot connec
 this node does) goes to the RPC server through the bounded ``inbound`` channel
 (Overloaded beyond it), and from then on this node's heartbeats go to that peer over
 the same link too (``heartbeat_back``), since its PUB is out of the peer's reach. Every
-socket is opened with the swarm key when there is one; a socket that cannot be
-opened (out of sockets or file descriptors) is PeerUnavailable for that peer. It
+socket is a CURVE client with this node's credentials, each connection pinned to the
+key of the node it is meant for (a status probe's reply must show that key too); a
+socket that cannot be opened (out of sockets or file descriptors) is PeerUnavailable
+for that peer. It
 decides nothing: the Federation (runtime/federation.py) says whom to connect to
 and when to let go.
 """
@@ -27,13 +29,14 @@ from typing import Protocol
 
 import trio
 
+from zswarm.core.claims import unproven
 from zswarm.core.ids import new_request_id
 from zswarm.core.messages import Heartbeat, Message, Status, StatusRequest, error
 from zswarm.core.peers import Peer
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.bus import PeerLink, Subscriber
 from zswarm.net.guard import DropCounter, FrameDrops
-from zswarm.net.security import SwarmKey
+from zswarm.net.security import Credentials
 from zswarm.net.zmq_trio import Pollset
 
 #: one-shot status probes (each a short-lived socket) in flight at once
@@ -87,7 +90,7 @@ class PeerIO(Protocol):
 
     def close_link(self, node_id: str, why: str) -> None: ...
 
-    async def status(self, endpoint: str, name: str) -> tuple[Status, float]: ...
+    async def status(self, endpoint: str, public: str, name: str) -> tuple[Status, float]: ...
 
     def heartbeat_back(self, hb: Heartbeat) -> None: ...
 
@@ -98,9 +101,9 @@ class Connections:
     """``PeerIO`` over ZeroMQ. Start with ``await nursery.start(connections.serve)``."""
 
     def __init__(self, on_heartbeat: Callable[[Heartbeat], None], *, drops: FrameDrops,
-                 key: SwarmKey | None, probe_timeout_s: float, hello: str = "",
+                 creds: Credentials, probe_timeout_s: float, hello: str = "",
                  inbound: trio.MemorySendChannel[Inbound] | None = None) -> None:
-        self.key = key
+        self.creds = creds
         self.inbound = inbound
         #: peers that asked us something over our link to them: they cannot reach us
         #: otherwise, so our heartbeats go to them over that link too
@@ -113,6 +116,8 @@ class Connections:
         #: replies on vote links and probes that were dropped (the Federation counts the
         #: votes it refuses under the same name, with its own counter)
         self._vote_drops: DropCounter = drops.counter("votes")
+        #: status answers refused (the Federation counts its own probes' under this name)
+        self._probe_drops: DropCounter = drops.counter("probes")
         self.links: dict[str, _Running] = {}
         self.subscribers: dict[str, Subscriber] = {}
         #: which subscribers have news (one poll per pass, not one check per peer)
@@ -167,8 +172,8 @@ class Connections:
             self._unsubscribe(node_id)
         if self._nursery is None:
             raise PeerUnavailable("federation is not running")
-        sub = Subscriber(pub, node_id, self.on_heartbeat, drops=self.heartbeat_drops,
-                         key=self.key)
+        sub = Subscriber(pub, peer.card.public, node_id, self.on_heartbeat,
+                         drops=self.heartbeat_drops, creds=self.creds)
         self.subscribers[node_id] = sub
         self._news.add(node_id, sub.sock)
 
@@ -188,7 +193,8 @@ class Connections:
         running = self.links.get(peer.card.node_id)
         if running is not None:
             return running.owner
-        link = PeerLink(peer.card.rpc, peer.card.name, drops=self._vote_drops, key=self.key,
+        link = PeerLink(peer.card.rpc, peer.card.public, peer.card.name,
+                        drops=self._vote_drops, creds=self.creds,
                         on_request=partial(self._asked, peer.card.node_id))
         self.links[peer.card.node_id] = self._run(link)
         return link
@@ -227,17 +233,20 @@ class Connections:
             running.owner.fail_all(PeerUnavailable(why))
             running.scope.cancel()
 
-    async def status(self, endpoint: str, name: str) -> tuple[Status, float]:
-        """One StatusRequest over a short-lived link: (reply, round trip in ms).
+    async def status(self, endpoint: str, public: str, name: str) -> tuple[Status, float]:
+        """One StatusRequest over a short-lived link pinned to the node key ``public``:
+        (reply, round trip in ms). Only the holder of that key can answer, and its card
+        must show it (RemoteProtocolError ``wrong-key`` otherwise).
 
         One connection attempt: probing an endpoint that may be bogus costs one connect.
         At most MAX_PROBES run at once; the others wait their turn.
         """
         async with self._probes:
-            return await self._status(endpoint, name)
+            return await self._status(endpoint, public, name)
 
-    async def _status(self, endpoint: str, name: str) -> tuple[Status, float]:
-        link = PeerLink(endpoint, name, drops=self._vote_drops, key=self.key, reconnect=False)
+    async def _status(self, endpoint: str, public: str, name: str) -> tuple[Status, float]:
+        link = PeerLink(endpoint, public, name, drops=self._vote_drops, creds=self.creds,
+                        reconnect=False)
         rid = new_request_id()
         result: Message | ZswarmError
         try:
@@ -261,6 +270,10 @@ class Connections:
             raise result
         if not isinstance(result, Status):
             raise RemoteProtocolError(f"answered {type(result).__name__}, not Status")
+        why = unproven(result.card, public)
+        if why:  # (it holds the key, so it is that node: it lies about itself)
+            self._probe_drops.drop("wrong-key", f"{name} at {endpoint} {why}")
+            raise RemoteProtocolError(f"{name} at {endpoint} {why}", reason="wrong-key")
         return result, (time.perf_counter() - t0) * 1000
 
 

@@ -42,7 +42,7 @@ from zswarm.errors import (
     RemoteProtocolError,
 )
 from zswarm.net.guard import FrameDrops
-from zswarm.net.security import SwarmKey
+from zswarm.net.security import Credentials, SwarmKey
 from zswarm.runtime.models import Models
 from zswarm.runtime.stats import NodeStats
 
@@ -84,6 +84,8 @@ class NodeContext:
     #: the node's models, loaded or not, and their workers (runtime/models.py)
     models: Models
     key: SwarmKey | None = None
+    #: what its sockets show: its own key (its id) and the swarm key (net/security.py)
+    creds: Credentials | None = None
     stats: NodeStats = field(default_factory=NodeStats)
     drops: FrameDrops = field(default_factory=FrameDrops)
     requests: InFlight = field(default_factory=InFlight)
@@ -150,7 +152,7 @@ class Peers(Protocol):
         we may reach it over if we cannot connect to it."""
         ...
 
-    def from_link(self, ident: bytes, msg: Message) -> None:
+    def from_link(self, ident: bytes, msg: Message, public: str) -> None:
         """A reply or heartbeat arrived at our ROUTER from a member we reach over its own
         link (RemoteProtocolError for one we did not ask or that speaks for another)."""
         ...
@@ -186,7 +188,7 @@ class NoPeers:
     def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
         pass
 
-    def from_link(self, ident: bytes, msg: Message) -> None:
+    def from_link(self, ident: bytes, msg: Message, public: str) -> None:
         raise RemoteProtocolError(f"unexpected {type(msg).__name__} (federation is off)",
                                   reason="unexpected")
 

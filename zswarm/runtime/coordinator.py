@@ -53,7 +53,15 @@ from zswarm.core.stopping import verdict, waves
 from zswarm.core.structured import Shape
 from zswarm.errors import NoQuorum, WorkerCrashed, ZswarmError
 from zswarm.runtime.context import NodeContext, Peers
-from zswarm.runtime.rounds import Asked, Round, TokenSink, nothing_arrived, participants, split_n
+from zswarm.runtime.rounds import (
+    Asked,
+    Round,
+    TokenSink,
+    named,
+    nothing_arrived,
+    participants,
+    split_n,
+)
 from zswarm.runtime.speeds import Speeds
 from zswarm.runtime.verify import Checks, verified_decision
 
@@ -169,7 +177,7 @@ class Coordinator:
                    "gather_ms": round((time.perf_counter() - t0) * 1000, 2)}
         if rnd.first_candidate_ms is not None:
             timings["first_candidate_ms"] = round(rnd.first_candidate_ms, 2)
-        who, shown = participants(rnd)
+        who, names = participants(rnd)
         notes += [f"{p.node}: {p.outcome}" + (f" ({p.detail})" if p.detail else "")
                   for p in who if p.outcome not in ("answered", "cancelled")]
         if rnd.deadline_hit:
@@ -200,7 +208,8 @@ class Coordinator:
                         "without them")
         note = "; ".join(said)
         timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        report = build_report(strategy, shown, decision, expected=request.n,
+        report = build_report(strategy, named(rnd.candidates, names), decision,
+                              expected=request.n,
                               timings=timings, note=note)
         report = msgspec.structs.replace(
             report, participants=who, waves=rnd.waves,

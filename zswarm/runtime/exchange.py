@@ -23,6 +23,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from zswarm.core import claims
+from zswarm.core.ids import is_public, node_id_of
 from zswarm.core.messages import NodeCard, PeersReply
 from zswarm.errors import RemoteProtocolError
 
@@ -44,6 +45,8 @@ class Learned:
     node_id: str
     address: str  # an IPv4 literal
     endpoint: str  # tcp://address:port
+    #: its key (hex): the probe is pinned to it, and the id derives from it
+    public: str
 
 
 class Tried:
@@ -85,6 +88,7 @@ def worth_probing(reply: PeersReply, *, me: NodeCard, known: Container[str],
         node_id = info.node_id
         if (info.state != "alive" or info.reach == "its link"  # (it will contact us itself)
                 or not _NODE_ID.fullmatch(node_id) or node_id in seen
+                or not is_public(info.public) or node_id_of(info.public) != node_id
                 or node_id == me.node_id or node_id == reply.node.node_id or node_id in known):
             continue
         try:
@@ -92,7 +96,7 @@ def worth_probing(reply: PeersReply, *, me: NodeCard, known: Container[str],
         except RemoteProtocolError:
             continue
         seen.add(node_id)
-        out.append(Learned(node_id, address, claims.tcp_endpoint(address, port)))
+        out.append(Learned(node_id, address, claims.tcp_endpoint(address, port), info.public))
     return out
 
 

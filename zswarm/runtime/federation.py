@@ -31,9 +31,10 @@ import trio
 
 from zswarm.core import claims
 from zswarm.core.catalog import Holder, held_by
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import new_request_id, unpinned
 from zswarm.core.limits import wire_ms
 from zswarm.core.messages import (
+    PROTOCOL_VERSION,
     Candidate,
     GenerateRequest,
     Heartbeat,
@@ -54,6 +55,7 @@ from zswarm.net.mdns import Found, MdnsEvent, serve_mdns
 from zswarm.runtime.backlinks import Backlinks
 from zswarm.runtime.connections import Connections, Inbound, Link, PeerIO
 from zswarm.runtime.context import NodeContext
+from zswarm.runtime.members import Remembered
 from zswarm.runtime.probes import Prober
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,8 @@ class Federation:
 
     def __init__(self, ctx: NodeContext, publisher: Publisher, *, mdns_address: str,
                  peer_io: PeerIO | None = None, backlinks: Backlinks | None = None,
-                 inbound: trio.MemorySendChannel[Inbound] | None = None) -> None:
+                 inbound: trio.MemorySendChannel[Inbound] | None = None,
+                 remembered: Remembered | None = None) -> None:
         fed = ctx.config.federation
         self.ctx = ctx
         self.config = ctx.config
@@ -103,7 +106,9 @@ class Federation:
                                forget_after_s=fed.forget_after_s,
                                tick_every_s=self.interval_s / TICKS_PER_INTERVAL,
                                read_lag_s=self.interval_s / TICKS_PER_INTERVAL)
-        self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops, key=ctx.key,
+        assert peer_io is not None or ctx.creds is not None  # (a federation has a key)
+        self.peer_io = peer_io or Connections(self.on_heartbeat, drops=ctx.drops,
+                                              creds=ctx.creds,  # type: ignore[arg-type]
                                               probe_timeout_s=self.interval_s,
                                               hello=self.me.node_id, inbound=inbound)
         self.backlinks = backlinks or Backlinks(None, ctx.drops.counter("backlinks"))
@@ -121,9 +126,12 @@ class Federation:
         #: they are, for the start-up report (bounded: MAX_FOREIGN)
         self._foreign: dict[str, str] = {}
         self._budget = Budget(NOTES_PER_KIND, NOTES_WINDOW_S)
+        #: the members verified before, probed after a restart (None: not kept)
+        self.remembered = remembered
         self.prober = Prober(
             self.me, self.table, self.peer_io, self.backlinks, interval_s=self.interval_s,
             static=fed.peers if fed.discovery in ("static", "both") else [],
+            remembered=remembered,
             drops=self._probe_drops, apply=self._apply, spawn=self._spawn, link=self._link,
             on_heartbeat=self.on_heartbeat)
 
@@ -146,6 +154,16 @@ class Federation:
                 await trio.sleep_forever()
             finally:
                 self._say_goodbye()
+                self._remember(force=True)
+
+    def _remember(self, *, force: bool = False) -> None:
+        """The members alive now, remembered (runtime/members.py; written now and then)."""
+        if self.remembered is None:
+            return
+        now = time.time()
+        for peer in self.table.alive():
+            self.remembered.seen(peer.card, now)
+        self.remembered.flush(now, force=force)
 
     def _say_goodbye(self) -> None:
         try:
@@ -178,6 +196,7 @@ class Federation:
             if ticks % TICKS_PER_INTERVAL == 0:
                 self._publish(self._heartbeat())
                 self.prober.beat(ticks // TICKS_PER_INTERVAL)
+                self._remember()
             self._apply(self.table.tick(trio.current_time()))
             ticks = max(ticks + 1, int((trio.current_time() - start) / every) + 1)
             await trio.sleep_until(start + ticks * every)
@@ -210,7 +229,10 @@ class Federation:
         card = event.card
         if card.swarm != self.me.swarm:
             return  # another swarm on the same LAN: not ours to mention
-        why = claims.foreign(card, self.me)
+        # a node of another protocol (an older one has no key) is listed as incompatible,
+        # never asked: what to upgrade is worth saying; one of ours must prove its id
+        why = claims.foreign(card, self.me) or (
+            claims.unproven(card) if event.proto == PROTOCOL_VERSION else "")
         if why:  # never a peer; said once a minute per node, and in the start-up report
             self._quiet.info(card.node_id, "mDNS: ignoring %s (%s) at %s: it %s", card.name,
                              card.node_id, event.address, why)
@@ -221,7 +243,7 @@ class Federation:
                                           proto=event.proto))
 
     def on_heartbeat(self, hb: Heartbeat) -> None:
-        if claims.foreign(hb.card, self.me):
+        if claims.unproven(hb.card) or claims.foreign(hb.card, self.me):
             return
         peer = self.table.peers.get(hb.card.node_id)
         if peer is None:
@@ -313,7 +335,8 @@ class Federation:
                            verb, card.node_id, card.rpc, card.model_id, card.workers)
             if not self.backlinks.holds(card.node_id):
                 self.peer_io.subscribe(peer)
-            if change.old is not PeerState.SUSPECT and peer.source in ("static", "exchange"):
+            if change.old is not PeerState.SUSPECT \
+                    and peer.source in ("static", "exchange", "remembered"):
                 # it may not know us: say hello over the standing link (a member that
                 # does not know us, or cannot connect to us, probes us back and may ask
                 # us over it)
@@ -396,8 +419,8 @@ class Federation:
     def hello(self, node_id: str, card: NodeCard | None, *, back: bytes | None) -> None:
         self.prober.hello(node_id, card, back=back)
 
-    def from_link(self, ident: bytes, msg: Message) -> None:
-        self.prober.from_link(ident, msg)
+    def from_link(self, ident: bytes, msg: Message, public: str) -> None:
+        self.prober.from_link(ident, msg, public)
 
     def peer_name(self, node_id: str) -> str:
         peer = self.table.peers.get(node_id)
@@ -470,10 +493,10 @@ class Federation:
                 last_seen_s=None if p.last_heard is None else round(now - p.last_heard, 3),
                 rtt_ms=None if p.rtt_ms is None else round(p.rtt_ms, 3), source=p.source,
                 rpc=p.card.rpc, detail=p.detail or REACH_NOTES[reach], reach=reach,
-                models=p.card.models))
-        out += [PeerInfo(node_id="", name="", address=endpoint, state="unreachable",
+                models=p.card.models, public=p.card.public))
+        out += [PeerInfo(node_id="", name="", address=unpinned(entry)[0], state="unreachable",
                          model_id="", load=Load(state="loading"), last_seen_s=None, rtt_ms=None,
-                         source="static", rpc=endpoint, detail=why)
-                for endpoint, why in self.prober.static.items() if why]
+                         source="static", rpc=entry, detail=why)
+                for entry, why in self.prober.static.items() if why]
         return out
 

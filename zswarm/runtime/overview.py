@@ -55,7 +55,8 @@ def peers_report(config: Config, peers: list[PeerInfo], address: str,
                      "firewalls)")
     elif not fed.peers:
         hints.append("discovery is \"static\" and [federation] peers is empty: add "
-                     "--peer tcp://HOST:17617 or set discovery = \"both\"")
+                     "--peer 'tcp://HOST:17617?key=KEY' (the address it prints at start) or set "
+                     "discovery = \"both\"")
     return False, [f"no peers yet ({counts}); what to check:", *(f"  {h}" for h in hints)]
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from zswarm.core import claims
-from zswarm.core.ids import new_request_id
+from zswarm.core.ids import new_request_id, unpinned
 from zswarm.core.messages import (
     Heartbeat,
     Message,
@@ -43,6 +43,8 @@ from zswarm.core.peers import Change, Peer, PeerState, PeerTable
 from zswarm.errors import PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import DropCounter
 from zswarm.runtime import exchange
+from zswarm.runtime.members import Remembered
+from zswarm.statedir import Member
 
 if TYPE_CHECKING:
     from zswarm.runtime.backlinks import Backlinks
@@ -73,6 +75,7 @@ class Prober:
 
     def __init__(self, me: NodeCard, table: PeerTable, peer_io: PeerIO, backlinks: Backlinks,
                  *, interval_s: float, static: list[str], drops: DropCounter,
+                 remembered: Remembered | None = None,
                  apply: Callable[[list[Change]], None],
                  spawn: Callable[..., None],  # (key, job, *args)
                  link: Callable[[Peer], Link],
@@ -85,6 +88,8 @@ class Prober:
         #: static endpoint -> why it is not in the table yet ("" once it answered)
         self.static: dict[str, str] = dict.fromkeys(static, "not answered yet")
         self._static_ids: dict[str, str] = {}  # node id -> static endpoint
+        #: members verified before (runtime/members.py): probed while not alive
+        self.remembered = remembered
         self._probe_drops = drops
         self._apply = apply
         self._spawn = spawn
@@ -115,7 +120,8 @@ class Prober:
         (probed back: runtime/probes.py ``_contacted``), at most once per interval."""
         now = trio.current_time()
         _remember(self._greeted, node_id, now)  # it reached us: it needs no hello of ours
-        if card is None or card.node_id != node_id or claims.foreign(card, self.me):
+        if card is None or card.node_id != node_id or claims.unproven(card) \
+                or claims.foreign(card, self.me):
             if self.table.hello(node_id, now):
                 self._spawn(node_id, self.ping, node_id)
             return
@@ -140,11 +146,17 @@ class Prober:
     def _same_place(peer: Peer, card: NodeCard) -> bool:
         return (peer.card.rpc, peer.card.pub) == (card.rpc, card.pub)
 
-    def from_link(self, ident: bytes, msg: Message) -> None:
-        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py)."""
+    def from_link(self, ident: bytes, msg: Message, public: str) -> None:
+        """A reply or heartbeat over a member's own link to our ROUTER (runtime/rpc.py),
+        whose key (``public``) its handshake proved."""
         if not isinstance(msg, Heartbeat):
             self.backlinks.reply(ident, msg)
-        elif self.backlinks.speaks_for(ident, msg.card.node_id):
+            return
+        why = claims.unproven(msg.card, public)
+        if why:  # a heartbeat can only be the sender's own
+            raise RemoteProtocolError(f"a heartbeat over a link that {why}",
+                                      reason="wrong-sender")
+        if self.backlinks.speaks_for(ident, msg.card.node_id):
             self._on_heartbeat(msg)
         else:  # a link not (or no longer) bound: its node may have reconnected
             self.hello(msg.card.node_id, msg.card, back=ident)
@@ -155,6 +167,12 @@ class Prober:
         for endpoint, why in self.static.items():
             if why:
                 self._spawn(endpoint, self._probe_static, endpoint)
+        if self.remembered is not None:
+            clock = trio.current_time()  # (a member in the table is probed as its state
+            # says: only the ones it does not hold, or forgot, are probed from memory)
+            for member in self.remembered.due(clock, set(self.table.peers)):
+                self.remembered.probing(member.node_id, clock)
+                self._spawn(f"remembered:{member.node_id}", self._probe_remembered, member)
         if exchange.is_exchange_beat(beat):
             partner = exchange.partner_at(beat, [p.card.node_id for p in self.table.alive()],
                                           self.me.node_id)
@@ -182,22 +200,48 @@ class Prober:
             if peer.state is PeerState.DISCOVERED or (due and peer.state is PeerState.ALIVE):
                 self._spawn(peer.card.node_id, self.ping, peer.card.node_id)
 
-    async def _probe_static(self, endpoint: str) -> None:
+    async def _probe_static(self, entry: str) -> None:
+        """A [federation] peers entry (an address: tcp://HOST:PORT?key=KEY): probed
+        pinned to its key; one without a key cannot be reached (nobody may pose as a
+        member, so a node is only asked with the key it must answer with)."""
+        endpoint, public = unpinned(entry)
+        if not public:
+            self.static[entry] = ("its node key is not known: write it as "
+                                  "tcp://HOST:PORT?key=KEY (the node prints its address at "
+                                  "start; zswarm peers and node.json show it)")
+            return
         try:
             host, port = endpoint[len("tcp://"):].rsplit(":", 1)
             infos = await trio.socket.getaddrinfo(host, int(port), trio.socket.AF_INET)
             address = claims.ipv4_literal(str(infos[0][4][0]))
-            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port), endpoint)
+            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port),
+                                                      public, endpoint)
         except PeerUnavailable:  # silent: say why, as doctor would (a key, most often)
-            self.static[endpoint] = await _why_silent(address, int(port), bool(self.me.key))
+            self.static[entry] = await _why_silent(address, int(port), bool(self.me.key))
             return
         except (OSError, ValueError, ZswarmError) as exc:
-            self.static[endpoint] = str(exc) or type(exc).__name__
+            self.static[entry] = str(exc) or type(exc).__name__
             return
         why = self._admit(reply, rtt_ms, address, "static")
-        self.static[endpoint] = why
+        self.static[entry] = why
         if not why:
-            self._static_ids[reply.card.node_id] = endpoint
+            self._static_ids[reply.card.node_id] = entry
+
+    async def _probe_remembered(self, member: Member) -> None:
+        """A member verified before, not alive now: believed again only with its key
+        (the probe is pinned to it)."""
+        endpoint, public = unpinned(member.address)
+        try:
+            address, port = claims.split_endpoint(endpoint)
+            reply, rtt_ms = await self.peer_io.status(claims.tcp_endpoint(address, port),
+                                                      public, member.name)
+        except ZswarmError as exc:
+            log.debug("remembered member %s (%s) at %s: %s", member.name, member.node_id,
+                      endpoint, exc)
+            return
+        why = self._admit(reply, rtt_ms, address, "remembered", expected=member.node_id)
+        if why:
+            self._probe_drops.drop("remembered", f"{member.node_id} at {endpoint}: {why}")
 
     def _admit(self, reply: Status, rtt_ms: float, address: str, source: str,
                expected: str | None = None, *, asked_at: float | None = None) -> str:
@@ -207,7 +251,7 @@ class Prober:
         card = claims.card_at(reply.card, address)
         if expected is not None and card.node_id != expected:
             return f"{card.node_id} answers there, not {expected}"
-        why = claims.foreign(card, self.me)
+        why = claims.unproven(card) or claims.foreign(card, self.me)
         if why:
             return why
         if self.table.after_goodbye(card.node_id, math.inf if asked_at is None else asked_at,
@@ -247,7 +291,8 @@ class Prober:
         if entry.node_id in self.table.peers:
             return
         try:
-            reply, rtt_ms = await self.peer_io.status(entry.endpoint, entry.node_id)
+            reply, rtt_ms = await self.peer_io.status(entry.endpoint, entry.public,
+                                                      entry.node_id)
         except ZswarmError as exc:
             log.debug("%s named %s at %s: no answer (%s)", member, entry.node_id,
                       entry.endpoint, exc)
@@ -275,26 +320,29 @@ class Prober:
                     raise RemoteProtocolError(f"answered {type(reply).__name__}, not Status")
                 rtt_ms = (time.perf_counter() - t0) * 1000
             else:  # DISCOVERED, DEAD, LEFT: no standing link to a node that may not be there
-                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.name)
+                reply, rtt_ms = await self.peer_io.status(peer.card.rpc, peer.card.public,
+                                                          peer.card.name)
         except ZswarmError as exc:
             log.debug("ping %s: %s", peer.card.name, exc)
             return
-        if reply.card.node_id == node_id \
-                and not self.table.after_goodbye(node_id, asked_at, reply.load):
+        why = claims.unproven(reply.card, peer.card.public)
+        if why:  # a member that answers in another's name: it lies, and is not believed
+            self._probe_drops.drop("wrong-key", f"{peer.card.name} ({node_id}) {why}")
+            return
+        if not self.table.after_goodbye(node_id, asked_at, reply.load):
             self.table.rtt(node_id, rtt_ms)
             self._apply(self._heard(reply, reply.card, trio.current_time()))
 
     async def confirm_move(self, node_id: str, claim: NodeCard) -> None:
         """A record says a known peer moved: believe it once the node answers there."""
-        try:
-            reply, _ = await self.peer_io.status(claim.rpc, claim.name)
-        except ZswarmError as exc:
-            log.info("a record says %s moved to %s; it does not answer there: %s",
-                     node_id, claim.rpc, exc)
+        peer = self.table.peers.get(node_id)
+        if peer is None:
             return
-        if reply.card.node_id != node_id:
-            log.warning("a record says %s moved to %s, but %s answers there: ignored",
-                        node_id, claim.rpc, reply.card.node_id)
+        try:  # pinned to the key we know it by: only it can answer there
+            reply, _ = await self.peer_io.status(claim.rpc, peer.card.public, claim.name)
+        except ZswarmError as exc:
+            log.info("a record says %s moved to %s; it does not answer there with its key: "
+                     "%s", node_id, claim.rpc, exc)
             return
         self._apply(self.table.moved(node_id, claim, claims.split_endpoint(claim.rpc)[0]))
         self._apply(self._heard(reply, reply.card, trio.current_time()))
@@ -313,7 +361,7 @@ class Prober:
         asked_at = trio.current_time()
         if bound is None:
             try:
-                reply, rtt_ms = await self.peer_io.status(endpoint, card.name)
+                reply, rtt_ms = await self.peer_io.status(endpoint, card.public, card.name)
             except ZswarmError as exc:
                 log.debug("%s contacted us; no answer at %s (%s)", node_id, endpoint, exc)
             else:
@@ -340,7 +388,7 @@ class Prober:
         except ZswarmError as exc:
             log.debug("%s: no answer over its own link either (%s)", node_id, exc)
             return
-        if not isinstance(answer, Status) or answer.card.node_id != node_id \
+        if not isinstance(answer, Status) or claims.unproven(answer.card, card.public) \
                 or claims.foreign(answer.card, self.me):
             self._probe_drops.drop("contact", f"{node_id}'s link answered as another node")
             return

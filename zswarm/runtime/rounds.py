@@ -122,14 +122,11 @@ def nothing_arrived(rnd: Round, note: str) -> ZswarmError:
         return DeadlineExceeded(f"no candidate within the deadline of {rnd.seconds:.1f} s")
     return NoQuorum("no candidate arrived" + (f": {note}" if note else ""))
 
-def participants(rnd: Round) -> tuple[list[Participant], list[Candidate]]:
-    """The report's participants and candidates, each node shown so that no two look
-    alike (core/names.py: a shared name gets the start of its id)."""
+def participants(rnd: Round) -> tuple[list[Participant], dict[str, str]]:
+    """The report's participants, and how each node is shown (node id -> name: no two
+    look alike, core/names.py; ``named`` applies it to the candidates)."""
     names = shown([(a.node_id, a.node) for a in rnd.asked.values()]
                   + [(c.node_id, c.node) for c in rnd.candidates])
-    candidates = [c if names.get(c.node_id, c.node) == c.node
-                  else msgspec.structs.replace(c, node=names[c.node_id])
-                  for c in rnd.candidates]
     out = []
     for a in rnd.asked.values():
         outcome: Outcome
@@ -149,4 +146,10 @@ def participants(rnd: Round) -> tuple[list[Participant], list[Candidate]]:
                                requested=a.requested, received=a.received,
                                outcome=outcome, detail=detail,
                                latency_ms=round(a.latency_ms, 2)))
-    return out, candidates
+    return out, names
+
+
+def named(candidates: list[Candidate], names: dict[str, str]) -> list[Candidate]:
+    """The candidates with their nodes shown as ``names`` says."""
+    return [c if names.get(c.node_id, c.node) == c.node
+            else msgspec.structs.replace(c, node=names[c.node_id]) for c in candidates]

@@ -27,6 +27,8 @@ import zmq
 
 from zswarm import asks
 from zswarm.core import codec
+from zswarm.core.claims import unproven
+from zswarm.core.ids import is_public, node_id_of
 from zswarm.core.messages import (
     MAX_REQUEST_BYTES,
     Cancel,
@@ -40,6 +42,7 @@ from zswarm.core.messages import (
     Heartbeat,
     Message,
     ModelRequest,
+    NodeCard,
     PeersReply,
     PeersRequest,
     Status,
@@ -50,7 +53,7 @@ from zswarm.core.messages import (
 )
 from zswarm.errors import DuplicateRequest, RemoteProtocolError, ZswarmError
 from zswarm.net.guard import MessageGuard, QuietLog
-from zswarm.net.security import SwarmKey
+from zswarm.net.security import Credentials, Membership
 from zswarm.net.zmq_trio import TrioSocket
 from zswarm.runtime.connections import Inbound
 from zswarm.runtime.context import NodeContext, Peers
@@ -76,11 +79,14 @@ class _Origin:
     send: Callable[[Message], None]
     #: the ROUTER identity, which a hello may ask us to reach the sender back over
     ident: bytes | None = None
+    #: the sender's node key (hex) as its CURVE handshake proved it, or the key of the
+    #: link of ours it came over: who the sender is, whatever a message says
+    public: str = ""
 
 
-def open_endpoint(endpoint: str, key: SwarmKey | None) -> tuple[TrioSocket, str]:
+def open_endpoint(endpoint: str, creds: Credentials) -> tuple[TrioSocket, str]:
     """The node's ROUTER socket, bound (so the endpoint can be advertised before serving)."""
-    return TrioSocket.bound(zmq.ROUTER, endpoint, key=key, max_msg_bytes=MAX_REQUEST_BYTES)
+    return TrioSocket.bound(zmq.ROUTER, endpoint, creds=creds, max_msg_bytes=MAX_REQUEST_BYTES)
 
 
 class RpcServer:
@@ -96,6 +102,8 @@ class RpcServer:
         self.coordinator = coordinator
         self.peers = peers
         self.drops = ctx.drops.counter("rpc")
+        #: in a keyed swarm, each message's sender shows its membership ticket
+        self.members = Membership(ctx.key) if ctx.key is not None else None
         self._quiet = QuietLog(log)
         #: requests in flight by (sender, request id): the ids of two senders never collide
         self._active: dict[tuple[bytes, str], trio.CancelScope] = {}
@@ -109,9 +117,14 @@ class RpcServer:
             if self.inbound is not None:
                 nursery.start_soon(self._serve_inbound, nursery, self.inbound)
             while True:
-                frames = await self.sock.recv_multipart()
+                frames, public, shown = await self.sock.recv_from()
+                if self.members is not None and not self.members.admits(public, shown):
+                    # holds a key of its own, not the swarm's: nothing is served to it
+                    self.drops.drop("not-member", f"a sender without this swarm's ticket "
+                                    f"({public[:16]})")
+                    continue
                 with MessageGuard(self.drops) as guard:
-                    self._dispatch(nursery, frames)
+                    self._dispatch(nursery, frames, public)
                 if guard.error is not None and len(frames) >= 2:
                     rid = getattr(guard.error, "request_id", None)
                     self._reply(frames[0], error_reply(rid, guard.error))
@@ -120,29 +133,37 @@ class RpcServer:
                              inbound: trio.MemoryReceiveChannel[Inbound]) -> None:
         """Requests peers asked back over our links, answered over the same link."""
         async for item in inbound:
-            origin = _Origin(b"\0link:" + item.node_id.encode(), partial(_send_on, item))
+            origin = _Origin(b"\0link:" + item.node_id.encode(), partial(_send_on, item),
+                             public=item.link.public)
             with MessageGuard(self.drops) as guard:
                 self._handle(nursery, origin, item.msg)
             if guard.error is not None:
                 _send_on(item, error_reply(getattr(item.msg, "request_id", None), guard.error))
 
-    def _dispatch(self, nursery: trio.Nursery, frames: list[bytes]) -> None:
+    def _dispatch(self, nursery: trio.Nursery, frames: list[bytes], public: str) -> None:
         if len(frames) != 2:
             raise RemoteProtocolError(f"{len(frames) - 1} frames", reason="multi-frame")
         ident, data = frames
         msg = codec.decode(data)
         if isinstance(msg, FROM_LINKS):
-            self.peers.from_link(ident, msg)
+            self.peers.from_link(ident, msg, public)
             return
-        self._handle(nursery, _Origin(ident, partial(self._reply, ident), ident), msg)
+        self._handle(nursery, _Origin(ident, partial(self._reply, ident), ident, public), msg)
 
     def _handle(self, nursery: trio.Nursery, origin: _Origin, msg: Message) -> None:
         card = self.ctx.card
         if isinstance(msg, StatusRequest):
             origin.send(Status(request_id=msg.request_id, card=card, load=self.ctx.load(),
                                interval_ms=self.ctx.config.federation.heartbeat_interval_ms))
-            if msg.sender is not None:
-                self.peers.hello(msg.sender, msg.card,
+            if msg.sender is not None and is_public(origin.public):
+                # who it is: the key it proved, not the id it names; a card of another
+                # key is refused (it cannot speak for a third node)
+                theirs: NodeCard | None = msg.card
+                if theirs is not None and unproven(theirs, origin.public):
+                    self.drops.drop("wrong-key", f"a hello showing the card of "
+                                    f"{theirs.node_id}, from {node_id_of(origin.public)}")
+                    theirs = None
+                self.peers.hello(node_id_of(origin.public), theirs,
                                  back=origin.ident if msg.standing else None)
         elif isinstance(msg, PeersRequest):
             origin.send(PeersReply(request_id=msg.request_id, node=card,

@@ -24,10 +24,14 @@ from typing import Any
 
 import tomli_w
 import trio
+import zmq
 
 from zswarm import statedir
-from zswarm.config import Config, load_config
+from zswarm.config import Config, load_config, parse_config
+from zswarm.core.ids import NodeKey, pinned, unpinned
 from zswarm.errors import ConfigError
+from zswarm.net.security import SwarmKey, one_off
+from zswarm.net.zmq_trio import TrioSocket
 from zswarm.statedir import NodeInfo
 from zswarm.testing.scripted import write_script
 
@@ -185,3 +189,32 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def dealer(address: str, key: SwarmKey | None = None, *, kind: int = zmq.DEALER,
+           **options: Any) -> TrioSocket:
+    """A raw client socket to a node's address (tcp://host:port?key=KEY): a key of its
+    own, the swarm's ticket with ``key``, pinned to the node's key (hostile tests send
+    what they like over it)."""
+    endpoint, public = unpinned(address)
+    sock = TrioSocket.open(kind, role="client", creds=one_off(key), **options)
+    try:
+        sock.connect(endpoint, public)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def address_of(directory: Path, name: str, endpoint: str) -> str:
+    """The address (``endpoint?key=KEY``) of the node ``name`` that ``node_config(directory,
+    name, ...)`` writes: its key is made now, in its state dir, as its first start would
+    (so nodes can list each other as static peers before any of them starts)."""
+    return pinned(endpoint, node_key_of(directory, name).public)
+
+
+def node_key_of(directory: Path, name: str) -> NodeKey:
+    """The key (and so the id) of the node ``name`` that ``node_config(directory, name,
+    ...)`` writes, made now in its state dir if it has none yet."""
+    state = parse_config({"node": {"state_dir": str(directory / name / "state")}})
+    return statedir.load_node_key(state)

@@ -28,6 +28,7 @@ import zmq
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from zswarm.core import codec
+from zswarm.core.ids import node_id_of, unpinned
 from zswarm.core.messages import (
     PROTOCOL_VERSION,
     Heartbeat,
@@ -37,16 +38,17 @@ from zswarm.core.messages import (
     StatusRequest,
 )
 from zswarm.net.mdns import SERVICE_TYPE
-from zswarm.net.security import SwarmKey, secure_client
+from zswarm.net.security import SwarmKey, connect_as, one_off, pin
 
 LOOPBACK = "127.0.0.1"
 
 
 def flood_record(i: int, *, swarm: str, key: str = "", port: int = 9,
                  tag: str = "flood") -> ServiceInfo:
-    props = {"id": f"{tag[:4]}{i:012x}", "name": f"{tag}{i}", "proto": str(PROTOCOL_VERSION),
+    public = one_off().node.public  # a key of its own: the id is the key's, as it must be
+    props = {"id": node_id_of(public), "name": f"{tag}{i}", "proto": str(PROTOCOL_VERSION),
              "model": "scripted", "workers": "1", "pub": str(port), "rpc": str(port),
-             "swarm": swarm, **({"key": key} if key else {})}
+             "swarm": swarm, "pk": public, **({"key": key} if key else {})}
     return ServiceInfo(SERVICE_TYPE, f"{tag}{i}-{swarm}.{SERVICE_TYPE}",
                        addresses=[socket.inet_aton(LOOPBACK)], port=port, properties=props,
                        server=f"{tag}{i}.local.")
@@ -110,16 +112,18 @@ def contact_flood(endpoint: str, count: int, *, swarm: str, key: SwarmKey | None
     cards = []
     asked: set[int] = set()
     try:
+        target, public = unpinned(endpoint)
         for i in range(count):
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            if key is not None:
-                secure_client(sock, key)
-            sock.connect(endpoint)
-            card = NodeCard(node_id=f"cont{i:012x}", name=f"contact{i}", model_id="scripted",
-                            workers=1, rpc=f"tcp://{LOOPBACK}:{port}",
+            creds = one_off(key)  # each link a node of its own, with its own key
+            connect_as(sock, creds, zmq.DEALER)
+            pin(sock, public)
+            sock.connect(target)
+            card = NodeCard(node_id=creds.node.node_id, name=f"contact{i}",
+                            model_id="scripted", workers=1, rpc=f"tcp://{LOOPBACK}:{port}",
                             pub=f"tcp://{LOOPBACK}:{port}", swarm=swarm,
-                            key=key.fingerprint if key else "")
+                            key=key.fingerprint if key else "", public=creds.node.public)
             with contextlib.suppress(zmq.Again):
                 sock.send(codec.encode(StatusRequest(request_id=f"h{i}", sender=card.node_id,
                                                      card=card, standing=True)), zmq.NOBLOCK)

@@ -19,9 +19,11 @@ import msgspec
 
 from zswarm.core import codec
 from zswarm.core import messages as m
+from zswarm.core.ids import node_id_of
 
-_CARD = m.NodeCard(node_id="f00dfeed", name="fuzz", model_id="scripted", workers=1,
-                   rpc="tcp://127.0.0.1:9", pub="tcp://127.0.0.1:9")
+_KEY = "f00dfeed" * 8  # a card whose id is its key's: mutations start from a valid one
+_CARD = m.NodeCard(node_id=node_id_of(_KEY), name="fuzz", model_id="scripted", workers=1,
+                   rpc="tcp://127.0.0.1:9", pub="tcp://127.0.0.1:9", public=_KEY)
 _GEN = m.GenerateRequest(messages=(m.ChatMessage(role="user", content="What is 6 * 7?"),),
                          params=m.SamplingParams(max_tokens=4), n=2)
 _STRUCTURED = m.GenerateRequest(
