@@ -43,7 +43,7 @@ import msgspec
 import openai
 from _common import RESULTS, percentile, write_results
 from quality import correct, load_questions, split
-from stopping_sim import RULES, fixed_n, simulate, zswarm_rule
+from stopping_sim import MISSES, RULES, fixed_n, miss, simulate, zswarm_rule
 
 from zswarm.client import NodeClient
 from zswarm.core import stopping
@@ -169,6 +169,16 @@ def _load(rec: Record) -> Record:
     return {**rec, "candidates": [msgspec.convert(c, Candidate) for c in rec["candidates"]]}
 
 
+def _misses(records: list[Record], by_id: dict[str, Any]) -> dict[str, Any]:
+    """Per kind of miss (stopping_sim.MISSES): how many questions, and their ids."""
+    found: dict[str, list[str]] = {m: [] for m in MISSES}
+    for r in records:
+        why = miss(by_id[r["id"]], r["candidates"])
+        if why is not None:
+            found[why].append(r["id"])
+    return {m: {"count": len(ids), "ids": ids} for m, ids in found.items()}
+
+
 def bootstrap(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
     rnd = random.Random(7)
     k = len(values)
@@ -238,7 +248,9 @@ def main() -> None:
             records = [r for r in kept if r["id"] in by_id and "greedy" in r]
             swarm_records = [r for r in kept if r["id"] in by_id and "greedy" not in r]
             swarm = False
-            one_s = 0.0
+            previous = RESULTS / f"{name}.json"  # the collecting run's time, kept
+            one_s = json.loads(previous.read_text()).get("one_node_run_s", 0.0) \
+                if previous.exists() else 0.0
         else:
             node = Node(tmp / "one", 1, cores)
             try:
@@ -305,6 +317,10 @@ def main() -> None:
         "tau_confidence_n16": {t: round(statistics.mean(fixed_n(records, by_id, "confidence", 16,
                                                                 t)), 4) for t in TAUS},
         "one_node_run_s": round(one_s, 1),
+        # some candidate right (of all 16), and where the vote over them missed it
+        "oracle_n16": bootstrap([float(any(correct(by_id[r["id"]], c.text)
+                                           for c in r["candidates"])) for r in records]),
+        "misses_confidence_n16": _misses(records, by_id),
     }
     if swarm_records:
         figures["swarm_2_nodes"] = {
@@ -347,6 +363,9 @@ def main() -> None:
     rows += [(f"rule: {k}", f"accuracy {a}, {c} candidates")
              for k, (a, c) in figures["rules_confidence"].items()]
     rows += [(f"paired {k}", str(v)) for k, v in figures["paired"].items()]
+    rows += [("oracle: some candidate of 16 right", str(figures["oracle_n16"])),
+             ("confidence n=16 misses a right candidate, by kind of miss",
+              json.dumps({m: v["count"] for m, v in figures["misses_confidence_n16"].items()}))]
     rows += [(f"tau {t}, confidence n=16", str(v))
              for t, v in figures["tau_confidence_n16"].items()]
     for mode, f in figures.get("swarm_2_nodes", {}).items():
@@ -359,6 +378,8 @@ def main() -> None:
     line = {
         "part": args.part, "questions": len(records),
         "confidence_n16": figures["fixed_n"]["confidence"][16][0],
+        "oracle_n16": figures["oracle_n16"][0],
+        "misses_n16": {m: v["count"] for m, v in figures["misses_confidence_n16"].items()},
         "confidence_n8": figures["fixed_n"]["confidence"][8][0],
         "budget16": lv["confidence_b16"]["accuracy"][0],
         "budget16_candidates": lv["confidence_b16"]["mean_candidates"],

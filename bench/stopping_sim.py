@@ -129,3 +129,43 @@ def simulate(records: list[Record], by_id: dict[str, Any], strategy: str, budget
     return round(statistics.mean(hits), 4), round(statistics.mean(used), 2)
 
 
+
+
+#: why a vote missed a right answer that was among its candidates, in the order checked
+#: (the first that fits): the winner was cut short; the right answer was written under
+#: several keys; a yes-question answered "no" (the model's prior); the right key had as
+#: many candidates as the winner's; it had fewer; none of these
+MISSES = ("truncated winner", "split", "yes/no prior", "tie", "right minority", "other")
+
+
+def miss(q: dict[str, Any], cands: Sequence[Candidate], strategy: str = "confidence",
+         tau: float = DEFAULT_TAU) -> str | None:
+    """Where the vote over ``cands`` went wrong (one of MISSES), or None: it was right, or
+    no candidate was (the oracle missed too)."""
+    question = q["question"]
+    right = [i for i, c in enumerate(cands) if correct(q, c.text)]
+    if not right:
+        return None
+    try:
+        d = decide(strategy, cands, expected=len(cands), final=True,  # type: ignore[arg-type]
+                   question=question, tau=tau)
+    except NoQuorum:
+        return "other"
+    assert d is not None
+    if d.winner in right:
+        return None
+    keys = d.answer_keys or [answer_key(c.text, question) for c in cands]
+    winner = cands[d.winner]
+    right_keys = {keys[i] for i in right if keys[i] is not None}
+    counts: dict[str | None, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    if winner.finish_reason == "length":
+        return "truncated winner"
+    if len(right_keys) > 1:
+        return "split"
+    if q["type"] == "yesno" and q["gold"][0] == "yes":
+        return "yes/no prior"
+    best = max((counts[k] for k in right_keys), default=0)
+    won = counts[keys[d.winner]]
+    return "tie" if best == won else "right minority" if best < won else "other"

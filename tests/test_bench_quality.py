@@ -43,3 +43,29 @@ def test_the_question_set_is_large_and_every_gold_answer_scores_right():
                                               "yesno", "choice"}
     for q in questions:
         assert correct(q, q["gold"][0].capitalize() + "."), q
+
+
+def test_each_kind_of_miss_is_told_from_the_others():
+    from stopping_sim import miss
+
+    from zswarm.core.messages import Candidate
+
+    def c(text: str, finish: str = "stop", logprob: float = -1.0) -> Candidate:
+        return Candidate(text=text, finish_reason=finish, tokens=3, mean_logprob=logprob)
+
+    yes = {"type": "yesno", "gold": ["yes"], "question": "Is 8 an even number?"}
+    assert miss(NUMBER, [c("12"), c("12"), c("13")], "majority") is None  # right
+    assert miss(NUMBER, [c("13"), c("14")], "majority") is None  # nobody right: oracle too
+    assert miss(NUMBER, [c("12"), c("13"), c("13"), c("13")], "majority") == "right minority"
+    # the same right answer under two keys ("Paris is the capital of France." keys as
+    # "capital of france"): each loses, together they would win
+    capital = {"type": "text", "gold": ["paris"], "question": "What is the capital of France?"}
+    assert miss(capital, [c("Paris."), c("Paris."), c("Paris is the capital of France."),
+                          c("Paris is the capital of France."), c("Lyon"), c("Lyon"),
+                          c("Lyon")], "majority") == "split"
+    assert miss(NUMBER, [c("12"), c("13", "length"), c("13", "length")],
+                "majority") == "truncated winner"
+    assert miss(yes, [c("Yes."), c("No."), c("No.")], "majority") == "yes/no prior"
+    # as many for the right key as for the winner's, which was surer
+    assert miss(NUMBER, [c("12", logprob=-2.0), c("13", logprob=-0.1)],
+                "confidence") == "tie"
