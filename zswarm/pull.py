@@ -43,7 +43,7 @@ from zswarm.core.messages import (
     ModelRequest,
     PeersReply,
 )
-from zswarm.engines.models import file_sha256, resolve_model
+from zswarm.engines.models import file_sha256, remember_sha256, resolve_model
 from zswarm.errors import ConfigError, ModelNotFound, PeerUnavailable, RemoteProtocolError, ZswarmError
 from zswarm.net.security import SwarmKey, one_off, pin
 from zswarm.net.zmq_trio import open_socket
@@ -171,6 +171,7 @@ class Pull:
             raise RemoteProtocolError(f"the pulled file's sha256 {digest[:16]} is not "
                                       f"{self.model_id}'s: discarded", reason="bad-hash")
         os.replace(part, target)
+        remember_sha256(target, digest)  # checked as it was written: not read again
         return PullResult(target, self.model_id, offer.size, time.monotonic() - t0, have,
                           used, self.bad_pieces)
 

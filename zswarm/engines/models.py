@@ -45,8 +45,8 @@ def default_model_path() -> Path:
     raise ModelNotFound(f"{DEFAULT_MODEL_FILE} is missing from the {DEFAULT_MODEL_PACKAGE} package")
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of the file, cached beside it in the user's cache keyed by size and mtime."""
+def _sha_cache(path: Path) -> tuple[Path, str, dict[str, str]]:
+    """(the cache file, this file's key in it: its path, size and mtime, the cache)."""
     st = path.stat()
     cache_dir = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "zswarm"
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
@@ -55,23 +55,35 @@ def file_sha256(path: Path) -> str:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
-    if isinstance(cache, dict) and isinstance(cache.get(key), str):
+    return cache_file, key, cache if isinstance(cache, dict) else {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of the file, cached beside it in the user's cache keyed by size and mtime."""
+    _, key, cache = _sha_cache(path)
+    if isinstance(cache.get(key), str):
         return str(cache[key])
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
+    remember_sha256(path, digest)
+    return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record the sha256 of a file its writer hashed as it wrote it (a pull): the file is
+    not read again to compute it."""
+    cache_file, key, cache = _sha_cache(path)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        cache = cache if isinstance(cache, dict) else {}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache[key] = digest
         tmp = cache_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(cache))
         tmp.replace(cache_file)
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
-    return digest
 
 
 def resolve_model(setting: str) -> ModelFile:
