@@ -195,21 +195,13 @@ class TrioSocket:
         except zmq.Again:
             return None
 
-    async def recv_from(self) -> tuple[list[bytes], str, str]:
+    async def recv_from(self, *, ticket: bool = False) -> tuple[list[bytes], str, str]:
         """A message and who sent it, as the CURVE handshake proved it (a server socket):
-        (frames, the sender's key in hex ("" without CURVE), the membership ticket it
-        showed ("" none))."""
+        (frames, the sender's key in hex ("" without CURVE), with ``ticket`` the
+        membership ticket it showed ("" none, or not asked for))."""
         frames = await self.recv_multipart(copy=False)
-        last = frames[-1]
-        try:
-            user = str(last.get("User-Id"))
-        except zmq.ZMQError:
-            user = ""
-        try:
-            shown = str(last.get(TICKET_PROPERTY))
-        except zmq.ZMQError:
-            shown = ""
-        return [f.bytes for f in frames], user, shown
+        return [f.bytes for f in frames], _property(frames[-1], "User-Id"), \
+            _property(frames[-1], TICKET_PROPERTY) if ticket else ""
 
     async def recv_multipart(self, *, copy: bool = True) -> list[Any]:
         if self._receiving:
@@ -253,6 +245,14 @@ class TrioSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _property(frame: zmq.Frame, name: str) -> str:
+    """A received message's connection property ("" when it has none)."""
+    try:
+        return str(frame.get(name))
+    except zmq.ZMQError:
+        return ""
 
 
 class Pollset:

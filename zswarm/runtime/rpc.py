@@ -117,7 +117,8 @@ class RpcServer:
             if self.inbound is not None:
                 nursery.start_soon(self._serve_inbound, nursery, self.inbound)
             while True:
-                frames, public, shown = await self.sock.recv_from()
+                frames, public, shown = await self.sock.recv_from(
+                    ticket=self.members is not None)
                 if self.members is not None and not self.members.admits(public, shown):
                     # holds a key of its own, not the swarm's: nothing is served to it
                     self.drops.drop("not-member", f"a sender without this swarm's ticket "
