@@ -80,7 +80,8 @@ class ModelShelf:
                 if of != sha256:
                     chunks = await trio.to_thread.run_sync(chunk_hashes, model.path,
                                                            CHUNK_BYTES)
-                    self._chunks = {m: c for m, c in self._chunks.items() if m in self.files()}
+                    here = self.files()  # (the hashes of files no longer here go)
+                    self._chunks = {m: c for m, c in self._chunks.items() if m in here}
                     self._chunks[model.model_id] = (sha256, chunks)
         return ModelOffer(request_id=req.request_id, model_id=model.model_id,
                           name=model.path.name, size=model.size_bytes, sha256=sha256,
