@@ -5,7 +5,7 @@ is Paris" and "paris" are right for Paris; "12", "12.0", "twelve", "The answer i
 and "3 x 4 = 12" for 12 (a number after "=" wins, and numbers of the question itself
 are skipped); "Yes, it is" or "10 is indeed an even number" for yes (_polarity);
 "(b)", "B) apple", 'The answer is "b"' or "apple" for choice b (but not when a wrong
-option is named too).
+option is named too; and "A fruit." is the article, not option a).
 """
 
 from __future__ import annotations
@@ -82,11 +82,12 @@ def correct(question: dict[str, Any], answer: str) -> bool:
     if kind == "yesno":
         return _polarity(text, question.get("question", "")) == gold[0]
     if kind == "choice":
-        letter = (re.match(r"^\(?([a-c])\)?(?:[\s.,:)]|$)", text)
+        # "(a) ...", "a) ...", "a." or "a" alone; but in "A planet." the "a" is an article
+        letter = (re.match(r"^(?:\(([a-c])\)|([a-c])(?:[.,:)]|$))", text)
                   or re.search(r"answer is:? ?[\"'(]?([a-c])\b", text)
                   or re.search(r"[\"'(]([a-c])[\"')]", text))
         if letter:
-            return letter.group(1) == gold[0]
+            return next(g for g in letter.groups() if g) == gold[0]
         wrong = [g[1:] for g in gold if g.startswith("!")]
         return _has(text, gold[1]) and not any(_has(text, w) for w in wrong)
     return any(_has(text, g) for g in gold)

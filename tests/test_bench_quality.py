@@ -31,6 +31,10 @@ CHOICE = {"type": "choice", "gold": ["b", "apple", "!carrot", "!potato"]}
     (CHOICE, "b", True), (CHOICE, "(b) apple", True), (CHOICE, "B) apple", True),
     (CHOICE, "apple", True), (CHOICE, "a", False), (CHOICE, "apple or carrot", False),
     (CHOICE, 'The correct answer is "b"', True), (CHOICE, "The answer is (a) carrot", False),
+    (CHOICE, "(b) is right", True), (CHOICE, "b. apple", True),
+    # an article is not option a (the scorer read "A planet." as "(a) Mars" until 2026-12-08)
+    (CHOICE | {"gold": ["a", "apple", "!carrot"]}, "A fruit.", False),
+    (CHOICE | {"gold": ["a", "apple", "!carrot"]}, "An apple.", True),
 ])
 def test_scoring(question, answer, right):
     assert correct(question, answer) is right

@@ -331,3 +331,26 @@ def test_confidence_does_not_stop_on_counts_a_first_log_probability_could_undo()
     for k in (3, 4):
         early = decide("confidence", cands[:k], expected=5, final=False, tau=0.2)
         assert early is None
+
+
+@pytest.mark.parametrize("strategy", ["majority", "confidence"])
+def test_cut_preambles_do_not_outvote_a_complete_answer(strategy):
+    # held-out arithmetic-027: fifteen "To add 43 and 15, we can" cut by max_tokens and
+    # one "43 + 15 is 58." - the preambles state no answer, so they join no group
+    q = "What is 43 + 15?"
+    cands = [cand("To add 43 and 15, we can", finish="length", lp=-0.4) for _ in range(6)]
+    cands.append(cand("43 + 15 is 58.", lp=-0.7))
+    d = decide(strategy, cands, expected=7, final=True, question=q)
+    assert d is not None and d.winner == 6
+    assert d.answer_keys[:6] == [None] * 6 and d.scores[:6] == [None] * 6
+    # the share counts every valid candidate: one answer in seven is no consensus
+    assert d.agreement < 0.3
+
+
+@pytest.mark.parametrize("strategy", ["majority", "confidence"])
+def test_a_round_of_cut_preambles_still_has_a_winner_but_no_early_stop(strategy):
+    q = "What is 43 + 15?"
+    cands = [cand("To add 43 and 15, we can", finish="length", lp=-0.4) for _ in range(5)]
+    assert decide(strategy, cands, expected=6, final=False, question=q) is None  # 1 left
+    d = decide(strategy, cands, expected=5, final=True, question=q)
+    assert d is not None and d.answer_keys[d.winner] is not None

@@ -12,15 +12,25 @@ Used by the ``majority`` strategy (self-consistency). The rules, in order:
    made three groups, and a split "yes" lost to a united "no".
 1. An option letter ("(B)", "B)", "Answer: b") becomes ``option:b``; so does an answer
    naming exactly one of the options the question lists ("An apple." to "(a) carrot
-   (b) apple (c) potato").
+   (b) apple (c) potato"), or quoting or bracketing exactly one of its letters ('The
+   correct answer is "b".', "The fruit is (b).").
 2. Otherwise a number (digits or an English number word up to ninety-nine) becomes
    ``num:<value>``: the last number stated after "=", "is", "equals" or "answer" in
-   the first sentence that has one; failing that, the last number of the first
-   sentence with a number. "5", "5.0", "five", "2 + 3 = 5" and "The answer is 5.
-   Adding 2 and 3 ..." agree.
-3. Otherwise a short phrase: the part after the last "is"/"are"/"=" of the first
-   sentence, lower-cased, with articles and punctuation removed: "Paris", "Paris.",
-   "paris" and "The capital of France is Paris." all become ``text:paris``.
+   the first sentence that has one (not one that opens an expression: "= 25 + 10"
+   states no result); failing that, the last number of the first sentence with a
+   number. "5", "5.0", "five", "2 + 3 = 5" and "The answer is 5. Adding 2 and 3 ..."
+   agree.
+3. Otherwise a short phrase: the part after the first "is"/"are"/"=" of the first
+   sentence up to its clause's end (a comma), lower-cased, with articles and
+   punctuation removed: "Paris", "Paris.", "paris", "The capital of France is Paris."
+   and "The capital of France is Paris, a city of ..." all become ``text:paris``; when
+   that part only restates the question ("Paris is the capital of France."), the part
+   before the copula.
+
+A candidate cut by max_tokens is read up to its last complete clause (``cut_answer_key``):
+its last words may be cut mid-word or mid-number ("approximately 1" of "100"), and a
+cut preamble ("To add 43 and 15, we can") states no answer at all - its key is None,
+and the vote counts it for no answer (core/consensus.py).
 
 Given the question (``answer_key(text, question)``), its own numbers and words
 restated are not taken for the answer: for "What is 5 x 5?", "To calculate 5 x 5 ..."
@@ -53,8 +63,12 @@ for _t, _tv in list(_WORD_VALUES.items())[20:]:
 
 _NUMBER_WORDS = "|".join(sorted((re.escape(w) for w in _WORD_VALUES), key=len, reverse=True))
 _NUMBER_RE = re.compile(rf"-?\d+(?:[.,]\d+)*|\b(?:{_NUMBER_WORDS})\b", re.IGNORECASE)
+#: a number followed by an operator and another number is an expression ("= 25 + 10"),
+#: not a result
+_OPERAND = r"(?!\s*(?:[-+*/×x]|plus|minus|times)\s*\d)"
 _STATED_RE = re.compile(
-    rf"(?:=|\bis\b|\bequals\b|\banswer\b:?)\W*?(-?\d+(?:[.,]\d+)*|\b(?:{_NUMBER_WORDS})\b)",
+    rf"(?:=|\bis\b|\bequals\b|\banswer\b:?)\W*?"
+    rf"(-?\d+(?:[.,]\d+)*(?![\d.,]*\d)|\b(?:{_NUMBER_WORDS})\b){_OPERAND}",
     re.IGNORECASE,
 )
 _OPTION_RE = re.compile(
@@ -64,6 +78,8 @@ _OPTION_RE = re.compile(
     r"(?:\(([a-e])\)|([a-e])(?=[).,:;!?]|\s*$))",
     re.IGNORECASE,
 )
+#: a letter quoted or in parentheses ('the answer is "b"', "The smallest is (b).")
+_MARKED_LETTER_RE = re.compile(r"""["'(]([a-e])(?:\)|["'.,]|\s*$)""", re.IGNORECASE)
 _YES_NO_QUESTION_RE = re.compile(
     r"^(?:is|are|am|was|were|do|does|did|can|could|will|would|should|shall|has|have|had|"
     r"may|might|must)\b", re.IGNORECASE)
@@ -173,7 +189,7 @@ def _answer_key(text: str, question: str) -> str:
     option = _OPTION_RE.search(stripped)
     if option:
         return f"option:{next(g for g in option.groups() if g).lower()}"
-    named = _named_option(stripped, question)
+    named = _named_option(stripped, question) or _marked_letter(stripped, question)
     if named is not None:
         return f"option:{named}"
     sentences = [p for p in re.split(r"(?<=[.!?])\s+|\n+", stripped) if p.strip()]
@@ -185,12 +201,65 @@ def _answer_key(text: str, question: str) -> str:
         numbers = [k for k in map(_number_key, _NUMBER_RE.findall(sentence)) if k not in asked]
         if numbers:
             return numbers[-1]
-    sentence = _first_sentence(stripped)
-    pieces = _COPULA_RE.split(sentence)
-    phrase = pieces[-1] if len(pieces) > 1 and pieces[-1].strip() else sentence
-    words = re.findall(r"[^\W_]+", phrase.lower())
-    fresh = [w for w in words if _stem(w) not in asked_words and w not in _ARTICLES]
-    words = fresh or words  # "A baby cat is a kitten": the question's words are not the answer
+    return "text:" + " ".join(_phrase(_first_sentence(stripped), asked_words))[:200]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def _phrase(sentence: str, asked_words: frozenset[str]) -> list[str]:
+    """Rule 3's words: what the sentence's first copula says, up to the clause's end ("The
+    capital of Turkey is Ankara, which is ..." says "ankara"), without the question's
+    words; when it says only the question's words, what stands before it ("Paris is the
+    capital of France" says "paris"); with neither, the whole sentence."""
+    pieces = _COPULA_RE.split(sentence, maxsplit=1)
+    before, after = (pieces[0], pieces[1]) if len(pieces) > 1 else ("", sentence)
+    after = re.split(r"[,;]|\s[-–—]\s", after.lstrip(" :\"'"), maxsplit=1)[0]
+
+    def fresh(text: str) -> list[str]:
+        return [w for w in _words(text) if _stem(w) not in asked_words and w not in _ARTICLES]
+
+    words = fresh(after) or fresh(before) or _words(after) or _words(sentence)
     while words and words[0] in _ARTICLES:
         words = words[1:]
-    return "text:" + " ".join(words)[:200]
+    return words
+
+
+def _marked_letter(text: str, question: str) -> str | None:
+    """The one listed option letter the first sentence quotes or puts in parentheses
+    ('The correct answer is "b".', "The smallest is (b)."), or None."""
+    listed = {letter for letter, _ in _options(question)}
+    if len(listed) < 2:
+        return None
+    marked = {m.lower() for m in _MARKED_LETTER_RE.findall(_first_sentence(text))} & listed
+    return marked.pop() if len(marked) == 1 else None
+
+
+#: where a candidate cut by max_tokens may have been cut mid-word or mid-number: after
+#: its last clause boundary
+_BOUNDARY_RE = re.compile(r"[.!?;:,](?=\s|$)|\n")
+#: what states an answer in a phrase (rule 3): a copula or "answer"
+_STATES_RE = re.compile(r"\b(?:is|are|was|were|equals|answer)\b|=", re.IGNORECASE)
+
+
+def complete_part(text: str) -> str:
+    """What a candidate cut by max_tokens said in full: its text up to the last clause
+    boundary (".", "!", "?", ";", ":" or "," before a space, or a line break); "" when
+    there is none. "The boiling point is approximately 1" (of "100") says nothing in
+    full; "8 x 3 equals 24, which is the" says "8 x 3 equals 24,"."""
+    ends = [m.end() for m in _BOUNDARY_RE.finditer(text[:ANSWER_CHARS])]
+    return text[:ends[-1]] if ends else ""
+
+
+def cut_answer_key(text: str, question: str = "") -> str | None:
+    """The key of a candidate cut by max_tokens, read from its complete part only, or
+    None when that part states no answer: nothing complete, or only a phrase without a
+    copula ("To add 43 and 15," - a preamble, not an answer)."""
+    done = complete_part(text)
+    if not done.strip():
+        return None
+    key = answer_key(done, question)
+    if key.startswith("text:") and (key == "text:" or not _STATES_RE.search(done)):
+        return None
+    return key

@@ -43,7 +43,7 @@ from typing import Literal, NoReturn, get_args
 from rapidfuzz import fuzz
 from typing_extensions import Never
 
-from zswarm.core.answers import answer_key
+from zswarm.core.answers import answer_key, cut_answer_key
 from zswarm.core.messages import Candidate, Report, ReportCandidate
 from zswarm.core.structured import Shape
 from zswarm.errors import NoQuorum
@@ -94,6 +94,14 @@ class Validation:
         if self.shape is not None:
             return self.shape.key(text, question) or ""
         return answer_key(text, question)
+
+    def answer(self, cand: Candidate, question: str) -> str | None:
+        """The key a valid candidate votes for, or None when it states no answer: a
+        candidate cut by max_tokens is read up to its last complete clause
+        (core/answers.cut_answer_key); a structured one always has its value."""
+        if cand.finish_reason == "length" and self.shape is None:
+            return cut_answer_key(cand.text, question)
+        return self.key(cand.text, question)
 
 
 @dataclass(frozen=True)
@@ -316,22 +324,21 @@ def _majority(
     *,
     remaining: int,
 ) -> Decision | None:
-    keys, group_weight, first_seen = _groups(
-        candidates, valid, {i: _weight(weights, candidates[i]) for i in valid}, question,
-        validation)
+    weight = {i: _weight(weights, candidates[i]) for i in valid}
+    keys, group_weight, first_seen = _groups(candidates, valid, weight, question, validation)
     ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
     best = ranked[0]
     if remaining:
         w_max = _max_weight(weights)
         second = group_weight[ranked[1]] if len(ranked) > 1 else 0.0
-        if group_weight[best] - second <= remaining * w_max:
+        if group_weight[best] - second <= remaining * w_max or \
+                _unanswered(candidates, valid, question, validation):
             return None
-    total = sum(group_weight.values())
+    total = sum(weight.values())  # a candidate that states no answer still counts here
     scores: list[float | None] = [None] * len(candidates)
     for i in valid:
         key = keys[i]
-        assert key is not None
-        scores[i] = group_weight[key] / total
+        scores[i] = None if key is None else group_weight[key] / total
     return Decision(first_seen[best], scores, group_weight[best] / total, answer_keys=keys)
 
 
@@ -364,15 +371,31 @@ def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
 def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float],
             question: str, validation: Validation
             ) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
-    """Answer key per candidate, summed weight per key, first arrival per key."""
+    """Answer key per candidate, summed weight per key, first arrival per key. A candidate
+    that states no answer (Validation.answer) joins no group and keeps key None, unless no
+    candidate states one: then every candidate is grouped by its whole text's key (so a
+    round of cut preambles still has a winner; ``_unanswered`` tells)."""
     keys: list[str | None] = [None] * len(candidates)
+    for i in valid:
+        keys[i] = validation.answer(candidates[i], question)
+    if all(keys[i] is None for i in valid):
+        for i in valid:
+            keys[i] = validation.key(candidates[i].text, question)
     total: dict[str, float] = {}
     first: dict[str, int] = {}
     for i in valid:
-        key = keys[i] = validation.key(candidates[i].text, question)
-        total[key] = total.get(key, 0.0) + weight[i]
-        first.setdefault(key, i)
+        key = keys[i]
+        if key is not None:
+            total[key] = total.get(key, 0.0) + weight[i]
+            first.setdefault(key, i)
     return keys, total, first
+
+
+def _unanswered(candidates: Sequence[Candidate], valid: list[int], question: str,
+                validation: Validation) -> bool:
+    """No valid candidate states an answer yet (each was cut before it did): the next
+    one that does would win alone, so no early stop can hold."""
+    return all(validation.answer(candidates[i], question) is None for i in valid)
 
 
 def _confidence(
@@ -390,14 +413,15 @@ def _confidence(
     keys, total, first = _groups(candidates, valid, weight, question, validation)
     ranked = sorted(total, key=lambda k: (-total[k], first[k]))
     best = ranked[0]
-    if remaining and not _settled(candidates, valid, weights, keys, weight, best,
-                                  remaining, question, validation):
+    if remaining and (_unanswered(candidates, valid, question, validation)
+                      or not _settled(candidates, valid, weights, keys, weight, best,
+                                      remaining, question, validation)):
         return None
     winner = max((i for i in valid if keys[i] == best), key=lambda i: (weight[i], -i))
-    grand = sum(total.values())
+    grand = sum(weight.values())  # a candidate that states no answer still counts here
     scores: list[float | None] = [None] * len(candidates)
     for i in valid:
-        scores[i] = weight[i] / grand
+        scores[i] = None if keys[i] is None else weight[i] / grand
     return Decision(winner, scores, total[best] / grand, answer_keys=keys, note=note)
 
 
@@ -418,7 +442,8 @@ def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping
         bound: dict[str, float] = {}
         for i in valid:
             key = keys[i]
-            assert key is not None
+            if key is None:
+                continue
             if candidates[i].mean_logprob is not None:
                 w = weight[i]
             else:
