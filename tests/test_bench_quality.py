@@ -61,13 +61,13 @@ def test_each_kind_of_miss_is_told_from_the_others():
     assert miss(NUMBER, [c("12"), c("12"), c("13")], "majority") is None  # right
     assert miss(NUMBER, [c("13"), c("14")], "majority") is None  # nobody right: oracle too
     assert miss(NUMBER, [c("12"), c("13"), c("13"), c("13")], "majority") == "right minority"
-    # the same right answer under two keys ("Paris is the capital of France." keys as
-    # "capital of france"): each loses, together they would win
+    # the same right answer under two keys ("I think Paris" keys as "i think paris"):
+    # each loses, together they would win
     capital = {"type": "text", "gold": ["paris"], "question": "What is the capital of France?"}
-    assert miss(capital, [c("Paris."), c("Paris."), c("Paris is the capital of France."),
-                          c("Paris is the capital of France."), c("Lyon"), c("Lyon"),
+    assert miss(capital, [c("Paris."), c("Paris."), c("I think Paris"),
+                          c("I think Paris"), c("Lyon"), c("Lyon"),
                           c("Lyon")], "majority") == "split"
-    assert miss(NUMBER, [c("12"), c("13", "length"), c("13", "length")],
+    assert miss(NUMBER, [c("12"), c("13, since", "length"), c("13, since", "length")],
                 "majority") == "truncated winner"
     assert miss(yes, [c("Yes."), c("No."), c("No.")], "majority") == "yes/no prior"
     # as many for the right key as for the winner's, which was surer

@@ -16,6 +16,7 @@ import trio.testing
 from tests.helpers import conversation, question
 from zswarm.asks import Ask
 from zswarm.config import parse_config
+from zswarm.core import calibration
 from zswarm.core.messages import Candidate, GenerateRequest, Load, NodeCard, PeerInfo
 from zswarm.core.peers import Peer, PeerState
 from zswarm.core.plan import NodeLoad
@@ -100,9 +101,11 @@ def ask_request(n: int) -> GenerateRequest:
 async def make(nursery):
     async def build(peers: ScriptedPeers | None, *, local: list[str] | None = None,
                     local_delay_s: float = 0.0, vote_deadline_s: float = 5.0,
-                    workers: int = 1, local_logprob: float | None = None) -> Coordinator:
+                    workers: int = 1, local_logprob: float | None = None,
+                    calibrate: bool = True) -> Coordinator:
         config = parse_config({"node": {"name": "me"},
-                               "federation": {"deadline_ms": int(vote_deadline_s * 1000)}})
+                               "federation": {"deadline_ms": int(vote_deadline_s * 1000)},
+                               "consensus": {"calibrate": calibrate}})
         card = NodeCard(node_id="me", name="me", model_id="scripted", workers=1, rpc="", pub="")
         pool = InlinePool(Scheduler(max_queue=4), answers=local or ["42"],
                           delay_s=local_delay_s, workers=workers, logprob=local_logprob)
@@ -351,3 +354,32 @@ async def test_a_committee_asks_each_model_for_its_share_and_learns_its_weight(
     assert answer == "Paris"  # three of five
     # the good model agreed with the decision, the bad one did not: they weigh so now
     assert coordinator.committee.weight("good@1") > 1.0 > coordinator.committee.weight("bad@1")
+
+
+async def test_the_models_lean_is_learned_from_this_nodes_candidates_never_a_peers(
+        make, autojump_clock):
+    # a peer that answers "Yes." to everything, many times, must not move the prior the
+    # asker divides out of its candidates (core/calibration.py); this node's own do
+    peers = ScriptedPeers(liar=Behaviour(["Yes."]))
+    coordinator = await make(peers, local=["No."])
+    assert coordinator.priors is not None
+    own = 0
+    for _ in range(5):
+        _, report = await coordinator.ask(Ask(question("Is snow cold?", n=4), "confidence",
+                                              10_000))
+        assert {c.node for c in report.candidates} == {"me", "liar"}
+        own += sum(c.node == "me" for c in report.candidates)
+    share = coordinator.priors.prior("scripted", ("yesno:yes", "yesno:no"))
+    pseudo = calibration.PSEUDO_COUNT  # only "me"'s "No." were counted, no "Yes."
+    assert share["yesno:yes"] == pseudo / (own + 2 * pseudo)
+    factors = coordinator.priors.factors("scripted", "Is ice cold?")
+    assert factors["yesno:yes"] > 1 > factors["yesno:no"]
+    _, report = await coordinator.ask(Ask(question("Is ice cold?", n=4), "confidence", 10_000))
+    assert "calibrated" in report.note
+
+
+async def test_calibration_can_be_turned_off(make, autojump_clock):
+    coordinator = await make(None, calibrate=False)
+    assert coordinator.priors is None
+    _, report = await coordinator.ask(Ask(question("Is snow cold?", n=2), "confidence", 10_000))
+    assert "calibrated" not in report.note

@@ -140,6 +140,16 @@ def _options(question: str) -> tuple[tuple[str, str], ...]:
                  for m in _LISTED_RE.finditer(question))
 
 
+def yes_no_question(question: str) -> bool:
+    """Whether rule 0 reads the answers to ``question`` as yes or no."""
+    return _yes_no_terms(question[-ANSWER_CHARS:]) is not None
+
+
+def listed_letters(question: str) -> tuple[str, ...]:
+    """The option letters ``question`` lists ("(a) carrot (b) apple" lists a and b)."""
+    return tuple(dict.fromkeys(letter for letter, _ in _options(question[-ANSWER_CHARS:])))
+
+
 def _named_option(text: str, question: str) -> str | None:
     """The letter of the one listed option the answer's first sentence names ("An apple."
     for "(b) apple"), or None (no options, none named, or several)."""

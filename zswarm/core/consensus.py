@@ -44,6 +44,7 @@ from rapidfuzz import fuzz
 from typing_extensions import Never
 
 from zswarm.core.answers import answer_key, cut_answer_key
+from zswarm.core.calibration import calibrated
 from zswarm.core.messages import Candidate, Report, ReportCandidate
 from zswarm.core.structured import Shape
 from zswarm.errors import NoQuorum
@@ -189,11 +190,15 @@ def decide(
     validation: Validation | None = None,
     tau: float = DEFAULT_TAU,
     question: str = "",
+    calibration: Mapping[str, float] | None = None,
 ) -> Decision | None:
     """Decide now if the strategy allows it; see the module docstring.
 
     ``question`` (the prompt's last user message) helps group answers: a number or word
     of the question, restated, is not taken for the answer (core/answers.py).
+    ``calibration`` (core/calibration.py: key -> factor, the asker's own figures for the
+    round's model) multiplies each confidence under ``confidence`` when one model made
+    every candidate.
     """
     weights = resolve_weights(weights or {}, {c.node_id for c in candidates})
     validation = validation or Validation()
@@ -223,7 +228,7 @@ def decide(
                              remaining=0 if final else remaining)
         case "confidence":
             return _confidence(candidates, valid, weights, tau, question, validation,
-                               remaining=0 if final else remaining)
+                               calibration or {}, remaining=0 if final else remaining)
         case _:
             _unknown(strategy)
 
@@ -369,9 +374,10 @@ def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
 
 
 def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float],
-            question: str, validation: Validation
+            question: str, validation: Validation, factors: Mapping[str, float] | None = None
             ) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
-    """Answer key per candidate, summed weight per key, first arrival per key. A candidate
+    """Answer key per candidate, summed weight (times its key's calibration ``factors``)
+    per key, first arrival per key. A candidate
     that states no answer (Validation.answer) joins no group and keeps key None, unless no
     candidate states one: then every candidate is grouped by its whole text's key (so a
     round of cut preambles still has a winner; ``_unanswered`` tells)."""
@@ -386,7 +392,7 @@ def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[i
     for i in valid:
         key = keys[i]
         if key is not None:
-            total[key] = total.get(key, 0.0) + weight[i]
+            total[key] = total.get(key, 0.0) + weight[i] * calibrated(factors or {}, key)
             first.setdefault(key, i)
     return keys, total, first
 
@@ -405,18 +411,27 @@ def _confidence(
     tau: float,
     question: str,
     validation: Validation,
+    calibration: Mapping[str, float],
     *,
     remaining: int,
 ) -> Decision | None:
     conf, note = confidences(candidates, valid, tau)
+    if len({candidates[i].model_id for i in valid}) > 1:
+        calibration = {}  # counted like majority: there is no one model's prior
     weight = {i: _weight(weights, candidates[i]) * conf[i] for i in valid}
-    keys, total, first = _groups(candidates, valid, weight, question, validation)
+    keys, total, first = _groups(candidates, valid, weight, question, validation, calibration)
+    weight = {i: w * calibrated(calibration, keys[i]) for i, w in weight.items()}
     ranked = sorted(total, key=lambda k: (-total[k], first[k]))
     best = ranked[0]
+    lift = max([1.0, *calibration.values()])  # what a newcomer's weight may be multiplied by
     if remaining and (_unanswered(candidates, valid, question, validation)
                       or not _settled(candidates, valid, weights, keys, weight, best,
-                                      remaining, question, validation)):
+                                      remaining, question, validation, lift)):
         return None
+    if calibration and any(k in calibration for k in total):
+        note = "; ".join(filter(None, [note, "calibrated by this node's prior for the model: "
+                                       + ", ".join(f"{k.split(':', 1)[1]} x{f:.2f}"
+                                                   for k, f in calibration.items())]))
     winner = max((i for i in valid if keys[i] == best), key=lambda i: (weight[i], -i))
     grand = sum(weight.values())  # a candidate that states no answer still counts here
     scores: list[float | None] = [None] * len(candidates)
@@ -427,14 +442,15 @@ def _confidence(
 
 def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping[str, float],
              keys: list[str | None], weight: Mapping[int, float], best: str, remaining: int,
-             question: str, validation: Validation) -> bool:
+             question: str, validation: Validation, lift: float = 1.0) -> bool:
     """Can no ``remaining`` newcomers change the winner? Each adds at most w_max
     (confidence <= 1) to one group; a second model turns the rule into counting; and,
     while there is one model, a newcomer with a log-probability may lower what each
     candidate without one counts (the least confident's) down to CONFIDENCE_FLOOR, or
     make the rule confidence where it was counting. So the winner's are taken at their
-    lowest and the others' at their highest."""
-    w_max = _max_weight(weights)
+    lowest and the others' at their highest. A calibrated newcomer counts up to ``lift``
+    times more."""
+    w_max = _max_weight(weights) * lift
     counted = {i: _weight(weights, candidates[i]) for i in valid}
     _, by_count, _ = _groups(candidates, valid, counted, question, validation)
     sums = [by_count]

@@ -78,7 +78,8 @@ def leader_share(strategy: Strategy, candidates: Sequence[Candidate], decision: 
 
 def verdict(strategy: Strategy, candidates: Sequence[Candidate], *, budget: int,
             weights: Mapping[str, float] | None = None, validation: Validation | None = None,
-            tau: float, question: str = "") -> StopReason | None:
+            tau: float, question: str = "", calibration: Mapping[str, float] | None = None
+            ) -> StopReason | None:
     """Why the ask may stop now, or None to wait for more (see the module docstring)."""
     if strategy not in ADAPTIVE_STRATEGIES:
         raise ValueError(f"a budget needs one of {', '.join(ADAPTIVE_STRATEGIES)}, "
@@ -90,10 +91,12 @@ def verdict(strategy: Strategy, candidates: Sequence[Candidate], *, budget: int,
         return "budget spent"
     try:
         if decide(strategy, candidates, expected=budget, final=False, weights=weights,
-                  validation=validation, tau=tau, question=question) is not None:
+                  validation=validation, tau=tau, question=question,
+                  calibration=calibration) is not None:
             return "cannot change"
         now = decide(strategy, candidates, expected=count, final=True, weights=weights,
-                     validation=validation, tau=tau, question=question)
+                     validation=validation, tau=tau, question=question,
+                     calibration=calibration)
     except NoQuorum:
         return None  # nothing valid yet: more may come
     assert now is not None

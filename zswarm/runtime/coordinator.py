@@ -30,6 +30,7 @@ import trio
 
 from zswarm.asks import Ask
 from zswarm.core.affinity import Homes, conversation_keys
+from zswarm.core.calibration import Priors
 from zswarm.core.committee import ModelWeights
 from zswarm.core.committee import shares as committee_shares
 from zswarm.core.consensus import (
@@ -82,6 +83,8 @@ class Coordinator:
         self.weights = dict(consensus.weights)
         self.validation = Validation(allow_truncated=consensus.allow_truncated)
         self.tau = consensus.confidence_tau
+        #: the model's lean on closed questions, from this node's own candidates
+        self.priors = Priors() if consensus.calibrate else None
         self.vote_deadline_s = ctx.config.federation.deadline_s
         #: where conversations were answered: a local worker, and (route) a node
         self.worker_homes = Homes()
@@ -147,6 +150,9 @@ class Coordinator:
                     question=question, early_stop=early_stop, adaptive=adaptive,
                     home_worker=self.worker_homes.find(keys),
                     validation=self._validation(request))
+        if self.priors is not None and decides == "confidence" and not ask.models \
+                and request.structure is None:
+            rnd.factors = self.priors.factors(model_id, question)
         ran = 0
         plan_s = 0.0
         fanout = Plan({})
@@ -219,7 +225,19 @@ class Coordinator:
             self.committee.observe(rnd.candidates, decision.answer_keys, decision.winner,
                                    ask.models)
         self._remember(keys, rnd.candidates[decision.winner])
+        self._learn(rnd, decision)
         return rnd.candidates[decision.winner].text, report
+
+    def _learn(self, rnd: Round, decision: Decision) -> None:
+        """The model's lean (core/calibration.py) learns from this node's own candidates
+        only: a peer's never moves it."""
+        if self.priors is None or not decision.answer_keys or rnd.validation.shape:
+            return
+        own = ("", self.ctx.card.node_id)
+        self.priors.observe(rnd.model_id, rnd.question,
+                            [k for c, k in zip(rnd.candidates, decision.answer_keys,
+                                               strict=False)
+                             if c.node_id in own and c.model_id == rnd.model_id])
 
     def _plan(self, request: GenerateRequest, strategy: AskStrategy, model_id: str,
               peers: tuple[str, ...] | None, keys: list[str]) -> Plan:
@@ -262,7 +280,7 @@ class Coordinator:
         def final(candidates: Sequence[Candidate]) -> Decision:
             decision = decide(strategy, candidates, expected=rnd.expected, final=True,
                               weights=weights, validation=rnd.validation, tau=self.tau,
-                              question=rnd.question)
+                              question=rnd.question, calibration=rnd.factors)
             assert decision is not None
             return decision
 
@@ -369,7 +387,7 @@ class Coordinator:
         if rnd.strategy is not None and rnd.adaptive:
             rnd.stop = verdict(rnd.strategy, rnd.candidates, budget=rnd.expected,
                                weights=self.weights, validation=rnd.validation, tau=self.tau,
-                               question=rnd.question)
+                               question=rnd.question, calibration=rnd.factors)
             if rnd.stop is not None:
                 rnd.scope.cancel()
         elif rnd.strategy is not None and rnd.early_stop:
@@ -377,7 +395,7 @@ class Coordinator:
                 rnd.decision = decide(rnd.strategy, rnd.candidates, expected=rnd.expected,
                                       final=False, weights=self.weights,
                                       validation=rnd.validation, tau=self.tau,
-                                      question=rnd.question)
+                                      question=rnd.question, calibration=rnd.factors)
             except NoQuorum:
                 rnd.decision = None
             if rnd.decision is not None:

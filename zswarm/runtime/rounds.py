@@ -84,6 +84,8 @@ class Round:
     home_worker: str | None = None
     #: what makes a candidate valid, and its answer key (a structured answer's value)
     validation: Validation = field(default_factory=Validation)
+    #: ``confidence``'s calibration of the answer keys (core/calibration.py), or empty
+    factors: dict[str, float] = field(default_factory=dict)
     #: perf_counter at the start of the current gather (candidate latencies count from it)
     t0: float = 0.0
     #: the current gather: cancelled once the strategy has decided (early stop)
