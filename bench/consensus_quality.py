@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,16 @@ import msgspec
 import openai
 from _common import RESULTS, percentile, write_results
 from quality import correct, load_questions, split
-from stopping_sim import MISSES, RULES, fixed_n, miss, simulate, zswarm_rule
+from stopping_sim import (
+    MISSES,
+    RULES,
+    fixed_n,
+    learned_factors,
+    miss,
+    oracle_n,
+    simulate,
+    zswarm_rule,
+)
 
 from zswarm.client import NodeClient
 from zswarm.core import stopping
@@ -117,7 +127,7 @@ def _live(report: dict[str, Any], seconds: float) -> Record:
 
 
 def collect(node: Node, questions: list[dict[str, Any]], temperature: float, *,
-            swarm: bool = False) -> list[Record]:
+            swarm: bool = False, live: bool = True) -> list[Record]:
     records = []
     for i, q in enumerate(questions):
         rec: Record = {"id": q["id"]}
@@ -134,6 +144,9 @@ def collect(node: Node, questions: list[dict[str, Any]], temperature: float, *,
             report, _ = node.ask(q["question"], temperature=temperature,
                                  strategy="best_of_n", n=16)
             rec["candidates"] = _cands(report)
+            if not live:  # --candidates-only: what the offline figures need
+                records.append(rec)
+                continue
             for n in (8, 16):
                 rec[f"confidence_n{n}"] = ask(strategy="confidence", n=n)
             for s in STRATEGIES:
@@ -172,8 +185,9 @@ def _load(rec: Record) -> Record:
 def _misses(records: list[Record], by_id: dict[str, Any]) -> dict[str, Any]:
     """Per kind of miss (stopping_sim.MISSES): how many questions, and their ids."""
     found: dict[str, list[str]] = {m: [] for m in MISSES}
+    factors = learned_factors(records, by_id)
     for r in records:
-        why = miss(by_id[r["id"]], r["candidates"])
+        why = miss(by_id[r["id"]], r["candidates"], factors=factors[r["id"]])
         if why is not None:
             found[why].append(r["id"])
     return {m: {"count": len(ids), "ids": ids} for m, ids in found.items()}
@@ -189,8 +203,8 @@ def bootstrap(values: list[float], resamples: int = 2000) -> tuple[float, float,
 
 def plot(curves: dict[str, list[tuple[float, float]]],
          budgets: dict[str, list[tuple[float, float]]],
-         same: dict[str, list[tuple[float, float]]], greedy: float, path: Path, title: str
-         ) -> None:
+         same: dict[str, list[tuple[float, float]]], greedy: float,
+         oracle: list[tuple[float, float]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,13 +215,17 @@ def plot(curves: dict[str, list[tuple[float, float]]],
         color = f"C{i}"
         xs, ys = zip(*curves[strategy], strict=True)
         ax.plot(xs, ys, marker="o", color=color, label=f"{strategy}, n = 1-16")
-        bx, by = zip(*budgets[strategy], strict=True)
-        ax.plot(bx, by, marker="s", linestyle="--", color=color,
-                label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}, live")
+        if strategy in budgets:
+            bx, by = zip(*budgets[strategy], strict=True)
+            ax.plot(bx, by, marker="s", linestyle="--", color=color,
+                    label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}, live")
         sx, sy = zip(*same[strategy], strict=True)
         ax.plot(sx, sy, marker="^", linestyle=":", color=color,
                 label=f"{strategy}, budget {', '.join(str(b) for b in BUDGETS)}, "
                       "on the curve's candidates")
+    ox, oy = zip(*oracle, strict=True)
+    ax.plot(ox, oy, marker=".", color="black", linestyle="-.",
+            label="oracle: some candidate of n right")
     ax.axhline(greedy, color="grey", linestyle=":", label="greedy (T = 0)")
     ax.set_xscale("log", base=2)
     ax.set_xticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
@@ -228,6 +246,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="analyse the one-node samples of the last run again (no node)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    parser.add_argument("--candidates-only", action="store_true",
+                        help="collect greedy and the 16 candidates only (no live modes, no "
+                             "swarm): the offline figures, in a few minutes")
     args = parser.parse_args()
     questions = split(load_questions(), args.part)
     if args.quick:
@@ -235,10 +256,10 @@ def main() -> None:
     if args.limit:
         questions = questions[:args.limit]
     by_id = {q["id"]: q for q in questions}
-    swarm = (not args.quick) if args.swarm is None else args.swarm
+    swarm = (not args.quick and not args.candidates_only) if args.swarm is None else args.swarm
     cores = os.cpu_count() or 1
     name = "consensus_quality" + ("_quick" if args.quick else "") + \
-        ("" if args.part == "held" else "_tune")
+        ("" if args.part == "held" else "_tune") + ("_candidates" if args.candidates_only else "")
     samples = RESULTS / f"{name}_samples.jsonl"
     with tempfile.TemporaryDirectory(prefix="zswarm-quality-") as tmp_name:
         tmp = Path(tmp_name)
@@ -255,7 +276,8 @@ def main() -> None:
             node = Node(tmp / "one", 1, cores)
             try:
                 t0 = time.perf_counter()
-                records = collect(node, questions, args.temperature)
+                records = collect(node, questions, args.temperature,
+                                  live=not args.candidates_only)
                 one_s = time.perf_counter() - t0
             finally:
                 node.close()
@@ -268,134 +290,183 @@ def main() -> None:
                 node.close()
     kinds = sorted({q["kind"] for q in questions})
 
-    def right(mode: str, recs: list[Record] = records) -> list[float]:
-        return [float(correct(by_id[r["id"]], r[mode]["answer"])) for r in recs]
-
     def per_kind(values: list[float], recs: list[Record] = records) -> dict[str, float]:
         return {k: round(statistics.mean(v for v, r in zip(values, recs, strict=True)
                                          if by_id[r["id"]]["kind"] == k), 3) for k in kinds}
 
-    greedy = [float(correct(by_id[r["id"]], r["greedy"])) for r in records]
-    fixed = {s: {n: fixed_n(records, by_id, s, n) for n in NS} for s in STRATEGIES}
-    live = {f"{s}_b{b}": right(f"{s}_b{b}") for s in STRATEGIES for b in BUDGETS}
-    live |= {mode: right(mode) for mode in ("confidence_n8", "confidence_n16", "default_n1",
-                                            "default_b8")}
-    used = {mode: statistics.mean(r[mode]["used"] for r in records) for mode in live}
-    asked = {mode: statistics.mean(_asked(mode, r[mode]["waves"]) for r in records)
-             for mode in live}
-    seconds = {mode: [r[mode]["s"] for r in records] for mode in live}
     figures: dict[str, Any] = {
         "part": args.part, "questions": len(records), "temperature": args.temperature,
         "tau": DEFAULT_TAU, "waves": {b: stopping.waves(b) for b in BUDGETS},
-        "greedy": bootstrap(greedy),
-        "fixed_n": {s: {n: bootstrap(v) for n, v in by_n.items()} for s, by_n in fixed.items()},
-        "fixed_n_per_kind": {s: {n: per_kind(v) for n, v in by_n.items()}
-                             for s, by_n in fixed.items()},
-        "live": {mode: {"accuracy": bootstrap(v), "mean_candidates": round(used[mode], 2),
-                        # started (the compute spent): a wave stopped early was asked whole
-                        "mean_asked": round(asked[mode], 2),
-                        "mean_waves": round(statistics.mean(r[mode]["waves"] for r in records), 2),
-                        "p50_s": round(percentile(seconds[mode], 50), 3),
-                        "p95_s": round(percentile(seconds[mode], 95), 3),
-                        "per_kind": per_kind(v),
-                        "stops": {s: sum(r[mode]["stop"] == s for r in records)
-                                  for s in ("cannot change", "settled", "no agreement",
-                                            "budget spent")}}
-                 for mode, v in live.items()},
-        # the rule on the same candidates as the fixed-n curves (4 orders each): less noisy
-        # than the live budgets (one draw per question), and paired with the curves
-        "budget_on_the_same_candidates": {
-            s: {b: simulate(records, by_id, s, b, zswarm_rule) for b in BUDGETS} for s in STRATEGIES},
-        "rules_confidence": {f"{name}, budget {b}": simulate(records, by_id, "confidence", b, rule)
-                             for name, rule in RULES.items() for b in (8, 16)},
-        # paired over the same questions (tighter than two intervals side by side)
-        "paired": {f"{a} - {b}": bootstrap([x - y for x, y in zip(live[a], live[b],
-                                                                  strict=True)])
-                   for a, b in (("confidence_b16", "confidence_n16"),
-                                ("confidence_b16", "confidence_n8"),
-                                ("default_b8", "default_n1"))},
-        "tau_confidence_n16": {t: round(statistics.mean(fixed_n(records, by_id, "confidence", 16,
-                                                                t)), 4) for t in TAUS},
-        "one_node_run_s": round(one_s, 1),
-        # some candidate right (of all 16), and where the vote over them missed it
-        "oracle_n16": bootstrap([float(any(correct(by_id[r["id"]], c.text)
-                                           for c in r["candidates"])) for r in records]),
-        "misses_confidence_n16": _misses(records, by_id),
-    }
+        "one_node_run_s": round(one_s, 1), **offline_figures(records, by_id, per_kind)}
+    rows = offline_rows(figures)
+    live = "confidence_b16" in records[0]
+    if live:
+        figures |= live_figures(records, by_id, per_kind)
+        rows += live_rows(figures)
     if swarm_records:
-        figures["swarm_2_nodes"] = {
-            mode: {"accuracy": bootstrap(right(mode, swarm_records)),
-                   "mean_candidates": round(statistics.mean(r[mode]["used"]
-                                                            for r in swarm_records), 2),
-                   "p50_s": round(percentile([r[mode]["s"] for r in swarm_records], 50), 3),
-                   "p95_s": round(percentile([r[mode]["s"] for r in swarm_records], 95), 3),
-                   "questions_on_both_nodes": sum(len(r[mode]["nodes"]) > 1
-                                                  for r in swarm_records)}
-            for mode in ("confidence_n16", "confidence_b16")}
-        figures["swarm_2_nodes"]["paired confidence_b16 - confidence_n16"] = bootstrap(
-            [x - y for x, y in zip(right("confidence_b16", swarm_records),
-                                   right("confidence_n16", swarm_records), strict=True)])
+        figures["swarm_2_nodes"] = swarm_figures(swarm_records, by_id)
+        rows += [(f"2 nodes {mode}", json.dumps(f))
+                 for mode, f in figures["swarm_2_nodes"].items()]
     RESULTS.mkdir(exist_ok=True)
     curves = {s: [(n, figures["fixed_n"][s][n][0]) for n in NS] for s in STRATEGIES}
     budget_points = {s: [(figures["live"][f"{s}_b{b}"]["mean_candidates"],
                           figures["live"][f"{s}_b{b}"]["accuracy"][0]) for b in BUDGETS]
-                     for s in STRATEGIES}
+                     for s in STRATEGIES} if live else {}
     same = {s: [(c, a) for a, c in figures["budget_on_the_same_candidates"][s].values()]
             for s in STRATEGIES}
-    plot(curves, budget_points, same, figures["greedy"][0], RESULTS / f"{name}.png",
+    plot(curves, budget_points, same, figures["greedy"][0],
+         [(n, figures["oracle_n"][n]) for n in NS], RESULTS / f"{name}.png",
          f"zswarm, SmolLM2-135M, T = {args.temperature:g}, {args.part} half "
          f"({len(records)} questions): fixed n vs budget")
+    write_results(name, figures, rows)
+    _save(samples, records + swarm_records)
+    for row in rows:
+        print(f"{row[0]:<48} {row[1]}", file=sys.stderr)
+    line = {
+        "part": args.part, "questions": len(records),
+        "confidence_n16": figures["fixed_n"]["confidence"][16][0],
+        "confidence_n8": figures["fixed_n"]["confidence"][8][0],
+        "oracle_n16": figures["oracle_n16"][0],
+        "misses_n16": {m: v["count"] for m, v in figures["misses_confidence_n16"].items()},
+        "budget16_same_candidates": figures["budget_on_the_same_candidates"]["confidence"][16],
+        "yesno_n16": figures["fixed_n_per_kind"]["confidence"][16].get("yesno"),
+        "calibration_n16": {k: v["all"] for k, v in figures["calibration_n16"].items()},
+    }
+    if live:
+        lv = figures["live"]
+        line |= {
+            "budget16": lv["confidence_b16"]["accuracy"][0],
+            "budget16_candidates": lv["confidence_b16"]["mean_candidates"],
+            "budget16_asked": lv["confidence_b16"]["mean_asked"],
+            "yesno_budget16": lv["confidence_b16"]["per_kind"].get("yesno"),
+            "p50_s": {m: lv[m]["p50_s"] for m in ("confidence_b16", "confidence_n16",
+                                                   "confidence_n8")},
+            "p95_s": {m: lv[m]["p95_s"] for m in ("confidence_b16", "confidence_n16",
+                                                   "confidence_n8")},
+            "default_b8": lv["default_b8"]["accuracy"][0],
+            "default_n1": lv["default_n1"]["accuracy"][0]}
+    if swarm_records:
+        line["swarm_budget16"] = figures["swarm_2_nodes"]["confidence_b16"]["accuracy"][0]
+        line["swarm_n16"] = figures["swarm_2_nodes"]["confidence_n16"]["accuracy"][0]
+    print(json.dumps(line))
+
+
+PerKind = Callable[[list[float]], dict[str, float]]
+
+
+def offline_figures(records: list[Record], by_id: dict[str, Any], per_kind: PerKind
+                    ) -> dict[str, Any]:
+    """What the collected candidates say under the node's pure functions (no live mode)."""
+    greedy = [float(correct(by_id[r["id"]], r["greedy"])) for r in records]
+    fixed = {s: {n: fixed_n(records, by_id, s, n) for n in NS} for s in STRATEGIES}
+    uncalibrated = fixed_n(records, by_id, "confidence", 16, calibrate=False)
+    return {
+        "greedy": bootstrap(greedy),
+        "fixed_n": {s: {n: bootstrap(v) for n, v in by_n.items()} for s, by_n in fixed.items()},
+        "fixed_n_per_kind": {s: {n: per_kind(v) for n, v in by_n.items()}
+                             for s, by_n in fixed.items()},
+        # core/calibration.py on and off, learned over the questions in order as a node would
+        "calibration_n16": {
+            "on": {"all": round(statistics.mean(fixed["confidence"][16]), 4),
+                   **per_kind(fixed["confidence"][16])},
+            "off": {"all": round(statistics.mean(uncalibrated), 4), **per_kind(uncalibrated)}},
+        # the rule on the same candidates as the fixed-n curves (4 orders each): less noisy
+        # than the live budgets (one draw per question), and paired with the curves
+        "budget_on_the_same_candidates": {
+            s: {b: simulate(records, by_id, s, b, zswarm_rule) for b in BUDGETS}
+            for s in STRATEGIES},
+        "rules_confidence": {f"{name}, budget {b}": simulate(records, by_id, "confidence", b, rule)
+                             for name, rule in RULES.items() for b in (8, 16)},
+        "tau_confidence_n16": {t: round(statistics.mean(
+            fixed_n(records, by_id, "confidence", 16, t)), 4) for t in TAUS},
+        # some candidate right (of all 16; of n), and where the vote over them missed it
+        "oracle_n16": bootstrap([float(any(correct(by_id[r["id"]], c.text)
+                                           for c in r["candidates"])) for r in records]),
+        "oracle_n": {n: round(statistics.mean(oracle_n(records, by_id, n)), 4) for n in NS},
+        "misses_confidence_n16": _misses(records, by_id),
+    }
+
+
+def offline_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("greedy (T = 0)", str(figures["greedy"]))]
     rows += [(f"{s} n={n}", f"{v[0]} [{v[1]}, {v[2]}]")
              for s, by_n in figures["fixed_n"].items() for n, v in by_n.items()]
-    rows += [(f"live {mode}", f"{f['accuracy'][0]} [{f['accuracy'][1]}, {f['accuracy'][2]}], "
-              f"{f['mean_candidates']} candidates ({f['mean_asked']} asked), "
-             f"{f['mean_waves']} waves, p50 {f['p50_s']} s, "
-              f"p95 {f['p95_s']} s, stops {json.dumps(f['stops'])}")
-             for mode, f in figures["live"].items()]
-    rows += [(f"live {mode} per kind", json.dumps(f["per_kind"]))
-             for mode, f in figures["live"].items()]
     rows += [(f"n={n} per kind {s}", json.dumps(figures["fixed_n_per_kind"][s][n]))
              for s in STRATEGIES for n in (8, 16)]
+    rows += [(f"calibration {k}, confidence n=16", json.dumps(v))
+             for k, v in figures["calibration_n16"].items()]
     rows += [(f"{s} budget {b}, on the curve's candidates", f"accuracy {a}, {c} candidates")
              for s, by_b in figures["budget_on_the_same_candidates"].items()
              for b, (a, c) in by_b.items()]
     rows += [(f"rule: {k}", f"accuracy {a}, {c} candidates")
              for k, (a, c) in figures["rules_confidence"].items()]
-    rows += [(f"paired {k}", str(v)) for k, v in figures["paired"].items()]
     rows += [("oracle: some candidate of 16 right", str(figures["oracle_n16"])),
+             ("oracle: some candidate of n right", json.dumps(figures["oracle_n"])),
              ("confidence n=16 misses a right candidate, by kind of miss",
               json.dumps({m: v["count"] for m, v in figures["misses_confidence_n16"].items()}))]
     rows += [(f"tau {t}, confidence n=16", str(v))
              for t, v in figures["tau_confidence_n16"].items()]
-    for mode, f in figures.get("swarm_2_nodes", {}).items():
-        rows.append((f"2 nodes {mode}", json.dumps(f)))
-    write_results(name, figures, rows)
-    _save(samples, records + swarm_records)
-    for row in rows:
-        print(f"{row[0]:<48} {row[1]}", file=sys.stderr)
-    lv = figures["live"]
-    line = {
-        "part": args.part, "questions": len(records),
-        "confidence_n16": figures["fixed_n"]["confidence"][16][0],
-        "oracle_n16": figures["oracle_n16"][0],
-        "misses_n16": {m: v["count"] for m, v in figures["misses_confidence_n16"].items()},
-        "confidence_n8": figures["fixed_n"]["confidence"][8][0],
-        "budget16": lv["confidence_b16"]["accuracy"][0],
-        "budget16_candidates": lv["confidence_b16"]["mean_candidates"],
-        "budget16_asked": lv["confidence_b16"]["mean_asked"],
-        "yesno_budget16": lv["confidence_b16"]["per_kind"].get("yesno"),
-        "p50_s": {m: lv[m]["p50_s"] for m in ("confidence_b16", "confidence_n16",
-                                               "confidence_n8")},
-        "p95_s": {m: lv[m]["p95_s"] for m in ("confidence_b16", "confidence_n16",
-                                               "confidence_n8")},
-        "default_b8": lv["default_b8"]["accuracy"][0],
-        "default_n1": lv["default_n1"]["accuracy"][0],
-    }
-    if swarm_records:
-        line["swarm_budget16"] = figures["swarm_2_nodes"]["confidence_b16"]["accuracy"][0]
-        line["swarm_n16"] = figures["swarm_2_nodes"]["confidence_n16"]["accuracy"][0]
-    print(json.dumps(line))
+    return rows
+
+
+def _right(records: list[Record], by_id: dict[str, Any], mode: str) -> list[float]:
+    return [float(correct(by_id[r["id"]], r[mode]["answer"])) for r in records]
+
+
+def live_figures(records: list[Record], by_id: dict[str, Any], per_kind: PerKind
+                 ) -> dict[str, Any]:
+    """The modes a live node answered (fixed n, budgets, defaults): accuracy and time."""
+    modes = [f"{s}_b{b}" for s in STRATEGIES for b in BUDGETS]
+    modes += ["confidence_n8", "confidence_n16", "default_n1", "default_b8"]
+    live = {mode: _right(records, by_id, mode) for mode in modes}
+    figures: dict[str, Any] = {"live": {}}
+    for mode, v in live.items():
+        seconds = [r[mode]["s"] for r in records]
+        figures["live"][mode] = {
+            "accuracy": bootstrap(v),
+            "mean_candidates": round(statistics.mean(r[mode]["used"] for r in records), 2),
+            # started (the compute spent): a wave stopped early was asked whole
+            "mean_asked": round(statistics.mean(_asked(mode, r[mode]["waves"])
+                                                for r in records), 2),
+            "mean_waves": round(statistics.mean(r[mode]["waves"] for r in records), 2),
+            "p50_s": round(percentile(seconds, 50), 3),
+            "p95_s": round(percentile(seconds, 95), 3),
+            "per_kind": per_kind(v),
+            "stops": {s: sum(r[mode]["stop"] == s for r in records)
+                      for s in ("cannot change", "settled", "no agreement", "budget spent")}}
+    # paired over the same questions (tighter than two intervals side by side)
+    figures["paired"] = {f"{a} - {b}": bootstrap([x - y for x, y in zip(live[a], live[b],
+                                                                        strict=True)])
+                         for a, b in (("confidence_b16", "confidence_n16"),
+                                      ("confidence_b16", "confidence_n8"),
+                                      ("default_b8", "default_n1"))}
+    return figures
+
+
+def live_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [(f"live {mode}", f"{f['accuracy'][0]} [{f['accuracy'][1]}, {f['accuracy'][2]}], "
+             f"{f['mean_candidates']} candidates ({f['mean_asked']} asked), "
+             f"{f['mean_waves']} waves, p50 {f['p50_s']} s, "
+             f"p95 {f['p95_s']} s, stops {json.dumps(f['stops'])}")
+            for mode, f in figures["live"].items()]
+    rows += [(f"live {mode} per kind", json.dumps(f["per_kind"]))
+             for mode, f in figures["live"].items()]
+    rows += [(f"paired {k}", str(v)) for k, v in figures["paired"].items()]
+    return rows
+
+
+def swarm_figures(records: list[Record], by_id: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        mode: {"accuracy": bootstrap(_right(records, by_id, mode)),
+               "mean_candidates": round(statistics.mean(r[mode]["used"] for r in records), 2),
+               "p50_s": round(percentile([r[mode]["s"] for r in records], 50), 3),
+               "p95_s": round(percentile([r[mode]["s"] for r in records], 95), 3),
+               "questions_on_both_nodes": sum(len(r[mode]["nodes"]) > 1 for r in records)}
+        for mode in ("confidence_n16", "confidence_b16")}
+    out["paired confidence_b16 - confidence_n16"] = bootstrap(
+        [x - y for x, y in zip(_right(records, by_id, "confidence_b16"),
+                               _right(records, by_id, "confidence_n16"), strict=True)])
+    return out
 
 
 if __name__ == "__main__":

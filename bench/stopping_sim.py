@@ -18,7 +18,8 @@ from quality import correct
 
 from zswarm.core import stopping
 from zswarm.core.answers import answer_key
-from zswarm.core.consensus import DEFAULT_TAU, decide
+from zswarm.core.calibration import Priors
+from zswarm.core.consensus import DEFAULT_TAU, Validation, decide
 from zswarm.core.messages import Candidate
 from zswarm.errors import NoQuorum
 
@@ -26,11 +27,26 @@ Record = dict[str, Any]
 SUBSETS = 20
 
 
+def learned_factors(records: list[Record], by_id: dict[str, Any], *, calibrate: bool = True
+                    ) -> dict[str, dict[str, float]]:
+    """Per question id: the calibration (core/calibration.py) a node that answered the
+    records before it, in order, with these candidates as its own, would apply."""
+    priors = Priors()
+    out: dict[str, dict[str, float]] = {}
+    for rec in records:
+        question = by_id[rec["id"]]["question"]
+        out[rec["id"]] = priors.factors("m", question) if calibrate else {}
+        validation = Validation()
+        priors.observe("m", question, [validation.answer(c, question)
+                                       for c in rec["candidates"] if validation.accepts(c)])
+    return out
+
+
 def _winner(strategy: str, cands: Sequence[Candidate], question: str,
-            tau: float = DEFAULT_TAU) -> str | None:
+            tau: float = DEFAULT_TAU, factors: dict[str, float] | None = None) -> str | None:
     try:
         d = decide(strategy, cands, expected=len(cands), final=True,  # type: ignore[arg-type]
-                   question=question, tau=tau)
+                   question=question, tau=tau, calibration=factors)
     except NoQuorum:
         return None
     assert d is not None
@@ -38,18 +54,34 @@ def _winner(strategy: str, cands: Sequence[Candidate], question: str,
 
 
 def fixed_n(records: list[Record], by_id: dict[str, Any], strategy: str, n: int,
-            tau: float = DEFAULT_TAU) -> list[float]:
+            tau: float = DEFAULT_TAU, calibrate: bool = True) -> list[float]:
     """Per question: right (1/0) with all 16, else the mean over random n-subsets."""
     out = []
+    factors = learned_factors(records, by_id, calibrate=calibrate)
     for rec in records:
         q, cands = by_id[rec["id"]], rec["candidates"]
         everyone = list(range(len(cands)))
         rnd = random.Random(f"{rec['id']}/{n}")
         subsets = [everyone] if n >= len(cands) else \
             [rnd.sample(everyone, n) for _ in range(SUBSETS)]
-        hits = [(w := _winner(strategy, [cands[i] for i in s], q["question"], tau)) is not None
+        hits = [(w := _winner(strategy, [cands[i] for i in s], q["question"], tau,
+                              factors[rec["id"]])) is not None
                 and correct(q, w) for s in subsets]
         out.append(sum(hits) / len(hits))
+    return out
+
+
+def oracle_n(records: list[Record], by_id: dict[str, Any], n: int) -> list[float]:
+    """Per question: how often some candidate of n (the same subsets as fixed_n) is right."""
+    out = []
+    for rec in records:
+        q, cands = by_id[rec["id"]], rec["candidates"]
+        right = [correct(q, c.text) for c in cands]
+        everyone = list(range(len(cands)))
+        rnd = random.Random(f"{rec['id']}/{n}")
+        subsets = [everyone] if n >= len(cands) else \
+            [rnd.sample(everyone, n) for _ in range(SUBSETS)]
+        out.append(sum(any(right[i] for i in s) for s in subsets) / len(subsets))
     return out
 
 
@@ -61,9 +93,14 @@ def p_leader(a: float, b: float, steps: int = 400) -> float:
                    for x in (0.5 + (i + 0.5) * h for i in range(steps)))
 
 
-def _beta_rule(threshold: float) -> Callable[[str, list[Candidate], int, str], bool]:
-    def rule(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
-        if _cannot_change(strategy, got, budget, question):
+Factors = dict[str, float]
+Rule = Callable[[str, list[Candidate], int, str, Factors], bool]
+
+
+def _beta_rule(threshold: float) -> Rule:
+    def rule(strategy: str, got: list[Candidate], budget: int, question: str,
+             factors: Factors) -> bool:
+        if _cannot_change(strategy, got, budget, question, factors):
             return True
         counts: dict[str, int] = {}
         for c in got:
@@ -73,26 +110,30 @@ def _beta_rule(threshold: float) -> Callable[[str, list[Candidate], int, str], b
     return rule
 
 
-def _cannot_change(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+def _cannot_change(strategy: str, got: list[Candidate], budget: int, question: str,
+                   factors: Factors) -> bool:
     try:
         return decide(strategy, got, expected=budget, final=False,  # type: ignore[arg-type]
-                      question=question) is not None
+                      question=question, calibration=factors) is not None
     except NoQuorum:
         return False
 
 
-def _share_only(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+def _share_only(strategy: str, got: list[Candidate], budget: int, question: str,
+                factors: Factors) -> bool:
     reason = stopping.verdict(strategy, got, budget=budget,  # type: ignore[arg-type]
-                              tau=DEFAULT_TAU, question=question)
+                              tau=DEFAULT_TAU, question=question, calibration=factors)
     return reason in ("cannot change", "settled", "budget spent")
 
 
-def zswarm_rule(strategy: str, got: list[Candidate], budget: int, question: str) -> bool:
+def zswarm_rule(strategy: str, got: list[Candidate], budget: int, question: str,
+                factors: Factors) -> bool:
     return stopping.verdict(strategy, got, budget=budget,  # type: ignore[arg-type]
-                            tau=DEFAULT_TAU, question=question) is not None
+                            tau=DEFAULT_TAU, question=question,
+                            calibration=factors) is not None
 
 
-RULES: dict[str, Callable[[str, list[Candidate], int, str], bool]] = {
+RULES: dict[str, Rule] = {
     "cannot change (the old early stop)": _cannot_change,
     "beta posterior 0.95 (Adaptive-Consistency)": _beta_rule(0.95),
     "beta posterior 0.9": _beta_rule(0.9),
@@ -102,12 +143,13 @@ RULES: dict[str, Callable[[str, list[Candidate], int, str], bool]] = {
 
 
 def simulate(records: list[Record], by_id: dict[str, Any], strategy: str, budget: int,
-             rule: Callable[[str, list[Candidate], int, str], bool], orders: int = 4
-             ) -> tuple[float, float]:
+             rule: Rule, orders: int = 4) -> tuple[float, float]:
     """(accuracy, mean candidates) of a stopping rule on the collected candidates: waves
     as core/stopping.waves, each in a random draw, its shorter answers first."""
     hits, used = [], []
+    learned = learned_factors(records, by_id)
     for rec in records:
+        factors = learned[rec["id"]]
         q, cands = by_id[rec["id"]], rec["candidates"]
         for k in range(orders):
             order = list(range(len(cands)))
@@ -118,12 +160,12 @@ def simulate(records: list[Record], by_id: dict[str, Any], strategy: str, budget
                 done = False
                 for i in wave:
                     got.append(cands[i])
-                    if rule(strategy, got, budget, q["question"]):
+                    if rule(strategy, got, budget, q["question"], factors):
                         done = True
                         break
                 if done:
                     break
-            w = _winner(strategy, got, q["question"])
+            w = _winner(strategy, got, q["question"], factors=factors)
             hits.append(float(w is not None and correct(q, w)))
             used.append(len(got))
     return round(statistics.mean(hits), 4), round(statistics.mean(used), 2)
@@ -139,7 +181,7 @@ MISSES = ("truncated winner", "split", "yes/no prior", "tie", "right minority", 
 
 
 def miss(q: dict[str, Any], cands: Sequence[Candidate], strategy: str = "confidence",
-         tau: float = DEFAULT_TAU) -> str | None:
+         tau: float = DEFAULT_TAU, factors: Factors | None = None) -> str | None:
     """Where the vote over ``cands`` went wrong (one of MISSES), or None: it was right, or
     no candidate was (the oracle missed too)."""
     question = q["question"]
@@ -148,7 +190,7 @@ def miss(q: dict[str, Any], cands: Sequence[Candidate], strategy: str = "confide
         return None
     try:
         d = decide(strategy, cands, expected=len(cands), final=True,  # type: ignore[arg-type]
-                   question=question, tau=tau)
+                   question=question, tau=tau, calibration=factors)
     except NoQuorum:
         return "other"
     assert d is not None
