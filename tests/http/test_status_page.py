@@ -41,6 +41,13 @@ def test_page_files_and_status_snapshot(tmp_path):
         assert report["candidates"][0]["node"] == "h"
         assert report["participants"][0]["outcome"] == "answered"
         assert after["totals"]["tokens_generated"] > 0
+        assert after["calibration"] == {}  # no closed question yet
+
+        r = httpx.post(f"{node.base}/chat/completions", json={**CHAT, "messages": [
+            {"role": "user", "content": "Is 6 x 7 forty-two?"}], "zswarm": {"n": 2}})
+        assert r.status_code == 200
+        (lean,) = httpx.get(f"{node.base}/status").json()["calibration"].values()
+        assert lean == {"yesno:yes": 0.5, "yesno:no": 0.5}  # "42" is neither: no lean yet
 
         assert httpx.get(f"{node.root}/health").json()["peers"]["alive"] == 0
         assert httpx.get(f"{node.base}/federation/health").json()["peers"]["dead"] == 0
