@@ -360,6 +360,7 @@ def offline_figures(records: list[Record], by_id: dict[str, Any], per_kind: PerK
     greedy = [float(correct(by_id[r["id"]], r["greedy"])) for r in records]
     fixed = {s: {n: fixed_n(records, by_id, s, n) for n in NS} for s in STRATEGIES}
     uncalibrated = fixed_n(records, by_id, "confidence", 16, calibrate=False)
+    with_yes_no = fixed_n(records, by_id, "confidence", 16, yes_no=True)
     return {
         "greedy": bootstrap(greedy),
         "fixed_n": {s: {n: bootstrap(v) for n, v in by_n.items()} for s, by_n in fixed.items()},
@@ -369,7 +370,9 @@ def offline_figures(records: list[Record], by_id: dict[str, Any], per_kind: PerK
         "calibration_n16": {
             "on": {"all": round(statistics.mean(fixed["confidence"][16]), 4),
                    **per_kind(fixed["confidence"][16])},
-            "off": {"all": round(statistics.mean(uncalibrated), 4), **per_kind(uncalibrated)}},
+            "off": {"all": round(statistics.mean(uncalibrated), 4), **per_kind(uncalibrated)},
+            "yes/no too": {"all": round(statistics.mean(with_yes_no), 4),
+                           **per_kind(with_yes_no)}},
         # the rule on the same candidates as the fixed-n curves (4 orders each): less noisy
         # than the live budgets (one draw per question), and paired with the curves
         "budget_on_the_same_candidates": {

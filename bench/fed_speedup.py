@@ -16,11 +16,16 @@ report: planning, each node's last candidate (A's own, B's), waiting for the slo
 (runtime/verify.py), deciding, and the HTTP door (client wall time minus the node's
 total). The one-node setup also measures the time of a share of 1, 2 and 4 candidates
 (best_of_n, which waits for all; 8 and 16 from its modes): the curve docs/scale.md
-predicts larger swarms from. Prints one JSON line; writes
-results/fed_speedup[_quick].{json,md}.
+predicts larger swarms from; and every mode at half its n (the floor: what an even split
+over two equal nodes leaves each node, on this node alone). Per mode, over the whole set:
+the total time of two nodes against the floor's (goal <= 1.05x), and the split (the mean
+candidates asked of each node). Prints one JSON line; writes
+results/fed_speedup[_quick][_short].{json,md}.
 
     python bench/fed_speedup.py            # 100 questions
     python bench/fed_speedup.py --quick    # 30 questions
+    python bench/fed_speedup.py --short --runs 3 --modes confidence_n8,majority_n8
+                                           # answers of a few tokens, three runs' spread
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ SYSTEM = "Answer with a single word or number only."
 MODES = tuple((s, n) for s in ("confidence", "best_of_n", "majority") for n in (8, 16))
 TEMPERATURE = 0.7
 MAX_TOKENS = 12
+#: --short: answers of a few tokens (a number, a word), where the prompt weighs most
+SHORT_TOKENS = 4
 ROUTE_CLIENTS = 2
 #: share sizes whose time one node is measured at (beside n = 8 and 16)
 CURVE = (1, 2, 4)
@@ -106,29 +113,35 @@ def breakdown(report: dict[str, Any], wall_s: float) -> Record:
     t = report.get("timings", {})
     last = {p["node"]: p["latency_ms"] for p in report.get("participants", [])
             if p.get("received")}
+    split = {p["node"]: p["requested"] for p in report.get("participants", [])}
     gather = t.get("gather_ms", 0.0)
     return {"wall_ms": wall_s * 1000, "total_ms": t.get("total_ms", 0.0),
             "plan_ms": t.get("plan_ms", 0.0), "gather_ms": gather,
             "rescore_ms": t.get("rescore_ms", 0.0), "decide_ms": t.get("decide_ms", 0.0),
-            "last_ms": last,
+            "last_ms": last, "split": split,
             "wait_slowest_ms": gather - min(last.values()) if last else 0.0,
             "door_ms": wall_s * 1000 - t.get("total_ms", 0.0)}
 
 
-def run_setup(swarm: Swarm, questions: list[dict[str, Any]], *, curve: bool = False
-              ) -> dict[str, list[Record]]:
+def run_setup(swarm: Swarm, questions: list[dict[str, Any]], modes: list[tuple[str, int]],
+              *, curve: bool = False, floor: bool = False) -> dict[str, list[Record]]:
     """Every mode for every question; with ``curve`` also best_of_n at n = 1, 2, 4 (it
-    waits for all: the time one node takes for a share of that size)."""
-    out: dict[str, list[Record]] = {f"{s}_n{n}": [] for s, n in MODES}
+    waits for all: the time one node takes for a share of that size); with ``floor``
+    every mode at half its n too (``floor_<mode>``: what an even split over two equal
+    nodes leaves each, asked of this one node alone)."""
+    asked = [(s, n, f"{s}_n{n}") for s, n in modes]
+    if floor:
+        asked += [(s, n // 2, f"floor_{s}_n{n}") for s, n in modes]
+    out: dict[str, list[Record]] = {name: [] for _, _, name in asked}
     for i, q in enumerate(questions):
         for c in CURVE if curve else ():
             report, _, wall = swarm.ask(q["question"], strategy="best_of_n", n=c)
             out.setdefault(f"share_{c}", []).append(breakdown(report, wall))
         # the first mode of a question also decodes its prompt (later ones find it in the
         # prompt cache): every mode goes first equally often
-        for s, n in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
+        for s, n, name in asked[i % len(asked):] + asked[:i % len(asked)]:
             report, answer, wall = swarm.ask(q["question"], strategy=s, n=n)
-            out[f"{s}_n{n}"].append({"id": q["id"], "ok": correct(q, answer),
+            out[name].append({"id": q["id"], "ok": correct(q, answer),
                                      "used": len(report["candidates"]),
                                      "rescored": "checked by this node" in report.get("note",
                                                                                       ""),
@@ -159,7 +172,7 @@ def route_rate(swarm: Swarm, questions: list[dict[str, Any]]) -> float:
     return len(questions) / seconds
 
 
-def summary(one: list[Record], two: list[Record]) -> Record:
+def summary(one: list[Record], two: list[Record], floor: list[Record]) -> Record:
     def p(recs: list[Record], q: float) -> float:
         return percentile([r["wall_ms"] for r in recs], q) / 1000
 
@@ -179,6 +192,16 @@ def summary(one: list[Record], two: list[Record]) -> Record:
         "ratio_p95": round(p(two, 95) / p(one, 95), 3),
         "ratio_total": round(sum(r["wall_ms"] for r in two) / sum(r["wall_ms"] for r in one),
                              3),
+        # the floor: this node alone making what an even split leaves it (n / 2)
+        "floor_ratio_total": round(sum(r["wall_ms"] for r in floor)
+                                   / sum(r["wall_ms"] for r in one), 3),
+        "two_over_floor_total": round(sum(r["wall_ms"] for r in two)
+                                      / sum(r["wall_ms"] for r in floor), 3),
+        "total_s": [round(sum(r["wall_ms"] for r in recs) / 1000, 2)
+                    for recs in (one, floor, two)],
+        # candidates asked of each node per question, two nodes (even: n / 2 each)
+        "split_two": {node: round(statistics.mean(r["split"].get(node, 0) for r in two), 2)
+                      for node in sorted({n for r in two for n in r["split"]})},
         "accuracy": [round(statistics.mean(r["ok"] for r in one), 3),
                      round(statistics.mean(r["ok"] for r in two), 3)],
         "used": [round(statistics.mean(r["used"] for r in one), 2),
@@ -195,46 +218,80 @@ def summary(one: list[Record], two: list[Record]) -> Record:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--questions", type=int, default=None)
-    args = parser.parse_args()
-    count = args.questions or (30 if args.quick else 100)
-    held = split(load_questions(), "held")
-    questions = held[::max(1, len(held) // count)][:count]
-    tmp = Path(tempfile.mkdtemp(prefix="zswarm-speedup-"))
+def one_run(tmp: Path, questions: list[dict[str, Any]], modes: list[tuple[str, int]],
+            *, route: bool) -> tuple[dict[str, dict[str, list[Record]]], dict[str, float]]:
+    """Both setups, one after the other: their records, and route's rates."""
     runs: dict[str, dict[str, list[Record]]] = {}
     rates: dict[str, float] = {}
     for setup in ("one", "two"):
         print(f"{setup} node(s)", file=sys.stderr, flush=True)
         swarm = Swarm(tmp / setup, two=setup == "two")
         try:
-            runs[setup] = run_setup(swarm, questions, curve=setup == "one")
-            rates[setup] = route_rate(swarm, questions)
+            runs[setup] = run_setup(swarm, questions, modes, curve=setup == "one",
+                                    floor=setup == "one")
+            if route:
+                rates[setup] = route_rate(swarm, questions)
         finally:
             swarm.close()
-    modes = {f"{s}_n{n}": summary(runs["one"][f"{s}_n{n}"], runs["two"][f"{s}_n{n}"])
-             for s, n in MODES}
+    return runs, rates
+
+
+def main() -> None:
+    global MAX_TOKENS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--questions", type=int, default=None)
+    parser.add_argument("--short", action="store_true",
+                        help=f"answers of a few tokens: max_tokens {SHORT_TOKENS}, not "
+                             f"{MAX_TOKENS}")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="repeat both setups this many times (the spread is reported)")
+    parser.add_argument("--modes", default=",".join(f"{s}_n{n}" for s, n in MODES),
+                        help="comma-separated, of " + ", ".join(f"{s}_n{n}" for s, n in MODES))
+    args = parser.parse_args()
+    if args.short:
+        MAX_TOKENS = SHORT_TOKENS
+    modes = [(s, n) for s, n in MODES if f"{s}_n{n}" in args.modes.split(",")]
+    count = args.questions or (30 if args.quick else 100)
+    held = split(load_questions(), "held")
+    questions = held[::max(1, len(held) // count)][:count]
+    tmp = Path(tempfile.mkdtemp(prefix="zswarm-speedup-"))
+    every = [one_run(tmp / f"run{k}", questions, modes, route=k == 0)
+             for k in range(args.runs)]
+    runs, rates = every[0]
+    per_run = [{f"{s}_n{n}": summary(r["one"][f"{s}_n{n}"], r["two"][f"{s}_n{n}"],
+                                     r["one"][f"floor_{s}_n{n}"]) for s, n in modes}
+               for r, _ in every]
+    modes_fig = per_run[0]
     one = runs["one"]
     share_ms = {c: round(statistics.median(r["gather_ms"] for r in one[f"share_{c}"]), 1)
                 for c in CURVE}
     share_ms |= {n: round(statistics.median(r["gather_ms"] for r in one[f"best_of_n_n{n}"]), 1)
-                 for n in (8, 16)}
-    figures = {"questions": len(questions), "modes": modes,
-               "one_node_share_ms": share_ms,
+                 for n in (8, 16) if f"best_of_n_n{n}" in one}
+    spread = {m: {k: [run[m][k] for run in per_run]
+                  for k in ("two_over_floor_total", "ratio_total", "floor_ratio_total",
+                            "ratio_p50", "split_two", "accuracy")}
+              for m in modes_fig}
+    figures = {"questions": len(questions), "max_tokens": MAX_TOKENS, "runs": args.runs,
+               "modes": modes_fig, "spread": spread, "one_node_share_ms": share_ms,
                "route_q_per_s": [round(rates["one"], 2), round(rates["two"], 2)],
                "route_ratio": round(rates["two"] / rates["one"], 2)}
-    name = "fed_speedup" + ("_quick" if args.quick else "")
-    write_results(name, {**figures, "records": runs}, [
-        (f"{m} two/one p50 (p95); accuracy one, two",
-         f"{v['ratio_p50']} ({v['ratio_p95']}); {v['accuracy'][0]}, {v['accuracy'][1]}")
-        for m, v in modes.items()] + [("route q/s one, two", str(figures["route_q_per_s"]))])
-    line = {"questions": len(questions), "route_ratio": figures["route_ratio"],
-            **{m: {k: v[k] for k in ("ratio_p50", "ratio_p95", "accuracy", "p50_s")}
-               for m, v in modes.items()},
-            "confidence_n8_breakdown_ms": modes["confidence_n8"]["two_breakdown_ms"],
+    name = "fed_speedup" + ("_quick" if args.quick else "") + ("_short" if args.short else "")
+    write_results(name, {**figures, "records": [r for r, _ in every]}, [
+        (f"{m} two/one p50 (p95); two/floor total; split; accuracy one, two",
+         f"{v['ratio_p50']} ({v['ratio_p95']}); {v['two_over_floor_total']}; "
+         f"{json.dumps(v['split_two'])}; {v['accuracy'][0]}, {v['accuracy'][1]}")
+        for m, v in modes_fig.items()] + [
+        (f"{m} over {args.runs} runs", json.dumps(v)) for m, v in spread.items()] + [
+        ("route q/s one, two", str(figures["route_q_per_s"]))])
+    line = {"questions": len(questions), "max_tokens": MAX_TOKENS,
+            "route_ratio": figures["route_ratio"], "spread": spread,
+            **{m: {k: v[k] for k in ("ratio_p50", "ratio_p95", "accuracy", "p50_s",
+                                     "two_over_floor_total", "split_two")}
+               for m, v in modes_fig.items()},
             "one_node_share_ms": share_ms}
+    if "confidence_n8" in modes_fig:
+        line["confidence_n8_breakdown_ms"] = modes_fig["confidence_n8"]["two_breakdown_ms"]
     print(json.dumps(line))
 
 

@@ -27,11 +27,12 @@ Record = dict[str, Any]
 SUBSETS = 20
 
 
-def learned_factors(records: list[Record], by_id: dict[str, Any], *, calibrate: bool = True
-                    ) -> dict[str, dict[str, float]]:
+def learned_factors(records: list[Record], by_id: dict[str, Any], *, calibrate: bool = True,
+                    yes_no: bool = False) -> dict[str, dict[str, float]]:
     """Per question id: the calibration (core/calibration.py) a node that answered the
-    records before it, in order, with these candidates as its own, would apply."""
-    priors = Priors()
+    records before it, in order, with these candidates as its own, would apply (with
+    ``yes_no``, yes/no questions calibrated too)."""
+    priors = Priors(yes_no=yes_no)
     out: dict[str, dict[str, float]] = {}
     for rec in records:
         question = by_id[rec["id"]]["question"]
@@ -54,10 +55,11 @@ def _winner(strategy: str, cands: Sequence[Candidate], question: str,
 
 
 def fixed_n(records: list[Record], by_id: dict[str, Any], strategy: str, n: int,
-            tau: float = DEFAULT_TAU, calibrate: bool = True) -> list[float]:
+            tau: float = DEFAULT_TAU, calibrate: bool = True, yes_no: bool = False
+            ) -> list[float]:
     """Per question: right (1/0) with all 16, else the mean over random n-subsets."""
     out = []
-    factors = learned_factors(records, by_id, calibrate=calibrate)
+    factors = learned_factors(records, by_id, calibrate=calibrate, yes_no=yes_no)
     for rec in records:
         q, cands = by_id[rec["id"]], rec["candidates"]
         everyone = list(range(len(cands)))

@@ -1,4 +1,4 @@
-"""A model's lean on closed questions, divided out: learned from its own answers, bounded."""
+"""A model's lean on lettered questions, divided out: learned from its own answers, bounded."""
 
 from __future__ import annotations
 
@@ -12,48 +12,56 @@ from zswarm.core.messages import Candidate
 
 YES_NO_Q = "Is Paris in France?"
 LETTER_Q = "Which of these is a fruit? (a) carrot (b) apple (c) potato. Answer with the letter."
-_keys = st.lists(st.sampled_from([*YES_NO, "text:maybe", None]), max_size=200)
+OTHER_Q = "Which of these is cold? (a) fire (b) ice (c) sun. Answer with the letter."
+LETTERS = ("option:a", "option:b", "option:c")
+_keys = st.lists(st.sampled_from([*LETTERS, "text:maybe", None]), max_size=200)
 
 
 def test_forms():
-    assert form(YES_NO_Q) == YES_NO
-    assert form(LETTER_Q) == ("option:a", "option:b", "option:c")
+    assert form(LETTER_Q) == LETTERS
+    assert form(YES_NO_Q) is None  # measured on the tuning half and not kept
+    assert form(YES_NO_Q, yes_no=True) == YES_NO
     assert form("What is the capital of France?") is None
-    assert form("Is it Paris or Lyon?") is None  # asks to choose
+    assert form("Is it Paris or Lyon?", yes_no=True) is None  # asks to choose
     assert Priors().factors("m", "What is 2 + 2?") == {}
+    assert Priors().factors("m", YES_NO_Q) == {}
+    assert Priors(yes_no=True).factors("m", YES_NO_Q) == {"yesno:yes": 1.0, "yesno:no": 1.0}
 
 
 def test_an_unseen_model_is_uniform_and_a_lean_is_divided_out():
     priors = Priors()
-    assert priors.factors("m", YES_NO_Q) == {"yesno:yes": 1.0, "yesno:no": 1.0}
-    for _ in range(10):  # held-out yes/no: the model says no three times in four
-        priors.observe("m", "Is snow cold?", ["yesno:no"] * 12 + ["yesno:yes"] * 4)
-    f = priors.factors("m", YES_NO_Q)
-    assert f["yesno:yes"] > 1.5 > 1 > f["yesno:no"] > 0.6
-    assert priors.factors("other", YES_NO_Q) == {"yesno:yes": 1.0, "yesno:no": 1.0}
+    assert priors.factors("m", LETTER_Q) == dict.fromkeys(LETTERS, 1.0)
+    for _ in range(10):  # as on the tuning half: "(c)" half the time, "(a)" least
+        priors.observe("m", OTHER_Q, ["option:c"] * 8 + ["option:b"] * 5 + ["option:a"] * 3)
+    f = priors.factors("m", LETTER_Q)
+    assert f["option:a"] > 1.5 > f["option:b"] > 1 > f["option:c"] > 0.6
+    assert priors.factors("other", LETTER_Q) == dict.fromkeys(LETTERS, 1.0)
+    # two letters are another form: learned apart
+    assert priors.factors("m", "Hot or cold? (a) ice (b) fire") == {"option:a": 1.0,
+                                                                    "option:b": 1.0}
 
 
 @given(st.lists(_keys, max_size=30))
 def test_factors_stay_within_their_cap_and_counts_within_their_bound(rounds):
     priors = Priors()
     for keys in rounds:
-        priors.observe("m", YES_NO_Q, keys)
-    for f in priors.factors("m", YES_NO_Q).values():
+        priors.observe("m", LETTER_Q, keys)
+    for f in priors.factors("m", LETTER_Q).values():
         assert 1 / MAX_FACTOR <= f <= MAX_FACTOR
-    share = priors.prior("m", YES_NO)
+    share = priors.prior("m", LETTERS)
     assert abs(sum(share.values()) - 1) < 1e-9
 
 
 def test_driving_past_the_bounds_keeps_them():
     priors = Priors(max_priors=3)
     for i in range(10):  # a model id per ask: only the last three are kept
-        priors.observe(f"m{i}", YES_NO_Q, ["yesno:no"])
+        priors.observe(f"m{i}", LETTER_Q, ["option:c"])
     assert len(priors.snapshot()) == 3
     for _ in range(1000):  # counts are halved: they follow recent answers, bounded
-        priors.observe("m9", YES_NO_Q, ["yesno:no"] * 16)
-    counts = priors._counts[("m9", YES_NO)]
+        priors.observe("m9", LETTER_Q, ["option:c"] * 16)
+    counts = priors._counts[("m9", LETTERS)]
     assert sum(counts.values()) <= calibration.MAX_OBSERVED
-    assert priors.factors("m9", YES_NO_Q)["yesno:yes"] == MAX_FACTOR
+    assert priors.factors("m9", LETTER_Q)["option:a"] == MAX_FACTOR
 
 
 def c(text: str, lp: float = -0.5, model: str = "m") -> Candidate:

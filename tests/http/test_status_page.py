@@ -44,10 +44,11 @@ def test_page_files_and_status_snapshot(tmp_path):
         assert after["calibration"] == {}  # no closed question yet
 
         r = httpx.post(f"{node.base}/chat/completions", json={**CHAT, "messages": [
-            {"role": "user", "content": "Is 6 x 7 forty-two?"}], "zswarm": {"n": 2}})
+            {"role": "user", "content": "6 x 7? (a) 42 (b) 43"}], "zswarm": {"n": 2}})
         assert r.status_code == 200
         (lean,) = httpx.get(f"{node.base}/status").json()["calibration"].values()
-        assert lean == {"yesno:yes": 0.5, "yesno:no": 0.5}  # "42" is neither: no lean yet
+        # two "42" are two (a), beside 16 pseudo-answers per letter
+        assert lean == {"option:a": round(18 / 34, 3), "option:b": round(16 / 34, 3)}
 
         assert httpx.get(f"{node.root}/health").json()["peers"]["alive"] == 0
         assert httpx.get(f"{node.base}/federation/health").json()["peers"]["dead"] == 0

@@ -93,6 +93,9 @@ class ScriptedPeers:
                 for i in range(request.n)]
 
 
+LETTERED = "Which is a vegetable? (a) carrot (b) apple (c) potato. Answer with the letter."
+
+
 def ask_request(n: int) -> GenerateRequest:
     return question("6 * 7?", n=n)
 
@@ -358,28 +361,28 @@ async def test_a_committee_asks_each_model_for_its_share_and_learns_its_weight(
 
 async def test_the_models_lean_is_learned_from_this_nodes_candidates_never_a_peers(
         make, autojump_clock):
-    # a peer that answers "Yes." to everything, many times, must not move the prior the
+    # a peer that answers "(a)" to everything, many times, must not move the prior the
     # asker divides out of its candidates (core/calibration.py); this node's own do
-    peers = ScriptedPeers(liar=Behaviour(["Yes."]))
-    coordinator = await make(peers, local=["No."])
+    peers = ScriptedPeers(liar=Behaviour(["(a) carrot"]))
+    coordinator = await make(peers, local=["(c) potato"])
     assert coordinator.priors is not None
     own = 0
     for _ in range(5):
-        _, report = await coordinator.ask(Ask(question("Is snow cold?", n=4), "confidence",
-                                              10_000))
+        _, report = await coordinator.ask(Ask(question(LETTERED, n=4), "confidence", 10_000))
         assert {c.node for c in report.candidates} == {"me", "liar"}
         own += sum(c.node == "me" for c in report.candidates)
-    share = coordinator.priors.prior("scripted", ("yesno:yes", "yesno:no"))
-    pseudo = calibration.PSEUDO_COUNT  # only "me"'s "No." were counted, no "Yes."
-    assert share["yesno:yes"] == pseudo / (own + 2 * pseudo)
-    factors = coordinator.priors.factors("scripted", "Is ice cold?")
-    assert factors["yesno:yes"] > 1 > factors["yesno:no"]
-    _, report = await coordinator.ask(Ask(question("Is ice cold?", n=4), "confidence", 10_000))
+    letters = ("option:a", "option:b", "option:c")
+    share = coordinator.priors.prior("scripted", letters)
+    pseudo = calibration.PSEUDO_COUNT  # only "me"'s "(c)" were counted, no "(a)"
+    assert share["option:a"] == share["option:b"] == pseudo / (own + 3 * pseudo)
+    factors = coordinator.priors.factors("scripted", LETTERED)
+    assert factors["option:a"] > 1 > factors["option:c"]
+    _, report = await coordinator.ask(Ask(question(LETTERED, n=4), "confidence", 10_000))
     assert "calibrated" in report.note
 
 
 async def test_calibration_can_be_turned_off(make, autojump_clock):
     coordinator = await make(None, calibrate=False)
     assert coordinator.priors is None
-    _, report = await coordinator.ask(Ask(question("Is snow cold?", n=2), "confidence", 10_000))
+    _, report = await coordinator.ask(Ask(question(LETTERED, n=2), "confidence", 10_000))
     assert "calibrated" not in report.note

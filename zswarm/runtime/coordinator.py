@@ -245,9 +245,14 @@ class Coordinator:
         model is loaded; else this node if it holds the model (queued here, or loaded
         here); else the least loaded peer that holds it (which loads it)."""
         speed = self.speeds.applied
-        fanout = plan(request.n, strategy, speed(self.local_load(model_id)),
-                      [speed(p) for p in self.peers.peer_loads(model_id, peers)],
+        local = speed(self.local_load(model_id))
+        others = [speed(p) for p in self.peers.peer_loads(model_id, peers)]
+        fanout = plan(request.n, strategy, local, others,
                       prefer=self.node_homes.find(keys) if strategy == ROUTE else None)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("plan n=%d: %s from %s", request.n, fanout.parts,
+                      [(n.node_id[:8], round(n.speed, 2), round(n.pressure, 2))
+                       for n in (local, *others)])
         if fanout.parts:
             return fanout
         if self.models.find(model_id) is not None:
