@@ -32,9 +32,10 @@ def test_a_budget_is_positive():
 
 @pytest.mark.parametrize("strategy", ADAPTIVE_STRATEGIES)
 def test_agreeing_candidates_settle_after_the_minimum(strategy):
-    three = [cand("Paris"), cand("Paris."), cand("paris")]
-    assert verdict(strategy, three[:2], budget=16, tau=DEFAULT_TAU) is None  # two are too few
-    assert verdict(strategy, three, budget=16, tau=DEFAULT_TAU) == "settled"
+    four = [cand("Paris"), cand("Paris."), cand("paris"), cand("The capital is Paris.")]
+    assert stopping.MIN_CANDIDATES == 4  # the whole first wave (tuned: core/stopping.py)
+    assert verdict(strategy, four[:3], budget=16, tau=DEFAULT_TAU) is None  # too few
+    assert verdict(strategy, four, budget=16, tau=DEFAULT_TAU) == "settled"
 
 
 @pytest.mark.parametrize("strategy", ADAPTIVE_STRATEGIES)
@@ -80,9 +81,10 @@ def test_confidence_weighs_the_share():
 
 
 def test_a_peer_weight_counts_in_the_share():
-    got = [cand("Paris", node="a"), cand("Paris", node="a"), cand("Lyon", node="b")]
+    got = [cand("Paris", node="a"), cand("Paris", node="a"), cand("Paris", node="a"),
+           cand("Lyon", node="b")]
     assert verdict("majority", got, budget=16, tau=DEFAULT_TAU) == "settled"
-    assert verdict("majority", got, budget=16, tau=DEFAULT_TAU, weights={"b": 2.0}) is None
+    assert verdict("majority", got, budget=16, tau=DEFAULT_TAU, weights={"b": 3.0}) is None
 
 
 def test_invalid_candidates_never_settle_anything():
