@@ -330,14 +330,14 @@ def _majority(
     remaining: int,
 ) -> Decision | None:
     weight = {i: _weight(weights, candidates[i]) for i in valid}
-    keys, group_weight, first_seen = _groups(candidates, valid, weight, question, validation)
+    keys, group_weight, first_seen, answered = _groups(candidates, valid, weight, question,
+                                                       validation)
     ranked = sorted(group_weight, key=lambda k: (-group_weight[k], first_seen[k]))
     best = ranked[0]
     if remaining:
         w_max = _max_weight(weights)
         second = group_weight[ranked[1]] if len(ranked) > 1 else 0.0
-        if group_weight[best] - second <= remaining * w_max or \
-                _unanswered(candidates, valid, question, validation):
+        if group_weight[best] - second <= remaining * w_max or not answered:
             return None
     total = sum(weight.values())  # a candidate that states no answer still counts here
     scores: list[float | None] = [None] * len(candidates)
@@ -375,16 +375,18 @@ def confidences(candidates: Sequence[Candidate], valid: list[int], tau: float
 
 def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[int, float],
             question: str, validation: Validation, factors: Mapping[str, float] | None = None
-            ) -> tuple[list[str | None], dict[str, float], dict[str, int]]:
+            ) -> tuple[list[str | None], dict[str, float], dict[str, int], bool]:
     """Answer key per candidate, summed weight (times its key's calibration ``factors``)
-    per key, first arrival per key. A candidate
-    that states no answer (Validation.answer) joins no group and keeps key None, unless no
-    candidate states one: then every candidate is grouped by its whole text's key (so a
-    round of cut preambles still has a winner; ``_unanswered`` tells)."""
+    per key, first arrival per key, and whether any candidate states an answer. One that
+    states none (Validation.answer) joins no group and keeps key None, unless none does:
+    then every candidate is grouped by its whole text's key (a round of cut preambles
+    still has a winner, but no early stop: the next candidate that states an answer would
+    win alone)."""
     keys: list[str | None] = [None] * len(candidates)
     for i in valid:
         keys[i] = validation.answer(candidates[i], question)
-    if all(keys[i] is None for i in valid):
+    answered = any(keys[i] is not None for i in valid)
+    if not answered:
         for i in valid:
             keys[i] = validation.key(candidates[i].text, question)
     total: dict[str, float] = {}
@@ -394,14 +396,7 @@ def _groups(candidates: Sequence[Candidate], valid: list[int], weight: Mapping[i
         if key is not None:
             total[key] = total.get(key, 0.0) + weight[i] * calibrated(factors or {}, key)
             first.setdefault(key, i)
-    return keys, total, first
-
-
-def _unanswered(candidates: Sequence[Candidate], valid: list[int], question: str,
-                validation: Validation) -> bool:
-    """No valid candidate states an answer yet (each was cut before it did): the next
-    one that does would win alone, so no early stop can hold."""
-    return all(validation.answer(candidates[i], question) is None for i in valid)
+    return keys, total, first, answered
 
 
 def _confidence(
@@ -419,14 +414,15 @@ def _confidence(
     if len({candidates[i].model_id for i in valid}) > 1:
         calibration = {}  # counted like majority: there is no one model's prior
     weight = {i: _weight(weights, candidates[i]) * conf[i] for i in valid}
-    keys, total, first = _groups(candidates, valid, weight, question, validation, calibration)
+    keys, total, first, answered = _groups(candidates, valid, weight, question, validation,
+                                           calibration)
     weight = {i: w * calibrated(calibration, keys[i]) for i, w in weight.items()}
     ranked = sorted(total, key=lambda k: (-total[k], first[k]))
     best = ranked[0]
     lift = max([1.0, *calibration.values()])  # what a newcomer's weight may be multiplied by
-    if remaining and (_unanswered(candidates, valid, question, validation)
-                      or not _settled(candidates, valid, weights, keys, weight, best,
-                                      remaining, question, validation, lift)):
+    if remaining and (not answered or not _settled(candidates, valid, weights, keys, weight,
+                                                   best, remaining, question, validation,
+                                                   lift)):
         return None
     if calibration and any(k in calibration for k in total):
         note = "; ".join(filter(None, [note, "calibrated by this node's prior for the model: "
@@ -452,7 +448,7 @@ def _settled(candidates: Sequence[Candidate], valid: list[int], weights: Mapping
     times more."""
     w_max = _max_weight(weights) * lift
     counted = {i: _weight(weights, candidates[i]) for i in valid}
-    _, by_count, _ = _groups(candidates, valid, counted, question, validation)
+    _, by_count, _, _ = _groups(candidates, valid, counted, question, validation)
     sums = [by_count]
     if len({candidates[i].model_id for i in valid}) == 1:
         bound: dict[str, float] = {}
