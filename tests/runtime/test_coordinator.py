@@ -386,3 +386,22 @@ async def test_calibration_can_be_turned_off(make, autojump_clock):
     assert coordinator.priors is None
     _, report = await coordinator.ask(Ask(question(LETTERED, n=2), "confidence", 10_000))
     assert "calibrated" not in report.note
+
+
+async def test_the_peers_votes_leave_before_this_node_starts_its_share(make, autojump_clock):
+    # trio may run a batch of new tasks in either order: twenty waves, every one of them
+    # with the votes sent first (a vote leaves before its task's first checkpoint)
+    peers = ScriptedPeers(b=Behaviour(["41"]), c=Behaviour(["41"]))
+    coordinator = await make(peers)
+    run_local = coordinator._run_local
+
+    async def local(*args, **kw):
+        peers.asked.append("me")
+        await run_local(*args, **kw)
+
+    coordinator._run_local = local  # type: ignore[method-assign]
+    for _ in range(20):
+        peers.asked.clear()
+        # best_of_n waits for all three: no share is cancelled, each ask finds all idle
+        await coordinator.ask(Ask(ask_request(3), "best_of_n", 10_000))
+        assert peers.asked[-1] == "me" and sorted(peers.asked) == ["b", "c", "me"]

@@ -358,23 +358,21 @@ class Coordinator:
                     await self._run_local(rnd, request, 0, model_id)
             rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
             return
+        parts: list[tuple[str, GenerateRequest]] = []  # (node, its part), seeds in plan order
+        first = request.first_index
+        for node_id, count in fanout.parts.items():
+            for c in split_n(count, workers) if node_id == SELF else [count]:
+                parts.append((node_id, msgspec.structs.replace(request, n=c, first_index=first)))
+                first += c
         with trio.CancelScope(deadline=rnd.deadline) as deadline_scope:
             async with trio.open_nursery() as nursery:
                 rnd.scope = nursery.cancel_scope
-                first = request.first_index
-                for node_id, count in fanout.parts.items():
+                for node_id, part in parts:
                     if node_id == SELF:
-                        counts = split_n(count, workers)
+                        nursery.start_soon(self._run_local_after_peers, rnd, part,
+                                           part.first_index - request.first_index, model_id)
                     else:
-                        counts = [count]
-                    for c in counts:
-                        part = msgspec.structs.replace(request, n=c, first_index=first)
-                        if node_id == SELF:
-                            nursery.start_soon(self._run_local, rnd, part,
-                                               first - request.first_index, model_id)
-                        else:
-                            nursery.start_soon(self._run_peer, rnd, node_id, part, model_id)
-                        first += c
+                        nursery.start_soon(self._run_peer, rnd, node_id, part, model_id)
         rnd.deadline_hit = rnd.deadline_hit or deadline_scope.cancelled_caught
 
     def _add(self, rnd: Round, asked: Asked, cand: Candidate) -> None:
@@ -412,6 +410,15 @@ class Coordinator:
             key, Asked(node, self.ctx.card.node_id if key == SELF else key))
         asked.requested += count
         return asked
+
+    async def _run_local_after_peers(self, rnd: Round, part: GenerateRequest,
+                                     index_offset: int, model_id: str) -> None:
+        """This node's part of a wave, started once the peers' votes have left: a vote is
+        sent before its task's first checkpoint, and every task of the wave runs up to
+        its first checkpoint before this one resumes (trio runs a batch of tasks before
+        the next). So a peer's round trip and prompt overlap this node's work."""
+        await trio.lowlevel.checkpoint()
+        await self._run_local(rnd, part, index_offset, model_id)
 
     async def _run_local(self, rnd: Round, part: GenerateRequest, index_offset: int,
                          model_id: str) -> None:
