@@ -3,9 +3,9 @@
 Two setups with the same compute per node: node A alone, pinned to CPU 0 (one worker,
 one thread), and A with a second node B pinned to CPU 1 (a static peer; candidates split
 over both). The same questions (bench/data/questions.jsonl, the held-out half, every
-kind) are asked one at a time through A's HTTP API with the `openai` client, every mode
-in turn before the next question (each mode first as often as the others: the first
-decodes the prompt, the rest find it in the prompt cache): ``confidence``, ``best_of_n``
+kind) are asked one at a time through A's HTTP API with the `openai` client, one mode
+after the other over all of them (so every ask meets its question as new, its prompt
+not in any prompt cache): ``confidence``, ``best_of_n``
 and ``majority`` at n = 8 and n = 16, T = 0.7, 12 tokens at most. Then ``route`` throughput: two clients
 asking at once (n = 1) for a fixed number of questions, questions per second.
 
@@ -132,22 +132,23 @@ def run_setup(swarm: Swarm, questions: list[dict[str, Any]], modes: list[tuple[s
     asked = [(s, n, f"{s}_n{n}") for s, n in modes]
     if floor:
         asked += [(s, n // 2, f"floor_{s}_n{n}") for s, n in modes]
+    if curve:
+        asked = [("best_of_n", c, f"share_{c}") for c in CURVE] + asked
     out: dict[str, list[Record]] = {name: [] for _, _, name in asked}
-    for i, q in enumerate(questions):
-        for c in CURVE if curve else ():
-            report, _, wall = swarm.ask(q["question"], strategy="best_of_n", n=c)
-            out.setdefault(f"share_{c}", []).append(breakdown(report, wall))
-        # the first mode of a question also decodes its prompt (later ones find it in the
-        # prompt cache): every mode goes first equally often
-        for s, n, name in asked[i % len(asked):] + asked[:i % len(asked)]:
+    # one mode after the other over every question: each ask meets its question as new
+    # (a worker's prompt cache keeps 4 prompts; the set's other questions came between),
+    # so each node decodes the question's prompt in every ask, as for a user's new
+    # question - in each setup alike (asking every mode of a question in a row would
+    # find it cached 6 times in 7 on one node and once in 2 on two)
+    for s, n, name in asked:
+        for q in questions:
             report, answer, wall = swarm.ask(q["question"], strategy=s, n=n)
             out[name].append({"id": q["id"], "ok": correct(q, answer),
                                      "used": len(report["candidates"]),
                                      "rescored": "checked by this node" in report.get("note",
                                                                                       ""),
                                      **breakdown(report, wall)})
-        if (i + 1) % 10 == 0:
-            print(f"  {i + 1}/{len(questions)}", file=sys.stderr, flush=True)
+        print(f"  {name}: {len(questions)} questions", file=sys.stderr, flush=True)
     return out
 
 
