@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import msgspec
+import psutil
 import trio
 
 from zswarm import cores, statedir
@@ -278,13 +279,7 @@ def raise_fd_limit() -> None:
 
 
 def hardware_summary() -> str:
-    mem_gib = 0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = round(int(f.readline().split()[1]) / 2**20)
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{os.cpu_count() or 1} cpu, {mem_gib} GiB"
+    return f"{os.cpu_count() or 1} cpu, {round(psutil.virtual_memory().total / 2**30)} GiB"
 
 
 class _PullLog:
