@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+import tomli_w
 import typer
 
 from zswarm import client, cores, doctor, statedir
@@ -199,34 +200,31 @@ def join(address: str = typer.Argument(..., metavar="ADDRESS", hidden=True),
         member = client.peers(address, key=key, timeout_s=5.0)
     except ZswarmError as exc:  # reach says why a member does not answer
         fail(str(exc), exit_code(exc))
-    lines = ["[node]", f"name = {json.dumps(name)}", f"bind = {json.dumps(bind)}"]
+    node: dict[str, Any] = {"name": name, "bind": bind}
+    doc: dict[str, Any] = {"node": node}
     default = parse_config({})
     if state_dir is None and statedir.in_use(default):
         state_dir = out.resolve().parent / "state"
         say(f"another node uses {default.node.state_dir}: this one keeps its id and "
             f"models in {state_dir} (--state-dir DIR to choose)", err=True)
     if state_dir is not None:
-        lines.append(f"state_dir = {json.dumps(str(state_dir.resolve()))}")
+        node["state_dir"] = str(state_dir.resolve())
     ports = {k: v for k, v in (("rpc", rpc_port), ("pub", pub_port), ("http", http_port))
              if v is not None}
     if ports:
-        lines += ["", "[ports]", *(f"{k} = {v}" for k, v in ports.items())]
+        doc["ports"] = ports
     others = cores.other_nodes()
     if threads is None and (others or _another_node_here(bind)):
         threads = cores.share(others) if others else max(1, cores.cores() // 2)
         say(f"another node runs on this machine: the worker gets {threads} of its "
             f"{cores.cores()} cores (--threads N to choose)", err=True)
-    lines += ["",
-             "[model]", f"path = {json.dumps('swarm:' + member.node.model_id)}"]
+    doc["model"] = {"path": "swarm:" + member.node.model_id}
     if threads is not None:
-        lines.append(f"threads = {threads}")
-    lines += ["",
-             "[federation]", f"swarm = {json.dumps(member.node.swarm)}",
-             'discovery = "both"', f"peers = [{json.dumps(address)}]", ""]
+        doc["model"]["threads"] = threads
+    doc["federation"] = {"swarm": member.node.swarm, "discovery": "both", "peers": [address]}
     if key_file is not None:
-        lines += ["[security]", f"swarm_key_file = {json.dumps(str(key_file.resolve()))}",
-                  ""]
-    out.write_text("\n".join(lines))
+        doc["security"] = {"swarm_key_file": str(key_file.resolve())}
+    out.write_text(tomli_w.dumps(doc))
     try:
         written = load_config(out)
     except ZswarmError as exc:
