@@ -176,8 +176,8 @@ class ConsensusConfig(Section, frozen=True):
     weights: dict[str, Annotated[float, Meta(gt=0.0, le=1000.0)]] = field(default_factory=dict)
     #: temperature of ``confidence``: lower trusts log-probabilities more, higher counts more
     confidence_tau: Annotated[float, Meta(gt=0.0, le=10.0)] = DEFAULT_TAU
-    #: ``confidence`` divides out the model's lean on yes/no and lettered questions,
-    #: learned from this node's own candidates (core/calibration.py)
+    #: ``confidence`` divides out the model's lean on lettered questions ("(a) ... (b)
+    #: ..."), learned from this node's own candidates (core/calibration.py)
     calibrate: bool = True
 
     def count_for(self, strategy: str) -> tuple[int, bool]:

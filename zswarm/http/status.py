@@ -103,7 +103,7 @@ def snapshot(node: HttpNode) -> dict[str, Any]:
                    "frames_dropped_by": [
                        {"where": where, "reason": reason, "count": count}
                        for (where, reason), count in ctx.drops.counts.most_common(DROPS_SHOWN)]},
-        # confidence's calibration: each model's learned lean on closed questions
+        # confidence's calibration: each model's learned lean on lettered questions
         "calibration": priors.snapshot() if (priors := node.coordinator.priors) else {},
         "peer_counts": count_states(p.state for p in peers),
         "peers": [msgspec.to_builtins(p) for p in peers],

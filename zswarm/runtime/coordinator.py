@@ -83,7 +83,7 @@ class Coordinator:
         self.weights = dict(consensus.weights)
         self.validation = Validation(allow_truncated=consensus.allow_truncated)
         self.tau = consensus.confidence_tau
-        #: the model's lean on closed questions, from this node's own candidates
+        #: the model's lean on lettered questions, from this node's own candidates
         self.priors = Priors() if consensus.calibrate else None
         self.vote_deadline_s = ctx.config.federation.deadline_s
         #: where conversations were answered: a local worker, and (route) a node
