@@ -256,9 +256,9 @@ def main() -> None:
     count = args.questions or (30 if args.quick else 100)
     held = split(load_questions(), "held")
     questions = held[::max(1, len(held) // count)][:count]
-    tmp = Path(tempfile.mkdtemp(prefix="zswarm-speedup-"))
-    every = [one_run(tmp / f"run{k}", questions, modes, route=k == 0)
-             for k in range(args.runs)]
+    with tempfile.TemporaryDirectory(prefix="zswarm-speedup-") as tmp:  # nodes' state dirs
+        every = [one_run(Path(tmp) / f"run{k}", questions, modes, route=k == 0)
+                 for k in range(args.runs)]
     runs, rates = every[0]
     per_run = [{f"{s}_n{n}": summary(r["one"][f"{s}_n{n}"], r["two"][f"{s}_n{n}"],
                                      r["one"][f"floor_{s}_n{n}"]) for s, n in modes}
