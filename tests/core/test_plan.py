@@ -84,3 +84,22 @@ def test_every_member_gets_one_and_the_shares_add_up(n, speeds):
     parts = shares(n, members)
     assert sum(parts.values()) == n and min(parts.values()) >= 1
     assert set(parts) == {m.node_id for m in members}
+
+
+def test_a_fast_peer_gets_at_most_twice_the_even_share():
+    # a member that answers at once (with junk, say) looks 100 times faster: it still
+    # makes at most twice what an even split gives it; this node is not capped
+    me = NodeLoad(SELF, 1, 1, 0, speed=1.0)
+    parts = plan(12, "confidence", me, [peer("liar", speed=100.0), peer("b", speed=1.0)]).parts
+    assert parts["liar"] == 8 == 2 * 12 // 3 and sum(parts.values()) == 12
+    fast_me = NodeLoad(SELF, 1, 1, 0, speed=100.0)
+    assert plan(12, "confidence", fast_me, [peer("b", speed=1.0)]).parts[SELF] > 8
+
+
+@given(st.integers(1, 32), st.lists(st.floats(0.01, 1000), min_size=2, max_size=8))
+def test_no_peer_exceeds_twice_the_even_share(n, speeds):
+    members = [peer(f"p{i}", speed=s) for i, s in enumerate(speeds)][:n]
+    parts = shares(n, [NodeLoad(SELF, 1, 1, 0, speed=1.0), *members][:n])
+    cap = -(-2 * n // len(parts))
+    assert all(c <= cap for node, c in parts.items() if node != SELF)
+    assert sum(parts.values()) == n

@@ -99,14 +99,25 @@ def shares(n: int, members: list[NodeLoad]) -> dict[str, int]:
     lowered by the work waiting there; ties: the earlier member).
 
     A node of unknown speed counts as the median of the known ones (all unknown: equal,
-    which is round-robin)."""
+    which is round-robin). A peer gets at most twice the even share (``peer_cap``): a
+    member that answers fast - with junk, or by lying about nothing but its speed - still
+    makes no more of the vote than two honest members would."""
     known = sorted(m.speed for m in members if m.speed > 0)
     typical = known[len(known) // 2] if known else 1.0
     rate = [(m.speed if m.speed > 0 else typical) / (1 + max(0.0, m.pressure))
             for m in members]
     counts = [1] * len(members)
+    cap = peer_cap(n, len(members))
     for _ in range(n - len(members)):
-        k = min(range(len(members)),
+        open_ = [i for i, m in enumerate(members) if m.node_id == SELF or counts[i] < cap]
+        k = min(open_ or range(len(members)),
                 key=lambda i: ((counts[i] + 1 + FIXED_COST) / rate[i], i))
         counts[k] += 1
     return {m.node_id: c for m, c in zip(members, counts, strict=True)}
+
+
+def peer_cap(n: int, members: int) -> int:
+    """The most candidates of n one peer is given among ``members`` nodes: twice the
+    even share, rounded up (every candidate still finds a node: when every member is a
+    peer at its cap, the cap gives way)."""
+    return max(1, -(-2 * n // max(1, members)))
