@@ -239,7 +239,7 @@ def _phrase(sentence: str, asked_words: frozenset[str]) -> list[str]:
 def _marked_letter(text: str, question: str) -> str | None:
     """The one listed option letter the first sentence quotes or puts in parentheses
     ('The correct answer is "b".', "The smallest is (b)."), or None."""
-    listed = {letter for letter, _ in _options(question)}
+    listed = set(listed_letters(question))
     if len(listed) < 2:
         return None
     marked = {m.lower() for m in _MARKED_LETTER_RE.findall(_first_sentence(text))} & listed
@@ -266,6 +266,11 @@ def cut_answer_key(text: str, question: str = "") -> str | None:
     """The key of a candidate cut by max_tokens, read from its complete part only, or
     None when that part states no answer: nothing complete, or only a phrase without a
     copula ("To add 43 and 15," - a preamble, not an answer)."""
+    return _cut_answer_key(text[:ANSWER_CHARS], question[-ANSWER_CHARS:])
+
+
+@lru_cache(maxsize=4096)  # decide() runs after every candidate: each is read once
+def _cut_answer_key(text: str, question: str) -> str | None:
     done = complete_part(text)
     if not done.strip():
         return None

@@ -60,7 +60,8 @@ def _sha_cache(path: Path) -> tuple[Path, str, dict[str, str]]:
 
 def file_sha256(path: Path) -> str:
     """sha256 of the file, cached beside it in the user's cache keyed by size and mtime."""
-    _, key, cache = _sha_cache(path)
+    found = _sha_cache(path)
+    _, key, cache = found
     if isinstance(cache.get(key), str):
         return str(cache[key])
     h = hashlib.sha256()
@@ -68,14 +69,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    remember_sha256(path, digest)
+    _store(found, digest)
     return digest
 
 
 def remember_sha256(path: Path, digest: str) -> None:
     """Record the sha256 of a file its writer hashed as it wrote it (a pull): the file is
     not read again to compute it."""
-    cache_file, key, cache = _sha_cache(path)
+    _store(_sha_cache(path), digest)
+
+
+def _store(found: tuple[Path, str, dict[str, str]], digest: str) -> None:
+    """Write ``digest`` into the cache ``_sha_cache`` read (not read twice)."""
+    cache_file, key, cache = found
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache[key] = digest
